@@ -1,0 +1,79 @@
+//! API keys: only their SHA-256 hash is ever stored, with the scopes they grant.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Everything, including managing keys.
+    #[serde(rename = "admin")]
+    Admin,
+    #[serde(rename = "profiles:read")]
+    ProfilesRead,
+    #[serde(rename = "profiles:write")]
+    ProfilesWrite,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Hex SHA-256 of the secret; the secret itself is shown once and never kept.
+    pub key_hash: String,
+    pub name: String,
+    pub scopes: BTreeSet<Scope>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ApiKey {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+}
+
+/// A new random secret, e.g. `hk_3f9a…` (32 random bytes, hex).
+pub fn generate_secret() -> String {
+    format!("hk_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A key record for `secret`; the caller shows the secret once and stores the record.
+pub fn new_key(secret: &str, name: &str, scopes: impl IntoIterator<Item = Scope>) -> ApiKey {
+    ApiKey { key_hash: hash_secret(secret), name: name.to_owned(), scopes: scopes.into_iter().collect(), created_at: Utc::now() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_stored_as_the_sha256_of_its_secret() {
+        let key = new_key("secret", "ci", [Scope::ProfilesRead]);
+        assert_eq!(key.key_hash, "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b");
+        assert!(!serde_json::to_string(&key).unwrap().contains("\"secret\""));
+    }
+
+    #[test]
+    fn generated_secrets_differ() {
+        assert_ne!(generate_secret(), generate_secret());
+    }
+
+    #[test]
+    fn admin_allows_every_scope_and_others_only_their_own() {
+        let admin = new_key("a", "admin", [Scope::Admin]);
+        let reader = new_key("r", "reader", [Scope::ProfilesRead]);
+        assert!(admin.allows(Scope::ProfilesWrite));
+        assert!(reader.allows(Scope::ProfilesRead));
+        assert!(!reader.allows(Scope::ProfilesWrite));
+    }
+
+    #[test]
+    fn scopes_serialize_by_their_names() {
+        let json = serde_json::to_value(Scope::ProfilesWrite).unwrap();
+        assert_eq!(json, "profiles:write");
+    }
+}

@@ -1,0 +1,16 @@
+//! Herald's domain: profiles and their contacts, validation, API keys, domain events and
+//! the ports (traits) the handlers need from the outside world. No AWS types live here.
+
+pub mod backoff;
+pub mod events;
+pub mod keys;
+pub mod ports;
+pub mod profile;
+pub mod service;
+pub mod validation;
+
+pub use events::{DomainEvent, ProfileChanged};
+pub use keys::{ApiKey, Scope};
+pub use profile::{DeviceToken, ExternalChannel, Platform, Profile, ProfilePatch};
+pub use service::{ProfileError, ProfileService, Upserted};
+pub use validation::{FieldError, ValidationErrors};

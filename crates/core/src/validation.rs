@@ -1,0 +1,251 @@
+//! Field-level validation of contacts and attributes. Every check names the field at
+//! fault, so that the API can answer with all of them at once.
+
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Pinpoint's limits on user attributes.
+pub const MAX_ATTRIBUTES: usize = 250;
+pub const MAX_ATTRIBUTE_NAME_CHARS: usize = 50;
+pub const MAX_ATTRIBUTE_VALUE_CHARS: usize = 100;
+pub const MAX_USER_ID_CHARS: usize = 128;
+pub const MAX_DEVICE_TOKENS: usize = 50;
+pub const MAX_EXTERNAL_CHANNELS: usize = 50;
+/// FCM registration tokens are opaque; real ones are ~150-200 characters of base64url
+/// with a colon. We accept that alphabet within generous bounds.
+pub const FCM_TOKEN_CHARS: std::ops::RangeInclusive<usize> = 32..=4096;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Where the fault is, e.g. `email`, `device_tokens[1].token`, `attributes.plan`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{} invalid field(s): {}", .0.len(), summary(.0))]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+fn summary(errors: &[FieldError]) -> String {
+    errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+impl ValidationErrors {
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self(vec![FieldError { field: field.into(), message: message.into() }])
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    /// Records the outcome of one check under `field`.
+    pub fn check(&mut self, field: impl Into<String>, outcome: Result<(), String>) {
+        if let Err(message) = outcome {
+            self.add(field, message);
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+pub fn user_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(format!("must be at most {MAX_USER_ID_CHARS} characters"));
+    }
+    if id.chars().any(|c| c.is_control() || c == '/') {
+        return Err("must not contain control characters or '/'".into());
+    }
+    Ok(())
+}
+
+pub fn email(address: &str) -> Result<(), String> {
+    email_address::EmailAddress::from_str(address)
+        .map(|_| ())
+        .map_err(|e| format!("is not a valid email address ({e})"))
+}
+
+/// Parses a phone number in international format and returns its E.164 form.
+pub fn phone_e164(number: &str) -> Result<String, String> {
+    if !number.trim_start().starts_with('+') {
+        return Err("must be in international format, starting with + and the country code".into());
+    }
+    let parsed = phonenumber::parse(None, number).map_err(|e| format!("is not a phone number ({e})"))?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err("is not a valid phone number for its country".into());
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+pub fn timezone(name: &str) -> Result<(), String> {
+    name.parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| "is not an IANA time zone name such as Europe/Paris".into())
+}
+
+/// APNs device tokens are 32 bytes, written as 64 hexadecimal characters.
+pub fn apns_token(token: &str) -> Result<(), String> {
+    if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("an APNs token must be 64 hexadecimal characters".into())
+    }
+}
+
+pub fn fcm_token(token: &str) -> Result<(), String> {
+    let well_formed = FCM_TOKEN_CHARS.contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "an FCM token must be {} to {} characters of A-Z, a-z, 0-9, '-', '_' and ':'",
+            FCM_TOKEN_CHARS.start(),
+            FCM_TOKEN_CHARS.end()
+        ))
+    }
+}
+
+/// External channel platforms are short lowercase names such as `slack` or `teams`.
+pub fn channel_platform(name: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
+    if ok { Ok(()) } else { Err("must be 1 to 32 characters of a-z, 0-9, '_' and '-'".into()) }
+}
+
+/// Webhook targets must be absolute https URLs with a host: a push never travels in clear.
+pub fn https_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("is not a URL ({e})"))?;
+    if url.scheme() != "https" {
+        return Err("must be an https URL".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    Ok(())
+}
+
+pub fn attribute_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("attribute names must not be empty".into());
+    }
+    if name.chars().count() > MAX_ATTRIBUTE_NAME_CHARS {
+        return Err(format!("attribute names must be at most {MAX_ATTRIBUTE_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("attribute names must not contain control characters".into());
+    }
+    Ok(())
+}
+
+pub fn attribute_value(value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_ATTRIBUTE_VALUE_CHARS {
+        return Err(format!("attribute values must be at most {MAX_ATTRIBUTE_VALUE_CHARS} characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_table(check: fn(&str) -> Result<(), String>, valid: &[&str], invalid: &[&str]) {
+        for v in valid {
+            assert!(check(v).is_ok(), "expected {v:?} to be valid: {:?}", check(v));
+        }
+        for v in invalid {
+            assert!(check(v).is_err(), "expected {v:?} to be invalid");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert_table(
+            email,
+            &["ana@example.com", "first.last+tag@sub.example.co.uk", "x@y.io"],
+            &["", "ana", "ana@", "@example.com", "ana@@example.com", "ana example@example.com", "ana@exa mple.com"],
+        );
+    }
+
+    #[test]
+    fn phones_are_normalised_to_e164() {
+        let cases = [
+            ("+14155552671", "+14155552671"),
+            ("+1 (415) 555-2671", "+14155552671"),
+            ("+44 20 7946 0958", "+442079460958"),
+            ("+33 6 12 34 56 78", "+33612345678"),
+        ];
+        for (input, e164) in cases {
+            assert_eq!(phone_e164(input).as_deref(), Ok(e164), "{input}");
+        }
+    }
+
+    #[test]
+    fn phones_that_are_not_international_or_not_valid_are_refused() {
+        for input in ["4155552671", "", "+", "+1 555", "+999 123456789", "call me", "+1415555267199999"] {
+            assert!(phone_e164(input).is_err(), "expected {input:?} to be invalid");
+        }
+    }
+
+    #[test]
+    fn apns_tokens() {
+        let good = "a".repeat(64);
+        let upper = "0123456789ABCDEF".repeat(4);
+        let short = "a".repeat(63);
+        let long = "a".repeat(65);
+        let non_hex = format!("{}g", "a".repeat(63));
+        assert_table(apns_token, &[&good, &upper], &[&short, &long, &non_hex, ""]);
+    }
+
+    #[test]
+    fn fcm_tokens() {
+        let real_shape = format!("dGVzdC10b2tlbi0x:APA91b{}", "Hx_y-Z0".repeat(20));
+        let minimal = "a".repeat(32);
+        let too_short = "a".repeat(31);
+        let too_long = "a".repeat(4097);
+        let bad_char = format!("{} {}", "a".repeat(20), "b".repeat(20));
+        assert_table(fcm_token, &[&real_shape, &minimal], &[&too_short, &too_long, &bad_char, ""]);
+    }
+
+    #[test]
+    fn external_channel_urls_are_https_only() {
+        assert_table(
+            https_url,
+            &["https://hooks.slack.com/services/T000/B000/XXXX", "https://example.com:8443/hook?x=1"],
+            &["http://hooks.slack.com/services/T000", "ftp://example.com", "not a url", "https://", "/relative", ""],
+        );
+    }
+
+    #[test]
+    fn channel_platforms() {
+        assert_table(channel_platform, &["slack", "ms-teams", "discord_2"], &["", "Slack", "slack!", &"a".repeat(33)]);
+    }
+
+    #[test]
+    fn timezones() {
+        assert_table(timezone, &["Europe/Paris", "America/New_York", "UTC"], &["", "Mars/Olympus", "GMT+25"]);
+    }
+
+    #[test]
+    fn user_ids() {
+        let longest = "u".repeat(MAX_USER_ID_CHARS);
+        let too_long = "u".repeat(MAX_USER_ID_CHARS + 1);
+        assert_table(user_id, &["u-1", "ana@example.com", &longest, "ünïcödé"], &["", &too_long, "a/b", "a\nb"]);
+    }
+
+    #[test]
+    fn attribute_limits_count_characters_not_bytes() {
+        assert!(attribute_name(&"é".repeat(MAX_ATTRIBUTE_NAME_CHARS)).is_ok());
+        assert!(attribute_name(&"é".repeat(MAX_ATTRIBUTE_NAME_CHARS + 1)).is_err());
+        assert!(attribute_name("").is_err());
+        assert!(attribute_value(&"é".repeat(MAX_ATTRIBUTE_VALUE_CHARS)).is_ok());
+        assert!(attribute_value(&"é".repeat(MAX_ATTRIBUTE_VALUE_CHARS + 1)).is_err());
+        assert!(attribute_value("").is_ok());
+    }
+}
