@@ -1,1 +1,7 @@
+//! End-to-end suites against the local stack on the moto endpoint `scripts/test` starts.
 
+mod api_errors;
+mod profile_events;
+mod profiles_api;
+mod sample_events;
+mod stores;

@@ -1,0 +1,190 @@
+//! Shared support for the end-to-end suites: a local stack per test (its own tables and
+//! bus on the shared moto endpoint), an HTTP client for the API, and an SQS queue that
+//! captures what the stack publishes on its bus.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_eventbridge::types::Target;
+use herald_local::{LocalStack, Options, repo_root};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+
+/// Starts a stack named uniquely for this test on the endpoint `scripts/test` started.
+pub async fn start_stack() -> LocalStack {
+    start_stack_with_key(None).await
+}
+
+pub async fn start_stack_with_key(admin_key: Option<String>) -> LocalStack {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()).expect(
+        "AWS_ENDPOINT_URL must name a running moto server: run the suites with scripts/test, which starts one",
+    );
+    let options = Options {
+        endpoint: Some(endpoint),
+        port: 0,
+        admin_key,
+        stack_name: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        template: repo_root().join("infra/template.yaml"),
+    };
+    LocalStack::start(options).await.expect("the local stack starts")
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> &str {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The `field` of each entry in a problem's `errors`.
+    pub fn fields_at_fault(&self) -> Vec<String> {
+        self.body["errors"].as_array().into_iter().flatten().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Api {
+    pub fn new(stack: &LocalStack) -> Self {
+        Self { http: reqwest::Client::new(), base: stack.api_url.clone(), key: Some(stack.admin_key.clone()) }
+    }
+
+    pub fn with_key(&self, key: Option<&str>) -> Self {
+        Self { key: key.map(str::to_owned), ..self.clone() }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer {
+        self.send_as(method, path, "application/json", body).await
+    }
+
+    pub async fn send_as(&self, method: Method, path: &str, content_type: &str, body: Option<Vec<u8>>) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        let response = request.send().await.expect("the local API answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        self.send(Method::PUT, path, Some(serde_json::to_vec(body).unwrap())).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(Method::DELETE, path, None).await
+    }
+}
+
+/// An SQS queue subscribed to everything Herald publishes on the stack's bus.
+pub struct EventCapture {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl EventCapture {
+    pub async fn attach(stack: &LocalStack) -> Self {
+        let config = herald_aws::local_sdk_config(&stack.endpoint).await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let bus = &stack.api_config.event_bus_name;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("{}-capture", stack.deployment.stack_name))
+            .send()
+            .await
+            .expect("capture queue")
+            .queue_url
+            .expect("queue url");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+            .expect("queue arn");
+        stack
+            .clients
+            .eventbridge
+            .put_rule()
+            .name("capture-all")
+            .event_bus_name(bus)
+            .event_pattern(r#"{"source": ["herald"]}"#)
+            .send()
+            .await
+            .expect("capture rule");
+        stack
+            .clients
+            .eventbridge
+            .put_targets()
+            .rule("capture-all")
+            .event_bus_name(bus)
+            .targets(Target::builder().id("capture").arn(arn).build().unwrap())
+            .send()
+            .await
+            .expect("capture target");
+        Self { sqs, queue_url }
+    }
+
+    /// Collects events until `count` have arrived or `timeout` has passed, then looks
+    /// once more so that an extra, unwanted event is seen too.
+    pub async fn collect(&self, count: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        while events.len() < count && Instant::now() < deadline {
+            events.extend(self.receive(1).await);
+        }
+        events.extend(self.receive(0).await);
+        events
+    }
+
+    async fn receive(&self, wait_seconds: i32) -> Vec<Value> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_seconds)
+            .send()
+            .await
+            .expect("receive");
+        let messages = output.messages.unwrap_or_default();
+        if !messages.is_empty() {
+            let entries = messages.iter().enumerate().map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .build()
+                    .unwrap()
+            });
+            self.sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries.collect()))
+                .send()
+                .await
+                .expect("delete");
+        }
+        messages.iter().map(|m| serde_json::from_str(m.body().unwrap()).expect("an EventBridge event")).collect()
+    }
+}

@@ -1,0 +1,69 @@
+//! Bearer API keys: looked up by their SHA-256 hash, cached briefly per environment.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use herald_core::{ApiKey, Scope, keys::hash_secret, ports::ApiKeyStore};
+use lambda_http::http::HeaderMap;
+
+use crate::problem::Problem;
+
+/// How long a key found in the table is trusted without asking again. A revoked key can
+/// keep working this long in a warm environment; unknown keys are never cached, so a new
+/// key works at once.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+pub struct Authenticator {
+    store: Arc<dyn ApiKeyStore>,
+    cache: Mutex<HashMap<String, (Instant, ApiKey)>>,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn ApiKeyStore>) -> Self {
+        Self { store, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The key behind the request's `Authorization: Bearer …` header, if it grants `scope`.
+    pub async fn authorize(&self, headers: &HeaderMap, scope: Option<Scope>) -> Result<ApiKey, Problem> {
+        let secret = bearer(headers)?;
+        let key = self.find(&hash_secret(secret)).await?;
+        match scope {
+            Some(scope) if !key.allows(scope) => {
+                let scope = serde_json::to_value(scope).expect("scopes serialize");
+                Err(Problem::forbidden(format!("This key lacks the scope {scope}")))
+            }
+            _ => Ok(key),
+        }
+    }
+
+    async fn find(&self, hash: &str) -> Result<ApiKey, Problem> {
+        if let Some((at, key)) = self.cache.lock().expect("cache lock").get(hash) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(key.clone());
+            }
+        }
+        let key = self.store.find(hash).await.map_err(|e| {
+            tracing::error!(error = %e, "API key lookup failed");
+            Problem::unavailable()
+        })?;
+        let key = key.ok_or_else(|| Problem::unauthenticated("Unknown API key"))?;
+        self.cache.lock().expect("cache lock").insert(hash.to_owned(), (Instant::now(), key.clone()));
+        Ok(key)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
+    let value = headers
+        .get("authorization")
+        .ok_or_else(|| Problem::unauthenticated("Send an API key as Authorization: Bearer <key>"))?;
+    let value = value.to_str().map_err(|_| Problem::unauthenticated("Malformed Authorization header"))?;
+    let (scheme, secret) = value.split_once(' ').ok_or_else(|| Problem::unauthenticated("Malformed Authorization header"))?;
+    let secret = secret.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
+        return Err(Problem::unauthenticated("Use the Bearer scheme: Authorization: Bearer <key>"));
+    }
+    Ok(secret)
+}

@@ -1,0 +1,122 @@
+//! RFC 9457 problem details: every error the API answers, in one shape.
+
+use herald_core::{FieldError, ProfileError};
+use lambda_http::{Body, Response, http::StatusCode};
+use serde::Serialize;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The fields at fault, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip)]
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { kind, title, status: status.as_u16(), detail: detail.into(), errors: Vec::new(), headers: Vec::new() }
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        let detail = format!("Invalid field(s): {}", fields.join(", "));
+        Self { errors, ..Self::new(StatusCode::BAD_REQUEST, "urn:herald:problem:invalid-request", "Invalid request", detail) }
+    }
+
+    pub fn malformed_json(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "urn:herald:problem:malformed-json", "Malformed JSON", detail)
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "urn:herald:problem:unsupported-media-type",
+            "Unsupported media type",
+            "Send the body as application/json",
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "urn:herald:problem:too-large",
+            "Request body too large",
+            format!("The body must be at most {limit} bytes"),
+        )
+    }
+
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(StatusCode::UNAUTHORIZED, "urn:herald:problem:unauthenticated", "Unauthenticated", detail);
+        p.headers.push(("www-authenticate", "Bearer".into()));
+        p
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "urn:herald:problem:forbidden", "Forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "urn:herald:problem:not-found", "Not found", detail)
+    }
+
+    pub fn method_not_allowed(allow: &[&str]) -> Self {
+        let mut p = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "urn:herald:problem:method-not-allowed",
+            "Method not allowed",
+            format!("This resource allows {}", allow.join(", ")),
+        );
+        p.headers.push(("allow", allow.join(", ")));
+        p
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "urn:herald:problem:conflict", "Conflict", detail)
+    }
+
+    pub fn unavailable() -> Self {
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "urn:herald:problem:unavailable",
+            "Service unavailable",
+            "A backing service failed; the request may be retried",
+        );
+        p.headers.push(("retry-after", "1".into()));
+        p
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).expect("problems carry valid status codes")
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut builder = Response::builder().status(self.status()).header("content-type", CONTENT_TYPE);
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value);
+        }
+        let body = serde_json::to_string(&self).expect("problems serialize");
+        builder.body(Body::Text(body)).expect("a valid response")
+    }
+}
+
+impl From<ProfileError> for Problem {
+    fn from(e: ProfileError) -> Self {
+        match e {
+            ProfileError::Invalid(errors) => Problem::invalid(errors.0),
+            ProfileError::NotFound => Problem::not_found("No profile for this user"),
+            ProfileError::Contention => Problem::conflict(e.to_string()),
+            ProfileError::Store(_) | ProfileError::Publish(_) => {
+                tracing::error!(error = %e, "backing service failed");
+                Problem::unavailable()
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! SDK configuration and clients, built once per Lambda execution environment.
+
+use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
+use aws_sdk_dynamodb::config::{Credentials, Region};
+
+/// The configuration a deployed function uses: region and credentials from the Lambda
+/// environment, `AWS_ENDPOINT_URL` honoured, and adaptive retries, which back off the
+/// whole client when a service throttles.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::adaptive()).load().await
+}
+
+/// The configuration for an AWS-compatible endpoint on this machine (moto), with static
+/// test credentials so that nothing reaches for a real account.
+pub async fn local_sdk_config(endpoint_url: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::adaptive())
+        .endpoint_url(endpoint_url)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "herald-local"))
+        .load()
+        .await
+}
+
+/// The SDK clients a function holds for its lifetime.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self { dynamodb: aws_sdk_dynamodb::Client::new(config), eventbridge: aws_sdk_eventbridge::Client::new(config) }
+    }
+
+    /// Opens the connections during init, so that the first request after a cold start
+    /// does not pay for DNS and the TLS handshake (most of a second at 128 MB). Failures
+    /// are only logged: the real call will report them.
+    pub async fn warm_up(&self, table: &str, bus: &str) {
+        let (table_result, bus_result) = tokio::join!(
+            self.dynamodb.describe_table().table_name(table).send(),
+            self.eventbridge.describe_event_bus().name(bus).send(),
+        );
+        if let Err(e) = table_result {
+            tracing::warn!(error = %crate::describe(&e), "warm-up of DynamoDB failed");
+        }
+        if let Err(e) = bus_result {
+            tracing::warn!(error = %crate::describe(&e), "warm-up of EventBridge failed");
+        }
+    }
+}

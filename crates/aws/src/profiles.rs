@@ -1,0 +1,91 @@
+//! The profiles table: one item per user, keyed by `user_id`, with optimistic
+//! concurrency on `version`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    Client,
+    operation::put_item::PutItemError,
+    types::AttributeValue,
+};
+use herald_core::{
+    Profile,
+    ports::{ProfileStore, StoreError, StoredProfile},
+};
+
+/// Marks a tombstone: the profile was erased, only its id and version remain.
+const ERASED: &str = "erased";
+
+#[derive(Clone, Debug)]
+pub struct DynamoProfileStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoProfileStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    async fn put_if_version(
+        &self,
+        item: std::collections::HashMap<String, AttributeValue>,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        let request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let request = if expected_version == 0 {
+            request.condition_expression("attribute_not_exists(user_id)")
+        } else {
+            request
+                .condition_expression("version = :expected")
+                .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(_) => Err(StoreError::Conflict),
+                other => Err(StoreError::Unavailable(crate::describe(&other))),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl ProfileStore for DynamoProfileStore {
+    async fn load(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("user_id", AttributeValue::S(user_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(crate::describe(&e)))?;
+        let Some(item) = output.item else { return Ok(None) };
+        if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
+            let version = match item.get("version") {
+                Some(AttributeValue::N(n)) => n.parse().map_err(|_| StoreError::Unavailable(format!("bad version {n:?}")))?,
+                _ => 0,
+            };
+            return Ok(Some(StoredProfile { version, profile: None }));
+        }
+        let profile: Profile =
+            serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable profile item: {e}")))?;
+        Ok(Some(StoredProfile { version: profile.version, profile: Some(profile) }))
+    }
+
+    async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
+        let item = serde_dynamo::to_item(profile).map_err(|e| StoreError::Unavailable(format!("unwritable profile: {e}")))?;
+        self.put_if_version(item, expected_version).await
+    }
+
+    async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError> {
+        let item = [
+            ("user_id".to_owned(), AttributeValue::S(user_id.to_owned())),
+            ("version".to_owned(), AttributeValue::N(version.to_string())),
+            (ERASED.to_owned(), AttributeValue::Bool(true)),
+        ]
+        .into();
+        self.put_if_version(item, expected_version).await
+    }
+}
