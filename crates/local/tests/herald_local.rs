@@ -1,0 +1,76 @@
+//! The herald-local binary as a new user runs it: it starts moto itself, serves the
+//! README's walkthrough as written, and stops moto when it gets SIGTERM.
+
+use std::{process::Stdio, time::Duration};
+
+use herald_local::repo_root;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
+
+const ADMIN_KEY: &str = "hk_dev";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shell block of README.md between the walkthrough markers.
+fn readme_walkthrough() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
+    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    readme[start..end].lines().filter(|l| !l.starts_with("```") && !l.starts_with("<!--")).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-local"))
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("HERALD_PORT", port.to_string())
+        .env("HERALD_ADMIN_KEY", ADMIN_KEY)
+        .env("HERALD_STACK", format!("bin{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("herald-local starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let read_banner = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains("admin key");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read_banner).await.expect("herald-local printed its banner in time");
+    assert!(printed.iter().any(|l| l.contains(&format!("API listening on http://127.0.0.1:{port}"))), "{printed:?}");
+    assert!(printed.iter().any(|l| l.ends_with(&format!("admin key {ADMIN_KEY}"))), "{printed:?}");
+    let moto = printed
+        .iter()
+        .find_map(|l| l.split("AWS endpoint http://").nth(1))
+        .expect("the endpoint is printed")
+        .to_owned();
+
+    let walkthrough = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &readme_walkthrough()])
+        .env("HERALD_URL", format!("http://127.0.0.1:{port}"))
+        .env("HERALD_KEY", ADMIN_KEY)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&walkthrough.stdout);
+    assert!(walkthrough.status.success(), "walkthrough failed: {stdout}\n{}", String::from_utf8_lossy(&walkthrough.stderr));
+    assert!(stdout.contains(r#""phone":"+14155552671""#), "{stdout}");
+    assert!(stdout.contains(r#""plan":["pro"]"#), "{stdout}");
+    assert!(stdout.trim_end().ends_with("404"), "{stdout}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("stops in time").unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(tokio::net::TcpStream::connect(&moto).await.is_err(), "moto still listens on {moto}");
+}
