@@ -172,16 +172,8 @@ async fn another_method_on_a_known_route_is_405_with_allow() {
 #[tokio::test]
 async fn api_keys_are_stored_only_as_sha256_hashes() {
     let stack = start_stack().await;
-    let items = stack
-        .clients
-        .dynamodb
-        .scan()
-        .table_name(&stack.api_config.api_keys_table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap();
+    let items =
+        stack.clients.dynamodb.scan().table_name(&stack.api_config.api_keys_table).send().await.unwrap().items.unwrap();
     assert_eq!(items.len(), 1);
     let item = format!("{:?}", items[0]);
     assert!(!item.contains(&stack.admin_key), "the secret is stored in clear");

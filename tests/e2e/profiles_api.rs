@@ -39,8 +39,11 @@ async fn a_profile_with_every_contact_kind_reads_back_as_written() {
 async fn an_update_merges_into_the_stored_profile() {
     let stack = start_stack().await;
     let api = Api::new(&stack);
-    api.put("/v1/users/u1", &json!({"attributes": {"plan": ["free"], "tags": ["1"]}, "email": "a@example.com", "phone": "+14155552671"}))
-        .await;
+    api.put(
+        "/v1/users/u1",
+        &json!({"attributes": {"plan": ["free"], "tags": ["1"]}, "email": "a@example.com", "phone": "+14155552671"}),
+    )
+    .await;
     let updated = api.put("/v1/users/u1", &json!({"attributes": {"plan": ["pro"]}, "phone": null})).await;
     assert_eq!(updated.status, StatusCode::OK);
     let profile = api.get("/v1/users/u1").await.body;
@@ -71,7 +74,9 @@ async fn concurrent_updates_to_one_profile_are_all_kept() {
     let writers = 8;
     let updates = (0..writers).map(|i| {
         let api = api.clone();
-        tokio::spawn(async move { api.put("/v1/users/busy", &json!({"attributes": {format!("a{i}"): [i.to_string()]}})).await })
+        tokio::spawn(async move {
+            api.put("/v1/users/busy", &json!({"attributes": {format!("a{i}"): [i.to_string()]}})).await
+        })
     });
     for update in updates {
         assert_eq!(update.await.unwrap().status, StatusCode::OK);

@@ -21,7 +21,8 @@ async fn every_sample_event_gets_its_expected_answer() {
     ];
     for (file, status) in expectations {
         let text = std::fs::read_to_string(repo_root().join("events").join(file)).unwrap();
-        let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file} is not an API Gateway event: {e}"));
+        let request =
+            lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file} is not an API Gateway event: {e}"));
         let response = app.handle(request).await;
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
     }

@@ -15,9 +15,10 @@ pub async fn start_stack() -> LocalStack {
 }
 
 pub async fn start_stack_with_key(admin_key: Option<String>) -> LocalStack {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()).expect(
-        "AWS_ENDPOINT_URL must name a running moto server: run the suites with scripts/test, which starts one",
-    );
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .expect("AWS_ENDPOINT_URL must name a running moto server: run the suites with scripts/test, which starts one");
     let options = Options {
         endpoint: Some(endpoint),
         port: 0,
@@ -41,7 +42,12 @@ impl Answer {
 
     /// The `field` of each entry in a problem's `errors`.
     pub fn fields_at_fault(&self) -> Vec<String> {
-        self.body["errors"].as_array().into_iter().flatten().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect()
+        self.body["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["field"].as_str().map(str::to_owned))
+            .collect()
     }
 }
 

@@ -40,10 +40,10 @@ impl Authenticator {
     }
 
     async fn find(&self, hash: &str) -> Result<ApiKey, Problem> {
-        if let Some((at, key)) = self.cache.lock().expect("cache lock").get(hash) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(key.clone());
-            }
+        if let Some((at, key)) = self.cache.lock().expect("cache lock").get(hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(key.clone());
         }
         let key = self.store.find(hash).await.map_err(|e| {
             tracing::error!(error = %e, "API key lookup failed");
@@ -60,7 +60,8 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
         .get("authorization")
         .ok_or_else(|| Problem::unauthenticated("Send an API key as Authorization: Bearer <key>"))?;
     let value = value.to_str().map_err(|_| Problem::unauthenticated("Malformed Authorization header"))?;
-    let (scheme, secret) = value.split_once(' ').ok_or_else(|| Problem::unauthenticated("Malformed Authorization header"))?;
+    let (scheme, secret) =
+        value.split_once(' ').ok_or_else(|| Problem::unauthenticated("Malformed Authorization header"))?;
     let secret = secret.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
         return Err(Problem::unauthenticated("Use the Bearer scheme: Authorization: Bearer <key>"));

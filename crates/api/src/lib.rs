@@ -50,7 +50,12 @@ impl App {
             Ok(route) => (route.name(), self.route(route, &request).await.unwrap_or_else(Problem::into_response)),
             Err(problem) => ("unmatched", problem.into_response()),
         };
-        tracing::info!(route = name, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        tracing::info!(
+            route = name,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
         response
     }
 
@@ -108,5 +113,9 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
 }
 
 fn response(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
-    Response::builder().status(status).header("content-type", content_type).body(Body::Text(body)).expect("a valid response")
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Body::Text(body))
+        .expect("a valid response")
 }

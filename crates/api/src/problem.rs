@@ -28,7 +28,10 @@ impl Problem {
     pub fn invalid(errors: Vec<FieldError>) -> Self {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         let detail = format!("Invalid field(s): {}", fields.join(", "));
-        Self { errors, ..Self::new(StatusCode::BAD_REQUEST, "urn:herald:problem:invalid-request", "Invalid request", detail) }
+        Self {
+            errors,
+            ..Self::new(StatusCode::BAD_REQUEST, "urn:herald:problem:invalid-request", "Invalid request", detail)
+        }
     }
 
     pub fn malformed_json(detail: impl Into<String>) -> Self {
@@ -54,7 +57,8 @@ impl Problem {
     }
 
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        let mut p = Self::new(StatusCode::UNAUTHORIZED, "urn:herald:problem:unauthenticated", "Unauthenticated", detail);
+        let mut p =
+            Self::new(StatusCode::UNAUTHORIZED, "urn:herald:problem:unauthenticated", "Unauthenticated", detail);
         p.headers.push(("www-authenticate", "Bearer".into()));
         p
     }

@@ -32,7 +32,9 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .map_err(|e| StoreError::Unavailable(crate::describe(&e)))?;
         output
             .item
-            .map(|item| serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable key item: {e}"))))
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable key item: {e}")))
+            })
             .transpose()
     }
 

@@ -2,11 +2,7 @@
 //! concurrency on `version`.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::{
-    Client,
-    operation::put_item::PutItemError,
-    types::AttributeValue,
-};
+use aws_sdk_dynamodb::{Client, operation::put_item::PutItemError, types::AttributeValue};
 use herald_core::{
     Profile,
     ports::{ProfileStore, StoreError, StoredProfile},
@@ -64,18 +60,21 @@ impl ProfileStore for DynamoProfileStore {
         let Some(item) = output.item else { return Ok(None) };
         if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
             let version = match item.get("version") {
-                Some(AttributeValue::N(n)) => n.parse().map_err(|_| StoreError::Unavailable(format!("bad version {n:?}")))?,
+                Some(AttributeValue::N(n)) => {
+                    n.parse().map_err(|_| StoreError::Unavailable(format!("bad version {n:?}")))?
+                }
                 _ => 0,
             };
             return Ok(Some(StoredProfile { version, profile: None }));
         }
-        let profile: Profile =
-            serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable profile item: {e}")))?;
+        let profile: Profile = serde_dynamo::from_item(item)
+            .map_err(|e| StoreError::Unavailable(format!("unreadable profile item: {e}")))?;
         Ok(Some(StoredProfile { version: profile.version, profile: Some(profile) }))
     }
 
     async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(profile).map_err(|e| StoreError::Unavailable(format!("unwritable profile: {e}")))?;
+        let item =
+            serde_dynamo::to_item(profile).map_err(|e| StoreError::Unavailable(format!("unwritable profile: {e}")))?;
         self.put_if_version(item, expected_version).await
     }
 

@@ -43,7 +43,12 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// A key record for `secret`; the caller shows the secret once and stores the record.
 pub fn new_key(secret: &str, name: &str, scopes: impl IntoIterator<Item = Scope>) -> ApiKey {
-    ApiKey { key_hash: hash_secret(secret), name: name.to_owned(), scopes: scopes.into_iter().collect(), created_at: Utc::now() }
+    ApiKey {
+        key_hash: hash_secret(secret),
+        name: name.to_owned(),
+        scopes: scopes.into_iter().collect(),
+        created_at: Utc::now(),
+    }
 }
 
 #[cfg(test)]

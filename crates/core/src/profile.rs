@@ -172,10 +172,8 @@ impl ProfilePatch {
         }
         if let Some(Some(channels)) = &mut self.external_channels {
             if channels.len() > MAX_EXTERNAL_CHANNELS {
-                errors.add(
-                    "external_channels",
-                    format!("at most {MAX_EXTERNAL_CHANNELS} external channels are allowed"),
-                );
+                errors
+                    .add("external_channels", format!("at most {MAX_EXTERNAL_CHANNELS} external channels are allowed"));
             }
             for (i, c) in channels.iter().enumerate() {
                 errors.check(format!("external_channels[{i}].platform"), validation::channel_platform(&c.platform));
@@ -227,14 +225,14 @@ impl ValidPatch {
         if attributes.len() > MAX_ATTRIBUTES {
             return Err(ValidationErrors::single(
                 "attributes",
-                format!("a profile holds at most {MAX_ATTRIBUTES} attributes; this update would make {}", attributes.len()),
+                format!(
+                    "a profile holds at most {MAX_ATTRIBUTES} attributes; this update would make {}",
+                    attributes.len()
+                ),
             ));
         }
 
-        let mut changes = Changes {
-            attributes: changed_names(&profile.attributes, &attributes),
-            fields: Vec::new(),
-        };
+        let mut changes = Changes { attributes: changed_names(&profile.attributes, &attributes), fields: Vec::new() };
         profile.attributes = attributes;
         set_field(&mut profile.email, &patch.email, "email", &mut changes);
         set_field(&mut profile.phone, &patch.phone, "phone", &mut changes);
@@ -250,16 +248,26 @@ fn changed_names(before: &Attributes, after: &Attributes) -> Vec<String> {
     names.into_iter().filter(|n| before.get(*n) != after.get(*n)).cloned().collect()
 }
 
-fn set_field<T: Clone + PartialEq>(current: &mut Option<T>, given: &Option<Option<T>>, name: &str, changes: &mut Changes) {
-    if let Some(new) = given {
-        if current != new {
-            *current = new.clone();
-            changes.fields.push(name.to_owned());
-        }
+fn set_field<T: Clone + PartialEq>(
+    current: &mut Option<T>,
+    given: &Option<Option<T>>,
+    name: &str,
+    changes: &mut Changes,
+) {
+    if let Some(new) = given
+        && current != new
+    {
+        *current = new.clone();
+        changes.fields.push(name.to_owned());
     }
 }
 
-fn set_list<T: Clone + PartialEq>(current: &mut Vec<T>, given: &Option<Option<Vec<T>>>, name: &str, changes: &mut Changes) {
+fn set_list<T: Clone + PartialEq>(
+    current: &mut Vec<T>,
+    given: &Option<Option<Vec<T>>>,
+    name: &str,
+    changes: &mut Changes,
+) {
     if let Some(new) = given {
         let new = new.clone().unwrap_or_default();
         if *current != new {
@@ -322,7 +330,8 @@ mod tests {
 
     #[test]
     fn attribute_values_are_sets_so_order_and_repeats_change_nothing() {
-        let (_, changes) = merged(json!({"attributes": {"tags": ["1", "2"]}}), json!({"attributes": {"tags": ["2", "1", "2"]}}));
+        let (_, changes) =
+            merged(json!({"attributes": {"tags": ["1", "2"]}}), json!({"attributes": {"tags": ["2", "1", "2"]}}));
         assert!(changes.is_empty());
     }
 
@@ -401,7 +410,8 @@ mod tests {
 
     #[test]
     fn external_channels_are_enabled_unless_said_otherwise() {
-        let (p, _) = merged(json!({}), json!({"external_channels": [{"platform": "slack", "url": "https://h.example/x"}]}));
+        let (p, _) =
+            merged(json!({}), json!({"external_channels": [{"platform": "slack", "url": "https://h.example/x"}]}));
         assert!(p.external_channels[0].enabled);
     }
 
@@ -418,8 +428,15 @@ mod tests {
         .unwrap_err();
         let fields: BTreeSet<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
         let expected: BTreeSet<&str> = [
-            "email", "phone", "timezone", "device_tokens[0].token", "device_tokens[1].token",
-            "external_channels[0].platform", "external_channels[0].url", "attributes.", "attributes.ok[0]",
+            "email",
+            "phone",
+            "timezone",
+            "device_tokens[0].token",
+            "device_tokens[1].token",
+            "external_channels[0].platform",
+            "external_channels[0].url",
+            "attributes.",
+            "attributes.ok[0]",
         ]
         .into();
         assert_eq!(fields, expected);
@@ -428,7 +445,10 @@ mod tests {
     #[test]
     fn more_than_250_attributes_in_one_patch_are_refused() {
         let attributes: serde_json::Map<_, _> = (0..=MAX_ATTRIBUTES).map(|i| (format!("a{i}"), json!(["v"]))).collect();
-        let errors = serde_json::from_value::<ProfilePatch>(json!({ "attributes": attributes })).unwrap().validate().unwrap_err();
+        let errors = serde_json::from_value::<ProfilePatch>(json!({ "attributes": attributes }))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(errors.0[0].field, "attributes");
     }
 
@@ -450,13 +470,19 @@ mod tests {
 
     #[test]
     fn read_only_fields_of_a_profile_are_accepted_and_ignored() {
-        let (p, changes) = merged(json!({}), json!({"user_id": "x", "version": 9, "updated_at": "2026-01-01T00:00:00Z"}));
+        let (p, changes) =
+            merged(json!({}), json!({"user_id": "x", "version": 9, "updated_at": "2026-01-01T00:00:00Z"}));
         assert!(changes.is_empty());
         assert_eq!((p.user_id.as_str(), p.version), ("u1", 0));
     }
 
     #[test]
     fn unknown_platforms_are_refused() {
-        assert!(serde_json::from_value::<ProfilePatch>(json!({"device_tokens": [{"token": APNS, "platform": "blackberry"}]})).is_err());
+        assert!(
+            serde_json::from_value::<ProfilePatch>(
+                json!({"device_tokens": [{"token": APNS, "platform": "blackberry"}]})
+            )
+            .is_err()
+        );
     }
 }

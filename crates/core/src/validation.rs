@@ -84,9 +84,7 @@ pub fn phone_e164(number: &str) -> Result<String, String> {
 }
 
 pub fn timezone(name: &str) -> Result<(), String> {
-    name.parse::<chrono_tz::Tz>()
-        .map(|_| ())
-        .map_err(|_| "is not an IANA time zone name such as Europe/Paris".into())
+    name.parse::<chrono_tz::Tz>().map(|_| ()).map_err(|_| "is not an IANA time zone name such as Europe/Paris".into())
 }
 
 /// APNs device tokens are 32 bytes, written as 64 hexadecimal characters.

@@ -76,7 +76,9 @@ impl Options {
             port,
             admin_key: var("HERALD_ADMIN_KEY"),
             stack_name: var("HERALD_STACK").unwrap_or_else(|| "herald".into()),
-            template: var("HERALD_TEMPLATE").map(PathBuf::from).unwrap_or_else(|| repo_root().join("infra/template.yaml")),
+            template: var("HERALD_TEMPLATE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("infra/template.yaml")),
         })
     }
 }
@@ -109,8 +111,8 @@ impl LocalStack {
         let clients = Clients::new(&herald_aws::local_sdk_config(&endpoint).await);
         let deployment = provision::deploy(&clients, &template, &options.stack_name).await?;
         let environment = deployment.function_environment("herald-api")?;
-        let api_config =
-            Config::from_lookup(|name| environment.get(name).cloned()).map_err(|e| LocalError::Config(e.to_string()))?;
+        let api_config = Config::from_lookup(|name| environment.get(name).cloned())
+            .map_err(|e| LocalError::Config(e.to_string()))?;
 
         let admin_key = options.admin_key.unwrap_or_else(keys::generate_secret);
         DynamoApiKeyStore::new(clients.dynamodb.clone(), &api_config.api_keys_table)

@@ -112,8 +112,8 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
 }
 
 async fn create_table(clients: &Clients, name: &str, properties: &serde_norway::Value) -> Result<(), LocalError> {
-    let props: TableProperties =
-        serde_norway::from_value(properties.clone()).map_err(|e| LocalError::Template(format!("table properties: {e}")))?;
+    let props: TableProperties = serde_norway::from_value(properties.clone())
+        .map_err(|e| LocalError::Template(format!("table properties: {e}")))?;
     let mut request = clients
         .dynamodb
         .create_table()
@@ -132,7 +132,9 @@ async fn create_table(clients: &Clients, name: &str, properties: &serde_norway::
     for index in &props.global_secondary_indexes {
         let projection = Projection::builder()
             .projection_type(ProjectionType::from(index.projection.projection_type.as_str()))
-            .set_non_key_attributes((!index.projection.non_key_attributes.is_empty()).then(|| index.projection.non_key_attributes.clone()))
+            .set_non_key_attributes(
+                (!index.projection.non_key_attributes.is_empty()).then(|| index.projection.non_key_attributes.clone()),
+            )
             .build();
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()

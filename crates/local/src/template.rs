@@ -37,7 +37,8 @@ impl Template {
             .ok_or_else(|| LocalError::Template("no Resources section".into()))?
             .iter()
             .map(|(id, body)| {
-                let logical_id = id.as_str().ok_or_else(|| LocalError::Template("a resource id is not a string".into()))?;
+                let logical_id =
+                    id.as_str().ok_or_else(|| LocalError::Template("a resource id is not a string".into()))?;
                 let kind = body
                     .get("Type")
                     .and_then(Value::as_str)
@@ -68,7 +69,9 @@ impl Template {
     /// The function built from the Cargo binary `binary` (its BuildProperties.Binary).
     pub fn function_by_binary(&self, binary: &str) -> Result<&Resource, LocalError> {
         self.resources_of_type("AWS::Serverless::Function")
-            .find(|f| f.metadata.get("BuildProperties").and_then(|b| b.get("Binary")).and_then(Value::as_str) == Some(binary))
+            .find(|f| {
+                f.metadata.get("BuildProperties").and_then(|b| b.get("Binary")).and_then(Value::as_str) == Some(binary)
+            })
             .ok_or_else(|| LocalError::Template(format!("no function builds the binary {binary}")))
     }
 
@@ -85,7 +88,8 @@ impl Template {
         variables
             .iter()
             .map(|(k, v)| {
-                let key = k.as_str().ok_or_else(|| LocalError::Template("an environment name is not a string".into()))?;
+                let key =
+                    k.as_str().ok_or_else(|| LocalError::Template("an environment name is not a string".into()))?;
                 Ok((key.to_owned(), self.resolve(v, names, stack)?))
             })
             .collect()
@@ -185,10 +189,11 @@ Resources:
         let t = Template::parse(TEMPLATE).unwrap();
         let names = BTreeMap::from([("Table".to_owned(), "s-Table".to_owned())]);
         let env = t.environment(t.function_by_binary("herald-x").unwrap(), &names, "s").unwrap();
-        let expected: BTreeMap<String, String> = [("A", "s-Table"), ("LEVEL", "info"), ("SHARED", "own"), ("BUS", "s-bus"), ("LONG", "s-Table")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let expected: BTreeMap<String, String> =
+            [("A", "s-Table"), ("LEVEL", "info"), ("SHARED", "own"), ("BUS", "s-bus"), ("LONG", "s-Table")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         assert_eq!(env, expected);
     }
 

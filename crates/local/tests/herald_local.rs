@@ -20,7 +20,11 @@ fn readme_walkthrough() -> String {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
     let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
-    readme[start..end].lines().filter(|l| !l.starts_with("```") && !l.starts_with("<!--")).collect::<Vec<_>>().join("\n")
+    readme[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test]
@@ -63,7 +67,11 @@ async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm(
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&walkthrough.stdout);
-    assert!(walkthrough.status.success(), "walkthrough failed: {stdout}\n{}", String::from_utf8_lossy(&walkthrough.stderr));
+    assert!(
+        walkthrough.status.success(),
+        "walkthrough failed: {stdout}\n{}",
+        String::from_utf8_lossy(&walkthrough.stderr)
+    );
     assert!(stdout.contains(r#""phone":"+14155552671""#), "{stdout}");
     assert!(stdout.contains(r#""plan":["pro"]"#), "{stdout}");
     assert!(stdout.trim_end().ends_with("404"), "{stdout}");
