@@ -2,10 +2,14 @@
 //! the ports (traits) the handlers need from the outside world. No AWS types live here.
 
 pub mod backoff;
+pub mod circuit_breaker;
+pub mod delivery;
 pub mod events;
 pub mod keys;
 pub mod ports;
 pub mod profile;
+pub mod rate_limit;
+pub mod rendering;
 pub mod service;
 pub mod validation;
 

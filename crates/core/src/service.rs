@@ -1,6 +1,6 @@
 //! The profile service: validation, merge, optimistic concurrency and change events.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 
@@ -58,11 +58,15 @@ pub struct ProfileService {
 
 impl ProfileService {
     pub fn new(store: Arc<dyn ProfileStore>, events: Arc<dyn EventPublisher>) -> Self {
-        Self {
-            store,
-            events,
-            conflicts: Backoff::new(std::time::Duration::from_millis(5), std::time::Duration::from_millis(200), 10),
-        }
+        // Generous: losing a race costs one read and one conditional write, and a busy
+        // profile with several writers must still converge, never drop an update.
+        let conflicts = Backoff::new(Duration::from_millis(5), Duration::from_millis(250), 30);
+        Self { store, events, conflicts }
+    }
+
+    /// Replaces how long writers wait after losing a race (tests use no wait at all).
+    pub fn with_conflict_backoff(self, conflicts: Backoff) -> Self {
+        Self { conflicts, ..self }
     }
 
     pub async fn get(&self, user_id: &str) -> Result<Profile, ProfileError> {
@@ -240,7 +244,7 @@ mod tests {
     }
 
     fn service(store: Arc<MemoryStore>, bus: Arc<MemoryBus>) -> ProfileService {
-        ProfileService::new(store, bus)
+        ProfileService::new(store, bus).with_conflict_backoff(Backoff::new(Duration::ZERO, Duration::ZERO, 30))
     }
 
     fn patch(value: serde_json::Value) -> ProfilePatch {

@@ -1,0 +1,126 @@
+//! Deliveries: one per (notification or campaign, user, channel), with a status that only
+//! moves forward. The delivery id is derived from those three, so a retried or redelivered
+//! message always names the same delivery and a conditional write deduplicates it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Created,
+    Pending,
+    Sent,
+    Opened,
+    Clicked,
+    Error,
+    RateLimited,
+    Suppressed,
+    Unsubscribed,
+}
+
+impl DeliveryStatus {
+    /// Whether a delivery in this status may move to `next`. Statuses move forward only,
+    /// so a late or repeated message can never undo what already happened.
+    pub fn can_become(self, next: DeliveryStatus) -> bool {
+        use DeliveryStatus::*;
+        match (self, next) {
+            (Created, Pending) => true,
+            // A send attempt ends in one of these; `error` may be retried.
+            (Created | Pending | Error, Sent | Error | RateLimited | Suppressed | Unsubscribed) => true,
+            (Error, Pending) => true,
+            // Engagement: a click implies an open; the open pixel may never load.
+            (Sent, Opened | Clicked) | (Opened, Clicked) => true,
+            // The unsubscribe link of a delivered email.
+            (Sent | Opened | Clicked, Unsubscribed) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the message has left (or will never leave): a redelivered message for a
+    /// delivery in such a status must not be sent again.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, DeliveryStatus::Created | DeliveryStatus::Pending | DeliveryStatus::Error)
+    }
+}
+
+/// `d_` and 32 hex characters of SHA-256 over the three parts, separated so that
+/// ("a", "bc") and ("ab", "c") never collide.
+pub fn delivery_id(source_id: &str, user_id: &str, channel: Channel) -> String {
+    let mut hash = Sha256::new();
+    for part in [source_id, user_id, channel.as_str()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    format!("d_{}", &hex::encode(hash.finalize())[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DeliveryStatus::*, *};
+
+    #[test]
+    fn the_same_triple_always_names_the_same_delivery() {
+        assert_eq!(delivery_id("n1", "u1", Channel::Email), delivery_id("n1", "u1", Channel::Email));
+    }
+
+    #[test]
+    fn any_difference_in_the_triple_names_another_delivery() {
+        let base = delivery_id("n1", "u1", Channel::Email);
+        assert_ne!(base, delivery_id("n2", "u1", Channel::Email));
+        assert_ne!(base, delivery_id("n1", "u2", Channel::Email));
+        assert_ne!(base, delivery_id("n1", "u1", Channel::Sms));
+        assert_ne!(delivery_id("a", "bc", Channel::Push), delivery_id("ab", "c", Channel::Push));
+    }
+
+    #[test]
+    fn the_happy_path_moves_forward() {
+        for (from, to) in [(Created, Pending), (Pending, Sent), (Sent, Opened), (Opened, Clicked), (Sent, Clicked)] {
+            assert!(from.can_become(to), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_never_move_backwards() {
+        for (from, to) in [(Sent, Pending), (Opened, Sent), (Clicked, Opened), (Sent, Created), (Suppressed, Sent)] {
+            assert!(!from.can_become(to), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_may_be_retried_but_a_send_is_settled() {
+        assert!(Error.can_become(Pending) && Error.can_become(Sent));
+        assert!(!Error.is_settled() && !Pending.is_settled());
+        assert!(Sent.is_settled() && RateLimited.is_settled() && Suppressed.is_settled());
+    }
+}
