@@ -27,11 +27,20 @@ pub async fn local_sdk_config(endpoint_url: &str) -> SdkConfig {
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sesv2: aws_sdk_sesv2::Client,
+    pub sns: aws_sdk_sns::Client,
 }
 
 impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
-        Self { dynamodb: aws_sdk_dynamodb::Client::new(config), eventbridge: aws_sdk_eventbridge::Client::new(config) }
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            eventbridge: aws_sdk_eventbridge::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            sesv2: aws_sdk_sesv2::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+        }
     }
 
     /// Opens the connections during init, so that the first request after a cold start

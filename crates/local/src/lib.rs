@@ -99,7 +99,9 @@ pub struct LocalStack {
 
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, LocalError> {
-        let template = Template::load(&options.template)?;
+        let mut template = Template::load(&options.template)?;
+        // A fresh secret per local stack; deployments pass their own.
+        template.set_parameter("SigningSecret", keys::generate_secret());
         let (moto, endpoint) = match options.endpoint {
             Some(endpoint) => (None, endpoint),
             None => {

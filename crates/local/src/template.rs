@@ -62,6 +62,11 @@ impl Template {
         Ok(Self { resources, parameters, global_environment })
     }
 
+    /// Sets parameter values, as `sam deploy --parameter-overrides` would.
+    pub fn set_parameter(&mut self, name: &str, value: impl Into<String>) {
+        self.parameters.insert(name.to_owned(), value.into());
+    }
+
     pub fn resources_of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Resource> {
         self.resources.iter().filter(move |r| r.kind == kind)
     }
