@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::notification::DeliveryJob;
+
 /// The `source` of every event Herald publishes.
 pub const SOURCE: &str = "herald";
 
@@ -22,19 +24,23 @@ pub struct ProfileChanged {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DomainEvent {
     ProfileChanged(ProfileChanged),
+    /// Routed by its channel (`notification.email`, …) to that channel's queue.
+    DeliveryJob(DeliveryJob),
 }
 
 impl DomainEvent {
     /// EventBridge's `detail-type`, which the bus's rules match on.
-    pub fn detail_type(&self) -> &'static str {
+    pub fn detail_type(&self) -> String {
         match self {
-            DomainEvent::ProfileChanged(_) => "profile.changed",
+            DomainEvent::ProfileChanged(_) => "profile.changed".to_owned(),
+            DomainEvent::DeliveryJob(job) => job.detail_type(),
         }
     }
 
     pub fn detail_json(&self) -> String {
         match self {
             DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
+            DomainEvent::DeliveryJob(job) => serde_json::to_string(job),
         }
         .expect("domain events serialize")
     }

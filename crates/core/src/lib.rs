@@ -6,11 +6,17 @@ pub mod circuit_breaker;
 pub mod delivery;
 pub mod events;
 pub mod keys;
+pub mod memory;
+pub mod notification;
+pub mod notifications;
+pub mod pipeline;
 pub mod ports;
+pub mod preferences;
 pub mod profile;
 pub mod rate_limit;
 pub mod rendering;
 pub mod service;
+pub mod templates;
 pub mod validation;
 
 pub use events::{DomainEvent, ProfileChanged};

@@ -3,7 +3,18 @@
 
 use async_trait::async_trait;
 
-use crate::{ApiKey, DomainEvent, Profile};
+use chrono::{DateTime, Utc};
+
+use crate::{
+    ApiKey, DomainEvent, Profile,
+    delivery::{Channel, DeliveryStatus},
+    notification::Target,
+    notification::{Delivery, StatusChange},
+    preferences::Preferences,
+    rate_limit::WindowKey,
+    rendering::{ChannelContent, Rendered},
+    templates::StoredTemplate,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,4 +61,123 @@ pub trait EventPublisher: Send + Sync {
 pub trait ApiKeyStore: Send + Sync {
     async fn find(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
     async fn put(&self, key: &ApiKey) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
+    /// Stores `channels` as the template's next version and returns it.
+    async fn save_new_version(
+        &self,
+        template_id: &str,
+        channels: &std::collections::BTreeMap<Channel, ChannelContent>,
+    ) -> Result<StoredTemplate, StoreError>;
+
+    /// The given version, or the latest when `version` is None.
+    async fn get(&self, template_id: &str, version: Option<u64>) -> Result<Option<StoredTemplate>, StoreError>;
+}
+
+#[async_trait]
+pub trait PreferenceStore: Send + Sync {
+    /// A user's preferences; the defaults (nothing opted out) when none were saved.
+    async fn get(&self, user_id: &str) -> Result<Preferences, StoreError>;
+    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError>;
+}
+
+/// What claiming a delivery for sending found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker owns the send now (the delivery moved to `pending`).
+    Claimed,
+    /// Already sent, or ended without sending: nothing to do.
+    Settled(DeliveryStatus),
+    /// Another attempt claimed it and has not finished: it may be sending right now, or
+    /// it died between the provider's answer and the status write.
+    InFlight { claimed_at: DateTime<Utc> },
+}
+
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records new deliveries (batched to the store's limit).
+    async fn create(&self, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    /// Records one delivery unless it exists (a conditional write), for the rare repeat of
+    /// a request that stopped half-way; true when it was written.
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Moves the delivery to `pending` if it is `created` or `error` (a conditional write:
+    /// the dedup of redelivered messages).
+    async fn claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError>;
+    /// Records the outcome of a claimed delivery, with the provider that handled it and
+    /// the provider's message id when it accepted the message.
+    async fn finish(
+        &self,
+        delivery_id: &str,
+        change: &StatusChange,
+        provider: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Moves a delivery forward (opened, clicked, unsubscribed) if `change.status` may
+    /// follow its status; false when it may not.
+    async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError>;
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
+}
+
+/// What reserving an idempotency key found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    New,
+    /// The key was used before, for this notification; `complete` once its jobs were
+    /// published.
+    Existing {
+        notification_id: String,
+        complete: bool,
+    },
+}
+
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Records `notification_id` under `key` unless the key already names one.
+    async fn reserve(&self, key: &str, notification_id: &str) -> Result<Reservation, StoreError>;
+    /// Marks the key's notification as fully accepted (its jobs are on the bus).
+    async fn complete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait SuppressionStore: Send + Sync {
+    async fn is_suppressed(&self, address: &str) -> Result<bool, StoreError>;
+    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Adds one to the window's counter and returns the new count.
+    async fn increment(&self, window: &WindowKey) -> Result<u64, StoreError>;
+}
+
+/// How a provider refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Throttling, timeouts, 5xx: the same message may succeed later.
+    #[error("temporary failure: {0}")]
+    Retryable(String),
+    /// Invalid address, rejected content: sending again cannot help.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// One message on its way to a provider.
+#[derive(Clone, Debug)]
+pub struct Outgoing<'a> {
+    pub delivery_id: &'a str,
+    pub notification_type: &'a str,
+    pub target: &'a Target,
+    pub content: &'a Rendered,
+}
+
+/// A provider of one channel: SES for email, SNS for SMS and push, HTTPS for webhooks.
+#[async_trait]
+pub trait Sender: Send + Sync {
+    /// A short name recorded on the delivery, e.g. `ses`.
+    fn name(&self) -> &str;
+    /// Sends the message; returns the provider's message id.
+    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError>;
 }

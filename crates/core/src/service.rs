@@ -171,79 +171,14 @@ fn check_user_id(user_id: &str) -> Result<(), ValidationErrors> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::HashMap,
-        sync::{
-            Mutex,
-            atomic::{AtomicUsize, Ordering},
-        },
-    };
+    use std::sync::atomic::Ordering;
 
-    use async_trait::async_trait;
     use serde_json::json;
 
     use super::*;
+    use crate::memory::{MemoryBus, MemoryProfiles};
 
-    /// An in-memory store that can make the next saves lose a race, as a concurrent
-    /// writer would.
-    #[derive(Default)]
-    struct MemoryStore {
-        records: Mutex<HashMap<String, StoredProfile>>,
-        conflicts_to_inject: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ProfileStore for MemoryStore {
-        async fn load(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
-            Ok(self.records.lock().unwrap().get(user_id).cloned())
-        }
-
-        async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
-            self.put(
-                &profile.user_id,
-                StoredProfile { version: profile.version, profile: Some(profile.clone()) },
-                expected_version,
-            )
-        }
-
-        async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError> {
-            self.put(user_id, StoredProfile { version, profile: None }, expected_version)
-        }
-    }
-
-    impl MemoryStore {
-        fn put(&self, user_id: &str, record: StoredProfile, expected_version: u64) -> Result<(), StoreError> {
-            if self.conflicts_to_inject.load(Ordering::SeqCst) > 0 {
-                self.conflicts_to_inject.fetch_sub(1, Ordering::SeqCst);
-                return Err(StoreError::Conflict);
-            }
-            let mut records = self.records.lock().unwrap();
-            if records.get(user_id).map_or(0, |r| r.version) != expected_version {
-                return Err(StoreError::Conflict);
-            }
-            records.insert(user_id.to_owned(), record);
-            Ok(())
-        }
-    }
-
-    #[derive(Default)]
-    struct MemoryBus {
-        published: Mutex<Vec<DomainEvent>>,
-        fail: bool,
-    }
-
-    #[async_trait]
-    impl EventPublisher for MemoryBus {
-        async fn publish(&self, events: &[DomainEvent]) -> Result<(), PublishError> {
-            if self.fail {
-                return Err(PublishError("bus down".into()));
-            }
-            self.published.lock().unwrap().extend_from_slice(events);
-            Ok(())
-        }
-    }
-
-    fn service(store: Arc<MemoryStore>, bus: Arc<MemoryBus>) -> ProfileService {
+    fn service(store: Arc<MemoryProfiles>, bus: Arc<MemoryBus>) -> ProfileService {
         ProfileService::new(store, bus).with_conflict_backoff(Backoff::new(Duration::ZERO, Duration::ZERO, 30))
     }
 
@@ -252,12 +187,20 @@ mod tests {
     }
 
     fn changed(bus: &MemoryBus) -> Vec<ProfileChanged> {
-        bus.published.lock().unwrap().iter().map(|DomainEvent::ProfileChanged(e)| e.clone()).collect()
+        bus.published
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                DomainEvent::ProfileChanged(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn creating_a_profile_stores_version_1_and_publishes_created() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         let result =
             service(store.clone(), bus.clone()).upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
         assert!(matches!(&result, Upserted::Created(p) if p.version == 1));
@@ -268,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_no_op_neither_stores_nor_publishes() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         let service = service(store.clone(), bus.clone());
         service.upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
         let again = service.upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
@@ -278,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_race_is_merged_again_on_the_fresh_profile() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         let service = service(store.clone(), bus.clone());
         service.upsert("u1", patch(json!({"attributes": {"a": ["1"]}}))).await.unwrap();
         store.conflicts_to_inject.store(3, Ordering::SeqCst);
@@ -290,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn endless_conflicts_end_in_contention_not_a_lost_write() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         store.conflicts_to_inject.store(usize::MAX / 2, Ordering::SeqCst);
         let result = service(store.clone(), bus.clone()).upsert("u1", patch(json!({}))).await;
         assert!(matches!(result, Err(ProfileError::Contention)), "{result:?}");
@@ -299,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_patch_touches_nothing() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         let result = service(store.clone(), bus.clone()).upsert("u1", patch(json!({"email": "nope"}))).await;
         assert!(matches!(result, Err(ProfileError::Invalid(_))));
         assert!(store.records.lock().unwrap().is_empty());
@@ -308,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_publish_is_reported_to_the_caller() {
-        let store = Arc::new(MemoryStore::default());
+        let store = Arc::new(MemoryProfiles::default());
         let bus = Arc::new(MemoryBus { fail: true, ..Default::default() });
         let result = service(store, bus).upsert("u1", patch(json!({}))).await;
         assert!(matches!(result, Err(ProfileError::Publish(_))));
@@ -316,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn erasing_leaves_a_tombstone_and_publishes_what_was_held() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         let service = service(store.clone(), bus.clone());
         service.upsert("u1", patch(json!({"attributes": {"vip": ["y"]}, "email": "a@example.com"}))).await.unwrap();
         service.erase("u1").await.unwrap();
@@ -329,7 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_user_id_is_refused_before_any_read() {
-        let (store, bus) = (Arc::new(MemoryStore::default()), Arc::new(MemoryBus::default()));
+        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
         let result = service(store, bus).upsert("a/b", patch(json!({}))).await;
         assert!(matches!(result, Err(ProfileError::Invalid(e)) if e.0[0].field == "user_id"));
     }

@@ -1,0 +1,313 @@
+//! In-memory implementations of the ports, for fast tests of core logic and for
+//! benchmarks that stub the stores. Not a substitute for the AWS adapters' own tests.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    DomainEvent, Profile,
+    delivery::{Channel, DeliveryStatus},
+    notification::{Delivery, StatusChange},
+    ports::{
+        Claim, DeliveryStore, EventPublisher, NotificationStore, PreferenceStore, ProfileStore, PublishError,
+        RateLimitStore, Reservation, StoreError, StoredProfile, SuppressionStore, TemplateStore,
+    },
+    preferences::Preferences,
+    rate_limit::WindowKey,
+    rendering::ChannelContent,
+    templates::StoredTemplate,
+};
+
+#[derive(Default)]
+pub struct MemoryDeliveries {
+    pub items: Mutex<HashMap<String, (Delivery, Option<DateTime<Utc>>)>>,
+}
+
+impl MemoryDeliveries {
+    pub fn status(&self, id: &str) -> Option<DeliveryStatus> {
+        self.items.lock().unwrap().get(id).map(|(d, _)| d.status)
+    }
+
+    pub fn delivery(&self, id: &str) -> Option<Delivery> {
+        self.items.lock().unwrap().get(id).map(|(d, _)| d.clone())
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for MemoryDeliveries {
+    async fn create(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap();
+        for d in deliveries {
+            items.insert(d.delivery_id.clone(), (d.clone(), None));
+        }
+        Ok(())
+    }
+
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        if items.contains_key(&delivery.delivery_id) {
+            return Ok(false);
+        }
+        items.insert(delivery.delivery_id.clone(), (delivery.clone(), None));
+        Ok(true)
+    }
+
+    async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let items = self.items.lock().unwrap();
+        Ok(items.values().filter(|(d, _)| d.notification_id == notification_id).map(|(d, _)| d.clone()).collect())
+    }
+
+    async fn claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        let (delivery, claimed_at) =
+            items.get_mut(delivery_id).ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+        match delivery.status {
+            DeliveryStatus::Created | DeliveryStatus::Error => {
+                delivery.status = DeliveryStatus::Pending;
+                delivery.history.push(StatusChange { status: DeliveryStatus::Pending, at, reason: None });
+                *claimed_at = Some(at);
+                Ok(Claim::Claimed)
+            }
+            DeliveryStatus::Pending => Ok(Claim::InFlight { claimed_at: claimed_at.unwrap_or(at) }),
+            settled => Ok(Claim::Settled(settled)),
+        }
+    }
+
+    async fn finish(
+        &self,
+        delivery_id: &str,
+        change: &StatusChange,
+        provider: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap();
+        let (delivery, _) =
+            items.get_mut(delivery_id).ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+        if delivery.status != DeliveryStatus::Pending {
+            return Err(StoreError::Conflict);
+        }
+        delivery.status = change.status;
+        delivery.history.push(change.clone());
+        delivery.provider = provider.map(str::to_owned).or(delivery.provider.take());
+        delivery.provider_message_id = message_id.map(str::to_owned).or(delivery.provider_message_id.take());
+        Ok(())
+    }
+
+    async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        let Some((delivery, _)) = items.get_mut(delivery_id) else { return Ok(false) };
+        if !delivery.status.can_become(change.status) {
+            return Ok(false);
+        }
+        delivery.status = change.status;
+        delivery.history.push(change.clone());
+        Ok(true)
+    }
+
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(self.delivery(delivery_id))
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryPreferences(pub Mutex<HashMap<String, Preferences>>);
+
+#[async_trait]
+impl PreferenceStore for MemoryPreferences {
+    async fn get(&self, user_id: &str) -> Result<Preferences, StoreError> {
+        Ok(self.0.lock().unwrap().get(user_id).cloned().unwrap_or_default())
+    }
+
+    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(user_id.to_owned(), preferences.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemorySuppressions(pub Mutex<HashMap<String, String>>);
+
+#[async_trait]
+impl SuppressionStore for MemorySuppressions {
+    async fn is_suppressed(&self, address: &str) -> Result<bool, StoreError> {
+        Ok(self.0.lock().unwrap().contains_key(address))
+    }
+
+    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(address.to_owned(), reason.to_owned());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryRateLimits(pub Mutex<HashMap<String, u64>>);
+
+#[async_trait]
+impl RateLimitStore for MemoryRateLimits {
+    async fn increment(&self, window: &WindowKey) -> Result<u64, StoreError> {
+        let mut counters = self.0.lock().unwrap();
+        let count = counters.entry(window.key.clone()).or_default();
+        *count += 1;
+        Ok(*count)
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryTemplates(pub Mutex<HashMap<String, Vec<StoredTemplate>>>);
+
+#[async_trait]
+impl TemplateStore for MemoryTemplates {
+    async fn save_new_version(
+        &self,
+        template_id: &str,
+        channels: &BTreeMap<Channel, ChannelContent>,
+    ) -> Result<StoredTemplate, StoreError> {
+        let mut templates = self.0.lock().unwrap();
+        let versions = templates.entry(template_id.to_owned()).or_default();
+        let stored = StoredTemplate {
+            template_id: template_id.to_owned(),
+            version: versions.len() as u64 + 1,
+            channels: channels.clone(),
+            updated_at: Utc::now(),
+        };
+        versions.push(stored.clone());
+        Ok(stored)
+    }
+
+    async fn get(&self, template_id: &str, version: Option<u64>) -> Result<Option<StoredTemplate>, StoreError> {
+        let templates = self.0.lock().unwrap();
+        let Some(versions) = templates.get(template_id) else { return Ok(None) };
+        Ok(match version {
+            None => versions.last().cloned(),
+            Some(v) => versions.iter().find(|t| t.version == v).cloned(),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryNotifications(pub Mutex<HashMap<String, (String, bool)>>);
+
+#[async_trait]
+impl NotificationStore for MemoryNotifications {
+    async fn reserve(&self, key: &str, notification_id: &str) -> Result<Reservation, StoreError> {
+        let mut keys = self.0.lock().unwrap();
+        if let Some((existing, complete)) = keys.get(key) {
+            return Ok(Reservation::Existing { notification_id: existing.clone(), complete: *complete });
+        }
+        keys.insert(key.to_owned(), (notification_id.to_owned(), false));
+        Ok(Reservation::New)
+    }
+
+    async fn complete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(entry) = self.0.lock().unwrap().get_mut(key) {
+            entry.1 = true;
+        }
+        Ok(())
+    }
+}
+
+/// An in-memory store that can make the next saves lose a race, as a concurrent
+/// writer would.
+#[derive(Default)]
+pub struct MemoryProfiles {
+    pub records: Mutex<HashMap<String, StoredProfile>>,
+    pub conflicts_to_inject: AtomicUsize,
+}
+
+#[async_trait]
+impl ProfileStore for MemoryProfiles {
+    async fn load(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
+        Ok(self.records.lock().unwrap().get(user_id).cloned())
+    }
+
+    async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
+        self.put(
+            &profile.user_id,
+            StoredProfile { version: profile.version, profile: Some(profile.clone()) },
+            expected_version,
+        )
+    }
+
+    async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError> {
+        self.put(user_id, StoredProfile { version, profile: None }, expected_version)
+    }
+}
+
+impl MemoryProfiles {
+    fn put(&self, user_id: &str, record: StoredProfile, expected_version: u64) -> Result<(), StoreError> {
+        if self.conflicts_to_inject.load(Ordering::SeqCst) > 0 {
+            self.conflicts_to_inject.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Conflict);
+        }
+        let mut records = self.records.lock().unwrap();
+        if records.get(user_id).map_or(0, |r| r.version) != expected_version {
+            return Err(StoreError::Conflict);
+        }
+        records.insert(user_id.to_owned(), record);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryBus {
+    pub published: Mutex<Vec<DomainEvent>>,
+    pub fail: bool,
+}
+
+#[async_trait]
+impl EventPublisher for MemoryBus {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<(), PublishError> {
+        if self.fail {
+            return Err(PublishError("bus down".into()));
+        }
+        self.published.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+}
+
+/// A provider that answers from a script (then succeeds) and remembers what it sent.
+#[derive(Default)]
+pub struct ScriptedSender {
+    pub name: String,
+    pub script: Mutex<std::collections::VecDeque<Result<(), crate::ports::SendError>>>,
+    /// Delivery ids in the order they were accepted.
+    pub sent: Mutex<Vec<String>>,
+    pub calls: AtomicUsize,
+}
+
+impl ScriptedSender {
+    pub fn named(name: &str) -> Self {
+        Self { name: name.to_owned(), ..Default::default() }
+    }
+
+    pub fn then(self, result: Result<(), crate::ports::SendError>) -> Self {
+        self.script.lock().unwrap().push_back(result);
+        self
+    }
+
+    pub fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl crate::ports::Sender for ScriptedSender {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, message: &crate::ports::Outgoing<'_>) -> Result<String, crate::ports::SendError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))?;
+        self.sent.lock().unwrap().push(message.delivery_id.to_owned());
+        Ok(format!("{}-{}", self.name, message.delivery_id))
+    }
+}

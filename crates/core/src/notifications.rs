@@ -1,0 +1,189 @@
+//! Accepting notifications: validate everything up front, record one delivery per
+//! (notification, recipient, channel), and publish the delivery jobs to the bus.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use chrono::Utc;
+
+use crate::{
+    DomainEvent, ValidationErrors,
+    delivery::{Channel, DeliveryStatus},
+    notification::{
+        ContentRef, Delivery, DeliveryJob, JobRecipient, NotificationRequest, RECIPIENTS_PER_JOB, Recipient, target_of,
+    },
+    ports::{
+        DeliveryStore, EventPublisher, NotificationStore, ProfileStore, PublishError, Reservation, StoreError,
+        TemplateStore,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error("no such notification")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub notification_id: String,
+    /// True when the idempotency key had been used: nothing new was sent.
+    pub repeated: bool,
+}
+
+#[derive(Clone)]
+pub struct NotificationService {
+    pub profiles: Arc<dyn ProfileStore>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub notifications: Arc<dyn NotificationStore>,
+    pub events: Arc<dyn EventPublisher>,
+}
+
+pub fn new_notification_id() -> String {
+    format!("n_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+impl NotificationService {
+    /// Accepts a notification. `caller` scopes the idempotency key (the API key's hash),
+    /// so two producers never collide on the same key.
+    pub async fn accept(&self, request: NotificationRequest, caller: &str) -> Result<Accepted, NotificationError> {
+        let recipients = request.validate()?;
+        let content = self.content_refs(&request).await?;
+        let mut notification_id = new_notification_id();
+        let mut resumed = false;
+        let key = request.idempotency_key.as_ref().map(|k| format!("{caller}:{k}"));
+        if let Some(key) = &key {
+            match self.notifications.reserve(key, &notification_id).await? {
+                Reservation::New => {}
+                Reservation::Existing { notification_id: existing, complete: true } => {
+                    return Ok(Accepted { notification_id: existing, repeated: true });
+                }
+                // The first request stopped half-way: finish its work. Every step below
+                // is safe to repeat, and workers skip deliveries already sent.
+                Reservation::Existing { notification_id: existing, complete: false } => {
+                    notification_id = existing;
+                    resumed = true;
+                }
+            }
+        }
+
+        let now = Utc::now();
+        let mut deliveries = Vec::new();
+        let mut jobs: BTreeMap<Channel, Vec<JobRecipient>> = BTreeMap::new();
+        for recipient in recipients {
+            let planned: Vec<(String, Option<String>, Channel, Option<crate::notification::Target>)> = match recipient {
+                Recipient::Direct { key, target, channel } => vec![(key, None, channel, Some(target))],
+                Recipient::User(user_id) => {
+                    let profile = self.profiles.load(&user_id).await?.and_then(|s| s.profile);
+                    request
+                        .channels
+                        .iter()
+                        .map(|c| {
+                            (
+                                user_id.clone(),
+                                Some(user_id.clone()),
+                                *c,
+                                profile.as_ref().and_then(|p| target_of(p, *c)),
+                            )
+                        })
+                        .collect()
+                }
+            };
+            for (key, user_id, channel, target) in planned {
+                let delivery = match &target {
+                    Some(_) => Delivery::new(&notification_id, &key, channel, DeliveryStatus::Created, None, now),
+                    None => Delivery::new(
+                        &notification_id,
+                        &key,
+                        channel,
+                        DeliveryStatus::Error,
+                        Some(format!("no {channel} address for this recipient")),
+                        now,
+                    ),
+                };
+                if let Some(target) = target {
+                    jobs.entry(channel).or_default().push(JobRecipient {
+                        delivery_id: delivery.delivery_id.clone(),
+                        user_id,
+                        target,
+                    });
+                }
+                deliveries.push(delivery);
+            }
+        }
+        if resumed {
+            for d in &deliveries {
+                self.deliveries.create_if_absent(d).await?;
+            }
+        } else {
+            self.deliveries.create(&deliveries).await?;
+        }
+        let events: Vec<DomainEvent> = jobs
+            .into_iter()
+            .flat_map(|(channel, recipients)| {
+                let content = content[&channel].clone();
+                let (id, kind, params) = (&notification_id, &request.notification_type, &request.params);
+                recipients
+                    .chunks(RECIPIENTS_PER_JOB)
+                    .map(|chunk| {
+                        DomainEvent::DeliveryJob(DeliveryJob {
+                            notification_id: id.clone(),
+                            notification_type: kind.clone(),
+                            channel,
+                            content: content.clone(),
+                            params: params.clone(),
+                            recipients: chunk.to_vec(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.events.publish(&events).await?;
+        if let Some(key) = &key {
+            self.notifications.complete(key).await?;
+        }
+        Ok(Accepted { notification_id, repeated: resumed })
+    }
+
+    /// The content each channel will render: the inline content, or the latest version
+    /// of the type's template, pinned so a later edit cannot change a send under way.
+    async fn content_refs(
+        &self,
+        request: &NotificationRequest,
+    ) -> Result<BTreeMap<Channel, ContentRef>, NotificationError> {
+        if let Some(inline) = &request.content {
+            return Ok(request.channels.iter().map(|c| (*c, ContentRef::Inline(inline[c].clone()))).collect());
+        }
+        let template = self.templates.get(&request.notification_type, None).await?.ok_or_else(|| {
+            ValidationErrors::single("type", "no template is stored for this type: store one, or give inline content")
+        })?;
+        let mut errors = ValidationErrors::default();
+        for c in &request.channels {
+            if !template.channels.contains_key(c) {
+                errors.add("channels", format!("the {} template has no {c} content", template.template_id));
+            }
+        }
+        errors.into_result()?;
+        Ok(request
+            .channels
+            .iter()
+            .map(|c| {
+                (*c, ContentRef::Template { template_id: template.template_id.clone(), version: template.version })
+            })
+            .collect())
+    }
+
+    pub async fn deliveries(&self, notification_id: &str) -> Result<Vec<Delivery>, NotificationError> {
+        let deliveries = self.deliveries.list(notification_id).await?;
+        if deliveries.is_empty() {
+            return Err(NotificationError::NotFound);
+        }
+        Ok(deliveries)
+    }
+}

@@ -1,0 +1,440 @@
+//! The delivery pipeline every channel worker shares: claim (dedup), preferences,
+//! suppression, rate limit, render, send with retries and failover, record the outcome.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+
+use crate::{
+    backoff::Backoff,
+    circuit_breaker::{CircuitBreaker, Provider},
+    delivery::{Channel, DeliveryStatus},
+    notification::{ContentRef, DeliveryJob, JobRecipient, StatusChange, Target},
+    ports::{
+        Claim, DeliveryStore, Outgoing, PreferenceStore, RateLimitStore, SendError, Sender, StoreError,
+        SuppressionStore, TemplateStore,
+    },
+    rate_limit::RateLimit,
+    rendering::{self, Rendered},
+};
+
+/// What became of one recipient of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Settled: sent, or ended in a status that is not retried.
+    Done(DeliveryStatus),
+    /// Try again later (the message goes back to the queue).
+    Retry(String),
+}
+
+pub struct Providers {
+    pub primary: Arc<dyn Sender>,
+    pub secondary: Option<Arc<dyn Sender>>,
+}
+
+pub struct Pipeline {
+    pub channel: Channel,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub preferences: Arc<dyn PreferenceStore>,
+    pub suppressions: Arc<dyn SuppressionStore>,
+    pub rate_limits: Arc<dyn RateLimitStore>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub providers: Providers,
+    pub rate_limit: Option<RateLimit>,
+    /// Retries of a throttled or failing provider inside one invocation.
+    pub send_retries: Backoff,
+    /// How long a claim protects a send in progress; past it, a `pending` delivery is
+    /// taken to be an attempt that died mid-send.
+    pub claim_lease: Duration,
+    breaker: Mutex<CircuitBreaker>,
+}
+
+impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        channel: Channel,
+        deliveries: Arc<dyn DeliveryStore>,
+        preferences: Arc<dyn PreferenceStore>,
+        suppressions: Arc<dyn SuppressionStore>,
+        rate_limits: Arc<dyn RateLimitStore>,
+        templates: Arc<dyn TemplateStore>,
+        providers: Providers,
+        rate_limit: Option<RateLimit>,
+    ) -> Self {
+        Self {
+            channel,
+            deliveries,
+            preferences,
+            suppressions,
+            rate_limits,
+            templates,
+            providers,
+            rate_limit,
+            send_retries: Backoff::new(Duration::from_millis(50), Duration::from_secs(1), 5),
+            claim_lease: Duration::from_secs(30),
+            breaker: Mutex::new(CircuitBreaker::new(5, Duration::from_secs(30))),
+        }
+    }
+
+    /// Processes every recipient of a job, each on its own: one failure never holds back
+    /// the others. The content is rendered once per job when it needs no recipient data.
+    pub async fn process(&self, job: &DeliveryJob) -> Vec<(String, Outcome)> {
+        let content = self.render(job).await;
+        let mut outcomes = Vec::with_capacity(job.recipients.len());
+        for recipient in &job.recipients {
+            let outcome = match self.deliver(job, recipient, &content).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Retry(format!("store: {e}")),
+            };
+            outcomes.push((recipient.delivery_id.clone(), outcome));
+        }
+        outcomes
+    }
+
+    async fn render(&self, job: &DeliveryJob) -> Result<Rendered, String> {
+        let params = serde_json::Value::Object(job.params.clone());
+        let content = match &job.content {
+            ContentRef::Inline(content) => content.clone(),
+            ContentRef::Template { template_id, version } => {
+                let template = self
+                    .templates
+                    .get(template_id, Some(*version))
+                    .await
+                    .map_err(|e| format!("store: {e}"))?
+                    .ok_or_else(|| format!("template {template_id} version {version} does not exist"))?;
+                template
+                    .channels
+                    .get(&self.channel)
+                    .cloned()
+                    .ok_or_else(|| format!("template {template_id} has no {} content", self.channel))?
+            }
+        };
+        rendering::render(&content, &params).map_err(|e| e.to_string())
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        status: DeliveryStatus,
+        reason: Option<String>,
+        provider: Option<(&str, Option<&str>)>,
+    ) -> Result<Outcome, StoreError> {
+        let change = StatusChange { status, at: Utc::now(), reason };
+        self.deliveries.finish(id, &change, provider.map(|p| p.0), provider.and_then(|p| p.1)).await?;
+        Ok(Outcome::Done(status))
+    }
+
+    async fn deliver(
+        &self,
+        job: &DeliveryJob,
+        recipient: &JobRecipient,
+        content: &Result<Rendered, String>,
+    ) -> Result<Outcome, StoreError> {
+        let id = recipient.delivery_id.as_str();
+        match self.deliveries.claim(id, Utc::now()).await? {
+            Claim::Claimed => {}
+            Claim::Settled(status) => return Ok(Outcome::Done(status)),
+            Claim::InFlight { claimed_at } => {
+                let age = (Utc::now() - claimed_at).to_std().unwrap_or_default();
+                if age < self.claim_lease {
+                    return Ok(Outcome::Retry("another attempt is sending this delivery".into()));
+                }
+                // The attempt that claimed it died between sending and recording: the
+                // provider may have the message. Sending again could make a duplicate, so
+                // the delivery ends here, visibly, instead.
+                let reason = "interrupted during send: the provider may have accepted it; not sent again".to_owned();
+                return self.finish(id, DeliveryStatus::Error, Some(reason), None).await;
+            }
+        }
+        if let Some(user_id) = &recipient.user_id {
+            if !self.preferences.get(user_id).await?.allows(&job.notification_type, self.channel) {
+                let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
+                return self.finish(id, DeliveryStatus::Unsubscribed, Some(reason), None).await;
+            }
+        }
+        if let Target::Email(address) | Target::Phone(address) = &recipient.target {
+            if self.suppressions.is_suppressed(address).await? {
+                return self
+                    .finish(id, DeliveryStatus::Suppressed, Some("the address is on the suppression list".into()), None)
+                    .await;
+            }
+        }
+        if let (Some(limit), Some(user_id)) = (self.rate_limit, &recipient.user_id) {
+            let window = limit.window_for(user_id, self.channel, Utc::now().timestamp().max(0) as u64);
+            if !limit.allows(self.rate_limits.increment(&window).await?) {
+                let reason = format!("over {} {} messages per {} s", limit.limit, self.channel, limit.window);
+                return self.finish(id, DeliveryStatus::RateLimited, Some(reason), None).await;
+            }
+        }
+        let rendered = match content {
+            Ok(rendered) => rendered,
+            Err(reason) => return self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await,
+        };
+        let outgoing = Outgoing {
+            delivery_id: id,
+            notification_type: &job.notification_type,
+            target: &recipient.target,
+            content: rendered,
+        };
+        let mut retry = 0;
+        loop {
+            let provider = self.breaker.lock().expect("breaker lock").choose(Instant::now());
+            let sender = match (provider, &self.providers.secondary) {
+                (Provider::Secondary, Some(secondary)) => secondary,
+                _ => &self.providers.primary,
+            };
+            let result = sender.send(&outgoing).await;
+            self.breaker.lock().expect("breaker lock").record(
+                provider,
+                !matches!(result, Err(SendError::Retryable(_))),
+                Instant::now(),
+            );
+            match result {
+                Ok(message_id) => {
+                    return self.finish(id, DeliveryStatus::Sent, None, Some((sender.name(), Some(&message_id)))).await;
+                }
+                Err(SendError::Permanent(reason)) => {
+                    return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
+                }
+                Err(SendError::Retryable(reason)) => {
+                    if !self.send_retries.wait(retry).await {
+                        // Recorded, then handed back to SQS: it retries later and, after
+                        // maxReceiveCount, parks the message in the dead-letter queue.
+                        self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await?;
+                        return Ok(Outcome::Retry(reason));
+                    }
+                    retry += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        memory::*,
+        notification::Delivery,
+        ports::{PreferenceStore, SuppressionStore, TemplateStore},
+        preferences::Preferences,
+        rendering::ChannelContent,
+    };
+
+    struct World {
+        deliveries: Arc<MemoryDeliveries>,
+        preferences: Arc<MemoryPreferences>,
+        suppressions: Arc<MemorySuppressions>,
+        templates: Arc<MemoryTemplates>,
+        primary: Arc<ScriptedSender>,
+        secondary: Arc<ScriptedSender>,
+        pipeline: Pipeline,
+    }
+
+    fn world(primary: ScriptedSender, rate_limit: Option<RateLimit>) -> World {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let preferences = Arc::new(MemoryPreferences::default());
+        let suppressions = Arc::new(MemorySuppressions::default());
+        let templates = Arc::new(MemoryTemplates::default());
+        let primary = Arc::new(primary);
+        let secondary = Arc::new(ScriptedSender::named("secondary"));
+        let mut pipeline = Pipeline::new(
+            Channel::Email,
+            deliveries.clone(),
+            preferences.clone(),
+            suppressions.clone(),
+            Arc::new(MemoryRateLimits::default()),
+            templates.clone(),
+            Providers { primary: primary.clone(), secondary: Some(secondary.clone()) },
+            rate_limit,
+        );
+        pipeline.send_retries = Backoff::new(Duration::ZERO, Duration::ZERO, 3);
+        World { deliveries, preferences, suppressions, templates, primary, secondary, pipeline }
+    }
+
+    fn job(world: &World, users: &[&str], body: &str) -> DeliveryJob {
+        let mut recipients = Vec::new();
+        for user in users {
+            let d = Delivery::new("n1", user, Channel::Email, DeliveryStatus::Created, None, Utc::now());
+            recipients.push(JobRecipient {
+                delivery_id: d.delivery_id.clone(),
+                user_id: Some((*user).to_owned()),
+                target: Target::Email(format!("{user}@example.com")),
+            });
+            world.deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d, None));
+        }
+        DeliveryJob {
+            notification_id: "n1".into(),
+            notification_type: "payment_due".into(),
+            channel: Channel::Email,
+            content: ContentRef::Inline(ChannelContent { subject: Some("Hi".into()), body: body.into(), html: None }),
+            params: serde_json::json!({"amount": "12"}).as_object().unwrap().clone(),
+            recipients,
+        }
+    }
+
+    fn statuses(outcomes: &[(String, Outcome)]) -> Vec<Outcome> {
+        outcomes.iter().map(|(_, o)| o.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_job_is_sent_once_to_each_recipient_and_recorded() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a", "b"], "Pay {{ amount }}");
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Sent), Outcome::Done(DeliveryStatus::Sent)]);
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert_eq!(d.provider.as_deref(), Some("ses"));
+        assert!(d.provider_message_id.is_some());
+        let history: Vec<_> = d.history.iter().map(|c| c.status).collect();
+        assert_eq!(history, [DeliveryStatus::Created, DeliveryStatus::Pending, DeliveryStatus::Sent]);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_job_sends_nothing_twice() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        w.pipeline.process(&job).await;
+        let again = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&again), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_claimed_by_a_live_attempt_is_retried_later_not_sent() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        w.deliveries.claim(&job.recipients[0].delivery_id, Utc::now()).await.unwrap();
+        assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::Retry(_)));
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_died_mid_send_is_not_sent_again() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        let long_ago = Utc::now() - chrono::Duration::minutes(10);
+        w.deliveries.claim(&job.recipients[0].delivery_id, long_ago).await.unwrap();
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_opted_out_user_ends_unsubscribed() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let mut prefs = Preferences::default();
+        prefs.opt_out("payment_due", Channel::Email);
+        w.preferences.put("a", &prefs).await.unwrap();
+        let job = job(&w, &["a", "b"], "x");
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(
+            statuses(&outcomes),
+            [Outcome::Done(DeliveryStatus::Unsubscribed), Outcome::Done(DeliveryStatus::Sent)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_suppressed_address_ends_suppressed() {
+        let w = world(ScriptedSender::named("ses"), None);
+        w.suppressions.suppress("a@example.com", "bounced").await.unwrap();
+        let job = job(&w, &["a"], "x");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Suppressed)]);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sends_over_the_rate_limit_end_rate_limited() {
+        let w = world(ScriptedSender::named("ses"), Some(RateLimit { limit: 1, window: 3600 }));
+        let first = job(&w, &["a"], "x");
+        w.pipeline.process(&first).await;
+        let mut second = job(&w, &["a"], "x");
+        second.notification_id = "n2".into();
+        let d = Delivery::new("n2", "a", Channel::Email, DeliveryStatus::Created, None, Utc::now());
+        second.recipients[0].delivery_id = d.delivery_id.clone();
+        w.deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d, None));
+        assert_eq!(statuses(&w.pipeline.process(&second).await), [Outcome::Done(DeliveryStatus::RateLimited)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_template_with_a_missing_parameter_ends_in_error_with_the_reason() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "Due {{ due_date }}");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert!(d.history.last().unwrap().reason.as_deref().unwrap().contains("due_date"), "{d:?}");
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stored_template_renders_the_pinned_version() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let content = |body: &str| {
+            BTreeMap::from([(
+                Channel::Email,
+                ChannelContent { subject: Some("s".into()), body: body.into(), html: None },
+            )])
+        };
+        w.templates.save_new_version("payment_due", &content("v1 {{ amount }}")).await.unwrap();
+        w.templates.save_new_version("payment_due", &content("v2 {{ missing }}")).await.unwrap();
+        let mut job = job(&w, &["a"], "unused");
+        job.content = ContentRef::Template { template_id: "payment_due".into(), version: 1 };
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_inside_the_invocation() {
+        let primary = ScriptedSender::named("ses").then(Err(SendError::Retryable("throttled".into())));
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "x");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_provider_failing_past_the_budget_hands_the_message_back_and_a_retry_sends_it() {
+        let throttled = || Err(SendError::Retryable("throttled".into()));
+        let primary = ScriptedSender::named("ses").then(throttled()).then(throttled()).then(throttled());
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "x");
+        assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::Retry(_)));
+        assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), Some(DeliveryStatus::Error));
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_recorded_and_not_retried() {
+        let primary = ScriptedSender::named("ses").then(Err(SendError::Permanent("invalid address".into())));
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "x");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_keeps_failing_fails_over_to_the_secondary() {
+        let mut primary = ScriptedSender::named("ses");
+        for _ in 0..20 {
+            primary = primary.then(Err(SendError::Retryable("down".into())));
+        }
+        let w = world(primary, None);
+        let users: Vec<String> = (0..4).map(|i| format!("u{i}")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let job = job(&w, &users, "x");
+        // The first recipient spends its retry budget on the primary while the breaker
+        // counts failures; once it opens, the rest go to the secondary.
+        let outcomes = w.pipeline.process(&job).await;
+        assert!(matches!(outcomes[0].1, Outcome::Retry(_)), "{outcomes:?}");
+        assert!(outcomes[1..].iter().all(|(_, o)| *o == Outcome::Done(DeliveryStatus::Sent)), "{outcomes:?}");
+        let again = w.pipeline.process(&job).await;
+        assert!(again.iter().all(|(_, o)| *o == Outcome::Done(DeliveryStatus::Sent)), "{again:?}");
+        assert_eq!(w.secondary.sent().len(), 4);
+        assert!(w.primary.sent().is_empty());
+    }
+}
