@@ -1,14 +1,24 @@
 //! Adapters: Herald's ports over DynamoDB and EventBridge. No business rules live here.
 
 pub mod api_keys;
+pub mod batch;
 pub mod config;
+pub mod deliveries;
 pub mod events;
+pub mod notification_keys;
 pub mod profiles;
+pub mod senders;
+pub mod templates;
+pub mod user_settings;
 
 pub use api_keys::DynamoApiKeyStore;
 pub use config::{Clients, local_sdk_config, sdk_config};
+pub use deliveries::DynamoDeliveryStore;
 pub use events::EventBridgePublisher;
+pub use notification_keys::DynamoNotificationStore;
 pub use profiles::DynamoProfileStore;
+pub use templates::DynamoTemplateStore;
+pub use user_settings::{DynamoPreferenceStore, DynamoRateLimitStore, DynamoSuppressionStore};
 
 /// The full text of an SDK error, its causes included (the default Display is terse).
 pub fn describe(e: &(impl std::error::Error + 'static)) -> String {

@@ -1,0 +1,225 @@
+//! The channel providers: SES v2 for email, SNS for SMS and mobile push.
+
+use async_trait::async_trait;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use herald_core::{
+    DeviceToken, Platform,
+    notification::Target,
+    ports::{Outgoing, SendError, Sender},
+};
+
+/// Throttling, server faults and transport failures may pass on a later try; the rest
+/// (invalid address, rejected content) never will.
+fn classify<E>(e: aws_sdk_sesv2::error::SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>) -> SendError
+where
+    E: aws_sdk_sesv2::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    const THROTTLING: [&str; 6] = [
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "RequestLimitExceeded",
+    ];
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_owned();
+    let message = crate::describe(&e);
+    let retryable = match (&e, status) {
+        (aws_sdk_sesv2::error::SdkError::ServiceError(_), Some(status)) => {
+            status >= 500 || status == 429 || THROTTLING.contains(&code.as_str())
+        }
+        (aws_sdk_sesv2::error::SdkError::ServiceError(_), None) => THROTTLING.contains(&code.as_str()),
+        _ => true,
+    };
+    if retryable { SendError::Retryable(message) } else { SendError::Permanent(message) }
+}
+
+fn content(text: &str) -> Content {
+    Content::builder().data(text).charset("UTF-8").build().expect("data is set")
+}
+
+#[derive(Clone, Debug)]
+pub struct SesEmailSender {
+    client: aws_sdk_sesv2::Client,
+    from: String,
+}
+
+impl SesEmailSender {
+    pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
+        Self { client, from: from.into() }
+    }
+}
+
+#[async_trait]
+impl Sender for SesEmailSender {
+    fn name(&self) -> &str {
+        "ses"
+    }
+
+    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
+        let Target::Email(address) = message.target else {
+            return Err(SendError::Permanent("the email channel needs an email address".into()));
+        };
+        let mut body = Body::builder().text(content(&message.content.body));
+        if let Some(html) = &message.content.html {
+            body = body.html(content(html));
+        }
+        let email = Message::builder()
+            .subject(content(message.content.subject.as_deref().unwrap_or_default()))
+            .body(body.build())
+            .build();
+        let output = self
+            .client
+            .send_email()
+            .from_email_address(&self.from)
+            .destination(Destination::builder().to_addresses(address).build())
+            .content(EmailContent::builder().simple(email).build())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SnsSmsSender {
+    client: aws_sdk_sns::Client,
+}
+
+impl SnsSmsSender {
+    pub fn new(client: aws_sdk_sns::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl Sender for SnsSmsSender {
+    fn name(&self) -> &str {
+        "sns-sms"
+    }
+
+    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
+        let Target::Phone(number) = message.target else {
+            return Err(SendError::Permanent("the sms channel needs a phone number".into()));
+        };
+        let output = self
+            .client
+            .publish()
+            .phone_number(number)
+            .message(&message.content.body)
+            .message_attributes(
+                "AWS.SNS.SMS.SMSType",
+                aws_sdk_sns::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("Transactional")
+                    .build()
+                    .expect("data type is set"),
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+/// SNS platform applications, one per push platform (ARNs from the template's parameters).
+#[derive(Clone, Debug, Default)]
+pub struct PlatformApplications {
+    pub apns: Option<String>,
+    pub apns_sandbox: Option<String>,
+    pub fcm: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SnsPushSender {
+    client: aws_sdk_sns::Client,
+    applications: PlatformApplications,
+}
+
+impl SnsPushSender {
+    pub fn new(client: aws_sdk_sns::Client, applications: PlatformApplications) -> Self {
+        Self { client, applications }
+    }
+
+    fn application(&self, platform: Platform) -> Option<&str> {
+        match platform {
+            Platform::Apns => self.applications.apns.as_deref(),
+            Platform::ApnsSandbox => self.applications.apns_sandbox.as_deref(),
+            Platform::Fcm => self.applications.fcm.as_deref(),
+        }
+    }
+
+    /// The SNS message: one payload per platform, as `MessageStructure=json` expects.
+    fn payload(message: &Outgoing<'_>) -> String {
+        let title = message.content.subject.as_deref().unwrap_or_default();
+        let body = &message.content.body;
+        let apns =
+            serde_json::json!({"aps": {"alert": {"title": title, "body": body}}, "delivery_id": message.delivery_id})
+                .to_string();
+        let fcm = serde_json::json!({"notification": {"title": title, "body": body}, "data": {"delivery_id": message.delivery_id}}).to_string();
+        serde_json::json!({"default": body, "APNS": apns, "APNS_SANDBOX": apns, "GCM": fcm}).to_string()
+    }
+
+    async fn send_to(&self, device: &DeviceToken, payload: &str) -> Result<String, SendError> {
+        let application = self.application(device.platform).ok_or_else(|| {
+            SendError::Permanent(format!("no SNS platform application is configured for {:?}", device.platform))
+        })?;
+        // Creating an endpoint for a known token returns the existing one: SNS keeps the
+        // token → endpoint mapping, so a lookup table of our own would only duplicate it.
+        let endpoint = self
+            .client
+            .create_platform_endpoint()
+            .platform_application_arn(application)
+            .token(&device.token)
+            .send()
+            .await
+            .map_err(classify)?
+            .endpoint_arn
+            .ok_or_else(|| SendError::Retryable("SNS returned no endpoint".into()))?;
+        let output = self
+            .client
+            .publish()
+            .target_arn(endpoint)
+            .message_structure("json")
+            .message(payload)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_endpoint_disabled_exception() => {
+                    SendError::Permanent("the device endpoint is disabled".into())
+                }
+                _ => classify(e),
+            })?;
+        Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl Sender for SnsPushSender {
+    fn name(&self) -> &str {
+        "sns-push"
+    }
+
+    /// Sends to every device of the user; succeeds if any device took the message.
+    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
+        let Target::Devices(devices) = message.target else {
+            return Err(SendError::Permanent("the push channel needs device tokens".into()));
+        };
+        let payload = Self::payload(message);
+        let mut ids = Vec::new();
+        let mut failures = Vec::new();
+        for device in devices {
+            match self.send_to(device, &payload).await {
+                Ok(id) => ids.push(id),
+                Err(e) => failures.push(e),
+            }
+        }
+        if !ids.is_empty() {
+            return Ok(ids.join(","));
+        }
+        let retryable = failures.iter().any(|f| matches!(f, SendError::Retryable(_)));
+        let reasons = failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        Err(if retryable { SendError::Retryable(reasons) } else { SendError::Permanent(reasons) })
+    }
+}
