@@ -1,6 +1,8 @@
 //! End-to-end suites against the local stack on the moto endpoint `scripts/test` starts.
 
 mod api_errors;
+mod local_esm;
+mod notifications;
 mod profile_events;
 mod profiles_api;
 mod sample_events;

@@ -194,3 +194,65 @@ impl EventCapture {
         messages.iter().map(|m| serde_json::from_str(m.body().unwrap()).expect("an EventBridge event")).collect()
     }
 }
+
+/// What moto recorded as sent, read from its `/moto-api/data.json`.
+#[derive(Debug, Default)]
+pub struct SentByMoto {
+    /// SES: (message id, to addresses, subject, body).
+    pub emails: Vec<(String, Vec<String>, String, String)>,
+    /// SNS SMS: (message id, phone number, text).
+    pub sms: Vec<(String, String, String)>,
+    /// SNS mobile push: (message id, device token, payload).
+    pub pushes: Vec<(String, String, String)>,
+}
+
+pub async fn sent_by_moto(endpoint: &str) -> SentByMoto {
+    // moto builds this dump while other tests write to it, and now and then fails doing
+    // so (a 500): ask again.
+    let mut data = Value::Null;
+    for _ in 0..10 {
+        let response = reqwest::get(format!("{endpoint}/moto-api/data.json")).await.unwrap();
+        if let Ok(value) = response.json::<Value>().await {
+            data = value;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(data.is_object(), "moto's data.json could not be read");
+    let list = |service: &str, model: &str| data[service][model].as_array().cloned().unwrap_or_default();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut sent = SentByMoto::default();
+    for m in list("ses", "Message") {
+        let to = m["destinations"]["ToAddresses"].as_array().into_iter().flatten().map(text).collect();
+        sent.emails.push((text(&m["id"]), to, text(&m["subject"]), text(&m["body"])));
+    }
+    for m in list("sns", "SMS") {
+        sent.sms.push((text(&m["message_id"]), text(&m["phone_number"]), text(&m["message"])));
+    }
+    for endpoint in list("sns", "PlatformEndpoint") {
+        for (id, payload) in endpoint["messages"].as_object().into_iter().flatten() {
+            sent.pushes.push((id.clone(), text(&endpoint["token"]), text(payload)));
+        }
+    }
+    sent
+}
+
+/// Polls a notification until every delivery satisfies `settled`, or `timeout` passes;
+/// returns the last answer.
+pub async fn wait_for_deliveries(
+    api: &Api,
+    notification_id: &str,
+    timeout: Duration,
+    settled: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = api.get(&format!("/v1/notifications/{notification_id}")).await;
+        let done = answer.status == StatusCode::OK
+            && answer.body["deliveries"].as_array().is_some_and(|d| !d.is_empty() && d.iter().all(&settled));
+        if done || Instant::now() >= deadline {
+            return answer.body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -5,6 +5,12 @@ pub struct Config {
     pub profiles_table: String,
     pub api_keys_table: String,
     pub event_bus_name: String,
+    pub deliveries_table: String,
+    pub notifications_table: String,
+    pub templates_table: String,
+    pub preferences_table: String,
+    /// Key of the HMAC on tracking links.
+    pub signing_secret: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +30,11 @@ impl Config {
             profiles_table: get("PROFILES_TABLE")?,
             api_keys_table: get("API_KEYS_TABLE")?,
             event_bus_name: get("EVENT_BUS_NAME")?,
+            deliveries_table: get("DELIVERIES_TABLE")?,
+            notifications_table: get("NOTIFICATIONS_TABLE")?,
+            templates_table: get("TEMPLATES_TABLE")?,
+            preferences_table: get("PREFERENCES_TABLE")?,
+            signing_secret: get("SIGNING_SECRET")?,
         })
     }
 }

@@ -9,8 +9,21 @@ pub mod routes;
 
 use std::sync::Arc;
 
-use herald_aws::{Clients, DynamoApiKeyStore, DynamoProfileStore, EventBridgePublisher};
-use herald_core::{ProfilePatch, ProfileService, Upserted, ports::ApiKeyStore};
+use herald_aws::{
+    Clients, DynamoApiKeyStore, DynamoDeliveryStore, DynamoNotificationStore, DynamoPreferenceStore,
+    DynamoProfileStore, DynamoTemplateStore, EventBridgePublisher,
+};
+use herald_core::{
+    ProfilePatch, ProfileService, Upserted, ValidationErrors,
+    delivery::DeliveryStatus,
+    notification::NotificationRequest,
+    notification::StatusChange,
+    notifications::NotificationService,
+    ports::{ApiKeyStore, DeliveryStore, PreferenceStore, TemplateStore},
+    preferences::Preferences,
+    templates::TemplateInput,
+    tracking::{Action, Token},
+};
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Serialize;
 
@@ -27,20 +40,38 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub struct App {
     profiles: ProfileService,
+    notifications: NotificationService,
+    templates: Arc<dyn TemplateStore>,
+    preferences: Arc<dyn PreferenceStore>,
+    deliveries: Arc<dyn DeliveryStore>,
+    signing_secret: Vec<u8>,
     auth: Authenticator,
 }
 
 impl App {
-    pub fn new(profiles: ProfileService, keys: Arc<dyn ApiKeyStore>) -> Self {
-        Self { profiles, auth: Authenticator::new(keys) }
-    }
-
     /// The app over the AWS adapters named by `config`.
     pub fn from_aws(clients: &Clients, config: &Config) -> Self {
-        let store = DynamoProfileStore::new(clients.dynamodb.clone(), &config.profiles_table);
-        let events = EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name);
-        let keys = DynamoApiKeyStore::new(clients.dynamodb.clone(), &config.api_keys_table);
-        Self::new(ProfileService::new(Arc::new(store), Arc::new(events)), Arc::new(keys))
+        let db = || clients.dynamodb.clone();
+        let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
+        let events = Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name));
+        let templates: Arc<dyn TemplateStore> = Arc::new(DynamoTemplateStore::new(db(), &config.templates_table));
+        let keys: Arc<dyn ApiKeyStore> = Arc::new(DynamoApiKeyStore::new(db(), &config.api_keys_table));
+        let deliveries: Arc<dyn DeliveryStore> = Arc::new(DynamoDeliveryStore::new(db(), &config.deliveries_table));
+        Self {
+            profiles: ProfileService::new(profiles.clone(), events.clone()),
+            notifications: NotificationService {
+                profiles,
+                templates: templates.clone(),
+                deliveries: deliveries.clone(),
+                notifications: Arc::new(DynamoNotificationStore::new(db(), &config.notifications_table)),
+                events,
+            },
+            templates,
+            preferences: Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),
+            deliveries,
+            signing_secret: config.signing_secret.as_bytes().to_vec(),
+            auth: Authenticator::new(keys),
+        }
     }
 
     /// Answers one request. Every error becomes a problem+json response here, at the edge.
@@ -60,8 +91,12 @@ impl App {
     }
 
     async fn route(&self, route: Route, request: &Request) -> Result<Response<Body>, Problem> {
-        self.auth.authorize(request.headers(), route.scope()).await?;
+        if let Route::Track(token) = &route {
+            return self.track(token).await;
+        }
+        let key = self.auth.authorize(request.headers(), route.scope()).await?;
         match route {
+            Route::Track(_) => unreachable!("answered above"),
             Route::OpenApi => Ok(response(StatusCode::OK, "application/json", OPENAPI.to_owned())),
             Route::GetUser(id) => Ok(json(StatusCode::OK, &self.profiles.get(&id).await?)),
             Route::PutUser(id) => {
@@ -75,7 +110,102 @@ impl App {
                 self.profiles.erase(&id).await?;
                 Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).expect("a valid response"))
             }
+            Route::GetPreferences(id) => {
+                check_user_id(&id)?;
+                Ok(json(StatusCode::OK, &self.preferences.get(&id).await?))
+            }
+            Route::PutPreferences(id) => {
+                check_user_id(&id)?;
+                let preferences = parse_json_body::<Preferences>(request)?;
+                preferences.validate().map_err(|e| Problem::invalid(e.0))?;
+                self.preferences.put(&id, &preferences).await?;
+                Ok(json(StatusCode::OK, &preferences))
+            }
+            Route::PostNotification => {
+                let mut body = parse_json_body::<NotificationRequest>(request)?;
+                if let Some(key) = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()) {
+                    body.idempotency_key = Some(key.to_owned());
+                }
+                let accepted = self.notifications.accept(body, &key.key_hash).await?;
+                let id = &accepted.notification_id;
+                let status_url = format!("/v1/notifications/{id}");
+                let mut response =
+                    json(StatusCode::ACCEPTED, &serde_json::json!({"notification_id": id, "status_url": status_url}));
+                response.headers_mut().insert("location", status_url.parse().expect("a valid header"));
+                Ok(response)
+            }
+            Route::GetNotification(id) => {
+                let deliveries = self.notifications.deliveries(&id).await?;
+                Ok(json(StatusCode::OK, &serde_json::json!({"notification_id": id, "deliveries": deliveries})))
+            }
+            Route::GetTemplate(id) => {
+                let version = match request.query_string_parameters().first("version") {
+                    None => None,
+                    Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                        Problem::invalid(vec![herald_core::FieldError {
+                            field: "version".into(),
+                            message: "must be a whole number".into(),
+                        }])
+                    })?),
+                };
+                let template =
+                    self.templates.get(&id, version).await?.ok_or_else(|| Problem::not_found("No such template"))?;
+                Ok(json(StatusCode::OK, &template))
+            }
+            Route::PutTemplate(id) => {
+                let input = parse_json_body::<TemplateInput>(request)?;
+                input.validate(&id).map_err(|e| Problem::invalid(e.0))?;
+                let stored = self.templates.save_new_version(&id, &input.channels).await?;
+                let status = if stored.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
+                Ok(json(status, &stored))
+            }
         }
+    }
+}
+
+/// A transparent 1×1 GIF: the open pixel.
+const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+impl App {
+    /// Follows a tracking link. A token that does not verify is 404 and changes nothing;
+    /// a valid one moves its delivery forward (never back) and answers as the link
+    /// promised: the pixel, the redirect, or the unsubscribe confirmation.
+    async fn track(&self, token: &str) -> Result<Response<Body>, Problem> {
+        let token = Token::verify(token, &self.signing_secret).ok_or_else(|| Problem::not_found("Unknown link"))?;
+        let (status, response) = match &token.action {
+            Action::Open => (
+                DeliveryStatus::Opened,
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "image/gif")
+                    .header("cache-control", "no-store")
+                    .body(Body::Binary(PIXEL.to_vec())),
+            ),
+            Action::Click { url } => (
+                DeliveryStatus::Clicked,
+                Response::builder().status(StatusCode::FOUND).header("location", url.as_str()).body(Body::Empty),
+            ),
+            Action::Unsubscribe { user_id, notification_type, channel } => {
+                let mut preferences = self.preferences.get(user_id).await?;
+                preferences.opt_out(notification_type, *channel);
+                self.preferences.put(user_id, &preferences).await?;
+                let page = format!(
+                    "<!doctype html><title>Unsubscribed</title><p>You will no longer get {notification_type} messages by {channel}.</p>"
+                );
+                (
+                    DeliveryStatus::Unsubscribed,
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "text/html; charset=utf-8")
+                        .body(Body::Text(page)),
+                )
+            }
+        };
+        let change = StatusChange { status, at: chrono::Utc::now(), reason: None };
+        // A repeated open or a click after an unsubscribe changes nothing: statuses only
+        // move forward.
+        self.deliveries.advance(&token.delivery_id, &change).await?;
+        Ok(response.expect("a valid response"))
     }
 }
 
@@ -106,6 +236,11 @@ fn parse_json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<
             Problem::invalid(vec![herald_core::FieldError { field, message: inner.to_string() }])
         }
     })
+}
+
+fn check_user_id(id: &str) -> Result<(), Problem> {
+    herald_core::validation::user_id(id)
+        .map_err(|message| Problem::invalid(ValidationErrors::single("user_id", message).0))
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {

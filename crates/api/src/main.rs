@@ -6,7 +6,7 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let config = Config::from_env()?;
     let clients = herald_aws::Clients::new(&herald_aws::sdk_config().await);
-    clients.warm_up(&config.profiles_table, &config.event_bus_name).await;
+    clients.warm_up(&config.profiles_table, Some(&config.event_bus_name)).await;
     let app = App::from_aws(&clients, &config);
     lambda_http::run(service_fn(|request| async { Ok::<_, Error>(app.handle(request).await) })).await
 }

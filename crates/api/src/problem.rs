@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: every error the API answers, in one shape.
 
-use herald_core::{FieldError, ProfileError};
+use herald_core::{FieldError, ProfileError, notifications::NotificationError, ports::StoreError};
 use lambda_http::{Body, Response, http::StatusCode};
 use serde::Serialize;
 
@@ -122,5 +122,25 @@ impl From<ProfileError> for Problem {
                 Problem::unavailable()
             }
         }
+    }
+}
+
+impl From<NotificationError> for Problem {
+    fn from(e: NotificationError) -> Self {
+        match e {
+            NotificationError::Invalid(errors) => Problem::invalid(errors.0),
+            NotificationError::NotFound => Problem::not_found("No such notification"),
+            NotificationError::Store(_) | NotificationError::Publish(_) => {
+                tracing::error!(error = %e, "backing service failed");
+                Problem::unavailable()
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "backing service failed");
+        Problem::unavailable()
     }
 }

@@ -12,42 +12,98 @@ pub enum Route {
     GetUser(String),
     PutUser(String),
     DeleteUser(String),
+    GetPreferences(String),
+    PutPreferences(String),
+    PostNotification,
+    GetNotification(String),
+    GetTemplate(String),
+    PutTemplate(String),
+    /// Public: an open pixel, click redirect or unsubscribe link from an email.
+    Track(String),
 }
 
 /// Path templates (OpenAPI style) and the methods each allows.
-pub const ROUTES: &[(&str, &[&str])] = &[("/v1/openapi.json", &["GET"]), ("/v1/users/{id}", &["GET", "PUT", "DELETE"])];
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/openapi.json", &["GET"]),
+    ("/v1/users/{id}", &["GET", "PUT", "DELETE"]),
+    ("/v1/users/{id}/preferences", &["GET", "PUT"]),
+    ("/v1/notifications", &["POST"]),
+    ("/v1/notifications/{id}", &["GET"]),
+    ("/v1/templates/{id}", &["GET", "PUT"]),
+    ("/v1/t/{token}", &["GET"]),
+];
+
+fn decode(segment: &str) -> Result<String, Problem> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Problem::not_found("A path parameter is not valid UTF-8"))
+}
+
+/// The route among `choices` for `method`, or 405 naming the methods the path allows.
+fn pick(method: &Method, mut choices: Vec<(Method, Route)>) -> Result<Route, Problem> {
+    if let Some(i) = choices.iter().position(|(m, _)| m == method) {
+        return Ok(choices.swap_remove(i).1);
+    }
+    let allow: Vec<&str> = choices.iter().map(|(m, _)| m.as_str()).collect();
+    Err(Problem::method_not_allowed(&allow))
+}
 
 impl Route {
     /// Matches a raw (percent-encoded) path. Unknown paths are 404, known paths with
     /// another method 405, before any key is checked, as API Gateway would.
     pub fn parse(method: &Method, raw_path: &str) -> Result<Route, Problem> {
         let segments: Vec<&str> = raw_path.strip_prefix('/').unwrap_or(raw_path).split('/').collect();
-        let (template, route) = match segments.as_slice() {
-            ["v1", "openapi.json"] => (ROUTES[0], (*method == Method::GET).then_some(Route::OpenApi)),
+        match segments.as_slice() {
+            ["v1", "openapi.json"] => pick(method, vec![(Method::GET, Route::OpenApi)]),
             ["v1", "users", id] if !id.is_empty() => {
-                let id = percent_decode_str(id)
-                    .decode_utf8()
-                    .map_err(|_| Problem::not_found("The user id in the path is not valid UTF-8"))?
-                    .into_owned();
-                let route = match *method {
-                    Method::GET => Some(Route::GetUser(id)),
-                    Method::PUT => Some(Route::PutUser(id)),
-                    Method::DELETE => Some(Route::DeleteUser(id)),
-                    _ => None,
-                };
-                (ROUTES[1], route)
+                let id = decode(id)?;
+                pick(
+                    method,
+                    vec![
+                        (Method::GET, Route::GetUser(id.clone())),
+                        (Method::PUT, Route::PutUser(id.clone())),
+                        (Method::DELETE, Route::DeleteUser(id)),
+                    ],
+                )
             }
-            _ => return Err(Problem::not_found(format!("No route for {raw_path}"))),
-        };
-        route.ok_or_else(|| Problem::method_not_allowed(template.1))
+            ["v1", "users", id, "preferences"] if !id.is_empty() => {
+                let id = decode(id)?;
+                pick(
+                    method,
+                    vec![(Method::GET, Route::GetPreferences(id.clone())), (Method::PUT, Route::PutPreferences(id))],
+                )
+            }
+            ["v1", "notifications"] => pick(method, vec![(Method::POST, Route::PostNotification)]),
+            ["v1", "notifications", id] if !id.is_empty() => {
+                pick(method, vec![(Method::GET, Route::GetNotification(decode(id)?))])
+            }
+            ["v1", "templates", id] if !id.is_empty() => {
+                let id = decode(id)?;
+                pick(method, vec![(Method::GET, Route::GetTemplate(id.clone())), (Method::PUT, Route::PutTemplate(id))])
+            }
+            ["v1", "t", token] if !token.is_empty() => pick(method, vec![(Method::GET, Route::Track(decode(token)?))]),
+            _ => Err(Problem::not_found(format!("No route for {raw_path}"))),
+        }
+    }
+
+    /// Tracking links are followed from mail clients, which carry no key: their signed
+    /// token is the credential.
+    pub fn is_public(&self) -> bool {
+        matches!(self, Route::Track(_))
     }
 
     /// The scope a key needs; None means any valid key will do.
     pub fn scope(&self) -> Option<Scope> {
         match self {
             Route::OpenApi => None,
-            Route::GetUser(_) => Some(Scope::ProfilesRead),
-            Route::PutUser(_) | Route::DeleteUser(_) => Some(Scope::ProfilesWrite),
+            Route::GetUser(_) | Route::GetPreferences(_) => Some(Scope::ProfilesRead),
+            Route::PutUser(_) | Route::DeleteUser(_) | Route::PutPreferences(_) => Some(Scope::ProfilesWrite),
+            Route::PostNotification => Some(Scope::NotificationsSend),
+            Route::GetNotification(_) => Some(Scope::NotificationsRead),
+            Route::GetTemplate(_) => Some(Scope::TemplatesRead),
+            Route::PutTemplate(_) => Some(Scope::TemplatesWrite),
+            Route::Track(_) => None,
         }
     }
 
@@ -58,6 +114,13 @@ impl Route {
             Route::GetUser(_) => "GET /v1/users/{id}",
             Route::PutUser(_) => "PUT /v1/users/{id}",
             Route::DeleteUser(_) => "DELETE /v1/users/{id}",
+            Route::GetPreferences(_) => "GET /v1/users/{id}/preferences",
+            Route::PutPreferences(_) => "PUT /v1/users/{id}/preferences",
+            Route::PostNotification => "POST /v1/notifications",
+            Route::GetNotification(_) => "GET /v1/notifications/{id}",
+            Route::GetTemplate(_) => "GET /v1/templates/{id}",
+            Route::PutTemplate(_) => "PUT /v1/templates/{id}",
+            Route::Track(_) => "GET /v1/t/{token}",
         }
     }
 }
@@ -74,7 +137,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404() {
-        for path in ["/", "/v1", "/v1/users", "/v1/users/", "/v1/users/a/b", "/v2/users/a"] {
+        for path in ["/", "/v1", "/v1/users", "/v1/users/", "/v1/users/a/b", "/v2/users/a", "/v1/templates"] {
             assert_eq!(Route::parse(&Method::GET, path).unwrap_err().status, 404, "{path}");
         }
     }
@@ -83,5 +146,17 @@ mod tests {
     fn known_paths_with_another_method_are_405() {
         let problem = Route::parse(&Method::POST, "/v1/users/a").unwrap_err();
         assert_eq!(problem.status, 405);
+        assert_eq!(Route::parse(&Method::GET, "/v1/notifications").unwrap_err().status, 405);
+    }
+
+    #[test]
+    fn every_route_in_the_table_parses_with_each_of_its_methods() {
+        for (template, methods) in ROUTES {
+            let path = template.replace("{id}", "x").replace("{token}", "x");
+            for method in *methods {
+                let method = Method::from_bytes(method.as_bytes()).unwrap();
+                assert!(Route::parse(&method, &path).is_ok(), "{method} {path}");
+            }
+        }
     }
 }

@@ -46,16 +46,27 @@ impl Clients {
     /// Opens the connections during init, so that the first request after a cold start
     /// does not pay for DNS and the TLS handshake (most of a second at 128 MB). Failures
     /// are only logged: the real call will report them.
-    pub async fn warm_up(&self, table: &str, bus: &str) {
-        let (table_result, bus_result) = tokio::join!(
-            self.dynamodb.describe_table().table_name(table).send(),
-            self.eventbridge.describe_event_bus().name(bus).send(),
-        );
+    pub async fn warm_up(&self, table: &str, bus: Option<&str>) {
+        let bus_call = async {
+            match bus {
+                Some(bus) => self
+                    .eventbridge
+                    .describe_event_bus()
+                    .name(bus)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| crate::describe(&e)),
+                None => Ok(()),
+            }
+        };
+        let (table_result, bus_result) =
+            tokio::join!(self.dynamodb.describe_table().table_name(table).send(), bus_call);
         if let Err(e) = table_result {
             tracing::warn!(error = %crate::describe(&e), "warm-up of DynamoDB failed");
         }
         if let Err(e) = bus_result {
-            tracing::warn!(error = %crate::describe(&e), "warm-up of EventBridge failed");
+            tracing::warn!(error = %e, "warm-up of EventBridge failed");
         }
     }
 }

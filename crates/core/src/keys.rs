@@ -15,6 +15,14 @@ pub enum Scope {
     ProfilesRead,
     #[serde(rename = "profiles:write")]
     ProfilesWrite,
+    #[serde(rename = "notifications:send")]
+    NotificationsSend,
+    #[serde(rename = "notifications:read")]
+    NotificationsRead,
+    #[serde(rename = "templates:read")]
+    TemplatesRead,
+    #[serde(rename = "templates:write")]
+    TemplatesWrite,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod rendering;
 pub mod service;
 pub mod templates;
+pub mod tracking;
 pub mod validation;
 
 pub use events::{DomainEvent, ProfileChanged};

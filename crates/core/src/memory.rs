@@ -26,9 +26,12 @@ use crate::{
     templates::StoredTemplate,
 };
 
+/// Each delivery with the time it was claimed, if it is pending.
+type ClaimedDeliveries = HashMap<String, (Delivery, Option<DateTime<Utc>>)>;
+
 #[derive(Default)]
 pub struct MemoryDeliveries {
-    pub items: Mutex<HashMap<String, (Delivery, Option<DateTime<Utc>>)>>,
+    pub items: Mutex<ClaimedDeliveries>,
 }
 
 impl MemoryDeliveries {
@@ -280,6 +283,8 @@ pub struct ScriptedSender {
     pub script: Mutex<std::collections::VecDeque<Result<(), crate::ports::SendError>>>,
     /// Delivery ids in the order they were accepted.
     pub sent: Mutex<Vec<String>>,
+    /// What each accepted message said.
+    pub contents: Mutex<Vec<crate::rendering::Rendered>>,
     pub calls: AtomicUsize,
 }
 
@@ -308,6 +313,7 @@ impl crate::ports::Sender for ScriptedSender {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))?;
         self.sent.lock().unwrap().push(message.delivery_id.to_owned());
+        self.contents.lock().unwrap().push(message.content.clone());
         Ok(format!("{}-{}", self.name, message.delivery_id))
     }
 }

@@ -19,7 +19,15 @@ use crate::{
     },
     rate_limit::RateLimit,
     rendering::{self, Rendered},
+    tracking::EmailTracking,
 };
+
+/// Where tracking links point and how they are signed.
+#[derive(Clone, Debug)]
+pub struct Tracking {
+    pub base_url: String,
+    pub secret: Vec<u8>,
+}
 
 /// What became of one recipient of a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,9 @@ pub struct Pipeline {
     /// How long a claim protects a send in progress; past it, a `pending` delivery is
     /// taken to be an attempt that died mid-send.
     pub claim_lease: Duration,
+    /// Open pixel, click redirects and unsubscribe links in email; None sends email as
+    /// rendered.
+    pub tracking: Option<Tracking>,
     breaker: Mutex<CircuitBreaker>,
 }
 
@@ -75,6 +86,7 @@ impl Pipeline {
             rate_limit,
             send_retries: Backoff::new(Duration::from_millis(50), Duration::from_secs(1), 5),
             claim_lease: Duration::from_secs(30),
+            tracking: None,
             breaker: Mutex::new(CircuitBreaker::new(5, Duration::from_secs(30))),
         }
     }
@@ -115,6 +127,23 @@ impl Pipeline {
         rendering::render(&content, &params).map_err(|e| e.to_string())
     }
 
+    /// The email with its tracking links, when tracking is on.
+    fn decorate(&self, job: &DeliveryJob, recipient: &JobRecipient, rendered: &Rendered) -> Option<Rendered> {
+        let tracking = self.tracking.as_ref().filter(|_| self.channel == Channel::Email)?;
+        let links = EmailTracking {
+            base_url: &tracking.base_url,
+            secret: &tracking.secret,
+            delivery_id: &recipient.delivery_id,
+            user_id: recipient.user_id.as_deref(),
+            notification_type: &job.notification_type,
+        };
+        Some(Rendered {
+            subject: rendered.subject.clone(),
+            body: links.decorate_text(&rendered.body),
+            html: rendered.html.as_deref().map(|h| links.decorate_html(h)),
+        })
+    }
+
     async fn finish(
         &self,
         id: &str,
@@ -149,18 +178,18 @@ impl Pipeline {
                 return self.finish(id, DeliveryStatus::Error, Some(reason), None).await;
             }
         }
-        if let Some(user_id) = &recipient.user_id {
-            if !self.preferences.get(user_id).await?.allows(&job.notification_type, self.channel) {
-                let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
-                return self.finish(id, DeliveryStatus::Unsubscribed, Some(reason), None).await;
-            }
+        if let Some(user_id) = &recipient.user_id
+            && !self.preferences.get(user_id).await?.allows(&job.notification_type, self.channel)
+        {
+            let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
+            return self.finish(id, DeliveryStatus::Unsubscribed, Some(reason), None).await;
         }
-        if let Target::Email(address) | Target::Phone(address) = &recipient.target {
-            if self.suppressions.is_suppressed(address).await? {
-                return self
-                    .finish(id, DeliveryStatus::Suppressed, Some("the address is on the suppression list".into()), None)
-                    .await;
-            }
+        if let Target::Email(address) | Target::Phone(address) = &recipient.target
+            && self.suppressions.is_suppressed(address).await?
+        {
+            return self
+                .finish(id, DeliveryStatus::Suppressed, Some("the address is on the suppression list".into()), None)
+                .await;
         }
         if let (Some(limit), Some(user_id)) = (self.rate_limit, &recipient.user_id) {
             let window = limit.window_for(user_id, self.channel, Utc::now().timestamp().max(0) as u64);
@@ -173,6 +202,8 @@ impl Pipeline {
             Ok(rendered) => rendered,
             Err(reason) => return self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await,
         };
+        let decorated = self.decorate(job, recipient, rendered);
+        let rendered = decorated.as_ref().unwrap_or(rendered);
         let outgoing = Outgoing {
             delivery_id: id,
             notification_type: &job.notification_type,
@@ -436,5 +467,23 @@ mod tests {
         assert!(again.iter().all(|(_, o)| *o == Outcome::Done(DeliveryStatus::Sent)), "{again:?}");
         assert_eq!(w.secondary.sent().len(), 4);
         assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn email_carries_signed_tracking_links_when_tracking_is_on() {
+        let mut w = world(ScriptedSender::named("ses"), None);
+        w.pipeline.tracking = Some(Tracking { base_url: "https://api.example".into(), secret: b"k".repeat(32) });
+        let mut job = job(&w, &["a"], "Pay");
+        job.content = ContentRef::Inline(ChannelContent {
+            subject: Some("s".into()),
+            body: "Pay".into(),
+            html: Some("<a href=\"https://pay.example\">Pay</a>".into()),
+        });
+        w.pipeline.process(&job).await;
+        let sent = w.primary.contents.lock().unwrap()[0].clone();
+        let html = sent.html.unwrap();
+        assert!(!html.contains("href=\"https://pay.example\""), "{html}");
+        assert_eq!(html.matches("https://api.example/v1/t/").count(), 3, "{html}");
+        assert!(sent.body.contains("Unsubscribe: https://api.example/v1/t/"));
     }
 }

@@ -1,13 +1,17 @@
 //! The local stack: the whole of Herald on one machine. It starts (or joins) an
 //! AWS-compatible endpoint, creates the resources infra/template.yaml declares, and
-//! serves the API as API Gateway would, calling the same handler the Lambda runs.
+//! serves the API as API Gateway would, calling the same handler the Lambda runs. It
+//! plays Lambda's SQS event source mappings too: each worker's queue is polled and its
+//! batches handed to the same handler the deployed worker runs.
 
+pub mod esm;
 pub mod gateway;
 pub mod moto;
 pub mod provision;
 pub mod template;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -15,8 +19,11 @@ use std::{
 
 use herald_api::{App, Config};
 use herald_aws::{Clients, DynamoApiKeyStore};
-use herald_core::{Scope, keys, ports::ApiKeyStore};
+use herald_core::{Scope, delivery::Channel, keys, ports::ApiKeyStore};
+use herald_worker::{Worker, WorkerConfig};
 use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::esm::{EventSourceMapping, SqsHandler};
 
 pub use moto::MotoServer;
 pub use provision::Deployment;
@@ -92,14 +99,25 @@ pub struct LocalStack {
     pub deployment: Deployment,
     pub clients: Clients,
     pub api_config: Config,
+    /// The SQS event sources being polled, one per worker function.
+    pub event_sources: Vec<EventSourceMapping>,
     moto: Option<MotoServer>,
     server: JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
+    workers: Vec<(Channel, Arc<Worker>)>,
+    pollers: Vec<JoinHandle<()>>,
+    stop_pollers: esm::Stopper,
 }
 
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, LocalError> {
         let mut template = Template::load(&options.template)?;
+        // Bound first: tracking links in email point at this address.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .map_err(|e| LocalError::Config(format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
+        let address = listener.local_addr().map_err(|e| LocalError::Config(e.to_string()))?;
+        template.set_parameter("TrackingBaseUrl", format!("http://{address}"));
         // A fresh secret per local stack; deployments pass their own.
         template.set_parameter("SigningSecret", keys::generate_secret());
         let (moto, endpoint) = match options.endpoint {
@@ -122,11 +140,23 @@ impl LocalStack {
             .await
             .map_err(|e| LocalError::Aws(e.to_string()))?;
 
+        let retry_delay = esm::retry_delay_from_env()?;
+        let mut event_sources = Vec::new();
+        let mut workers = Vec::new();
+        for mapping in esm::sqs_event_sources(&deployment, retry_delay)? {
+            match worker_for(&deployment, &clients, &mapping)? {
+                Some(worker) => {
+                    workers.push(worker);
+                    event_sources.push(mapping);
+                }
+                None => tracing::warn!(
+                    function = %mapping.function,
+                    "the local stack has no handler for this function's binary: its queue is not polled"
+                ),
+            }
+        }
+
         let app = Arc::new(App::from_aws(&clients, &api_config));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
-            .await
-            .map_err(|e| LocalError::Config(format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
-        let address = listener.local_addr().map_err(|e| LocalError::Config(e.to_string()))?;
         let (shutdown, stopped) = oneshot::channel();
         let service = gateway::router(app).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -137,6 +167,17 @@ impl LocalStack {
                 tracing::error!(error = %e, "the local API server failed");
             }
         });
+        // Pollers start last, once nothing else can fail.
+        let (stop_pollers, stop) = esm::stop_signal();
+        let pollers = event_sources
+            .iter()
+            .zip(&workers)
+            .map(|(mapping, (_, worker))| {
+                let handler: Arc<dyn SqsHandler> = worker.clone();
+                esm::spawn_poller(clients.sqs.clone(), mapping.source.clone(), handler, stop.clone())
+            })
+            .collect();
+
         Ok(Self {
             endpoint,
             api_url: format!("http://{address}"),
@@ -144,18 +185,59 @@ impl LocalStack {
             deployment,
             clients,
             api_config,
+            event_sources,
             moto,
             server,
             shutdown,
+            workers,
+            pollers,
+            stop_pollers,
         })
     }
 
-    /// Stops serving, then stops moto if this stack started it.
+    /// The worker the stack runs for `channel`, to invoke directly (with a sample event).
+    pub fn worker(&self, channel: Channel) -> Option<&Worker> {
+        self.workers.iter().find(|(c, _)| *c == channel).map(|(_, worker)| worker.as_ref())
+    }
+
+    /// The URL of the template's queue `logical_id` (e.g. `EmailQueue`).
+    pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
+        self.deployment.queue_url(logical_id)
+    }
+
+    /// Logical id → physical name of every resource the stack created.
+    pub fn physical_names(&self) -> &BTreeMap<String, String> {
+        self.deployment.names()
+    }
+
+    /// Stops the pollers (each finishes the batch in hand), stops serving, then stops
+    /// moto if this stack started it.
     pub async fn stop(self) {
+        self.stop_pollers.stop();
+        for poller in self.pollers {
+            let _ = poller.await;
+        }
         let _ = self.shutdown.send(());
         let _ = self.server.await;
         if let Some(moto) = self.moto {
             moto.stop().await;
         }
     }
+}
+
+/// The handler the deployed function runs, for the functions the local stack knows how to
+/// run: the herald-worker-* binaries, configured from the environment the template gives.
+fn worker_for(
+    deployment: &Deployment,
+    clients: &Clients,
+    mapping: &EventSourceMapping,
+) -> Result<Option<(Channel, Arc<Worker>)>, LocalError> {
+    let Some(binary) = mapping.binary.as_deref().filter(|b| b.starts_with("herald-worker-")) else {
+        return Ok(None);
+    };
+    let environment = deployment.function_environment(binary)?;
+    let config = WorkerConfig::from_lookup(|name| environment.get(name).cloned())
+        .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
+    let worker = Worker::from_aws(clients, &config).map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
+    Ok(Some((config.channel, Arc::new(worker))))
 }

@@ -1,21 +1,33 @@
-//! Creates the template's tables and buses on the AWS-compatible endpoint.
+//! Creates the template's resources on the AWS-compatible endpoint: tables, buses, queues
+//! (dead-letter queues first), rules and their targets, SES identities, and the SNS
+//! platform applications the template takes as parameters. Alarms, topics, queue
+//! policies, the HTTP API and functions are not created: the local stack plays API
+//! Gateway and Lambda itself, and nothing local reads the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, TimeToLiveSpecification,
 };
+use aws_sdk_eventbridge::types::{RuleState, Target};
+use aws_sdk_sqs::{error::ProvideErrorMetadata, types::QueueAttributeName};
 use herald_aws::{Clients, describe};
 use serde::Deserialize;
+use serde_norway::Value;
 
-use crate::{LocalError, template::Template};
+use crate::{
+    LocalError,
+    template::{Physical, Resource, Template},
+};
 
-/// What was created for one stack: logical id → physical name.
+/// What was created for one stack.
 #[derive(Clone, Debug)]
 pub struct Deployment {
     pub stack_name: String,
-    pub names: BTreeMap<String, String>,
+    /// Names, refs and attributes of every created resource, by logical id.
+    pub physical: Physical,
+    /// The template with the parameters provisioning set (platform application ARNs).
     pub template: Template,
 }
 
@@ -23,7 +35,22 @@ impl Deployment {
     /// The environment the template gives the function built from `binary`.
     pub fn function_environment(&self, binary: &str) -> Result<BTreeMap<String, String>, LocalError> {
         let function = self.template.function_by_binary(binary)?;
-        self.template.environment(function, &self.names, &self.stack_name)
+        self.template.environment(function, &self.physical, &self.stack_name)
+    }
+
+    /// Logical id → physical name of every created resource.
+    pub fn names(&self) -> &BTreeMap<String, String> {
+        &self.physical.names
+    }
+
+    /// The URL of the queue `logical_id` (e.g. `EmailQueue`).
+    pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
+        self.physical.attribute(logical_id, "QueueUrl")
+    }
+
+    /// The ARN of a created table, bus, queue or rule.
+    pub fn arn(&self, logical_id: &str) -> Option<&str> {
+        self.physical.attribute(logical_id, "Arn")
     }
 }
 
@@ -87,31 +114,296 @@ fn key_schema(elements: &[KeyElement]) -> Result<Vec<KeySchemaElement>, LocalErr
         .collect()
 }
 
-/// Creates every table and event bus the template declares, named after `stack`.
-/// Resources that already exist are kept, so the stack can join a running endpoint.
+/// SNS platform applications are not CloudFormation resources, so the template takes
+/// their ARNs as parameters: parameter, SNS platform, name suffix.
+const PLATFORM_APPLICATIONS: [(&str, &str, &str); 3] = [
+    ("ApnsPlatformApplicationArn", "APNS", "apns"),
+    ("ApnsSandboxPlatformApplicationArn", "APNS_SANDBOX", "apns-sandbox"),
+    ("FcmPlatformApplicationArn", "GCM", "fcm"),
+];
+
+/// The SQS queue attributes a template may set, by their property (and attribute) name.
+const QUEUE_SCALAR_ATTRIBUTES: [&str; 10] = [
+    "ContentBasedDeduplication",
+    "DelaySeconds",
+    "FifoQueue",
+    "KmsDataKeyReusePeriodSeconds",
+    "KmsMasterKeyId",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "SqsManagedSseEnabled",
+    "VisibilityTimeout",
+];
+const QUEUE_JSON_ATTRIBUTES: [&str; 2] = ["RedrivePolicy", "RedriveAllowPolicy"];
+
+/// Creates the template's resources, named after `stack`. Resources that already exist
+/// are kept (and queues and rules updated to match), so the stack can join a running
+/// endpoint and deploying twice changes nothing.
 pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Result<Deployment, LocalError> {
-    let mut names = BTreeMap::new();
+    let mut template = template.clone();
+    let mut physical = Physical::default();
     for table in template.resources_of_type("AWS::DynamoDB::Table") {
         let name = format!("{stack}-{}", table.logical_id);
-        create_table(clients, &name, &table.properties).await.map_err(|e| e.context(&table.logical_id))?;
-        names.insert(table.logical_id.clone(), name);
+        let arn = create_table(clients, &name, &table.properties).await.map_err(|e| e.context(&table.logical_id))?;
+        physical.record(&table.logical_id, &name);
+        physical.record_attribute(&table.logical_id, "Arn", arn);
     }
     for bus in template.resources_of_type("AWS::Events::EventBus") {
         let name = match bus.properties.get("Name") {
-            Some(value) => template.resolve(value, &names, stack)?,
+            Some(value) => template.resolve(value, &physical, stack)?,
             None => format!("{stack}-{}", bus.logical_id),
         };
-        match clients.eventbridge.create_event_bus().name(&name).send().await {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {}
-            Err(e) => return Err(LocalError::Aws(format!("creating bus {name}: {}", describe(&e)))),
-        }
-        names.insert(bus.logical_id.clone(), name);
+        let arn = create_bus(clients, &name).await?;
+        physical.record(&bus.logical_id, &name);
+        physical.record_attribute(&bus.logical_id, "Arn", arn);
     }
-    Ok(Deployment { stack_name: stack.to_owned(), names, template: template.clone() })
+    for identity in template.resources_of_type("AWS::SES::EmailIdentity") {
+        let address = match identity.properties.get("EmailIdentity") {
+            Some(value) => template.resolve(value, &physical, stack)?,
+            None => return Err(LocalError::Template(format!("{} has no EmailIdentity", identity.logical_id))),
+        };
+        match clients.sesv2.create_email_identity().email_identity(&address).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {}
+            Err(e) => return Err(LocalError::Aws(format!("creating SES identity {address}: {}", describe(&e)))),
+        }
+        physical.record(&identity.logical_id, address);
+    }
+    create_platform_applications(clients, &mut template, stack).await?;
+    create_queues(clients, &template, &mut physical, stack).await?;
+    for rule in template.resources_of_type("AWS::Events::Rule") {
+        create_rule(clients, &template, rule, &mut physical, stack).await.map_err(|e| e.context(&rule.logical_id))?;
+    }
+    Ok(Deployment { stack_name: stack.to_owned(), physical, template })
 }
 
-async fn create_table(clients: &Clients, name: &str, properties: &serde_norway::Value) -> Result<(), LocalError> {
+async fn create_bus(clients: &Clients, name: &str) -> Result<String, LocalError> {
+    let failed = |e: String| LocalError::Aws(format!("creating bus {name}: {e}"));
+    match clients.eventbridge.create_event_bus().name(name).send().await {
+        Ok(out) => out.event_bus_arn.ok_or_else(|| failed("no EventBusArn in the answer".into())),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {
+            let out = clients.eventbridge.describe_event_bus().name(name).send().await;
+            out.map_err(|e| failed(describe(&e)))?.arn.ok_or_else(|| failed("the bus has no Arn".into()))
+        }
+        Err(e) => Err(failed(describe(&e))),
+    }
+}
+
+/// Creates one platform application per `*PlatformApplicationArn` parameter the template
+/// declares and nobody set, and sets the parameter to its ARN, so the functions'
+/// environments name them. moto accepts any credentials; "local" stands for them.
+async fn create_platform_applications(
+    clients: &Clients,
+    template: &mut Template,
+    stack: &str,
+) -> Result<(), LocalError> {
+    for (parameter, platform, suffix) in PLATFORM_APPLICATIONS {
+        if template.parameter(parameter) != Some("") {
+            continue;
+        }
+        let name = format!("{stack}-{suffix}");
+        // Creating an application again with the same name and attributes answers the
+        // same ARN, so this is idempotent.
+        let created = clients
+            .sns
+            .create_platform_application()
+            .name(&name)
+            .platform(platform)
+            .attributes("PlatformCredential", "local")
+            .attributes("PlatformPrincipal", "local")
+            .send()
+            .await
+            .map_err(|e| LocalError::Aws(format!("creating platform application {name}: {}", describe(&e))))?;
+        let arn = created
+            .platform_application_arn
+            .ok_or_else(|| LocalError::Aws(format!("no ARN for platform application {name}")))?;
+        template.set_parameter(parameter, arn);
+    }
+    Ok(())
+}
+
+/// Creates the queues in dependency order: a queue whose properties name another queue's
+/// attribute (a RedrivePolicy's dead-letter ARN) waits until that queue exists.
+async fn create_queues(
+    clients: &Clients,
+    template: &Template,
+    physical: &mut Physical,
+    stack: &str,
+) -> Result<(), LocalError> {
+    let mut pending: Vec<&Resource> = template.resources_of_type("AWS::SQS::Queue").collect();
+    while !pending.is_empty() {
+        let mut waiting = Vec::new();
+        let mut unresolved = None;
+        for queue in &pending {
+            match queue_attributes(template, queue, physical, stack) {
+                Ok(attributes) => create_queue(clients, template, queue, attributes, physical, stack)
+                    .await
+                    .map_err(|e| e.context(&queue.logical_id))?,
+                Err(e) => {
+                    unresolved = Some(e.context(&queue.logical_id));
+                    waiting.push(*queue);
+                }
+            }
+        }
+        if waiting.len() == pending.len() {
+            // No queue could be created: a cycle, or a reference to something missing.
+            return Err(unresolved.unwrap_or_else(|| LocalError::Template("queues reference each other".into())));
+        }
+        pending = waiting;
+    }
+    Ok(())
+}
+
+fn queue_attributes(
+    template: &Template,
+    queue: &Resource,
+    physical: &Physical,
+    stack: &str,
+) -> Result<HashMap<QueueAttributeName, String>, LocalError> {
+    let mut attributes = HashMap::new();
+    for name in QUEUE_SCALAR_ATTRIBUTES {
+        if let Some(value) = queue.properties.get(name) {
+            attributes.insert(QueueAttributeName::from(name), template.resolve(value, physical, stack)?);
+        }
+    }
+    for name in QUEUE_JSON_ATTRIBUTES {
+        if let Some(value) = queue.properties.get(name) {
+            let json = template.resolve_json(value, physical, stack)?;
+            let text = match json {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            attributes.insert(QueueAttributeName::from(name), text);
+        }
+    }
+    Ok(attributes)
+}
+
+async fn create_queue(
+    clients: &Clients,
+    template: &Template,
+    queue: &Resource,
+    attributes: HashMap<QueueAttributeName, String>,
+    physical: &mut Physical,
+    stack: &str,
+) -> Result<(), LocalError> {
+    let name = match queue.properties.get("QueueName") {
+        Some(value) => template.resolve(value, physical, stack)?,
+        // CloudFormation would add a random suffix; a stable name makes deploying twice
+        // find the same queue.
+        None if attributes.get(&QueueAttributeName::FifoQueue).is_some_and(|f| f == "true") => {
+            format!("{stack}-{}.fifo", queue.logical_id)
+        }
+        None => format!("{stack}-{}", queue.logical_id),
+    };
+    let failed = |e: String| LocalError::Aws(format!("creating queue {name}: {e}"));
+    let sqs = &clients.sqs;
+    let url = match sqs.create_queue().queue_name(&name).set_attributes(Some(attributes.clone())).send().await {
+        Ok(out) => out.queue_url.ok_or_else(|| failed("no QueueUrl in the answer".into()))?,
+        // The queue exists with other attributes (the template changed): update it.
+        Err(e)
+            if e.as_service_error().is_some_and(|s| s.is_queue_name_exists())
+                || e.code() == Some("QueueAlreadyExists") =>
+        {
+            let url = sqs.get_queue_url().queue_name(&name).send().await.map_err(|e| failed(describe(&e)))?.queue_url;
+            let url = url.ok_or_else(|| failed("no QueueUrl in the answer".into()))?;
+            sqs.set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(attributes))
+                .send()
+                .await
+                .map_err(|e| failed(describe(&e)))?;
+            url
+        }
+        Err(e) => return Err(failed(describe(&e))),
+    };
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| failed(describe(&e)))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| failed("no QueueArn".into()))?;
+    let id = &queue.logical_id;
+    physical.record(id, &name);
+    physical.record_ref(id, &url);
+    physical.record_attribute(id, "Arn", arn);
+    physical.record_attribute(id, "QueueName", &name);
+    physical.record_attribute(id, "QueueUrl", url);
+    Ok(())
+}
+
+/// PutRule and PutTargets both replace what exists, so a rule is created or updated alike.
+async fn create_rule(
+    clients: &Clients,
+    template: &Template,
+    rule: &Resource,
+    physical: &mut Physical,
+    stack: &str,
+) -> Result<(), LocalError> {
+    let properties = &rule.properties;
+    let optional = |name: &str| properties.get(name).map(|v| template.resolve(v, physical, stack)).transpose();
+    let name = optional("Name")?.unwrap_or_else(|| format!("{stack}-{}", rule.logical_id));
+    let bus = optional("EventBusName")?;
+    let pattern = match properties.get("EventPattern") {
+        Some(pattern) => Some(match template.resolve_json(pattern, physical, stack)? {
+            // A pattern may be given as a JSON string too.
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        }),
+        None => None,
+    };
+    let failed = |e: String| LocalError::Aws(format!("creating rule {name}: {e}"));
+    let created = clients
+        .eventbridge
+        .put_rule()
+        .name(&name)
+        .set_event_bus_name(bus.clone())
+        .set_event_pattern(pattern)
+        .set_schedule_expression(optional("ScheduleExpression")?)
+        .set_description(optional("Description")?)
+        .set_state(optional("State")?.map(|s| RuleState::from(s.as_str())))
+        .send()
+        .await
+        .map_err(|e| failed(describe(&e)))?;
+    let arn = created.rule_arn.ok_or_else(|| failed("no RuleArn in the answer".into()))?;
+    let mut targets = Vec::new();
+    for target in properties.get("Targets").and_then(Value::as_sequence).into_iter().flatten() {
+        let field = |name: &str| target.get(name).map(|v| template.resolve(v, physical, stack)).transpose();
+        let built = Target::builder()
+            .set_id(field("Id")?)
+            .set_arn(field("Arn")?)
+            .set_input(field("Input")?)
+            .set_input_path(field("InputPath")?)
+            .build()
+            .map_err(|e| LocalError::Template(format!("a target of {name}: {e}")))?;
+        targets.push(built);
+    }
+    if !targets.is_empty() {
+        let answer = clients
+            .eventbridge
+            .put_targets()
+            .rule(&name)
+            .set_event_bus_name(bus)
+            .set_targets(Some(targets))
+            .send()
+            .await
+            .map_err(|e| failed(describe(&e)))?;
+        if answer.failed_entry_count > 0 {
+            return Err(failed(format!("targets refused: {:?}", answer.failed_entries.unwrap_or_default())));
+        }
+    }
+    physical.record(&rule.logical_id, &name);
+    physical.record_attribute(&rule.logical_id, "Arn", arn);
+    Ok(())
+}
+
+/// Creates a table (or finds it) and answers its ARN.
+async fn create_table(clients: &Clients, name: &str, properties: &Value) -> Result<String, LocalError> {
     let props: TableProperties = serde_norway::from_value(properties.clone())
         .map_err(|e| LocalError::Template(format!("table properties: {e}")))?;
     let mut request = clients
@@ -145,11 +437,16 @@ async fn create_table(clients: &Clients, name: &str, properties: &serde_norway::
                 .map_err(|e| LocalError::Template(e.to_string()))?,
         );
     }
-    match request.send().await {
-        Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
+    let created = match request.send().await {
+        Ok(out) => out.table_description,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
+            let described = clients.dynamodb.describe_table().table_name(name).send().await;
+            let table = described.map_err(|e| LocalError::Aws(format!("describing table {name}: {}", describe(&e))))?;
+            return table.table.and_then(|t| t.table_arn).ok_or_else(|| LocalError::Aws(format!("{name} has no ARN")));
+        }
         Err(e) => return Err(LocalError::Aws(format!("creating table {name}: {}", describe(&e)))),
-    }
+    };
+    let arn = created.and_then(|t| t.table_arn).ok_or_else(|| LocalError::Aws(format!("no ARN for table {name}")))?;
     if let Some(ttl) = props.time_to_live_specification.filter(|t| t.enabled) {
         clients
             .dynamodb
@@ -166,5 +463,5 @@ async fn create_table(clients: &Clients, name: &str, properties: &serde_norway::
             .await
             .map_err(|e| LocalError::Aws(format!("enabling TTL on {name}: {}", describe(&e))))?;
     }
-    Ok(())
+    Ok(arn)
 }

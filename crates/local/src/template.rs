@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+use serde_json::Value as Json;
 use serde_norway::{Mapping, Value};
 
 use crate::LocalError;
@@ -13,6 +14,13 @@ pub struct Resource {
     pub kind: String,
     pub properties: Value,
     pub metadata: Value,
+}
+
+impl Resource {
+    /// The Cargo binary a function is built from (its Metadata.BuildProperties.Binary).
+    pub fn binary(&self) -> Option<&str> {
+        self.metadata.get("BuildProperties").and_then(|b| b.get("Binary")).and_then(Value::as_str)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -74,18 +82,21 @@ impl Template {
     /// The function built from the Cargo binary `binary` (its BuildProperties.Binary).
     pub fn function_by_binary(&self, binary: &str) -> Result<&Resource, LocalError> {
         self.resources_of_type("AWS::Serverless::Function")
-            .find(|f| {
-                f.metadata.get("BuildProperties").and_then(|b| b.get("Binary")).and_then(Value::as_str) == Some(binary)
-            })
+            .find(|f| f.binary() == Some(binary))
             .ok_or_else(|| LocalError::Template(format!("no function builds the binary {binary}")))
     }
 
+    /// The value of a parameter: its default, or what `set_parameter` gave it.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name).map(String::as_str)
+    }
+
     /// A function's environment variables (Globals first, its own over them), with
-    /// `!Ref`, `!Sub` and parameters resolved against `names` (logical id → physical name).
+    /// intrinsic functions resolved against what was created (`physical`).
     pub fn environment(
         &self,
         function: &Resource,
-        names: &BTreeMap<String, String>,
+        physical: &Physical,
         stack: &str,
     ) -> Result<BTreeMap<String, String>, LocalError> {
         let mut variables = self.global_environment.clone();
@@ -95,36 +106,135 @@ impl Template {
             .map(|(k, v)| {
                 let key =
                     k.as_str().ok_or_else(|| LocalError::Template("an environment name is not a string".into()))?;
-                Ok((key.to_owned(), self.resolve(v, names, stack)?))
+                Ok((key.to_owned(), self.resolve(v, physical, stack)?))
             })
             .collect()
     }
 
-    /// Resolves the intrinsic functions the local stack needs: plain scalars, `Ref` to a
-    /// resource or parameter, and `Sub` over `${AWS::StackName}`, `${AWS::Region}` and refs.
-    pub fn resolve(&self, value: &Value, names: &BTreeMap<String, String>, stack: &str) -> Result<String, LocalError> {
+    /// Resolves the intrinsic functions the local stack needs to a string: plain scalars,
+    /// `Ref` to a resource or parameter, `Fn::GetAtt` of a created resource, and `Sub`
+    /// over pseudo parameters, refs and `${X.Attribute}`; short and long forms alike.
+    pub fn resolve(&self, value: &Value, physical: &Physical, stack: &str) -> Result<String, LocalError> {
         let reference = |target: &str| {
-            names
-                .get(target)
-                .or_else(|| self.parameters.get(target))
-                .cloned()
+            physical
+                .reference(target)
+                .map(str::to_owned)
+                .or_else(|| self.parameters.get(target).cloned())
                 .or_else(|| pseudo_parameter(target, stack))
                 .ok_or_else(|| LocalError::Template(format!("Ref to unknown {target}")))
+        };
+        let get_att = |id: &str, attribute: &str| {
+            physical.attribute(id, attribute).map(str::to_owned).ok_or_else(|| {
+                LocalError::Template(format!("GetAtt {id}.{attribute}: the local stack has not created it"))
+            })
+        };
+        // `${Name}` in a Sub is a Ref, `${Name.Attribute}` a GetAtt.
+        let sub_variable = |name: &str| match name.split_once('.') {
+            Some((id, attribute)) => get_att(id, attribute),
+            None => reference(name),
+        };
+        let get_att_of = |target: &Value| match target {
+            Value::String(dotted) => match dotted.split_once('.') {
+                Some((id, attribute)) => get_att(id, attribute),
+                None => Err(LocalError::Template(format!("GetAtt {dotted:?} names no attribute"))),
+            },
+            Value::Sequence(pair) => match pair.as_slice() {
+                [Value::String(id), Value::String(attribute)] => get_att(id, attribute),
+                _ => Err(LocalError::Template(format!("GetAtt takes [resource, attribute], not {pair:?}"))),
+            },
+            other => Err(LocalError::Template(format!("GetAtt of {other:?}"))),
         };
         match value {
             Value::Tagged(tagged) => match (tagged.tag.to_string().as_str(), &tagged.value) {
                 ("!Ref", Value::String(target)) => reference(target),
-                ("!Sub", Value::String(text)) => substitute(text, reference),
+                ("!Sub", Value::String(text)) => substitute(text, sub_variable),
+                ("!GetAtt", target) => get_att_of(target),
                 (tag, _) => Err(LocalError::Template(format!("the local stack does not resolve {tag} here"))),
             },
             Value::Mapping(m) if m.len() == 1 => match m.iter().next() {
                 Some((Value::String(f), Value::String(target))) if f == "Ref" => reference(target),
-                Some((Value::String(f), Value::String(text))) if f == "Fn::Sub" => substitute(text, reference),
+                Some((Value::String(f), Value::String(text))) if f == "Fn::Sub" => substitute(text, sub_variable),
+                Some((Value::String(f), target)) if f == "Fn::GetAtt" => get_att_of(target),
                 _ => Err(LocalError::Template(format!("the local stack does not resolve {value:?}"))),
             },
             other => scalar(other).ok_or_else(|| LocalError::Template(format!("cannot use {other:?} as a string"))),
         }
     }
+
+    /// Resolves a structured property (a RedrivePolicy, an EventPattern) to JSON: every
+    /// intrinsic function inside becomes the string it resolves to, the rest is kept.
+    pub fn resolve_json(&self, value: &Value, physical: &Physical, stack: &str) -> Result<Json, LocalError> {
+        Ok(match value {
+            Value::Tagged(_) => Json::String(self.resolve(value, physical, stack)?),
+            Value::Mapping(m) if is_intrinsic(m) => Json::String(self.resolve(value, physical, stack)?),
+            Value::Mapping(m) => Json::Object(
+                m.iter()
+                    .map(|(k, v)| {
+                        let key =
+                            scalar(k).ok_or_else(|| LocalError::Template(format!("a key {k:?} is not a string")))?;
+                        Ok((key, self.resolve_json(v, physical, stack)?))
+                    })
+                    .collect::<Result<_, LocalError>>()?,
+            ),
+            Value::Sequence(items) => {
+                Json::Array(items.iter().map(|v| self.resolve_json(v, physical, stack)).collect::<Result<_, _>>()?)
+            }
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Number(n) => serde_json::to_value(n).map_err(|e| LocalError::Template(e.to_string()))?,
+            Value::String(s) => Json::String(s.clone()),
+        })
+    }
+}
+
+/// What the endpoint made of the template's resources, as `Ref` and `Fn::GetAtt` see
+/// them. Provisioning records each value from the create call's answer (or from a
+/// describe call when the resource already existed), never from a guess at its format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Physical {
+    /// Logical id → physical name: a table's, queue's, bus's or rule's name.
+    pub names: BTreeMap<String, String>,
+    /// Logical id → what `Ref` returns where that is not the name (a queue's URL).
+    pub refs: BTreeMap<String, String>,
+    /// Logical id → attribute → value, e.g. `EmailQueue` → `Arn` → `arn:aws:sqs:…`.
+    pub attributes: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Physical {
+    /// Records a created resource under its physical name.
+    pub fn record(&mut self, logical_id: &str, name: impl Into<String>) {
+        self.names.insert(logical_id.to_owned(), name.into());
+    }
+
+    /// Records what `Ref` returns for a resource whose Ref is not its name.
+    pub fn record_ref(&mut self, logical_id: &str, value: impl Into<String>) {
+        self.refs.insert(logical_id.to_owned(), value.into());
+    }
+
+    pub fn record_attribute(&mut self, logical_id: &str, attribute: &str, value: impl Into<String>) {
+        self.attributes.entry(logical_id.to_owned()).or_default().insert(attribute.to_owned(), value.into());
+    }
+
+    /// What `Ref` to the resource returns.
+    pub fn reference(&self, logical_id: &str) -> Option<&str> {
+        self.refs.get(logical_id).or_else(|| self.names.get(logical_id)).map(String::as_str)
+    }
+
+    /// What `Fn::GetAtt` of the resource's attribute returns.
+    pub fn attribute(&self, logical_id: &str, attribute: &str) -> Option<&str> {
+        self.attributes.get(logical_id)?.get(attribute).map(String::as_str)
+    }
+
+    /// The logical id of the resource whose `Arn` is `arn`.
+    pub fn by_arn(&self, arn: &str) -> Option<&str> {
+        self.attributes.iter().find(|(_, a)| a.get("Arn").is_some_and(|v| v == arn)).map(|(id, _)| id.as_str())
+    }
+}
+
+/// `{Ref: X}` or `{Fn::…: …}`, as opposed to a mapping of plain properties.
+fn is_intrinsic(mapping: &Mapping) -> bool {
+    mapping.len() == 1
+        && mapping.keys().next().and_then(Value::as_str).is_some_and(|k| k == "Ref" || k.starts_with("Fn::"))
 }
 
 fn environment_of(function_properties: Option<&Value>) -> Mapping {
@@ -161,7 +271,12 @@ fn substitute(text: &str, reference: impl Fn(&str) -> Result<String, LocalError>
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').ok_or_else(|| LocalError::Template(format!("unclosed ${{ in {text:?}")))?;
-        out.push_str(&reference(&rest[start + 2..start + end])?);
+        let variable = &rest[start + 2..start + end];
+        match variable.strip_prefix('!') {
+            // `${!Literal}` is CloudFormation's escape for a literal `${Literal}`.
+            Some(literal) => out.push_str(&format!("${{{literal}}}")),
+            None => out.push_str(&reference(variable)?),
+        }
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
@@ -189,11 +304,27 @@ Resources:
         Variables: {SHARED: own, BUS: !Sub "${AWS::StackName}-bus", LONG: {Ref: Table}}
 "#;
 
+    fn yaml(text: &str) -> Value {
+        serde_norway::from_str(text).unwrap()
+    }
+
+    /// What provisioning would record for a table and a queue named after stack `s`.
+    fn created() -> Physical {
+        let mut p = Physical::default();
+        p.record("Table", "s-Table");
+        p.record_attribute("Table", "Arn", "arn:aws:dynamodb:us-east-1:123456789012:table/s-Table");
+        p.record("Queue", "s-Queue");
+        p.record_ref("Queue", "http://localhost/123456789012/s-Queue");
+        p.record_attribute("Queue", "Arn", "arn:aws:sqs:us-east-1:123456789012:s-Queue");
+        p.record_attribute("Queue", "QueueName", "s-Queue");
+        p.record_attribute("Queue", "QueueUrl", "http://localhost/123456789012/s-Queue");
+        p
+    }
+
     #[test]
     fn function_environment_merges_globals_and_resolves_refs() {
         let t = Template::parse(TEMPLATE).unwrap();
-        let names = BTreeMap::from([("Table".to_owned(), "s-Table".to_owned())]);
-        let env = t.environment(t.function_by_binary("herald-x").unwrap(), &names, "s").unwrap();
+        let env = t.environment(t.function_by_binary("herald-x").unwrap(), &created(), "s").unwrap();
         let expected: BTreeMap<String, String> =
             [("A", "s-Table"), ("LEVEL", "info"), ("SHARED", "own"), ("BUS", "s-bus"), ("LONG", "s-Table")]
                 .into_iter()
@@ -205,8 +336,86 @@ Resources:
     #[test]
     fn a_ref_to_nothing_is_an_error() {
         let t = Template::parse(TEMPLATE).unwrap();
-        let err = t.resolve(&serde_norway::from_str("!Ref Nope").unwrap(), &BTreeMap::new(), "s").unwrap_err();
+        let err = t.resolve(&yaml("!Ref Nope"), &Physical::default(), "s").unwrap_err();
         assert!(err.to_string().contains("Nope"));
+    }
+
+    #[test]
+    fn get_att_arn_gives_the_recorded_arn_in_short_and_long_forms() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        let arn = "arn:aws:sqs:us-east-1:123456789012:s-Queue";
+        for form in
+            ["!GetAtt Queue.Arn", "!GetAtt [Queue, Arn]", "{Fn::GetAtt: [Queue, Arn]}", "{Fn::GetAtt: Queue.Arn}"]
+        {
+            assert_eq!(t.resolve(&yaml(form), &created(), "s").unwrap(), arn, "{form}");
+        }
+        let table = t.resolve(&yaml("!GetAtt Table.Arn"), &created(), "s").unwrap();
+        assert_eq!(table, "arn:aws:dynamodb:us-east-1:123456789012:table/s-Table");
+    }
+
+    #[test]
+    fn get_att_gives_a_queues_name_and_url() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        assert_eq!(t.resolve(&yaml("!GetAtt Queue.QueueName"), &created(), "s").unwrap(), "s-Queue");
+        let url = t.resolve(&yaml("{Fn::GetAtt: [Queue, QueueUrl]}"), &created(), "s").unwrap();
+        assert_eq!(url, "http://localhost/123456789012/s-Queue");
+    }
+
+    #[test]
+    fn a_ref_to_a_queue_gives_its_url_as_cloudformation_does() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        assert_eq!(t.resolve(&yaml("!Ref Queue"), &created(), "s").unwrap(), "http://localhost/123456789012/s-Queue");
+        assert_eq!(t.resolve(&yaml("{Ref: Queue}"), &created(), "s").unwrap(), "http://localhost/123456789012/s-Queue");
+    }
+
+    #[test]
+    fn get_att_of_something_not_created_is_an_error_naming_it() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        for form in ["!GetAtt Nope.Arn", "!GetAtt Queue.Nope", "!GetAtt Queue", "{Fn::GetAtt: [Queue]}"] {
+            let err = t.resolve(&yaml(form), &created(), "s").unwrap_err().to_string();
+            assert!(err.contains("GetAtt"), "{form}: {err}");
+        }
+    }
+
+    #[test]
+    fn sub_resolves_attributes_refs_and_escapes() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        let text = t.resolve(&yaml(r#"!Sub "${Table.Arn}/index/i ${Queue} ${!Literal}""#), &created(), "s").unwrap();
+        assert_eq!(
+            text,
+            "arn:aws:dynamodb:us-east-1:123456789012:table/s-Table/index/i http://localhost/123456789012/s-Queue ${Literal}"
+        );
+    }
+
+    #[test]
+    fn structured_properties_resolve_to_json_with_intrinsics_inside() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        let policy = yaml("{deadLetterTargetArn: !GetAtt Queue.Arn, maxReceiveCount: 5}");
+        assert_eq!(
+            t.resolve_json(&policy, &created(), "s").unwrap(),
+            serde_json::json!({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:s-Queue", "maxReceiveCount": 5})
+        );
+        let pattern =
+            yaml("{source: [herald], detail-type: [notification.email], detail: {n: [{numeric: ['>', 1.5]}]}}");
+        assert_eq!(
+            t.resolve_json(&pattern, &created(), "s").unwrap(),
+            serde_json::json!({"source": ["herald"], "detail-type": ["notification.email"],
+                "detail": {"n": [{"numeric": [">", 1.5]}]}})
+        );
+        let long = yaml("{q: {Fn::GetAtt: [Queue, QueueName]}, r: {Ref: Table}}");
+        assert_eq!(
+            t.resolve_json(&long, &created(), "s").unwrap(),
+            serde_json::json!({"q": "s-Queue", "r": "s-Table"})
+        );
+    }
+
+    #[test]
+    fn parameters_can_be_read_and_set() {
+        let mut t = Template::parse(TEMPLATE).unwrap();
+        assert_eq!(t.parameter("Level"), Some("info"));
+        assert_eq!(t.parameter("Nope"), None);
+        t.set_parameter("Level", "debug");
+        assert_eq!(t.resolve(&yaml("!Ref Level"), &Physical::default(), "s").unwrap(), "debug");
     }
 
     #[test]
@@ -215,5 +424,15 @@ Resources:
         let t = Template::load(&path).unwrap();
         assert!(t.function_by_binary("herald-api").is_ok());
         assert!(t.resources_of_type("AWS::DynamoDB::Table").count() >= 2);
+    }
+
+    #[test]
+    fn the_real_template_declares_a_queue_and_an_sqs_worker_per_channel() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let t = Template::load(&path).unwrap();
+        for channel in ["email", "sms", "push", "webhook"] {
+            assert!(t.function_by_binary(&format!("herald-worker-{channel}")).is_ok(), "{channel}");
+        }
+        assert!(t.resources_of_type("AWS::SQS::Queue").count() >= 8);
     }
 }

@@ -1,0 +1,176 @@
+//! Tracking links in email: an open pixel, click redirects and an unsubscribe link. Each
+//! carries an HMAC-signed token, so a forged or altered link is refused and changes nothing.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::delivery::Channel;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "a", rename_all = "snake_case")]
+pub enum Action {
+    Open,
+    Click { url: String },
+    Unsubscribe { user_id: String, notification_type: String, channel: Channel },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    #[serde(rename = "d")]
+    pub delivery_id: String,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any size")
+}
+
+impl Token {
+    /// `<payload>.<signature>`, both base64url: safe in a URL path segment.
+    pub fn sign(&self, secret: &[u8]) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("tokens serialize"));
+        let mut m = mac(secret);
+        m.update(payload.as_bytes());
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+    }
+
+    /// The token, if `text` was signed with `secret` and not altered.
+    pub fn verify(text: &str, secret: &[u8]) -> Option<Token> {
+        let (payload, signature) = text.split_once('.')?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        let mut m = mac(secret);
+        m.update(payload.as_bytes());
+        m.verify_slice(&signature).ok()?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    }
+}
+
+/// What an email needs to carry tracking: where the API is, and the signing key.
+pub struct EmailTracking<'a> {
+    pub base_url: &'a str,
+    pub secret: &'a [u8],
+    pub delivery_id: &'a str,
+    /// Set for users (unsubscribe sets their preference); None for direct addresses.
+    pub user_id: Option<&'a str>,
+    pub notification_type: &'a str,
+}
+
+impl EmailTracking<'_> {
+    fn link(&self, action: Action) -> String {
+        let token = Token { delivery_id: self.delivery_id.to_owned(), action }.sign(self.secret);
+        format!("{}/v1/t/{token}", self.base_url.trim_end_matches('/'))
+    }
+
+    /// The unsubscribe link, for users only.
+    pub fn unsubscribe_link(&self) -> Option<String> {
+        let user_id = self.user_id?;
+        Some(self.link(Action::Unsubscribe {
+            user_id: user_id.to_owned(),
+            notification_type: self.notification_type.to_owned(),
+            channel: Channel::Email,
+        }))
+    }
+
+    /// Rewrites every `href="http…"` to a click redirect, then appends the unsubscribe
+    /// link and the open pixel.
+    pub fn decorate_html(&self, html: &str) -> String {
+        let mut out = String::with_capacity(html.len() + 512);
+        let mut rest = html;
+        while let Some(start) = rest.find("href=\"") {
+            let value_start = start + "href=\"".len();
+            let Some(len) = rest[value_start..].find('"') else { break };
+            let url = &rest[value_start..value_start + len];
+            out.push_str(&rest[..value_start]);
+            if url.starts_with("http://") || url.starts_with("https://") {
+                // The HTML escaping of the href (e.g. &amp;) is undone for the stored URL.
+                out.push_str(&self.link(Action::Click { url: url.replace("&amp;", "&") }));
+            } else {
+                out.push_str(url);
+            }
+            rest = &rest[value_start + len..];
+        }
+        out.push_str(rest);
+        if let Some(link) = self.unsubscribe_link() {
+            out.push_str(&format!("<p style=\"font-size:12px\"><a href=\"{link}\">Unsubscribe</a></p>"));
+        }
+        out.push_str(&format!("<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\">", self.link(Action::Open)));
+        out
+    }
+
+    pub fn decorate_text(&self, text: &str) -> String {
+        match self.unsubscribe_link() {
+            Some(link) => format!("{text}\n\nUnsubscribe: {link}"),
+            None => text.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn tracking() -> EmailTracking<'static> {
+        EmailTracking {
+            base_url: "https://api.example/",
+            secret: SECRET,
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+        }
+    }
+
+    fn tokens_in(html: &str) -> Vec<Token> {
+        html.split("/v1/t/")
+            .skip(1)
+            .map(|rest| Token::verify(&rest[..rest.find('"').unwrap()], SECRET).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_signed_token_verifies_to_itself() {
+        let token = Token { delivery_id: "d_1".into(), action: Action::Click { url: "https://x.example/?a=1".into() } };
+        assert_eq!(Token::verify(&token.sign(SECRET), SECRET), Some(token));
+    }
+
+    #[test]
+    fn an_altered_or_foreign_token_is_refused() {
+        let signed = Token { delivery_id: "d_1".into(), action: Action::Open }.sign(SECRET);
+        let (payload, signature) = signed.split_once('.').unwrap();
+        let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"d":"d_2","a":"open"}"#);
+        assert_eq!(Token::verify(&format!("{forged_payload}.{signature}"), SECRET), None);
+        assert_eq!(Token::verify(&format!("{payload}.{}", &signature[1..]), SECRET), None);
+        assert_eq!(Token::verify(&signed, b"another secret of the same length!"), None);
+        assert_eq!(Token::verify("garbage", SECRET), None);
+    }
+
+    #[test]
+    fn links_become_click_redirects_and_the_pixel_and_unsubscribe_are_added() {
+        let html = tracking()
+            .decorate_html(r#"<a href="https://shop.example/?a=1&amp;b=2">Shop</a> <a href="mailto:x@y.z">m</a>"#);
+        assert!(html.contains(r#"href="mailto:x@y.z""#));
+        let actions: Vec<Action> = tokens_in(&html).into_iter().map(|t| t.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Click { url: "https://shop.example/?a=1&b=2".into() },
+                Action::Unsubscribe { user_id: "u1".into(), notification_type: "news".into(), channel: Channel::Email },
+                Action::Open,
+            ]
+        );
+        assert!(html.contains("https://api.example/v1/t/"));
+    }
+
+    #[test]
+    fn direct_addresses_get_no_unsubscribe_link() {
+        let t = EmailTracking { user_id: None, ..tracking() };
+        assert_eq!(t.decorate_text("hi"), "hi");
+        assert!(!t.decorate_html("<p>hi</p>").contains("Unsubscribe"));
+    }
+}

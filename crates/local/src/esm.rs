@@ -1,0 +1,569 @@
+//! Plays Lambda's SQS event source mappings: for each function the template subscribes
+//! to a queue, a poller receives batches, invokes the handler with the exact payload
+//! Lambda sends, and settles each message as Lambda does with `ReportBatchItemFailures`.
+//!
+//! One local deviation: Lambda leaves a failed message invisible until the queue's
+//! visibility timeout ends (60 s in the template). Locally that would make every retry a
+//! minute's wait, so the poller makes failed messages visible again after
+//! `HERALD_LOCAL_RETRY_DELAY_SECONDS` (default 1). Receive counts, and so redrive to the
+//! dead-letter queue after maxReceiveCount, behave as deployed.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
+};
+use base64::Engine as _;
+use herald_aws::describe;
+use serde_json::{Map, Value, json};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{LocalError, provision::Deployment};
+
+/// How long a failed message stays invisible locally, unless configured.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// SQS answers at most 10 messages per ReceiveMessage and takes 10 entries per batch call.
+const SQS_BATCH_LIMIT: usize = 10;
+/// Long polling keeps an idle poller to one request a second and bounds how long
+/// stopping waits for a receive in flight.
+const WAIT_TIME_SECONDS: i32 = 1;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What Lambda invokes with a batch of SQS messages: the function's handler.
+#[async_trait]
+pub trait SqsHandler: Send + Sync {
+    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse;
+}
+
+#[async_trait]
+impl SqsHandler for herald_worker::Worker {
+    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        herald_worker::Worker::handle(self, event).await
+    }
+}
+
+struct FnHandler<F>(F);
+
+#[async_trait]
+impl<F, Fut> SqsHandler for FnHandler<F>
+where
+    F: Fn(SqsEvent) -> Fut + Send + Sync,
+    Fut: Future<Output = SqsBatchResponse> + Send,
+{
+    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        (self.0)(event).await
+    }
+}
+
+/// A handler from an async closure, e.g. a fake in a test.
+pub fn handler_fn<F, Fut>(f: F) -> Arc<dyn SqsHandler>
+where
+    F: Fn(SqsEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = SqsBatchResponse> + Send + 'static,
+{
+    Arc::new(FnHandler(f))
+}
+
+/// The local retry delay: `HERALD_LOCAL_RETRY_DELAY_SECONDS`, default 1.
+pub fn retry_delay_from_env() -> Result<Duration, LocalError> {
+    match std::env::var("HERALD_LOCAL_RETRY_DELAY_SECONDS").ok().filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_RETRY_DELAY),
+        Some(text) => text.parse().map(Duration::from_secs).map_err(|_| {
+            LocalError::Config(format!("HERALD_LOCAL_RETRY_DELAY_SECONDS={text:?} is not a number of seconds"))
+        }),
+    }
+}
+
+/// A queue a poller reads, and how it settles what the handler answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSource {
+    pub queue_url: String,
+    /// The `eventSourceARN` of each record.
+    pub queue_arn: String,
+    /// Messages per invocation, at most 10 (one ReceiveMessage).
+    pub batch_size: i32,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`: without it, Lambda ignores the
+    /// answer and deletes the whole batch.
+    pub report_batch_item_failures: bool,
+    /// How long a failed message stays invisible (see the module's comment).
+    pub retry_delay: Duration,
+}
+
+impl QueueSource {
+    /// A source as the template declares the workers': batches of 10, partial failures.
+    pub fn new(queue_url: impl Into<String>, queue_arn: impl Into<String>) -> Self {
+        Self {
+            queue_url: queue_url.into(),
+            queue_arn: queue_arn.into(),
+            batch_size: SQS_BATCH_LIMIT as i32,
+            report_batch_item_failures: true,
+            retry_delay: DEFAULT_RETRY_DELAY,
+        }
+    }
+}
+
+/// A function's `Events` entry of Type SQS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSourceMapping {
+    /// The function's logical id.
+    pub function: String,
+    /// The Cargo binary it is built from, if the template says.
+    pub binary: Option<String>,
+    pub source: QueueSource,
+}
+
+/// Every enabled SQS event source of the template's functions, on the queues `deployment`
+/// created.
+pub fn sqs_event_sources(
+    deployment: &Deployment,
+    retry_delay: Duration,
+) -> Result<Vec<EventSourceMapping>, LocalError> {
+    let template = &deployment.template;
+    let mut mappings = Vec::new();
+    for function in template.resources_of_type("AWS::Serverless::Function") {
+        let events = function.properties.get("Events").and_then(serde_norway::Value::as_mapping);
+        for (name, event) in events.into_iter().flatten() {
+            if event.get("Type").and_then(serde_norway::Value::as_str) != Some("SQS") {
+                continue;
+            }
+            let context = format!("{}.Events.{}", function.logical_id, name.as_str().unwrap_or("?"));
+            let properties = event.get("Properties").cloned().unwrap_or_default();
+            if properties.get("Enabled").and_then(serde_norway::Value::as_bool) == Some(false) {
+                continue;
+            }
+            let queue = properties
+                .get("Queue")
+                .ok_or_else(|| LocalError::Template(format!("{context} names no Queue")))
+                .and_then(|q| template.resolve(q, &deployment.physical, &deployment.stack_name))
+                .map_err(|e| e.context(&context))?;
+            let url = deployment.physical.by_arn(&queue).and_then(|id| deployment.queue_url(id)).ok_or_else(|| {
+                LocalError::Template(format!("{context}: {queue} is not one of the template's queues"))
+            })?;
+            let batch_size = match properties.get("BatchSize") {
+                None => SQS_BATCH_LIMIT as i32,
+                Some(size) => size
+                    .as_i64()
+                    .and_then(|s| i32::try_from(s).ok())
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| LocalError::Template(format!("{context}: BatchSize {size:?}")))?,
+            };
+            let report_batch_item_failures = properties
+                .get("FunctionResponseTypes")
+                .and_then(serde_norway::Value::as_sequence)
+                .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+            mappings.push(EventSourceMapping {
+                function: function.logical_id.clone(),
+                binary: function.binary().map(str::to_owned),
+                source: QueueSource {
+                    queue_url: url.to_owned(),
+                    queue_arn: queue,
+                    batch_size,
+                    report_batch_item_failures,
+                    retry_delay,
+                },
+            });
+        }
+    }
+    Ok(mappings)
+}
+
+/// Tells pollers to stop. Dropping it stops them too, so a stack dropped without being
+/// stopped leaves no poller behind.
+pub struct Stopper(watch::Sender<bool>);
+
+/// What a poller watches to know when to stop.
+#[derive(Clone)]
+pub struct StopToken(watch::Receiver<bool>);
+
+pub fn stop_signal() -> (Stopper, StopToken) {
+    let (sender, receiver) = watch::channel(false);
+    (Stopper(sender), StopToken(receiver))
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl StopToken {
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
+    /// Resolves once stop is called or the Stopper is dropped.
+    pub async fn stopped(&mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    async fn sleep(&mut self, duration: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.stopped() => {}
+        }
+    }
+}
+
+/// Starts polling `source` for `handler` until `stop`. A receive in flight is finished
+/// (not abandoned, which would hide its messages for the visibility timeout), so
+/// stopping takes up to a second plus the handler's time.
+pub fn spawn_poller(
+    sqs: aws_sdk_sqs::Client,
+    source: QueueSource,
+    handler: Arc<dyn SqsHandler>,
+    mut stop: StopToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = FIRST_BACKOFF;
+        while !stop.is_stopped() {
+            match poll_once(&sqs, &source, &handler).await {
+                Ok(_) => backoff = FIRST_BACKOFF,
+                Err(e) => {
+                    // An endpoint that is down or a queue that is gone: wait, doubling up
+                    // to MAX_BACKOFF, rather than spin.
+                    tracing::warn!(queue = %source.queue_url, error = %e, retry_in = ?backoff, "SQS poller");
+                    stop.sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    })
+}
+
+/// Receives one batch, invokes the handler and settles the batch; answers how many
+/// messages it handled.
+pub async fn poll_once(
+    sqs: &aws_sdk_sqs::Client,
+    source: &QueueSource,
+    handler: &Arc<dyn SqsHandler>,
+) -> Result<usize, LocalError> {
+    let received = sqs
+        .receive_message()
+        .queue_url(&source.queue_url)
+        .max_number_of_messages(source.batch_size.clamp(1, SQS_BATCH_LIMIT as i32))
+        .wait_time_seconds(WAIT_TIME_SECONDS)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(|e| LocalError::Aws(format!("receiving from {}: {}", source.queue_url, describe(&e))))?;
+    let messages = received.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let payload = lambda_event(&messages, &source.queue_arn);
+    let event: SqsEvent = serde_json::from_value(payload)
+        .map_err(|e| LocalError::Aws(format!("the SQS event does not deserialize: {e}")))?;
+    let receipts: Vec<Receipt> = messages
+        .iter()
+        .map(|m| Receipt {
+            message_id: m.message_id().unwrap_or_default().to_owned(),
+            receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    // In its own task, so that a handler that panics fails its batch, as a function error
+    // does in Lambda, instead of ending the poller.
+    let invoked = tokio::spawn({
+        let handler = handler.clone();
+        async move { handler.handle(event).await }
+    })
+    .await;
+    let response = match invoked {
+        Ok(response) => Some(response),
+        Err(e) => {
+            tracing::error!(queue = %source.queue_url, error = %e, "the handler failed the whole batch");
+            None
+        }
+    };
+    let settlement = settle(&receipts, response.as_ref(), source.report_batch_item_failures);
+    delete(sqs, source, &settlement.delete).await?;
+    retry_later(sqs, source, &settlement.retry).await?;
+    Ok(messages.len())
+}
+
+/// A received message, as the poller settles it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub message_id: String,
+    pub receipt_handle: String,
+}
+
+/// What to do with each message of a handled batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settlement<'a> {
+    pub delete: Vec<&'a Receipt>,
+    pub retry: Vec<&'a Receipt>,
+}
+
+/// Splits a batch into the messages to delete and those to retry, by Lambda's rules: no answer (a function error) fails the whole batch; so does
+/// a failure naming an id that is empty or not in the batch; otherwise the named
+/// messages are retried and the rest deleted. Without ReportBatchItemFailures the answer
+/// is ignored.
+pub fn settle<'a>(
+    batch: &'a [Receipt],
+    response: Option<&SqsBatchResponse>,
+    report_batch_item_failures: bool,
+) -> Settlement<'a> {
+    let all_failed = Settlement { delete: Vec::new(), retry: batch.iter().collect() };
+    let Some(response) = response else { return all_failed };
+    if !report_batch_item_failures {
+        return Settlement { delete: batch.iter().collect(), retry: Vec::new() };
+    }
+    let failures: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    if failures.iter().any(|id| id.is_empty() || !batch.iter().any(|r| r.message_id == *id)) {
+        return all_failed;
+    }
+    let (delete, retry) = batch.iter().partition(|r| !failures.contains(&r.message_id.as_str()));
+    Settlement { delete, retry }
+}
+
+async fn delete(sqs: &aws_sdk_sqs::Client, source: &QueueSource, done: &[&Receipt]) -> Result<(), LocalError> {
+    for chunk in done.chunks(SQS_BATCH_LIMIT) {
+        let entries = chunk.iter().enumerate().map(|(i, r)| {
+            DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(&r.receipt_handle).build()
+        });
+        let entries = entries.collect::<Result<Vec<_>, _>>().map_err(|e| LocalError::Aws(e.to_string()))?;
+        let answer = sqs
+            .delete_message_batch()
+            .queue_url(&source.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| LocalError::Aws(format!("deleting from {}: {}", source.queue_url, describe(&e))))?;
+        if !answer.failed.is_empty() {
+            tracing::warn!(queue = %source.queue_url, failed = ?answer.failed, "some handled messages were not deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn retry_later(sqs: &aws_sdk_sqs::Client, source: &QueueSource, failed: &[&Receipt]) -> Result<(), LocalError> {
+    let seconds = i32::try_from(source.retry_delay.as_secs()).unwrap_or(i32::MAX);
+    for chunk in failed.chunks(SQS_BATCH_LIMIT) {
+        let entries = chunk.iter().enumerate().map(|(i, r)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&r.receipt_handle)
+                .visibility_timeout(seconds)
+                .build()
+        });
+        let entries = entries.collect::<Result<Vec<_>, _>>().map_err(|e| LocalError::Aws(e.to_string()))?;
+        let answer = sqs
+            .change_message_visibility_batch()
+            .queue_url(&source.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| LocalError::Aws(format!("releasing on {}: {}", source.queue_url, describe(&e))))?;
+        if !answer.failed.is_empty() {
+            tracing::warn!(queue = %source.queue_url, failed = ?answer.failed, "some failed messages wait out the visibility timeout");
+        }
+    }
+    Ok(())
+}
+
+/// The payload Lambda sends for `messages` received from the queue `queue_arn`.
+pub fn lambda_event(messages: &[Message], queue_arn: &str) -> Value {
+    // arn:aws:sqs:<region>:<account>:<name>
+    let region = queue_arn.split(':').nth(3).filter(|r| !r.is_empty()).unwrap_or("us-east-1");
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: Map<String, Value> = m
+                .attributes()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str().to_owned(), Value::String(value.clone())))
+                .collect();
+            let message_attributes: Map<String, Value> = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.clone(), message_attribute(value)))
+                .collect();
+            let mut record = json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            });
+            if let Some(md5) = m.md5_of_message_attributes() {
+                record["md5OfMessageAttributes"] = json!(md5);
+            }
+            record
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// A message attribute as Lambda writes it: camelCase, binary values in base64.
+fn message_attribute(value: &aws_sdk_sqs::types::MessageAttributeValue) -> Value {
+    let base64 = |blob: &aws_sdk_sqs::primitives::Blob| base64::engine::general_purpose::STANDARD.encode(blob.as_ref());
+    let mut attribute = json!({
+        "stringListValues": value.string_list_values(),
+        "binaryListValues": value.binary_list_values().iter().map(base64).collect::<Vec<_>>(),
+        "dataType": value.data_type(),
+    });
+    if let Some(text) = value.string_value() {
+        attribute["stringValue"] = json!(text);
+    }
+    if let Some(blob) = value.binary_value() {
+        attribute["binaryValue"] = json!(base64(blob));
+    }
+    attribute
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::sqs::BatchItemFailure;
+    use aws_sdk_sqs::{primitives::Blob, types::MessageAttributeValue};
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:sqs:eu-west-3:123456789012:s-EmailQueue";
+
+    fn message(id: &str) -> Message {
+        Message::builder()
+            .message_id(id)
+            .receipt_handle(format!("rh-{id}"))
+            .body(r#"{"a":1}"#)
+            .md5_of_body("9b1a7f3a2b3a8e1d2f6d6a7c1e0a5b4c")
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "2")
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000000")
+            .attributes(MessageSystemAttributeName::SenderId, "AIDAIENQZJOLO23YVJ4VO")
+            .attributes(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp, "1700000000500")
+            .build()
+    }
+
+    #[test]
+    fn the_payload_is_what_lambda_sends_for_an_sqs_batch() {
+        let payload = lambda_event(&[message("m1")], ARN);
+        assert_eq!(
+            payload,
+            json!({"Records": [{
+                "messageId": "m1",
+                "receiptHandle": "rh-m1",
+                "body": "{\"a\":1}",
+                "attributes": {
+                    "ApproximateReceiveCount": "2",
+                    "SentTimestamp": "1700000000000",
+                    "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                    "ApproximateFirstReceiveTimestamp": "1700000000500"
+                },
+                "messageAttributes": {},
+                "md5OfBody": "9b1a7f3a2b3a8e1d2f6d6a7c1e0a5b4c",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": ARN,
+                "awsRegion": "eu-west-3"
+            }]})
+        );
+        let event: SqsEvent = serde_json::from_value(payload).unwrap();
+        assert_eq!(event.records[0].attributes["ApproximateReceiveCount"], "2");
+        assert_eq!(event.records[0].event_source_arn.as_deref(), Some(ARN));
+    }
+
+    #[test]
+    fn message_attributes_are_written_as_lambda_writes_them() {
+        let m = Message::builder()
+            .message_id("m")
+            .message_attributes(
+                "kind",
+                MessageAttributeValue::builder().data_type("String").string_value("x").build().unwrap(),
+            )
+            .message_attributes(
+                "raw",
+                MessageAttributeValue::builder()
+                    .data_type("Binary")
+                    .binary_value(Blob::new(b"hi".to_vec()))
+                    .build()
+                    .unwrap(),
+            )
+            .md5_of_message_attributes("abc")
+            .build();
+        let payload = lambda_event(&[m], ARN);
+        let record = &payload["Records"][0];
+        assert_eq!(
+            record["messageAttributes"]["kind"],
+            json!({"stringValue": "x", "stringListValues": [], "binaryListValues": [], "dataType": "String"})
+        );
+        assert_eq!(record["messageAttributes"]["raw"]["binaryValue"], "aGk=");
+        assert_eq!(record["md5OfMessageAttributes"], "abc");
+        let event: SqsEvent = serde_json::from_value(payload).unwrap();
+        assert_eq!(event.records[0].message_attributes["kind"].string_value.as_deref(), Some("x"));
+    }
+
+    fn batch() -> Vec<Receipt> {
+        ["a", "b", "c"]
+            .iter()
+            .map(|id| Receipt { message_id: id.to_string(), receipt_handle: format!("rh-{id}") })
+            .collect()
+    }
+
+    fn failing(ids: &[&str]) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for id in ids {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = (*id).to_owned();
+            response.batch_item_failures.push(failure);
+        }
+        response
+    }
+
+    fn ids<'a>(receipts: &[&'a Receipt]) -> Vec<&'a str> {
+        receipts.iter().map(|r| r.message_id.as_str()).collect()
+    }
+
+    #[test]
+    fn reported_failures_are_retried_and_the_rest_deleted() {
+        let batch = batch();
+        let settled = settle(&batch, Some(&failing(&["b"])), true);
+        assert_eq!((ids(&settled.delete), ids(&settled.retry)), (vec!["a", "c"], vec!["b"]));
+        let settled = settle(&batch, Some(&failing(&[])), true);
+        assert_eq!((ids(&settled.delete), ids(&settled.retry)), (vec!["a", "b", "c"], vec![]));
+    }
+
+    #[test]
+    fn a_failure_naming_no_message_of_the_batch_fails_the_whole_batch() {
+        let batch = batch();
+        for bad in [&["b", "zz"][..], &[""][..]] {
+            let settled = settle(&batch, Some(&failing(bad)), true);
+            assert_eq!((settled.delete.len(), settled.retry.len()), (0, 3), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_handler_error_fails_the_whole_batch() {
+        let batch = batch();
+        let settled = settle(&batch, None, true);
+        assert_eq!((settled.delete.len(), settled.retry.len()), (0, 3));
+    }
+
+    #[test]
+    fn without_report_batch_item_failures_the_answer_is_ignored() {
+        let batch = batch();
+        let settled = settle(&batch, Some(&failing(&["b"])), false);
+        assert_eq!((settled.delete.len(), settled.retry.len()), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_stop_token_sees_stop_and_a_dropped_stopper() {
+        let (stopper, mut token) = stop_signal();
+        assert!(!token.is_stopped());
+        stopper.stop();
+        assert!(token.is_stopped());
+        token.stopped().await;
+
+        let (stopper, mut token) = stop_signal();
+        drop(stopper);
+        assert!(token.is_stopped());
+        token.stopped().await;
+    }
+}

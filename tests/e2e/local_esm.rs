@@ -1,0 +1,308 @@
+//! The local stack plays Lambda's SQS event source mappings and creates the template's
+//! queues, rules and platform applications: a fake handler on a test queue shows how
+//! batches are settled, redelivered and dead-lettered, and the stack's own resources are
+//! checked against the template.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use herald_e2e::start_stack;
+use herald_local::{
+    Template,
+    esm::{self, QueueSource, SqsHandler},
+    repo_root,
+};
+use serde_json::{Value, json};
+
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .expect("AWS_ENDPOINT_URL must name a running moto server: run the suites with scripts/test, which starts one")
+}
+
+async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&herald_aws::local_sdk_config(&endpoint()).await)
+}
+
+fn unique(name: &str) -> String {
+    format!("t{}-{name}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Creates a queue and answers its URL and ARN.
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> (String, String) {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes.iter().cloned().collect()))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap();
+    (url.clone(), queue_arn(sqs, &url).await)
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    queue_attribute(sqs, url, QueueAttributeName::QueueArn).await
+}
+
+async fn queue_attribute(sqs: &aws_sdk_sqs::Client, url: &str, name: QueueAttributeName) -> String {
+    let answer = sqs.get_queue_attributes().queue_url(url).attribute_names(name.clone()).send().await.unwrap();
+    answer.attributes.and_then(|mut a| a.remove(&name)).unwrap_or_default()
+}
+
+fn source(url: &str, arn: &str) -> QueueSource {
+    QueueSource { retry_delay: Duration::from_secs(1), ..QueueSource::new(url, arn) }
+}
+
+/// Every batch a fake handler was given.
+type Seen = Arc<Mutex<Vec<SqsEvent>>>;
+
+/// A fake handler that records each batch and reports as failed the records `fails` picks.
+fn fake_handler(fails: impl Fn(&SqsMessage) -> bool + Send + Sync + 'static) -> (Arc<dyn SqsHandler>, Seen) {
+    let seen = Seen::default();
+    let fails = Arc::new(fails);
+    let handler = esm::handler_fn({
+        let seen = seen.clone();
+        move |event: SqsEvent| {
+            let seen = seen.clone();
+            let fails = fails.clone();
+            async move {
+                let mut response = SqsBatchResponse::default();
+                for record in event.records.iter().filter(|r| fails(r)) {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                    response.batch_item_failures.push(failure);
+                }
+                seen.lock().unwrap().push(event);
+                response
+            }
+        }
+    });
+    (handler, seen)
+}
+
+/// Bodies and receive counts of every record handled, in order.
+fn deliveries(seen: &Seen) -> Vec<(String, String)> {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .flat_map(|e| &e.records)
+        .map(|r| {
+            (
+                r.body.clone().unwrap_or_default(),
+                r.attributes.get("ApproximateReceiveCount").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_until(timeout: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop_poller(stopper: esm::Stopper, poller: tokio::task::JoinHandle<()>) {
+    stopper.stop();
+    tokio::time::timeout(Duration::from_secs(10), poller).await.expect("the poller stops in time").unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_record_is_redelivered_alone_and_the_rest_of_its_batch_deleted() {
+    let sqs = sqs().await;
+    // A long visibility timeout: a redelivery within the test proves the short local
+    // retry delay, not the timeout, brought the message back.
+    let (url, arn) =
+        create_queue(&sqs, &unique("batch"), &[(QueueAttributeName::VisibilityTimeout, "60".into())]).await;
+    let entries = ["ok-1", "fail-once", "ok-2"].iter().enumerate().map(|(i, body)| {
+        SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(*body).build().unwrap()
+    });
+    sqs.send_message_batch().queue_url(&url).set_entries(Some(entries.collect())).send().await.unwrap();
+
+    let (handler, seen) = fake_handler(|r| {
+        r.body.as_deref() == Some("fail-once")
+            && r.attributes.get("ApproximateReceiveCount").map(String::as_str) == Some("1")
+    });
+    let (stopper, stop) = esm::stop_signal();
+    let poller = esm::spawn_poller(sqs.clone(), source(&url, &arn), handler, stop);
+    wait_until(Duration::from_secs(20), "the failed record's redelivery", || deliveries(&seen).len() >= 4).await;
+    // Long enough for a wrongly kept message to come back once more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let first = &events[0].records;
+    assert_eq!(first.len(), 3, "the three messages arrive in one batch");
+    for record in first.iter().chain(&events[1].records) {
+        assert_eq!(record.event_source.as_deref(), Some("aws:sqs"));
+        assert_eq!(record.event_source_arn.as_deref(), Some(arn.as_str()));
+        assert_eq!(record.aws_region.as_deref(), Some("us-east-1"));
+        assert!(record.message_id.is_some() && record.receipt_handle.is_some() && record.md5_of_body.is_some());
+        for attribute in ["ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp"] {
+            assert!(record.attributes.contains_key(attribute), "{attribute} missing from {record:?}");
+        }
+    }
+    assert_eq!(
+        deliveries(&seen),
+        [("ok-1", "1"), ("fail-once", "1"), ("ok-2", "1"), ("fail-once", "2")]
+            .map(|(b, c)| (b.to_owned(), c.to_owned()))
+    );
+    assert_eq!(events[1].records[0].message_id, first[1].message_id, "the same message comes back");
+    for count in
+        [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
+    {
+        assert_eq!(queue_attribute(&sqs, &url, count.clone()).await, "0", "{count:?}: every message was deleted");
+    }
+    stop_poller(stopper, poller).await;
+}
+
+#[tokio::test]
+async fn a_message_that_always_fails_lands_in_the_dead_letter_queue_after_max_receive_count() {
+    let sqs = sqs().await;
+    let (dlq_url, dlq_arn) = create_queue(&sqs, &unique("dlq"), &[]).await;
+    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}).to_string();
+    let (url, arn) = create_queue(
+        &sqs,
+        &unique("poison"),
+        &[(QueueAttributeName::VisibilityTimeout, "60".into()), (QueueAttributeName::RedrivePolicy, redrive)],
+    )
+    .await;
+    sqs.send_message().queue_url(&url).message_body("poison").send().await.unwrap();
+
+    let (handler, seen) = fake_handler(|_| true);
+    let (stopper, stop) = esm::stop_signal();
+    let poller = esm::spawn_poller(sqs.clone(), source(&url, &arn), handler, stop);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let answer = sqs.receive_message().queue_url(&dlq_url).wait_time_seconds(1).send().await.unwrap();
+        if let Some(message) = answer.messages.unwrap_or_default().into_iter().next() {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "nothing reached the dead-letter queue; handled: {:?}", deliveries(&seen));
+    };
+    stop_poller(stopper, poller).await;
+
+    assert_eq!(dead.body(), Some("poison"));
+    assert_eq!(deliveries(&seen), [("poison", "1"), ("poison", "2")].map(|(b, c)| (b.to_owned(), c.to_owned())));
+    assert_eq!(queue_attribute(&sqs, &url, QueueAttributeName::ApproximateNumberOfMessages).await, "0");
+}
+
+#[tokio::test]
+async fn the_stack_polls_each_worker_queue_and_routes_its_channel_events_there() {
+    let stack = start_stack().await;
+    let deployment = &stack.deployment;
+    let sqs = &stack.clients.sqs;
+
+    let mut polled: Vec<(&str, &str)> =
+        stack.event_sources.iter().map(|m| (m.function.as_str(), m.source.queue_url.as_str())).collect();
+    polled.sort();
+    let channels = ["Email", "Push", "Sms", "Webhook"];
+    let expected: Vec<(String, &str)> = channels
+        .iter()
+        .map(|c| (format!("{c}WorkerFunction"), stack.queue_url(&format!("{c}Queue")).unwrap()))
+        .collect();
+    assert_eq!(polled, expected.iter().map(|(f, u)| (f.as_str(), *u)).collect::<Vec<_>>());
+    for mapping in &stack.event_sources {
+        assert_eq!(mapping.source.batch_size, 10);
+        assert!(mapping.source.report_batch_item_failures);
+        assert_eq!(
+            Some(mapping.source.queue_arn.as_str()),
+            deployment.arn(mapping.function.replace("WorkerFunction", "Queue").as_str())
+        );
+    }
+
+    let email_queue = stack.queue_url("EmailQueue").unwrap();
+    assert_eq!(queue_attribute(sqs, email_queue, QueueAttributeName::VisibilityTimeout).await, "60");
+    let redrive: Value =
+        serde_json::from_str(&queue_attribute(sqs, email_queue, QueueAttributeName::RedrivePolicy).await).unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], deployment.arn("EmailDeadLetterQueue").unwrap());
+    assert_eq!(redrive["maxReceiveCount"].to_string(), "5");
+
+    let bus = &stack.physical_names()["EventBus"];
+    let rule = &stack.physical_names()["EmailRule"];
+    let targets = stack.clients.eventbridge.list_targets_by_rule().rule(rule).event_bus_name(bus).send().await.unwrap();
+    let targets: Vec<(&str, &str)> = targets.targets().iter().map(|t| (t.id(), t.arn())).collect();
+    assert_eq!(targets, [("email-queue", deployment.arn("EmailQueue").unwrap())]);
+
+    // A second target on the template's rule, read by a fake handler, shows what the rule
+    // lets through without racing the stack's own email worker for the EmailQueue.
+    let (copy_url, copy_arn) = create_queue(sqs, &unique("email-copy"), &[]).await;
+    let copy = Target::builder().id("copy").arn(&copy_arn).build().unwrap();
+    stack.clients.eventbridge.put_targets().rule(rule).event_bus_name(bus).targets(copy).send().await.unwrap();
+    let events = ["notification.sms", "notification.email", "profile.changed"].map(|detail_type| {
+        PutEventsRequestEntry::builder()
+            .event_bus_name(bus)
+            .source("herald")
+            .detail_type(detail_type)
+            .detail(json!({"test": detail_type}).to_string())
+            .build()
+    });
+    let put = stack.clients.eventbridge.put_events().set_entries(Some(events.to_vec())).send().await.unwrap();
+    assert_eq!(put.failed_entry_count, 0);
+
+    let (handler, seen) = fake_handler(|_| false);
+    let (stopper, stop) = esm::stop_signal();
+    let poller = esm::spawn_poller(sqs.clone(), source(&copy_url, &copy_arn), handler, stop);
+    wait_until(Duration::from_secs(15), "the email event", || !deliveries(&seen).is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_poller(stopper, poller).await;
+    let bodies: Vec<Value> = deliveries(&seen).iter().map(|(body, _)| serde_json::from_str(body).unwrap()).collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["detail-type"], "notification.email");
+    assert_eq!(bodies[0]["detail"], json!({"test": "notification.email"}));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updates_changed_queues() {
+    let stack = start_stack().await;
+    let first = &stack.deployment;
+    let push = first.function_environment("herald-worker-push").unwrap();
+    for (variable, platform) in [
+        ("APNS_PLATFORM_APPLICATION_ARN", "APNS"),
+        ("APNS_SANDBOX_PLATFORM_APPLICATION_ARN", "APNS_SANDBOX"),
+        ("FCM_PLATFORM_APPLICATION_ARN", "GCM"),
+    ] {
+        let arn = &push[variable];
+        assert!(arn.starts_with("arn:aws:sns:") && arn.contains(&format!(":app/{platform}/")), "{variable}={arn}");
+        let attributes =
+            stack.clients.sns.get_platform_application_attributes().platform_application_arn(arn).send().await;
+        assert!(attributes.is_ok(), "{arn} exists");
+    }
+    let sender = first.template.parameter("SenderAddress").unwrap();
+    assert!(
+        stack.clients.sesv2.get_email_identity().email_identity(sender).send().await.is_ok(),
+        "{sender} is an identity"
+    );
+
+    let mut template = Template::load(&repo_root().join("infra/template.yaml")).unwrap();
+    template.set_parameter("SigningSecret", first.template.parameter("SigningSecret").unwrap());
+    let again = herald_local::provision::deploy(&stack.clients, &template, &first.stack_name).await.unwrap();
+    assert_eq!(again.physical, first.physical);
+    assert_eq!(
+        again.function_environment("herald-worker-push").unwrap()["APNS_PLATFORM_APPLICATION_ARN"],
+        push["APNS_PLATFORM_APPLICATION_ARN"]
+    );
+
+    // A changed template updates the queues it names instead of failing on them.
+    let text = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    assert!(text.contains("VisibilityTimeout: 60"));
+    let changed = Template::parse(&text.replace("VisibilityTimeout: 60", "VisibilityTimeout: 45")).unwrap();
+    let updated = herald_local::provision::deploy(&stack.clients, &changed, &first.stack_name).await.unwrap();
+    assert_eq!(updated.physical, first.physical);
+    let email_queue = stack.queue_url("EmailQueue").unwrap();
+    assert_eq!(queue_attribute(&stack.clients.sqs, email_queue, QueueAttributeName::VisibilityTimeout).await, "45");
+    stack.stop().await;
+}

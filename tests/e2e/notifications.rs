@@ -1,0 +1,284 @@
+//! Notifications end to end: the API accepts, the bus routes each channel to its queue,
+//! the local stack's pollers run the workers, and moto records what was sent.
+
+use std::time::Duration;
+
+use herald_e2e::{Api, sent_by_moto, start_stack, wait_for_deliveries};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const APNS_TOKEN: &str = "7c5e6b1a9f0d4e3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a1908f7e6d5c4b";
+const FCM_TOKEN: &str = "fGx1ZmQ5cTJ0YTRsbzNtZw:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx_ZnFwqXk8jLkQw";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn settled(d: &Value) -> bool {
+    !matches!(d["status"].as_str(), Some("created" | "pending"))
+}
+
+async fn store_template(api: &Api) {
+    let template = json!({"channels": {
+        "email": {"subject": "Payment due {{ due_date }}", "body": "Pay {{ amount }}", "html": "<p>Pay <b>{{ amount }}</b></p>"},
+        "sms": {"body": "Pay {{ amount }} by {{ due_date }}"},
+        "push": {"subject": "Payment due", "body": "Pay {{ amount }}"}
+    }});
+    assert_eq!(api.put("/v1/templates/payment_due", &template).await.status, StatusCode::CREATED);
+}
+
+async fn notify(api: &Api, body: Value) -> String {
+    let answer = api.send(reqwest::Method::POST, "/v1/notifications", Some(serde_json::to_vec(&body).unwrap())).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    answer.body["notification_id"].as_str().unwrap().to_owned()
+}
+
+fn delivery<'a>(answer: &'a Value, channel: &str) -> &'a Value {
+    answer["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["channel"] == channel)
+        .unwrap_or_else(|| panic!("no {channel} delivery in {answer}"))
+}
+
+#[tokio::test]
+async fn a_notification_reaches_email_sms_and_every_device_once() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    store_template(&api).await;
+    api.put(
+        "/v1/users/ana",
+        &json!({"email": "ana@example.com", "phone": "+14155552671",
+            "device_tokens": [{"token": APNS_TOKEN, "platform": "apns"}, {"token": FCM_TOKEN, "platform": "fcm"}]}),
+    )
+    .await;
+    let id = notify(
+        &api,
+        json!({"type": "payment_due", "recipients": [{"user_id": "ana"}], "channels": ["email", "sms", "push"],
+            "params": {"amount": "12.50", "due_date": "2026-12-01"}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    for channel in ["email", "sms", "push"] {
+        assert_eq!(delivery(&answer, channel)["status"], "sent", "{answer}");
+    }
+
+    let sent = sent_by_moto(&stack.endpoint).await;
+    let email_id = delivery(&answer, "email")["provider_message_id"].as_str().unwrap();
+    let emails: Vec<_> = sent.emails.iter().filter(|e| e.0 == email_id).collect();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].1, ["ana@example.com"]);
+    assert_eq!(emails[0].2, "Payment due 2026-12-01");
+
+    let sms_id = delivery(&answer, "sms")["provider_message_id"].as_str().unwrap();
+    let sms: Vec<_> = sent.sms.iter().filter(|s| s.0 == sms_id).collect();
+    assert_eq!(sms.len(), 1);
+    assert_eq!((sms[0].1.as_str(), sms[0].2.as_str()), ("+14155552671", "Pay 12.50 by 2026-12-01"));
+
+    let push_ids: Vec<&str> = delivery(&answer, "push")["provider_message_id"].as_str().unwrap().split(',').collect();
+    let pushes: Vec<_> = sent.pushes.iter().filter(|p| push_ids.contains(&p.0.as_str())).collect();
+    let mut tokens: Vec<&str> = pushes.iter().map(|p| p.1.as_str()).collect();
+    tokens.sort();
+    assert_eq!(
+        tokens,
+        [FCM_TOKEN, APNS_TOKEN]
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_status_history_of_each_delivery_is_kept() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let id = notify(
+        &api,
+        json!({"type": "otp", "recipients": [{"phone": "+14155550123"}], "channels": ["sms"],
+        "content": {"sms": {"body": "Your code is {{ code }}"}}, "params": {"code": "123456"}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    let history: Vec<&str> =
+        delivery(&answer, "sms")["history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(history, ["created", "pending", "sent"]);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_id_and_sends_nothing_new() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let body = json!({"type": "otp", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+        "content": {"sms": {"body": "code 1"}}, "idempotency_key": "otp-1"});
+    // moto outlives a test run: count what this test adds.
+    let sms_to_number =
+        async || sent_by_moto(&stack.endpoint).await.sms.iter().filter(|s| s.1 == "+14155550100").count();
+    let before = sms_to_number().await;
+    let first = notify(&api, body.clone()).await;
+    wait_for_deliveries(&api, &first, WAIT, settled).await;
+    let second = notify(&api, body).await;
+    assert_eq!(first, second);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sms_to_number().await - before, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn opt_out_and_a_missing_template_parameter_end_in_their_status_unsent() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    store_template(&api).await;
+    api.put("/v1/users/bo", &json!({"email": "bo@example.com", "phone": "+14155550111"})).await;
+    assert_eq!(
+        api.put("/v1/users/bo/preferences", &json!({"opt_outs": {"payment_due": ["sms"]}})).await.status,
+        StatusCode::OK
+    );
+    // `due_date` is missing: the email and SMS templates both use it.
+    let id = notify(
+        &api,
+        json!({"type": "payment_due", "recipients": [{"user_id": "bo"}], "channels": ["email", "sms"],
+        "params": {"amount": "3"}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    assert_eq!(delivery(&answer, "sms")["status"], "unsubscribed", "{answer}");
+    let email = delivery(&answer, "email");
+    assert_eq!(email["status"], "error", "{answer}");
+    assert!(email["history"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().contains("due_date"));
+    let sent = sent_by_moto(&stack.endpoint).await;
+    assert!(!sent.emails.iter().any(|e| e.1 == ["bo@example.com"]));
+    assert!(!sent.sms.iter().any(|s| s.1 == "+14155550111"));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_without_an_address_for_a_channel_gets_an_error_delivery_and_the_rest_is_sent() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    api.put("/v1/users/cy", &json!({"phone": "+14155550122"})).await;
+    let id = notify(
+        &api,
+        json!({"type": "t", "recipients": [{"user_id": "cy"}, {"user_id": "nobody"}], "channels": ["sms", "email"],
+        "content": {"sms": {"body": "hi"}, "email": {"subject": "s", "body": "b"}}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    let statuses: Vec<(String, String, String)> = answer["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["recipient"].as_str().unwrap().into(),
+                d["channel"].as_str().unwrap().into(),
+                d["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut statuses = statuses;
+    statuses.sort();
+    let expected: Vec<(String, String, String)> =
+        [("cy", "email", "error"), ("cy", "sms", "sent"), ("nobody", "email", "error"), ("nobody", "sms", "error")]
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
+    assert_eq!(statuses, expected);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_notification_is_400_with_every_field_and_records_nothing() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let answer = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/notifications",
+            Some(
+                serde_json::to_vec(&json!({"type": "Bad", "recipients": [{"email": "nope"}], "channels": ["email"]}))
+                    .unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let mut fields = answer.fields_at_fault();
+    fields.sort();
+    assert_eq!(fields, ["recipients[0].email", "type"]);
+    let items = stack.clients.dynamodb.scan().table_name(&stack.api_config.deliveries_table).send().await.unwrap();
+    assert_eq!(items.count, 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_type_without_a_template_and_without_inline_content_is_400() {
+    let stack = start_stack().await;
+    let answer = Api::new(&stack)
+        .send(
+            reqwest::Method::POST,
+            "/v1/notifications",
+            Some(
+                serde_json::to_vec(
+                    &json!({"type": "unknown_type", "recipients": [{"user_id": "u"}], "channels": ["sms"]}),
+                )
+                .unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.fields_at_fault(), ["type"]);
+    stack.stop().await;
+}
+
+/// The tracking links of an HTML email, in order: clicks, unsubscribe, open pixel.
+fn tracking_links(html: &str) -> Vec<String> {
+    html.split("http://127.0.0.1:")
+        .skip(1)
+        .filter(|rest| rest.contains("/v1/t/"))
+        .map(|rest| format!("http://127.0.0.1:{}", &rest[..rest.find('"').unwrap()]))
+        .collect()
+}
+
+#[tokio::test]
+async fn email_tracking_links_move_the_delivery_forward_and_unsubscribe_sets_the_preference() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    api.put("/v1/users/dee", &json!({"email": "dee@example.com"})).await;
+    let id = notify(&api, json!({"type": "newsletter", "recipients": [{"user_id": "dee"}], "channels": ["email"],
+        "content": {"email": {"subject": "News", "body": "Read it", "html": "<a href=\"https://news.example/a?x=1&amp;y=2\">Read</a>"}}}))
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    let email_id = delivery(&answer, "email")["provider_message_id"].as_str().unwrap().to_owned();
+    let html = sent_by_moto(&stack.endpoint).await.emails.into_iter().find(|e| e.0 == email_id).unwrap().3;
+    let links = tracking_links(&html);
+    assert_eq!(links.len(), 3, "{html}");
+    let (click, unsubscribe, open) = (&links[0], &links[1], &links[2]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let status_now = async || wait_for_deliveries(&api, &id, WAIT, settled).await["deliveries"][0]["status"].clone();
+
+    // A forged token changes nothing.
+    let forged = format!("{}x", &open[..open.len() - 1]);
+    assert_eq!(http.get(&forged).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(status_now().await, "sent");
+
+    let pixel = http.get(open).send().await.unwrap();
+    assert_eq!(pixel.status(), StatusCode::OK);
+    assert_eq!(pixel.headers()["content-type"], "image/gif");
+    assert_eq!(status_now().await, "opened");
+
+    let redirect = http.get(click).send().await.unwrap();
+    assert_eq!(redirect.status(), StatusCode::FOUND);
+    assert_eq!(redirect.headers()["location"], "https://news.example/a?x=1&y=2");
+    assert_eq!(status_now().await, "clicked");
+
+    // Opening again later does not move the delivery back.
+    http.get(open).send().await.unwrap();
+    assert_eq!(status_now().await, "clicked");
+
+    assert_eq!(http.get(unsubscribe).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(status_now().await, "unsubscribed");
+    let preferences = api.get("/v1/users/dee/preferences").await.body;
+    assert_eq!(preferences["opt_outs"]["newsletter"], json!(["email"]));
+    stack.stop().await;
+}
