@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald_e2e::{Api, sent_by_moto, start_stack, wait_for_deliveries};
+use herald_e2e::{Api, sent_by_moto, start_stack, start_stack_with, wait_for_deliveries, webhook_sink::WebhookSink};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -39,25 +39,46 @@ fn delivery<'a>(answer: &'a Value, channel: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {channel} delivery in {answer}"))
 }
 
+/// The stack's signing key, to check webhook signatures.
+fn signing_secret(stack: &herald_local::LocalStack) -> String {
+    stack.deployment.template.parameter("SigningSecret").unwrap().to_owned()
+}
+
 #[tokio::test]
-async fn a_notification_reaches_email_sms_and_every_device_once() {
-    let stack = start_stack().await;
+async fn a_notification_reaches_every_channel_of_a_user_once() {
+    let sink = WebhookSink::start(vec![]).await;
+    let stack = start_stack_with(|o| {
+        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
+    })
+    .await;
     let api = Api::new(&stack);
     store_template(&api).await;
+    let template = json!({"channels": {"webhook": {"body": "Payment of {{ amount }} due"}}});
+    api.put("/v1/templates/payment_due", &json!({"channels": {
+        "email": {"subject": "Payment due {{ due_date }}", "body": "Pay {{ amount }}", "html": "<p>Pay <b>{{ amount }}</b></p>"},
+        "sms": {"body": "Pay {{ amount }} by {{ due_date }}"},
+        "push": {"subject": "Payment due", "body": "Pay {{ amount }}"},
+        "webhook": template["channels"]["webhook"]
+    }}))
+    .await;
     api.put(
         "/v1/users/ana",
         &json!({"email": "ana@example.com", "phone": "+14155552671",
-            "device_tokens": [{"token": APNS_TOKEN, "platform": "apns"}, {"token": FCM_TOKEN, "platform": "fcm"}]}),
+        "device_tokens": [{"token": APNS_TOKEN, "platform": "apns"}, {"token": FCM_TOKEN, "platform": "fcm"}],
+        "external_channels": [
+            {"platform": "slack", "url": format!("{}/services/T0/B0/X", sink.url), "enabled": true},
+            {"platform": "slack", "url": format!("{}/services/disabled", sink.url), "enabled": false}
+        ]}),
     )
     .await;
     let id = notify(
         &api,
-        json!({"type": "payment_due", "recipients": [{"user_id": "ana"}], "channels": ["email", "sms", "push"],
+        json!({"type": "payment_due", "recipients": [{"user_id": "ana"}], "channels": ["email", "sms", "push", "webhook"],
             "params": {"amount": "12.50", "due_date": "2026-12-01"}}),
     )
     .await;
     let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
-    for channel in ["email", "sms", "push"] {
+    for channel in ["email", "sms", "push", "webhook"] {
         assert_eq!(delivery(&answer, channel)["status"], "sent", "{answer}");
     }
 
@@ -74,18 +95,73 @@ async fn a_notification_reaches_email_sms_and_every_device_once() {
     assert_eq!((sms[0].1.as_str(), sms[0].2.as_str()), ("+14155552671", "Pay 12.50 by 2026-12-01"));
 
     let push_ids: Vec<&str> = delivery(&answer, "push")["provider_message_id"].as_str().unwrap().split(',').collect();
-    let pushes: Vec<_> = sent.pushes.iter().filter(|p| push_ids.contains(&p.0.as_str())).collect();
-    let mut tokens: Vec<&str> = pushes.iter().map(|p| p.1.as_str()).collect();
+    let mut tokens: Vec<&str> =
+        sent.pushes.iter().filter(|p| push_ids.contains(&p.0.as_str())).map(|p| p.1.as_str()).collect();
     tokens.sort();
+    let mut expected = vec![APNS_TOKEN, FCM_TOKEN];
+    expected.sort();
+    assert_eq!(tokens, expected);
+
+    // The webhook went once, to the enabled channel only, signed with the stack's key.
+    let posts = sink.received();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let body: Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(body["text"], "Payment of 12.50 due");
+    let signature = posts[0].headers["x-herald-signature"].to_str().unwrap();
+    let timestamp: i64 = signature.trim_start_matches("t=").split(',').next().unwrap().parse().unwrap();
     assert_eq!(
-        tokens,
-        [FCM_TOKEN, APNS_TOKEN]
-            .iter()
-            .copied()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>()
+        signature,
+        herald_worker::webhook::signature(signing_secret(&stack).as_bytes(), timestamp, &posts[0].body)
     );
+    assert_eq!(posts[0].headers["idempotency-key"], delivery(&answer, "webhook")["delivery_id"].as_str().unwrap());
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_receiver_failing_with_5xx_is_retried_until_it_accepts() {
+    let sink = WebhookSink::start(vec![503, 502]).await;
+    let stack = start_stack_with(|o| {
+        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
+    })
+    .await;
+    let api = Api::new(&stack);
+    let id = notify(
+        &api,
+        json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/hook", sink.url)}], "channels": ["webhook"],
+        "content": {"webhook": {"body": "disk full"}}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    assert_eq!(delivery(&answer, "webhook")["status"], "sent", "{answer}");
+    let posts = sink.received();
+    assert_eq!(posts.len(), 3);
+    assert!(posts.iter().all(|p| p.headers["idempotency-key"] == posts[0].headers["idempotency-key"]));
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
+    let sink = WebhookSink::start(vec![410]).await;
+    let stack = start_stack_with(|o| {
+        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
+    })
+    .await;
+    let api = Api::new(&stack);
+    let id = notify(
+        &api,
+        json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/gone", sink.url)}], "channels": ["webhook"],
+        "content": {"webhook": {"body": "x"}}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    let webhook = delivery(&answer, "webhook");
+    assert_eq!(webhook["status"], "error", "{answer}");
+    assert!(webhook["history"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().contains("410"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.received().len(), 1);
+    sink.stop();
     stack.stop().await;
 }
 

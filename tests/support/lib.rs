@@ -2,6 +2,9 @@
 //! bus on the shared moto endpoint), an HTTP client for the API, and an SQS queue that
 //! captures what the stack publishes on its bus.
 
+pub mod chaos;
+pub mod webhook_sink;
+
 use std::time::{Duration, Instant};
 
 use aws_sdk_eventbridge::types::Target;
@@ -11,22 +14,35 @@ use serde_json::Value;
 
 /// Starts a stack named uniquely for this test on the endpoint `scripts/test` started.
 pub async fn start_stack() -> LocalStack {
-    start_stack_with_key(None).await
+    start_stack_with(|_| {}).await
 }
 
 pub async fn start_stack_with_key(admin_key: Option<String>) -> LocalStack {
+    start_stack_with(|options| options.admin_key = admin_key).await
+}
+
+/// Starts a stack with `configure` applied to its options.
+pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStack {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|v| !v.is_empty())
         .expect("AWS_ENDPOINT_URL must name a running moto server: run the suites with scripts/test, which starts one");
-    let options = Options {
+    let mut options = Options {
         endpoint: Some(endpoint),
         port: 0,
-        admin_key,
+        admin_key: None,
         stack_name: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         template: repo_root().join("infra/template.yaml"),
+        worker_environment: Default::default(),
+        provider_endpoint: None,
     };
+    configure(&mut options);
     LocalStack::start(options).await.expect("the local stack starts")
+}
+
+/// The endpoint `scripts/test` started.
+pub fn aws_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL is set by scripts/test")
 }
 
 pub struct Answer {

@@ -30,6 +30,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub sesv2: aws_sdk_sesv2::Client,
     pub sns: aws_sdk_sns::Client,
+    /// What the clients were built from, to derive clients for another region.
+    pub sdk_config: SdkConfig,
 }
 
 impl Clients {
@@ -40,7 +42,14 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(config),
             sesv2: aws_sdk_sesv2::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
+            sdk_config: config.clone(),
         }
+    }
+
+    /// The same clients in another region (a secondary provider).
+    pub fn in_region(&self, region: &str) -> Self {
+        let config = self.sdk_config.to_builder().region(Region::new(region.to_owned())).build();
+        Self::new(&config)
     }
 
     /// Opens the connections during init, so that the first request after a cold start

@@ -39,22 +39,30 @@ fn content(text: &str) -> Content {
     Content::builder().data(text).charset("UTF-8").build().expect("data is set")
 }
 
+/// `service@region`, the provider name recorded on deliveries: with a secondary provider
+/// in another region, it tells which one sent.
+fn provider_name(service: &str, region: Option<&aws_sdk_sns::config::Region>) -> String {
+    format!("{service}@{}", region.map(|r| r.as_ref()).unwrap_or("default"))
+}
+
 #[derive(Clone, Debug)]
 pub struct SesEmailSender {
     client: aws_sdk_sesv2::Client,
     from: String,
+    name: String,
 }
 
 impl SesEmailSender {
     pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
-        Self { client, from: from.into() }
+        let name = provider_name("ses", client.config().region());
+        Self { client, from: from.into(), name }
     }
 }
 
 #[async_trait]
 impl Sender for SesEmailSender {
     fn name(&self) -> &str {
-        "ses"
+        &self.name
     }
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
@@ -85,18 +93,20 @@ impl Sender for SesEmailSender {
 #[derive(Clone, Debug)]
 pub struct SnsSmsSender {
     client: aws_sdk_sns::Client,
+    name: String,
 }
 
 impl SnsSmsSender {
     pub fn new(client: aws_sdk_sns::Client) -> Self {
-        Self { client }
+        let name = provider_name("sns-sms", client.config().region());
+        Self { client, name }
     }
 }
 
 #[async_trait]
 impl Sender for SnsSmsSender {
     fn name(&self) -> &str {
-        "sns-sms"
+        &self.name
     }
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
@@ -135,11 +145,13 @@ pub struct PlatformApplications {
 pub struct SnsPushSender {
     client: aws_sdk_sns::Client,
     applications: PlatformApplications,
+    name: String,
 }
 
 impl SnsPushSender {
     pub fn new(client: aws_sdk_sns::Client, applications: PlatformApplications) -> Self {
-        Self { client, applications }
+        let name = provider_name("sns-push", client.config().region());
+        Self { client, applications, name }
     }
 
     fn application(&self, platform: Platform) -> Option<&str> {
@@ -198,7 +210,7 @@ impl SnsPushSender {
 #[async_trait]
 impl Sender for SnsPushSender {
     fn name(&self) -> &str {
-        "sns-push"
+        &self.name
     }
 
     /// Sends to every device of the user; succeeds if any device took the message.

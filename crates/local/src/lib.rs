@@ -67,6 +67,11 @@ pub struct Options {
     /// Prefix of every resource name, so several stacks can share one endpoint.
     pub stack_name: String,
     pub template: PathBuf,
+    /// Extra variables for every worker, over the template's (e.g. a test's webhook CA).
+    pub worker_environment: BTreeMap<String, String>,
+    /// Where workers reach SES and SNS, when not at `endpoint` (e.g. a fault-injecting
+    /// proxy in front of it).
+    pub provider_endpoint: Option<String>,
 }
 
 impl Options {
@@ -86,6 +91,8 @@ impl Options {
             template: var("HERALD_TEMPLATE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| repo_root().join("infra/template.yaml")),
+            worker_environment: BTreeMap::new(),
+            provider_endpoint: None,
         })
     }
 }
@@ -140,11 +147,16 @@ impl LocalStack {
             .await
             .map_err(|e| LocalError::Aws(e.to_string()))?;
 
+        let provider_clients = match &options.provider_endpoint {
+            Some(endpoint) => Clients::new(&herald_aws::local_sdk_config(endpoint).await),
+            None => clients.clone(),
+        };
+        let provider_clients = Clients { dynamodb: clients.dynamodb.clone(), ..provider_clients };
         let retry_delay = esm::retry_delay_from_env()?;
         let mut event_sources = Vec::new();
         let mut workers = Vec::new();
         for mapping in esm::sqs_event_sources(&deployment, retry_delay)? {
-            match worker_for(&deployment, &clients, &mapping)? {
+            match worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)? {
                 Some(worker) => {
                     workers.push(worker);
                     event_sources.push(mapping);
@@ -231,11 +243,13 @@ fn worker_for(
     deployment: &Deployment,
     clients: &Clients,
     mapping: &EventSourceMapping,
+    extra_environment: &BTreeMap<String, String>,
 ) -> Result<Option<(Channel, Arc<Worker>)>, LocalError> {
     let Some(binary) = mapping.binary.as_deref().filter(|b| b.starts_with("herald-worker-")) else {
         return Ok(None);
     };
-    let environment = deployment.function_environment(binary)?;
+    let mut environment = deployment.function_environment(binary)?;
+    environment.extend(extra_environment.clone());
     let config = WorkerConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
     let worker = Worker::from_aws(clients, &config).map_err(|e| LocalError::Config(e.to_string()).context(binary))?;

@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub webhook_root_pem: Option<String>,
     /// The public URL of the API; email carries tracking links to it when set.
     pub tracking_base_url: Option<String>,
+    /// Another region of the same provider, used while the primary keeps failing.
+    pub secondary_region: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,7 @@ impl WorkerConfig {
             rate_limit: parse_rate_limit(&optional("RATE_LIMIT_PER_USER").unwrap_or_default())?,
             webhook_root_pem: optional("WEBHOOK_ROOT_CA_PEM"),
             tracking_base_url: optional("TRACKING_BASE_URL"),
+            secondary_region: optional("SECONDARY_PROVIDER_REGION"),
         })
     }
 }
@@ -100,21 +103,10 @@ impl Worker {
 
     pub fn from_aws(clients: &Clients, config: &WorkerConfig) -> Result<Self, ConfigError> {
         let db = || clients.dynamodb.clone();
-        let primary: Arc<dyn Sender> = match config.channel {
-            Channel::Email => Arc::new(SesEmailSender::new(clients.sesv2.clone(), &config.sender_address)),
-            Channel::Sms => Arc::new(SnsSmsSender::new(clients.sns.clone())),
-            Channel::Push => Arc::new(SnsPushSender::new(
-                clients.sns.clone(),
-                PlatformApplications {
-                    apns: config.apns_application.clone(),
-                    apns_sandbox: config.apns_sandbox_application.clone(),
-                    fcm: config.fcm_application.clone(),
-                },
-            )),
-            Channel::Webhook => Arc::new(
-                webhook::WebhookSender::new(&config.signing_secret, config.webhook_root_pem.as_deref())
-                    .map_err(|e| ConfigError(format!("webhook client: {e}")))?,
-            ),
+        let primary = sender(clients, config)?;
+        let secondary = match &config.secondary_region {
+            Some(region) => Some(sender(&clients.in_region(region), config)?),
+            None => None,
         };
         let mut pipeline = Pipeline::new(
             config.channel,
@@ -123,7 +115,7 @@ impl Worker {
             Arc::new(DynamoSuppressionStore::new(db(), &config.suppressions_table)),
             Arc::new(DynamoRateLimitStore::new(db(), &config.rate_limits_table)),
             Arc::new(DynamoTemplateStore::new(db(), &config.templates_table)),
-            Providers { primary, secondary: None },
+            Providers { primary, secondary },
             config.rate_limit,
         );
         pipeline.tracking = config
@@ -175,6 +167,26 @@ impl Worker {
         }
         retries == 0
     }
+}
+
+/// The channel's provider over `clients`.
+fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, ConfigError> {
+    Ok(match config.channel {
+        Channel::Email => Arc::new(SesEmailSender::new(clients.sesv2.clone(), &config.sender_address)),
+        Channel::Sms => Arc::new(SnsSmsSender::new(clients.sns.clone())),
+        Channel::Push => Arc::new(SnsPushSender::new(
+            clients.sns.clone(),
+            PlatformApplications {
+                apns: config.apns_application.clone(),
+                apns_sandbox: config.apns_sandbox_application.clone(),
+                fcm: config.fcm_application.clone(),
+            },
+        )),
+        Channel::Webhook => Arc::new(
+            webhook::WebhookSender::new(&config.signing_secret, config.webhook_root_pem.as_deref())
+                .map_err(|e| ConfigError(format!("webhook client: {e}")))?,
+        ),
+    })
 }
 
 /// A job arrives wrapped in the EventBridge envelope (from the bus) or bare (sent to the

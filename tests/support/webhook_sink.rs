@@ -1,0 +1,68 @@
+//! An HTTPS webhook receiver on loopback with a self-signed certificate, recording every
+//! POST it gets. Webhook URLs must be https, so the test receiver is too.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{body::Bytes, extract::State, http::HeaderMap};
+use axum_server::tls_rustls::RustlsConfig;
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+pub struct WebhookSink {
+    /// The base URL, e.g. `https://localhost:4321`.
+    pub url: String,
+    /// The certificate to trust (PEM), handed to the workers as WEBHOOK_ROOT_CA_PEM.
+    pub ca_pem: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    handle: axum_server::Handle<SocketAddr>,
+}
+
+impl WebhookSink {
+    /// Starts a receiver that answers each POST with the next status of `statuses`
+    /// (then 200).
+    pub async fn start(statuses: Vec<u16>) -> Self {
+        // Both rustls providers are linked into the test binary: name the one to use.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let ca_pem = certified.cert.pem();
+        let config =
+            RustlsConfig::from_pem(ca_pem.clone().into_bytes(), certified.signing_key.serialize_pem().into_bytes())
+                .await
+                .unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = (received.clone(), Arc::new(Mutex::new(statuses.into_iter())));
+        let app = axum::Router::new().fallback(record).with_state(state);
+        let handle = axum_server::Handle::<SocketAddr>::new();
+        let server = axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), config).handle(handle.clone());
+        tokio::spawn(server.serve(app.into_make_service()));
+        let address = handle.listening().await.unwrap();
+        Self { url: format!("https://localhost:{}", address.port()), ca_pem, received, handle }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn stop(&self) {
+        self.handle.shutdown();
+    }
+}
+
+type SinkState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<std::vec::IntoIter<u16>>>);
+
+async fn record(
+    State((received, statuses)): State<SinkState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::http::StatusCode {
+    received.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned() });
+    let status = statuses.lock().unwrap().next().unwrap_or(200);
+    axum::http::StatusCode::from_u16(status).unwrap()
+}
