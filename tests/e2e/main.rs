@@ -1,6 +1,7 @@
 //! End-to-end suites against the local stack on the moto endpoint `scripts/test` starts.
 
 mod api_errors;
+mod delivery_faults;
 mod local_esm;
 mod notifications;
 mod profile_events;

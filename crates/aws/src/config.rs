@@ -40,8 +40,16 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             eventbridge: aws_sdk_eventbridge::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
-            sesv2: aws_sdk_sesv2::Client::new(config),
-            sns: aws_sdk_sns::Client::new(config),
+            // Providers throttle per message, not per client: the adaptive mode's client-side
+            // rate limiter would slow every later send to a crawl after a few random
+            // throttles. The standard mode backs off each call with jitter instead, and the
+            // channel queue's maximum concurrency paces the channel as a whole.
+            sesv2: aws_sdk_sesv2::Client::from_conf(
+                aws_sdk_sesv2::config::Builder::from(config).retry_config(RetryConfig::standard()).build(),
+            ),
+            sns: aws_sdk_sns::Client::from_conf(
+                aws_sdk_sns::config::Builder::from(config).retry_config(RetryConfig::standard()).build(),
+            ),
             sdk_config: config.clone(),
         }
     }
