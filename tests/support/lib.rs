@@ -35,6 +35,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
         provider_endpoint: None,
+        request_counter: None,
     };
     configure(&mut options);
     LocalStack::start(options).await.expect("the local stack starts")

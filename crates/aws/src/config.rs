@@ -3,6 +3,8 @@
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
 use aws_sdk_dynamodb::config::{Credentials, Region};
 
+use crate::request_counter::RequestCounter;
+
 /// The configuration a deployed function uses: region and credentials from the Lambda
 /// environment, `AWS_ENDPOINT_URL` honoured, and adaptive retries, which back off the
 /// whole client when a service throttles.
@@ -36,20 +38,36 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// Clients whose every request is counted by `counter` (benchmarks).
+    pub fn counted(config: &SdkConfig, counter: &RequestCounter) -> Self {
+        Self::build(config, Some(counter))
+    }
+
+    fn build(config: &SdkConfig, counter: Option<&RequestCounter>) -> Self {
+        // Providers throttle per message, not per client: the adaptive mode's client-side
+        // rate limiter would slow every later send to a crawl after a few random
+        // throttles. The standard mode backs off each call with jitter instead, and the
+        // channel queue's maximum concurrency paces the channel as a whole.
+        let standard = RetryConfig::standard();
+        macro_rules! client {
+            ($sdk:ident $(, $retry:expr)?) => {{
+                let mut builder = $sdk::config::Builder::from(config);
+                $(builder = builder.retry_config($retry);)?
+                if let Some(counter) = counter {
+                    builder = builder.interceptor(counter.clone());
+                }
+                $sdk::Client::from_conf(builder.build())
+            }};
+        }
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            eventbridge: aws_sdk_eventbridge::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            // Providers throttle per message, not per client: the adaptive mode's client-side
-            // rate limiter would slow every later send to a crawl after a few random
-            // throttles. The standard mode backs off each call with jitter instead, and the
-            // channel queue's maximum concurrency paces the channel as a whole.
-            sesv2: aws_sdk_sesv2::Client::from_conf(
-                aws_sdk_sesv2::config::Builder::from(config).retry_config(RetryConfig::standard()).build(),
-            ),
-            sns: aws_sdk_sns::Client::from_conf(
-                aws_sdk_sns::config::Builder::from(config).retry_config(RetryConfig::standard()).build(),
-            ),
+            dynamodb: client!(aws_sdk_dynamodb),
+            eventbridge: client!(aws_sdk_eventbridge),
+            sqs: client!(aws_sdk_sqs),
+            sesv2: client!(aws_sdk_sesv2, standard.clone()),
+            sns: client!(aws_sdk_sns, standard),
             sdk_config: config.clone(),
         }
     }

@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod events;
 pub mod notification_keys;
 pub mod profiles;
+pub mod request_counter;
 pub mod senders;
 pub mod templates;
 pub mod user_settings;
@@ -17,6 +18,7 @@ pub use deliveries::DynamoDeliveryStore;
 pub use events::EventBridgePublisher;
 pub use notification_keys::DynamoNotificationStore;
 pub use profiles::DynamoProfileStore;
+pub use request_counter::RequestCounter;
 pub use templates::DynamoTemplateStore;
 pub use user_settings::{DynamoPreferenceStore, DynamoRateLimitStore, DynamoSuppressionStore};
 

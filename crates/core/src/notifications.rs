@@ -76,24 +76,22 @@ impl NotificationService {
         let now = Utc::now();
         let mut deliveries = Vec::new();
         let mut jobs: BTreeMap<Channel, Vec<JobRecipient>> = BTreeMap::new();
-        for recipient in recipients {
+        // The users' profiles, read concurrently (up to MAX_RECIPIENTS of them).
+        let profiles = futures_util::future::try_join_all(recipients.iter().map(async |r| match r {
+            Recipient::User(user_id) => Ok(self.profiles.load(user_id).await?.and_then(|s| s.profile)),
+            Recipient::Direct { .. } => Ok::<_, StoreError>(None),
+        }))
+        .await?;
+        for (recipient, profile) in recipients.into_iter().zip(profiles) {
             let planned: Vec<(String, Option<String>, Channel, Option<crate::notification::Target>)> = match recipient {
                 Recipient::Direct { key, target, channel } => vec![(key, None, channel, Some(target))],
-                Recipient::User(user_id) => {
-                    let profile = self.profiles.load(&user_id).await?.and_then(|s| s.profile);
-                    request
-                        .channels
-                        .iter()
-                        .map(|c| {
-                            (
-                                user_id.clone(),
-                                Some(user_id.clone()),
-                                *c,
-                                profile.as_ref().and_then(|p| target_of(p, *c)),
-                            )
-                        })
-                        .collect()
-                }
+                Recipient::User(user_id) => request
+                    .channels
+                    .iter()
+                    .map(|c| {
+                        (user_id.clone(), Some(user_id.clone()), *c, profile.as_ref().and_then(|p| target_of(p, *c)))
+                    })
+                    .collect(),
             };
             for (key, user_id, channel, target) in planned {
                 let delivery = match &target {

@@ -72,6 +72,8 @@ pub struct Options {
     /// Where workers reach SES and SNS, when not at `endpoint` (e.g. a fault-injecting
     /// proxy in front of it).
     pub provider_endpoint: Option<String>,
+    /// Counts every AWS request the stack's handlers send (benchmarks).
+    pub request_counter: Option<herald_aws::RequestCounter>,
 }
 
 impl Options {
@@ -93,6 +95,7 @@ impl Options {
                 .unwrap_or_else(|| repo_root().join("infra/template.yaml")),
             worker_environment: BTreeMap::new(),
             provider_endpoint: None,
+            request_counter: None,
         })
     }
 }
@@ -135,7 +138,14 @@ impl LocalStack {
                 (Some(moto), endpoint)
             }
         };
-        let clients = Clients::new(&herald_aws::local_sdk_config(&endpoint).await);
+        let connect = async |endpoint: &str| {
+            let config = herald_aws::local_sdk_config(endpoint).await;
+            match &options.request_counter {
+                Some(counter) => Clients::counted(&config, counter),
+                None => Clients::new(&config),
+            }
+        };
+        let clients = connect(&endpoint).await;
         let deployment = provision::deploy(&clients, &template, &options.stack_name).await?;
         let environment = deployment.function_environment("herald-api")?;
         let api_config = Config::from_lookup(|name| environment.get(name).cloned())
@@ -148,7 +158,7 @@ impl LocalStack {
             .map_err(|e| LocalError::Aws(e.to_string()))?;
 
         let provider_clients = match &options.provider_endpoint {
-            Some(endpoint) => Clients::new(&herald_aws::local_sdk_config(endpoint).await),
+            Some(endpoint) => connect(endpoint).await,
             None => clients.clone(),
         };
         let provider_clients = Clients { dynamodb: clients.dynamodb.clone(), ..provider_clients };

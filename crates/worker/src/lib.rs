@@ -133,12 +133,13 @@ impl Worker {
     /// to retry, and those that cannot be read (after maxReceiveCount, SQS moves them to
     /// the dead-letter queue).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        // The messages of a batch are independent: handle them concurrently.
+        let done = futures_util::future::join_all(event.records.iter().map(|r| self.handle_message(r))).await;
         let mut response = SqsBatchResponse::default();
-        for record in event.records {
-            let message_id = record.message_id.clone().unwrap_or_default();
-            if !self.handle_message(&record).await {
+        for (record, done) in event.records.iter().zip(done) {
+            if !done {
                 let mut failure = BatchItemFailure::default();
-                failure.item_identifier = message_id;
+                failure.item_identifier = record.message_id.clone().unwrap_or_default();
                 response.batch_item_failures.push(failure);
             }
         }

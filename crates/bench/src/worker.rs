@@ -1,0 +1,207 @@
+//! Delivery workers: throughput with the provider stubbed at the network edge, and the
+//! AWS requests and latency of the whole path on the local stack.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aws_smithy_runtime_api::{
+    client::{
+        http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector},
+        orchestrator::HttpRequest,
+        runtime_components::RuntimeComponents,
+    },
+    http::{Response, StatusCode},
+};
+use aws_smithy_types::body::SdkBody;
+use herald_aws::{RequestCounter, request_counter::DYNAMODB_WRITES, senders::SnsSmsSender};
+use herald_core::{
+    delivery::{Channel, DeliveryStatus},
+    memory::*,
+    notification::{ContentRef, Delivery, DeliveryJob, JobRecipient, RECIPIENTS_PER_JOB, Target},
+    pipeline::{Pipeline, Providers},
+    ports::DeliveryStore,
+    rate_limit::RateLimit,
+    rendering::ChannelContent,
+};
+use herald_local::{LocalStack, Options, repo_root};
+use serde_json::{Value, json};
+
+/// Answers every request with SNS's Publish response, as the network would: the SDK still
+/// builds, signs and parses every call.
+#[derive(Debug, Clone)]
+struct CannedSns;
+
+impl HttpConnector for CannedSns {
+    fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+        let body = "<PublishResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><PublishResult><MessageId>m-1</MessageId></PublishResult><ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata></PublishResponse>";
+        let mut response = Response::new(StatusCode::try_from(200).unwrap(), SdkBody::from(body));
+        response.headers_mut().insert("content-type", "text/xml");
+        HttpConnectorFuture::ready(Ok(response))
+    }
+}
+
+impl HttpClient for CannedSns {
+    fn http_connector(
+        &self,
+        _settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+fn report(name: &str, value: f64, unit: &str) {
+    println!("{name}: {value:.2} {unit}");
+}
+
+/// The shared pipeline over in-memory stores and the real SNS sender on a stubbed network,
+/// on one thread.
+pub fn deliveries_per_second_per_core() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = aws_sdk_sns::Config::builder()
+            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+            .region(aws_sdk_sns::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::new("a", "b", None, None, "bench"))
+            .http_client(CannedSns)
+            .build();
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let pipeline = Pipeline::new(
+            Channel::Sms,
+            deliveries.clone(),
+            Arc::new(MemoryPreferences::default()),
+            Arc::new(MemorySuppressions::default()),
+            Arc::new(MemoryRateLimits::default()),
+            Arc::new(MemoryTemplates::default()),
+            Providers { primary: Arc::new(SnsSmsSender::new(aws_sdk_sns::Client::from_conf(config))), secondary: None },
+            Some(RateLimit { limit: 1000, window: 3600 }),
+        );
+        let total = 50_000;
+        let jobs: Vec<DeliveryJob> = (0..total / RECIPIENTS_PER_JOB)
+            .map(|j| {
+                let recipients = (0..RECIPIENTS_PER_JOB)
+                    .map(|r| {
+                        let user = format!("u{}", j * RECIPIENTS_PER_JOB + r);
+                        let d =
+                            Delivery::new("n1", &user, Channel::Sms, DeliveryStatus::Created, None, chrono::Utc::now());
+                        deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d.clone(), None));
+                        JobRecipient {
+                            delivery_id: d.delivery_id,
+                            user_id: Some(user),
+                            target: Target::Phone("+14155550100".into()),
+                        }
+                    })
+                    .collect();
+                DeliveryJob {
+                    notification_id: "n1".into(),
+                    notification_type: "otp".into(),
+                    channel: Channel::Sms,
+                    content: ContentRef::Inline(ChannelContent {
+                        subject: None,
+                        body: "Your code is {{ code }}".into(),
+                        html: None,
+                    }),
+                    params: json!({"code": "123456"}).as_object().unwrap().clone(),
+                    recipients,
+                }
+            })
+            .collect();
+        let started = Instant::now();
+        for job in &jobs {
+            pipeline.process(job).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let sent = deliveries.items.lock().unwrap().values().filter(|(d, _)| d.status == DeliveryStatus::Sent).count();
+        assert_eq!(sent, total, "every delivery is sent");
+        report("worker deliveries per second per core", total as f64 / elapsed, "deliveries/s");
+    });
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Notifications to users over SMS through the whole local stack: API, bus, queue,
+/// poller, worker, SNS on moto. Counts every AWS request at the SDK clients.
+pub async fn local_delivery_costs() {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL names the moto server (scripts/bench starts it)");
+    let counter = RequestCounter::default();
+    let stack = LocalStack::start(Options {
+        endpoint: Some(endpoint),
+        port: 0,
+        admin_key: None,
+        stack_name: format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        template: repo_root().join("infra/template.yaml"),
+        worker_environment: Default::default(),
+        provider_endpoint: None,
+        request_counter: Some(counter.clone()),
+    })
+    .await
+    .expect("the local stack starts");
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", stack.api_url);
+    let users = 400;
+    for u in 0..users {
+        http.put(url(&format!("/v1/users/b{u}")))
+            .bearer_auth(&stack.admin_key)
+            .json(&json!({"phone": format!("+1415555{:04}", u)}))
+            .send()
+            .await
+            .unwrap();
+    }
+    counter.reset();
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..users / 10 {
+        let recipients: Vec<Value> = (0..10).map(|i| json!({"user_id": format!("b{}", n * 10 + i)})).collect();
+        let body = json!({"type": "otp", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "code {{ c }}"}}, "params": {"c": "42"}});
+        let answer: Value = http
+            .post(url("/v1/notifications"))
+            .bearer_auth(&stack.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(answer["notification_id"].as_str().unwrap().to_owned());
+    }
+    let deliveries =
+        herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table);
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for id in &ids {
+        loop {
+            let list = deliveries.list(id).await.unwrap();
+            if list.len() == 10 && list.iter().all(|d| d.status == DeliveryStatus::Sent) {
+                for d in list {
+                    let created = d.history.first().unwrap().at;
+                    let sent = d.history.iter().find(|c| c.status == DeliveryStatus::Sent).unwrap().at;
+                    latencies.push((sent - created).num_microseconds().unwrap() as f64 / 1000.0);
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "deliveries did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The waiting loop above only reads (Query): it adds nothing to the writes or SQS.
+    let total = latencies.len() as f64;
+    let writes = counter.count("DynamoDB", &DYNAMODB_WRITES) as f64;
+    let sqs = counter.count("SQS", &[]) as f64;
+    latencies.sort_by(f64::total_cmp);
+    report("dynamodb writes per delivery", writes / total, "writes");
+    report("sqs requests per delivery", sqs / total, "requests");
+    report("post to provider p50 ms", percentile(&latencies, 0.5), "ms");
+    report("post to provider p99 ms", percentile(&latencies, 0.99), "ms");
+    report("local deliveries per second", total / elapsed, "deliveries/s");
+    for ((service, operation), n) in counter.snapshot() {
+        eprintln!("  {service} {operation}: {n}");
+    }
+    stack.stop().await;
+}
