@@ -74,6 +74,8 @@ async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm(
     );
     assert!(stdout.contains(r#""phone":"+14155552671""#), "{stdout}");
     assert!(stdout.contains(r#""plan":["pro"]"#), "{stdout}");
+    assert!(stdout.contains(r#""notification_id":"n_"#), "{stdout}");
+    assert!(stdout.contains(r#""deliveries":[{"#), "{stdout}");
     assert!(stdout.trim_end().ends_with("404"), "{stdout}");
 
     let pid = child.id().unwrap().to_string();
