@@ -166,3 +166,36 @@ async fn a_provider_that_is_down_fails_over_to_the_secondary_region() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn sends_past_the_per_user_rate_limit_end_rate_limited_unsent() {
+    let stack = start_stack_with(|o| {
+        o.worker_environment.insert("RATE_LIMIT_PER_USER".into(), "2/3600".into());
+    })
+    .await;
+    let api = Api::new(&stack);
+    let phone = "+14155550141";
+    api.put("/v1/users/rl", &json!({"phone": phone})).await;
+    let before = sms_count(&stack, phone).await;
+    let mut statuses = Vec::new();
+    for n in 0..3 {
+        let answer = api
+            .send(
+                reqwest::Method::POST,
+                "/v1/notifications",
+                Some(
+                    serde_json::to_vec(&json!({"type": "otp", "recipients": [{"user_id": "rl"}], "channels": ["sms"],
+                    "content": {"sms": {"body": format!("code {n}")}}}))
+                    .unwrap(),
+                ),
+            )
+            .await;
+        let id = answer.body["notification_id"].as_str().unwrap().to_owned();
+        let settled = |d: &Value| !matches!(d["status"].as_str(), Some("created" | "pending"));
+        let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+        statuses.push(answer["deliveries"][0]["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(statuses, ["sent", "sent", "rate_limited"]);
+    assert_eq!(sms_count(&stack, phone).await - before, 2);
+    stack.stop().await;
+}

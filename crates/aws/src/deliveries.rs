@@ -3,13 +3,17 @@
 //! messages and the guard that keeps statuses moving forward.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use aws_sdk_dynamodb::{
+    Client,
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, TransactWriteItem, Update},
+};
 use chrono::{DateTime, Utc};
 use herald_core::{
     backoff::Backoff,
     delivery::DeliveryStatus,
     notification::{Delivery, StatusChange},
-    ports::{Claim, DeliveryStore, StoreError},
+    ports::{Claim, ClaimRequest, DeliveryStore, RateLimitClaim, StoreError},
 };
 
 use crate::batch;
@@ -30,6 +34,8 @@ const ALL_STATUSES: [DeliveryStatus; 9] = [
 pub struct DynamoDeliveryStore {
     client: Client,
     table: String,
+    /// Where claims count their rate-limit windows (workers only).
+    rate_limits_table: Option<String>,
     backoff: Backoff,
 }
 
@@ -47,7 +53,76 @@ fn change_list(change: &StatusChange) -> AttributeValue {
 
 impl DynamoDeliveryStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), backoff: Backoff::default() }
+        Self { client, table: table.into(), rate_limits_table: None, backoff: Backoff::default() }
+    }
+
+    /// Counts claims' rate limits in `table` (keyed by `window_key`, expiring by TTL).
+    pub fn with_rate_limits(self, table: impl Into<String>) -> Self {
+        Self { rate_limits_table: Some(table.into()), ..self }
+    }
+
+    /// The delivery's move out of `created` or `error`, as a transaction item.
+    fn claim_item(&self, request: &ClaimRequest, at: DateTime<Utc>) -> TransactWriteItem {
+        let (change, claimed_at) = match &request.settle {
+            Some(settle) => (settle.clone(), None),
+            None => (StatusChange { status: DeliveryStatus::Pending, at, reason: None }, Some(at)),
+        };
+        let mut expression = "SET #s = :status, history = list_append(history, :change)".to_owned();
+        if claimed_at.is_some() {
+            expression.push_str(", claimed_at = :at");
+        }
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("delivery_id", AttributeValue::S(request.delivery_id.clone()))
+            .update_expression(expression)
+            .condition_expression("#s IN (:created, :error)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":status", status_value(change.status))
+            .expression_attribute_values(":change", change_list(&change))
+            .expression_attribute_values(":created", status_value(DeliveryStatus::Created))
+            .expression_attribute_values(":error", status_value(DeliveryStatus::Error));
+        if let Some(at) = claimed_at {
+            update = update.expression_attribute_values(":at", AttributeValue::S(at.to_rfc3339()));
+        }
+        TransactWriteItem::builder().update(update.build().expect("the update is complete")).build()
+    }
+
+    /// One more send in a rate-limit window, refused once the window is full.
+    fn count_item(&self, table: &str, limit: &RateLimitClaim) -> TransactWriteItem {
+        let update = Update::builder()
+            .table_name(table)
+            .key("window_key", AttributeValue::S(limit.window.key.clone()))
+            .update_expression("ADD sends :one SET expires_at = :expires")
+            .condition_expression("attribute_not_exists(sends) OR sends < :limit")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":limit", AttributeValue::N(limit.limit.to_string()))
+            .expression_attribute_values(":expires", AttributeValue::N(limit.window.expires_at.to_string()))
+            .build()
+            .expect("the update is complete");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    /// What a delivery whose claim condition failed is doing now.
+    async fn current_claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError> {
+        let item = self
+            .read(delivery_id)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable(format!("no delivery {delivery_id}")))?;
+        let status: DeliveryStatus = item
+            .get("status")
+            .cloned()
+            .map(serde_dynamo::from_attribute_value)
+            .transpose()
+            .map_err(|e| StoreError::Unavailable(format!("unreadable status: {e}")))?
+            .ok_or_else(|| StoreError::Unavailable("a delivery without status".into()))?;
+        if status != DeliveryStatus::Pending {
+            return Ok(Claim::Settled(status));
+        }
+        let claimed_at = match item.get("claimed_at") {
+            Some(AttributeValue::S(s)) => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or(at),
+            _ => at,
+        };
+        Ok(Claim::InFlight { claimed_at })
     }
 
     fn item(delivery: &Delivery) -> Result<batch::Item, StoreError> {
@@ -153,34 +228,76 @@ impl DeliveryStore for DynamoDeliveryStore {
             .collect()
     }
 
-    async fn claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError> {
-        let change = StatusChange { status: DeliveryStatus::Pending, at, reason: None };
-        let claimed_at = [("claimed_at", AttributeValue::S(at.to_rfc3339()))];
-        if self
-            .move_status(delivery_id, &[DeliveryStatus::Created, DeliveryStatus::Error], &change, &claimed_at, false)
-            .await?
-        {
-            return Ok(Claim::Claimed);
+    /// One TransactWriteItems for the whole job: every claim and its rate-limit count, all
+    /// conditional. If any condition fails, DynamoDB cancels the transaction and says which
+    /// items failed: a delivery already claimed or settled leaves the batch (its state is
+    /// read and reported), a full window turns its claim into a `rate_limited` settle, and
+    /// the rest is written again.
+    async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
+        let mut requests: Vec<(usize, ClaimRequest)> = requests.iter().cloned().enumerate().collect();
+        let mut claims: Vec<Option<Claim>> = vec![None; requests.len()];
+        let mut retry = 0;
+        while !requests.is_empty() {
+            // Each transaction item: (request position, whether it is the rate-limit count).
+            let mut items = Vec::new();
+            let mut owners = Vec::new();
+            for (position, request) in requests.iter().enumerate() {
+                items.push(self.claim_item(&request.1, at));
+                owners.push((position, false));
+                if let (Some(limit), None) = (&request.1.rate_limit, &request.1.settle) {
+                    let table = self.rate_limits_table.as_deref().ok_or_else(|| {
+                        StoreError::Unavailable("a rate-limited claim, but no rate-limit table".into())
+                    })?;
+                    items.push(self.count_item(table, limit));
+                    owners.push((position, true));
+                }
+            }
+            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let reasons = match result {
+                Ok(_) => {
+                    for (index, request) in requests.drain(..) {
+                        claims[index] = Some(match request.settle {
+                            Some(settle) => Claim::Settled(settle.status),
+                            None => Claim::Claimed,
+                        });
+                    }
+                    break;
+                }
+                Err(e) => match e.into_service_error() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                        cancelled.cancellation_reasons.unwrap_or_default()
+                    }
+                    other => return Err(unavailable(other)),
+                },
+            };
+            // The items whose condition failed: a delivery claimed or settled elsewhere, or
+            // a full rate-limit window.
+            let failed: Vec<(usize, bool)> = owners
+                .iter()
+                .zip(&reasons)
+                .filter(|(_, r)| r.code.as_deref() == Some("ConditionalCheckFailed"))
+                .map(|(owner, _)| *owner)
+                .collect();
+            let claimed_elsewhere: Vec<usize> = failed.iter().filter(|(_, count)| !count).map(|(p, _)| *p).collect();
+            let windows_full: Vec<usize> = failed.iter().filter(|(_, count)| *count).map(|(p, _)| *p).collect();
+            if claimed_elsewhere.is_empty() && windows_full.is_empty() {
+                // Conflicts with concurrent transactions or throttling: write it all again.
+                if !self.backoff.wait(retry).await {
+                    return Err(StoreError::Unavailable("claims kept being cancelled".into()));
+                }
+                retry += 1;
+                continue;
+            }
+            for &position in &windows_full {
+                let request = &mut requests[position].1;
+                request.settle = request.rate_limit.take().map(|limit| limit.over);
+            }
+            for &position in claimed_elsewhere.iter().rev() {
+                let (index, request) = requests.remove(position);
+                claims[index] = Some(self.current_claim(&request.delivery_id, at).await?);
+            }
         }
-        let item = self
-            .read(delivery_id)
-            .await?
-            .ok_or_else(|| StoreError::Unavailable(format!("no delivery {delivery_id}")))?;
-        let status: DeliveryStatus = item
-            .get("status")
-            .cloned()
-            .map(serde_dynamo::from_attribute_value)
-            .transpose()
-            .map_err(|e| StoreError::Unavailable(format!("unreadable status: {e}")))?
-            .ok_or_else(|| StoreError::Unavailable("a delivery without status".into()))?;
-        if status != DeliveryStatus::Pending {
-            return Ok(Claim::Settled(status));
-        }
-        let claimed_at = match item.get("claimed_at") {
-            Some(AttributeValue::S(s)) => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or(at),
-            _ => at,
-        };
-        Ok(Claim::InFlight { claimed_at })
+        Ok(claims.into_iter().map(|c| c.expect("every request is answered")).collect())
     }
 
     async fn finish(

@@ -20,7 +20,7 @@ pub use notification_keys::DynamoNotificationStore;
 pub use profiles::DynamoProfileStore;
 pub use request_counter::RequestCounter;
 pub use templates::DynamoTemplateStore;
-pub use user_settings::{DynamoPreferenceStore, DynamoRateLimitStore, DynamoSuppressionStore};
+pub use user_settings::{DynamoPreferenceStore, DynamoSuppressionStore};
 
 /// The full text of an SDK error, its causes included (the default Display is terse).
 pub fn describe(e: &(impl std::error::Error + 'static)) -> String {

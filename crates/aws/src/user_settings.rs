@@ -1,12 +1,10 @@
-//! Small per-user and per-address tables: preferences, the suppression list and the
-//! rate-limit counters.
+//! Small per-user and per-address tables: preferences and the suppression list.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::{
-    ports::{PreferenceStore, RateLimitStore, StoreError, SuppressionStore},
+    ports::{PreferenceStore, StoreError, SuppressionStore},
     preferences::Preferences,
-    rate_limit::WindowKey,
 };
 use sha2::{Digest, Sha256};
 
@@ -93,40 +91,5 @@ impl SuppressionStore for DynamoSuppressionStore {
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct DynamoRateLimitStore {
-    client: Client,
-    table: String,
-}
-
-impl DynamoRateLimitStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
-    }
-}
-
-#[async_trait]
-impl RateLimitStore for DynamoRateLimitStore {
-    async fn increment(&self, window: &WindowKey) -> Result<u64, StoreError> {
-        // An atomic ADD: concurrent workers never lose a count. The TTL clears old windows.
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("window_key", AttributeValue::S(window.key.clone()))
-            .update_expression("ADD sends :one SET expires_at = :expires")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":expires", AttributeValue::N(window.expires_at.to_string()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match output.attributes.as_ref().and_then(|a| a.get("sends")) {
-            Some(AttributeValue::N(n)) => n.parse().map_err(|_| StoreError::Unavailable(format!("bad counter {n}"))),
-            _ => Err(StoreError::Unavailable("the counter was not returned".into())),
-        }
     }
 }

@@ -73,7 +73,6 @@ pub fn deliveries_per_second_per_core() {
             deliveries.clone(),
             Arc::new(MemoryPreferences::default()),
             Arc::new(MemorySuppressions::default()),
-            Arc::new(MemoryRateLimits::default()),
             Arc::new(MemoryTemplates::default()),
             Providers { primary: Arc::new(SnsSmsSender::new(aws_sdk_sns::Client::from_conf(config))), secondary: None },
             Some(RateLimit { limit: 1000, window: 3600 }),

@@ -17,11 +17,10 @@ use crate::{
     delivery::{Channel, DeliveryStatus},
     notification::{Delivery, StatusChange},
     ports::{
-        Claim, DeliveryStore, EventPublisher, NotificationStore, PreferenceStore, ProfileStore, PublishError,
-        RateLimitStore, Reservation, StoreError, StoredProfile, SuppressionStore, TemplateStore,
+        Claim, ClaimRequest, DeliveryStore, EventPublisher, NotificationStore, PreferenceStore, ProfileStore,
+        PublishError, Reservation, StoreError, StoredProfile, SuppressionStore, TemplateStore,
     },
     preferences::Preferences,
-    rate_limit::WindowKey,
     rendering::ChannelContent,
     templates::StoredTemplate,
 };
@@ -32,6 +31,8 @@ type ClaimedDeliveries = HashMap<String, (Delivery, Option<DateTime<Utc>>)>;
 #[derive(Default)]
 pub struct MemoryDeliveries {
     pub items: Mutex<ClaimedDeliveries>,
+    /// Rate-limit windows → sends counted.
+    pub rate_counters: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryDeliveries {
@@ -68,20 +69,45 @@ impl DeliveryStore for MemoryDeliveries {
         Ok(items.values().filter(|(d, _)| d.notification_id == notification_id).map(|(d, _)| d.clone()).collect())
     }
 
-    async fn claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError> {
+    async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
         let mut items = self.items.lock().unwrap();
-        let (delivery, claimed_at) =
-            items.get_mut(delivery_id).ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
-        match delivery.status {
-            DeliveryStatus::Created | DeliveryStatus::Error => {
-                delivery.status = DeliveryStatus::Pending;
-                delivery.history.push(StatusChange { status: DeliveryStatus::Pending, at, reason: None });
-                *claimed_at = Some(at);
-                Ok(Claim::Claimed)
-            }
-            DeliveryStatus::Pending => Ok(Claim::InFlight { claimed_at: claimed_at.unwrap_or(at) }),
-            settled => Ok(Claim::Settled(settled)),
+        let mut counters = self.rate_counters.lock().unwrap();
+        let mut claims = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (delivery, claimed_at) = items
+                .get_mut(&request.delivery_id)
+                .ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+            let claim = match delivery.status {
+                DeliveryStatus::Created | DeliveryStatus::Error => {
+                    let over = request.rate_limit.as_ref().and_then(|limit| {
+                        let count = counters.entry(limit.window.key.clone()).or_default();
+                        if *count >= u64::from(limit.limit) {
+                            Some(limit.over.clone())
+                        } else {
+                            *count += 1;
+                            None
+                        }
+                    });
+                    match request.settle.clone().or(over) {
+                        Some(change) => {
+                            delivery.status = change.status;
+                            delivery.history.push(change);
+                            Claim::Settled(delivery.status)
+                        }
+                        None => {
+                            delivery.status = DeliveryStatus::Pending;
+                            delivery.history.push(StatusChange { status: DeliveryStatus::Pending, at, reason: None });
+                            *claimed_at = Some(at);
+                            Claim::Claimed
+                        }
+                    }
+                }
+                DeliveryStatus::Pending => Claim::InFlight { claimed_at: claimed_at.unwrap_or(at) },
+                settled => Claim::Settled(settled),
+            };
+            claims.push(claim);
         }
+        Ok(claims)
     }
 
     async fn finish(
@@ -147,19 +173,6 @@ impl SuppressionStore for MemorySuppressions {
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
         self.0.lock().unwrap().insert(address.to_owned(), reason.to_owned());
         Ok(())
-    }
-}
-
-#[derive(Default)]
-pub struct MemoryRateLimits(pub Mutex<HashMap<String, u64>>);
-
-#[async_trait]
-impl RateLimitStore for MemoryRateLimits {
-    async fn increment(&self, window: &WindowKey) -> Result<u64, StoreError> {
-        let mut counters = self.0.lock().unwrap();
-        let count = counters.entry(window.key.clone()).or_default();
-        *count += 1;
-        Ok(*count)
     }
 }
 

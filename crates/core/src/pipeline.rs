@@ -14,7 +14,7 @@ use crate::{
     delivery::{Channel, DeliveryStatus},
     notification::{ContentRef, DeliveryJob, JobRecipient, StatusChange, Target},
     ports::{
-        Claim, DeliveryStore, Outgoing, PreferenceStore, RateLimitStore, SendError, Sender, StoreError,
+        Claim, ClaimRequest, DeliveryStore, Outgoing, PreferenceStore, RateLimitClaim, SendError, Sender, StoreError,
         SuppressionStore, TemplateStore,
     },
     rate_limit::RateLimit,
@@ -48,7 +48,6 @@ pub struct Pipeline {
     pub deliveries: Arc<dyn DeliveryStore>,
     pub preferences: Arc<dyn PreferenceStore>,
     pub suppressions: Arc<dyn SuppressionStore>,
-    pub rate_limits: Arc<dyn RateLimitStore>,
     pub templates: Arc<dyn TemplateStore>,
     pub providers: Providers,
     pub rate_limit: Option<RateLimit>,
@@ -70,7 +69,6 @@ impl Pipeline {
         deliveries: Arc<dyn DeliveryStore>,
         preferences: Arc<dyn PreferenceStore>,
         suppressions: Arc<dyn SuppressionStore>,
-        rate_limits: Arc<dyn RateLimitStore>,
         templates: Arc<dyn TemplateStore>,
         providers: Providers,
         rate_limit: Option<RateLimit>,
@@ -80,7 +78,6 @@ impl Pipeline {
             deliveries,
             preferences,
             suppressions,
-            rate_limits,
             templates,
             providers,
             rate_limit,
@@ -92,18 +89,89 @@ impl Pipeline {
     }
 
     /// Processes every recipient of a job, each on its own: one failure never holds back
-    /// the others. The content is rendered once per job when it needs no recipient data.
+    /// the others. The content is rendered once per job, every recipient is screened
+    /// (preferences, suppression), then the whole job is claimed in one conditional
+    /// batch write (with the rate-limit counters), and the claimed ones are sent.
     pub async fn process(&self, job: &DeliveryJob) -> Vec<(String, Outcome)> {
         let content = self.render(job).await;
-        // Recipients go out concurrently: each waits mostly on the store and the provider.
-        futures_util::future::join_all(job.recipients.iter().map(async |recipient| {
-            let outcome = match self.deliver(job, recipient, &content).await {
+        let mut seen = std::collections::HashSet::new();
+        let recipients: Vec<&JobRecipient> = job.recipients.iter().filter(|r| seen.insert(&r.delivery_id)).collect();
+        let screened = futures_util::future::join_all(recipients.iter().map(|r| self.screen(job, r))).await;
+        let now = Utc::now();
+        let mut requests = Vec::new();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; recipients.len()];
+        for (i, (recipient, screen)) in recipients.iter().zip(screened).enumerate() {
+            match screen {
+                Err(e) => outcomes[i] = Some(Outcome::Retry(format!("store: {e}"))),
+                Ok(settle) => requests.push((i, self.claim_request(recipient, settle, now))),
+            }
+        }
+        let claims = self.deliveries.claim_all(&requests.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), now).await;
+        let claimed: Vec<(usize, Claim)> = match claims {
+            Ok(claims) => requests.iter().map(|(i, _)| *i).zip(claims).collect(),
+            Err(e) => {
+                for (i, _) in &requests {
+                    outcomes[*i] = Some(Outcome::Retry(format!("store: {e}")));
+                }
+                Vec::new()
+            }
+        };
+        let delivered = futures_util::future::join_all(claimed.into_iter().map(async |(i, claim)| {
+            let outcome = match self.deliver(job, recipients[i], claim, &content).await {
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::Retry(format!("store: {e}")),
             };
-            (recipient.delivery_id.clone(), outcome)
+            (i, outcome)
         }))
-        .await
+        .await;
+        for (i, outcome) in delivered {
+            outcomes[i] = Some(outcome);
+        }
+        recipients
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| (r.delivery_id.clone(), o.expect("every recipient has an outcome")))
+            .collect()
+    }
+
+    /// Why a recipient must not get this message, if it must not: the user opted out, or
+    /// the address is suppressed.
+    async fn screen(&self, job: &DeliveryJob, recipient: &JobRecipient) -> Result<Option<StatusChange>, StoreError> {
+        let now = Utc::now();
+        if let Some(user_id) = &recipient.user_id
+            && !self.preferences.get(user_id).await?.allows(&job.notification_type, self.channel)
+        {
+            let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
+            return Ok(Some(StatusChange { status: DeliveryStatus::Unsubscribed, at: now, reason: Some(reason) }));
+        }
+        if let Target::Email(address) | Target::Phone(address) = &recipient.target
+            && self.suppressions.is_suppressed(address).await?
+        {
+            let reason = "the address is on the suppression list".to_owned();
+            return Ok(Some(StatusChange { status: DeliveryStatus::Suppressed, at: now, reason: Some(reason) }));
+        }
+        Ok(None)
+    }
+
+    fn claim_request(
+        &self,
+        recipient: &JobRecipient,
+        settle: Option<StatusChange>,
+        now: chrono::DateTime<Utc>,
+    ) -> ClaimRequest {
+        let rate_limit = match (self.rate_limit, &recipient.user_id, &settle) {
+            (Some(limit), Some(user_id), None) => Some(RateLimitClaim {
+                window: limit.window_for(user_id, self.channel, now.timestamp().max(0) as u64),
+                limit: limit.limit,
+                over: StatusChange {
+                    status: DeliveryStatus::RateLimited,
+                    at: now,
+                    reason: Some(format!("over {} {} messages per {} s", limit.limit, self.channel, limit.window)),
+                },
+            }),
+            _ => None,
+        };
+        ClaimRequest { delivery_id: recipient.delivery_id.clone(), settle, rate_limit }
     }
 
     async fn render(&self, job: &DeliveryJob) -> Result<Rendered, String> {
@@ -160,10 +228,11 @@ impl Pipeline {
         &self,
         job: &DeliveryJob,
         recipient: &JobRecipient,
+        claim: Claim,
         content: &Result<Rendered, String>,
     ) -> Result<Outcome, StoreError> {
         let id = recipient.delivery_id.as_str();
-        match self.deliveries.claim(id, Utc::now()).await? {
+        match claim {
             Claim::Claimed => {}
             Claim::Settled(status) => return Ok(Outcome::Done(status)),
             Claim::InFlight { claimed_at } => {
@@ -176,26 +245,6 @@ impl Pipeline {
                 // the delivery ends here, visibly, instead.
                 let reason = "interrupted during send: the provider may have accepted it; not sent again".to_owned();
                 return self.finish(id, DeliveryStatus::Error, Some(reason), None).await;
-            }
-        }
-        if let Some(user_id) = &recipient.user_id
-            && !self.preferences.get(user_id).await?.allows(&job.notification_type, self.channel)
-        {
-            let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
-            return self.finish(id, DeliveryStatus::Unsubscribed, Some(reason), None).await;
-        }
-        if let Target::Email(address) | Target::Phone(address) = &recipient.target
-            && self.suppressions.is_suppressed(address).await?
-        {
-            return self
-                .finish(id, DeliveryStatus::Suppressed, Some("the address is on the suppression list".into()), None)
-                .await;
-        }
-        if let (Some(limit), Some(user_id)) = (self.rate_limit, &recipient.user_id) {
-            let window = limit.window_for(user_id, self.channel, Utc::now().timestamp().max(0) as u64);
-            if !limit.allows(self.rate_limits.increment(&window).await?) {
-                let reason = format!("over {} {} messages per {} s", limit.limit, self.channel, limit.window);
-                return self.finish(id, DeliveryStatus::RateLimited, Some(reason), None).await;
             }
         }
         let rendered = match content {
@@ -279,7 +328,6 @@ mod tests {
             deliveries.clone(),
             preferences.clone(),
             suppressions.clone(),
-            Arc::new(MemoryRateLimits::default()),
             templates.clone(),
             Providers { primary: primary.clone(), secondary: Some(secondary.clone()) },
             rate_limit,
@@ -307,6 +355,11 @@ mod tests {
             params: serde_json::json!({"amount": "12"}).as_object().unwrap().clone(),
             recipients,
         }
+    }
+
+    async fn claim_one(w: &World, id: &str, at: chrono::DateTime<Utc>) {
+        let request = ClaimRequest { delivery_id: id.into(), settle: None, rate_limit: None };
+        assert_eq!(w.deliveries.claim_all(&[request], at).await.unwrap(), [Claim::Claimed]);
     }
 
     fn statuses(outcomes: &[(String, Outcome)]) -> Vec<Outcome> {
@@ -340,7 +393,7 @@ mod tests {
     async fn a_delivery_claimed_by_a_live_attempt_is_retried_later_not_sent() {
         let w = world(ScriptedSender::named("ses"), None);
         let job = job(&w, &["a"], "x");
-        w.deliveries.claim(&job.recipients[0].delivery_id, Utc::now()).await.unwrap();
+        claim_one(&w, &job.recipients[0].delivery_id, Utc::now()).await;
         assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::Retry(_)));
         assert!(w.primary.sent().is_empty());
     }
@@ -350,7 +403,7 @@ mod tests {
         let w = world(ScriptedSender::named("ses"), None);
         let job = job(&w, &["a"], "x");
         let long_ago = Utc::now() - chrono::Duration::minutes(10);
-        w.deliveries.claim(&job.recipients[0].delivery_id, long_ago).await.unwrap();
+        claim_one(&w, &job.recipients[0].delivery_id, long_ago).await;
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
         assert!(w.primary.sent().is_empty());
     }

@@ -83,12 +83,32 @@ pub trait PreferenceStore: Send + Sync {
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError>;
 }
 
+/// A rate-limit window a claim counts against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitClaim {
+    pub window: WindowKey,
+    pub limit: u32,
+    /// How the delivery ends if the window is full.
+    pub over: StatusChange,
+}
+
+/// One delivery of a job to claim for sending, or to settle without sending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub delivery_id: String,
+    /// Settle now with this status (e.g. unsubscribed) instead of claiming for sending.
+    pub settle: Option<StatusChange>,
+    /// Counted with the claim; a claim past the limit settles as `over` instead.
+    pub rate_limit: Option<RateLimitClaim>,
+}
+
 /// What claiming a delivery for sending found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// This worker owns the send now (the delivery moved to `pending`).
     Claimed,
-    /// Already sent, or ended without sending: nothing to do.
+    /// Ended: already sent or settled before, or settled by this very request (its
+    /// `settle` status, or rate-limited): nothing to send.
     Settled(DeliveryStatus),
     /// Another attempt claimed it and has not finished: it may be sending right now, or
     /// it died between the provider's answer and the status write.
@@ -103,9 +123,12 @@ pub trait DeliveryStore: Send + Sync {
     /// a request that stopped half-way; true when it was written.
     async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError>;
     async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError>;
-    /// Moves the delivery to `pending` if it is `created` or `error` (a conditional write:
-    /// the dedup of redelivered messages).
-    async fn claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError>;
+    /// Claims a job's deliveries at once (adapters make it one conditional batch write):
+    /// each request moves its delivery from `created` or `error` to `pending`, or to its
+    /// `settle` status, and counts its rate limit. The dedup of redelivered messages: a
+    /// delivery already claimed or settled is reported as such and not touched. One
+    /// answer per request, in order.
+    async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError>;
     /// Records the outcome of a claimed delivery, with the provider that handled it and
     /// the provider's message id when it accepted the message.
     async fn finish(
@@ -145,12 +168,6 @@ pub trait NotificationStore: Send + Sync {
 pub trait SuppressionStore: Send + Sync {
     async fn is_suppressed(&self, address: &str) -> Result<bool, StoreError>;
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError>;
-}
-
-#[async_trait]
-pub trait RateLimitStore: Send + Sync {
-    /// Adds one to the window's counter and returns the new count.
-    async fn increment(&self, window: &WindowKey) -> Result<u64, StoreError>;
 }
 
 /// How a provider refused a message.

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use herald_aws::{
-    Clients, DynamoDeliveryStore, DynamoPreferenceStore, DynamoRateLimitStore, DynamoSuppressionStore,
-    DynamoTemplateStore,
+    Clients, DynamoDeliveryStore, DynamoPreferenceStore, DynamoSuppressionStore, DynamoTemplateStore,
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender},
 };
 use herald_core::{
@@ -110,10 +109,11 @@ impl Worker {
         };
         let mut pipeline = Pipeline::new(
             config.channel,
-            Arc::new(DynamoDeliveryStore::new(db(), &config.deliveries_table)),
+            Arc::new(
+                DynamoDeliveryStore::new(db(), &config.deliveries_table).with_rate_limits(&config.rate_limits_table),
+            ),
             Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),
             Arc::new(DynamoSuppressionStore::new(db(), &config.suppressions_table)),
-            Arc::new(DynamoRateLimitStore::new(db(), &config.rate_limits_table)),
             Arc::new(DynamoTemplateStore::new(db(), &config.templates_table)),
             Providers { primary, secondary },
             config.rate_limit,
