@@ -82,6 +82,7 @@ impl NotificationService {
             Recipient::Direct { .. } => Ok::<_, StoreError>(None),
         }))
         .await?;
+        let mut seen = std::collections::HashSet::new();
         for (recipient, profile) in recipients.into_iter().zip(profiles) {
             let planned: Vec<(String, Option<String>, Channel, Option<crate::notification::Target>)> = match recipient {
                 Recipient::Direct { key, target, channel } => vec![(key, None, channel, Some(target))],
@@ -105,6 +106,10 @@ impl NotificationService {
                         now,
                     ),
                 };
+                // A recipient named twice is one delivery: once in the table, once sent.
+                if !seen.insert(delivery.delivery_id.clone()) {
+                    continue;
+                }
                 if let Some(target) = target {
                     jobs.entry(channel).or_default().push(JobRecipient {
                         delivery_id: delivery.delivery_id.clone(),
@@ -183,5 +188,87 @@ impl NotificationService {
             return Err(NotificationError::NotFound);
         }
         Ok(deliveries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::memory::*;
+
+    fn service() -> (NotificationService, Arc<MemoryDeliveries>, Arc<MemoryBus>) {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let bus = Arc::new(MemoryBus::default());
+        let service = NotificationService {
+            profiles: Arc::new(MemoryProfiles::default()),
+            templates: Arc::new(MemoryTemplates::default()),
+            deliveries: deliveries.clone(),
+            notifications: Arc::new(MemoryNotifications::default()),
+            events: bus.clone(),
+        };
+        (service, deliveries, bus)
+    }
+
+    fn request(value: serde_json::Value) -> NotificationRequest {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn jobs(bus: &MemoryBus) -> Vec<DeliveryJob> {
+        bus.published
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                DomainEvent::DeliveryJob(job) => Some(job.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_recipient_named_twice_gets_one_delivery() {
+        let (service, deliveries, bus) = service();
+        let phone = json!({"phone": "+14155550100"});
+        let body = json!({"type": "t", "recipients": [phone, phone], "channels": ["sms"], "content": {"sms": {"body": "x"}}});
+        let accepted = service.accept(request(body), "caller").await.unwrap();
+        assert_eq!(deliveries.list(&accepted.notification_id).await.unwrap().len(), 1);
+        assert_eq!(jobs(&bus)[0].recipients.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recipients_are_packed_ten_to_a_job_per_channel() {
+        let (service, _, bus) = service();
+        let recipients: Vec<_> = (0..25).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+        let body = json!({"type": "t", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "x"}}});
+        service.accept(request(body), "caller").await.unwrap();
+        let sizes: Vec<usize> = jobs(&bus).iter().map(|j| j.recipients.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_returns_the_first_id_and_publishes_nothing() {
+        let (service, _, bus) = service();
+        let body = json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+            "content": {"sms": {"body": "x"}}, "idempotency_key": "k1"});
+        let first = service.accept(request(body.clone()), "caller").await.unwrap();
+        let second = service.accept(request(body.clone()), "caller").await.unwrap();
+        assert_eq!((first.notification_id.clone(), second.repeated), (second.notification_id, true));
+        assert_eq!(jobs(&bus).len(), 1);
+        let other_caller = service.accept(request(body), "someone else").await.unwrap();
+        assert_ne!(other_caller.notification_id, first.notification_id);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_stopped_before_publishing_is_finished_by_its_repeat() {
+        let (service, deliveries, bus) = service();
+        let body = json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+            "content": {"sms": {"body": "x"}}, "idempotency_key": "k1"});
+        let failing = NotificationService { events: Arc::new(MemoryBus { fail: true, ..Default::default() }), ..service.clone() };
+        assert!(failing.accept(request(body.clone()), "caller").await.is_err());
+        let repeat = service.accept(request(body), "caller").await.unwrap();
+        assert_eq!(deliveries.list(&repeat.notification_id).await.unwrap().len(), 1);
+        assert_eq!(jobs(&bus).len(), 1);
     }
 }
