@@ -363,3 +363,53 @@ async fn email_tracking_links_move_the_delivery_forward_and_unsubscribe_sets_the
     assert_eq!(preferences["opt_outs"]["newsletter"], json!(["email"]));
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_whose_endpoint_sns_disabled_leaves_the_profile_and_the_others_still_get_the_push() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    // moto matches tokens across all applications and stacks: this test's own token keeps
+    // the endpoint it disables away from the other tests.
+    let apns_token = uuid::Uuid::new_v4().simple().to_string().repeat(2);
+    api.put(
+        "/v1/users/eve",
+        &json!({"device_tokens": [{"token": apns_token, "platform": "apns"}, {"token": FCM_TOKEN, "platform": "fcm"}]}),
+    )
+    .await;
+    // The APNs endpoint exists and SNS has disabled it (as after APNs reported the token
+    // unregistered).
+    let apns_app = stack.deployment.template.parameter("ApnsPlatformApplicationArn").unwrap().to_owned();
+    let endpoint = stack
+        .clients
+        .sns
+        .create_platform_endpoint()
+        .platform_application_arn(apns_app)
+        .token(&apns_token)
+        .send()
+        .await
+        .unwrap()
+        .endpoint_arn
+        .unwrap();
+    stack
+        .clients
+        .sns
+        .set_endpoint_attributes()
+        .endpoint_arn(endpoint)
+        .attributes("Enabled", "false")
+        .send()
+        .await
+        .unwrap();
+
+    let id = notify(
+        &api,
+        json!({"type": "news", "recipients": [{"user_id": "eve"}], "channels": ["push"],
+        "content": {"push": {"subject": "Hi", "body": "News"}}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    assert_eq!(delivery(&answer, "push")["status"], "sent", "{answer}");
+    let profile = api.get("/v1/users/eve").await.body;
+    assert_eq!(profile["device_tokens"], json!([{"token": FCM_TOKEN, "platform": "fcm"}]), "{profile}");
+    assert_eq!(profile["version"], 2);
+    stack.stop().await;
+}

@@ -1,11 +1,13 @@
 //! The channel providers: SES v2 for email, SNS for SMS and mobile push.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use herald_core::{
     DeviceToken, Platform,
     notification::Target,
-    ports::{Outgoing, SendError, Sender},
+    ports::{DisabledDevices, Outgoing, SendError, Sender},
 };
 
 /// Throttling, server faults and transport failures may pass on a later try; the rest
@@ -133,6 +135,16 @@ impl Sender for SnsSmsSender {
     }
 }
 
+const ENDPOINT_DISABLED: &str = "the device endpoint is disabled";
+
+/// The endpoint ARN in SNS's "Endpoint <arn> already exists with the same Token, but
+/// different attributes." error.
+fn existing_endpoint(message: &str) -> Option<String> {
+    let rest = &message[message.find("Endpoint arn:")? + "Endpoint ".len()..];
+    let arn = rest.split_whitespace().next()?;
+    rest[arn.len()..].trim_start().starts_with("already exists").then(|| arn.to_owned())
+}
+
 /// SNS platform applications, one per push platform (ARNs from the template's parameters).
 #[derive(Clone, Debug, Default)]
 pub struct PlatformApplications {
@@ -141,17 +153,23 @@ pub struct PlatformApplications {
     pub fcm: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SnsPushSender {
     client: aws_sdk_sns::Client,
     applications: PlatformApplications,
     name: String,
+    /// Told about tokens whose endpoint SNS reports disabled.
+    disabled: Option<Arc<dyn DisabledDevices>>,
 }
 
 impl SnsPushSender {
     pub fn new(client: aws_sdk_sns::Client, applications: PlatformApplications) -> Self {
         let name = provider_name("sns-push", client.config().region());
-        Self { client, applications, name }
+        Self { client, applications, name, disabled: None }
+    }
+
+    pub fn on_disabled(self, disabled: Arc<dyn DisabledDevices>) -> Self {
+        Self { disabled: Some(disabled), ..self }
     }
 
     fn application(&self, platform: Platform) -> Option<&str> {
@@ -179,16 +197,35 @@ impl SnsPushSender {
         })?;
         // Creating an endpoint for a known token returns the existing one: SNS keeps the
         // token → endpoint mapping, so a lookup table of our own would only duplicate it.
-        let endpoint = self
+        // Once SNS has disabled the endpoint (the push service reported the token gone),
+        // the create call names it in an InvalidParameter error instead.
+        let created = self
             .client
             .create_platform_endpoint()
             .platform_application_arn(application)
             .token(&device.token)
             .send()
-            .await
-            .map_err(classify)?
-            .endpoint_arn
-            .ok_or_else(|| SendError::Retryable("SNS returned no endpoint".into()))?;
+            .await;
+        let endpoint = match created {
+            Ok(output) => output.endpoint_arn.ok_or_else(|| SendError::Retryable("SNS returned no endpoint".into()))?,
+            Err(e) => {
+                let existing = e.as_service_error().and_then(|s| s.meta().message()).and_then(existing_endpoint);
+                let Some(existing) = existing else { return Err(classify(e)) };
+                let attributes = self
+                    .client
+                    .get_endpoint_attributes()
+                    .endpoint_arn(&existing)
+                    .send()
+                    .await
+                    .map_err(classify)?
+                    .attributes
+                    .unwrap_or_default();
+                if attributes.get("Enabled").map(String::as_str) == Some("false") {
+                    return Err(SendError::Permanent(ENDPOINT_DISABLED.into()));
+                }
+                existing
+            }
+        };
         let output = self
             .client
             .publish()
@@ -224,7 +261,16 @@ impl Sender for SnsPushSender {
         for device in devices {
             match self.send_to(device, &payload).await {
                 Ok(id) => ids.push(id),
-                Err(e) => failures.push(e),
+                Err(e) => {
+                    if let (Some(disabled), Some(user_id), SendError::Permanent(reason)) =
+                        (&self.disabled, message.user_id, &e)
+                        && reason == ENDPOINT_DISABLED
+                        && let Err(store) = disabled.device_disabled(user_id, &device.token).await
+                    {
+                        tracing::warn!(error = %store, "a disabled device token could not be removed");
+                    }
+                    failures.push(e);
+                }
             }
         }
         if !ids.is_empty() {
@@ -233,5 +279,20 @@ impl Sender for SnsPushSender {
         let retryable = failures.iter().any(|f| matches!(f, SendError::Retryable(_)));
         let reasons = failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         Err(if retryable { SendError::Retryable(reasons) } else { SendError::Permanent(reasons) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_existing_endpoint_is_read_from_the_sns_error() {
+        let message = "Invalid parameter: Token Reason: Endpoint arn:aws:sns:us-east-1:123456789012:endpoint/APNS/app/ef67 already exists with the same Token, but different attributes.";
+        assert_eq!(
+            existing_endpoint(message).as_deref(),
+            Some("arn:aws:sns:us-east-1:123456789012:endpoint/APNS/app/ef67")
+        );
+        assert_eq!(existing_endpoint("Invalid parameter: Token"), None);
     }
 }

@@ -231,7 +231,8 @@ mod tests {
     async fn a_recipient_named_twice_gets_one_delivery() {
         let (service, deliveries, bus) = service();
         let phone = json!({"phone": "+14155550100"});
-        let body = json!({"type": "t", "recipients": [phone, phone], "channels": ["sms"], "content": {"sms": {"body": "x"}}});
+        let body =
+            json!({"type": "t", "recipients": [phone, phone], "channels": ["sms"], "content": {"sms": {"body": "x"}}});
         let accepted = service.accept(request(body), "caller").await.unwrap();
         assert_eq!(deliveries.list(&accepted.notification_id).await.unwrap().len(), 1);
         assert_eq!(jobs(&bus)[0].recipients.len(), 1);
@@ -241,7 +242,8 @@ mod tests {
     async fn recipients_are_packed_ten_to_a_job_per_channel() {
         let (service, _, bus) = service();
         let recipients: Vec<_> = (0..25).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
-        let body = json!({"type": "t", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "x"}}});
+        let body =
+            json!({"type": "t", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "x"}}});
         service.accept(request(body), "caller").await.unwrap();
         let sizes: Vec<usize> = jobs(&bus).iter().map(|j| j.recipients.len()).collect();
         assert_eq!(sizes, [10, 10, 5]);
@@ -265,7 +267,8 @@ mod tests {
         let (service, deliveries, bus) = service();
         let body = json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
             "content": {"sms": {"body": "x"}}, "idempotency_key": "k1"});
-        let failing = NotificationService { events: Arc::new(MemoryBus { fail: true, ..Default::default() }), ..service.clone() };
+        let failing =
+            NotificationService { events: Arc::new(MemoryBus { fail: true, ..Default::default() }), ..service.clone() };
         assert!(failing.accept(request(body.clone()), "caller").await.is_err());
         let repeat = service.accept(request(body), "caller").await.unwrap();
         assert_eq!(deliveries.list(&repeat.notification_id).await.unwrap().len(), 1);

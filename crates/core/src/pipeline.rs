@@ -255,6 +255,7 @@ impl Pipeline {
         let rendered = decorated.as_ref().unwrap_or(rendered);
         let outgoing = Outgoing {
             delivery_id: id,
+            user_id: recipient.user_id.as_deref(),
             notification_type: &job.notification_type,
             target: &recipient.target,
             content: rendered,

@@ -181,10 +181,18 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// Told when a push service reports a device token as gone.
+#[async_trait]
+pub trait DisabledDevices: Send + Sync {
+    async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError>;
+}
+
 /// One message on its way to a provider.
 #[derive(Clone, Debug)]
 pub struct Outgoing<'a> {
     pub delivery_id: &'a str,
+    /// The user it is for; None for a direct address.
+    pub user_id: Option<&'a str>,
     pub notification_type: &'a str,
     pub target: &'a Target,
     pub content: &'a Rendered,

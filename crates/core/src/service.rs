@@ -8,6 +8,7 @@ use crate::{
     DomainEvent, Profile, ProfileChanged, ProfilePatch, ValidationErrors,
     backoff::Backoff,
     ports::{EventPublisher, ProfileStore, PublishError, StoreError, StoredProfile},
+    profile::Changes,
     validation,
 };
 
@@ -80,14 +81,42 @@ impl ProfileService {
     pub async fn upsert(&self, user_id: &str, patch: ProfilePatch) -> Result<Upserted, ProfileError> {
         check_user_id(user_id)?;
         let patch = patch.validate()?;
+        self.modify(user_id, true, |profile| patch.merge_into(profile)).await
+    }
+
+    /// Drops a device token that its push service reports as gone (SNS disabled the
+    /// endpoint: the app was uninstalled or the token expired). The app registers a new
+    /// token, if it ever comes back, through the API.
+    pub async fn remove_device_token(&self, user_id: &str, token: &str) -> Result<Upserted, ProfileError> {
+        self.modify(user_id, false, |profile| {
+            let before = profile.device_tokens.len();
+            profile.device_tokens.retain(|t| t.token != token);
+            let fields = if profile.device_tokens.len() == before { vec![] } else { vec!["device_tokens".to_owned()] };
+            Ok(Changes { attributes: vec![], fields })
+        })
+        .await
+    }
+
+    /// Applies `change` to the stored profile under optimistic concurrency: a writer that
+    /// loses the race re-reads and applies its change again, so no update is lost. One
+    /// `profile.changed` event per effective change.
+    async fn modify(
+        &self,
+        user_id: &str,
+        create: bool,
+        change: impl Fn(&mut Profile) -> Result<Changes, ValidationErrors>,
+    ) -> Result<Upserted, ProfileError> {
         let mut retry = 0;
         loop {
             let stored = self.store.load(user_id).await?;
             let expected = stored.as_ref().map_or(0, |s| s.version);
             let existing = stored.and_then(|s| s.profile);
             let created = existing.is_none();
+            if created && !create {
+                return Err(ProfileError::NotFound);
+            }
             let mut profile = existing.unwrap_or_else(|| Profile::new(user_id));
-            let changes = patch.merge_into(&mut profile)?;
+            let changes = change(&mut profile)?;
             if !created && changes.is_empty() {
                 return Ok(Upserted::Unchanged(profile));
             }
@@ -167,6 +196,17 @@ fn check_user_id(user_id: &str) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
     errors.check("user_id", validation::user_id(user_id));
     errors.into_result()
+}
+
+#[async_trait::async_trait]
+impl crate::ports::DisabledDevices for ProfileService {
+    async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError> {
+        match self.remove_device_token(user_id, token).await {
+            Ok(_) | Err(ProfileError::NotFound) => Ok(()),
+            Err(ProfileError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]

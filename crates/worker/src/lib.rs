@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use herald_aws::{
-    Clients, DynamoDeliveryStore, DynamoPreferenceStore, DynamoSuppressionStore, DynamoTemplateStore,
+    Clients, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSuppressionStore,
+    DynamoTemplateStore, EventBridgePublisher,
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender},
 };
 use herald_core::{
+    ProfileService,
     delivery::Channel,
     notification::DeliveryJob,
     pipeline::{Outcome, Pipeline, Providers, Tracking},
@@ -40,6 +42,9 @@ pub struct WorkerConfig {
     pub tracking_base_url: Option<String>,
     /// Another region of the same provider, used while the primary keeps failing.
     pub secondary_region: Option<String>,
+    /// Where push removes tokens of disabled endpoints (and announces the change).
+    pub profiles_table: Option<String>,
+    pub event_bus_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +92,8 @@ impl WorkerConfig {
             webhook_root_pem: optional("WEBHOOK_ROOT_CA_PEM"),
             tracking_base_url: optional("TRACKING_BASE_URL"),
             secondary_region: optional("SECONDARY_PROVIDER_REGION"),
+            profiles_table: optional("PROFILES_TABLE"),
+            event_bus_name: optional("EVENT_BUS_NAME"),
         })
     }
 }
@@ -175,14 +182,26 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
     Ok(match config.channel {
         Channel::Email => Arc::new(SesEmailSender::new(clients.sesv2.clone(), &config.sender_address)),
         Channel::Sms => Arc::new(SnsSmsSender::new(clients.sns.clone())),
-        Channel::Push => Arc::new(SnsPushSender::new(
-            clients.sns.clone(),
-            PlatformApplications {
-                apns: config.apns_application.clone(),
-                apns_sandbox: config.apns_sandbox_application.clone(),
-                fcm: config.fcm_application.clone(),
-            },
-        )),
+        Channel::Push => {
+            let sender = SnsPushSender::new(
+                clients.sns.clone(),
+                PlatformApplications {
+                    apns: config.apns_application.clone(),
+                    apns_sandbox: config.apns_sandbox_application.clone(),
+                    fcm: config.fcm_application.clone(),
+                },
+            );
+            match (&config.profiles_table, &config.event_bus_name) {
+                (Some(table), Some(bus)) => {
+                    let profiles = ProfileService::new(
+                        Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), table)),
+                        Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), bus)),
+                    );
+                    Arc::new(sender.on_disabled(Arc::new(profiles)))
+                }
+                _ => Arc::new(sender),
+            }
+        }
         Channel::Webhook => Arc::new(
             webhook::WebhookSender::new(&config.signing_secret, config.webhook_root_pem.as_deref())
                 .map_err(|e| ConfigError(format!("webhook client: {e}")))?,
