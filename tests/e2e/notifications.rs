@@ -39,6 +39,14 @@ fn delivery<'a>(answer: &'a Value, channel: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {channel} delivery in {answer}"))
 }
 
+/// A stack whose webhook worker trusts the test receiver's certificate.
+async fn stack_trusting(sink: &WebhookSink) -> herald_local::LocalStack {
+    start_stack_with(|o| {
+        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
+    })
+    .await
+}
+
 /// The stack's signing key, to check webhook signatures.
 fn signing_secret(stack: &herald_local::LocalStack) -> String {
     stack.deployment.template.parameter("SigningSecret").unwrap().to_owned()
@@ -47,10 +55,7 @@ fn signing_secret(stack: &herald_local::LocalStack) -> String {
 #[tokio::test]
 async fn a_notification_reaches_every_channel_of_a_user_once() {
     let sink = WebhookSink::start(vec![]).await;
-    let stack = start_stack_with(|o| {
-        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
-    })
-    .await;
+    let stack = stack_trusting(&sink).await;
     let api = Api::new(&stack);
     store_template(&api).await;
     let template = json!({"channels": {"webhook": {"body": "Payment of {{ amount }} due"}}});
@@ -121,10 +126,7 @@ async fn a_notification_reaches_every_channel_of_a_user_once() {
 #[tokio::test]
 async fn a_webhook_receiver_failing_with_5xx_is_retried_until_it_accepts() {
     let sink = WebhookSink::start(vec![503, 502]).await;
-    let stack = start_stack_with(|o| {
-        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
-    })
-    .await;
+    let stack = stack_trusting(&sink).await;
     let api = Api::new(&stack);
     let id = notify(
         &api,
@@ -144,10 +146,7 @@ async fn a_webhook_receiver_failing_with_5xx_is_retried_until_it_accepts() {
 #[tokio::test]
 async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
     let sink = WebhookSink::start(vec![410]).await;
-    let stack = start_stack_with(|o| {
-        o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
-    })
-    .await;
+    let stack = stack_trusting(&sink).await;
     let api = Api::new(&stack);
     let id = notify(
         &api,

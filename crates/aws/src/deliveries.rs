@@ -16,7 +16,7 @@ use herald_core::{
     ports::{Claim, ClaimRequest, DeliveryStore, RateLimitClaim, StoreError},
 };
 
-use crate::batch;
+use crate::{batch, unavailable};
 
 const ALL_STATUSES: [DeliveryStatus; 9] = [
     DeliveryStatus::Created,
@@ -41,10 +41,6 @@ pub struct DynamoDeliveryStore {
 
 fn status_value(status: DeliveryStatus) -> AttributeValue {
     serde_dynamo::to_attribute_value(status).expect("statuses serialize")
-}
-
-fn unavailable(e: impl std::error::Error + 'static) -> StoreError {
-    StoreError::Unavailable(crate::describe(&e))
 }
 
 fn change_list(change: &StatusChange) -> AttributeValue {

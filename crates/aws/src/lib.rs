@@ -22,6 +22,11 @@ pub use request_counter::RequestCounter;
 pub use templates::DynamoTemplateStore;
 pub use user_settings::{DynamoPreferenceStore, DynamoSuppressionStore};
 
+/// A failed call to the store, with the SDK's full account of it.
+pub(crate) fn unavailable(e: impl std::error::Error + 'static) -> herald_core::ports::StoreError {
+    herald_core::ports::StoreError::Unavailable(describe(&e))
+}
+
 /// The full text of an SDK error, its causes included (the default Display is terse).
 pub fn describe(e: &(impl std::error::Error + 'static)) -> String {
     aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()

@@ -4,6 +4,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::ports::{NotificationStore, Reservation, StoreError};
 
+use crate::unavailable;
+
 #[derive(Clone, Debug)]
 pub struct DynamoNotificationStore {
     client: Client,
@@ -12,10 +14,6 @@ pub struct DynamoNotificationStore {
 
 fn key_id(key: &str) -> AttributeValue {
     AttributeValue::S(format!("key#{key}"))
-}
-
-fn unavailable(e: impl std::error::Error + 'static) -> StoreError {
-    StoreError::Unavailable(crate::describe(&e))
 }
 
 impl DynamoNotificationStore {

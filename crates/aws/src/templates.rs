@@ -12,14 +12,12 @@ use herald_core::{
     templates::StoredTemplate,
 };
 
+use crate::unavailable;
+
 #[derive(Clone, Debug)]
 pub struct DynamoTemplateStore {
     client: Client,
     table: String,
-}
-
-fn unavailable(e: impl std::error::Error + 'static) -> StoreError {
-    StoreError::Unavailable(crate::describe(&e))
 }
 
 fn version_key(template_id: &str, version: u64) -> String {

@@ -8,9 +8,7 @@ use herald_core::{
 };
 use sha2::{Digest, Sha256};
 
-fn unavailable(e: impl std::error::Error + 'static) -> StoreError {
-    StoreError::Unavailable(crate::describe(&e))
-}
+use crate::unavailable;
 
 #[derive(Clone, Debug)]
 pub struct DynamoPreferenceStore {
