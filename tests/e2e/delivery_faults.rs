@@ -16,7 +16,6 @@ use herald_e2e::{
     sent_by_moto, start_stack, start_stack_with, wait_for_deliveries,
 };
 use herald_local::LocalStack;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -119,15 +118,7 @@ async fn a_provider_throttling_30_percent_of_calls_still_delivers_each_message_o
     let phones: Vec<String> = (0..20).map(|i| format!("+1415555{:04}", 200 + i)).collect();
     let before = sent_by_moto(&stack.endpoint).await;
     let recipients: Vec<Value> = phones.iter().map(|p| json!({"phone": p})).collect();
-    let answer = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/notifications",
-            Some(serde_json::to_vec(&json!({"type": "otp", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "hello"}}})).unwrap()),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED);
-    let id = answer.body["notification_id"].as_str().unwrap();
+    let id = &api.notify(&json!({"type": "otp", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "hello"}}})).await;
     let answer = wait_for_deliveries(&api, id, WAIT, sent).await;
     let statuses: Vec<&str> =
         answer["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
@@ -151,14 +142,7 @@ async fn a_provider_that_is_down_fails_over_to_the_secondary_region() {
     .await;
     let api = Api::new(&stack);
     let recipients: Vec<Value> = (0..3).map(|i| json!({"phone": format!("+1415555{:04}", 300 + i)})).collect();
-    let answer = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/notifications",
-            Some(serde_json::to_vec(&json!({"type": "otp", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "hello"}}})).unwrap()),
-        )
-        .await;
-    let id = answer.body["notification_id"].as_str().unwrap();
+    let id = &api.notify(&json!({"type": "otp", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "hello"}}})).await;
     let answer = wait_for_deliveries(&api, id, WAIT, sent).await;
     for d in answer["deliveries"].as_array().unwrap() {
         assert_eq!(d["status"], "sent", "{answer}");
@@ -179,18 +163,10 @@ async fn sends_past_the_per_user_rate_limit_end_rate_limited_unsent() {
     let before = sms_count(&stack, phone).await;
     let mut statuses = Vec::new();
     for n in 0..3 {
-        let answer = api
-            .send(
-                reqwest::Method::POST,
-                "/v1/notifications",
-                Some(
-                    serde_json::to_vec(&json!({"type": "otp", "recipients": [{"user_id": "rl"}], "channels": ["sms"],
-                    "content": {"sms": {"body": format!("code {n}")}}}))
-                    .unwrap(),
-                ),
-            )
+        let id = api
+            .notify(&json!({"type": "otp", "recipients": [{"user_id": "rl"}], "channels": ["sms"],
+                "content": {"sms": {"body": format!("code {n}")}}}))
             .await;
-        let id = answer.body["notification_id"].as_str().unwrap().to_owned();
         let settled = |d: &Value| !matches!(d["status"].as_str(), Some("created" | "pending"));
         let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
         statuses.push(answer["deliveries"][0]["status"].as_str().unwrap().to_owned());

@@ -24,12 +24,6 @@ async fn store_template(api: &Api) {
     assert_eq!(api.put("/v1/templates/payment_due", &template).await.status, StatusCode::CREATED);
 }
 
-async fn notify(api: &Api, body: Value) -> String {
-    let answer = api.send(reqwest::Method::POST, "/v1/notifications", Some(serde_json::to_vec(&body).unwrap())).await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
-    answer.body["notification_id"].as_str().unwrap().to_owned()
-}
-
 fn delivery<'a>(answer: &'a Value, channel: &str) -> &'a Value {
     answer["deliveries"]
         .as_array()
@@ -76,9 +70,7 @@ async fn a_notification_reaches_every_channel_of_a_user_once() {
         ]}),
     )
     .await;
-    let id = notify(
-        &api,
-        json!({"type": "payment_due", "recipients": [{"user_id": "ana"}], "channels": ["email", "sms", "push", "webhook"],
+    let id = api.notify(&json!({"type": "payment_due", "recipients": [{"user_id": "ana"}], "channels": ["email", "sms", "push", "webhook"],
             "params": {"amount": "12.50", "due_date": "2026-12-01"}}),
     )
     .await;
@@ -128,9 +120,7 @@ async fn a_webhook_receiver_failing_with_5xx_is_retried_until_it_accepts() {
     let sink = WebhookSink::start(vec![503, 502]).await;
     let stack = stack_trusting(&sink).await;
     let api = Api::new(&stack);
-    let id = notify(
-        &api,
-        json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/hook", sink.url)}], "channels": ["webhook"],
+    let id = api.notify(&json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/hook", sink.url)}], "channels": ["webhook"],
         "content": {"webhook": {"body": "disk full"}}}),
     )
     .await;
@@ -148,9 +138,7 @@ async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
     let sink = WebhookSink::start(vec![410]).await;
     let stack = stack_trusting(&sink).await;
     let api = Api::new(&stack);
-    let id = notify(
-        &api,
-        json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/gone", sink.url)}], "channels": ["webhook"],
+    let id = api.notify(&json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/gone", sink.url)}], "channels": ["webhook"],
         "content": {"webhook": {"body": "x"}}}),
     )
     .await;
@@ -168,12 +156,10 @@ async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
 async fn the_status_history_of_each_delivery_is_kept() {
     let stack = start_stack().await;
     let api = Api::new(&stack);
-    let id = notify(
-        &api,
-        json!({"type": "otp", "recipients": [{"phone": "+14155550123"}], "channels": ["sms"],
-        "content": {"sms": {"body": "Your code is {{ code }}"}}, "params": {"code": "123456"}}),
-    )
-    .await;
+    let id = api
+        .notify(&json!({"type": "otp", "recipients": [{"phone": "+14155550123"}], "channels": ["sms"],
+        "content": {"sms": {"body": "Your code is {{ code }}"}}, "params": {"code": "123456"}}))
+        .await;
     let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
     let history: Vec<&str> =
         delivery(&answer, "sms")["history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
@@ -191,9 +177,9 @@ async fn the_same_idempotency_key_returns_the_same_id_and_sends_nothing_new() {
     let sms_to_number =
         async || sent_by_moto(&stack.endpoint).await.sms.iter().filter(|s| s.1 == "+14155550100").count();
     let before = sms_to_number().await;
-    let first = notify(&api, body.clone()).await;
+    let first = api.notify(&body.clone()).await;
     wait_for_deliveries(&api, &first, WAIT, settled).await;
-    let second = notify(&api, body).await;
+    let second = api.notify(&body).await;
     assert_eq!(first, second);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sms_to_number().await - before, 1);
@@ -218,12 +204,10 @@ async fn opt_out_and_a_missing_template_parameter_end_in_their_status_unsent() {
         StatusCode::OK
     );
     // `due_date` is missing: the email and SMS templates both use it.
-    let id = notify(
-        &api,
-        json!({"type": "payment_due", "recipients": [{"user_id": "bo"}], "channels": ["email", "sms"],
-        "params": {"amount": "3"}}),
-    )
-    .await;
+    let id = api
+        .notify(&json!({"type": "payment_due", "recipients": [{"user_id": "bo"}], "channels": ["email", "sms"],
+        "params": {"amount": "3"}}))
+        .await;
     let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
     assert_eq!(delivery(&answer, "sms")["status"], "unsubscribed", "{answer}");
     let email = delivery(&answer, "email");
@@ -238,12 +222,12 @@ async fn a_user_without_an_address_for_a_channel_gets_an_error_delivery_and_the_
     let stack = start_stack().await;
     let api = Api::new(&stack);
     api.put("/v1/users/cy", &json!({"phone": "+14155550122"})).await;
-    let id = notify(
-        &api,
-        json!({"type": "t", "recipients": [{"user_id": "cy"}, {"user_id": "nobody"}], "channels": ["sms", "email"],
+    let id = api
+        .notify(
+            &json!({"type": "t", "recipients": [{"user_id": "cy"}, {"user_id": "nobody"}], "channels": ["sms", "email"],
         "content": {"sms": {"body": "hi"}, "email": {"subject": "s", "body": "b"}}}),
-    )
-    .await;
+        )
+        .await;
     let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
     let statuses: Vec<(String, String, String)> = answer["deliveries"]
         .as_array()
@@ -273,14 +257,7 @@ async fn an_invalid_notification_is_400_with_every_field_and_records_nothing() {
     let stack = start_stack().await;
     let api = Api::new(&stack);
     let answer = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/notifications",
-            Some(
-                serde_json::to_vec(&json!({"type": "Bad", "recipients": [{"email": "nope"}], "channels": ["email"]}))
-                    .unwrap(),
-            ),
-        )
+        .post("/v1/notifications", &json!({"type": "Bad", "recipients": [{"email": "nope"}], "channels": ["email"]}))
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let mut fields = answer.fields_at_fault();
@@ -295,15 +272,9 @@ async fn an_invalid_notification_is_400_with_every_field_and_records_nothing() {
 async fn a_type_without_a_template_and_without_inline_content_is_400() {
     let stack = start_stack().await;
     let answer = Api::new(&stack)
-        .send(
-            reqwest::Method::POST,
+        .post(
             "/v1/notifications",
-            Some(
-                serde_json::to_vec(
-                    &json!({"type": "unknown_type", "recipients": [{"user_id": "u"}], "channels": ["sms"]}),
-                )
-                .unwrap(),
-            ),
+            &json!({"type": "unknown_type", "recipients": [{"user_id": "u"}], "channels": ["sms"]}),
         )
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -325,7 +296,7 @@ async fn email_tracking_links_move_the_delivery_forward_and_unsubscribe_sets_the
     let stack = start_stack().await;
     let api = Api::new(&stack);
     api.put("/v1/users/dee", &json!({"email": "dee@example.com"})).await;
-    let id = notify(&api, json!({"type": "newsletter", "recipients": [{"user_id": "dee"}], "channels": ["email"],
+    let id = api.notify(&json!({"type": "newsletter", "recipients": [{"user_id": "dee"}], "channels": ["email"],
         "content": {"email": {"subject": "News", "body": "Read it", "html": "<a href=\"https://news.example/a?x=1&amp;y=2\">Read</a>"}}}))
     .await;
     let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
@@ -399,12 +370,10 @@ async fn a_device_whose_endpoint_sns_disabled_leaves_the_profile_and_the_others_
         .await
         .unwrap();
 
-    let id = notify(
-        &api,
-        json!({"type": "news", "recipients": [{"user_id": "eve"}], "channels": ["push"],
-        "content": {"push": {"subject": "Hi", "body": "News"}}}),
-    )
-    .await;
+    let id = api
+        .notify(&json!({"type": "news", "recipients": [{"user_id": "eve"}], "channels": ["push"],
+        "content": {"push": {"subject": "Hi", "body": "News"}}}))
+        .await;
     let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
     assert_eq!(delivery(&answer, "push")["status"], "sent", "{answer}");
     let profile = api.get("/v1/users/eve").await.body;

@@ -112,6 +112,17 @@ impl Api {
         self.send(Method::PUT, path, Some(serde_json::to_vec(body).unwrap())).await
     }
 
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send(Method::POST, path, Some(serde_json::to_vec(body).unwrap())).await
+    }
+
+    /// Sends a notification and returns its id, asserting it was accepted.
+    pub async fn notify(&self, body: &Value) -> String {
+        let answer = self.post("/v1/notifications", body).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        answer.body["notification_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn delete(&self, path: &str) -> Answer {
         self.send(Method::DELETE, path, None).await
     }

@@ -87,12 +87,6 @@ impl Route {
         }
     }
 
-    /// Tracking links are followed from mail clients, which carry no key: their signed
-    /// token is the credential.
-    pub fn is_public(&self) -> bool {
-        matches!(self, Route::Track(_))
-    }
-
     /// The scope a key needs; None means any valid key will do.
     pub fn scope(&self) -> Option<Scope> {
         match self {

@@ -7,6 +7,8 @@ use herald_core::{
     ports::{ApiKeyStore, StoreError},
 };
 
+use crate::unavailable;
+
 #[derive(Clone, Debug)]
 pub struct DynamoApiKeyStore {
     client: Client,
@@ -29,7 +31,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .key("key_hash", AttributeValue::S(key_hash.to_owned()))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(crate::describe(&e)))?;
+            .map_err(unavailable)?;
         output
             .item
             .map(|item| {
@@ -40,13 +42,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
 
     async fn put(&self, key: &ApiKey) -> Result<(), StoreError> {
         let item = serde_dynamo::to_item(key).map_err(|e| StoreError::Unavailable(format!("unwritable key: {e}")))?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(crate::describe(&e)))?;
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
     }
 }

@@ -18,18 +18,6 @@ use herald_core::{
 
 use crate::{batch, unavailable};
 
-const ALL_STATUSES: [DeliveryStatus; 9] = [
-    DeliveryStatus::Created,
-    DeliveryStatus::Pending,
-    DeliveryStatus::Sent,
-    DeliveryStatus::Opened,
-    DeliveryStatus::Clicked,
-    DeliveryStatus::Error,
-    DeliveryStatus::RateLimited,
-    DeliveryStatus::Suppressed,
-    DeliveryStatus::Unsubscribed,
-];
-
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryStore {
     client: Client,
@@ -71,12 +59,12 @@ impl DynamoDeliveryStore {
             .table_name(&self.table)
             .key("delivery_id", AttributeValue::S(request.delivery_id.clone()))
             .update_expression(expression)
-            .condition_expression("#s IN (:created, :error)")
+            .condition_expression("#s IN (:claimable0, :claimable1)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":status", status_value(change.status))
             .expression_attribute_values(":change", change_list(&change))
-            .expression_attribute_values(":created", status_value(DeliveryStatus::Created))
-            .expression_attribute_values(":error", status_value(DeliveryStatus::Error));
+            .expression_attribute_values(":claimable0", status_value(DeliveryStatus::CLAIMABLE[0]))
+            .expression_attribute_values(":claimable1", status_value(DeliveryStatus::CLAIMABLE[1]));
         if let Some(at) = claimed_at {
             update = update.expression_attribute_values(":at", AttributeValue::S(at.to_rfc3339()));
         }
@@ -318,7 +306,7 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError> {
-        let from: Vec<DeliveryStatus> = ALL_STATUSES.into_iter().filter(|s| s.can_become(change.status)).collect();
+        let from = change.status.predecessors();
         if from.is_empty() {
             return Ok(false);
         }

@@ -8,6 +8,8 @@ use herald_core::{
     ports::{ProfileStore, StoreError, StoredProfile},
 };
 
+use crate::unavailable;
+
 /// Marks a tombstone: the profile was erased, only its id and version remain.
 const ERASED: &str = "erased";
 
@@ -39,7 +41,7 @@ impl DynamoProfileStore {
             Ok(_) => Ok(()),
             Err(e) => match e.into_service_error() {
                 PutItemError::ConditionalCheckFailedException(_) => Err(StoreError::Conflict),
-                other => Err(StoreError::Unavailable(crate::describe(&other))),
+                other => Err(unavailable(other)),
             },
         }
     }
@@ -56,7 +58,7 @@ impl ProfileStore for DynamoProfileStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(crate::describe(&e)))?;
+            .map_err(unavailable)?;
         let Some(item) = output.item else { return Ok(None) };
         if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
             let version = match item.get("version") {

@@ -17,8 +17,6 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Webhook];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
@@ -67,10 +65,26 @@ impl DeliveryStatus {
         }
     }
 
-    /// Whether the message has left (or will never leave): a redelivered message for a
-    /// delivery in such a status must not be sent again.
-    pub fn is_settled(self) -> bool {
-        !matches!(self, DeliveryStatus::Created | DeliveryStatus::Pending | DeliveryStatus::Error)
+    pub const ALL: [DeliveryStatus; 9] = [
+        DeliveryStatus::Created,
+        DeliveryStatus::Pending,
+        DeliveryStatus::Sent,
+        DeliveryStatus::Opened,
+        DeliveryStatus::Clicked,
+        DeliveryStatus::Error,
+        DeliveryStatus::RateLimited,
+        DeliveryStatus::Suppressed,
+        DeliveryStatus::Unsubscribed,
+    ];
+
+    /// The statuses a send may be claimed from: never sent yet, or failed and retried. Any
+    /// other status means the message has left, is leaving, or will never leave, so a
+    /// redelivered message for it must not be sent again.
+    pub const CLAIMABLE: [DeliveryStatus; 2] = [DeliveryStatus::Created, DeliveryStatus::Error];
+
+    /// The statuses that may move to `self`.
+    pub fn predecessors(self) -> Vec<DeliveryStatus> {
+        Self::ALL.into_iter().filter(|s| s.can_become(self)).collect()
     }
 }
 
@@ -120,7 +134,9 @@ mod tests {
     #[test]
     fn an_error_may_be_retried_but_a_send_is_settled() {
         assert!(Error.can_become(Pending) && Error.can_become(Sent));
-        assert!(!Error.is_settled() && !Pending.is_settled());
-        assert!(Sent.is_settled() && RateLimited.is_settled() && Suppressed.is_settled());
+        assert!(DeliveryStatus::CLAIMABLE.contains(&Error) && !DeliveryStatus::CLAIMABLE.contains(&Pending));
+        for settled in [Sent, RateLimited, Suppressed] {
+            assert!(!DeliveryStatus::CLAIMABLE.contains(&settled), "{settled:?}");
+        }
     }
 }

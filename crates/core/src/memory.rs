@@ -78,7 +78,7 @@ impl DeliveryStore for MemoryDeliveries {
                 .get_mut(&request.delivery_id)
                 .ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
             let claim = match delivery.status {
-                DeliveryStatus::Created | DeliveryStatus::Error => {
+                status if DeliveryStatus::CLAIMABLE.contains(&status) => {
                     let over = request.rate_limit.as_ref().and_then(|limit| {
                         let count = counters.entry(limit.window.key.clone()).or_default();
                         if *count >= u64::from(limit.limit) {
@@ -276,6 +276,24 @@ impl MemoryProfiles {
 pub struct MemoryBus {
     pub published: Mutex<Vec<DomainEvent>>,
     pub fail: bool,
+}
+
+impl MemoryBus {
+    pub fn profile_changes(&self) -> Vec<crate::ProfileChanged> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| if let DomainEvent::ProfileChanged(c) = e { Some(c.clone()) } else { None })
+            .collect()
+    }
+
+    pub fn delivery_jobs(&self) -> Vec<crate::notification::DeliveryJob> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| if let DomainEvent::DeliveryJob(j) = e { Some(j.clone()) } else { None })
+            .collect()
+    }
 }
 
 #[async_trait]

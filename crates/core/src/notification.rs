@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DeviceToken, FieldError, Profile, ValidationErrors,
+    DeviceToken, Profile, ValidationErrors,
     delivery::{Channel, DeliveryStatus, delivery_id},
     rendering::{self, ChannelContent},
     validation,
@@ -251,11 +251,6 @@ impl DeliveryJob {
     pub fn detail_type(&self) -> String {
         format!("notification.{}", self.channel)
     }
-}
-
-/// Every field error's path, for messages.
-pub fn fields(errors: &[FieldError]) -> Vec<&str> {
-    errors.iter().map(|e| e.field.as_str()).collect()
 }
 
 #[cfg(test)]

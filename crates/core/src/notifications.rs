@@ -95,17 +95,11 @@ impl NotificationService {
                     .collect(),
             };
             for (key, user_id, channel, target) in planned {
-                let delivery = match &target {
-                    Some(_) => Delivery::new(&notification_id, &key, channel, DeliveryStatus::Created, None, now),
-                    None => Delivery::new(
-                        &notification_id,
-                        &key,
-                        channel,
-                        DeliveryStatus::Error,
-                        Some(format!("no {channel} address for this recipient")),
-                        now,
-                    ),
+                let (status, reason) = match &target {
+                    Some(_) => (DeliveryStatus::Created, None),
+                    None => (DeliveryStatus::Error, Some(format!("no {channel} address for this recipient"))),
                 };
+                let delivery = Delivery::new(&notification_id, &key, channel, status, reason, now);
                 // A recipient named twice is one delivery: once in the table, once sent.
                 if !seen.insert(delivery.delivery_id.clone()) {
                     continue;
@@ -216,15 +210,7 @@ mod tests {
     }
 
     fn jobs(bus: &MemoryBus) -> Vec<DeliveryJob> {
-        bus.published
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                DomainEvent::DeliveryJob(job) => Some(job.clone()),
-                _ => None,
-            })
-            .collect()
+        bus.delivery_jobs()
     }
 
     #[tokio::test]

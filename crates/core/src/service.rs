@@ -227,15 +227,7 @@ mod tests {
     }
 
     fn changed(bus: &MemoryBus) -> Vec<ProfileChanged> {
-        bus.published
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                DomainEvent::ProfileChanged(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect()
+        bus.profile_changes()
     }
 
     #[tokio::test]
