@@ -1,11 +1,11 @@
-//! BatchWriteItem at the service's limit (25), with the unprocessed items retried with
-//! exponential backoff and full jitter.
+//! BatchWriteItem (25) and BatchGetItem (100) at the service's limits, with the unprocessed
+//! items retried with exponential backoff and full jitter.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, PutRequest, WriteRequest},
+    types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest},
 };
 use herald_core::{backoff::Backoff, ports::StoreError};
 
@@ -41,4 +41,47 @@ pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &B
         }
     }
     Ok(())
+}
+
+/// BatchGetItem takes at most 100 keys.
+pub const BATCH_GET_LIMIT: usize = 100;
+
+/// The items of `table` whose `key_name` is one of `keys` (a string key), in chunks of 100,
+/// with unprocessed keys read again after a backoff. Missing items are simply absent.
+pub async fn get_all(
+    client: &Client,
+    table: &str,
+    key_name: &str,
+    keys: &[String],
+    consistent: bool,
+    backoff: &Backoff,
+) -> Result<Vec<Item>, StoreError> {
+    // BatchGetItem refuses a request that names one key twice.
+    let keys: std::collections::BTreeSet<&String> = keys.iter().collect();
+    let keys: Vec<&String> = keys.into_iter().collect();
+    let mut items = Vec::new();
+    for chunk in keys.chunks(BATCH_GET_LIMIT) {
+        let request =
+            chunk.iter().map(|k| HashMap::from([(key_name.to_owned(), AttributeValue::S((*k).clone()))])).collect();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(request))
+                .consistent_read(consistent)
+                .build()
+                .expect("keys are set"),
+        );
+        let mut retry = 0;
+        while let Some(keys) = pending.take() {
+            let output = client.batch_get_item().request_items(table, keys).send().await.map_err(crate::unavailable)?;
+            items.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+            pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
+            if pending.is_some() {
+                if !backoff.wait(retry).await {
+                    return Err(StoreError::Unavailable("keys stayed unprocessed".into()));
+                }
+                retry += 1;
+            }
+        }
+    }
+    Ok(items)
 }

@@ -5,13 +5,32 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, operation::put_item::PutItemError, types::AttributeValue};
 use herald_core::{
     Profile,
+    backoff::Backoff,
     ports::{ProfileStore, StoreError, StoredProfile},
 };
 
-use crate::unavailable;
+use std::collections::HashMap;
+
+use crate::{batch, unavailable};
 
 /// Marks a tombstone: the profile was erased, only its id and version remain.
 const ERASED: &str = "erased";
+
+/// A stored item: a profile, or the tombstone of an erased one.
+fn stored(item: batch::Item) -> Result<StoredProfile, StoreError> {
+    if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
+        let version = match item.get("version") {
+            Some(AttributeValue::N(n)) => {
+                n.parse().map_err(|_| StoreError::Unavailable(format!("bad version {n:?}")))?
+            }
+            _ => 0,
+        };
+        return Ok(StoredProfile { version, profile: None });
+    }
+    let profile: Profile =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable profile item: {e}")))?;
+    Ok(StoredProfile { version: profile.version, profile: Some(profile) })
+}
 
 #[derive(Clone, Debug)]
 pub struct DynamoProfileStore {
@@ -24,11 +43,7 @@ impl DynamoProfileStore {
         Self { client, table: table.into() }
     }
 
-    async fn put_if_version(
-        &self,
-        item: std::collections::HashMap<String, AttributeValue>,
-        expected_version: u64,
-    ) -> Result<(), StoreError> {
+    async fn put_if_version(&self, item: batch::Item, expected_version: u64) -> Result<(), StoreError> {
         let request = self.client.put_item().table_name(&self.table).set_item(Some(item));
         let request = if expected_version == 0 {
             request.condition_expression("attribute_not_exists(user_id)")
@@ -59,19 +74,20 @@ impl ProfileStore for DynamoProfileStore {
             .send()
             .await
             .map_err(unavailable)?;
-        let Some(item) = output.item else { return Ok(None) };
-        if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
-            let version = match item.get("version") {
-                Some(AttributeValue::N(n)) => {
-                    n.parse().map_err(|_| StoreError::Unavailable(format!("bad version {n:?}")))?
-                }
-                _ => 0,
-            };
-            return Ok(Some(StoredProfile { version, profile: None }));
-        }
-        let profile: Profile = serde_dynamo::from_item(item)
-            .map_err(|e| StoreError::Unavailable(format!("unreadable profile item: {e}")))?;
-        Ok(Some(StoredProfile { version: profile.version, profile: Some(profile) }))
+        output.item.map(stored).transpose()
+    }
+
+    async fn load_many(&self, user_ids: &[String]) -> Result<HashMap<String, StoredProfile>, StoreError> {
+        let items = batch::get_all(&self.client, &self.table, "user_id", user_ids, false, &Backoff::default()).await?;
+        items
+            .into_iter()
+            .map(|item| {
+                let Some(AttributeValue::S(user_id)) = item.get("user_id").cloned() else {
+                    return Err(StoreError::Unavailable("a profile item without user_id".into()));
+                };
+                Ok((user_id, stored(item)?))
+            })
+            .collect()
     }
 
     async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {

@@ -1,12 +1,17 @@
 //! Small per-user and per-address tables: preferences and the suppression list.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::{
+    backoff::Backoff,
     ports::{PreferenceStore, StoreError, SuppressionStore},
     preferences::Preferences,
 };
 use sha2::{Digest, Sha256};
+
+use crate::batch;
 
 use crate::unavailable;
 
@@ -38,6 +43,21 @@ impl PreferenceStore for DynamoPreferenceStore {
         serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable preferences: {e}")))
     }
 
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError> {
+        let items = batch::get_all(&self.client, &self.table, "user_id", user_ids, false, &Backoff::default()).await?;
+        items
+            .into_iter()
+            .map(|mut item| {
+                let Some(AttributeValue::S(user_id)) = item.remove("user_id") else {
+                    return Err(StoreError::Unavailable("preferences without a user id".into()));
+                };
+                let preferences = serde_dynamo::from_item(item)
+                    .map_err(|e| StoreError::Unavailable(format!("unreadable preferences: {e}")))?;
+                Ok((user_id, preferences))
+            })
+            .collect()
+    }
+
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
         let mut item: crate::batch::Item = serde_dynamo::to_item(preferences)
             .map_err(|e| StoreError::Unavailable(format!("unwritable preferences: {e}")))?;
@@ -67,16 +87,18 @@ impl DynamoSuppressionStore {
 
 #[async_trait]
 impl SuppressionStore for DynamoSuppressionStore {
-    async fn is_suppressed(&self, address: &str) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("address_hash", AttributeValue::S(address_hash(address)))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(output.item.is_some())
+    async fn suppressed_among(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError> {
+        let by_hash: HashMap<String, &String> = addresses.iter().map(|a| (address_hash(a), a)).collect();
+        let hashes: Vec<String> = by_hash.keys().cloned().collect();
+        let items =
+            batch::get_all(&self.client, &self.table, "address_hash", &hashes, false, &Backoff::default()).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| match item.get("address_hash") {
+                Some(AttributeValue::S(hash)) => by_hash.get(hash).map(|a| (*a).clone()),
+                _ => None,
+            })
+            .collect())
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {

@@ -155,6 +155,11 @@ impl PreferenceStore for MemoryPreferences {
         Ok(self.0.lock().unwrap().get(user_id).cloned().unwrap_or_default())
     }
 
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError> {
+        let all = self.0.lock().unwrap();
+        Ok(user_ids.iter().filter_map(|u| Some((u.clone(), all.get(u)?.clone()))).collect())
+    }
+
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
         self.0.lock().unwrap().insert(user_id.to_owned(), preferences.clone());
         Ok(())
@@ -166,8 +171,9 @@ pub struct MemorySuppressions(pub Mutex<HashMap<String, String>>);
 
 #[async_trait]
 impl SuppressionStore for MemorySuppressions {
-    async fn is_suppressed(&self, address: &str) -> Result<bool, StoreError> {
-        Ok(self.0.lock().unwrap().contains_key(address))
+    async fn suppressed_among(&self, addresses: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let list = self.0.lock().unwrap();
+        Ok(addresses.iter().filter(|a| list.contains_key(*a)).cloned().collect())
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
@@ -242,6 +248,11 @@ pub struct MemoryProfiles {
 impl ProfileStore for MemoryProfiles {
     async fn load(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
         Ok(self.records.lock().unwrap().get(user_id).cloned())
+    }
+
+    async fn load_many(&self, user_ids: &[String]) -> Result<HashMap<String, StoredProfile>, StoreError> {
+        let records = self.records.lock().unwrap();
+        Ok(user_ids.iter().filter_map(|u| Some((u.clone(), records.get(u)?.clone()))).collect())
     }
 
     async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {

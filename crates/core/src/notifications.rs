@@ -77,11 +77,16 @@ impl NotificationService {
         let mut deliveries = Vec::new();
         let mut jobs: BTreeMap<Channel, Vec<JobRecipient>> = BTreeMap::new();
         // The users' profiles, read concurrently (up to MAX_RECIPIENTS of them).
-        let profiles = futures_util::future::try_join_all(recipients.iter().map(async |r| match r {
-            Recipient::User(user_id) => Ok(self.profiles.load(user_id).await?.and_then(|s| s.profile)),
-            Recipient::Direct { .. } => Ok::<_, StoreError>(None),
-        }))
-        .await?;
+        let user_ids: Vec<String> =
+            recipients.iter().filter_map(|r| if let Recipient::User(u) = r { Some(u.clone()) } else { None }).collect();
+        let mut stored = self.profiles.load_many(&user_ids).await?;
+        let profiles: Vec<Option<crate::Profile>> = recipients
+            .iter()
+            .map(|r| match r {
+                Recipient::User(user_id) => stored.remove(user_id).and_then(|s| s.profile),
+                Recipient::Direct { .. } => None,
+            })
+            .collect();
         let mut seen = std::collections::HashSet::new();
         for (recipient, profile) in recipients.into_iter().zip(profiles) {
             let planned: Vec<(String, Option<String>, Channel, Option<crate::notification::Target>)> = match recipient {

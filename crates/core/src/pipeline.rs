@@ -96,13 +96,13 @@ impl Pipeline {
         let content = self.render(job).await;
         let mut seen = std::collections::HashSet::new();
         let recipients: Vec<&JobRecipient> = job.recipients.iter().filter(|r| seen.insert(&r.delivery_id)).collect();
-        let screened = futures_util::future::join_all(recipients.iter().map(|r| self.screen(job, r))).await;
+        let screened = self.screen(job, &recipients).await;
         let now = Utc::now();
         let mut requests = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; recipients.len()];
         for (i, (recipient, screen)) in recipients.iter().zip(screened).enumerate() {
             match screen {
-                Err(e) => outcomes[i] = Some(Outcome::Retry(format!("store: {e}"))),
+                Err(reason) => outcomes[i] = Some(Outcome::Retry(reason)),
                 Ok(settle) => requests.push((i, self.claim_request(recipient, settle, now))),
             }
         }
@@ -134,23 +134,60 @@ impl Pipeline {
             .collect()
     }
 
-    /// Why a recipient must not get this message, if it must not: the user opted out, or
-    /// the address is suppressed.
-    async fn screen(&self, job: &DeliveryJob, recipient: &JobRecipient) -> Result<Option<StatusChange>, StoreError> {
+    /// Why each recipient must not get this message, if it must not: the user opted out,
+    /// or the address is suppressed. Two batched reads for the whole job.
+    async fn screen(
+        &self,
+        job: &DeliveryJob,
+        recipients: &[&JobRecipient],
+    ) -> Vec<Result<Option<StatusChange>, String>> {
+        let users: Vec<String> = recipients.iter().filter_map(|r| r.user_id.clone()).collect();
+        let addresses: Vec<String> = recipients
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Email(address) | Target::Phone(address) => Some(address.clone()),
+                _ => None,
+            })
+            .collect();
+        let (preferences, suppressed) = futures_util::future::join(
+            self.preferences.get_many(&users),
+            self.suppressions.suppressed_among(&addresses),
+        )
+        .await;
+        let (preferences, suppressed) = match (preferences, suppressed) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => return recipients.iter().map(|_| Err(format!("store: {e}"))).collect(),
+        };
         let now = Utc::now();
-        if let Some(user_id) = &recipient.user_id
-            && !self.preferences.get(user_id).await?.allows(&job.notification_type, self.channel)
-        {
-            let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
-            return Ok(Some(StatusChange { status: DeliveryStatus::Unsubscribed, at: now, reason: Some(reason) }));
-        }
-        if let Target::Email(address) | Target::Phone(address) = &recipient.target
-            && self.suppressions.is_suppressed(address).await?
-        {
-            let reason = "the address is on the suppression list".to_owned();
-            return Ok(Some(StatusChange { status: DeliveryStatus::Suppressed, at: now, reason: Some(reason) }));
-        }
-        Ok(None)
+        recipients
+            .iter()
+            .map(|recipient| {
+                let opted_out = recipient
+                    .user_id
+                    .as_ref()
+                    .and_then(|u| preferences.get(u))
+                    .is_some_and(|p| !p.allows(&job.notification_type, self.channel));
+                if opted_out {
+                    let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
+                    return Ok(Some(StatusChange {
+                        status: DeliveryStatus::Unsubscribed,
+                        at: now,
+                        reason: Some(reason),
+                    }));
+                }
+                if let Target::Email(address) | Target::Phone(address) = &recipient.target
+                    && suppressed.contains(address)
+                {
+                    let reason = "the address is on the suppression list".to_owned();
+                    return Ok(Some(StatusChange {
+                        status: DeliveryStatus::Suppressed,
+                        at: now,
+                        reason: Some(reason),
+                    }));
+                }
+                Ok(None)
+            })
+            .collect()
     }
 
     fn claim_request(

@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 
 use crate::{
@@ -38,6 +40,10 @@ pub struct StoredProfile {
 pub trait ProfileStore: Send + Sync {
     /// A strongly consistent read; None if the user was never seen.
     async fn load(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError>;
+
+    /// Several profiles at once (adapters batch the reads; eventually consistent). Users
+    /// never seen are absent from the map.
+    async fn load_many(&self, user_ids: &[String]) -> Result<HashMap<String, StoredProfile>, StoreError>;
 
     /// Writes `profile` if the stored version is still `expected_version` (0: no record).
     async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError>;
@@ -80,6 +86,9 @@ pub trait TemplateStore: Send + Sync {
 pub trait PreferenceStore: Send + Sync {
     /// A user's preferences; the defaults (nothing opted out) when none were saved.
     async fn get(&self, user_id: &str) -> Result<Preferences, StoreError>;
+    /// The preferences of several users at once (adapters batch the reads); users who saved
+    /// none are absent from the map.
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError>;
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError>;
 }
 
@@ -166,7 +175,8 @@ pub trait NotificationStore: Send + Sync {
 
 #[async_trait]
 pub trait SuppressionStore: Send + Sync {
-    async fn is_suppressed(&self, address: &str) -> Result<bool, StoreError>;
+    /// Which of `addresses` are on the list (adapters batch the reads).
+    async fn suppressed_among(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError>;
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError>;
 }
 
