@@ -23,6 +23,7 @@ use herald_core::{
     preferences::Preferences,
     templates::TemplateInput,
     tracking::{Action, Token},
+    validation::check_user_id,
 };
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Serialize;
@@ -117,7 +118,7 @@ impl App {
             Route::PutPreferences(id) => {
                 check_user_id(&id)?;
                 let preferences = parse_json_body::<Preferences>(request)?;
-                preferences.validate().map_err(|e| Problem::invalid(e.0))?;
+                preferences.validate()?;
                 self.preferences.put(&id, &preferences).await?;
                 Ok(json(StatusCode::OK, &preferences))
             }
@@ -141,12 +142,9 @@ impl App {
             Route::GetTemplate(id) => {
                 let version = match request.query_string_parameters().first("version") {
                     None => None,
-                    Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                        Problem::invalid(vec![herald_core::FieldError {
-                            field: "version".into(),
-                            message: "must be a whole number".into(),
-                        }])
-                    })?),
+                    Some(v) => Some(
+                        v.parse::<u64>().map_err(|_| ValidationErrors::single("version", "must be a whole number"))?,
+                    ),
                 };
                 let template =
                     self.templates.get(&id, version).await?.ok_or_else(|| Problem::not_found("No such template"))?;
@@ -154,7 +152,7 @@ impl App {
             }
             Route::PutTemplate(id) => {
                 let input = parse_json_body::<TemplateInput>(request)?;
-                input.validate(&id).map_err(|e| Problem::invalid(e.0))?;
+                input.validate(&id)?;
                 let stored = self.templates.save_new_version(&id, &input.channels).await?;
                 let status = if stored.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
                 Ok(json(status, &stored))
@@ -233,14 +231,9 @@ fn parse_json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<
             Problem::malformed_json(inner.to_string())
         } else {
             let field = if path == "." { "body".to_owned() } else { path };
-            Problem::invalid(vec![herald_core::FieldError { field, message: inner.to_string() }])
+            ValidationErrors::single(field, inner.to_string()).into()
         }
     })
-}
-
-fn check_user_id(id: &str) -> Result<(), Problem> {
-    herald_core::validation::user_id(id)
-        .map_err(|message| Problem::invalid(ValidationErrors::single("user_id", message).0))
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {

@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: every error the API answers, in one shape.
 
-use herald_core::{FieldError, ProfileError, notifications::NotificationError, ports::StoreError};
+use herald_core::{FieldError, ProfileError, ValidationErrors, notifications::NotificationError, ports::StoreError};
 use lambda_http::{Body, Response, http::StatusCode};
 use serde::Serialize;
 
@@ -122,6 +122,12 @@ impl From<ProfileError> for Problem {
                 Problem::unavailable()
             }
         }
+    }
+}
+
+impl From<ValidationErrors> for Problem {
+    fn from(errors: ValidationErrors) -> Self {
+        Problem::invalid(errors.0)
     }
 }
 

@@ -71,7 +71,7 @@ impl ProfileService {
     }
 
     pub async fn get(&self, user_id: &str) -> Result<Profile, ProfileError> {
-        check_user_id(user_id)?;
+        validation::check_user_id(user_id)?;
         self.store.load(user_id).await?.and_then(|s| s.profile).ok_or(ProfileError::NotFound)
     }
 
@@ -79,7 +79,7 @@ impl ProfileService {
     /// to one profile are serialised by the store's version check: a loser re-reads and
     /// merges again, so no update is lost.
     pub async fn upsert(&self, user_id: &str, patch: ProfilePatch) -> Result<Upserted, ProfileError> {
-        check_user_id(user_id)?;
+        validation::check_user_id(user_id)?;
         let patch = patch.validate()?;
         self.modify(user_id, true, |profile| patch.merge_into(profile)).await
     }
@@ -149,7 +149,7 @@ impl ProfileService {
 
     /// Erases the profile's data, keeping a tombstone of its id and version.
     pub async fn erase(&self, user_id: &str) -> Result<(), ProfileError> {
-        check_user_id(user_id)?;
+        validation::check_user_id(user_id)?;
         let mut retry = 0;
         loop {
             let Some(StoredProfile { version, profile: Some(profile) }) = self.store.load(user_id).await? else {
@@ -190,12 +190,6 @@ impl ProfileService {
             }
         }
     }
-}
-
-fn check_user_id(user_id: &str) -> Result<(), ValidationErrors> {
-    let mut errors = ValidationErrors::default();
-    errors.check("user_id", validation::user_id(user_id));
-    errors.into_result()
 }
 
 #[async_trait::async_trait]

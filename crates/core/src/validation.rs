@@ -52,6 +52,13 @@ impl ValidationErrors {
     }
 }
 
+/// A user id as a field of a request.
+pub fn check_user_id(id: &str) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    errors.check("user_id", user_id(id));
+    errors.into_result()
+}
+
 pub fn user_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("must not be empty".into());
