@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::notification::DeliveryJob;
+use crate::{activity::ActivityRecorded, notification::DeliveryJob, segments::MembershipChange};
 
 /// The `source` of every event Herald publishes.
 pub const SOURCE: &str = "herald";
@@ -26,6 +26,37 @@ pub enum DomainEvent {
     ProfileChanged(ProfileChanged),
     /// Routed by its channel (`notification.email`, …) to that channel's queue.
     DeliveryJob(DeliveryJob),
+    ActivityRecorded(ActivityRecorded),
+    /// `segment.entered` or `segment.exited`.
+    Membership(MembershipChange),
+    /// Work for the segmenter: backfills, cleanups and sweeps.
+    SegmentJob(SegmentJob),
+}
+
+/// The segmenter's own work, carried on the bus to its queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum SegmentJob {
+    /// Computes version `version` of a segment over every profile: one page of one part
+    /// of the profile scan per message, the next page in a new message.
+    /// A sweep re-checks a ready segment as time passes and records no progress.
+    Backfill {
+        segment_id: String,
+        version: u64,
+        part: u32,
+        parts: u32,
+        cursor: Option<String>,
+        #[serde(default)]
+        sweep: bool,
+    },
+    /// Removes the members rows of a deleted segment, a page of a shard per message.
+    Cleanup { segment_id: String, shard: u32, cursor: Option<String> },
+    /// Re-evaluates every time-relative segment (the daily schedule sends it).
+    Sweep,
+}
+
+impl SegmentJob {
+    pub const DETAIL_TYPE: &str = "segment.job";
 }
 
 impl DomainEvent {
@@ -34,6 +65,9 @@ impl DomainEvent {
         match self {
             DomainEvent::ProfileChanged(_) => "profile.changed".to_owned(),
             DomainEvent::DeliveryJob(job) => job.detail_type(),
+            DomainEvent::ActivityRecorded(_) => "activity.recorded".to_owned(),
+            DomainEvent::Membership(change) => change.detail_type().to_owned(),
+            DomainEvent::SegmentJob(_) => SegmentJob::DETAIL_TYPE.to_owned(),
         }
     }
 
@@ -41,6 +75,9 @@ impl DomainEvent {
         match self {
             DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
             DomainEvent::DeliveryJob(job) => serde_json::to_string(job),
+            DomainEvent::ActivityRecorded(e) => serde_json::to_string(e),
+            DomainEvent::Membership(e) => serde_json::to_string(e),
+            DomainEvent::SegmentJob(e) => serde_json::to_string(e),
         }
         .expect("domain events serialize")
     }

@@ -1,6 +1,7 @@
 //! Herald's domain: profiles and their contacts, validation, API keys, domain events and
 //! the ports (traits) the handlers need from the outside world. No AWS types live here.
 
+pub mod activity;
 pub mod backoff;
 pub mod circuit_breaker;
 pub mod delivery;
@@ -15,6 +16,9 @@ pub mod preferences;
 pub mod profile;
 pub mod rate_limit;
 pub mod rendering;
+pub mod rules;
+pub mod segmentation;
+pub mod segments;
 pub mod service;
 pub mod templates;
 pub mod tracking;

@@ -359,3 +359,248 @@ impl crate::ports::Sender for ScriptedSender {
         Ok(format!("{}-{}", self.name, message.delivery_id))
     }
 }
+
+/// Profiles scanned in user id order, split into parts by a stable hash.
+#[async_trait]
+impl crate::ports::ProfileScan for MemoryProfiles {
+    async fn scan_page(
+        &self,
+        part: u32,
+        parts: u32,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<crate::ports::ScanPage, StoreError> {
+        let records = self.records.lock().unwrap();
+        let mut ids: Vec<&String> = records
+            .keys()
+            .filter(|id| crate::segments::shard_of(id) % parts.max(1) == part)
+            .filter(|id| cursor.is_none_or(|c| id.as_str() > c))
+            .collect();
+        ids.sort();
+        let page: Vec<(String, StoredProfile)> =
+            ids.iter().take(limit as usize).map(|id| ((*id).clone(), records[*id].clone())).collect();
+        let next = (ids.len() > limit as usize).then(|| page.last().map(|(id, _)| id.clone())).flatten();
+        Ok(crate::ports::ScanPage { profiles: page, next })
+    }
+}
+
+/// Activity per user, with the ids of the events already counted.
+#[derive(Default)]
+pub struct MemoryActivity {
+    pub users: Mutex<HashMap<String, (crate::activity::Activity, std::collections::HashSet<String>)>>,
+}
+
+#[async_trait]
+impl crate::ports::ActivityStore for MemoryActivity {
+    async fn record(&self, events: &[crate::activity::ActivityEvent]) -> Result<crate::ports::Recorded, StoreError> {
+        let mut users = self.users.lock().unwrap();
+        let mut recorded = crate::ports::Recorded::default();
+        let mut fresh: HashMap<&str, Vec<crate::activity::ActivityEvent>> = HashMap::new();
+        for event in events {
+            let (_, seen) = users.entry(event.user_id.clone()).or_default();
+            if seen.insert(event.event_id.clone()) {
+                recorded.counted += 1;
+                fresh.entry(&event.user_id).or_default().push(event.clone());
+            } else {
+                recorded.duplicates += 1;
+            }
+        }
+        for (user_id, events) in fresh {
+            users.get_mut(user_id).expect("entry made above").0.record(&events);
+        }
+        Ok(recorded)
+    }
+
+    async fn load_many(
+        &self,
+        user_ids: &[String],
+        _query: &crate::activity::ActivityQuery,
+        _today: chrono::NaiveDate,
+    ) -> Result<HashMap<String, crate::activity::Activity>, StoreError> {
+        let users = self.users.lock().unwrap();
+        Ok(user_ids.iter().map(|id| (id.clone(), users.get(id).map(|(a, _)| a.clone()).unwrap_or_default())).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct MemorySegments {
+    pub segments: Mutex<BTreeMap<String, crate::segments::Segment>>,
+    pub revision: AtomicUsize,
+}
+
+#[async_trait]
+impl crate::ports::SegmentStore for MemorySegments {
+    async fn create(&self, segment: &crate::segments::Segment) -> Result<(), StoreError> {
+        let mut segments = self.segments.lock().unwrap();
+        if segments.contains_key(&segment.segment_id) {
+            return Err(StoreError::Conflict);
+        }
+        segments.insert(segment.segment_id.clone(), segment.clone());
+        self.revision.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn replace(&self, segment: &crate::segments::Segment, expected_version: u64) -> Result<(), StoreError> {
+        let mut segments = self.segments.lock().unwrap();
+        if segments.get(&segment.segment_id).map(|s| s.version) != Some(expected_version) {
+            return Err(StoreError::Conflict);
+        }
+        segments.insert(segment.segment_id.clone(), segment.clone());
+        self.revision.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn delete(&self, segment_id: &str) -> Result<bool, StoreError> {
+        let removed = self.segments.lock().unwrap().remove(segment_id).is_some();
+        if removed {
+            self.revision.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(removed)
+    }
+
+    async fn get(&self, segment_id: &str) -> Result<Option<crate::segments::Segment>, StoreError> {
+        Ok(self.segments.lock().unwrap().get(segment_id).cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<crate::segments::Segment>, StoreError> {
+        Ok(self.segments.lock().unwrap().values().cloned().collect())
+    }
+
+    async fn catalog_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.revision.load(Ordering::SeqCst) as u64)
+    }
+
+    async fn add_progress(
+        &self,
+        segment_id: &str,
+        version: u64,
+        progress: &crate::ports::BackfillProgress,
+        part_done: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::segments::Segment>, StoreError> {
+        let mut segments = self.segments.lock().unwrap();
+        let Some(segment) = segments.get_mut(segment_id).filter(|s| s.version == version) else { return Ok(None) };
+        let backfill = &mut segment.backfill;
+        backfill.profiles_scanned += progress.profiles_scanned;
+        backfill.entered += progress.entered;
+        backfill.exited += progress.exited;
+        if part_done {
+            backfill.parts_done += 1;
+            if backfill.parts_done >= backfill.parts {
+                backfill.finished_at = Some(at);
+                segment.state = crate::segments::SegmentState::Ready;
+            }
+        }
+        Ok(Some(segment.clone()))
+    }
+}
+
+/// Memberships: each user's record and the members rows, segment → user ids.
+#[derive(Default)]
+pub struct MemoryMemberships {
+    pub users: Mutex<HashMap<String, crate::ports::UserSegments>>,
+    pub rows: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
+    /// Profile versions and activity revisions guards are checked against.
+    pub guard_check: Mutex<Option<Box<dyn Fn(&str, &crate::ports::Evaluated) -> bool + Send>>>,
+}
+
+impl MemoryMemberships {
+    pub fn members_of(&self, segment_id: &str) -> std::collections::BTreeSet<String> {
+        self.rows.lock().unwrap().get(segment_id).cloned().unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl crate::ports::MembershipStore for MemoryMemberships {
+    async fn user_segments(&self, user_id: &str) -> Result<crate::ports::UserSegments, StoreError> {
+        Ok(self.users.lock().unwrap().get(user_id).cloned().unwrap_or_default())
+    }
+
+    async fn user_segments_many(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, crate::ports::UserSegments>, StoreError> {
+        let users = self.users.lock().unwrap();
+        Ok(user_ids.iter().filter_map(|id| Some((id.clone(), users.get(id)?.clone()))).collect())
+    }
+
+    async fn write(&self, write: &crate::ports::MembershipWrite) -> Result<(), StoreError> {
+        let mut users = self.users.lock().unwrap();
+        let record = users.entry(write.user_id.clone()).or_default();
+        if record.revision != write.expected_revision {
+            return Err(StoreError::Conflict);
+        }
+        if let (Some(guard), Some(check)) = (&write.guard, self.guard_check.lock().unwrap().as_ref()) {
+            if !check(&write.user_id, guard) {
+                return Err(StoreError::Conflict);
+            }
+        }
+        *record = crate::ports::UserSegments {
+            revision: write.expected_revision + 1,
+            segments: write.segments.clone(),
+            pending: write.pending.clone(),
+        };
+        let mut rows = self.rows.lock().unwrap();
+        for segment_id in &write.entered {
+            rows.entry(segment_id.clone()).or_default().insert(write.user_id.clone());
+        }
+        for segment_id in &write.exited {
+            rows.entry(segment_id.clone()).or_default().remove(&write.user_id);
+        }
+        Ok(())
+    }
+
+    async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError> {
+        let mut users = self.users.lock().unwrap();
+        match users.get_mut(user_id).filter(|u| u.revision == revision) {
+            Some(user) => {
+                user.pending.clear();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn members(
+        &self,
+        segment_id: &str,
+        shard: u32,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<crate::ports::MembersPage, StoreError> {
+        let rows = self.rows.lock().unwrap();
+        let ids: Vec<String> = rows
+            .get(segment_id)
+            .into_iter()
+            .flatten()
+            .filter(|id| crate::segments::shard_of(id) == shard && after.is_none_or(|a| id.as_str() > a))
+            .cloned()
+            .collect();
+        let page: Vec<String> = ids.iter().take(limit as usize).cloned().collect();
+        let next = (ids.len() > limit as usize).then(|| page.last().cloned()).flatten();
+        Ok(crate::ports::MembersPage { user_ids: page, next })
+    }
+
+    async fn add_static(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError> {
+        self.rows.lock().unwrap().entry(segment_id.to_owned()).or_default().extend(user_ids.iter().cloned());
+        Ok(())
+    }
+
+    async fn remove_rows(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError> {
+        if let Some(rows) = self.rows.lock().unwrap().get_mut(segment_id) {
+            for id in user_ids {
+                rows.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn rows_among(
+        &self,
+        user_id: &str,
+        segment_ids: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let rows = self.rows.lock().unwrap();
+        Ok(segment_ids.iter().filter(|s| rows.get(*s).is_some_and(|r| r.contains(user_id))).cloned().collect())
+    }
+}

@@ -216,3 +216,154 @@ pub trait Sender: Send + Sync {
     /// Sends the message; returns the provider's message id.
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError>;
 }
+
+/// Where backfills read every profile from: a parallel scan in `parts` parts.
+#[async_trait]
+pub trait ProfileScan: Send + Sync {
+    /// One page of part `part` (0-based) of `parts`, from `cursor` (None: the start).
+    async fn scan_page(&self, part: u32, parts: u32, cursor: Option<&str>, limit: u32) -> Result<ScanPage, StoreError>;
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Profiles and tombstones (erased profiles), with their stored versions.
+    pub profiles: Vec<(String, StoredProfile)>,
+    /// Where the next page starts; None when the part is done. Opaque.
+    pub next: Option<String>,
+}
+
+/// What recording a batch of events did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Events counted now.
+    pub counted: usize,
+    /// Events whose id was seen before: not counted again.
+    pub duplicates: usize,
+}
+
+#[async_trait]
+pub trait ActivityStore: Send + Sync {
+    /// Counts each event whose `event_id` (per user) was not recorded before, atomically
+    /// with remembering its id; bumps the revision of every user it counted events for.
+    async fn record(&self, events: &[crate::activity::ActivityEvent]) -> Result<Recorded, StoreError>;
+
+    /// The counters and last-seen times `query` names for each of `user_ids`, over the
+    /// days up to `today` (users with no activity get an empty one, revision 0).
+    async fn load_many(
+        &self,
+        user_ids: &[String],
+        query: &crate::activity::ActivityQuery,
+        today: chrono::NaiveDate,
+    ) -> Result<HashMap<String, crate::activity::Activity>, StoreError>;
+}
+
+#[async_trait]
+pub trait SegmentStore: Send + Sync {
+    /// Saves a new segment; Conflict if the id is taken. Bumps the catalog revision.
+    async fn create(&self, segment: &crate::segments::Segment) -> Result<(), StoreError>;
+    /// Replaces a segment if its stored version is still `expected_version`; bumps the
+    /// catalog revision.
+    async fn replace(&self, segment: &crate::segments::Segment, expected_version: u64) -> Result<(), StoreError>;
+    /// Deletes a segment; false if there was none. Bumps the catalog revision.
+    async fn delete(&self, segment_id: &str) -> Result<bool, StoreError>;
+    async fn get(&self, segment_id: &str) -> Result<Option<crate::segments::Segment>, StoreError>;
+    /// Every segment (a deployment has at most `MAX_SEGMENTS`).
+    async fn list(&self) -> Result<Vec<crate::segments::Segment>, StoreError>;
+    /// Grows with every create, replace and delete: a cached catalog is current while
+    /// the revision is unchanged (a strongly consistent read).
+    async fn catalog_revision(&self) -> Result<u64, StoreError>;
+    /// Adds a backfill page's counts to version `version` of the segment (nothing if the
+    /// segment moved on); `part_done` also counts a finished part, and the last part
+    /// makes the segment ready. Returns the segment as it is now.
+    async fn add_progress(
+        &self,
+        segment_id: &str,
+        version: u64,
+        progress: &BackfillProgress,
+        part_done: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::segments::Segment>, StoreError>;
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackfillProgress {
+    pub profiles_scanned: u64,
+    pub entered: u64,
+    pub exited: u64,
+}
+
+/// A user's dynamic memberships as the segmenter last wrote them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserSegments {
+    /// Grows with every write; 0 when never written.
+    pub revision: u64,
+    pub segments: std::collections::BTreeSet<String>,
+    /// Changes written but not yet published (an outbox): published, then cleared.
+    pub pending: Vec<crate::segments::MembershipChange>,
+}
+
+/// Conditions a backfill's write holds to: the profile and activity it evaluated are
+/// still current, so a slower backfill never overwrites a newer evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluated {
+    /// The profile's stored version (0: never stored).
+    pub profile_version: u64,
+    /// The activity revision, when the segments read activity.
+    pub activity_revision: Option<u64>,
+}
+
+/// One atomic step of a user's membership: the new set, the members rows that change
+/// with it, and the outbox, written only if the revision is still `expected_revision`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipWrite {
+    pub user_id: String,
+    pub expected_revision: u64,
+    pub segments: std::collections::BTreeSet<String>,
+    pub entered: Vec<String>,
+    pub exited: Vec<String>,
+    pub pending: Vec<crate::segments::MembershipChange>,
+    pub guard: Option<Evaluated>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembersPage {
+    pub user_ids: Vec<String>,
+    /// Where the next page starts within the shard; None when the shard is done.
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait MembershipStore: Send + Sync {
+    /// A strongly consistent read of a user's memberships.
+    async fn user_segments(&self, user_id: &str) -> Result<UserSegments, StoreError>;
+    /// Several users at once (batched, eventually consistent; users never written are
+    /// absent).
+    async fn user_segments_many(&self, user_ids: &[String]) -> Result<HashMap<String, UserSegments>, StoreError>;
+    /// Writes one step (at most `MAX_ROWS_PER_WRITE` rows); Conflict if the revision
+    /// moved or the guard no longer holds.
+    async fn write(&self, write: &MembershipWrite) -> Result<(), StoreError>;
+    /// Clears the outbox if the revision is still `revision` (false otherwise).
+    async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError>;
+    /// One page of a shard of a segment's members, in user id order.
+    async fn members(
+        &self,
+        segment_id: &str,
+        shard: u32,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<MembersPage, StoreError>;
+    /// Adds rows to a static segment (batched writes).
+    async fn add_static(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError>;
+    /// Removes members rows of a segment (batched writes).
+    async fn remove_rows(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError>;
+    /// Which of `segment_ids` have a members row for the user (static segments).
+    async fn rows_among(
+        &self,
+        user_id: &str,
+        segment_ids: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError>;
+}
+
+/// Rows one `MembershipWrite` may change: a DynamoDB transaction holds 100 items, two of
+/// them being the user's record and a guard.
+pub const MAX_ROWS_PER_WRITE: usize = 97;
