@@ -200,7 +200,7 @@ async fn a_message_that_always_fails_lands_in_the_dead_letter_queue_after_max_re
 }
 
 #[tokio::test]
-async fn the_stack_polls_each_worker_queue_and_routes_its_channel_events_there() {
+async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there() {
     let stack = start_stack().await;
     let deployment = &stack.deployment;
     let sqs = &stack.clients.sqs;
@@ -208,19 +208,22 @@ async fn the_stack_polls_each_worker_queue_and_routes_its_channel_events_there()
     let mut polled: Vec<(&str, &str)> =
         stack.event_sources.iter().map(|m| (m.function.as_str(), m.source.queue_url.as_str())).collect();
     polled.sort();
-    let channels = ["Email", "Push", "Sms", "Webhook"];
-    let expected: Vec<(String, &str)> = channels
-        .iter()
-        .map(|c| (format!("{c}WorkerFunction"), stack.queue_url(&format!("{c}Queue")).unwrap()))
-        .collect();
-    assert_eq!(polled, expected.iter().map(|(f, u)| (f.as_str(), *u)).collect::<Vec<_>>());
+    let expected: Vec<(&str, &str)> = [
+        ("EmailWorkerFunction", "EmailQueue"),
+        ("PushWorkerFunction", "PushQueue"),
+        ("SegmenterFunction", "SegmenterQueue"),
+        ("SmsWorkerFunction", "SmsQueue"),
+        ("WebhookWorkerFunction", "WebhookQueue"),
+    ]
+    .into_iter()
+    .map(|(function, queue)| (function, stack.queue_url(queue).unwrap()))
+    .collect();
+    assert_eq!(polled, expected);
     for mapping in &stack.event_sources {
         assert_eq!(mapping.source.batch_size, 10);
         assert!(mapping.source.report_batch_item_failures);
-        assert_eq!(
-            Some(mapping.source.queue_arn.as_str()),
-            deployment.arn(mapping.function.replace("WorkerFunction", "Queue").as_str())
-        );
+        let queue = mapping.function.replace("WorkerFunction", "Queue").replace("Function", "Queue");
+        assert_eq!(Some(mapping.source.queue_arn.as_str()), deployment.arn(&queue));
     }
 
     let email_queue = stack.queue_url("EmailQueue").unwrap();

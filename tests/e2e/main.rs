@@ -7,4 +7,7 @@ mod notifications;
 mod profile_events;
 mod profiles_api;
 mod sample_events;
+mod segment_stores;
+mod segmenter;
+mod segments_api;
 mod stores;

@@ -1,6 +1,7 @@
 //! The sample events in events/ are real API Gateway v2 and SQS payloads: fed to the
-//! handlers in order, they store a template, create a user, send them a notification,
-//! read and erase the user, and deliver an email job.
+//! handlers in order, they store a template, create a user, record their behaviour
+//! events, put them in a static segment and list its members and the user's segments,
+//! send them a notification, read and erase the user, and deliver an email job.
 
 use herald_api::App;
 use herald_core::{
@@ -18,6 +19,18 @@ fn read_event(file: &str) -> String {
     std::fs::read_to_string(repo_root().join("events").join(file)).unwrap()
 }
 
+/// The sample with the timestamps of its behaviour events moved to now: a sample's are
+/// fixed, and events more than 90 days old are refused.
+fn with_fresh_event_times(event: &str) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(event).unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    for e in body["events"].as_array_mut().unwrap() {
+        e["timestamp"] = chrono::Utc::now().to_rfc3339().into();
+    }
+    event["body"] = body.to_string().into();
+    event.to_string()
+}
+
 #[tokio::test]
 async fn every_sample_api_event_gets_its_expected_answer() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
@@ -26,6 +39,10 @@ async fn every_sample_api_event_gets_its_expected_answer() {
         ("api-put-template.json", 201),
         ("api-get-template.json", 200),
         ("api-put-user.json", 201),
+        ("api-post-events.json", 202),
+        ("api-post-segment.json", 202),
+        ("api-get-segment-members.json", 200),
+        ("api-get-user-segments.json", 200),
         ("api-put-preferences.json", 200),
         ("api-get-preferences.json", 200),
         ("api-post-notification.json", 202),
@@ -37,10 +54,21 @@ async fn every_sample_api_event_gets_its_expected_answer() {
         ("api-get-openapi.json", 200),
     ];
     for (file, status) in expectations {
-        let request = lambda_http::request::from_str(&read_event(file))
+        let event = read_event(file);
+        let event = if file == "api-post-events.json" { with_fresh_event_times(&event) } else { event };
+        let request = lambda_http::request::from_str(&event)
             .unwrap_or_else(|e| panic!("{file} is not an API Gateway event: {e}"));
         let response = app.handle(request).await;
         assert_eq!(response.status().as_u16(), status, "{file}: {:?}", response.body());
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        match file {
+            "api-post-events.json" => assert!(body.contains(r#""counted":2"#), "{file}: {body}"),
+            "api-get-segment-members.json" => assert!(body.contains(r#""user_ids":["sample-user"]"#), "{file}: {body}"),
+            "api-get-user-segments.json" => {
+                assert!(body.contains(r#""segment_ids":["sample-segment"]"#), "{file}: {body}")
+            }
+            _ => {}
+        }
     }
     stack.stop().await;
 }
@@ -70,6 +98,16 @@ async fn the_sample_worker_event_delivers_its_email() {
     stack.stop().await;
 }
 
+#[tokio::test]
+async fn the_sample_segmenter_event_is_handled_without_failures() {
+    let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&read_event("segmenter-sqs.json")).unwrap();
+    let segmenter = stack.segmenter().expect("the stack runs the segmenter");
+    let response = segmenter.handle(event).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    stack.stop().await;
+}
+
 #[test]
 fn every_sample_event_is_tested() {
     let mut files: Vec<String> = std::fs::read_dir(repo_root().join("events"))
@@ -82,12 +120,17 @@ fn every_sample_event_is_tested() {
         "api-get-notification.json",
         "api-get-openapi.json",
         "api-get-preferences.json",
+        "api-get-segment-members.json",
         "api-get-template.json",
+        "api-get-user-segments.json",
         "api-get-user.json",
+        "api-post-events.json",
         "api-post-notification.json",
+        "api-post-segment.json",
         "api-put-preferences.json",
         "api-put-template.json",
         "api-put-user.json",
+        "segmenter-sqs.json",
         "worker-email-sqs.json",
     ];
     assert_eq!(files, tested);

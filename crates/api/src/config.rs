@@ -9,6 +9,11 @@ pub struct Config {
     pub notifications_table: String,
     pub templates_table: String,
     pub preferences_table: String,
+    /// Per-user daily event counters.
+    pub activity_table: String,
+    pub segments_table: String,
+    /// Segment memberships (write-sharded rows) and each user's dynamic memberships.
+    pub members_table: String,
     /// Key of the HMAC on tracking links.
     pub signing_secret: String,
 }
@@ -34,6 +39,9 @@ impl Config {
             notifications_table: get("NOTIFICATIONS_TABLE")?,
             templates_table: get("TEMPLATES_TABLE")?,
             preferences_table: get("PREFERENCES_TABLE")?,
+            activity_table: get("ACTIVITY_TABLE")?,
+            segments_table: get("SEGMENTS_TABLE")?,
+            members_table: get("MEMBERS_TABLE")?,
             signing_secret: get("SIGNING_SECRET")?,
         })
     }

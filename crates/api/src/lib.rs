@@ -4,37 +4,49 @@
 
 pub mod auth;
 pub mod config;
+pub mod import;
 pub mod problem;
 pub mod routes;
 
 use std::sync::Arc;
 
 use herald_aws::{
-    Clients, DynamoApiKeyStore, DynamoDeliveryStore, DynamoNotificationStore, DynamoPreferenceStore,
-    DynamoProfileStore, DynamoTemplateStore, EventBridgePublisher,
+    Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoDeliveryStore, DynamoMembershipStore,
+    DynamoNotificationStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSegmentStore, DynamoTemplateStore,
+    EventBridgePublisher,
 };
 use herald_core::{
     ProfilePatch, ProfileService, Upserted, ValidationErrors,
+    activity::{ActivityEvent, MAX_BATCH_BYTES},
     delivery::DeliveryStatus,
     notification::NotificationRequest,
     notification::StatusChange,
     notifications::NotificationService,
     ports::{ApiKeyStore, DeliveryStore, PreferenceStore, TemplateStore},
     preferences::Preferences,
+    segmentation::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService},
+    segments::{SegmentInput, SegmentKind, check_segment_id},
     templates::TemplateInput,
     tracking::{Action, Token},
     validation::check_user_id,
 };
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use auth::Authenticator;
 pub use config::Config;
 pub use problem::Problem;
 pub use routes::Route;
 
-/// The largest request body the API reads.
+/// The largest request body the API reads, but for `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The largest body of `POST /v1/events`: a batch of behaviour events.
+pub const MAX_EVENTS_BODY_BYTES: usize = MAX_BATCH_BYTES;
+/// Members a page of `GET /v1/segments/{id}/members` holds unless `limit` says otherwise,
+/// and the most it may hold.
+pub const DEFAULT_MEMBERS_LIMIT: u32 = 100;
+pub const MAX_MEMBERS_LIMIT: u32 = 1000;
 
 /// The OpenAPI 3.1 description of this API, served at `GET /v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -45,8 +57,17 @@ pub struct App {
     templates: Arc<dyn TemplateStore>,
     preferences: Arc<dyn PreferenceStore>,
     deliveries: Arc<dyn DeliveryStore>,
+    activity: ActivityService,
+    segments: SegmentService,
     signing_secret: Vec<u8>,
     auth: Authenticator,
+}
+
+/// The body of `POST /v1/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBatch {
+    events: Vec<ActivityEvent>,
 }
 
 impl App {
@@ -58,6 +79,21 @@ impl App {
         let templates: Arc<dyn TemplateStore> = Arc::new(DynamoTemplateStore::new(db(), &config.templates_table));
         let keys: Arc<dyn ApiKeyStore> = Arc::new(DynamoApiKeyStore::new(db(), &config.api_keys_table));
         let deliveries: Arc<dyn DeliveryStore> = Arc::new(DynamoDeliveryStore::new(db(), &config.deliveries_table));
+        let activity = ActivityService {
+            store: Arc::new(DynamoActivityStore::new(db(), &config.activity_table)),
+            events: events.clone(),
+        };
+        let segments = SegmentService {
+            store: Arc::new(DynamoSegmentStore::new(db(), &config.segments_table)),
+            members: Arc::new(DynamoMembershipStore::new(
+                db(),
+                &config.members_table,
+                &config.profiles_table,
+                &config.activity_table,
+            )),
+            events: events.clone(),
+            backfill_parts: DEFAULT_BACKFILL_PARTS,
+        };
         Self {
             profiles: ProfileService::new(profiles.clone(), events.clone()),
             notifications: NotificationService {
@@ -70,6 +106,8 @@ impl App {
             templates,
             preferences: Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),
             deliveries,
+            activity,
+            segments,
             signing_secret: config.signing_secret.as_bytes().to_vec(),
             auth: Authenticator::new(keys),
         }
@@ -157,8 +195,119 @@ impl App {
                 let status = if stored.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
                 Ok(json(status, &stored))
             }
+            Route::PostEvents => {
+                let batch = parse_json_body_within::<EventBatch>(request, MAX_EVENTS_BODY_BYTES)?;
+                let recorded = self.activity.record(&batch.events, chrono::Utc::now()).await?;
+                let body = serde_json::json!({"counted": recorded.counted, "duplicates": recorded.duplicates});
+                Ok(json(StatusCode::ACCEPTED, &body))
+            }
+            Route::ListSegments => {
+                let segments = self.segments.list().await?;
+                Ok(json(StatusCode::OK, &serde_json::json!({"segments": segments})))
+            }
+            Route::PostSegment => {
+                let (segment_id, input) = new_segment(request)?;
+                let segment = self.segments.create(segment_id, input, chrono::Utc::now()).await?;
+                // Segment ids are of A-Z, a-z, 0-9, _ and -: nothing to escape.
+                let location = format!("/v1/segments/{}", segment.segment_id);
+                let mut response = json(StatusCode::ACCEPTED, &segment);
+                response.headers_mut().insert("location", location.parse().expect("a valid header"));
+                Ok(response)
+            }
+            Route::GetSegment(id) => Ok(json(StatusCode::OK, &self.segments.get(known_segment_id(&id)?).await?)),
+            Route::PutSegment(id) => {
+                let input = parse_json_body::<SegmentInput>(request)?;
+                let segment = self.segments.replace(known_segment_id(&id)?, input, chrono::Utc::now()).await?;
+                Ok(json(StatusCode::OK, &segment))
+            }
+            Route::DeleteSegment(id) => {
+                self.segments.delete(known_segment_id(&id)?).await?;
+                Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).expect("a valid response"))
+            }
+            Route::GetSegmentMembers(id) => {
+                let query = request.query_string_parameters();
+                let limit = match query.first("limit") {
+                    None => DEFAULT_MEMBERS_LIMIT,
+                    Some(v) => {
+                        v.parse::<u32>().ok().filter(|n| (1..=MAX_MEMBERS_LIMIT).contains(n)).ok_or_else(|| {
+                            ValidationErrors::single(
+                                "limit",
+                                format!("must be a whole number from 1 to {MAX_MEMBERS_LIMIT}"),
+                            )
+                        })?
+                    }
+                };
+                let members = self.segments.members(known_segment_id(&id)?, query.first("cursor"), limit).await?;
+                Ok(json(StatusCode::OK, &members))
+            }
+            Route::GetUserSegments(id) => {
+                let segment_ids = self.segments.user_segments(&id).await?;
+                Ok(json(StatusCode::OK, &serde_json::json!({"user_id": id, "segment_ids": segment_ids})))
+            }
         }
     }
+}
+
+/// A segment id from a path: one that could not have been created names no segment.
+fn known_segment_id(id: &str) -> Result<&str, Problem> {
+    check_segment_id(id).map(|()| id).map_err(|_| Problem::not_found("No such segment"))
+}
+
+/// The id (if chosen) and definition of a new segment: JSON, or an imported file of user
+/// ids (text/csv or text/plain) that makes a static segment named by the query.
+fn new_segment(request: &Request) -> Result<(Option<String>, SegmentInput), Problem> {
+    match media_type(request).as_deref() {
+        None | Some("application/json") => {
+            let mut body = parse_json_body::<serde_json::Map<String, Value>>(request)?;
+            let segment_id = match body.remove("segment_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id),
+                Some(_) => return Err(ValidationErrors::single("segment_id", "must be a string").into()),
+            };
+            // SegmentInput refuses unknown fields and names the path of a wrong type.
+            let input = deserialize_fields(Value::Object(body))?;
+            Ok((segment_id, input))
+        }
+        Some("text/csv" | "text/plain") => {
+            let body: &[u8] = request.body().as_ref();
+            if body.len() > MAX_BODY_BYTES {
+                return Err(Problem::too_large(MAX_BODY_BYTES));
+            }
+            let query = request.query_string_parameters();
+            let mut errors = ValidationErrors::default();
+            let name = query.first("name").filter(|n| !n.trim().is_empty());
+            if name.is_none() {
+                errors.add("name", "is required: name the imported segment with the name query parameter");
+            }
+            let user_ids = match import::user_ids(body) {
+                Ok(ids) => ids,
+                Err(faults) => {
+                    errors.0.extend(faults.0);
+                    Vec::new()
+                }
+            };
+            errors.into_result()?;
+            let input = SegmentInput {
+                name: name.unwrap_or_default().to_owned(),
+                description: query.first("description").map(str::to_owned),
+                kind: SegmentKind::Static,
+                rule: None,
+                user_ids: Some(user_ids),
+            };
+            Ok((query.first("segment_id").map(str::to_owned), input))
+        }
+        Some(_) => Err(Problem::unsupported_media_type_because(
+            "Send a segment as application/json, or a file of user ids as text/csv or text/plain",
+        )),
+    }
+}
+
+/// The essence of the request's media type, lower-cased (`text/csv` of
+/// `text/csv; charset=utf-8`); None without a Content-Type.
+fn media_type(request: &Request) -> Option<String> {
+    let value = request.headers().get("content-type")?;
+    let essence = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    Some(essence.to_ascii_lowercase())
 }
 
 /// A transparent 1×1 GIF: the open pixel.
@@ -210,21 +359,30 @@ impl App {
 /// Reads a JSON body, refusing oversized bodies, other media types, malformed JSON and
 /// wrong types, naming the field at fault.
 fn parse_json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, Problem> {
+    parse_json_body_within(request, MAX_BODY_BYTES)
+}
+
+/// `parse_json_body` with a body limit of `limit` bytes.
+fn parse_json_body_within<T: serde::de::DeserializeOwned>(request: &Request, limit: usize) -> Result<T, Problem> {
     let body: &[u8] = request.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Problem::too_large(MAX_BODY_BYTES));
+    if body.len() > limit {
+        return Err(Problem::too_large(limit));
     }
-    if let Some(content_type) = request.headers().get("content-type") {
-        let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(Problem::unsupported_media_type());
-        }
+    if media_type(request).is_some_and(|essence| essence != "application/json") {
+        return Err(Problem::unsupported_media_type());
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::malformed_json("The body must be a JSON object"));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    deserialize_fields(&mut serde_json::Deserializer::from_slice(body))
+}
+
+/// Deserializes `T`, naming the path of a field of the wrong type or unknown (`body` for
+/// the whole); syntax errors are malformed JSON.
+fn deserialize_fields<'de, T: serde::Deserialize<'de>>(
+    deserializer: impl serde::Deserializer<'de, Error = serde_json::Error>,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {

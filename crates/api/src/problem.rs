@@ -1,6 +1,9 @@
 //! RFC 9457 problem details: every error the API answers, in one shape.
 
-use herald_core::{FieldError, ProfileError, ValidationErrors, notifications::NotificationError, ports::StoreError};
+use herald_core::{
+    FieldError, ProfileError, ValidationErrors, notifications::NotificationError, ports::StoreError,
+    segmentation::SegmentError,
+};
 use lambda_http::{Body, Response, http::StatusCode};
 use serde::Serialize;
 
@@ -39,11 +42,16 @@ impl Problem {
     }
 
     pub fn unsupported_media_type() -> Self {
+        Self::unsupported_media_type_because("Send the body as application/json")
+    }
+
+    /// 415 with `detail` naming the media types the route takes.
+    pub fn unsupported_media_type_because(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "urn:herald:problem:unsupported-media-type",
             "Unsupported media type",
-            "Send the body as application/json",
+            detail,
         )
     }
 
@@ -148,5 +156,19 @@ impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "backing service failed");
         Problem::unavailable()
+    }
+}
+
+impl From<SegmentError> for Problem {
+    fn from(e: SegmentError) -> Self {
+        match e {
+            SegmentError::Invalid(errors) => Problem::invalid(errors.0),
+            SegmentError::NotFound => Problem::not_found("No such segment"),
+            SegmentError::Conflict(detail) => Problem::conflict(detail),
+            SegmentError::Store(_) | SegmentError::Publish(_) => {
+                tracing::error!(error = %e, "backing service failed");
+                Problem::unavailable()
+            }
+        }
     }
 }

@@ -18,6 +18,14 @@ pub enum Route {
     GetNotification(String),
     GetTemplate(String),
     PutTemplate(String),
+    PostEvents,
+    ListSegments,
+    PostSegment,
+    GetSegment(String),
+    PutSegment(String),
+    DeleteSegment(String),
+    GetSegmentMembers(String),
+    GetUserSegments(String),
     /// Public: an open pixel, click redirect or unsubscribe link from an email.
     Track(String),
 }
@@ -27,9 +35,14 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/openapi.json", &["GET"]),
     ("/v1/users/{id}", &["GET", "PUT", "DELETE"]),
     ("/v1/users/{id}/preferences", &["GET", "PUT"]),
+    ("/v1/users/{id}/segments", &["GET"]),
     ("/v1/notifications", &["POST"]),
     ("/v1/notifications/{id}", &["GET"]),
     ("/v1/templates/{id}", &["GET", "PUT"]),
+    ("/v1/events", &["POST"]),
+    ("/v1/segments", &["GET", "POST"]),
+    ("/v1/segments/{id}", &["GET", "PUT", "DELETE"]),
+    ("/v1/segments/{id}/members", &["GET"]),
     ("/v1/t/{token}", &["GET"]),
 ];
 
@@ -74,6 +87,9 @@ impl Route {
                     vec![(Method::GET, Route::GetPreferences(id.clone())), (Method::PUT, Route::PutPreferences(id))],
                 )
             }
+            ["v1", "users", id, "segments"] if !id.is_empty() => {
+                pick(method, vec![(Method::GET, Route::GetUserSegments(decode(id)?))])
+            }
             ["v1", "notifications"] => pick(method, vec![(Method::POST, Route::PostNotification)]),
             ["v1", "notifications", id] if !id.is_empty() => {
                 pick(method, vec![(Method::GET, Route::GetNotification(decode(id)?))])
@@ -81,6 +97,24 @@ impl Route {
             ["v1", "templates", id] if !id.is_empty() => {
                 let id = decode(id)?;
                 pick(method, vec![(Method::GET, Route::GetTemplate(id.clone())), (Method::PUT, Route::PutTemplate(id))])
+            }
+            ["v1", "events"] => pick(method, vec![(Method::POST, Route::PostEvents)]),
+            ["v1", "segments"] => {
+                pick(method, vec![(Method::GET, Route::ListSegments), (Method::POST, Route::PostSegment)])
+            }
+            ["v1", "segments", id] if !id.is_empty() => {
+                let id = decode(id)?;
+                pick(
+                    method,
+                    vec![
+                        (Method::GET, Route::GetSegment(id.clone())),
+                        (Method::PUT, Route::PutSegment(id.clone())),
+                        (Method::DELETE, Route::DeleteSegment(id)),
+                    ],
+                )
+            }
+            ["v1", "segments", id, "members"] if !id.is_empty() => {
+                pick(method, vec![(Method::GET, Route::GetSegmentMembers(decode(id)?))])
             }
             ["v1", "t", token] if !token.is_empty() => pick(method, vec![(Method::GET, Route::Track(decode(token)?))]),
             _ => Err(Problem::not_found(format!("No route for {raw_path}"))),
@@ -97,6 +131,11 @@ impl Route {
             Route::GetNotification(_) => Some(Scope::NotificationsRead),
             Route::GetTemplate(_) => Some(Scope::TemplatesRead),
             Route::PutTemplate(_) => Some(Scope::TemplatesWrite),
+            Route::PostEvents => Some(Scope::EventsWrite),
+            Route::ListSegments | Route::GetSegment(_) | Route::GetSegmentMembers(_) | Route::GetUserSegments(_) => {
+                Some(Scope::SegmentsRead)
+            }
+            Route::PostSegment | Route::PutSegment(_) | Route::DeleteSegment(_) => Some(Scope::SegmentsWrite),
             Route::Track(_) => None,
         }
     }
@@ -114,6 +153,14 @@ impl Route {
             Route::GetNotification(_) => "GET /v1/notifications/{id}",
             Route::GetTemplate(_) => "GET /v1/templates/{id}",
             Route::PutTemplate(_) => "PUT /v1/templates/{id}",
+            Route::PostEvents => "POST /v1/events",
+            Route::ListSegments => "GET /v1/segments",
+            Route::PostSegment => "POST /v1/segments",
+            Route::GetSegment(_) => "GET /v1/segments/{id}",
+            Route::PutSegment(_) => "PUT /v1/segments/{id}",
+            Route::DeleteSegment(_) => "DELETE /v1/segments/{id}",
+            Route::GetSegmentMembers(_) => "GET /v1/segments/{id}/members",
+            Route::GetUserSegments(_) => "GET /v1/users/{id}/segments",
             Route::Track(_) => "GET /v1/t/{token}",
         }
     }
@@ -131,7 +178,20 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404() {
-        for path in ["/", "/v1", "/v1/users", "/v1/users/", "/v1/users/a/b", "/v2/users/a", "/v1/templates"] {
+        let paths = [
+            "/",
+            "/v1",
+            "/v1/users",
+            "/v1/users/",
+            "/v1/users/a/b",
+            "/v2/users/a",
+            "/v1/templates",
+            "/v1/segments/",
+            "/v1/segments/a/b",
+            "/v1/segments//members",
+            "/v1/events/x",
+        ];
+        for path in paths {
             assert_eq!(Route::parse(&Method::GET, path).unwrap_err().status, 404, "{path}");
         }
     }
@@ -141,6 +201,23 @@ mod tests {
         let problem = Route::parse(&Method::POST, "/v1/users/a").unwrap_err();
         assert_eq!(problem.status, 405);
         assert_eq!(Route::parse(&Method::GET, "/v1/notifications").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::GET, "/v1/events").unwrap_err().status, 405);
+        let problem = Route::parse(&Method::PATCH, "/v1/segments/s").unwrap_err();
+        assert_eq!(problem.status, 405);
+        assert_eq!(problem.detail, "This resource allows GET, PUT, DELETE");
+    }
+
+    #[test]
+    fn segment_routes_name_their_ids() {
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/segments/vip/members").unwrap(),
+            Route::GetSegmentMembers("vip".into())
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/users/a%40b/segments").unwrap(),
+            Route::GetUserSegments("a@b".into())
+        );
+        assert_eq!(Route::parse(&Method::POST, "/v1/segments").unwrap(), Route::PostSegment);
     }
 
     #[test]

@@ -1,24 +1,30 @@
 //! Adapters: Herald's ports over DynamoDB and EventBridge. No business rules live here.
 
+pub mod activity;
 pub mod api_keys;
 pub mod batch;
 pub mod config;
 pub mod deliveries;
 pub mod events;
+pub mod memberships;
 pub mod notification_keys;
 pub mod profiles;
 pub mod request_counter;
+pub mod segments;
 pub mod senders;
 pub mod templates;
 pub mod user_settings;
 
+pub use activity::DynamoActivityStore;
 pub use api_keys::DynamoApiKeyStore;
 pub use config::{Clients, local_sdk_config, sdk_config};
 pub use deliveries::DynamoDeliveryStore;
 pub use events::EventBridgePublisher;
+pub use memberships::DynamoMembershipStore;
 pub use notification_keys::DynamoNotificationStore;
 pub use profiles::DynamoProfileStore;
 pub use request_counter::RequestCounter;
+pub use segments::DynamoSegmentStore;
 pub use templates::DynamoTemplateStore;
 pub use user_settings::{DynamoPreferenceStore, DynamoSuppressionStore};
 

@@ -106,3 +106,53 @@ impl ProfileStore for DynamoProfileStore {
         self.put_if_version(item, expected_version).await
     }
 }
+
+/// A parallel Scan: part `part` is DynamoDB's scan segment `part` of `parts`, and the
+/// cursor is the `user_id` of the page's LastEvaluatedKey. Eventually consistent: a
+/// backfill's writes are guarded by the versions it read.
+#[async_trait]
+impl herald_core::ports::ProfileScan for DynamoProfileStore {
+    async fn scan_page(
+        &self,
+        part: u32,
+        parts: u32,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<herald_core::ports::ScanPage, StoreError> {
+        if limit == 0 {
+            return Ok(herald_core::ports::ScanPage::default());
+        }
+        let total = i32::try_from(parts.max(1)).map_err(|_| StoreError::Unavailable(format!("{parts} parts")))?;
+        let segment = i32::try_from(part).ok().filter(|p| *p < total);
+        let segment = segment.ok_or_else(|| StoreError::Unavailable(format!("no part {part} of {parts}")))?;
+        let start = cursor.map(|id| HashMap::from([("user_id".to_owned(), AttributeValue::S(id.to_owned()))]));
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(segment)
+            .total_segments(total)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let profiles = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let Some(AttributeValue::S(user_id)) = item.get("user_id").cloned() else {
+                    return Err(StoreError::Unavailable("a profile item without user_id".into()));
+                };
+                Ok((user_id, stored(item)?))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match output.last_evaluated_key.as_ref().and_then(|key| key.get("user_id")) {
+            Some(AttributeValue::S(user_id)) => Some(user_id.clone()),
+            Some(_) => return Err(StoreError::Unavailable("a scan stopped at a key that is not a user id".into())),
+            None => None,
+        };
+        Ok(herald_core::ports::ScanPage { profiles, next })
+    }
+}

@@ -3,6 +3,8 @@
 //! moto endpoint in AWS_ENDPOINT_URL (scripts/bench starts one). An argument runs only
 //! the groups whose name contains it.
 
+mod segments;
+mod segments_local;
 mod worker;
 
 fn main() {
@@ -12,5 +14,10 @@ fn main() {
     if wanted("worker") {
         worker::deliveries_per_second_per_core();
         multi_threaded().block_on(worker::local_delivery_costs());
+    }
+    if wanted("segments") {
+        segments::evaluate_change_against_1000_segments();
+        segments::backfill_profiles_per_second_per_core();
+        multi_threaded().block_on(segments_local::local_segment_figures());
     }
 }

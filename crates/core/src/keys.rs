@@ -23,6 +23,13 @@ pub enum Scope {
     TemplatesRead,
     #[serde(rename = "templates:write")]
     TemplatesWrite,
+    /// Record behaviour events (`POST /v1/events`).
+    #[serde(rename = "events:write")]
+    EventsWrite,
+    #[serde(rename = "segments:read")]
+    SegmentsRead,
+    #[serde(rename = "segments:write")]
+    SegmentsWrite,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

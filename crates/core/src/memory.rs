@@ -426,13 +426,17 @@ impl crate::ports::ActivityStore for MemoryActivity {
 pub struct MemorySegments {
     pub segments: Mutex<BTreeMap<String, crate::segments::Segment>>,
     pub revision: AtomicUsize,
+    /// Ids of deleted segments (tombstones).
+    pub deleted: Mutex<std::collections::HashSet<String>>,
+    /// (segment, version, part) of the parts counted as finished.
+    pub finished_parts: Mutex<std::collections::HashSet<(String, u64, u32)>>,
 }
 
 #[async_trait]
 impl crate::ports::SegmentStore for MemorySegments {
     async fn create(&self, segment: &crate::segments::Segment) -> Result<(), StoreError> {
         let mut segments = self.segments.lock().unwrap();
-        if segments.contains_key(&segment.segment_id) {
+        if segments.contains_key(&segment.segment_id) || self.deleted.lock().unwrap().contains(&segment.segment_id) {
             return Err(StoreError::Conflict);
         }
         segments.insert(segment.segment_id.clone(), segment.clone());
@@ -451,8 +455,10 @@ impl crate::ports::SegmentStore for MemorySegments {
     }
 
     async fn delete(&self, segment_id: &str) -> Result<bool, StoreError> {
-        let removed = self.segments.lock().unwrap().remove(segment_id).is_some();
+        let mut deleted = self.deleted.lock().unwrap();
+        let removed = self.segments.lock().unwrap().remove(segment_id).is_some() || deleted.contains(segment_id);
         if removed {
+            deleted.insert(segment_id.to_owned());
             self.revision.fetch_add(1, Ordering::SeqCst);
         }
         Ok(removed)
@@ -475,16 +481,22 @@ impl crate::ports::SegmentStore for MemorySegments {
         segment_id: &str,
         version: u64,
         progress: &crate::ports::BackfillProgress,
-        part_done: bool,
+        finished_part: Option<u32>,
         at: DateTime<Utc>,
     ) -> Result<Option<crate::segments::Segment>, StoreError> {
         let mut segments = self.segments.lock().unwrap();
         let Some(segment) = segments.get_mut(segment_id).filter(|s| s.version == version) else { return Ok(None) };
+        if let Some(part) = finished_part {
+            let mut finished = self.finished_parts.lock().unwrap();
+            if !finished.insert((segment_id.to_owned(), version, part)) {
+                return Ok(Some(segment.clone()));
+            }
+        }
         let backfill = &mut segment.backfill;
         backfill.profiles_scanned += progress.profiles_scanned;
         backfill.entered += progress.entered;
         backfill.exited += progress.exited;
-        if part_done {
+        if finished_part.is_some() {
             backfill.parts_done += 1;
             if backfill.parts_done >= backfill.parts {
                 backfill.finished_at = Some(at);
@@ -495,13 +507,16 @@ impl crate::ports::SegmentStore for MemorySegments {
     }
 }
 
+/// Tells whether a guarded write's evaluation is still current (user id, guard).
+pub type GuardCheck = Box<dyn Fn(&str, &crate::ports::Evaluated) -> bool + Send>;
+
 /// Memberships: each user's record and the members rows, segment → user ids.
 #[derive(Default)]
 pub struct MemoryMemberships {
     pub users: Mutex<HashMap<String, crate::ports::UserSegments>>,
     pub rows: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
     /// Profile versions and activity revisions guards are checked against.
-    pub guard_check: Mutex<Option<Box<dyn Fn(&str, &crate::ports::Evaluated) -> bool + Send>>>,
+    pub guard_check: Mutex<Option<GuardCheck>>,
 }
 
 impl MemoryMemberships {
@@ -530,10 +545,10 @@ impl crate::ports::MembershipStore for MemoryMemberships {
         if record.revision != write.expected_revision {
             return Err(StoreError::Conflict);
         }
-        if let (Some(guard), Some(check)) = (&write.guard, self.guard_check.lock().unwrap().as_ref()) {
-            if !check(&write.user_id, guard) {
-                return Err(StoreError::Conflict);
-            }
+        if let (Some(guard), Some(check)) = (&write.guard, self.guard_check.lock().unwrap().as_ref())
+            && !check(&write.user_id, guard)
+        {
+            return Err(StoreError::Conflict);
         }
         *record = crate::ports::UserSegments {
             revision: write.expected_revision + 1,
@@ -548,6 +563,18 @@ impl crate::ports::MembershipStore for MemoryMemberships {
             rows.entry(segment_id.clone()).or_default().remove(&write.user_id);
         }
         Ok(())
+    }
+
+    async fn write_many(&self, writes: &[crate::ports::MembershipWrite]) -> Result<Vec<bool>, StoreError> {
+        let mut applied = Vec::with_capacity(writes.len());
+        for write in writes {
+            applied.push(match crate::ports::MembershipStore::write(self, write).await {
+                Ok(()) => true,
+                Err(StoreError::Conflict) => false,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(applied)
     }
 
     async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError> {

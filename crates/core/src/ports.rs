@@ -248,7 +248,8 @@ pub trait ActivityStore: Send + Sync {
     async fn record(&self, events: &[crate::activity::ActivityEvent]) -> Result<Recorded, StoreError>;
 
     /// The counters and last-seen times `query` names for each of `user_ids`, over the
-    /// days up to `today` (users with no activity get an empty one, revision 0).
+    /// days up to `today` (users with no activity get an empty one, revision 0). Reads
+    /// are strongly consistent: the segmenter evaluates right after a record.
     async fn load_many(
         &self,
         user_ids: &[String],
@@ -259,28 +260,35 @@ pub trait ActivityStore: Send + Sync {
 
 #[async_trait]
 pub trait SegmentStore: Send + Sync {
-    /// Saves a new segment; Conflict if the id is taken. Bumps the catalog revision.
+    /// Saves a new segment; Conflict if the id is taken (or was, by a deleted segment).
+    /// Bumps the catalog revision.
     async fn create(&self, segment: &crate::segments::Segment) -> Result<(), StoreError>;
     /// Replaces a segment if its stored version is still `expected_version`; bumps the
     /// catalog revision.
     async fn replace(&self, segment: &crate::segments::Segment, expected_version: u64) -> Result<(), StoreError>;
-    /// Deletes a segment; false if there was none. Bumps the catalog revision.
+    /// Deletes a segment, leaving a tombstone: the id is never used again, so the old
+    /// members rows, removed in the background, never mix with a new segment's. True for
+    /// a live segment or a tombstone (a retried delete), false if there never was one.
+    /// Bumps the catalog revision.
     async fn delete(&self, segment_id: &str) -> Result<bool, StoreError>;
     async fn get(&self, segment_id: &str) -> Result<Option<crate::segments::Segment>, StoreError>;
-    /// Every segment (a deployment has at most `MAX_SEGMENTS`).
+    /// Every segment (a deployment has at most `MAX_SEGMENTS`), read consistently: the
+    /// segmenter caches the list under the catalog revision it just read.
     async fn list(&self) -> Result<Vec<crate::segments::Segment>, StoreError>;
     /// Grows with every create, replace and delete: a cached catalog is current while
     /// the revision is unchanged (a strongly consistent read).
     async fn catalog_revision(&self) -> Result<u64, StoreError>;
     /// Adds a backfill page's counts to version `version` of the segment (nothing if the
-    /// segment moved on); `part_done` also counts a finished part, and the last part
-    /// makes the segment ready. Returns the segment as it is now.
+    /// segment moved on); `finished_part` also counts that part as finished, once however
+    /// often it is told (its page's counts then too), and the last part makes the segment
+    /// ready. Returns the segment as it is now. Pages that are not a part's last may be
+    /// counted again when their message is redelivered: the counts are progress, not truth.
     async fn add_progress(
         &self,
         segment_id: &str,
         version: u64,
         progress: &BackfillProgress,
-        part_done: bool,
+        finished_part: Option<u32>,
         at: DateTime<Utc>,
     ) -> Result<Option<crate::segments::Segment>, StoreError>;
 }
@@ -342,6 +350,9 @@ pub trait MembershipStore: Send + Sync {
     /// Writes one step (at most `MAX_ROWS_PER_WRITE` rows); Conflict if the revision
     /// moved or the guard no longer holds.
     async fn write(&self, write: &MembershipWrite) -> Result<(), StoreError>;
+    /// Writes several users' steps with as few transactions as fit (a backfill page);
+    /// one answer per write, in order: applied, or not (a conflict, as `write` would say).
+    async fn write_many(&self, writes: &[MembershipWrite]) -> Result<Vec<bool>, StoreError>;
     /// Clears the outbox if the revision is still `revision` (false otherwise).
     async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError>;
     /// One page of a shard of a segment's members, in user id order.
@@ -364,6 +375,6 @@ pub trait MembershipStore: Send + Sync {
     ) -> Result<std::collections::BTreeSet<String>, StoreError>;
 }
 
-/// Rows one `MembershipWrite` may change: a DynamoDB transaction holds 100 items, two of
-/// them being the user's record and a guard.
+/// Rows one `MembershipWrite` may change: a DynamoDB transaction holds 100 items, three
+/// of them being the user's record and the guard's two checks (profile and activity).
 pub const MAX_ROWS_PER_WRITE: usize = 97;

@@ -45,7 +45,8 @@ pub enum AttributeTest {
     Number(Vec<Bound<f64>>),
     /// Some value is a date (RFC 3339 or YYYY-MM-DD) within every bound.
     Date(Vec<Bound<NaiveDate>>),
-    /// Some value is a date on or after the start of the day `n` days ago.
+    /// Some value is a date within the last `n` days, today included (as `last_days`
+    /// windows count): from `n - 1` days ago to today.
     WithinLastDays(u32),
 }
 
@@ -262,7 +263,7 @@ impl AttributeTest {
                 values.iter().filter_map(|v| parse_date(v)).any(|d| bounds.iter().all(|b| b.holds(d)))
             }
             AttributeTest::WithinLastDays(days) => {
-                let Some(since) = today.checked_sub_days(Days::new((*days).into())) else { return false };
+                let Some(since) = today.checked_sub_days(Days::new(u64::from(*days) - 1)) else { return false };
                 values.iter().filter_map(|v| parse_date(v)).any(|d| d >= since && d <= today)
             }
         }
@@ -423,7 +424,9 @@ impl Parser {
             match item.as_str() {
                 Some(v) => match validation::attribute_value(v) {
                     Ok(()) => {
-                        values.insert(v.to_owned());
+                        if !values.insert(v.to_owned()) {
+                            self.errors.add(format!("{path}[{i}]"), "repeats an earlier value");
+                        }
                     }
                     Err(message) => {
                         self.errors.add(format!("{path}[{i}]"), message);
@@ -434,12 +437,7 @@ impl Parser {
                 }
             }
         }
-        (values.len() == items.len()).then_some(values).or_else(|| {
-            if self.errors.0.is_empty() {
-                self.errors.add(path, "has repeated values");
-            }
-            None
-        })
+        (values.len() == items.len()).then_some(values)
     }
 
     fn attribute(&mut self, node: &Map<String, Value>, path: &str) -> Option<Rule> {
@@ -562,12 +560,14 @@ impl Parser {
         let test = match tests.as_slice() {
             ["count"] => {
                 self.only(node, path, &["event", "count", "window", "where"]);
-                let filter = match node.get("where") {
-                    None => None,
-                    Some(filter) => Some(self.filter(filter, &format!("{path}.where"))?),
-                };
+                // Every part is checked, so that all faults are reported at once.
+                let filter = node.get("where").map(|filter| self.filter(filter, &format!("{path}.where")));
                 let window = self.window(node.get("window"), &format!("{path}.window"));
                 let bounds = self.count(&node["count"], &format!("{path}.count"));
+                let filter = match filter {
+                    None => None,
+                    Some(parsed) => Some(parsed?),
+                };
                 Some(EventTest::Count { filter, window: window?, bounds: bounds? })
             }
             [key @ ("last_seen_within_days" | "not_seen_within_days")] => {

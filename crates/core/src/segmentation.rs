@@ -8,7 +8,7 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, stream};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -123,7 +123,22 @@ impl SegmentService {
         let user_ids = define(&mut segment, input.definition, self.backfill_parts, now);
         match self.store.create(&segment).await {
             Err(StoreError::Conflict) => {
-                return Err(SegmentError::Conflict(format!("segment {} exists", segment.segment_id)));
+                // The repeat of a create that stopped half-way (its backfill jobs or its
+                // members not all written) finishes it; anything else is a taken id.
+                let existing = self.store.get(&segment.segment_id).await?.filter(|existing| {
+                    existing.state == SegmentState::Backfilling
+                        && (existing.kind, &existing.rule, &existing.name)
+                            == (segment.kind, &segment.rule, &segment.name)
+                });
+                match existing {
+                    Some(existing) => segment = existing,
+                    None => {
+                        return Err(SegmentError::Conflict(format!(
+                            "segment {} exists, or existed: the ids of deleted segments are not used again",
+                            segment.segment_id
+                        )));
+                    }
+                }
             }
             other => other?,
         }
@@ -158,14 +173,14 @@ impl SegmentService {
             ..current.clone()
         };
         let user_ids = define(&mut segment, input.definition, self.backfill_parts, now);
-        if let Some(ids) = &user_ids {
-            // Members no longer listed leave first.
-            let gone = self.static_members_not_in(segment_id, ids).await?;
-            self.members.remove_rows(segment_id, &gone).await?;
-        }
         match self.store.replace(&segment, current.version).await {
             Err(StoreError::Conflict) => return Err(SegmentError::Conflict("the segment changed meanwhile".into())),
             other => other?,
+        }
+        if let Some(ids) = &user_ids {
+            // Members no longer listed leave, then the list is written.
+            let gone = self.static_members_not_in(segment_id, ids).await?;
+            self.members.remove_rows(segment_id, &gone).await?;
         }
         self.start(&mut segment, user_ids).await?;
         Ok(segment)
@@ -215,7 +230,7 @@ impl SegmentService {
                 let progress = BackfillProgress { entered: ids.len() as u64, ..Default::default() };
                 if let Some(now) = self
                     .store
-                    .add_progress(&segment.segment_id, segment.version, &progress, true, segment.updated_at)
+                    .add_progress(&segment.segment_id, segment.version, &progress, Some(0), segment.updated_at)
                     .await?
                 {
                     *segment = now;
@@ -352,7 +367,8 @@ pub struct Segmenter {
     pub events: Arc<dyn EventPublisher>,
     /// Parallel parts of a sweep's profile scan.
     pub backfill_parts: u32,
-    catalog: RwLock<Arc<Catalog>>,
+    /// None until first loaded.
+    catalog: RwLock<Option<Arc<Catalog>>>,
 }
 
 /// What a backfill page did.
@@ -380,7 +396,7 @@ impl Segmenter {
             members,
             events,
             backfill_parts: DEFAULT_BACKFILL_PARTS,
-            catalog: RwLock::new(Arc::new(Catalog::default())),
+            catalog: RwLock::new(None),
         }
     }
 
@@ -388,11 +404,11 @@ impl Segmenter {
     pub async fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
         let revision = self.segments.catalog_revision().await?;
         let cached = self.catalog.read().unwrap().clone();
-        if cached.revision == revision && revision != 0 {
+        if let Some(cached) = cached.filter(|c| c.revision == revision) {
             return Ok(cached);
         }
         let catalog = Arc::new(Catalog::new(revision, &self.segments.list().await?));
-        *self.catalog.write().unwrap() = catalog.clone();
+        *self.catalog.write().unwrap() = Some(catalog.clone());
         Ok(catalog)
     }
 
@@ -406,32 +422,34 @@ impl Segmenter {
                 return work.iter().map(|_| Err(StoreError::Unavailable(message.clone()).into())).collect();
             }
         };
-        let mut by_user: HashMap<&str, Change> = HashMap::new();
+        let mut by_user: HashMap<String, Change> = HashMap::new();
         for item in work {
             if let Work::Change { user_id, change } = item {
-                by_user.entry(user_id).or_default().merge(change.clone());
+                by_user.entry(user_id.clone()).or_default().merge(change.clone());
             }
         }
         let catalog = &catalog;
-        let user_results: HashMap<&str, Result<(), String>> = stream::iter(by_user)
+        // Owned keys: a stream over borrowed ones is not Send-general enough for callers
+        // inside async_trait methods.
+        let user_results: HashMap<String, Result<(), String>> = stream::iter(by_user)
             .map(|(user_id, change)| async move {
-                let outcome = self.evaluate_user(catalog, user_id, &change, now).await;
+                let outcome = self.evaluate_user(catalog, &user_id, &change, now).await;
                 (user_id, outcome.map_err(|e| e.to_string()))
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut results = Vec::with_capacity(work.len());
-        for item in work {
-            results.push(match item {
+        // Jobs (backfill pages of different parts, cleanups) are independent too.
+        futures_util::future::join_all(work.iter().map(|item| async {
+            match item {
                 Work::Change { user_id, .. } => match &user_results[user_id.as_str()] {
                     Ok(()) => Ok(()),
                     Err(message) => Err(StoreError::Unavailable(message.clone()).into()),
                 },
                 Work::Job(job) => self.run_job(catalog, job, now).await,
-            });
-        }
-        results
+            }
+        }))
+        .await
     }
 
     async fn run_job(&self, catalog: &Catalog, job: &SegmentJob, now: DateTime<Utc>) -> Result<(), SegmentError> {
@@ -483,6 +501,10 @@ impl Segmenter {
     ) -> Result<(), SegmentError> {
         let today = now.date_naive();
         let affected = catalog.affected(change);
+        if affected.is_empty() && !change.everything {
+            // Nothing this change can affect: not even a read.
+            return Ok(());
+        }
         for _ in 0..ATTEMPTS {
             let current = self.members.user_segments(user_id).await?;
             let stored = self.profiles.load(user_id).await?;
@@ -555,8 +577,9 @@ impl Segmenter {
 
     /// One page of a backfill (or sweep): evaluates the segment for each profile of the
     /// page and writes the memberships that differ, each guarded by the profile version
-    /// and activity revision it evaluated. Backfills publish no entered/exited events:
-    /// they set up a segment's members, they are not something the users did.
+    /// and activity revision it evaluated. A backfill publishes no entered/exited events:
+    /// it sets up a new rule's members, nothing the users did. A sweep does: its users
+    /// enter or leave because time passed.
     pub async fn backfill_page(
         &self,
         catalog: &Catalog,
@@ -579,6 +602,9 @@ impl Segmenter {
         let activity =
             if query.is_empty() { HashMap::new() } else { self.activity.load_many(&user_ids, &query, today).await? };
         let only: BTreeSet<String> = [segment_id.clone()].into();
+        // The user's other segments are known too: only deleted ones are forgotten.
+        let mut known = catalog.dynamic_ids();
+        known.insert(segment_id.clone());
         let no_activity = Activity::default();
         let mut outcome = PageOutcome {
             progress: BackfillProgress { profiles_scanned: page.profiles.len() as u64, ..Default::default() },
@@ -594,30 +620,34 @@ impl Segmenter {
                 profile_version: stored.version,
                 activity_revision: (!query.is_empty()).then_some(user_activity.revision),
             };
-            let planned = plan_writes(user_id, mine, &only, &only, &members, Some(guard), false, now);
+            let planned = plan_writes(user_id, mine, &only, &known, &members, Some(guard), *sweep, now);
             if let Some(write) = planned.into_iter().next() {
-                if write.entered.is_empty() {
-                    outcome.progress.exited += 1
-                } else {
-                    outcome.progress.entered += 1
-                }
+                outcome.progress.entered += u64::from(write.entered.contains(segment_id));
+                outcome.progress.exited += u64::from(write.exited.contains(segment_id));
                 writes.push(write);
             }
         }
-        let conflicted: Vec<String> = stream::iter(writes)
-            .map(|write| async move {
-                match self.members.write(&write).await {
-                    Ok(()) => Ok(None),
-                    Err(StoreError::Conflict) => Ok(Some(write.user_id)),
-                    Err(e) => Err(e),
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .filter_map(Result::transpose)
-            .collect::<Result<_, _>>()?;
+        let applied = self.members.write_many(&writes).await?;
+        let (written, conflicted): (Vec<_>, Vec<_>) = writes.into_iter().zip(applied).partition(|(_, ok)| *ok);
+        let conflicted: Vec<String> = conflicted.into_iter().map(|(w, _)| w.user_id).collect();
+        // A sweep's changes: published together, then each outbox cleared.
+        let published: Vec<DomainEvent> =
+            written.iter().flat_map(|(w, _)| w.pending.iter().cloned().map(DomainEvent::Membership)).collect();
+        if !published.is_empty() {
+            self.events.publish(&published).await?;
+            // Owned items: streams over borrowed ones are not Send-general enough for
+            // callers inside async_trait methods.
+            let outboxes: Vec<(String, u64)> = written
+                .into_iter()
+                .filter(|(w, _)| !w.pending.is_empty())
+                .map(|(w, _)| (w.user_id, w.expected_revision + 1))
+                .collect();
+            stream::iter(outboxes)
+                .map(|(user_id, revision)| async move { self.members.clear_pending(&user_id, revision).await })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<bool>>()
+                .await?;
+        }
         // The profile or activity moved on since the scan read it: evaluate it afresh.
         let everything = Change { everything: true, ..Default::default() };
         for user_id in &conflicted {
@@ -625,7 +655,8 @@ impl Segmenter {
         }
         outcome.re_evaluated = conflicted.len() as u64;
         if !sweep {
-            self.segments.add_progress(segment_id, *version, &outcome.progress, page.next.is_none(), now).await?;
+            let finished_part = page.next.is_none().then_some(*part);
+            self.segments.add_progress(segment_id, *version, &outcome.progress, finished_part, now).await?;
         }
         if let Some(next) = page.next {
             let job = SegmentJob::Backfill {
@@ -671,11 +702,10 @@ pub fn plan_writes(
         set.remove(gone);
     }
     let mut pending = current.pending.clone();
-    let mut revision = current.revision;
     let mut writes = Vec::new();
     let chunks: Vec<&[(String, bool)]> =
         if rows.is_empty() { vec![&[]] } else { rows.chunks(MAX_ROWS_PER_WRITE).collect() };
-    for chunk in chunks {
+    for (revision, chunk) in (current.revision..).zip(chunks) {
         let mut write = MembershipWrite {
             user_id: user_id.to_owned(),
             expected_revision: revision,
@@ -705,7 +735,6 @@ pub fn plan_writes(
         }
         write.segments = set.clone();
         write.pending = pending.clone();
-        revision += 1;
         writes.push(write);
     }
     writes

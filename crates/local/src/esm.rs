@@ -45,6 +45,13 @@ impl SqsHandler for herald_worker::Worker {
     }
 }
 
+#[async_trait]
+impl SqsHandler for herald_segmenter::SegmenterFunction {
+    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        herald_segmenter::SegmenterFunction::handle(self, event).await
+    }
+}
+
 struct FnHandler<F>(F);
 
 #[async_trait]
@@ -199,7 +206,7 @@ impl StopToken {
         let _ = self.0.wait_for(|stopped| *stopped).await;
     }
 
-    async fn sleep(&mut self, duration: Duration) {
+    pub async fn sleep(&mut self, duration: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(duration) => {}
             _ = self.stopped() => {}

@@ -8,6 +8,7 @@ pub mod esm;
 pub mod gateway;
 pub mod moto;
 pub mod provision;
+pub mod schedule;
 pub mod template;
 
 use std::{
@@ -20,6 +21,7 @@ use std::{
 use herald_api::{App, Config};
 use herald_aws::{Clients, DynamoApiKeyStore};
 use herald_core::{Scope, delivery::Channel, keys, ports::ApiKeyStore};
+use herald_segmenter::{SegmenterConfig, SegmenterFunction};
 use herald_worker::{Worker, WorkerConfig};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -115,6 +117,8 @@ pub struct LocalStack {
     server: JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
     workers: Vec<(Channel, Arc<Worker>)>,
+    segmenter: Option<Arc<SegmenterFunction>>,
+    schedules: Vec<schedule::Schedule>,
     pollers: Vec<JoinHandle<()>>,
     stop_pollers: esm::Stopper,
 }
@@ -164,10 +168,20 @@ impl LocalStack {
         let provider_clients = Clients { dynamodb: clients.dynamodb.clone(), ..provider_clients };
         let retry_delay = esm::retry_delay_from_env()?;
         let mut event_sources = Vec::new();
+        let mut handlers: Vec<Arc<dyn SqsHandler>> = Vec::new();
         let mut workers = Vec::new();
+        let mut segmenter = None;
         for mapping in esm::sqs_event_sources(&deployment, retry_delay)? {
+            if mapping.binary.as_deref() == Some("herald-segmenter") {
+                let function = Arc::new(segmenter_for(&deployment, &clients)?);
+                handlers.push(function.clone());
+                segmenter = Some(function);
+                event_sources.push(mapping);
+                continue;
+            }
             match worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)? {
                 Some(worker) => {
+                    handlers.push(worker.1.clone());
                     workers.push(worker);
                     event_sources.push(mapping);
                 }
@@ -191,14 +205,15 @@ impl LocalStack {
         });
         // Pollers start last, once nothing else can fail.
         let (stop_pollers, stop) = esm::stop_signal();
-        let pollers = event_sources
+        let mut pollers: Vec<JoinHandle<()>> = event_sources
             .iter()
-            .zip(&workers)
-            .map(|(mapping, (_, worker))| {
-                let handler: Arc<dyn SqsHandler> = worker.clone();
+            .zip(handlers)
+            .map(|(mapping, handler)| {
                 esm::spawn_poller(clients.sqs.clone(), mapping.source.clone(), handler, stop.clone())
             })
             .collect();
+        let schedules = schedule::schedules(&deployment)?;
+        pollers.extend(schedules.iter().map(|s| schedule::spawn(clients.sqs.clone(), s.clone(), stop.clone())));
 
         Ok(Self {
             endpoint,
@@ -212,6 +227,8 @@ impl LocalStack {
             server,
             shutdown,
             workers,
+            segmenter,
+            schedules,
             pollers,
             stop_pollers,
         })
@@ -220,6 +237,22 @@ impl LocalStack {
     /// The worker the stack runs for `channel`, to invoke directly (with a sample event).
     pub fn worker(&self, channel: Channel) -> Option<&Worker> {
         self.workers.iter().find(|(c, _)| *c == channel).map(|(_, worker)| worker.as_ref())
+    }
+
+    /// The segmenter the stack runs, to invoke directly (with a sample event).
+    pub fn segmenter(&self) -> Option<&SegmenterFunction> {
+        self.segmenter.as_deref()
+    }
+
+    /// Fires the template's scheduled rule `logical_id` now (e.g. `SegmentSweepSchedule`),
+    /// as EventBridge would at its time: its input goes to its target queue.
+    pub async fn fire_schedule(&self, logical_id: &str) -> Result<(), LocalError> {
+        let schedule = self
+            .schedules
+            .iter()
+            .find(|s| s.rule == logical_id)
+            .ok_or_else(|| LocalError::Template(format!("{logical_id} is not a scheduled rule of the template")))?;
+        schedule::fire(&self.clients.sqs, schedule).await
     }
 
     /// The URL of the template's queue `logical_id` (e.g. `EmailQueue`).
@@ -245,6 +278,14 @@ impl LocalStack {
             moto.stop().await;
         }
     }
+}
+
+/// The segmenter, configured from the environment the template gives its function.
+fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<SegmenterFunction, LocalError> {
+    let environment = deployment.function_environment("herald-segmenter")?;
+    let config = SegmenterConfig::from_lookup(|name| environment.get(name).cloned())
+        .map_err(|e| LocalError::Config(e.to_string()).context("herald-segmenter"))?;
+    Ok(SegmenterFunction::from_aws(clients, &config))
 }
 
 /// The handler the deployed function runs, for the functions the local stack knows how to

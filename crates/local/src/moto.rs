@@ -11,14 +11,15 @@ pub struct MotoServer {
     pub endpoint: String,
 }
 
-/// Where moto_server is: `HERALD_MOTO_SERVER`, else the repo's venv (made by
-/// scripts/dev and scripts/test), else the PATH.
+/// Where moto_server is: `HERALD_MOTO_SERVER`, else `scripts/moto-server` (the repo's
+/// venv, made by scripts/dev and scripts/test, with scripts/moto_patches.py applied),
+/// else the PATH.
 fn moto_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HERALD_MOTO_SERVER") {
         return path.into();
     }
-    let venv = crate::repo_root().join(".venv/bin/moto_server");
-    if venv.exists() { venv } else { "moto_server".into() }
+    let root = crate::repo_root();
+    if root.join(".venv/bin/python").exists() { root.join("scripts/moto-server") } else { "moto_server".into() }
 }
 
 impl MotoServer {

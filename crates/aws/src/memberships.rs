@@ -1,0 +1,565 @@
+//! The members table, keyed by `pk` and `sk`:
+//! - members rows: `pk = "<segment_id>#<shard>"` (the user's `shard_of`), `sk = user_id`,
+//!   so that a segment's members spread over `MEMBER_SHARDS` partitions;
+//! - each user's record of their dynamic segments: `pk = "user#<user_id>"`,
+//!   `sk = "segments"`, with `revision` (N), `segments` (a list of S) and `pending` (the
+//!   outbox, a list of maps).
+//!
+//! A membership step is one transaction: the record (conditional on its revision), the
+//! members rows it changes and, for backfills, condition checks on the profile version and
+//! the activity revision the evaluation read.
+//!
+//! The helpers for tables with a composite key (batched reads and deletes) and for
+//! cancelled transactions live here too; the activity store uses them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    Client,
+    error::SdkError,
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{
+        AttributeValue, ConditionCheck, Delete, DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, WriteRequest,
+    },
+};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use herald_core::{
+    backoff::Backoff,
+    ports::{MembersPage, MembershipStore, MembershipWrite, StoreError, UserSegments},
+    segments::{MembershipChange, shard_of},
+};
+
+use crate::{
+    activity::REVISION_SK,
+    batch::{self, BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, Item},
+    unavailable,
+};
+
+/// Items one TransactWriteItems takes.
+const TRANSACTION_LIMIT: usize = 100;
+/// Batched calls in flight at once.
+pub(crate) const CONCURRENCY: usize = 8;
+/// The sort key of a user's record.
+const RECORD_SK: &str = "segments";
+
+#[derive(Clone, Debug)]
+pub struct DynamoMembershipStore {
+    client: Client,
+    table: String,
+    profiles_table: String,
+    activity_table: String,
+    backoff: Backoff,
+    /// Attempts of a membership write cancelled by a concurrent transaction.
+    conflict_backoff: Backoff,
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn record_pk(user_id: &str) -> String {
+    format!("user#{user_id}")
+}
+
+fn rows_pk(segment_id: &str, shard: u32) -> String {
+    format!("{segment_id}#{shard}")
+}
+
+/// The key of a user's members row of a segment.
+fn row_key(segment_id: &str, user_id: &str) -> (String, String) {
+    (rows_pk(segment_id, shard_of(user_id)), user_id.to_owned())
+}
+
+fn string_of<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value),
+        _ => Err(StoreError::Unavailable(format!("an item without the string {name}"))),
+    }
+}
+
+pub(crate) fn number_of(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => {
+            value.parse().map_err(|_| StoreError::Unavailable(format!("bad number {name} = {value:?}")))
+        }
+        None => Ok(0),
+        Some(_) => Err(StoreError::Unavailable(format!("{name} is not a number"))),
+    }
+}
+
+/// A user's record as stored.
+fn user_segments(item: Item) -> Result<UserSegments, StoreError> {
+    let revision = number_of(&item, "revision")?;
+    let segments = match item.get("segments") {
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(id) => Ok(id.clone()),
+                _ => Err(StoreError::Unavailable("a segment id that is not a string".into())),
+            })
+            .collect::<Result<BTreeSet<String>, _>>()?,
+        None => BTreeSet::new(),
+        Some(_) => return Err(StoreError::Unavailable("segments is not a list".into())),
+    };
+    let pending: Vec<MembershipChange> = match item.get("pending") {
+        Some(value) => serde_dynamo::from_attribute_value(value.clone())
+            .map_err(|e| StoreError::Unavailable(format!("unreadable outbox: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(UserSegments { revision, segments, pending })
+}
+
+impl DynamoMembershipStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        profiles_table: impl Into<String>,
+        activity_table: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            profiles_table: profiles_table.into(),
+            activity_table: activity_table.into(),
+            backoff: Backoff::default(),
+            conflict_backoff: Backoff::new(
+                std::time::Duration::from_millis(20),
+                std::time::Duration::from_millis(500),
+                4,
+            ),
+        }
+    }
+
+    fn record_item(&self, write: &MembershipWrite) -> Result<TransactWriteItem, StoreError> {
+        let pending = serde_dynamo::to_attribute_value(&write.pending)
+            .map_err(|e| StoreError::Unavailable(format!("unwritable outbox: {e}")))?;
+        let item: Item = [
+            ("pk".to_owned(), s(&record_pk(&write.user_id))),
+            ("sk".to_owned(), s(RECORD_SK)),
+            ("revision".to_owned(), n(write.expected_revision + 1)),
+            ("segments".to_owned(), AttributeValue::L(write.segments.iter().map(|id| s(id)).collect())),
+            ("pending".to_owned(), pending),
+        ]
+        .into();
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = if write.expected_revision == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#r = :expected")
+                .expression_attribute_names("#r", "revision")
+                .expression_attribute_values(":expected", n(write.expected_revision))
+        };
+        Ok(TransactWriteItem::builder().put(put.build().expect("the put is complete")).build())
+    }
+
+    /// The transaction of one membership step.
+    fn transaction(&self, write: &MembershipWrite) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = vec![self.record_item(write)?];
+        for segment_id in &write.entered {
+            let (pk, sk) = row_key(segment_id, &write.user_id);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(&pk))
+                .item("sk", s(&sk))
+                .build()
+                .expect("the put is complete");
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        for segment_id in &write.exited {
+            let (pk, sk) = row_key(segment_id, &write.user_id);
+            let delete =
+                Delete::builder().table_name(&self.table).key("pk", s(&pk)).key("sk", s(&sk)).build().expect("keyed");
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        if let Some(guard) = &write.guard {
+            let check = ConditionCheck::builder().table_name(&self.profiles_table).key("user_id", s(&write.user_id));
+            let check = if guard.profile_version == 0 {
+                check.condition_expression("attribute_not_exists(user_id)")
+            } else {
+                check
+                    .condition_expression("#v = :v")
+                    .expression_attribute_names("#v", "version")
+                    .expression_attribute_values(":v", n(guard.profile_version))
+            };
+            items.push(TransactWriteItem::builder().condition_check(check.build().expect("complete")).build());
+            if let Some(revision) = guard.activity_revision {
+                let check = ConditionCheck::builder()
+                    .table_name(&self.activity_table)
+                    .key("user_id", s(&write.user_id))
+                    .key("sk", s(REVISION_SK));
+                let check = if revision == 0 {
+                    check.condition_expression("attribute_not_exists(user_id)")
+                } else {
+                    check
+                        .condition_expression("#r = :r")
+                        .expression_attribute_names("#r", "revision")
+                        .expression_attribute_values(":r", n(revision))
+                };
+                items.push(TransactWriteItem::builder().condition_check(check.build().expect("complete")).build());
+            }
+        }
+        Ok(items)
+    }
+
+    /// Writes the steps `group` names in one transaction; a step whose condition failed
+    /// is left out and the rest written again. Answers the steps written.
+    async fn write_group(
+        &self,
+        transactions: &[Vec<TransactWriteItem>],
+        mut group: Vec<usize>,
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut retry = 0;
+        while !group.is_empty() {
+            let items: Vec<TransactWriteItem> = group.iter().flat_map(|&i| transactions[i].iter().cloned()).collect();
+            let codes = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                Ok(_) => return Ok(group),
+                Err(e) => cancellation_codes(e)?,
+            };
+            let mut position = 0;
+            let mut failed = BTreeSet::new();
+            for &i in &group {
+                let end = position + transactions[i].len();
+                if codes.get(position..end).is_some_and(|c| c.iter().any(|c| c == CONDITIONAL_CHECK_FAILED)) {
+                    failed.insert(i);
+                }
+                position = end;
+            }
+            if !failed.is_empty() {
+                group.retain(|i| !failed.contains(i));
+                continue;
+            }
+            if !codes.iter().any(|c| is_retryable(c)) {
+                return Err(StoreError::Unavailable(format!("membership writes cancelled: {codes:?}")));
+            }
+            if !self.conflict_backoff.wait(retry).await {
+                // Held by other writers throughout: reported as conflicts, re-evaluated.
+                return Ok(Vec::new());
+            }
+            retry += 1;
+        }
+        Ok(group)
+    }
+
+    /// Sends write requests to the members table (batches of 25, several at once).
+    async fn write_rows(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        write_all(&self.client, &self.table, requests, &self.backoff).await
+    }
+}
+
+#[async_trait]
+impl MembershipStore for DynamoMembershipStore {
+    async fn user_segments(&self, user_id: &str) -> Result<UserSegments, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&record_pk(user_id)))
+            .key("sk", s(RECORD_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.map(user_segments).transpose().map(Option::unwrap_or_default)
+    }
+
+    async fn user_segments_many(&self, user_ids: &[String]) -> Result<HashMap<String, UserSegments>, StoreError> {
+        let keys: Vec<(String, String)> = user_ids.iter().map(|id| (record_pk(id), RECORD_SK.to_owned())).collect();
+        let items = get_keys(&self.client, &self.table, ("pk", "sk"), &keys, false, &self.backoff).await?;
+        items
+            .into_iter()
+            .map(|item| {
+                let user_id = string_of(&item, "pk")?
+                    .strip_prefix("user#")
+                    .ok_or_else(|| StoreError::Unavailable("a user record with a bad key".into()))?
+                    .to_owned();
+                Ok((user_id, user_segments(item)?))
+            })
+            .collect()
+    }
+
+    async fn write(&self, write: &MembershipWrite) -> Result<(), StoreError> {
+        let items = self.transaction(write)?;
+        let mut retry = 0;
+        loop {
+            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let codes = match result {
+                Ok(_) => return Ok(()),
+                Err(e) => cancellation_codes(e)?,
+            };
+            if codes.iter().any(|c| c == CONDITIONAL_CHECK_FAILED) {
+                return Err(StoreError::Conflict);
+            }
+            if !codes.iter().any(|c| is_retryable(c)) {
+                return Err(StoreError::Unavailable(format!("membership write cancelled: {codes:?}")));
+            }
+            // Another transaction had one of the items: the record, a row, or a guarded item.
+            if !self.conflict_backoff.wait(retry).await {
+                return Err(StoreError::Conflict);
+            }
+            retry += 1;
+        }
+    }
+
+    async fn write_many(&self, writes: &[MembershipWrite]) -> Result<Vec<bool>, StoreError> {
+        let transactions = writes.iter().map(|w| self.transaction(w)).collect::<Result<Vec<_>, _>>()?;
+        // Pack whole steps into transactions of at most 100 items.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut size = TRANSACTION_LIMIT;
+        for (i, items) in transactions.iter().enumerate() {
+            if size + items.len() > TRANSACTION_LIMIT {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            groups.last_mut().expect("a group was pushed").push(i);
+            size += items.len();
+        }
+        let transactions = &transactions;
+        let outcomes: Vec<Vec<usize>> = stream::iter(groups)
+            .map(|group| self.write_group(transactions, group))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut applied = vec![false; writes.len()];
+        for i in outcomes.into_iter().flatten() {
+            applied[i] = true;
+        }
+        Ok(applied)
+    }
+
+    async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&record_pk(user_id)))
+            .key("sk", s(RECORD_SK))
+            .update_expression("SET #p = :empty")
+            .condition_expression("#r = :r")
+            .expression_attribute_names("#p", "pending")
+            .expression_attribute_names("#r", "revision")
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":r", n(revision))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn members(
+        &self,
+        segment_id: &str,
+        shard: u32,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<MembersPage, StoreError> {
+        if limit == 0 {
+            return Ok(MembersPage::default());
+        }
+        let pk = rows_pk(segment_id, shard);
+        let start = after.map(|after| HashMap::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(after))]));
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .set_exclusive_start_key(start)
+            .limit(limit.min(i32::MAX as u32) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let user_ids = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| string_of(item, "sk").map(str::to_owned))
+            .collect::<Result<Vec<_>, _>>()?;
+        // DynamoDB names where it stopped whenever it stopped early (the limit, or 1 MB);
+        // a page that ends exactly at the last row costs one more, empty, page.
+        let next = match output.last_evaluated_key {
+            Some(key) => Some(string_of(&key, "sk")?.to_owned()),
+            None => None,
+        };
+        Ok(MembersPage { user_ids, next })
+    }
+
+    async fn add_static(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError> {
+        let ids: BTreeSet<&String> = user_ids.iter().collect();
+        let items: Vec<Item> = ids
+            .into_iter()
+            .map(|user_id| {
+                let (pk, sk) = row_key(segment_id, user_id);
+                HashMap::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&sk))])
+            })
+            .collect();
+        let chunks: Vec<Vec<Item>> = items.chunks(BATCH_WRITE_LIMIT).map(<[Item]>::to_vec).collect();
+        stream::iter(chunks)
+            .map(|chunk| batch::put_all(&self.client, &self.table, chunk, &self.backoff))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn remove_rows(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError> {
+        let ids: BTreeSet<&String> = user_ids.iter().collect();
+        let requests = ids
+            .into_iter()
+            .map(|user_id| {
+                let (pk, sk) = row_key(segment_id, user_id);
+                let delete = DeleteRequest::builder().key("pk", s(&pk)).key("sk", s(&sk)).build().expect("keyed");
+                WriteRequest::builder().delete_request(delete).build()
+            })
+            .collect();
+        self.write_rows(requests).await
+    }
+
+    async fn rows_among(&self, user_id: &str, segment_ids: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        let keys: HashMap<(String, String), &String> =
+            segment_ids.iter().map(|segment_id| (row_key(segment_id, user_id), segment_id)).collect();
+        let wanted: Vec<(String, String)> = keys.keys().cloned().collect();
+        let items = get_keys(&self.client, &self.table, ("pk", "sk"), &wanted, false, &self.backoff).await?;
+        items
+            .iter()
+            .map(|item| {
+                let key = (string_of(item, "pk")?.to_owned(), string_of(item, "sk")?.to_owned());
+                keys.get(&key)
+                    .map(|id| (*id).clone())
+                    .ok_or_else(|| StoreError::Unavailable("a members row that was not asked for".into()))
+            })
+            .collect()
+    }
+}
+
+// --- Helpers for tables with a composite (string, string) key, and for transactions.
+
+/// The items of `table` under `keys` (`names` are the partition and sort key's names),
+/// read in concurrent BatchGetItem calls of 100 keys, unprocessed keys read again after a
+/// backoff. Missing items are absent; a key named twice is read once.
+pub(crate) async fn get_keys(
+    client: &Client,
+    table: &str,
+    names: (&str, &str),
+    keys: &[(String, String)],
+    consistent: bool,
+    backoff: &Backoff,
+) -> Result<Vec<Item>, StoreError> {
+    let keys: BTreeSet<&(String, String)> = keys.iter().collect();
+    let keys: Vec<Item> = keys
+        .into_iter()
+        .map(|(hash, range)| HashMap::from([(names.0.to_owned(), s(hash)), (names.1.to_owned(), s(range))]))
+        .collect();
+    let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_LIMIT).map(<[Item]>::to_vec).collect();
+    let pages: Vec<Vec<Item>> = stream::iter(chunks)
+        .map(|chunk| get_chunk(client, table, chunk, consistent, backoff))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(pages.into_iter().flatten().collect())
+}
+
+async fn get_chunk(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    consistent: bool,
+    backoff: &Backoff,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut pending =
+        Some(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(consistent).build().expect("keys"));
+    let mut retry = 0;
+    while let Some(keys) = pending.take() {
+        let output = client.batch_get_item().request_items(table, keys).send().await.map_err(unavailable)?;
+        items.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+        pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
+        if pending.is_some() {
+            if !backoff.wait(retry).await {
+                return Err(StoreError::Unavailable("keys stayed unprocessed".into()));
+            }
+            retry += 1;
+        }
+    }
+    Ok(items)
+}
+
+/// Sends `requests` in concurrent BatchWriteItem calls of 25, unprocessed requests sent
+/// again after a backoff. The requests must name distinct items.
+pub(crate) async fn write_all(
+    client: &Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    let chunks: Vec<Vec<WriteRequest>> = requests.chunks(BATCH_WRITE_LIMIT).map(<[WriteRequest]>::to_vec).collect();
+    stream::iter(chunks)
+        .map(|chunk| write_chunk(client, table, chunk, backoff))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+async fn write_chunk(
+    client: &Client,
+    table: &str,
+    mut pending: Vec<WriteRequest>,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    let mut retry = 0;
+    while !pending.is_empty() {
+        let output = client.batch_write_item().request_items(table, pending).send().await.map_err(unavailable)?;
+        pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+        if !pending.is_empty() {
+            if !backoff.wait(retry).await {
+                return Err(StoreError::Unavailable(format!("{} items stayed unprocessed", pending.len())));
+            }
+            retry += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Stands for a server error in the codes of a failed transaction.
+const SERVER_ERROR: &str = "InternalServerError";
+
+/// The cancellation reason of an item whose condition failed.
+pub(crate) const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailed";
+
+/// The code of each item of a cancelled transaction, in order (`None` for the items that
+/// were fine); any other failure is the store's.
+pub(crate) fn cancellation_codes(error: SdkError<TransactWriteItemsError>) -> Result<Vec<String>, StoreError> {
+    // A 5xx that outlived the SDK's own retries (DynamoDB's InternalServerError; the
+    // local endpoint fails some concurrent transactions so): written again after a pause.
+    if error.raw_response().is_some_and(|r| r.status().is_server_error()) {
+        return Ok(vec![SERVER_ERROR.to_owned()]);
+    }
+    match error.into_service_error() {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => Ok(cancelled
+            .cancellation_reasons
+            .unwrap_or_default()
+            .into_iter()
+            .map(|reason| reason.code.unwrap_or_default())
+            .collect()),
+        other => Err(unavailable(other)),
+    }
+}
+
+/// Cancellation codes that writing again can cure: another transaction held an item, or
+/// the table was throttled.
+pub(crate) fn is_retryable(code: &str) -> bool {
+    matches!(
+        code,
+        "TransactionConflict"
+            | "ThrottlingError"
+            | "ProvisionedThroughputExceeded"
+            | "RequestLimitExceeded"
+            | SERVER_ERROR
+    )
+}

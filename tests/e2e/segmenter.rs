@@ -1,0 +1,288 @@
+//! Dynamic segments on the local stack: profile changes and behaviour events reach the
+//! segmenter through the bus and its queue, and memberships follow within moments.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use chrono::{Duration as Days, Utc};
+use herald_core::{
+    Profile,
+    activity::Activity,
+    rules::{Rule, Subject},
+};
+use herald_e2e::{Api, EventCapture, start_stack};
+use herald_local::LocalStack;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn eventually<F: Future<Output = bool>>(what: &str, timeout: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a dynamic segment and waits until its backfill is done.
+async fn ready_segment(api: &Api, id: &str, rule: Value, timeout: Duration) {
+    let answer =
+        api.post("/v1/segments", &json!({"segment_id": id, "name": id, "kind": "dynamic", "rule": rule})).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    eventually(&format!("segment {id} is ready"), timeout, || async {
+        api.get(&format!("/v1/segments/{id}")).await.body["state"] == "ready"
+    })
+    .await;
+}
+
+async fn segments_of(api: &Api, user_id: &str) -> Vec<String> {
+    let answer = api.get(&format!("/v1/users/{user_id}/segments")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    serde_json::from_value(answer.body["segment_ids"].clone()).unwrap()
+}
+
+async fn all_members(api: &Api, segment_id: &str) -> Vec<String> {
+    let mut members = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/segments/{segment_id}/members?limit=1000&cursor={c}"),
+            None => format!("/v1/segments/{segment_id}/members?limit=1000"),
+        };
+        let answer = api.get(&path).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        members.extend(answer.body["user_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
+        match answer.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return members,
+        }
+    }
+}
+
+/// The membership events among what the capture collected: (type, segment, user).
+fn memberships(events: &[Value]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .filter(|e| e["detail-type"].as_str().is_some_and(|t| t.starts_with("segment.") && t != "segment.job"))
+        .map(|e| {
+            let field = |name: &str| e["detail"][name].as_str().unwrap().to_owned();
+            (e["detail-type"].as_str().unwrap().to_owned(), field("segment_id"), field("user_id"))
+        })
+        .collect()
+}
+
+async fn wait_for_memberships(capture: &EventCapture, count: usize) -> Vec<(String, String, String)> {
+    let deadline = Instant::now() + WAIT;
+    let mut found = Vec::new();
+    while found.len() < count && Instant::now() < deadline {
+        found.extend(memberships(&capture.collect(1, Duration::from_secs(1)).await));
+    }
+    found
+}
+
+fn entered(segment: &str, user: &str) -> (String, String, String) {
+    ("segment.entered".into(), segment.into(), user.into())
+}
+
+fn exited(segment: &str, user: &str) -> (String, String, String) {
+    ("segment.exited".into(), segment.into(), user.into())
+}
+
+#[tokio::test]
+async fn a_matching_profile_enters_and_leaves_when_changed_back() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let rule = json!({"all": [{"attribute": "org", "any_of": ["ABC"]}, {"attribute": "tag", "any_of": ["vip"]}]});
+    ready_segment(&api, "abc-vip", rule, WAIT).await;
+    let capture = EventCapture::attach(&stack).await;
+
+    api.put("/v1/users/u1", &json!({"attributes": {"org": ["ABC"], "tag": ["vip", "beta"]}})).await;
+    eventually("u1 is a member", WAIT, || async { segments_of(&api, "u1").await == ["abc-vip"] }).await;
+    assert_eq!(all_members(&api, "abc-vip").await, ["u1"]);
+    assert_eq!(wait_for_memberships(&capture, 1).await, [entered("abc-vip", "u1")]);
+
+    api.put("/v1/users/u1", &json!({"attributes": {"tag": ["beta"]}})).await;
+    eventually("u1 left", WAIT, || async { segments_of(&api, "u1").await.is_empty() }).await;
+    assert!(all_members(&api, "abc-vip").await.is_empty());
+    assert_eq!(wait_for_memberships(&capture, 1).await, [exited("abc-vip", "u1")]);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_third_order_over_yesterday_and_today_enters_the_segment() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let rule = json!({"event": "order", "window": {"last_days": 2}, "count": {"gt": 2}});
+    ready_segment(&api, "frequent-buyers", rule, WAIT).await;
+    api.put("/v1/users/buyer", &json!({"email": "buyer@example.com"})).await;
+    let capture = EventCapture::attach(&stack).await;
+
+    let now = Utc::now();
+    let order = |id: &str, at: chrono::DateTime<Utc>| json!({"event_id": id, "user_id": "buyer", "name": "order", "timestamp": at, "properties": {"total": 12.5}});
+    let post = |events: Vec<Value>| {
+        let api = &api;
+        async move {
+            let answer = api.post("/v1/events", &json!({"events": events})).await;
+            assert_eq!(answer.status, 202, "{:?}", answer.body);
+        }
+    };
+    // Two days ago is outside "yesterday and today"; the same order sent twice counts once.
+    post(vec![order("o0", now - Days::days(2)), order("o1", now - Days::days(1))]).await;
+    post(vec![order("o2", now), order("o2", now)]).await;
+    post(vec![order("o1", now - Days::days(1))]).await;
+    assert!(wait_for_memberships(&capture, 1).await.is_empty(), "two orders are not more than two");
+    assert!(segments_of(&api, "buyer").await.is_empty());
+
+    post(vec![order("o3", now)]).await;
+    assert_eq!(wait_for_memberships(&capture, 1).await, [entered("frequent-buyers", "buyer")]);
+    assert_eq!(segments_of(&api, "buyer").await, ["frequent-buyers"]);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn tag_1_never_matches_tag_11() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    // One user exists before the segment (found by the backfill), one after (the segmenter).
+    api.put("/v1/users/eleven", &json!({"attributes": {"tag": ["11", "111"]}})).await;
+    ready_segment(&api, "tag-1", json!({"attribute": "tag", "any_of": ["1"]}), WAIT).await;
+    api.put("/v1/users/eleven-too", &json!({"attributes": {"tag": ["11"]}})).await;
+    api.put("/v1/users/one", &json!({"attributes": {"tag": ["1"]}})).await;
+
+    eventually("one is a member", WAIT, || async { segments_of(&api, "one").await == ["tag-1"] }).await;
+    assert_eq!(all_members(&api, "tag-1").await, ["one"]);
+    assert!(segments_of(&api, "eleven").await.is_empty());
+    assert!(segments_of(&api, "eleven-too").await.is_empty());
+    stack.stop().await;
+}
+
+/// Profiles written straight to the table, as a bulk load would: no profile.changed, so
+/// only the backfill can find their members.
+async fn write_profiles(stack: &LocalStack, profiles: &[Profile]) {
+    let table = &stack.api_config.profiles_table;
+    let items = profiles.iter().map(|p| serde_dynamo::to_item(p).unwrap()).collect();
+    herald_aws::batch::put_all(&stack.clients.dynamodb, table, items, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backfill_over_10000_profiles_matches_a_direct_evaluation() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let profiles: Vec<Profile> = (0..10_000)
+        .map(|i| {
+            let mut profile = Profile::new(format!("user-{i:05}"));
+            profile.version = 1;
+            profile.attributes.insert("plan".into(), [["free", "pro", "team"][i % 3].to_owned()].into());
+            profile.attributes.insert("age".into(), [(18 + i % 50).to_string()].into());
+            if i % 4 == 0 {
+                profile.email = Some(format!("user{i}@example.com"));
+            }
+            profile
+        })
+        .collect();
+    write_profiles(&stack, &profiles).await;
+
+    let rule = json!({"any": [
+        {"attribute": "plan", "any_of": ["pro"]},
+        {"all": [{"attribute": "age", "gte": 50}, {"has": "email"}]}
+    ]});
+    let parsed = Rule::parse(&rule).unwrap();
+    let activity = Activity::default();
+    let expected: BTreeSet<String> = profiles
+        .iter()
+        .filter(|p| parsed.evaluate(&Subject { profile: Some(p), activity: &activity, today: Utc::now().date_naive() }))
+        .map(|p| p.user_id.clone())
+        .collect();
+    assert!(expected.len() > 3000, "the rule picks a good share: {}", expected.len());
+
+    ready_segment(&api, "pro-or-senior", rule, Duration::from_secs(240)).await;
+    let members = all_members(&api, "pro-or-senior").await;
+    let found: BTreeSet<String> = members.iter().cloned().collect();
+    assert_eq!(found.len(), members.len(), "no member is listed twice");
+    assert_eq!(found, expected);
+    let segment = api.get("/v1/segments/pro-or-senior").await.body;
+    assert_eq!(segment["backfill"]["profiles_scanned"], 10_000);
+    stack.stop().await;
+}
+
+/// A queue message carrying `detail` as the bus would deliver it.
+fn bus_message(id: &str, detail_type: &str, detail: Value) -> SqsMessage {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.body = Some(json!({"source": "herald", "detail-type": detail_type, "detail": detail}).to_string());
+    message
+}
+
+#[tokio::test]
+async fn redelivered_and_out_of_order_changes_leave_membership_right() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    ready_segment(&api, "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
+    let capture = EventCapture::attach(&stack).await;
+
+    api.put("/v1/users/u3", &json!({"attributes": {"tier": ["gold"]}})).await;
+    assert_eq!(wait_for_memberships(&capture, 1).await, [entered("gold", "u3")]);
+    api.put("/v1/users/u3", &json!({"attributes": {"tier": ["silver"]}})).await;
+    assert_eq!(wait_for_memberships(&capture, 1).await, [exited("gold", "u3")]);
+
+    // The first change arrives again, late and twice: the segmenter reads the profile as
+    // it is now, so nothing moves.
+    let stale = json!({"user_id": "u3", "version": 1, "changed_attributes": ["tier"], "changed_fields": [],
+        "created": true, "erased": false});
+    let mut event = SqsEvent::default();
+    event.records =
+        vec![bus_message("m1", "profile.changed", stale.clone()), bus_message("m2", "profile.changed", stale)];
+    let segmenter = stack.segmenter().expect("the stack runs the segmenter");
+    assert!(segmenter.handle(event.clone()).await.batch_item_failures.is_empty());
+    assert!(segmenter.handle(event).await.batch_item_failures.is_empty());
+
+    assert!(segments_of(&api, "u3").await.is_empty());
+    assert!(all_members(&api, "gold").await.is_empty());
+    assert!(wait_for_memberships(&capture, 1).await.is_empty(), "no event for a change that changed nothing");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_erased_profile_leaves_its_segments() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    ready_segment(&api, "has-email", json!({"has": "email"}), WAIT).await;
+    let capture = EventCapture::attach(&stack).await;
+    api.put("/v1/users/gone", &json!({"email": "gone@example.com"})).await;
+    assert_eq!(wait_for_memberships(&capture, 1).await, [entered("has-email", "gone")]);
+
+    assert_eq!(api.delete("/v1/users/gone").await.status, 204);
+    assert_eq!(wait_for_memberships(&capture, 1).await, [exited("has-email", "gone")]);
+    assert!(all_members(&api, "has-email").await.is_empty());
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_sweep_lets_members_leave_as_time_passes() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let capture = EventCapture::attach(&stack).await;
+    // "Signed up within the last 3 days": a member whose sign-up is older only leaves when
+    // the sweep re-evaluates, since nothing about the profile changes.
+    let rule = json!({"attribute": "signed_up", "within_last_days": 3});
+    let old = (Utc::now() - Days::days(10)).format("%Y-%m-%d").to_string();
+    let recent = Utc::now().format("%Y-%m-%d").to_string();
+    api.put("/v1/users/new", &json!({"attributes": {"signed_up": [recent]}})).await;
+    ready_segment(&api, "new-users", rule, WAIT).await;
+    assert_eq!(all_members(&api, "new-users").await, ["new"]);
+
+    // Backdate the member straight in the table (no event), as the passing of days would.
+    let mut profile = Profile::new("new");
+    profile.version = 2;
+    profile.attributes.insert("signed_up".into(), [old].into());
+    write_profiles(&stack, &[profile]).await;
+    stack.fire_schedule("SegmentSweepSchedule").await.unwrap();
+
+    assert_eq!(wait_for_memberships(&capture, 1).await, [exited("new-users", "new")]);
+    assert!(all_members(&api, "new-users").await.is_empty());
+    assert!(segments_of(&api, "new").await.is_empty());
+    stack.stop().await;
+}
