@@ -83,17 +83,17 @@ impl App {
             store: Arc::new(DynamoActivityStore::new(db(), &config.activity_table)),
             events: events.clone(),
         };
-        let segments = SegmentService {
-            store: Arc::new(DynamoSegmentStore::new(db(), &config.segments_table)),
-            members: Arc::new(DynamoMembershipStore::new(
+        let segments = SegmentService::new(
+            Arc::new(DynamoSegmentStore::new(db(), &config.segments_table)),
+            Arc::new(DynamoMembershipStore::new(
                 db(),
                 &config.members_table,
                 &config.profiles_table,
                 &config.activity_table,
             )),
-            events: events.clone(),
-            backfill_parts: DEFAULT_BACKFILL_PARTS,
-        };
+            events.clone(),
+            DEFAULT_BACKFILL_PARTS,
+        );
         Self {
             profiles: ProfileService::new(profiles.clone(), events.clone()),
             notifications: NotificationService {

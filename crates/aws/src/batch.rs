@@ -58,29 +58,36 @@ pub async fn get_all(
 ) -> Result<Vec<Item>, StoreError> {
     // BatchGetItem refuses a request that names one key twice.
     let keys: std::collections::BTreeSet<&String> = keys.iter().collect();
-    let keys: Vec<&String> = keys.into_iter().collect();
     let mut items = Vec::new();
-    for chunk in keys.chunks(BATCH_GET_LIMIT) {
+    for chunk in keys.into_iter().collect::<Vec<_>>().chunks(BATCH_GET_LIMIT) {
         let request =
             chunk.iter().map(|k| HashMap::from([(key_name.to_owned(), AttributeValue::S((*k).clone()))])).collect();
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(request))
-                .consistent_read(consistent)
-                .build()
-                .expect("keys are set"),
-        );
-        let mut retry = 0;
-        while let Some(keys) = pending.take() {
-            let output = client.batch_get_item().request_items(table, keys).send().await.map_err(crate::unavailable)?;
-            items.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
-            pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
-            if pending.is_some() {
-                if !backoff.wait(retry).await {
-                    return Err(StoreError::Unavailable("keys stayed unprocessed".into()));
-                }
-                retry += 1;
+        items.extend(get_chunk(client, table, request, consistent, backoff).await?);
+    }
+    Ok(items)
+}
+
+/// One BatchGetItem of at most 100 `keys`, unprocessed keys read again after a backoff.
+pub(crate) async fn get_chunk(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    consistent: bool,
+    backoff: &Backoff,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut pending =
+        Some(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(consistent).build().expect("keys"));
+    let mut retry = 0;
+    while let Some(keys) = pending.take() {
+        let output = client.batch_get_item().request_items(table, keys).send().await.map_err(crate::unavailable)?;
+        items.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+        pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
+        if pending.is_some() {
+            if !backoff.wait(retry).await {
+                return Err(StoreError::Unavailable("keys stayed unprocessed".into()));
             }
+            retry += 1;
         }
     }
     Ok(items)

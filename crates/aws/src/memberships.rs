@@ -19,9 +19,7 @@ use aws_sdk_dynamodb::{
     Client,
     error::SdkError,
     operation::transact_write_items::TransactWriteItemsError,
-    types::{
-        AttributeValue, ConditionCheck, Delete, DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, WriteRequest,
-    },
+    types::{AttributeValue, ConditionCheck, Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest},
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
@@ -458,36 +456,11 @@ pub(crate) async fn get_keys(
         .collect();
     let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_LIMIT).map(<[Item]>::to_vec).collect();
     let pages: Vec<Vec<Item>> = stream::iter(chunks)
-        .map(|chunk| get_chunk(client, table, chunk, consistent, backoff))
+        .map(|chunk| batch::get_chunk(client, table, chunk, consistent, backoff))
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
     Ok(pages.into_iter().flatten().collect())
-}
-
-async fn get_chunk(
-    client: &Client,
-    table: &str,
-    keys: Vec<Item>,
-    consistent: bool,
-    backoff: &Backoff,
-) -> Result<Vec<Item>, StoreError> {
-    let mut items = Vec::new();
-    let mut pending =
-        Some(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(consistent).build().expect("keys"));
-    let mut retry = 0;
-    while let Some(keys) = pending.take() {
-        let output = client.batch_get_item().request_items(table, keys).send().await.map_err(unavailable)?;
-        items.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
-        pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
-        if pending.is_some() {
-            if !backoff.wait(retry).await {
-                return Err(StoreError::Unavailable("keys stayed unprocessed".into()));
-            }
-            retry += 1;
-        }
-    }
-    Ok(items)
 }
 
 /// Sends `requests` in concurrent BatchWriteItem calls of 25, unprocessed requests sent

@@ -83,16 +83,51 @@ struct MembersCursor {
     after: Option<String>,
 }
 
+/// The saved segments, compiled; reloaded only when the catalog revision moved, so a
+/// use costs one consistent read, not a scan.
+pub struct CatalogCache {
+    store: Arc<dyn SegmentStore>,
+    /// None until first loaded.
+    cached: RwLock<Option<Arc<Catalog>>>,
+}
+
+impl CatalogCache {
+    pub fn new(store: Arc<dyn SegmentStore>) -> Self {
+        Self { store, cached: RwLock::new(None) }
+    }
+
+    pub async fn current(&self) -> Result<Arc<Catalog>, StoreError> {
+        let revision = self.store.catalog_revision().await?;
+        let cached = self.cached.read().unwrap().clone();
+        if let Some(cached) = cached.filter(|c| c.revision == revision) {
+            return Ok(cached);
+        }
+        let catalog = Arc::new(Catalog::new(revision, &self.store.list().await?));
+        *self.cached.write().unwrap() = Some(catalog.clone());
+        Ok(catalog)
+    }
+}
+
 /// Saves segments and answers who is in them.
 pub struct SegmentService {
-    pub store: Arc<dyn SegmentStore>,
-    pub members: Arc<dyn MembershipStore>,
-    pub events: Arc<dyn EventPublisher>,
+    store: Arc<dyn SegmentStore>,
+    members: Arc<dyn MembershipStore>,
+    events: Arc<dyn EventPublisher>,
     /// Parallel parts of a backfill's profile scan.
-    pub backfill_parts: u32,
+    backfill_parts: u32,
+    catalog: CatalogCache,
 }
 
 impl SegmentService {
+    pub fn new(
+        store: Arc<dyn SegmentStore>,
+        members: Arc<dyn MembershipStore>,
+        events: Arc<dyn EventPublisher>,
+        backfill_parts: u32,
+    ) -> Self {
+        Self { catalog: CatalogCache::new(store.clone()), store, members, events, backfill_parts }
+    }
+
     /// Creates a segment. A dynamic one starts backfilling in the background; a static
     /// one is ready once its members are written.
     pub async fn create(
@@ -300,8 +335,7 @@ impl SegmentService {
     /// ones from their members rows.
     pub async fn user_segments(&self, user_id: &str) -> Result<Vec<String>, SegmentError> {
         validation::check_user_id(user_id)?;
-        let segments = self.store.list().await?;
-        let catalog = Catalog::new(0, &segments);
+        let catalog = self.catalog.current().await?;
         let dynamic = self.members.user_segments(user_id).await?.segments;
         let static_ids: Vec<String> = catalog.static_segments.iter().cloned().collect();
         let mut ids: BTreeSet<String> = dynamic.intersection(&catalog.dynamic_ids()).cloned().collect();
@@ -367,8 +401,7 @@ pub struct Segmenter {
     pub events: Arc<dyn EventPublisher>,
     /// Parallel parts of a sweep's profile scan.
     pub backfill_parts: u32,
-    /// None until first loaded.
-    catalog: RwLock<Option<Arc<Catalog>>>,
+    catalog: CatalogCache,
 }
 
 /// What a backfill page did.
@@ -389,6 +422,7 @@ impl Segmenter {
         events: Arc<dyn EventPublisher>,
     ) -> Self {
         Self {
+            catalog: CatalogCache::new(segments.clone()),
             profiles,
             scan,
             activity,
@@ -396,20 +430,12 @@ impl Segmenter {
             members,
             events,
             backfill_parts: DEFAULT_BACKFILL_PARTS,
-            catalog: RwLock::new(None),
         }
     }
 
-    /// The current catalog: reloaded only when its revision moved (one consistent read).
+    /// The current catalog (one consistent read, a reload when it changed).
     pub async fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
-        let revision = self.segments.catalog_revision().await?;
-        let cached = self.catalog.read().unwrap().clone();
-        if let Some(cached) = cached.filter(|c| c.revision == revision) {
-            return Ok(cached);
-        }
-        let catalog = Arc::new(Catalog::new(revision, &self.segments.list().await?));
-        *self.catalog.write().unwrap() = Some(catalog.clone());
-        Ok(catalog)
+        self.catalog.current().await
     }
 
     /// Does the work of a batch; one result per item, in order. Changes to one user are

@@ -156,12 +156,7 @@ impl World {
         let members = Arc::new(MemoryMemberships::default());
         let racing = Arc::new(RacingMemberships { inner: members.clone(), ..Default::default() });
         let bus = Arc::new(MemoryBus::default());
-        let service = SegmentService {
-            store: segments.clone(),
-            members: racing.clone(),
-            events: bus.clone(),
-            backfill_parts: parts,
-        };
+        let service = SegmentService::new(segments.clone(), racing.clone(), bus.clone(), parts);
         let segmenter = Segmenter::new(
             counted.clone(),
             profiles.clone(),
