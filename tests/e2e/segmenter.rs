@@ -298,3 +298,39 @@ async fn the_daily_sweep_lets_members_leave_as_time_passes() {
     assert!(segments_of(&api, "new").await.is_empty());
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_changes_to_one_user_end_with_the_latest_state() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    ready_segment(&api, "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
+    let segmenter = stack.segmenter().expect("the stack runs the segmenter");
+    let change = json!({"user_id": "racer", "version": 1, "changed_attributes": ["tier"], "changed_fields": [],
+        "created": false, "erased": false});
+
+    // Twenty writes race each other, and direct segmenter invocations race the stack's
+    // own poller for the same user.
+    let writes = (0..20).map(|i| {
+        let api = &api;
+        async move {
+            let tier = if i % 2 == 0 { "gold" } else { "silver" };
+            api.put("/v1/users/racer", &json!({"attributes": {"tier": [tier]}})).await;
+        }
+    });
+    let invocations = (0..8).map(|i| {
+        let mut event = SqsEvent::default();
+        event.records = vec![bus_message(&format!("race-{i}"), "profile.changed", change.clone())];
+        async move { assert!(segmenter.handle(event).await.batch_item_failures.is_empty()) }
+    });
+    tokio::join!(futures_util::future::join_all(writes), futures_util::future::join_all(invocations));
+
+    let tier = api.get("/v1/users/racer").await.body["attributes"]["tier"][0].as_str().unwrap().to_owned();
+    let expected: Vec<String> = if tier == "gold" { vec!["gold".into()] } else { vec![] };
+    eventually("membership follows the last write", WAIT, || async { segments_of(&api, "racer").await == expected })
+        .await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(segments_of(&api, "racer").await, expected, "and stays so");
+    let rows: Vec<String> = if tier == "gold" { vec!["racer".into()] } else { vec![] };
+    assert_eq!(all_members(&api, "gold").await, rows, "the members rows agree with the user's record");
+    stack.stop().await;
+}
