@@ -128,15 +128,6 @@ pub struct Reads {
     pub time_relative: bool,
 }
 
-impl Reads {
-    pub fn merge(&mut self, other: &Reads) {
-        self.attributes.extend(other.attributes.iter().cloned());
-        self.fields.extend(other.fields.iter().cloned());
-        self.events.extend(other.events.iter().cloned());
-        self.time_relative |= other.time_relative;
-    }
-}
-
 /// What a profile and its activity are evaluated as.
 pub struct Subject<'a> {
     /// None when the profile does not exist (or was erased): it is in no segment.

@@ -313,8 +313,4 @@ impl Catalog {
             .map(|s| s.segment_id.clone())
             .collect()
     }
-
-    pub fn position(&self, segment_id: &str) -> Option<usize> {
-        self.segments.iter().position(|s| s.segment_id == segment_id)
-    }
 }
