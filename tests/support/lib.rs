@@ -23,6 +23,9 @@ pub async fn start_stack_with_key(admin_key: Option<String>) -> LocalStack {
 
 /// Starts a stack with `configure` applied to its options.
 pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStack {
+    // The stack's warnings and errors (RUST_LOG for more) show with a failed test's output.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|v| !v.is_empty())

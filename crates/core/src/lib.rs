@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod circuit_breaker;
 pub mod delivery;
 pub mod events;
+pub mod import;
 pub mod keys;
 pub mod memory;
 pub mod notification;
