@@ -1,11 +1,12 @@
 """Patches applied to the pinned moto server before it starts (scripts/moto-server).
 
-moto 5.2's TransactWriteItems backs up, for rollback, a deep copy of every table a
-transaction touches, once per item of the transaction: a transaction of 25 items on a
-10,000-item table copies 250,000 items and takes seconds, and a copy made while another
-request writes the table fails ("dictionary changed size during iteration"). DynamoDB
-itself is not like that. The patch keeps moto's own transaction code and semantics but
-backs up only the items the transaction touches, and runs transactions one at a time.
+- moto 5.2 serves requests on several threads, and its DynamoDB does not make a write
+  atomic: two UpdateItems of one item at once can lose one of the updates (an ADD is
+  lost), which DynamoDB never does. DynamoDB requests are served one at a time.
+- Its TransactWriteItems backs up, for rollback, a deep copy of every table a transaction
+  touches, once per item of the transaction: a transaction of 25 items on a 10,000-item
+  table copies 250,000 items and takes seconds. The patch keeps moto's own transaction
+  code and semantics but backs up only the items the transaction touches.
 """
 
 import copy
@@ -13,8 +14,9 @@ import threading
 
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 
-_transactions = threading.RLock()
+_dynamodb = threading.RLock()
 _in_transaction = threading.local()
 
 
@@ -45,7 +47,7 @@ _original_transact_write_items = DynamoDBBackend.transact_write_items
 
 
 def transact_write_items(self, transact_items):
-    with _transactions:
+    with _dynamodb:
         backups = []
         for entry in transact_items:
             try:
@@ -72,6 +74,15 @@ def transact_write_items(self, transact_items):
             _in_transaction.active = False
 
 
+_original_call_action = DynamoHandler.call_action
+
+
+def call_action(self):
+    with _dynamodb:
+        return _original_call_action(self)
+
+
 def apply():
     Table.__deepcopy__ = _table_deepcopy
     DynamoDBBackend.transact_write_items = transact_write_items
+    DynamoHandler.call_action = call_action

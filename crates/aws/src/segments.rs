@@ -282,8 +282,14 @@ impl SegmentStore for DynamoSegmentStore {
             values.push((":parts", AttributeValue::Ns(vec![part.to_string()])));
             values.push((":part", n(part.into())));
         }
-        let Some(segment) = self.update_version(segment_id, expression, &condition, &names, values).await? else {
-            return Ok(self.get(segment_id).await?.filter(|s| s.version == version));
+        let segment = match self.update_version(segment_id, expression, &condition, &names, values).await? {
+            Some(segment) => segment,
+            // Another version, or this part counted before: by a delivery that may have
+            // stopped before making the segment ready, so readiness is checked again.
+            None => match self.get(segment_id).await?.filter(|s| s.version == version) {
+                Some(segment) => segment,
+                None => return Ok(None),
+            },
         };
         let finished = finished_part.is_some()
             && segment.backfill.parts_done >= segment.backfill.parts
