@@ -7,6 +7,27 @@ mod segments;
 mod segments_local;
 mod worker;
 
+use herald_local::{LocalStack, Options, repo_root};
+
+/// A local stack of its own on the moto endpoint scripts/bench started, its AWS requests
+/// counted by `request_counter` if given.
+pub async fn local_stack(request_counter: Option<herald_aws::RequestCounter>) -> LocalStack {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL names the moto server (scripts/bench starts it)");
+    LocalStack::start(Options {
+        endpoint: Some(endpoint),
+        port: 0,
+        admin_key: None,
+        stack_name: format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        template: repo_root().join("infra/template.yaml"),
+        worker_environment: Default::default(),
+        provider_endpoint: None,
+        request_counter,
+    })
+    .await
+    .expect("the local stack starts")
+}
+
 fn main() {
     let only = std::env::args().nth(1);
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));

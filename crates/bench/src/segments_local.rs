@@ -4,25 +4,7 @@
 use std::time::{Duration, Instant};
 
 use herald_core::Profile;
-use herald_local::{LocalStack, Options, repo_root};
 use serde_json::{Value, json};
-
-async fn start() -> LocalStack {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL names the moto server (scripts/bench starts it)");
-    LocalStack::start(Options {
-        endpoint: Some(endpoint),
-        port: 0,
-        admin_key: None,
-        stack_name: format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        template: repo_root().join("infra/template.yaml"),
-        worker_environment: Default::default(),
-        provider_endpoint: None,
-        request_counter: None,
-    })
-    .await
-    .expect("the local stack starts")
-}
 
 struct Client {
     http: reqwest::Client,
@@ -67,7 +49,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// membership being readable through the API (enter, then leave, for each user), and
 /// `backfill profiles per second local`.
 pub async fn local_segment_figures() {
-    let stack = start().await;
+    let stack = crate::local_stack(None).await;
     let client = Client { http: reqwest::Client::new(), base: stack.api_url.clone(), key: stack.admin_key.clone() };
     client.create_segment("vip", json!({"attribute": "tier", "any_of": ["vip"]})).await;
 

@@ -25,7 +25,6 @@ use herald_core::{
     rate_limit::RateLimit,
     rendering::ChannelContent,
 };
-use herald_local::{LocalStack, Options, repo_root};
 use serde_json::{Value, json};
 
 /// Answers every request with SNS's Publish response, as the network would: the SDK still
@@ -125,21 +124,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Notifications to users over SMS through the whole local stack: API, bus, queue,
 /// poller, worker, SNS on moto. Counts every AWS request at the SDK clients.
 pub async fn local_delivery_costs() {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL names the moto server (scripts/bench starts it)");
     let counter = RequestCounter::default();
-    let stack = LocalStack::start(Options {
-        endpoint: Some(endpoint),
-        port: 0,
-        admin_key: None,
-        stack_name: format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        template: repo_root().join("infra/template.yaml"),
-        worker_environment: Default::default(),
-        provider_endpoint: None,
-        request_counter: Some(counter.clone()),
-    })
-    .await
-    .expect("the local stack starts");
+    let stack = crate::local_stack(Some(counter.clone())).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", stack.api_url);
     let users = 400;
