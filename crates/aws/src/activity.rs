@@ -28,15 +28,15 @@ use herald_core::{
 use crate::{
     batch::Item,
     memberships::{CONCURRENCY, CONDITIONAL_CHECK_FAILED, cancellation_codes, get_keys, is_retryable, number_of},
-    unavailable,
+    n, s, unavailable,
 };
 
 /// The sort key of a user's activity revision.
 pub(crate) const REVISION_SK: &str = "#rev";
 /// Actions one TransactWriteItems may hold.
 const MAX_TRANSACTION_ITEMS: usize = 100;
-/// How long an event id is remembered: a producer's retry comes well within it.
-/// As long as an event can be accepted (`MAX_AGE_DAYS`), so a late repeat is still known.
+/// How long an event id is remembered: as long as an event can be accepted
+/// (`MAX_AGE_DAYS`), so a late repeat is still known.
 const DEDUP_DAYS: i64 = herald_core::activity::MAX_AGE_DAYS + 1;
 /// Counters outlive the longest window by this much (late events, time zones).
 const COUNTER_SLACK_DAYS: i64 = 2;
@@ -46,14 +46,6 @@ pub struct DynamoActivityStore {
     client: Client,
     table: String,
     backoff: Backoff,
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn counter_sk(key: &CounterKey, day: NaiveDate) -> String {

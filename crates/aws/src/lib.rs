@@ -28,6 +28,16 @@ pub use segments::DynamoSegmentStore;
 pub use templates::DynamoTemplateStore;
 pub use user_settings::{DynamoPreferenceStore, DynamoSuppressionStore};
 
+/// A string attribute.
+pub(crate) fn s(value: impl Into<String>) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(value.into())
+}
+
+/// A number attribute.
+pub(crate) fn n(value: impl ToString) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::N(value.to_string())
+}
+
 /// A failed call to the store, with the SDK's full account of it.
 pub(crate) fn unavailable(e: impl std::error::Error + 'static) -> herald_core::ports::StoreError {
     herald_core::ports::StoreError::Unavailable(describe(&e))

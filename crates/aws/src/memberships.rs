@@ -31,7 +31,7 @@ use herald_core::{
 use crate::{
     activity::REVISION_SK,
     batch::{self, BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, Item},
-    unavailable,
+    n, s, unavailable,
 };
 
 /// Items one TransactWriteItems takes.
@@ -50,14 +50,6 @@ pub struct DynamoMembershipStore {
     backoff: Backoff,
     /// Attempts of a membership write cancelled by a concurrent transaction.
     conflict_backoff: Backoff,
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn record_pk(user_id: &str) -> String {
@@ -137,10 +129,10 @@ impl DynamoMembershipStore {
         let pending = serde_dynamo::to_attribute_value(&write.pending)
             .map_err(|e| StoreError::Unavailable(format!("unwritable outbox: {e}")))?;
         let item: Item = [
-            ("pk".to_owned(), s(&record_pk(&write.user_id))),
+            ("pk".to_owned(), s(record_pk(&write.user_id))),
             ("sk".to_owned(), s(RECORD_SK)),
             ("revision".to_owned(), n(write.expected_revision + 1)),
-            ("segments".to_owned(), AttributeValue::L(write.segments.iter().map(|id| s(id)).collect())),
+            ("segments".to_owned(), AttributeValue::L(write.segments.iter().map(s).collect())),
             ("pending".to_owned(), pending),
         ]
         .into();
@@ -256,7 +248,7 @@ impl MembershipStore for DynamoMembershipStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(&record_pk(user_id)))
+            .key("pk", s(record_pk(user_id)))
             .key("sk", s(RECORD_SK))
             .consistent_read(true)
             .send()
@@ -281,25 +273,9 @@ impl MembershipStore for DynamoMembershipStore {
     }
 
     async fn write(&self, write: &MembershipWrite) -> Result<(), StoreError> {
-        let items = self.transaction(write)?;
-        let mut retry = 0;
-        loop {
-            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
-            let codes = match result {
-                Ok(_) => return Ok(()),
-                Err(e) => cancellation_codes(e)?,
-            };
-            if codes.iter().any(|c| c == CONDITIONAL_CHECK_FAILED) {
-                return Err(StoreError::Conflict);
-            }
-            if !codes.iter().any(|c| is_retryable(c)) {
-                return Err(StoreError::Unavailable(format!("membership write cancelled: {codes:?}")));
-            }
-            // Another transaction had one of the items: the record, a row, or a guarded item.
-            if !self.conflict_backoff.wait(retry).await {
-                return Err(StoreError::Conflict);
-            }
-            retry += 1;
+        match self.write_many(std::slice::from_ref(write)).await?.as_slice() {
+            [true] => Ok(()),
+            _ => Err(StoreError::Conflict),
         }
     }
 
@@ -334,7 +310,7 @@ impl MembershipStore for DynamoMembershipStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(&record_pk(user_id)))
+            .key("pk", s(record_pk(user_id)))
             .key("sk", s(RECORD_SK))
             .update_expression("SET #p = :empty")
             .condition_expression("#r = :r")

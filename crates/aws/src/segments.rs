@@ -19,7 +19,7 @@ use herald_core::{
 use crate::{
     batch::Item,
     memberships::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable, number_of},
-    unavailable,
+    n, s, unavailable,
 };
 
 /// The key of the item that holds the catalog revision (not a valid segment id).
@@ -32,14 +32,6 @@ pub struct DynamoSegmentStore {
     client: Client,
     table: String,
     backoff: Backoff,
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn to_item(segment: &Segment) -> Result<Item, StoreError> {
@@ -280,7 +272,7 @@ impl SegmentStore for DynamoSegmentStore {
             condition.push_str(" AND NOT contains(#fp, :part)");
             names.push(("#fp", "finished_parts"));
             values.push((":parts", AttributeValue::Ns(vec![part.to_string()])));
-            values.push((":part", n(part.into())));
+            values.push((":part", n(part)));
         }
         let segment = match self.update_version(segment_id, expression, &condition, &names, values).await? {
             Some(segment) => segment,

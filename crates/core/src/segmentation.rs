@@ -139,7 +139,8 @@ impl SegmentService {
         let segment_id = segment_id.unwrap_or_else(|| uuid_like(now));
         check_segment_id(&segment_id).map_err(|m| ValidationErrors::single("segment_id", m))?;
         let input = input.validate()?;
-        if self.store.list().await?.len() >= MAX_SEGMENTS {
+        let catalog = self.catalog.current().await?;
+        if catalog.segments.len() + catalog.static_segments.len() >= MAX_SEGMENTS {
             return Err(SegmentError::Conflict(format!("a deployment holds at most {MAX_SEGMENTS} segments")));
         }
         let mut segment = Segment {
@@ -338,7 +339,7 @@ impl SegmentService {
         let catalog = self.catalog.current().await?;
         let dynamic = self.members.user_segments(user_id).await?.segments;
         let static_ids: Vec<String> = catalog.static_segments.iter().cloned().collect();
-        let mut ids: BTreeSet<String> = dynamic.intersection(&catalog.dynamic_ids()).cloned().collect();
+        let mut ids: BTreeSet<String> = dynamic.intersection(catalog.dynamic_ids()).cloned().collect();
         if !static_ids.is_empty() {
             ids.extend(self.members.rows_among(user_id, &static_ids).await?);
         }
@@ -531,11 +532,12 @@ impl Segmenter {
             // Nothing this change can affect: not even a read.
             return Ok(());
         }
+        let query = catalog.activity_query(&affected);
+        let affected_ids: BTreeSet<String> = affected.iter().map(|&i| catalog.segments[i].segment_id.clone()).collect();
         for _ in 0..ATTEMPTS {
             let current = self.members.user_segments(user_id).await?;
             let stored = self.profiles.load(user_id).await?;
             let profile = stored.as_ref().and_then(|s| s.profile.as_ref());
-            let query = catalog.activity_query(&affected);
             let activity = if query.is_empty() || profile.is_none() {
                 Activity::default()
             } else {
@@ -543,10 +545,8 @@ impl Segmenter {
                 self.activity.load_many(&ids, &query, today).await?.remove(user_id).unwrap_or_default()
             };
             let members = catalog.evaluate(&affected, profile, &activity, today);
-            let affected_ids: BTreeSet<String> =
-                affected.iter().map(|&i| catalog.segments[i].segment_id.clone()).collect();
-            let known = catalog.dynamic_ids();
-            let writes = plan_writes(user_id, &current, &affected_ids, &known, &members, None, true, now);
+            let writes =
+                plan_writes(user_id, &current, &affected_ids, catalog.dynamic_ids(), &members, None, true, now);
             if profile.is_none() && change.everything {
                 self.leave_static_segments(catalog, user_id).await?;
             }
@@ -629,7 +629,7 @@ impl Segmenter {
             if query.is_empty() { HashMap::new() } else { self.activity.load_many(&user_ids, &query, today).await? };
         let only: BTreeSet<String> = [segment_id.clone()].into();
         // The user's other segments are known too: only deleted ones are forgotten.
-        let mut known = catalog.dynamic_ids();
+        let mut known = catalog.dynamic_ids().clone();
         known.insert(segment_id.clone());
         let no_activity = Activity::default();
         let mut outcome = PageOutcome {

@@ -195,6 +195,8 @@ pub struct Catalog {
     pub segments: Vec<CompiledSegment>,
     /// Ids of static segments.
     pub static_segments: BTreeSet<String>,
+    /// Ids of the dynamic ones (built once: every evaluation reads it).
+    dynamic_ids: BTreeSet<String>,
     by_attribute: HashMap<String, Vec<usize>>,
     by_field: HashMap<String, Vec<usize>>,
     by_event: HashMap<String, Vec<usize>>,
@@ -257,11 +259,12 @@ impl Catalog {
         for event in &segment.reads.events {
             self.by_event.entry(event.clone()).or_default().push(i);
         }
+        self.dynamic_ids.insert(segment.segment_id.clone());
         self.segments.push(segment);
     }
 
-    pub fn dynamic_ids(&self) -> BTreeSet<String> {
-        self.segments.iter().map(|s| s.segment_id.clone()).collect()
+    pub fn dynamic_ids(&self) -> &BTreeSet<String> {
+        &self.dynamic_ids
     }
 
     /// Indexes of the segments `change` can affect, in catalog order.
