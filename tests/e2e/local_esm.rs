@@ -210,6 +210,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
     polled.sort();
     let expected: Vec<(&str, &str)> = [
         ("EmailWorkerFunction", "EmailQueue"),
+        ("ImporterFunction", "ImporterQueue"),
         ("PushWorkerFunction", "PushQueue"),
         ("SegmenterFunction", "SegmenterQueue"),
         ("SmsWorkerFunction", "SmsQueue"),
@@ -220,7 +221,8 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
     .collect();
     assert_eq!(polled, expected);
     for mapping in &stack.event_sources {
-        assert_eq!(mapping.source.batch_size, 10);
+        // An import runs for minutes: one message per invocation.
+        assert_eq!(mapping.source.batch_size, if mapping.function == "ImporterFunction" { 1 } else { 10 });
         assert!(mapping.source.report_batch_item_failures);
         let queue = mapping.function.replace("WorkerFunction", "Queue").replace("Function", "Queue");
         assert_eq!(Some(mapping.source.queue_arn.as_str()), deployment.arn(&queue));

@@ -2,6 +2,9 @@
 
 mod api_errors;
 mod delivery_faults;
+mod import_stores;
+mod importer;
+mod imports_api;
 mod local_esm;
 mod notifications;
 mod profile_events;

@@ -1,13 +1,15 @@
 //! The sample events in events/ are real API Gateway v2 and SQS payloads: fed to the
 //! handlers in order, they store a template, create a user, record their behaviour
 //! events, put them in a static segment and list its members and the user's segments,
-//! send them a notification, read and erase the user, and deliver an email job.
+//! send them a notification, read and erase the user, and deliver an email job; and list
+//! and read the job of a bulk import.
 
 use herald_api::App;
 use herald_core::{
     delivery::{Channel, DeliveryStatus},
+    importing::{ImportJob, ImportState, Resume},
     notification::Delivery,
-    ports::DeliveryStore,
+    ports::{DeliveryStore, ImportJobStore},
 };
 use herald_e2e::start_stack_with_key;
 use herald_local::repo_root;
@@ -108,6 +110,48 @@ async fn the_sample_segmenter_event_is_handled_without_failures() {
     stack.stop().await;
 }
 
+#[tokio::test]
+async fn the_sample_import_events_list_and_read_a_job() {
+    let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
+    let app = App::from_aws(&stack.clients, &stack.api_config);
+    let event: serde_json::Value = serde_json::from_str(&read_event("api-get-import.json")).unwrap();
+    let job_id = event["rawPath"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let at = chrono::Utc::now();
+    let job = ImportJob {
+        job_id: job_id.clone(),
+        bucket: "herald-importsbucket".into(),
+        key: "imports/crm export.csv".into(),
+        state: ImportState::Done,
+        format: Some("csv".into()),
+        gzip: false,
+        bytes_total: 2048,
+        bytes_done: 2048,
+        rows_read: 20,
+        imported: 19,
+        unchanged: 0,
+        rejected: 1,
+        unknown_columns: Vec::new(),
+        errors_key: Some("imports/errors/crm export.csv".into()),
+        failure: None,
+        started_at: at,
+        updated_at: at,
+        finished_at: Some(at),
+        resume: Resume::default(),
+    };
+    let jobs = herald_aws::DynamoImportJobStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table);
+    assert!(jobs.create(&job).await.unwrap());
+    for file in ["api-get-imports.json", "api-get-import.json"] {
+        let request = lambda_http::request::from_str(&read_event(file))
+            .unwrap_or_else(|e| panic!("{file} is not an API Gateway event: {e}"));
+        let response = app.handle(request).await;
+        assert_eq!(response.status().as_u16(), 200, "{file}: {:?}", response.body());
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        assert!(body.contains(&format!(r#""job_id":"{job_id}""#)), "{file}: {body}");
+        assert!(body.contains(r#""progress":1.0"#), "{file}: {body}");
+    }
+    stack.stop().await;
+}
+
 #[test]
 fn every_sample_event_is_tested() {
     let mut files: Vec<String> = std::fs::read_dir(repo_root().join("events"))
@@ -117,6 +161,8 @@ fn every_sample_event_is_tested() {
     files.sort();
     let tested = [
         "api-delete-user.json",
+        "api-get-import.json",
+        "api-get-imports.json",
         "api-get-notification.json",
         "api-get-openapi.json",
         "api-get-preferences.json",
@@ -130,6 +176,9 @@ fn every_sample_event_is_tested() {
         "api-put-preferences.json",
         "api-put-template.json",
         "api-put-user.json",
+        // Tested with the importer (crates/importer).
+        "importer-continue-sqs.json",
+        "importer-s3-sqs.json",
         "segmenter-sqs.json",
         "worker-email-sqs.json",
     ];

@@ -14,6 +14,8 @@ pub struct Config {
     pub segments_table: String,
     /// Segment memberships (write-sharded rows) and each user's dynamic memberships.
     pub members_table: String,
+    /// Jobs of bulk profile imports.
+    pub jobs_table: String,
     /// Key of the HMAC on tracking links.
     pub signing_secret: String,
 }
@@ -42,6 +44,7 @@ impl Config {
             activity_table: get("ACTIVITY_TABLE")?,
             segments_table: get("SEGMENTS_TABLE")?,
             members_table: get("MEMBERS_TABLE")?,
+            jobs_table: get("JOBS_TABLE")?,
             signing_secret: get("SIGNING_SECRET")?,
         })
     }

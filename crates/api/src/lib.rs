@@ -5,13 +5,14 @@
 pub mod auth;
 pub mod config;
 pub mod import;
+pub mod imports;
 pub mod problem;
 pub mod routes;
 
 use std::sync::Arc;
 
 use herald_aws::{
-    Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoDeliveryStore, DynamoMembershipStore,
+    Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoDeliveryStore, DynamoImportJobStore, DynamoMembershipStore,
     DynamoNotificationStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSegmentStore, DynamoTemplateStore,
     EventBridgePublisher,
 };
@@ -22,7 +23,7 @@ use herald_core::{
     notification::NotificationRequest,
     notification::StatusChange,
     notifications::NotificationService,
-    ports::{ApiKeyStore, DeliveryStore, PreferenceStore, TemplateStore},
+    ports::{ApiKeyStore, DeliveryStore, ImportJobStore, PreferenceStore, TemplateStore},
     preferences::Preferences,
     segmentation::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService},
     segments::{SegmentInput, SegmentKind, check_segment_id},
@@ -59,6 +60,7 @@ pub struct App {
     deliveries: Arc<dyn DeliveryStore>,
     activity: ActivityService,
     segments: SegmentService,
+    import_jobs: Arc<dyn ImportJobStore>,
     signing_secret: Vec<u8>,
     auth: Authenticator,
 }
@@ -108,6 +110,7 @@ impl App {
             deliveries,
             activity,
             segments,
+            import_jobs: Arc::new(DynamoImportJobStore::new(db(), &config.jobs_table)),
             signing_secret: config.signing_secret.as_bytes().to_vec(),
             auth: Authenticator::new(keys),
         }
@@ -243,6 +246,22 @@ impl App {
             Route::GetUserSegments(id) => {
                 let segment_ids = self.segments.user_segments(&id).await?;
                 Ok(json(StatusCode::OK, &serde_json::json!({"user_id": id, "segment_ids": segment_ids})))
+            }
+            Route::ListImports => {
+                let query = request.query_string_parameters();
+                let (limit, cursor) = imports::list_parameters(
+                    query.first("limit"),
+                    query.first("cursor"),
+                    herald_aws::import_jobs::is_valid_cursor,
+                )?;
+                let page = self.import_jobs.list(limit, cursor).await?;
+                Ok(json(StatusCode::OK, &imports::ImportList::from(page)))
+            }
+            Route::GetImport(id) => {
+                // An id that could not name a job is not looked up.
+                let job = if imports::is_job_id(&id) { self.import_jobs.get(&id).await? } else { None };
+                let job = job.ok_or_else(|| Problem::not_found("No such import"))?;
+                Ok(json(StatusCode::OK, &imports::ImportView::from(job)))
             }
         }
     }

@@ -26,6 +26,8 @@ pub enum Route {
     DeleteSegment(String),
     GetSegmentMembers(String),
     GetUserSegments(String),
+    ListImports,
+    GetImport(String),
     /// Public: an open pixel, click redirect or unsubscribe link from an email.
     Track(String),
 }
@@ -43,6 +45,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/segments", &["GET", "POST"]),
     ("/v1/segments/{id}", &["GET", "PUT", "DELETE"]),
     ("/v1/segments/{id}/members", &["GET"]),
+    ("/v1/imports", &["GET"]),
+    ("/v1/imports/{id}", &["GET"]),
     ("/v1/t/{token}", &["GET"]),
 ];
 
@@ -116,6 +120,8 @@ impl Route {
             ["v1", "segments", id, "members"] if !id.is_empty() => {
                 pick(method, vec![(Method::GET, Route::GetSegmentMembers(decode(id)?))])
             }
+            ["v1", "imports"] => pick(method, vec![(Method::GET, Route::ListImports)]),
+            ["v1", "imports", id] if !id.is_empty() => pick(method, vec![(Method::GET, Route::GetImport(decode(id)?))]),
             ["v1", "t", token] if !token.is_empty() => pick(method, vec![(Method::GET, Route::Track(decode(token)?))]),
             _ => Err(Problem::not_found(format!("No route for {raw_path}"))),
         }
@@ -136,6 +142,7 @@ impl Route {
                 Some(Scope::SegmentsRead)
             }
             Route::PostSegment | Route::PutSegment(_) | Route::DeleteSegment(_) => Some(Scope::SegmentsWrite),
+            Route::ListImports | Route::GetImport(_) => Some(Scope::ImportsRead),
             Route::Track(_) => None,
         }
     }
@@ -161,6 +168,8 @@ impl Route {
             Route::DeleteSegment(_) => "DELETE /v1/segments/{id}",
             Route::GetSegmentMembers(_) => "GET /v1/segments/{id}/members",
             Route::GetUserSegments(_) => "GET /v1/users/{id}/segments",
+            Route::ListImports => "GET /v1/imports",
+            Route::GetImport(_) => "GET /v1/imports/{id}",
             Route::Track(_) => "GET /v1/t/{token}",
         }
     }
@@ -190,6 +199,8 @@ mod tests {
             "/v1/segments/a/b",
             "/v1/segments//members",
             "/v1/events/x",
+            "/v1/imports/",
+            "/v1/imports/a/b",
         ];
         for path in paths {
             assert_eq!(Route::parse(&Method::GET, path).unwrap_err().status, 404, "{path}");
@@ -218,6 +229,19 @@ mod tests {
             Route::GetUserSegments("a@b".into())
         );
         assert_eq!(Route::parse(&Method::POST, "/v1/segments").unwrap(), Route::PostSegment);
+    }
+
+    #[test]
+    fn import_routes_are_read_only_and_need_imports_read() {
+        assert_eq!(Route::parse(&Method::GET, "/v1/imports").unwrap(), Route::ListImports);
+        let route = Route::parse(&Method::GET, "/v1/imports/imp_1").unwrap();
+        assert_eq!(route, Route::GetImport("imp_1".into()));
+        assert_eq!(route.scope(), Some(Scope::ImportsRead));
+        assert_eq!(Route::ListImports.scope(), Some(Scope::ImportsRead));
+        for path in ["/v1/imports", "/v1/imports/imp_1"] {
+            let problem = Route::parse(&Method::POST, path).unwrap_err();
+            assert_eq!((problem.status, problem.detail.as_str()), (405, "This resource allows GET"), "{path}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub sesv2: aws_sdk_sesv2::Client,
     pub sns: aws_sdk_sns::Client,
+    pub s3: aws_sdk_s3::Client,
     /// What the clients were built from, to derive clients for another region.
     pub sdk_config: SdkConfig,
 }
@@ -68,6 +69,15 @@ impl Clients {
             sqs: client!(aws_sdk_sqs),
             sesv2: client!(aws_sdk_sesv2, standard.clone()),
             sns: client!(aws_sdk_sns, standard),
+            s3: {
+                // An endpoint on loopback has no per-bucket host names: address buckets by path.
+                let mut builder =
+                    aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
+                if let Some(counter) = counter {
+                    builder = builder.interceptor(counter.clone());
+                }
+                aws_sdk_s3::Client::from_conf(builder.build())
+            },
             sdk_config: config.clone(),
         }
     }

@@ -3,6 +3,7 @@
 //! moto endpoint in AWS_ENDPOINT_URL (scripts/bench starts one). An argument runs only
 //! the groups whose name contains it.
 
+mod import;
 mod segments;
 mod segments_local;
 mod worker;
@@ -35,6 +36,10 @@ fn main() {
     if wanted("worker") {
         worker::deliveries_per_second_per_core();
         multi_threaded().block_on(worker::local_delivery_costs());
+    }
+    if wanted("import") {
+        import::million_rows_stubbed();
+        multi_threaded().block_on(import::hundred_thousand_rows_local());
     }
     if wanted("segments") {
         segments::evaluate_change_against_1000_segments();

@@ -21,9 +21,29 @@ pub struct ProfileChanged {
     pub erased: bool,
 }
 
+/// Published by an import for each slice of the file that changed profiles (up to a few
+/// thousand users): one event where `profile.changed` would take one per user. The
+/// segmenter reads it as a `profile.changed` of each user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfilesImported {
+    pub job_id: String,
+    pub user_ids: Vec<String>,
+    /// What changed, over all the users (a superset for each one).
+    pub changed_attributes: Vec<String>,
+    pub changed_fields: Vec<String>,
+    /// Some user may have changed in any way (created, or re-sent after a crash without
+    /// knowing what the first attempt changed): every segment must be evaluated.
+    pub everything: bool,
+}
+
+impl ProfilesImported {
+    pub const DETAIL_TYPE: &str = "profiles.imported";
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DomainEvent {
     ProfileChanged(ProfileChanged),
+    ProfilesImported(ProfilesImported),
     /// Routed by its channel (`notification.email`, …) to that channel's queue.
     DeliveryJob(DeliveryJob),
     ActivityRecorded(ActivityRecorded),
@@ -64,6 +84,7 @@ impl DomainEvent {
     pub fn detail_type(&self) -> String {
         match self {
             DomainEvent::ProfileChanged(_) => "profile.changed".to_owned(),
+            DomainEvent::ProfilesImported(_) => ProfilesImported::DETAIL_TYPE.to_owned(),
             DomainEvent::DeliveryJob(job) => job.detail_type(),
             DomainEvent::ActivityRecorded(_) => "activity.recorded".to_owned(),
             DomainEvent::Membership(change) => change.detail_type().to_owned(),
@@ -74,6 +95,7 @@ impl DomainEvent {
     pub fn detail_json(&self) -> String {
         match self {
             DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
+            DomainEvent::ProfilesImported(e) => serde_json::to_string(e),
             DomainEvent::DeliveryJob(job) => serde_json::to_string(job),
             DomainEvent::ActivityRecorded(e) => serde_json::to_string(e),
             DomainEvent::Membership(e) => serde_json::to_string(e),

@@ -450,6 +450,12 @@ impl CsvMapping {
         Ok((mapping, unknown))
     }
 
+    /// The header's column names, as given to [`CsvMapping::from_header`] (trimmed): what a
+    /// resumed import maps again.
+    pub fn header(&self) -> &[String] {
+        &self.names
+    }
+
     /// How many fields every row must have.
     pub fn width(&self) -> usize {
         self.columns.len()
@@ -881,7 +887,9 @@ fn endpoint_patch(text: &str) -> Result<(String, ProfilePatch), String> {
 /// How two rows of one user in one file fold together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Combine {
-    /// CSV and JSON Lines: a later row is a newer version of the user; it replaces the earlier.
+    /// CSV and JSON Lines: each row is an update of the user, applied in file order, so
+    /// the last row wins every field it gives and the fields it leaves empty keep what the
+    /// earlier rows gave. The same result whether or not a flush falls between the rows.
     LastRowWins,
     /// Pinpoint: each endpoint holds part of the user (one contact, its attributes), so they
     /// add up. See [`UserPatches::add`].
@@ -892,19 +900,21 @@ pub enum Combine {
 /// Bounded by the caller, who writes and [`drain`](UserPatches::drain)s it every so many
 /// users.
 ///
-/// A user whose rows straddle a flush is written twice. That is right for CSV and JSON
-/// Lines (the later write is the later row) and for Pinpoint contacts and attributes, but
-/// the second write's device tokens replace those of the first, as a patch's list does.
+/// A user whose rows straddle a flush is written twice, which gives the same profile: CSV
+/// and JSON Lines rows compose in file order, and the importer adds a Pinpoint user's
+/// contacts and attribute values to what is stored.
 #[derive(Debug)]
 pub struct UserPatches {
     rule: Combine,
     rows: Vec<ParsedRow>,
+    /// How many rows went into each of `rows`.
+    counts: Vec<u64>,
     index: HashMap<String, usize>,
 }
 
 impl UserPatches {
     pub fn new(rule: Combine) -> Self {
-        Self { rule, rows: Vec::new(), index: HashMap::new() }
+        Self { rule, rows: Vec::new(), counts: Vec::new(), index: HashMap::new() }
     }
 
     pub fn for_format(format: Format) -> Self {
@@ -915,10 +925,14 @@ impl UserPatches {
     /// the line and end of the latest row that went into it.
     pub fn add(&mut self, row: ParsedRow) {
         match self.index.get(&row.user_id) {
-            Some(&at) => self.combine(at, row),
+            Some(&at) => {
+                self.counts[at] += 1;
+                self.combine(at, row)
+            }
             None => {
                 self.index.insert(row.user_id.clone(), self.rows.len());
                 self.rows.push(row);
+                self.counts.push(1);
             }
         }
     }
@@ -926,14 +940,12 @@ impl UserPatches {
     fn combine(&mut self, at: usize, later: ParsedRow) {
         let held = &mut self.rows[at];
         match self.rule {
-            Combine::LastRowWins => *held = later,
-            Combine::MergeEndpoints => {
-                merge_endpoint(&mut held.patch, later.patch);
-                held.line = later.line;
-                held.end_offset = later.end_offset;
-                held.next_line = later.next_line;
-            }
+            Combine::LastRowWins => compose(&mut held.patch, later.patch),
+            Combine::MergeEndpoints => merge_endpoint(&mut held.patch, later.patch),
         }
+        held.line = later.line;
+        held.end_offset = later.end_offset;
+        held.next_line = later.next_line;
     }
 
     /// Users held.
@@ -948,8 +960,33 @@ impl UserPatches {
     /// Hands over every user held, in the order they first appeared, and empties the
     /// accumulator.
     pub fn drain(&mut self) -> impl Iterator<Item = ParsedRow> + '_ {
+        self.drain_counted().map(|(row, _)| row)
+    }
+
+    /// As [`drain`](UserPatches::drain), with how many rows went into each user.
+    pub fn drain_counted(&mut self) -> impl Iterator<Item = (ParsedRow, u64)> + '_ {
         self.index.clear();
-        self.rows.drain(..)
+        self.rows.drain(..).zip(self.counts.drain(..))
+    }
+}
+
+/// One patch with the effect of `held` then `later`: every field `later` gives replaces
+/// `held`'s, and its attributes replace `held`'s name by name, as a merge would. (`held`
+/// removing all attributes and `later` setting some composes to setting those only.)
+fn compose(held: &mut ProfilePatch, later: ProfilePatch) {
+    fn given<T>(held: &mut Option<T>, later: Option<T>) {
+        if later.is_some() {
+            *held = later;
+        }
+    }
+    given(&mut held.email, later.email);
+    given(&mut held.phone, later.phone);
+    given(&mut held.timezone, later.timezone);
+    given(&mut held.device_tokens, later.device_tokens);
+    given(&mut held.external_channels, later.external_channels);
+    match (&mut held.attributes, later.attributes) {
+        (Some(Some(held)), Some(Some(later))) => held.extend(later),
+        (held, later) => given(held, later),
     }
 }
 
@@ -978,6 +1015,29 @@ fn merge_endpoint(held: &mut ProfilePatch, later: ProfilePatch) {
         (held, Some(later)) => *held = Some(later),
         (_, None) => {}
     }
+}
+
+/// A Pinpoint user's patch made to add to `stored` rather than replace: its device tokens,
+/// channels and each attribute's values joined with those the profile holds. A user whose
+/// endpoints were written in two flushes (or two files) keeps every endpoint, and importing
+/// the same export again changes nothing.
+pub fn adding_to(stored: &crate::Profile, patch: ProfilePatch) -> ProfilePatch {
+    let mut base = ProfilePatch::default();
+    if patch.device_tokens.is_some() {
+        base.device_tokens = Some(Some(stored.device_tokens.clone()));
+    }
+    if patch.external_channels.is_some() {
+        base.external_channels = Some(Some(stored.external_channels.clone()));
+    }
+    if let Some(Some(given)) = &patch.attributes {
+        let held = given
+            .keys()
+            .filter_map(|name| Some((name.clone(), Some(stored.attributes.get(name)?.iter().cloned().collect()))))
+            .collect();
+        base.attributes = Some(Some(held));
+    }
+    merge_endpoint(&mut base, patch);
+    base
 }
 
 /// A patch's list field added up with a later one's; absent in the later patch changes nothing.
@@ -1229,11 +1289,28 @@ mod tests {
     // --- Folding rows by user ---
 
     #[test]
-    fn user_patches_keep_the_last_row_of_a_user_for_csv() {
-        let rows = csv("user_id,email,phone\nu1,a@example.com,\nu2,b@example.com,\nu1,,+14155552671\n");
+    fn user_patches_apply_a_users_rows_in_file_order_for_csv() {
+        let rows = csv("user_id,email,phone\nu1,a@example.com,+14155550000\nu2,b@example.com,\nu1,,+14155552671\n");
         let users = folded(Format::Csv, rows);
         assert_eq!(users.iter().map(|u| (u.user_id.as_str(), u.line)).collect::<Vec<_>>(), [("u1", 4), ("u2", 3)]);
-        assert_eq!(users[0].patch, patch(|p| p.phone = Some(Some("+14155552671".into()))));
+        assert_eq!(
+            users[0].patch,
+            patch(|p| {
+                p.email = Some(Some("a@example.com".into()));
+                p.phone = Some(Some("+14155552671".into()));
+            })
+        );
+    }
+
+    #[test]
+    fn user_patches_replace_attributes_name_by_name_for_jsonl() {
+        let rows = jsonl(
+            "{\"user_id\":\"u1\",\"attributes\":{\"plan\":[\"free\"],\"tier\":[\"1\"]}}\n\
+             {\"user_id\":\"u1\",\"attributes\":{\"plan\":[\"pro\"]}}\n",
+        );
+        let users = folded(Format::JsonLines, rows);
+        assert_eq!(attribute(&users[0], "plan"), ["pro"]);
+        assert_eq!(attribute(&users[0], "tier"), ["1"]);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum Scope {
     SegmentsRead,
     #[serde(rename = "segments:write")]
     SegmentsWrite,
+    /// Read the jobs of bulk profile imports (`GET /v1/imports`).
+    #[serde(rename = "imports:read")]
+    ImportsRead,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

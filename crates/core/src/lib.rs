@@ -7,6 +7,7 @@ pub mod circuit_breaker;
 pub mod delivery;
 pub mod events;
 pub mod import;
+pub mod importing;
 pub mod keys;
 pub mod memory;
 pub mod notification;

@@ -51,6 +51,28 @@ pub trait ProfileStore: Send + Sync {
     /// Replaces the profile with a tombstone that holds only its id and `version`,
     /// if the stored version is still `expected_version`.
     async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError>;
+
+    /// Saves several profiles, each under its own version condition (as `save`), in as few
+    /// requests as the store allows. Per write, in order: true if saved, false if a
+    /// concurrent writer got there first (nothing was stored for it).
+    async fn save_many(&self, writes: &[VersionedProfile]) -> Result<Vec<bool>, StoreError> {
+        let mut saved = Vec::with_capacity(writes.len());
+        for write in writes {
+            match self.save(&write.profile, write.expected_version).await {
+                Ok(()) => saved.push(true),
+                Err(StoreError::Conflict) => saved.push(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(saved)
+    }
+}
+
+/// A profile to save if the stored version is still `expected_version` (0: no record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedProfile {
+    pub profile: Profile,
+    pub expected_version: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -378,3 +400,49 @@ pub trait MembershipStore: Send + Sync {
 /// Rows one `MembershipWrite` may change: a DynamoDB transaction holds 100 items, three
 /// of them being the user's record and the guard's two checks (profile and activity).
 pub const MAX_ROWS_PER_WRITE: usize = 97;
+
+/// A file being read, as a stream of its bytes.
+pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// The bucket import files are dropped in.
+#[async_trait]
+pub trait ImportFiles: Send + Sync {
+    /// The object's bytes from byte `from` to its end, streamed (never held whole).
+    /// `Ok(None)` if the object does not exist (any more).
+    async fn read_from(&self, bucket: &str, key: &str, from: u64) -> Result<Option<ObjectReader>, StoreError>;
+
+    /// Writes a small object whole (a chunk of rejected rows).
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Writes `head` followed by every object under `prefix`, in key order, as the one
+    /// object `key`, streamed (the parts are never all in memory), then deletes the
+    /// objects under `prefix`. With nothing under `prefix`, `key` is left as it is: an
+    /// earlier call joined the parts but its caller stopped before recording it.
+    async fn concatenate(&self, bucket: &str, prefix: &str, head: Vec<u8>, key: &str) -> Result<(), StoreError>;
+}
+
+/// The import jobs (the jobs table).
+#[async_trait]
+pub trait ImportJobStore: Send + Sync {
+    /// Stores a new job; false (and nothing written) if a job with its id exists.
+    async fn create(&self, job: &crate::importing::ImportJob) -> Result<bool, StoreError>;
+    async fn get(&self, job_id: &str) -> Result<Option<crate::importing::ImportJob>, StoreError>;
+    /// Replaces the job if its stored `checkpoint` is still `expected_checkpoint`, else
+    /// `Err(Conflict)`: two runners of one job never both record progress.
+    async fn save(&self, job: &crate::importing::ImportJob, expected_checkpoint: u64) -> Result<(), StoreError>;
+    /// Jobs newest first (by `started_at`), `limit` per page, from an opaque cursor.
+    async fn list(&self, limit: u32, cursor: Option<&str>) -> Result<ImportJobsPage, StoreError>;
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImportJobsPage {
+    pub jobs: Vec<crate::importing::ImportJob>,
+    /// Opaque; None on the last page.
+    pub next: Option<String>,
+}
+
+/// The importer's own queue: a job that runs out of time goes on in a fresh invocation.
+#[async_trait]
+pub trait ImportQueue: Send + Sync {
+    async fn continue_job(&self, job_id: &str) -> Result<(), StoreError>;
+}

@@ -17,6 +17,7 @@ use aws_sdk_sqs::types::{
 };
 use base64::Engine as _;
 use herald_aws::describe;
+use md5::Digest as _;
 use serde_json::{Map, Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -49,6 +50,35 @@ impl SqsHandler for herald_worker::Worker {
 impl SqsHandler for herald_segmenter::SegmenterFunction {
     async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         herald_segmenter::SegmenterFunction::handle(self, event).await
+    }
+}
+
+/// The importer gets what Lambda would give it: the bucket's notifications as real S3
+/// sends them (moto's are completed, see [`crate::s3::lambda_body`]), and never the
+/// `s3:TestEvent`, which is settled (deleted) with the batch without reaching it.
+#[async_trait]
+impl SqsHandler for herald_importer::ImporterFunction {
+    async fn handle(&self, mut event: SqsEvent) -> SqsBatchResponse {
+        event.records.retain_mut(|record| {
+            let Some(body) = record.body.as_deref() else { return true };
+            match crate::s3::lambda_body(body) {
+                None => {
+                    tracing::debug!(message_id = ?record.message_id, "dropped an s3:TestEvent");
+                    false
+                }
+                Some(real) => {
+                    if real != body {
+                        record.md5_of_body = Some(hex::encode(md5::Md5::digest(real.as_bytes())));
+                        record.body = Some(real);
+                    }
+                    true
+                }
+            }
+        });
+        if event.records.is_empty() {
+            return SqsBatchResponse::default();
+        }
+        herald_importer::ImporterFunction::handle(self, event).await
     }
 }
 

@@ -2,12 +2,14 @@
 //! AWS-compatible endpoint, creates the resources infra/template.yaml declares, and
 //! serves the API as API Gateway would, calling the same handler the Lambda runs. It
 //! plays Lambda's SQS event source mappings too: each worker's queue is polled and its
-//! batches handed to the same handler the deployed worker runs.
+//! batches handed to the same handler the deployed worker runs. Files written under a
+//! bucket's notified prefix reach the importer the same way, as real S3 events.
 
 pub mod esm;
 pub mod gateway;
 pub mod moto;
 pub mod provision;
+pub mod s3;
 pub mod schedule;
 pub mod template;
 
@@ -21,6 +23,7 @@ use std::{
 use herald_api::{App, Config};
 use herald_aws::{Clients, DynamoApiKeyStore};
 use herald_core::{Scope, delivery::Channel, keys, ports::ApiKeyStore};
+use herald_importer::{ImporterConfig, ImporterFunction};
 use herald_segmenter::{SegmenterConfig, SegmenterFunction};
 use herald_worker::{Worker, WorkerConfig};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -118,6 +121,7 @@ pub struct LocalStack {
     shutdown: oneshot::Sender<()>,
     workers: Vec<(Channel, Arc<Worker>)>,
     segmenter: Option<Arc<SegmenterFunction>>,
+    importer: Option<Arc<ImporterFunction>>,
     schedules: Vec<schedule::Schedule>,
     pollers: Vec<JoinHandle<()>>,
     stop_pollers: esm::Stopper,
@@ -171,11 +175,19 @@ impl LocalStack {
         let mut handlers: Vec<Arc<dyn SqsHandler>> = Vec::new();
         let mut workers = Vec::new();
         let mut segmenter = None;
+        let mut importer = None;
         for mapping in esm::sqs_event_sources(&deployment, retry_delay)? {
             if mapping.binary.as_deref() == Some("herald-segmenter") {
                 let function = Arc::new(segmenter_for(&deployment, &clients)?);
                 handlers.push(function.clone());
                 segmenter = Some(function);
+                event_sources.push(mapping);
+                continue;
+            }
+            if mapping.binary.as_deref() == Some("herald-importer") {
+                let function = Arc::new(importer_for(&deployment, &clients)?);
+                handlers.push(function.clone());
+                importer = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
@@ -228,6 +240,7 @@ impl LocalStack {
             shutdown,
             workers,
             segmenter,
+            importer,
             schedules,
             pollers,
             stop_pollers,
@@ -242,6 +255,13 @@ impl LocalStack {
     /// The segmenter the stack runs, to invoke directly (with a sample event).
     pub fn segmenter(&self) -> Option<&SegmenterFunction> {
         self.segmenter.as_deref()
+    }
+
+    /// The importer the stack runs, to invoke directly (with a sample event). The stack's
+    /// own poller hands it real S3 events (see [`s3::lambda_body`]); called directly, it
+    /// gets the event as given.
+    pub fn importer(&self) -> Option<&ImporterFunction> {
+        self.importer.as_deref()
     }
 
     /// Fires the template's scheduled rule `logical_id` now (e.g. `SegmentSweepSchedule`),
@@ -286,6 +306,14 @@ fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<Segmenter
     let config = SegmenterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-segmenter"))?;
     Ok(SegmenterFunction::from_aws(clients, &config))
+}
+
+/// The importer, configured from the environment the template gives its function.
+fn importer_for(deployment: &Deployment, clients: &Clients) -> Result<ImporterFunction, LocalError> {
+    let environment = deployment.function_environment("herald-importer")?;
+    let config = ImporterConfig::from_lookup(|name| environment.get(name).cloned())
+        .map_err(|e| LocalError::Config(e.to_string()).context("herald-importer"))?;
+    Ok(ImporterFunction::from_aws(clients, &config))
 }
 
 /// The handler the deployed function runs, for the functions the local stack knows how to

@@ -11,6 +11,7 @@ use herald_aws::{
 use herald_core::{
     ProfileChanged,
     activity::ActivityRecorded,
+    events::ProfilesImported,
     events::SegmentJob,
     segmentation::{DEFAULT_BACKFILL_PARTS, Segmenter, Work},
     segments::Change,
@@ -77,10 +78,10 @@ pub enum MessageError {
     UnknownType(String),
 }
 
-/// The work a queue message carries.
-pub fn parse_work(body: &str) -> Result<Work, MessageError> {
+/// The work a queue message carries: one item, or one per user of an import's slice.
+pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
     let envelope: Envelope = serde_json::from_str(body)?;
-    Ok(match envelope.detail_type.as_str() {
+    Ok(vec![match envelope.detail_type.as_str() {
         "profile.changed" => {
             let changed: ProfileChanged = serde_json::from_value(envelope.detail)?;
             let change = Change {
@@ -95,9 +96,20 @@ pub fn parse_work(body: &str) -> Result<Work, MessageError> {
             let recorded: ActivityRecorded = serde_json::from_value(envelope.detail)?;
             Work::Change { user_id: recorded.user_id, change: Change { events: recorded.events, ..Default::default() } }
         }
+        ProfilesImported::DETAIL_TYPE => {
+            let imported: ProfilesImported = serde_json::from_value(envelope.detail)?;
+            let change = Change {
+                attributes: imported.changed_attributes.into_iter().collect(),
+                fields: imported.changed_fields.into_iter().collect(),
+                events: Default::default(),
+                everything: imported.everything,
+            };
+            let users = imported.user_ids.into_iter();
+            return Ok(users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect());
+        }
         SegmentJob::DETAIL_TYPE => Work::Job(serde_json::from_value(envelope.detail)?),
         other => return Err(MessageError::UnknownType(other.to_owned())),
-    })
+    }])
 }
 
 impl SegmenterFunction {
@@ -126,13 +138,14 @@ impl SegmenterFunction {
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         let mut response = SqsBatchResponse::default();
         let mut work = Vec::new();
+        // The message each item of `work` came from.
         let mut ids = Vec::new();
         for record in &event.records {
             let message_id = record.message_id.clone().unwrap_or_default();
             match parse_work(record.body.as_deref().unwrap_or_default()) {
-                Ok(item) => {
-                    work.push(item);
-                    ids.push(message_id);
+                Ok(items) => {
+                    ids.extend(std::iter::repeat_n(message_id, items.len()));
+                    work.extend(items);
                 }
                 Err(e) => {
                     tracing::error!(message_id, error = %e, "unreadable segmenter message");
@@ -145,7 +158,9 @@ impl SegmenterFunction {
             if let Err(e) = result {
                 // Ids and the error only: no attribute values in logs.
                 tracing::warn!(message_id, error = %e, "segmenter work failed; SQS retries it");
-                response.batch_item_failures.push(failure(message_id));
+                if !response.batch_item_failures.iter().any(|f| f.item_identifier == message_id) {
+                    response.batch_item_failures.push(failure(message_id));
+                }
             }
         }
         response
@@ -181,7 +196,9 @@ mod tests {
         let body = serde_json::json!({"source": "herald", "detail-type": "profile.changed", "detail": {
             "user_id": "u1", "version": 1, "changed_attributes": ["tier"], "changed_fields": ["email"],
             "created": true, "erased": false}});
-        let Work::Change { user_id, change } = parse_work(&body.to_string()).unwrap() else { panic!("a change") };
+        let [Work::Change { user_id, change }] = &parse_work(&body.to_string()).unwrap()[..] else {
+            panic!("a change")
+        };
         assert_eq!(user_id, "u1");
         assert!(change.everything);
         assert!(change.attributes.contains("tier") && change.fields.contains("email"));
@@ -191,15 +208,31 @@ mod tests {
     fn recorded_activity_names_its_events() {
         let body =
             serde_json::json!({"detail-type": "activity.recorded", "detail": {"user_id": "u1", "events": ["order"]}});
-        let Work::Change { change, .. } = parse_work(&body.to_string()).unwrap() else { panic!("a change") };
-        assert_eq!(change.events.into_iter().collect::<Vec<_>>(), ["order"]);
+        let [Work::Change { change, .. }] = &parse_work(&body.to_string()).unwrap()[..] else { panic!("a change") };
+        assert_eq!(change.events.iter().collect::<Vec<_>>(), ["order"]);
         assert!(!change.everything);
     }
 
     #[test]
     fn the_scheduled_sweep_is_a_job() {
         let body = r#"{"source":"herald","detail-type":"segment.job","detail":{"job":"sweep"}}"#;
-        assert_eq!(parse_work(body).unwrap(), Work::Job(SegmentJob::Sweep));
+        assert_eq!(parse_work(body).unwrap(), [Work::Job(SegmentJob::Sweep)]);
+    }
+
+    #[test]
+    fn an_imported_slice_is_a_change_of_each_of_its_users() {
+        let body = serde_json::json!({"detail-type": "profiles.imported", "detail": {
+            "job_id": "imp_1", "user_ids": ["u1", "u2"], "changed_attributes": ["tier"], "changed_fields": [],
+            "everything": false}});
+        let work = parse_work(&body.to_string()).unwrap();
+        let users: Vec<&str> = work
+            .iter()
+            .map(|w| match w {
+                Work::Change { user_id, change } if change.attributes.contains("tier") => user_id.as_str(),
+                other => panic!("not a tier change: {other:?}"),
+            })
+            .collect();
+        assert_eq!(users, ["u1", "u2"]);
     }
 
     #[test]

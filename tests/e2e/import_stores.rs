@@ -1,0 +1,552 @@
+//! The adapters of bulk import against moto: batched conditional profile writes, the
+//! imports bucket (ranged reads, concatenation of rejected-row chunks), the jobs table
+//! and the importer's queue. Each test makes its own table, bucket or queue, so the
+//! suite does not depend on the template.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
+};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use herald_aws::{
+    Clients, DynamoImportJobStore, DynamoProfileStore, RequestCounter, S3ImportFiles, SqsImportQueue,
+    import_jobs::is_valid_cursor,
+};
+use herald_core::{
+    Profile,
+    importing::{ImportJob, ImportState, Resume},
+    ports::{ImportFiles, ImportJobStore, ImportQueue, ProfileStore, StoreError, VersionedProfile},
+};
+use herald_e2e::aws_endpoint;
+use tokio::io::AsyncReadExt;
+
+/// Clients on the test's moto endpoint whose requests `counter` counts.
+async fn clients(counter: &RequestCounter) -> Clients {
+    let config = herald_aws::local_sdk_config(&aws_endpoint()).await;
+    Clients::counted(&config, counter)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn key(name: &str, key_type: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().unwrap()
+}
+
+fn string_attribute(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
+}
+
+/// A table shaped as the template's ProfilesTable.
+async fn profiles_table(clients: &Clients) -> String {
+    let table = unique("profiles");
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute("user_id"))
+        .key_schema(key("user_id", KeyType::Hash))
+        .send()
+        .await
+        .expect("profiles table");
+    table
+}
+
+/// A table shaped as the template's JobsTable, its `by_kind` index included.
+async fn jobs_table(clients: &Clients) -> String {
+    let table = unique("jobs");
+    let index = GlobalSecondaryIndex::builder()
+        .index_name("by_kind")
+        .key_schema(key("kind", KeyType::Hash))
+        .key_schema(key("started", KeyType::Range))
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .unwrap();
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute("job_id"))
+        .attribute_definitions(string_attribute("kind"))
+        .attribute_definitions(string_attribute("started"))
+        .key_schema(key("job_id", KeyType::Hash))
+        .global_secondary_indexes(index)
+        .send()
+        .await
+        .expect("jobs table");
+    table
+}
+
+async fn bucket(clients: &Clients) -> String {
+    let bucket = unique("imports");
+    clients.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    bucket
+}
+
+async fn put_object(clients: &Clients, bucket: &str, key: &str, body: &[u8]) {
+    clients.s3.put_object().bucket(bucket).key(key).body(body.to_vec().into()).send().await.expect("put object");
+}
+
+async fn object(clients: &Clients, bucket: &str, key: &str) -> Vec<u8> {
+    let output = clients.s3.get_object().bucket(bucket).key(key).send().await.expect("get object");
+    output.body.collect().await.expect("object body").into_bytes().to_vec()
+}
+
+async fn keys(clients: &Clients, bucket: &str) -> Vec<String> {
+    let output = clients.s3.list_objects_v2().bucket(bucket).send().await.expect("list objects");
+    output.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
+}
+
+async fn read_all(files: &S3ImportFiles, bucket: &str, key: &str, from: u64) -> Option<Vec<u8>> {
+    let mut reader = files.read_from(bucket, key, from).await.expect("read_from")?;
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).await.expect("the stream reads");
+    Some(bytes)
+}
+
+fn profile(user_id: &str, version: u64) -> Profile {
+    Profile { version, email: Some(format!("{user_id}@example.com")), ..Profile::new(user_id) }
+}
+
+fn write(user_id: &str, version: u64, expected_version: u64) -> VersionedProfile {
+    VersionedProfile { profile: profile(user_id, version), expected_version }
+}
+
+fn transactions(counter: &RequestCounter) -> u64 {
+    counter.count("DynamoDB", &["TransactWriteItems"])
+}
+
+fn job(job_id: &str, started_at: DateTime<Utc>) -> ImportJob {
+    ImportJob {
+        job_id: job_id.into(),
+        bucket: "imports".into(),
+        key: format!("incoming/{job_id}.csv"),
+        state: ImportState::Running,
+        format: Some("csv".into()),
+        gzip: false,
+        bytes_total: 1000,
+        bytes_done: 0,
+        rows_read: 0,
+        imported: 0,
+        unchanged: 0,
+        rejected: 0,
+        unknown_columns: Vec::new(),
+        errors_key: None,
+        failure: None,
+        started_at,
+        updated_at: started_at,
+        finished_at: None,
+        resume: Resume::default(),
+    }
+}
+
+fn started(minute: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + Duration::minutes(minute) + Duration::microseconds(123)
+}
+
+#[tokio::test]
+async fn save_many_saves_new_and_existing_profiles_and_reports_a_stale_version_as_not_saved() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    store.save(&profile("existing", 1), 0).await.unwrap();
+    store.save(&profile("raced", 2), 0).await.unwrap();
+    counter.reset();
+
+    let saved = store
+        .save_many(&[write("existing", 2, 1), write("raced", 2, 1), write("new", 1, 0), write("other", 1, 0)])
+        .await
+        .unwrap();
+
+    assert_eq!(saved, [true, false, true, true]);
+    assert_eq!(store.load("existing").await.unwrap().unwrap().profile, Some(profile("existing", 2)));
+    assert_eq!(store.load("new").await.unwrap().unwrap().profile, Some(profile("new", 1)));
+    assert_eq!(store.load("other").await.unwrap().unwrap().profile, Some(profile("other", 1)));
+    // The stale write left the stored profile alone.
+    assert_eq!(store.load("raced").await.unwrap().unwrap().version, 2);
+    // The cancelled transaction, then the same one without the stale write.
+    assert_eq!(transactions(&counter), 2);
+}
+
+#[tokio::test]
+async fn save_many_reports_a_record_created_meanwhile_as_not_saved() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    store.save(&profile("u1", 1), 0).await.unwrap();
+
+    let saved = store.save_many(&[write("u1", 1, 0)]).await.unwrap();
+
+    assert_eq!(saved, [false]);
+}
+
+#[tokio::test]
+async fn save_many_of_more_than_100_writes_uses_a_transaction_per_100() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    let writes: Vec<_> = (0..250).map(|i| write(&format!("u{i:03}"), 1, 0)).collect();
+
+    let saved = store.save_many(&writes).await.unwrap();
+
+    assert_eq!(saved, vec![true; 250]);
+    assert_eq!(transactions(&counter), 3);
+    let ids: Vec<String> = writes.iter().map(|w| w.profile.user_id.clone()).collect();
+    assert_eq!(store.load_many(&ids).await.unwrap().len(), 250);
+}
+
+#[tokio::test]
+async fn save_many_keeps_each_transaction_under_4_mb() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    // 15 items of 300 KB: 4.5 MB, over one transaction's 4 MB.
+    let big = "x".repeat(300_000);
+    let writes: Vec<_> = (0..15)
+        .map(|i| {
+            let mut w = write(&format!("big{i:02}"), 1, 0);
+            w.profile.attributes.insert("blob".into(), BTreeSet::from([big.clone()]));
+            w
+        })
+        .collect();
+
+    let saved = store.save_many(&writes).await.unwrap();
+
+    assert_eq!(saved, vec![true; 15]);
+    assert_eq!(transactions(&counter), 2);
+}
+
+#[tokio::test]
+async fn save_many_of_one_user_twice_at_one_version_saves_exactly_one() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    let mut second = write("twice", 1, 0);
+    second.profile.email = Some("second@example.com".into());
+
+    let saved = store.save_many(&[write("twice", 1, 0), second]).await.unwrap();
+
+    assert_eq!(saved.iter().filter(|s| **s).count(), 1, "{saved:?}");
+}
+
+#[tokio::test]
+async fn save_many_of_nothing_sends_nothing() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), "never-created");
+
+    assert_eq!(store.save_many(&[]).await.unwrap(), Vec::<bool>::new());
+    assert_eq!(counter.count("DynamoDB", &[]), 0);
+}
+
+#[tokio::test]
+async fn save_many_into_a_missing_table_fails_as_unavailable() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoProfileStore::new(clients.dynamodb.clone(), unique("missing"));
+
+    let result = store.save_many(&[write("u1", 1, 0)]).await;
+
+    assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn read_from_streams_the_object_from_an_offset() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    put_object(&clients, &bucket, "incoming/users.csv", b"0123456789").await;
+    let files = S3ImportFiles::new(clients.s3.clone());
+
+    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 0).await.unwrap(), b"0123456789");
+    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 4).await.unwrap(), b"456789");
+    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 9).await.unwrap(), b"9");
+}
+
+#[tokio::test]
+async fn read_from_at_or_past_the_end_reads_nothing() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    put_object(&clients, &bucket, "incoming/users.csv", b"0123456789").await;
+    let files = S3ImportFiles::new(clients.s3.clone());
+
+    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 10).await.unwrap(), b"");
+    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 500).await.unwrap(), b"");
+}
+
+#[tokio::test]
+async fn read_from_a_missing_object_is_none() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    let files = S3ImportFiles::new(clients.s3.clone());
+
+    assert!(files.read_from(&bucket, "incoming/gone.csv", 0).await.unwrap().is_none());
+    assert!(files.read_from(&bucket, "incoming/gone.csv", 10).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn put_writes_the_object() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    let files = S3ImportFiles::new(clients.s3.clone());
+
+    files.put(&bucket, "errors/job/0001", b"line,reason\n".to_vec()).await.unwrap();
+
+    assert_eq!(object(&clients, &bucket, "errors/job/0001").await, b"line,reason\n");
+}
+
+#[tokio::test]
+async fn concatenate_joins_the_parts_in_key_order_after_the_head_and_deletes_them() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    for (key, body) in [("parts/j1/0002", "3,c\n"), ("parts/j1/0001", "2,b\n"), ("parts/j1/0010", "9,z\n")] {
+        put_object(&clients, &bucket, key, body.as_bytes()).await;
+    }
+    put_object(&clients, &bucket, "parts/j10/0001", b"another job\n").await;
+    let files = S3ImportFiles::new(clients.s3.clone());
+
+    files.concatenate(&bucket, "parts/j1/", b"line,reason\n".to_vec(), "errors/j1.csv").await.unwrap();
+
+    assert_eq!(object(&clients, &bucket, "errors/j1.csv").await, b"line,reason\n2,b\n3,c\n9,z\n");
+    assert_eq!(keys(&clients, &bucket).await, ["errors/j1.csv", "parts/j10/0001"]);
+    assert_eq!(counter.count("S3", &["CreateMultipartUpload"]), 0);
+}
+
+#[tokio::test]
+async fn concatenate_with_nothing_under_the_prefix_leaves_the_joined_object_as_it_is() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    put_object(&clients, &bucket, "errors/j1.csv", b"line,reason\n7,bad email\n").await;
+    let files = S3ImportFiles::new(clients.s3.clone());
+
+    files.concatenate(&bucket, "parts/j1/", b"line,reason\n".to_vec(), "errors/j1.csv").await.unwrap();
+
+    assert_eq!(object(&clients, &bucket, "errors/j1.csv").await, b"line,reason\n7,bad email\n");
+    assert_eq!(keys(&clients, &bucket).await, ["errors/j1.csv"]);
+}
+
+#[tokio::test]
+async fn concatenate_of_more_than_5_mib_streams_a_multipart_upload() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let bucket = bucket(&clients).await;
+    // Four parts of 3 MiB: 12 MiB, more than one 8 MiB buffer.
+    let parts: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 3 * 1024 * 1024]).collect();
+    for (i, part) in parts.iter().enumerate() {
+        put_object(&clients, &bucket, &format!("parts/big/{i:04}"), part).await;
+    }
+    let files = S3ImportFiles::new(clients.s3.clone());
+    counter.reset();
+
+    files.concatenate(&bucket, "parts/big/", b"line,reason\n".to_vec(), "errors/big.csv").await.unwrap();
+
+    let mut expected = b"line,reason\n".to_vec();
+    parts.iter().for_each(|p| expected.extend_from_slice(p));
+    let joined = object(&clients, &bucket, "errors/big.csv").await;
+    assert_eq!(joined.len(), expected.len());
+    assert!(joined == expected, "the joined object differs from head + parts");
+    assert_eq!(counter.count("S3", &["CreateMultipartUpload"]), 1);
+    assert_eq!(counter.count("S3", &["UploadPart"]), 2);
+    assert_eq!(counter.count("S3", &["CompleteMultipartUpload"]), 1);
+    assert_eq!(keys(&clients, &bucket).await, ["errors/big.csv"]);
+}
+
+#[tokio::test]
+async fn creating_a_job_twice_keeps_the_first() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    let first = job("j1", started(0));
+    let second = ImportJob { key: "incoming/other.csv".into(), ..job("j1", started(1)) };
+
+    assert!(store.create(&first).await.unwrap());
+    assert!(!store.create(&second).await.unwrap());
+
+    assert_eq!(store.get("j1").await.unwrap(), Some(first));
+}
+
+#[tokio::test]
+async fn getting_an_unknown_job_is_none() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+
+    assert_eq!(store.get("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn saving_a_job_records_its_progress() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    let created = job("j1", started(0));
+    store.create(&created).await.unwrap();
+    let progressed = ImportJob {
+        state: ImportState::Done,
+        rows_read: 10,
+        imported: 8,
+        rejected: 2,
+        unknown_columns: vec!["shoe_size".into()],
+        errors_key: Some("errors/j1.csv".into()),
+        finished_at: Some(started(5)),
+        resume: Resume {
+            offset: 120,
+            line: 11,
+            csv_header: Some(vec!["user_id".into(), "email".into()]),
+            checkpoint: 1,
+            invocations: 1,
+        },
+        ..created
+    };
+
+    store.save(&progressed, 0).await.unwrap();
+
+    assert_eq!(store.get("j1").await.unwrap(), Some(progressed));
+}
+
+#[tokio::test]
+async fn saving_a_job_with_a_stale_checkpoint_is_a_conflict() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    let created = job("j1", started(0));
+    store.create(&created).await.unwrap();
+    let first = ImportJob { rows_read: 5, resume: Resume { checkpoint: 1, ..Resume::default() }, ..created.clone() };
+    let late = ImportJob { rows_read: 3, resume: Resume { checkpoint: 1, ..Resume::default() }, ..created };
+    store.save(&first, 0).await.unwrap();
+
+    let result = store.save(&late, 0).await;
+
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    assert_eq!(store.get("j1").await.unwrap(), Some(first));
+}
+
+#[tokio::test]
+async fn saving_a_job_never_created_is_a_conflict() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+
+    let result = store.save(&job("ghost", started(0)), 0).await;
+
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    assert_eq!(store.get("ghost").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn list_pages_through_the_jobs_newest_first() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    // Created out of order.
+    for (id, minute) in [("j2", 2), ("j0", 0), ("j4", 4), ("j1", 1), ("j3", 3)] {
+        store.create(&job(id, started(minute))).await.unwrap();
+    }
+
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list(2, cursor.as_deref()).await.unwrap();
+        pages.push(page.jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>());
+        match page.next {
+            Some(next) => {
+                assert!(is_valid_cursor(&next), "{next}");
+                cursor = Some(next);
+            }
+            None => break,
+        }
+        assert!(pages.len() < 10, "the pages never end: {pages:?}");
+    }
+
+    assert_eq!(pages, [vec!["j4", "j3"], vec!["j2", "j1"], vec!["j0"]]);
+}
+
+#[tokio::test]
+async fn list_orders_jobs_by_their_start_to_the_microsecond() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    // A later whole second must sort after fractions of the second before it.
+    let base = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    store.create(&job("a", base + Duration::microseconds(999_999))).await.unwrap();
+    store.create(&job("b", base + Duration::seconds(1))).await.unwrap();
+    store.create(&job("c", base + Duration::microseconds(5))).await.unwrap();
+
+    let page = store.list(10, None).await.unwrap();
+
+    assert_eq!(page.jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), ["b", "a", "c"]);
+    assert_eq!(page.next, None);
+}
+
+#[tokio::test]
+async fn list_of_exactly_a_page_has_no_next_page() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    store.create(&job("j0", started(0))).await.unwrap();
+    store.create(&job("j1", started(1))).await.unwrap();
+
+    let page = store.list(2, None).await.unwrap();
+
+    assert_eq!(page.jobs, [job("j1", started(1)), job("j0", started(0))]);
+    assert_eq!(page.next, None);
+}
+
+#[tokio::test]
+async fn list_of_no_jobs_is_empty() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+
+    let page = store.list(20, None).await.unwrap();
+
+    assert_eq!(page.jobs, []);
+    assert_eq!(page.next, None);
+}
+
+#[test]
+fn a_cursor_that_list_did_not_make_is_invalid() {
+    for cursor in ["", "not a cursor!", "eyJmb28iOjF9", "%%%"] {
+        assert!(!is_valid_cursor(cursor), "{cursor:?}");
+    }
+}
+
+#[tokio::test]
+async fn continue_job_sends_the_job_id_as_json() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(unique("importer"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("queue url");
+    let queue = SqsImportQueue::new(clients.sqs.clone(), &queue_url);
+
+    queue.continue_job("job-1").await.unwrap();
+
+    let output = clients
+        .sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    let bodies: Vec<_> = output.messages.unwrap_or_default().into_iter().filter_map(|m| m.body).collect();
+    assert_eq!(bodies, [r#"{"continue_job":"job-1"}"#]);
+}
