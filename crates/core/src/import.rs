@@ -190,8 +190,7 @@ pub struct ParsedRow {
     /// The 1-based line where the record starts.
     pub line: u64,
     pub user_id: String,
-    /// Passed the API's validation; the writer validates it again to merge it (the check is
-    /// the same shared code, and `ValidPatch` cannot be taken apart to combine patches).
+    /// Passed the API's validation, in its canonical form (phones in E.164).
     pub patch: ProfilePatch,
     /// The byte offset just after the record.
     pub end_offset: u64,
@@ -251,11 +250,14 @@ fn validated(user_id: String, patch: ProfilePatch) -> Result<(String, ProfilePat
     if let Err(e) = validation::check_user_id(&user_id) {
         faults.extend(e.0);
     }
-    // `validate` consumes the patch and its normalised form cannot be taken back out.
-    if let Err(e) = patch.clone().validate() {
-        faults.extend(e.0);
-    }
-    if faults.is_empty() {
+    let patch = match patch.validate() {
+        Ok(valid) => Some(valid.into_patch()),
+        Err(e) => {
+            faults.extend(e.0);
+            None
+        }
+    };
+    if let (true, Some(patch)) = (faults.is_empty(), patch) {
         Ok((user_id, patch))
     } else {
         Err(faults.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))

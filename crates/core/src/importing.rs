@@ -107,6 +107,7 @@ use crate::{
         EventPublisher, ImportFiles, ImportJobStore, ImportQueue, ObjectReader, ProfileStore, PublishError, StoreError,
         VersionedProfile,
     },
+    profile::ValidPatch,
 };
 
 /// Where import files are dropped: the bucket notifies the importer of keys under it.
@@ -415,11 +416,13 @@ impl ImportService {
                 let existing = current.and_then(|s| s.profile);
                 let created = existing.is_none();
                 let mut profile = existing.unwrap_or_else(|| Profile::new(row.user_id.clone()));
+                // Rows were validated as they were read; a Pinpoint user's endpoints added to
+                // the stored profile can outgrow a limit, so they are checked again.
                 let patch = match format {
-                    import::Format::PinpointExport => import::adding_to(&profile, row.patch.clone()),
-                    _ => row.patch.clone(),
+                    import::Format::PinpointExport => import::adding_to(&profile, row.patch.clone()).validate(),
+                    _ => Ok(ValidPatch::from_validated_rows(row.patch.clone())),
                 };
-                match patch.validate().and_then(|patch| patch.merge_into(&mut profile)) {
+                match patch.and_then(|patch| patch.merge_into(&mut profile)) {
                     Err(invalid) => {
                         let reason =
                             invalid.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>();

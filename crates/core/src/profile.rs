@@ -138,10 +138,15 @@ impl ProfilePatch {
             if attributes.len() > MAX_ATTRIBUTES {
                 errors.add("attributes", format!("at most {MAX_ATTRIBUTES} attributes are allowed"));
             }
+            // Field names are built only for faults: an import validates millions of values.
             for (name, values) in attributes {
-                errors.check(format!("attributes.{name}"), validation::attribute_name(name));
+                if let Err(message) = validation::attribute_name(name) {
+                    errors.add(format!("attributes.{name}"), message);
+                }
                 for (i, value) in values.iter().flatten().enumerate() {
-                    errors.check(format!("attributes.{name}[{i}]"), validation::attribute_value(value));
+                    if let Err(message) = validation::attribute_value(value) {
+                        errors.add(format!("attributes.{name}[{i}]"), message);
+                    }
                 }
             }
         }
@@ -203,6 +208,18 @@ fn dedup_by_key<T, K: Ord>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
 pub struct ValidPatch(ProfilePatch);
 
 impl ValidPatch {
+    /// The patch in canonical form (what was validated, normalised).
+    pub fn into_patch(self) -> ProfilePatch {
+        self.0
+    }
+
+    /// A patch folded from validated patches by replacing fields (the importer's rows of one
+    /// user), which keeps every field valid: the limits that depend on the result are
+    /// checked by [`ValidPatch::merge_into`] anyway.
+    pub(crate) fn from_validated_rows(patch: ProfilePatch) -> Self {
+        Self(patch)
+    }
+
     /// Applies the patch to `profile` and says what changed. Checks the limits that
     /// depend on the merged result (the attribute count) before touching anything.
     pub fn merge_into(&self, profile: &mut Profile) -> Result<Changes, ValidationErrors> {
