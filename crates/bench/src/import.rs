@@ -111,6 +111,9 @@ fn status_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The argument that runs [`million_rows_stubbed`] alone, in a process of its own.
+pub const STUBBED_IMPORT: &str = "--stubbed-import";
+
 /// `import rows per second per core` and `import peak rss mb`: 1,000,000 rows on a
 /// single-threaded runtime (the parser runs on its blocking thread beside it), divided by
 /// the CPU time the process used; the peak resident set is reset first.
@@ -119,7 +122,7 @@ pub fn million_rows_stubbed() {
     let path = std::env::temp_dir().join(format!("herald-bench-import-{}.csv", std::process::id()));
     write_csv(&path, ROWS);
     let size = std::fs::metadata(&path).unwrap().len();
-    // Forget the peak so far (the file generation, earlier groups): "5" resets VmHWM.
+    // Forget the peak so far (the file generation): "5" resets VmHWM.
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let profiles = Arc::new(EmptyProfiles::default());
