@@ -44,6 +44,8 @@ async fn sms_job(stack: &LocalStack, notification_id: &str, phone: &str) -> Deli
             user_id: None,
             target: Target::Phone(phone.into()),
         }],
+        campaign_id: None,
+        attempt: 0,
     }
 }
 

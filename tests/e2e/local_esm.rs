@@ -209,6 +209,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
         stack.event_sources.iter().map(|m| (m.function.as_str(), m.source.queue_url.as_str())).collect();
     polled.sort();
     let expected: Vec<(&str, &str)> = [
+        ("DispatcherFunction", "DispatchQueue"),
         ("EmailWorkerFunction", "EmailQueue"),
         ("ImporterFunction", "ImporterQueue"),
         ("PushWorkerFunction", "PushQueue"),
@@ -224,8 +225,14 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
         // An import runs for minutes: one message per invocation.
         assert_eq!(mapping.source.batch_size, if mapping.function == "ImporterFunction" { 1 } else { 10 });
         assert!(mapping.source.report_batch_item_failures);
-        let queue = mapping.function.replace("WorkerFunction", "Queue").replace("Function", "Queue");
+        let queue = match mapping.function.as_str() {
+            "DispatcherFunction" => "DispatchQueue".to_owned(),
+            function => function.replace("WorkerFunction", "Queue").replace("Function", "Queue"),
+        };
         assert_eq!(Some(mapping.source.queue_arn.as_str()), deployment.arn(&queue));
+        // The channel workers are paced by the ChannelMaxConcurrency parameter (default 5).
+        let paced = mapping.function.ends_with("WorkerFunction");
+        assert_eq!(mapping.source.max_concurrency, paced.then_some(5), "{}", mapping.function);
     }
 
     let email_queue = stack.queue_url("EmailQueue").unwrap();

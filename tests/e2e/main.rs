@@ -1,6 +1,10 @@
 //! End-to-end suites against the local stack on the moto endpoint `scripts/test` starts.
 
 mod api_errors;
+mod campaign_delivery;
+mod campaign_stores;
+mod campaigns;
+mod campaigns_api;
 mod delivery_faults;
 mod import_stores;
 mod importer;

@@ -1,8 +1,8 @@
 //! The sample events in events/ are real API Gateway v2 and SQS payloads: fed to the
 //! handlers in order, they store a template, create a user, record their behaviour
 //! events, put them in a static segment and list its members and the user's segments,
-//! send them a notification, read and erase the user, and deliver an email job; and list
-//! and read the job of a bulk import.
+//! send them a notification, schedule, read and cancel a campaign to the segment, read and
+//! erase the user, and deliver an email job; and list and read the job of a bulk import.
 
 use herald_api::App;
 use herald_core::{
@@ -33,6 +33,16 @@ fn with_fresh_event_times(event: &str) -> String {
     event.to_string()
 }
 
+/// The sample campaign moved to `send_at`: its own is fixed, and a campaign that is due
+/// would be dispatched (and might be done) before the samples cancel it.
+fn with_send_at(event: &str, send_at: chrono::DateTime<chrono::Utc>) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(event).unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    body["send_at"] = send_at.to_rfc3339().into();
+    event["body"] = body.to_string().into();
+    event.to_string()
+}
+
 #[tokio::test]
 async fn every_sample_api_event_gets_its_expected_answer() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
@@ -50,14 +60,25 @@ async fn every_sample_api_event_gets_its_expected_answer() {
         ("api-post-notification.json", 202),
         ("api-post-notification.json", 202),
         ("api-get-notification.json", 404),
+        ("api-post-campaign.json", 202),
+        ("api-post-campaign.json", 202),
+        ("api-get-campaign.json", 200),
+        ("api-post-campaign-cancel.json", 202),
+        ("api-post-campaign-cancel.json", 202),
         ("api-get-user.json", 200),
         ("api-delete-user.json", 204),
         ("api-get-user.json", 404),
         ("api-get-openapi.json", 200),
     ];
+    let campaign_send_at = chrono::Utc::now() + chrono::Duration::hours(1);
     for (file, status) in expectations {
         let event = read_event(file);
-        let event = if file == "api-post-events.json" { with_fresh_event_times(&event) } else { event };
+        let event = match file {
+            "api-post-events.json" => with_fresh_event_times(&event),
+            // The same time for the repeated POST, which is then the same request.
+            "api-post-campaign.json" => with_send_at(&event, campaign_send_at),
+            _ => event,
+        };
         let request = lambda_http::request::from_str(&event)
             .unwrap_or_else(|e| panic!("{file} is not an API Gateway event: {e}"));
         let response = app.handle(request).await;
@@ -69,6 +90,12 @@ async fn every_sample_api_event_gets_its_expected_answer() {
             "api-get-user-segments.json" => {
                 assert!(body.contains(r#""segment_ids":["sample-segment"]"#), "{file}: {body}")
             }
+            "api-post-campaign.json" => assert!(body.contains(r#""state":"scheduled""#), "{file}: {body}"),
+            "api-get-campaign.json" => {
+                assert!(body.contains(r#""segment_id":"sample-segment""#), "{file}: {body}");
+                assert!(body.contains(r#""progress":{"shards_done":0,"shards":16}"#), "{file}: {body}");
+            }
+            "api-post-campaign-cancel.json" => assert!(body.contains(r#""state":"cancelled""#), "{file}: {body}"),
             _ => {}
         }
     }
@@ -161,6 +188,7 @@ fn every_sample_event_is_tested() {
     files.sort();
     let tested = [
         "api-delete-user.json",
+        "api-get-campaign.json",
         "api-get-import.json",
         "api-get-imports.json",
         "api-get-notification.json",
@@ -170,12 +198,16 @@ fn every_sample_event_is_tested() {
         "api-get-template.json",
         "api-get-user-segments.json",
         "api-get-user.json",
+        "api-post-campaign-cancel.json",
+        "api-post-campaign.json",
         "api-post-events.json",
         "api-post-notification.json",
         "api-post-segment.json",
         "api-put-preferences.json",
         "api-put-template.json",
         "api-put-user.json",
+        // Tested with the dispatcher (crates/dispatcher).
+        "dispatcher-sqs.json",
         // Tested with the importer (crates/importer).
         "importer-continue-sqs.json",
         "importer-s3-sqs.json",

@@ -14,8 +14,10 @@ pub struct Config {
     pub segments_table: String,
     /// Segment memberships (write-sharded rows) and each user's dynamic memberships.
     pub members_table: String,
-    /// Jobs of bulk profile imports.
+    /// Jobs of bulk profile imports, and campaigns.
     pub jobs_table: String,
+    /// The dispatcher's queue, which a new campaign's first pages are sent to.
+    pub dispatch_queue_url: String,
     /// Key of the HMAC on tracking links.
     pub signing_secret: String,
 }
@@ -45,6 +47,7 @@ impl Config {
             segments_table: get("SEGMENTS_TABLE")?,
             members_table: get("MEMBERS_TABLE")?,
             jobs_table: get("JOBS_TABLE")?,
+            dispatch_queue_url: get("DISPATCH_QUEUE_URL")?,
             signing_secret: get("SIGNING_SECRET")?,
         })
     }

@@ -3,6 +3,7 @@
 //! run the same code.
 
 pub mod auth;
+pub mod campaigns;
 pub mod config;
 pub mod import;
 pub mod imports;
@@ -12,18 +13,19 @@ pub mod routes;
 use std::sync::Arc;
 
 use herald_aws::{
-    Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoDeliveryStore, DynamoImportJobStore, DynamoMembershipStore,
-    DynamoNotificationStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSegmentStore, DynamoTemplateStore,
-    EventBridgePublisher,
+    Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoCampaignStore, DynamoDeliveryStore, DynamoImportJobStore,
+    DynamoMembershipStore, DynamoNotificationStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSegmentStore,
+    DynamoTemplateStore, EventBridgePublisher, SqsDispatchQueue,
 };
 use herald_core::{
     ProfilePatch, ProfileService, Upserted, ValidationErrors,
     activity::{ActivityEvent, MAX_BATCH_BYTES},
+    campaigns::{CampaignCounters, CampaignRequest},
     delivery::DeliveryStatus,
     notification::NotificationRequest,
     notification::StatusChange,
     notifications::NotificationService,
-    ports::{ApiKeyStore, DeliveryStore, ImportJobStore, PreferenceStore, TemplateStore},
+    ports::{ApiKeyStore, DeliveryStore, ImportJobStore, PreferenceStore, SegmentStore, TemplateStore},
     preferences::Preferences,
     segmentation::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService},
     segments::{SegmentInput, SegmentKind, check_segment_id},
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use auth::Authenticator;
+pub use campaigns::CampaignService;
 pub use config::Config;
 pub use problem::Problem;
 pub use routes::Route;
@@ -61,6 +64,7 @@ pub struct App {
     activity: ActivityService,
     segments: SegmentService,
     import_jobs: Arc<dyn ImportJobStore>,
+    campaigns: CampaignService,
     signing_secret: Vec<u8>,
     auth: Authenticator,
 }
@@ -85,8 +89,15 @@ impl App {
             store: Arc::new(DynamoActivityStore::new(db(), &config.activity_table)),
             events: events.clone(),
         };
+        let segment_store: Arc<dyn SegmentStore> = Arc::new(DynamoSegmentStore::new(db(), &config.segments_table));
+        let campaigns = CampaignService {
+            campaigns: Arc::new(DynamoCampaignStore::new(db(), &config.jobs_table)),
+            dispatch: Arc::new(SqsDispatchQueue::new(clients.sqs.clone(), &config.dispatch_queue_url)),
+            templates: templates.clone(),
+            segments: segment_store.clone(),
+        };
         let segments = SegmentService::new(
-            Arc::new(DynamoSegmentStore::new(db(), &config.segments_table)),
+            segment_store,
             Arc::new(DynamoMembershipStore::new(
                 db(),
                 &config.members_table,
@@ -111,6 +122,7 @@ impl App {
             activity,
             segments,
             import_jobs: Arc::new(DynamoImportJobStore::new(db(), &config.jobs_table)),
+            campaigns,
             signing_secret: config.signing_secret.as_bytes().to_vec(),
             auth: Authenticator::new(keys),
         }
@@ -263,6 +275,23 @@ impl App {
                 let job = job.ok_or_else(|| Problem::not_found("No such import"))?;
                 Ok(json(StatusCode::OK, &imports::ImportView::from(job)))
             }
+            Route::PostCampaign => {
+                let body = parse_json_body::<CampaignRequest>(request)?;
+                let campaign = self.campaigns.create(body, chrono::Utc::now()).await?;
+                let accepted = campaigns::CampaignAccepted::of(&campaign);
+                let location = accepted.status_url.clone();
+                let mut response = json(StatusCode::ACCEPTED, &accepted);
+                response.headers_mut().insert("location", location.parse().expect("a valid header"));
+                Ok(response)
+            }
+            Route::GetCampaign(id) => {
+                let campaign = self.campaigns.get(&id).await?;
+                Ok(json(StatusCode::OK, &campaigns::CampaignView::from(campaign)))
+            }
+            Route::CancelCampaign(id) => {
+                let campaign = self.campaigns.cancel(&id).await?;
+                Ok(json(StatusCode::ACCEPTED, &campaigns::CampaignView::from(campaign)))
+            }
         }
     }
 }
@@ -370,8 +399,27 @@ impl App {
         let change = StatusChange { status, at: chrono::Utc::now(), reason: None };
         // A repeated open or a click after an unsubscribe changes nothing: statuses only
         // move forward.
-        self.deliveries.advance(&token.delivery_id, &change).await?;
+        let moved = self.deliveries.advance(&token.delivery_id, &change).await?;
+        if moved && matches!(status, DeliveryStatus::Opened | DeliveryStatus::Clicked) {
+            self.count_engagement(&token.delivery_id, status).await?;
+        }
         Ok(response.expect("a valid response"))
+    }
+
+    /// Adds a campaign delivery's first open or click to its campaign's counters (a
+    /// delivery counts each once: its status moved forward only now).
+    async fn count_engagement(&self, delivery_id: &str, status: DeliveryStatus) -> Result<(), Problem> {
+        let Some(delivery) = self.deliveries.get(delivery_id).await? else { return Ok(()) };
+        let campaigns = &self.campaigns.campaigns;
+        if campaigns.get(&delivery.notification_id).await?.is_none() {
+            return Ok(());
+        }
+        let counts = match status {
+            DeliveryStatus::Opened => CampaignCounters { opened: 1, ..Default::default() },
+            _ => CampaignCounters { clicked: 1, ..Default::default() },
+        };
+        campaigns.add_counts(&delivery.notification_id, &counts).await?;
+        Ok(())
     }
 }
 

@@ -28,6 +28,9 @@ pub enum Route {
     GetUserSegments(String),
     ListImports,
     GetImport(String),
+    PostCampaign,
+    GetCampaign(String),
+    CancelCampaign(String),
     /// Public: an open pixel, click redirect or unsubscribe link from an email.
     Track(String),
 }
@@ -47,6 +50,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/segments/{id}/members", &["GET"]),
     ("/v1/imports", &["GET"]),
     ("/v1/imports/{id}", &["GET"]),
+    ("/v1/campaigns", &["POST"]),
+    ("/v1/campaigns/{id}", &["GET"]),
+    ("/v1/campaigns/{id}/cancel", &["POST"]),
     ("/v1/t/{token}", &["GET"]),
 ];
 
@@ -122,6 +128,13 @@ impl Route {
             }
             ["v1", "imports"] => pick(method, vec![(Method::GET, Route::ListImports)]),
             ["v1", "imports", id] if !id.is_empty() => pick(method, vec![(Method::GET, Route::GetImport(decode(id)?))]),
+            ["v1", "campaigns"] => pick(method, vec![(Method::POST, Route::PostCampaign)]),
+            ["v1", "campaigns", id] if !id.is_empty() => {
+                pick(method, vec![(Method::GET, Route::GetCampaign(decode(id)?))])
+            }
+            ["v1", "campaigns", id, "cancel"] if !id.is_empty() => {
+                pick(method, vec![(Method::POST, Route::CancelCampaign(decode(id)?))])
+            }
             ["v1", "t", token] if !token.is_empty() => pick(method, vec![(Method::GET, Route::Track(decode(token)?))]),
             _ => Err(Problem::not_found(format!("No route for {raw_path}"))),
         }
@@ -143,6 +156,8 @@ impl Route {
             }
             Route::PostSegment | Route::PutSegment(_) | Route::DeleteSegment(_) => Some(Scope::SegmentsWrite),
             Route::ListImports | Route::GetImport(_) => Some(Scope::ImportsRead),
+            Route::GetCampaign(_) => Some(Scope::CampaignsRead),
+            Route::PostCampaign | Route::CancelCampaign(_) => Some(Scope::CampaignsWrite),
             Route::Track(_) => None,
         }
     }
@@ -170,6 +185,9 @@ impl Route {
             Route::GetUserSegments(_) => "GET /v1/users/{id}/segments",
             Route::ListImports => "GET /v1/imports",
             Route::GetImport(_) => "GET /v1/imports/{id}",
+            Route::PostCampaign => "POST /v1/campaigns",
+            Route::GetCampaign(_) => "GET /v1/campaigns/{id}",
+            Route::CancelCampaign(_) => "POST /v1/campaigns/{id}/cancel",
             Route::Track(_) => "GET /v1/t/{token}",
         }
     }
@@ -241,6 +259,29 @@ mod tests {
         for path in ["/v1/imports", "/v1/imports/imp_1"] {
             let problem = Route::parse(&Method::POST, path).unwrap_err();
             assert_eq!((problem.status, problem.detail.as_str()), (405, "This resource allows GET"), "{path}");
+        }
+    }
+
+    #[test]
+    fn campaign_routes_name_their_ids_and_scopes() {
+        assert_eq!(Route::parse(&Method::POST, "/v1/campaigns").unwrap(), Route::PostCampaign);
+        let route = Route::parse(&Method::GET, "/v1/campaigns/c_1").unwrap();
+        assert_eq!(route, Route::GetCampaign("c_1".into()));
+        assert_eq!(route.scope(), Some(Scope::CampaignsRead));
+        let route = Route::parse(&Method::POST, "/v1/campaigns/c_1/cancel").unwrap();
+        assert_eq!(route, Route::CancelCampaign("c_1".into()));
+        assert_eq!(route.scope(), Some(Scope::CampaignsWrite));
+        assert_eq!(Route::PostCampaign.scope(), Some(Scope::CampaignsWrite));
+        for (method, path, allow) in [
+            (Method::GET, "/v1/campaigns", "POST"),
+            (Method::DELETE, "/v1/campaigns/c_1", "GET"),
+            (Method::GET, "/v1/campaigns/c_1/cancel", "POST"),
+        ] {
+            let problem = Route::parse(&method, path).unwrap_err();
+            assert_eq!((problem.status, problem.detail), (405, format!("This resource allows {allow}")), "{path}");
+        }
+        for path in ["/v1/campaigns/", "/v1/campaigns//cancel", "/v1/campaigns/c_1/x"] {
+            assert_eq!(Route::parse(&Method::POST, path).unwrap_err().status, 404, "{path}");
         }
     }
 

@@ -18,6 +18,9 @@ use herald_core::{
 
 use crate::{batch, unavailable};
 
+/// A transaction holds at most 100 items: a claim and its rate-limit count are two.
+const CLAIMS_PER_TRANSACTION: usize = 50;
+
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryStore {
     client: Client,
@@ -45,13 +48,28 @@ impl DynamoDeliveryStore {
         Self { rate_limits_table: Some(table.into()), ..self }
     }
 
-    /// The delivery's move out of `created` or `error`, as a transaction item.
+    /// The delivery's move out of `created` or `error` (or, for a request that creates
+    /// it, out of not existing), as a transaction item.
     fn claim_item(&self, request: &ClaimRequest, at: DateTime<Utc>) -> TransactWriteItem {
         let (change, claimed_at) = match &request.settle {
             Some(settle) => (settle.clone(), None),
             None => (StatusChange { status: DeliveryStatus::Pending, at, reason: None }, Some(at)),
         };
-        let mut expression = "SET #s = :status, history = list_append(history, :change)".to_owned();
+        let mut condition = "#s IN (:claimable0, :claimable1)".to_owned();
+        let mut expression = "SET #s = :status".to_owned();
+        if request.create.is_some() {
+            // A new item gets what a `Delivery` is read with: its notification (the key of
+            // the by-notification index), recipient, channel, and a history that starts
+            // with `created`, as the rows the API records do.
+            condition = format!("attribute_not_exists(delivery_id) OR {condition}");
+            expression.push_str(
+                ", history = list_append(if_not_exists(history, :created), :change), \
+                 notification_id = if_not_exists(notification_id, :notification), \
+                 recipient = if_not_exists(recipient, :recipient), channel = if_not_exists(channel, :channel)",
+            );
+        } else {
+            expression.push_str(", history = list_append(history, :change)");
+        }
         if claimed_at.is_some() {
             expression.push_str(", claimed_at = :at");
         }
@@ -59,7 +77,7 @@ impl DynamoDeliveryStore {
             .table_name(&self.table)
             .key("delivery_id", AttributeValue::S(request.delivery_id.clone()))
             .update_expression(expression)
-            .condition_expression("#s IN (:claimable0, :claimable1)")
+            .condition_expression(condition)
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":status", status_value(change.status))
             .expression_attribute_values(":change", change_list(&change))
@@ -67,6 +85,17 @@ impl DynamoDeliveryStore {
             .expression_attribute_values(":claimable1", status_value(DeliveryStatus::CLAIMABLE[1]));
         if let Some(at) = claimed_at {
             update = update.expression_attribute_values(":at", AttributeValue::S(at.to_rfc3339()));
+        }
+        if let Some(new) = &request.create {
+            let created = StatusChange { status: DeliveryStatus::Created, at, reason: None };
+            update = update
+                .expression_attribute_values(":created", change_list(&created))
+                .expression_attribute_values(":notification", AttributeValue::S(new.notification_id.clone()))
+                .expression_attribute_values(":recipient", AttributeValue::S(new.recipient.clone()))
+                .expression_attribute_values(
+                    ":channel",
+                    serde_dynamo::to_attribute_value(new.channel).expect("channels serialize"),
+                );
         }
         TransactWriteItem::builder().update(update.build().expect("the update is complete")).build()
     }
@@ -100,13 +129,81 @@ impl DynamoDeliveryStore {
             .map_err(|e| StoreError::Unavailable(format!("unreadable status: {e}")))?
             .ok_or_else(|| StoreError::Unavailable("a delivery without status".into()))?;
         if status != DeliveryStatus::Pending {
-            return Ok(Claim::Settled(status));
+            return Ok(Claim::AlreadySettled(status));
         }
         let claimed_at = match item.get("claimed_at") {
             Some(AttributeValue::S(s)) => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or(at),
             _ => at,
         };
         Ok(Claim::InFlight { claimed_at })
+    }
+
+    /// Claims up to `CLAIMS_PER_TRANSACTION` deliveries in one transaction (see `claim_all`).
+    async fn claim_chunk(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
+        let mut requests: Vec<(usize, ClaimRequest)> = requests.iter().cloned().enumerate().collect();
+        let mut claims: Vec<Option<Claim>> = vec![None; requests.len()];
+        let mut retry = 0;
+        while !requests.is_empty() {
+            // Each transaction item: (request position, whether it is the rate-limit count).
+            let mut items = Vec::new();
+            let mut owners = Vec::new();
+            for (position, request) in requests.iter().enumerate() {
+                items.push(self.claim_item(&request.1, at));
+                owners.push((position, false));
+                if let (Some(limit), None) = (&request.1.rate_limit, &request.1.settle) {
+                    let table = self.rate_limits_table.as_deref().ok_or_else(|| {
+                        StoreError::Unavailable("a rate-limited claim, but no rate-limit table".into())
+                    })?;
+                    items.push(self.count_item(table, limit));
+                    owners.push((position, true));
+                }
+            }
+            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let reasons = match result {
+                Ok(_) => {
+                    for (index, request) in requests.drain(..) {
+                        claims[index] = Some(match request.settle {
+                            Some(settle) => Claim::Settled(settle.status),
+                            None => Claim::Claimed,
+                        });
+                    }
+                    break;
+                }
+                Err(e) => match e.into_service_error() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                        cancelled.cancellation_reasons.unwrap_or_default()
+                    }
+                    other => return Err(unavailable(other)),
+                },
+            };
+            // The items whose condition failed: a delivery claimed or settled elsewhere, or
+            // a full rate-limit window.
+            let failed: Vec<(usize, bool)> = owners
+                .iter()
+                .zip(&reasons)
+                .filter(|(_, r)| r.code.as_deref() == Some("ConditionalCheckFailed"))
+                .map(|(owner, _)| *owner)
+                .collect();
+            let claimed_elsewhere: Vec<usize> = failed.iter().filter(|(_, count)| !count).map(|(p, _)| *p).collect();
+            let windows_full: Vec<usize> = failed.iter().filter(|(_, count)| *count).map(|(p, _)| *p).collect();
+            if claimed_elsewhere.is_empty() && windows_full.is_empty() {
+                // Conflicts with concurrent transactions or throttling: write it all again.
+                if !self.backoff.wait(retry).await {
+                    return Err(StoreError::Unavailable("claims kept being cancelled".into()));
+                }
+                retry += 1;
+                continue;
+            }
+            for &position in &windows_full {
+                let request = &mut requests[position].1;
+                request.settle = request.rate_limit.take().map(|limit| limit.over);
+            }
+            for &position in claimed_elsewhere.iter().rev() {
+                let (index, request) = requests.remove(position);
+                claims[index] = Some(self.current_claim(&request.delivery_id, at).await?);
+            }
+        }
+        Ok(claims.into_iter().map(|c| c.expect("every request is answered")).collect())
     }
 
     fn item(delivery: &Delivery) -> Result<batch::Item, StoreError> {
@@ -212,76 +309,18 @@ impl DeliveryStore for DynamoDeliveryStore {
             .collect()
     }
 
-    /// One TransactWriteItems for the whole job: every claim and its rate-limit count, all
+    /// One TransactWriteItems for the whole job (or per 50 claims, a transaction's limit
+    /// being 100 items: a claim and its rate-limit count): every claim and its count, all
     /// conditional. If any condition fails, DynamoDB cancels the transaction and says which
     /// items failed: a delivery already claimed or settled leaves the batch (its state is
     /// read and reported), a full window turns its claim into a `rate_limited` settle, and
     /// the rest is written again.
     async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
-        let mut requests: Vec<(usize, ClaimRequest)> = requests.iter().cloned().enumerate().collect();
-        let mut claims: Vec<Option<Claim>> = vec![None; requests.len()];
-        let mut retry = 0;
-        while !requests.is_empty() {
-            // Each transaction item: (request position, whether it is the rate-limit count).
-            let mut items = Vec::new();
-            let mut owners = Vec::new();
-            for (position, request) in requests.iter().enumerate() {
-                items.push(self.claim_item(&request.1, at));
-                owners.push((position, false));
-                if let (Some(limit), None) = (&request.1.rate_limit, &request.1.settle) {
-                    let table = self.rate_limits_table.as_deref().ok_or_else(|| {
-                        StoreError::Unavailable("a rate-limited claim, but no rate-limit table".into())
-                    })?;
-                    items.push(self.count_item(table, limit));
-                    owners.push((position, true));
-                }
-            }
-            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-            let reasons = match result {
-                Ok(_) => {
-                    for (index, request) in requests.drain(..) {
-                        claims[index] = Some(match request.settle {
-                            Some(settle) => Claim::Settled(settle.status),
-                            None => Claim::Claimed,
-                        });
-                    }
-                    break;
-                }
-                Err(e) => match e.into_service_error() {
-                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                        cancelled.cancellation_reasons.unwrap_or_default()
-                    }
-                    other => return Err(unavailable(other)),
-                },
-            };
-            // The items whose condition failed: a delivery claimed or settled elsewhere, or
-            // a full rate-limit window.
-            let failed: Vec<(usize, bool)> = owners
-                .iter()
-                .zip(&reasons)
-                .filter(|(_, r)| r.code.as_deref() == Some("ConditionalCheckFailed"))
-                .map(|(owner, _)| *owner)
-                .collect();
-            let claimed_elsewhere: Vec<usize> = failed.iter().filter(|(_, count)| !count).map(|(p, _)| *p).collect();
-            let windows_full: Vec<usize> = failed.iter().filter(|(_, count)| *count).map(|(p, _)| *p).collect();
-            if claimed_elsewhere.is_empty() && windows_full.is_empty() {
-                // Conflicts with concurrent transactions or throttling: write it all again.
-                if !self.backoff.wait(retry).await {
-                    return Err(StoreError::Unavailable("claims kept being cancelled".into()));
-                }
-                retry += 1;
-                continue;
-            }
-            for &position in &windows_full {
-                let request = &mut requests[position].1;
-                request.settle = request.rate_limit.take().map(|limit| limit.over);
-            }
-            for &position in claimed_elsewhere.iter().rev() {
-                let (index, request) = requests.remove(position);
-                claims[index] = Some(self.current_claim(&request.delivery_id, at).await?);
-            }
+        let mut claims = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(CLAIMS_PER_TRANSACTION) {
+            claims.extend(self.claim_chunk(chunk, at).await?);
         }
-        Ok(claims.into_iter().map(|c| c.expect("every request is answered")).collect())
+        Ok(claims)
     }
 
     async fn finish(

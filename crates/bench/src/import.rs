@@ -24,7 +24,7 @@ use herald_core::{
     },
 };
 
-fn report(name: &str, value: f64, unit: &str) {
+pub fn report(name: &str, value: f64, unit: &str) {
     println!("{name}: {value:.2} {unit}");
 }
 
@@ -97,7 +97,7 @@ impl EventPublisher for NoBus {
 }
 
 /// CPU time of the whole process (every thread): user + system.
-fn cpu_time() -> Duration {
+pub fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
     // Fields after the command name (which is in parentheses); utime and stime are 14 and 15.
     let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
@@ -105,7 +105,7 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux.
 }
 
-fn status_kib(field: &str) -> u64 {
+pub fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
     let line = status.lines().find(|l| l.starts_with(field)).expect("the field");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()

@@ -3,6 +3,7 @@
 //! moto endpoint in AWS_ENDPOINT_URL (scripts/bench starts one). An argument runs only
 //! the groups whose name contains it.
 
+mod campaigns;
 mod import;
 mod segments;
 mod segments_local;
@@ -35,6 +36,10 @@ fn main() {
         import::million_rows_stubbed();
         return;
     }
+    if only.as_deref() == Some(campaigns::STUBBED_FANOUT) {
+        campaigns::million_recipients_stubbed();
+        return;
+    }
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let multi_threaded = || tokio::runtime::Runtime::new().expect("a runtime");
     if wanted("worker") {
@@ -42,18 +47,25 @@ fn main() {
         multi_threaded().block_on(worker::local_delivery_costs());
     }
     if wanted("import") {
-        // A process of its own: its CPU time and peak memory are the import's alone, not
-        // what earlier groups left running or resident.
-        let status = std::process::Command::new(std::env::current_exe().expect("the bench binary"))
-            .arg(import::STUBBED_IMPORT)
-            .status()
-            .expect("the stubbed import runs");
-        assert!(status.success(), "the stubbed import failed");
+        in_own_process(import::STUBBED_IMPORT);
         multi_threaded().block_on(import::hundred_thousand_rows_local());
+    }
+    if wanted("campaigns") {
+        in_own_process(campaigns::STUBBED_FANOUT);
     }
     if wanted("segments") {
         segments::evaluate_change_against_1000_segments();
         segments::backfill_profiles_per_second_per_core();
         multi_threaded().block_on(segments_local::local_segment_figures());
     }
+}
+
+/// Runs this binary again with `argument`: a process of its own, whose CPU time and peak
+/// memory are the benchmark's alone, not what earlier groups left running or resident.
+fn in_own_process(argument: &str) {
+    let status = std::process::Command::new(std::env::current_exe().expect("the bench binary"))
+        .arg(argument)
+        .status()
+        .expect("the benchmark process runs");
+    assert!(status.success(), "{argument} failed");
 }

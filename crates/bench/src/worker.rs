@@ -103,6 +103,8 @@ pub fn deliveries_per_second_per_core() {
                     }),
                     params: json!({"code": "123456"}).as_object().unwrap().clone(),
                     recipients,
+                    campaign_id: None,
+                    attempt: 0,
                 }
             })
             .collect();

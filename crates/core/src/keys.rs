@@ -33,6 +33,12 @@ pub enum Scope {
     /// Read the jobs of bulk profile imports (`GET /v1/imports`).
     #[serde(rename = "imports:read")]
     ImportsRead,
+    /// Read campaigns and their counters (`GET /v1/campaigns/{id}`).
+    #[serde(rename = "campaigns:read")]
+    CampaignsRead,
+    /// Create and cancel campaigns.
+    #[serde(rename = "campaigns:write")]
+    CampaignsWrite,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,8 +3,10 @@
 
 pub mod activity;
 pub mod backoff;
+pub mod campaigns;
 pub mod circuit_breaker;
 pub mod delivery;
+pub mod dispatching;
 pub mod events;
 pub mod import;
 pub mod importing;

@@ -244,6 +244,16 @@ pub struct DeliveryJob {
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
     pub recipients: Vec<JobRecipient>,
+    /// The campaign the job delivers, whose counters its outcomes add to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    /// How many times a worker put these recipients back on the queue to try again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DeliveryJob {

@@ -141,6 +141,8 @@ impl NotificationService {
                             content: content.clone(),
                             params: params.clone(),
                             recipients: chunk.to_vec(),
+                            campaign_id: None,
+                            attempt: 0,
                         })
                     })
                     .collect::<Vec<_>>()

@@ -10,12 +10,13 @@ use chrono::Utc;
 
 use crate::{
     backoff::Backoff,
+    campaigns::CampaignCounters,
     circuit_breaker::{CircuitBreaker, Provider},
     delivery::{Channel, DeliveryStatus},
     notification::{ContentRef, DeliveryJob, JobRecipient, StatusChange, Target},
     ports::{
-        Claim, ClaimRequest, DeliveryStore, Outgoing, PreferenceStore, RateLimitClaim, SendError, Sender, StoreError,
-        SuppressionStore, TemplateStore,
+        Claim, ClaimRequest, DeliveryStore, NewDelivery, Outgoing, PreferenceStore, RateLimitClaim, SendError, Sender,
+        StoreError, SuppressionStore, TemplateStore,
     },
     rate_limit::RateLimit,
     rendering::{self, Rendered},
@@ -32,10 +33,51 @@ pub struct Tracking {
 /// What became of one recipient of a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Settled: sent, or ended in a status that is not retried.
+    /// Settled by this attempt: sent, or ended in a status that is not retried.
     Done(DeliveryStatus),
-    /// Try again later (the message goes back to the queue).
+    /// Settled before this attempt (a redelivered or repeated message): nothing was sent
+    /// now, and nothing is to be counted again.
+    AlreadySettled(DeliveryStatus),
+    /// Try again later (the worker puts the recipient back on its queue).
     Retry(String),
+}
+
+impl Outcome {
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Outcome::Retry(_))
+    }
+}
+
+/// What a job's outcomes add to its campaign's counters: only what this attempt settled
+/// (retries are counted once they settle, recipients settled before never again).
+pub fn campaign_counts<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> CampaignCounters {
+    let mut counts = CampaignCounters::default();
+    for outcome in outcomes {
+        let Outcome::Done(status) = outcome else { continue };
+        let counter = match status {
+            DeliveryStatus::Sent => &mut counts.sent,
+            DeliveryStatus::Error => &mut counts.failed,
+            DeliveryStatus::RateLimited => &mut counts.skipped_rate_limited,
+            DeliveryStatus::Suppressed => &mut counts.skipped_suppressed,
+            DeliveryStatus::Unsubscribed => &mut counts.skipped_opted_out,
+            // Not an end a send attempt settles in.
+            DeliveryStatus::Created | DeliveryStatus::Pending | DeliveryStatus::Opened | DeliveryStatus::Clicked => {
+                continue;
+            }
+        };
+        *counter += 1;
+    }
+    counts
+}
+
+/// The job that tries `delivery_ids` of `job` again: the same content, only those
+/// recipients, one attempt later.
+pub fn retry_job(job: &DeliveryJob, delivery_ids: &[&str]) -> DeliveryJob {
+    DeliveryJob {
+        recipients: job.recipients.iter().filter(|r| delivery_ids.contains(&r.delivery_id.as_str())).cloned().collect(),
+        attempt: job.attempt + 1,
+        ..job.clone()
+    }
 }
 
 pub struct Providers {
@@ -103,7 +145,7 @@ impl Pipeline {
         for (i, (recipient, screen)) in recipients.iter().zip(screened).enumerate() {
             match screen {
                 Err(reason) => outcomes[i] = Some(Outcome::Retry(reason)),
-                Ok(settle) => requests.push((i, self.claim_request(recipient, settle, now))),
+                Ok(settle) => requests.push((i, self.claim_request(job, recipient, settle, now))),
             }
         }
         let claims = self.deliveries.claim_all(&requests.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), now).await;
@@ -192,6 +234,7 @@ impl Pipeline {
 
     fn claim_request(
         &self,
+        job: &DeliveryJob,
         recipient: &JobRecipient,
         settle: Option<StatusChange>,
         now: chrono::DateTime<Utc>,
@@ -208,7 +251,13 @@ impl Pipeline {
             }),
             _ => None,
         };
-        ClaimRequest { delivery_id: recipient.delivery_id.clone(), settle, rate_limit }
+        // Nobody recorded a campaign's deliveries before: the claim creates them.
+        let create = job.campaign_id.as_ref().map(|_| NewDelivery {
+            notification_id: job.notification_id.clone(),
+            recipient: recipient.user_id.clone().unwrap_or_else(|| recipient.delivery_id.clone()),
+            channel: self.channel,
+        });
+        ClaimRequest { delivery_id: recipient.delivery_id.clone(), settle, rate_limit, create }
     }
 
     async fn render(&self, job: &DeliveryJob) -> Result<Rendered, String> {
@@ -272,6 +321,7 @@ impl Pipeline {
         match claim {
             Claim::Claimed => {}
             Claim::Settled(status) => return Ok(Outcome::Done(status)),
+            Claim::AlreadySettled(status) => return Ok(Outcome::AlreadySettled(status)),
             Claim::InFlight { claimed_at } => {
                 let age = (Utc::now() - claimed_at).to_std().unwrap_or_default();
                 if age < self.claim_lease {
@@ -319,8 +369,8 @@ impl Pipeline {
                 }
                 Err(SendError::Retryable(reason)) => {
                     if !self.send_retries.wait(retry).await {
-                        // Recorded, then handed back to SQS: it retries later and, after
-                        // maxReceiveCount, parks the message in the dead-letter queue.
+                        // Recorded, then handed back to the worker, which queues the
+                        // recipient again for a later attempt.
                         self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await?;
                         return Ok(Outcome::Retry(reason));
                     }
@@ -392,11 +442,35 @@ mod tests {
             content: ContentRef::Inline(ChannelContent { subject: Some("Hi".into()), body: body.into(), html: None }),
             params: serde_json::json!({"amount": "12"}).as_object().unwrap().clone(),
             recipients,
+            campaign_id: None,
+            attempt: 0,
+        }
+    }
+
+    /// A campaign's job: no delivery is recorded before the worker claims it.
+    fn campaign_job(users: &[&str]) -> DeliveryJob {
+        let recipients = users
+            .iter()
+            .map(|user| JobRecipient {
+                delivery_id: crate::delivery::delivery_id("c1", user, Channel::Email),
+                user_id: Some((*user).to_owned()),
+                target: Target::Email(format!("{user}@example.com")),
+            })
+            .collect();
+        DeliveryJob {
+            notification_id: "c1".into(),
+            notification_type: "spring_sale".into(),
+            channel: Channel::Email,
+            content: ContentRef::Inline(ChannelContent { subject: Some("Hi".into()), body: "Sale".into(), html: None }),
+            params: Default::default(),
+            recipients,
+            campaign_id: Some("c1".into()),
+            attempt: 0,
         }
     }
 
     async fn claim_one(w: &World, id: &str, at: chrono::DateTime<Utc>) {
-        let request = ClaimRequest { delivery_id: id.into(), settle: None, rate_limit: None };
+        let request = ClaimRequest { delivery_id: id.into(), settle: None, rate_limit: None, create: None };
         assert_eq!(w.deliveries.claim_all(&[request], at).await.unwrap(), [Claim::Claimed]);
     }
 
@@ -423,8 +497,94 @@ mod tests {
         let job = job(&w, &["a"], "x");
         w.pipeline.process(&job).await;
         let again = w.pipeline.process(&job).await;
-        assert_eq!(statuses(&again), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(statuses(&again), [Outcome::AlreadySettled(DeliveryStatus::Sent)]);
         assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_campaign_claim_creates_the_delivery_listed_under_the_campaign() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = campaign_job(&["a", "b"]);
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Sent), Outcome::Done(DeliveryStatus::Sent)]);
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert_eq!((d.notification_id.as_str(), d.recipient.as_str(), d.channel), ("c1", "a", Channel::Email));
+        let history: Vec<_> = d.history.iter().map(|c| c.status).collect();
+        assert_eq!(history, [DeliveryStatus::Created, DeliveryStatus::Pending, DeliveryStatus::Sent]);
+        assert_eq!(w.deliveries.list("c1").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_claim_of_a_sent_campaign_delivery_sends_nothing_and_counts_nothing() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = campaign_job(&["a", "b"]);
+        let first = w.pipeline.process(&job).await;
+        let again = w.pipeline.process(&job).await;
+        assert_eq!(w.primary.sent().len(), 2);
+        let sent = DeliveryStatus::Sent;
+        assert_eq!(statuses(&again), [Outcome::AlreadySettled(sent), Outcome::AlreadySettled(sent)]);
+        assert_eq!(campaign_counts(first.iter().map(|(_, o)| o)).sent, 2);
+        assert_eq!(campaign_counts(again.iter().map(|(_, o)| o)), CampaignCounters::default());
+    }
+
+    #[tokio::test]
+    async fn an_opted_out_campaign_recipient_is_recorded_unsubscribed() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let mut prefs = Preferences::default();
+        prefs.opt_out("spring_sale", Channel::Email);
+        w.preferences.put("a", &prefs).await.unwrap();
+        let job = campaign_job(&["a"]);
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Unsubscribed)]);
+        assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), Some(DeliveryStatus::Unsubscribed));
+        assert_eq!(campaign_counts(outcomes.iter().map(|(_, o)| o)).skipped_opted_out, 1);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_campaign_send_is_claimed_again_by_its_retry() {
+        let throttled = || Err(SendError::Retryable("throttled".into()));
+        let primary = ScriptedSender::named("ses").then(throttled()).then(throttled()).then(throttled());
+        let w = world(primary, None);
+        let job = campaign_job(&["a"]);
+        assert!(statuses(&w.pipeline.process(&job).await)[0].is_retry());
+        let retry = retry_job(&job, &[job.recipients[0].delivery_id.as_str()]);
+        assert_eq!(statuses(&w.pipeline.process(&retry).await), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[test]
+    fn counts_add_only_what_an_attempt_settled() {
+        use DeliveryStatus::*;
+        let outcomes = [
+            Outcome::Done(Sent),
+            Outcome::Done(Sent),
+            Outcome::Done(Error),
+            Outcome::Done(RateLimited),
+            Outcome::Done(Suppressed),
+            Outcome::Done(Unsubscribed),
+            Outcome::AlreadySettled(Sent),
+            Outcome::Retry("throttled".into()),
+        ];
+        let counts = campaign_counts(&outcomes);
+        let expected = CampaignCounters {
+            sent: 2,
+            failed: 1,
+            skipped_rate_limited: 1,
+            skipped_suppressed: 1,
+            skipped_opted_out: 1,
+            ..Default::default()
+        };
+        assert_eq!(counts, expected);
+    }
+
+    #[test]
+    fn a_retry_job_carries_only_its_recipients_one_attempt_later() {
+        let job = campaign_job(&["a", "b", "c"]);
+        let retry = retry_job(&job, &[job.recipients[1].delivery_id.as_str()]);
+        assert_eq!(retry.recipients, [job.recipients[1].clone()]);
+        assert_eq!(retry.attempt, 1);
+        assert_eq!((retry.content, retry.campaign_id), (job.content, job.campaign_id));
     }
 
     #[tokio::test]

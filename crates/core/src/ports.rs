@@ -131,6 +131,19 @@ pub struct ClaimRequest {
     pub settle: Option<StatusChange>,
     /// Counted with the claim; a claim past the limit settles as `over` instead.
     pub rate_limit: Option<RateLimitClaim>,
+    /// Records the delivery with the claim when it does not exist yet (campaign jobs,
+    /// whose deliveries the dispatcher never writes); None: the delivery must exist.
+    pub create: Option<NewDelivery>,
+}
+
+/// What a claim records of a delivery it creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The notification or campaign the delivery belongs to (what `list` finds it by).
+    pub notification_id: String,
+    /// The user id.
+    pub recipient: String,
+    pub channel: Channel,
 }
 
 /// What claiming a delivery for sending found.
@@ -138,9 +151,12 @@ pub struct ClaimRequest {
 pub enum Claim {
     /// This worker owns the send now (the delivery moved to `pending`).
     Claimed,
-    /// Ended: already sent or settled before, or settled by this very request (its
-    /// `settle` status, or rate-limited): nothing to send.
+    /// Settled by this very request (its `settle` status, or rate-limited): nothing to
+    /// send.
     Settled(DeliveryStatus),
+    /// Ended before this request (sent or settled by an earlier attempt, e.g. of a
+    /// redelivered message): nothing to send, and nothing new happened.
+    AlreadySettled(DeliveryStatus),
     /// Another attempt claimed it and has not finished: it may be sending right now, or
     /// it died between the provider's answer and the status write.
     InFlight { claimed_at: DateTime<Utc> },
@@ -155,10 +171,10 @@ pub trait DeliveryStore: Send + Sync {
     async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError>;
     async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError>;
     /// Claims a job's deliveries at once (adapters make it one conditional batch write):
-    /// each request moves its delivery from `created` or `error` to `pending`, or to its
-    /// `settle` status, and counts its rate limit. The dedup of redelivered messages: a
-    /// delivery already claimed or settled is reported as such and not touched. One
-    /// answer per request, in order.
+    /// each request moves its delivery from `created` or `error` (or, with `create`, from
+    /// not existing) to `pending`, or to its `settle` status, and counts its rate limit.
+    /// The dedup of redelivered messages: a delivery already claimed or settled is
+    /// reported as such and not touched. One answer per request, in order.
     async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError>;
     /// Records the outcome of a claimed delivery, with the provider that handled it and
     /// the provider's message id when it accepted the message.
@@ -445,4 +461,62 @@ pub struct ImportJobsPage {
 #[async_trait]
 pub trait ImportQueue: Send + Sync {
     async fn continue_job(&self, job_id: &str) -> Result<(), StoreError>;
+}
+
+/// Campaigns (the jobs table, kind `campaign`).
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Stores a new campaign; false (nothing written) if one with its id exists.
+    async fn create(&self, campaign: &crate::campaigns::Campaign) -> Result<bool, StoreError>;
+    /// Strongly consistent.
+    async fn get(&self, campaign_id: &str) -> Result<Option<crate::campaigns::Campaign>, StoreError>;
+    /// Moves the campaign to `state` if it is in one of `from`; false otherwise.
+    async fn set_state(
+        &self,
+        campaign_id: &str,
+        state: crate::campaigns::CampaignState,
+        from: &[crate::campaigns::CampaignState],
+    ) -> Result<bool, StoreError>;
+    /// Records a dispatched page exactly once: if the shard's cursor is still `cursor`
+    /// (None: the shard's start), moves it to `next` (None: the shard is done, and
+    /// `shards_done` grows by one) and adds `counts`, in one conditional write. Returns the
+    /// campaign's `shards_done` after the write, or None if the page had been recorded.
+    async fn record_page(
+        &self,
+        campaign_id: &str,
+        shard: u32,
+        cursor: Option<&str>,
+        next: Option<&str>,
+        counts: &crate::campaigns::CampaignCounters,
+    ) -> Result<Option<u32>, StoreError>;
+    /// Adds to the counters (a worker's outcomes of one message).
+    async fn add_counts(
+        &self,
+        campaign_id: &str,
+        counts: &crate::campaigns::CampaignCounters,
+    ) -> Result<(), StoreError>;
+}
+
+/// The dispatcher's own queue.
+#[async_trait]
+pub trait DispatchQueue: Send + Sync {
+    /// Sends each page as a message (batched), delivered after `delay` (at most 15 minutes).
+    async fn dispatch(
+        &self,
+        pages: &[crate::campaigns::DispatchPage],
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// The channel queues, written straight to (no bus in between): a campaign's deliveries,
+/// and a worker's recipients to try again.
+#[async_trait]
+pub trait JobQueues: Send + Sync {
+    /// Sends each job to its channel's queue, as few requests as possible (SendMessageBatch
+    /// of 10), delivered after `delay` (at most 15 minutes).
+    async fn enqueue(
+        &self,
+        jobs: &[crate::notification::DeliveryJob],
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
 }

@@ -7,6 +7,13 @@
 //! minute's wait, so the poller makes failed messages visible again after
 //! `HERALD_LOCAL_RETRY_DELAY_SECONDS` (default 1). Receive counts, and so redrive to the
 //! dead-letter queue after maxReceiveCount, behave as deployed.
+//!
+//! Concurrency: a mapping's `ScalingConfig: MaximumConcurrency` caps how many invocations
+//! Lambda runs at once for its queue (2 to 1000; without it, up to the account's limit).
+//! The local poller of a mapping runs one invocation at a time, which is within any such
+//! cap; the cap is read (and checked as Lambda checks it) and kept in
+//! [`QueueSource::max_concurrency`], but not used to run batches in parallel: on the
+//! shared, slow local endpoint more pollers would add load, not speed.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -50,6 +57,13 @@ impl SqsHandler for herald_worker::Worker {
 impl SqsHandler for herald_segmenter::SegmenterFunction {
     async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         herald_segmenter::SegmenterFunction::handle(self, event).await
+    }
+}
+
+#[async_trait]
+impl SqsHandler for herald_dispatcher::DispatcherFunction {
+    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        herald_dispatcher::DispatcherFunction::handle(self, event).await
     }
 }
 
@@ -127,6 +141,9 @@ pub struct QueueSource {
     pub report_batch_item_failures: bool,
     /// How long a failed message stays invisible (see the module's comment).
     pub retry_delay: Duration,
+    /// `ScalingConfig: MaximumConcurrency`: the most invocations Lambda runs at once for
+    /// this queue (None: no cap but the account's). Locally always one at a time.
+    pub max_concurrency: Option<u32>,
 }
 
 impl QueueSource {
@@ -138,6 +155,7 @@ impl QueueSource {
             batch_size: SQS_BATCH_LIMIT as i32,
             report_batch_item_failures: true,
             retry_delay: DEFAULT_RETRY_DELAY,
+            max_concurrency: None,
         }
     }
 }
@@ -187,6 +205,20 @@ pub fn sqs_event_sources(
                     .filter(|s| *s >= 1)
                     .ok_or_else(|| LocalError::Template(format!("{context}: BatchSize {size:?}")))?,
             };
+            let max_concurrency = match properties.get("ScalingConfig").and_then(|c| c.get("MaximumConcurrency")) {
+                None => None,
+                Some(value) => {
+                    let text = template
+                        .resolve(value, &deployment.physical, &deployment.stack_name)
+                        .map_err(|e| e.context(&context))?;
+                    let maximum = text.parse::<u32>().ok().filter(|m| (2..=1000).contains(m)).ok_or_else(|| {
+                        LocalError::Template(format!(
+                            "{context}: ScalingConfig.MaximumConcurrency {text:?} is not a number from 2 to 1000"
+                        ))
+                    })?;
+                    Some(maximum)
+                }
+            };
             let report_batch_item_failures = properties
                 .get("FunctionResponseTypes")
                 .and_then(serde_norway::Value::as_sequence)
@@ -200,6 +232,7 @@ pub fn sqs_event_sources(
                     batch_size,
                     report_batch_item_failures,
                     retry_delay,
+                    max_concurrency,
                 },
             });
         }

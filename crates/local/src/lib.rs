@@ -2,8 +2,9 @@
 //! AWS-compatible endpoint, creates the resources infra/template.yaml declares, and
 //! serves the API as API Gateway would, calling the same handler the Lambda runs. It
 //! plays Lambda's SQS event source mappings too: each worker's queue is polled and its
-//! batches handed to the same handler the deployed worker runs. Files written under a
-//! bucket's notified prefix reach the importer the same way, as real S3 events.
+//! batches handed to the same handler the deployed worker runs, and so are the segmenter's
+//! and the dispatcher's (campaign pages). Files written under a bucket's notified prefix
+//! reach the importer the same way, as real S3 events.
 
 pub mod esm;
 pub mod gateway;
@@ -23,6 +24,7 @@ use std::{
 use herald_api::{App, Config};
 use herald_aws::{Clients, DynamoApiKeyStore};
 use herald_core::{Scope, delivery::Channel, keys, ports::ApiKeyStore};
+use herald_dispatcher::{DispatcherConfig, DispatcherFunction};
 use herald_importer::{ImporterConfig, ImporterFunction};
 use herald_segmenter::{SegmenterConfig, SegmenterFunction};
 use herald_worker::{Worker, WorkerConfig};
@@ -122,6 +124,7 @@ pub struct LocalStack {
     workers: Vec<(Channel, Arc<Worker>)>,
     segmenter: Option<Arc<SegmenterFunction>>,
     importer: Option<Arc<ImporterFunction>>,
+    dispatcher: Option<Arc<DispatcherFunction>>,
     schedules: Vec<schedule::Schedule>,
     pollers: Vec<JoinHandle<()>>,
     stop_pollers: esm::Stopper,
@@ -169,13 +172,17 @@ impl LocalStack {
             Some(endpoint) => connect(endpoint).await,
             None => clients.clone(),
         };
-        let provider_clients = Clients { dynamodb: clients.dynamodb.clone(), ..provider_clients };
+        // Only the providers (SES, SNS) go through the provider endpoint: a worker's tables
+        // and its own queue (re-enqueued recipients) stay on the stack's endpoint.
+        let provider_clients =
+            Clients { dynamodb: clients.dynamodb.clone(), sqs: clients.sqs.clone(), ..provider_clients };
         let retry_delay = esm::retry_delay_from_env()?;
         let mut event_sources = Vec::new();
         let mut handlers: Vec<Arc<dyn SqsHandler>> = Vec::new();
         let mut workers = Vec::new();
         let mut segmenter = None;
         let mut importer = None;
+        let mut dispatcher = None;
         for mapping in esm::sqs_event_sources(&deployment, retry_delay)? {
             if mapping.binary.as_deref() == Some("herald-segmenter") {
                 let function = Arc::new(segmenter_for(&deployment, &clients)?);
@@ -188,6 +195,13 @@ impl LocalStack {
                 let function = Arc::new(importer_for(&deployment, &clients)?);
                 handlers.push(function.clone());
                 importer = Some(function);
+                event_sources.push(mapping);
+                continue;
+            }
+            if mapping.binary.as_deref() == Some("herald-dispatcher") {
+                let function = Arc::new(dispatcher_for(&deployment, &clients)?);
+                handlers.push(function.clone());
+                dispatcher = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
@@ -241,6 +255,7 @@ impl LocalStack {
             workers,
             segmenter,
             importer,
+            dispatcher,
             schedules,
             pollers,
             stop_pollers,
@@ -262,6 +277,11 @@ impl LocalStack {
     /// gets the event as given.
     pub fn importer(&self) -> Option<&ImporterFunction> {
         self.importer.as_deref()
+    }
+
+    /// The dispatcher the stack runs, to invoke directly (with a sample event).
+    pub fn dispatcher(&self) -> Option<&DispatcherFunction> {
+        self.dispatcher.as_deref()
     }
 
     /// Fires the template's scheduled rule `logical_id` now (e.g. `SegmentSweepSchedule`),
@@ -314,6 +334,14 @@ fn importer_for(deployment: &Deployment, clients: &Clients) -> Result<ImporterFu
     let config = ImporterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-importer"))?;
     Ok(ImporterFunction::from_aws(clients, &config))
+}
+
+/// The dispatcher, configured from the environment the template gives its function.
+fn dispatcher_for(deployment: &Deployment, clients: &Clients) -> Result<DispatcherFunction, LocalError> {
+    let environment = deployment.function_environment("herald-dispatcher")?;
+    let config = DispatcherConfig::from_lookup(|name| environment.get(name).cloned())
+        .map_err(|e| LocalError::Config(e.to_string()).context("herald-dispatcher"))?;
+    Ok(DispatcherFunction::from_aws(clients, &config))
 }
 
 /// The handler the deployed function runs, for the functions the local stack knows how to

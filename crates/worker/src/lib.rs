@@ -4,20 +4,26 @@
 
 pub mod webhook;
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use herald_aws::{
-    Clients, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSuppressionStore,
-    DynamoTemplateStore, EventBridgePublisher,
+    Clients, DynamoCampaignStore, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore,
+    DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SqsJobQueues,
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender},
 };
 use herald_core::{
     ProfileService,
+    backoff::Backoff,
+    campaigns::{CampaignCounters, CampaignState},
     delivery::Channel,
     notification::DeliveryJob,
-    pipeline::{Outcome, Pipeline, Providers, Tracking},
-    ports::Sender,
+    pipeline::{Pipeline, Providers, Tracking, campaign_counts, retry_job},
+    ports::{CampaignStore, JobQueues, Sender},
     rate_limit::RateLimit,
 };
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -25,6 +31,10 @@ use lambda_runtime::{LambdaEvent, service_fn};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
     pub channel: Channel,
+    /// The channel's own queue, where recipients to try again are put back.
+    pub queue_url: String,
+    /// Campaigns: whether one was cancelled, and its counters.
+    pub jobs_table: String,
     pub deliveries_table: String,
     pub preferences_table: String,
     pub suppressions_table: String,
@@ -78,6 +88,8 @@ impl WorkerConfig {
         };
         Ok(Self {
             channel,
+            queue_url: required("QUEUE_URL")?,
+            jobs_table: required("JOBS_TABLE")?,
             deliveries_table: required("DELIVERIES_TABLE")?,
             preferences_table: required("PREFERENCES_TABLE")?,
             suppressions_table: required("SUPPRESSIONS_TABLE")?,
@@ -98,13 +110,43 @@ impl WorkerConfig {
     }
 }
 
+/// How many times a job's recipients are put back on the queue; a job past it is handed
+/// back to SQS instead, which redelivers it and, after maxReceiveCount, parks it in the
+/// dead-letter queue.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long a campaign's state is trusted: a cancel takes effect within this time.
+pub const CAMPAIGN_STATE_TTL: Duration = Duration::from_secs(5);
+
+/// What the worker knows of a job's campaign before processing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CampaignCheck {
+    /// No campaign, or one that is not cancelled (or not found): deliver.
+    Deliver,
+    Cancelled,
+    /// The campaign could not be read: the message is retried.
+    Unknown,
+}
+
 pub struct Worker {
     pipeline: Pipeline,
+    queues: Arc<dyn JobQueues>,
+    campaigns: Arc<dyn CampaignStore>,
+    /// The wait before recipients are tried again, by the job's attempt: exponential with
+    /// full jitter, capped at the 15 minutes SQS can delay a message.
+    pub retry_delay: Backoff,
+    /// Campaign id → when its state was read, and the state (None: no such campaign).
+    campaign_states: Mutex<HashMap<String, (Instant, Option<CampaignState>)>>,
 }
 
 impl Worker {
-    pub fn new(pipeline: Pipeline) -> Self {
-        Self { pipeline }
+    pub fn new(pipeline: Pipeline, queues: Arc<dyn JobQueues>, campaigns: Arc<dyn CampaignStore>) -> Self {
+        Self {
+            pipeline,
+            queues,
+            campaigns,
+            retry_delay: Backoff::new(Duration::from_secs(10), Duration::from_secs(900), MAX_ATTEMPTS + 1),
+            campaign_states: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn from_aws(clients: &Clients, config: &WorkerConfig) -> Result<Self, ConfigError> {
@@ -129,19 +171,56 @@ impl Worker {
             .tracking_base_url
             .clone()
             .map(|base_url| Tracking { base_url, secret: config.signing_secret.as_bytes().to_vec() });
-        Ok(Self::new(pipeline))
+        let queues =
+            SqsJobQueues::new(clients.sqs.clone(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
+        let campaigns = DynamoCampaignStore::new(db(), &config.jobs_table);
+        Ok(Self::new(pipeline, Arc::new(queues), Arc::new(campaigns)))
     }
 
     pub fn channel(&self) -> Channel {
         self.pipeline.channel
     }
 
-    /// Handles one SQS batch and reports the messages to retry: those with a recipient
-    /// to retry, and those that cannot be read (after maxReceiveCount, SQS moves them to
-    /// the dead-letter queue).
+    /// Handles one SQS batch and reports the messages to retry: those that cannot be read
+    /// (after maxReceiveCount, SQS moves them to the dead-letter queue), those whose
+    /// recipients to try again could not be queued again or are out of attempts, and
+    /// those of a campaign that could not be read.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let jobs: Vec<Option<DeliveryJob>> = event
+            .records
+            .iter()
+            .map(|record| {
+                let message_id = record.message_id.as_deref().unwrap_or_default();
+                match parse_job(record.body.as_deref().unwrap_or_default()) {
+                    Ok(job) if job.channel == self.channel() => Some(job),
+                    Ok(job) => {
+                        tracing::error!(message_id, channel = %job.channel, "a job for another channel");
+                        None
+                    }
+                    Err(e) => {
+                        // Only the id and the parse error: the body may hold addresses.
+                        tracing::error!(message_id, error = %e, "unreadable delivery job");
+                        None
+                    }
+                }
+            })
+            .collect();
+        // Each campaign of the batch is looked up once, not once per message.
+        let campaign_ids: BTreeSet<&str> = jobs.iter().flatten().filter_map(|j| j.campaign_id.as_deref()).collect();
+        let checks: HashMap<&str, CampaignCheck> = futures_util::future::join_all(
+            campaign_ids.into_iter().map(async |id| (id, self.campaign_check(id).await)),
+        )
+        .await
+        .into_iter()
+        .collect();
         // The messages of a batch are independent: handle them concurrently.
-        let done = futures_util::future::join_all(event.records.iter().map(|r| self.handle_message(r))).await;
+        let done = futures_util::future::join_all(event.records.iter().zip(&jobs).map(async |(record, job)| {
+            let Some(job) = job else { return false };
+            let message_id = record.message_id.as_deref().unwrap_or_default();
+            let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
+            self.handle_job(message_id, job, check).await
+        }))
+        .await;
         let mut response = SqsBatchResponse::default();
         for (record, done) in event.records.iter().zip(done) {
             if !done {
@@ -153,27 +232,102 @@ impl Worker {
         response
     }
 
-    /// True when the message is done with (every recipient settled).
-    async fn handle_message(&self, record: &SqsMessage) -> bool {
-        let message_id = record.message_id.as_deref().unwrap_or_default();
-        let job = match parse_job(record.body.as_deref().unwrap_or_default()) {
-            Ok(job) => job,
-            Err(e) => {
-                // Only the id and the parse error: the body may hold addresses.
-                tracing::error!(message_id, error = %e, "unreadable delivery job");
-                return false;
-            }
+    /// Whether a campaign's jobs are to be delivered, from a state read at most
+    /// `CAMPAIGN_STATE_TTL` ago.
+    async fn campaign_check(&self, campaign_id: &str) -> CampaignCheck {
+        let now = Instant::now();
+        let cached = self.campaign_states.lock().expect("cache lock").get(campaign_id).copied();
+        let state = match cached {
+            Some((read_at, state)) if now.duration_since(read_at) < CAMPAIGN_STATE_TTL => state,
+            _ => match self.campaigns.get(campaign_id).await {
+                Ok(campaign) => {
+                    let state = campaign.map(|c| c.state);
+                    let mut cache = self.campaign_states.lock().expect("cache lock");
+                    cache.retain(|_, (read_at, _)| now.duration_since(*read_at) < CAMPAIGN_STATE_TTL);
+                    cache.insert(campaign_id.to_owned(), (now, state));
+                    state
+                }
+                Err(e) => {
+                    tracing::error!(campaign_id, error = %e, "the campaign could not be read");
+                    return CampaignCheck::Unknown;
+                }
+            },
         };
-        if job.channel != self.channel() {
-            tracing::error!(message_id, channel = %job.channel, "a job for another channel");
+        match state {
+            Some(CampaignState::Cancelled) => CampaignCheck::Cancelled,
+            Some(_) => CampaignCheck::Deliver,
+            None => {
+                tracing::warn!(campaign_id, "a job of an unknown campaign: delivered, its counts dropped");
+                CampaignCheck::Deliver
+            }
+        }
+    }
+
+    /// True when the message is done with: every recipient settled, or queued again.
+    async fn handle_job(&self, message_id: &str, job: &DeliveryJob, check: CampaignCheck) -> bool {
+        match check {
+            CampaignCheck::Unknown => return false,
+            CampaignCheck::Cancelled => return self.skip_cancelled(message_id, job).await,
+            CampaignCheck::Deliver => {}
+        }
+        let outcomes = self.pipeline.process(job).await;
+        for (delivery_id, outcome) in &outcomes {
+            tracing::info!(message_id, delivery_id, attempt = job.attempt, outcome = ?outcome, "delivery");
+        }
+        if let Some(campaign_id) = &job.campaign_id {
+            let counts = campaign_counts(outcomes.iter().map(|(_, o)| o));
+            if counts != CampaignCounters::default()
+                && let Err(e) = self.campaigns.add_counts(campaign_id, &counts).await
+            {
+                // Not retried: a redelivered message finds these recipients settled and
+                // would not count them anyway.
+                tracing::error!(message_id, campaign_id, error = %e, "the campaign's counters were not updated");
+            }
+        }
+        let retries: Vec<&str> = outcomes.iter().filter(|(_, o)| o.is_retry()).map(|(id, _)| id.as_str()).collect();
+        if retries.is_empty() {
+            return true;
+        }
+        if job.attempt >= MAX_ATTEMPTS {
+            tracing::warn!(message_id, attempt = job.attempt, retries = retries.len(), "out of attempts");
             return false;
         }
-        let outcomes = self.pipeline.process(&job).await;
-        let retries = outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Retry(_))).count();
-        for (delivery_id, outcome) in &outcomes {
-            tracing::info!(message_id, delivery_id, outcome = ?outcome, "delivery");
+        let retry = retry_job(job, &retries);
+        let delay = self.retry_delay.delay(job.attempt);
+        match self.queues.enqueue(std::slice::from_ref(&retry), delay).await {
+            Ok(()) => {
+                tracing::info!(
+                    message_id,
+                    attempt = retry.attempt,
+                    retries = retries.len(),
+                    delay_ms = delay.as_millis() as u64,
+                    "queued again"
+                );
+                true
+            }
+            Err(e) => {
+                // SQS redelivers the whole message; the recipients settled meanwhile are
+                // protected by their claims.
+                tracing::error!(message_id, error = %e, "the recipients to try again could not be queued");
+                false
+            }
         }
-        retries == 0
+    }
+
+    /// A cancelled campaign's job: nothing is sent or settled, its recipients are counted
+    /// as skipped.
+    async fn skip_cancelled(&self, message_id: &str, job: &DeliveryJob) -> bool {
+        let campaign_id = job.campaign_id.as_deref().unwrap_or_default();
+        let recipients: BTreeSet<&str> = job.recipients.iter().map(|r| r.delivery_id.as_str()).collect();
+        let counts = CampaignCounters { skipped_cancelled: recipients.len() as u64, ..Default::default() };
+        tracing::info!(message_id, campaign_id, recipients = recipients.len(), "campaign cancelled: not sent");
+        match self.campaigns.add_counts(campaign_id, &counts).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(message_id, campaign_id, error = %e, "the campaign's counters were not updated");
+                false
+            }
+        }
     }
 }
 
@@ -238,7 +392,336 @@ pub async fn run(channel: Channel) -> Result<(), lambda_runtime::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_lambda_events::sqs::SqsMessage;
+    use herald_core::{
+        campaigns::Campaign,
+        delivery::{DeliveryStatus, delivery_id},
+        memory::{
+            MemoryCampaigns, MemoryDeliveries, MemoryPreferences, MemoryQueues, MemorySuppressions, MemoryTemplates,
+        },
+        notification::{ContentRef, JobRecipient, Target},
+        ports::{DeliveryStore, Outgoing, SendError, StoreError},
+        rendering::ChannelContent,
+    };
+
     use super::*;
+
+    /// A provider that fails the recipients of `failing` (retryably) and sends the rest.
+    #[derive(Default)]
+    struct FlakySender {
+        failing: Mutex<BTreeSet<String>>,
+        sent: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sender for FlakySender {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+
+        async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
+            if self.failing.lock().unwrap().contains(message.delivery_id) {
+                return Err(SendError::Retryable("throttled".into()));
+            }
+            self.sent.lock().unwrap().push(message.delivery_id.to_owned());
+            Ok(format!("m-{}", message.delivery_id))
+        }
+    }
+
+    /// Campaigns that count their reads, or fail every read.
+    #[derive(Default)]
+    struct CountedCampaigns {
+        inner: MemoryCampaigns,
+        reads: AtomicUsize,
+        adds: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl CampaignStore for CountedCampaigns {
+        async fn create(&self, campaign: &Campaign) -> Result<bool, StoreError> {
+            self.inner.create(campaign).await
+        }
+        async fn get(&self, campaign_id: &str) -> Result<Option<Campaign>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(campaign_id).await
+        }
+        async fn set_state(&self, id: &str, state: CampaignState, from: &[CampaignState]) -> Result<bool, StoreError> {
+            self.inner.set_state(id, state, from).await
+        }
+        async fn record_page(
+            &self,
+            campaign_id: &str,
+            shard: u32,
+            cursor: Option<&str>,
+            next: Option<&str>,
+            counts: &CampaignCounters,
+        ) -> Result<Option<u32>, StoreError> {
+            self.inner.record_page(campaign_id, shard, cursor, next, counts).await
+        }
+        async fn add_counts(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<(), StoreError> {
+            self.adds.fetch_add(1, Ordering::SeqCst);
+            self.inner.add_counts(campaign_id, counts).await
+        }
+    }
+
+    struct BrokenQueues;
+
+    #[async_trait::async_trait]
+    impl JobQueues for BrokenQueues {
+        async fn enqueue(&self, _: &[DeliveryJob], _: Duration) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("sqs is down".into()))
+        }
+    }
+
+    struct World {
+        deliveries: Arc<MemoryDeliveries>,
+        sender: Arc<FlakySender>,
+        queues: Arc<MemoryQueues>,
+        campaigns: Arc<CountedCampaigns>,
+        worker: Worker,
+    }
+
+    fn world_with(queues: Arc<dyn JobQueues>) -> World {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let sender = Arc::new(FlakySender::default());
+        let memory_queues = Arc::new(MemoryQueues::default());
+        let campaigns = Arc::new(CountedCampaigns::default());
+        let mut pipeline = Pipeline::new(
+            Channel::Sms,
+            deliveries.clone(),
+            Arc::new(MemoryPreferences::default()),
+            Arc::new(MemorySuppressions::default()),
+            Arc::new(MemoryTemplates::default()),
+            Providers { primary: sender.clone(), secondary: None },
+            None,
+        );
+        pipeline.send_retries = Backoff::new(Duration::ZERO, Duration::ZERO, 2);
+        let worker = Worker::new(pipeline, queues, campaigns.clone());
+        World { deliveries, sender, queues: memory_queues, campaigns, worker }
+    }
+
+    fn world() -> World {
+        let mut w = world_with(Arc::new(BrokenQueues));
+        let queues = w.queues.clone();
+        w.worker.queues = queues;
+        w
+    }
+
+    fn campaign(id: &str, state: CampaignState) -> Campaign {
+        let now = chrono::Utc::now();
+        Campaign {
+            campaign_id: id.into(),
+            name: "spring".into(),
+            segment_id: "s1".into(),
+            template_id: "t1".into(),
+            template_version: 1,
+            channels: vec![Channel::Sms],
+            send_at: None,
+            filter: None,
+            state,
+            shards_done: 0,
+            counters: CampaignCounters::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// A campaign's job for `users` (by phone number), as the dispatcher makes them.
+    fn campaign_job(campaign_id: &str, users: &[&str]) -> DeliveryJob {
+        DeliveryJob {
+            notification_id: campaign_id.into(),
+            notification_type: "spring".into(),
+            channel: Channel::Sms,
+            content: ContentRef::Inline(ChannelContent { subject: None, body: "sale".into(), html: None }),
+            params: Default::default(),
+            recipients: users
+                .iter()
+                .map(|u| JobRecipient {
+                    delivery_id: delivery_id(campaign_id, u, Channel::Sms),
+                    user_id: Some((*u).to_owned()),
+                    target: Target::Phone(format!("+1415555{u}")),
+                })
+                .collect(),
+            campaign_id: Some(campaign_id.into()),
+            attempt: 0,
+        }
+    }
+
+    fn event(jobs: &[&DeliveryJob]) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let mut message = SqsMessage::default();
+                message.message_id = Some(format!("m{i}"));
+                message.body = Some(serde_json::to_string(job).unwrap());
+                message
+            })
+            .collect();
+        event
+    }
+
+    fn failed(response: &SqsBatchResponse) -> Vec<String> {
+        response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    }
+
+    async fn counters(w: &World, campaign_id: &str) -> CampaignCounters {
+        w.campaigns.inner.get(campaign_id).await.unwrap().unwrap().counters
+    }
+
+    #[tokio::test]
+    async fn a_failed_recipient_is_queued_again_alone_and_the_message_acknowledged() {
+        let w = world();
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let job = campaign_job("c1", &["0001", "0002", "0003"]);
+        let failing = job.recipients[1].delivery_id.clone();
+        w.sender.failing.lock().unwrap().insert(failing.clone());
+        let response = w.worker.handle(event(&[&job])).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(w.sender.sent.lock().unwrap().len(), 2);
+        let queued = w.queues.jobs.lock().unwrap().clone();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].recipients, [job.recipients[1].clone()]);
+        assert_eq!((queued[0].attempt, queued[0].campaign_id.as_deref()), (1, Some("c1")));
+        assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 2, ..Default::default() });
+
+        // The retry sends the failed recipient only, and counts it once it settles.
+        w.sender.failing.lock().unwrap().clear();
+        let response = w.worker.handle(event(&[&queued[0]])).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(w.sender.sent.lock().unwrap().iter().filter(|id| **id == failing).count(), 1);
+        assert_eq!(w.sender.sent.lock().unwrap().len(), 3);
+        assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 3, ..Default::default() });
+        assert_eq!(w.deliveries.status(&failing), Some(DeliveryStatus::Sent));
+    }
+
+    #[tokio::test]
+    async fn recipients_of_notifications_are_queued_again_too() {
+        let w = world();
+        let mut job = campaign_job("n1", &["0001"]);
+        job.campaign_id = None;
+        let d = herald_core::notification::Delivery::new(
+            "n1",
+            "0001",
+            Channel::Sms,
+            DeliveryStatus::Created,
+            None,
+            chrono::Utc::now(),
+        );
+        w.deliveries.create(&[d]).await.unwrap();
+        w.sender.failing.lock().unwrap().insert(job.recipients[0].delivery_id.clone());
+        assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+        assert_eq!(w.queues.jobs.lock().unwrap()[0].attempt, 1);
+        assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_out_of_attempts_is_handed_back_to_sqs() {
+        let w = world();
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let mut job = campaign_job("c1", &["0001", "0002"]);
+        job.attempt = MAX_ATTEMPTS;
+        w.sender.failing.lock().unwrap().insert(job.recipients[0].delivery_id.clone());
+        assert_eq!(failed(&w.worker.handle(event(&[&job])).await), ["m0"]);
+        assert!(w.queues.jobs.lock().unwrap().is_empty());
+        assert_eq!(counters(&w, "c1").await.sent, 1);
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_cannot_be_queued_fails_the_message_and_its_redelivery_resends_nothing_settled() {
+        let w = world_with(Arc::new(BrokenQueues));
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let job = campaign_job("c1", &["0001", "0002"]);
+        w.sender.failing.lock().unwrap().insert(job.recipients[0].delivery_id.clone());
+        assert_eq!(failed(&w.worker.handle(event(&[&job])).await), ["m0"]);
+        w.sender.failing.lock().unwrap().clear();
+        assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+        let sent = w.sender.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 2, ..Default::default() });
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_campaign_message_sends_and_counts_nothing_twice() {
+        let w = world();
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let job = campaign_job("c1", &["0001", "0002", "0003"]);
+        assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+        assert!(failed(&w.worker.handle(event(&[&job, &job])).await).is_empty());
+        assert_eq!(w.sender.sent.lock().unwrap().len(), 3);
+        assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 3, ..Default::default() });
+        // One add per message that settled something: the redeliveries added nothing.
+        assert_eq!(w.campaigns.adds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_campaign_sends_nothing_and_counts_its_recipients_skipped() {
+        let w = world();
+        w.campaigns.create(&campaign("c1", CampaignState::Cancelled)).await.unwrap();
+        let job = campaign_job("c1", &["0001", "0002", "0003"]);
+        assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+        assert!(w.sender.sent.lock().unwrap().is_empty());
+        assert!(w.deliveries.items.lock().unwrap().is_empty(), "nothing is settled");
+        assert_eq!(counters(&w, "c1").await, CampaignCounters { skipped_cancelled: 3, ..Default::default() });
+        assert_eq!(w.campaigns.adds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_campaign_is_read_once_per_batch_and_cached_for_a_few_seconds() {
+        let w = world();
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let jobs: Vec<DeliveryJob> = (0..10).map(|i| campaign_job("c1", &[&format!("{i:04}")])).collect();
+        let refs: Vec<&DeliveryJob> = jobs.iter().collect();
+        assert!(failed(&w.worker.handle(event(&refs)).await).is_empty());
+        assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 1);
+        let more = campaign_job("c1", &["0100"]);
+        assert!(failed(&w.worker.handle(event(&[&more])).await).is_empty());
+        assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 1);
+        assert_eq!(counters(&w, "c1").await.sent, 11);
+    }
+
+    #[tokio::test]
+    async fn a_campaign_cancelled_meanwhile_stops_once_its_cached_state_expires() {
+        let w = world();
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        assert!(failed(&w.worker.handle(event(&[&campaign_job("c1", &["0001"])])).await).is_empty());
+        w.campaigns.set_state("c1", CampaignState::Cancelled, &[CampaignState::Sending]).await.unwrap();
+        // Read a while ago: the cached state has expired.
+        for (read_at, _) in w.worker.campaign_states.lock().unwrap().values_mut() {
+            *read_at -= CAMPAIGN_STATE_TTL;
+        }
+        assert!(failed(&w.worker.handle(event(&[&campaign_job("c1", &["0002"])])).await).is_empty());
+        assert_eq!(w.sender.sent.lock().unwrap().len(), 1);
+        assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 1, skipped_cancelled: 1, ..Default::default() });
+    }
+
+    #[test]
+    fn the_worker_needs_its_queue_and_the_jobs_table() {
+        let base = [
+            ("CHANNEL", "sms"),
+            ("QUEUE_URL", "https://sqs.example/123/sms"),
+            ("JOBS_TABLE", "jobs"),
+            ("DELIVERIES_TABLE", "d"),
+            ("PREFERENCES_TABLE", "p"),
+            ("SUPPRESSIONS_TABLE", "s"),
+            ("RATE_LIMITS_TABLE", "r"),
+            ("TEMPLATES_TABLE", "t"),
+            ("SIGNING_SECRET", "k"),
+        ];
+        let config = |without: &str| {
+            WorkerConfig::from_lookup(|name| {
+                base.iter().find(|(n, _)| *n == name && *n != without).map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let all = config("").unwrap();
+        assert_eq!((all.queue_url.as_str(), all.jobs_table.as_str()), ("https://sqs.example/123/sms", "jobs"));
+        for name in ["QUEUE_URL", "JOBS_TABLE"] {
+            assert!(config(name).unwrap_err().to_string().contains(name), "{name}");
+        }
+    }
 
     #[test]
     fn rate_limits_parse_from_n_per_seconds() {

@@ -1,0 +1,477 @@
+//! The campaigns API: `POST /v1/campaigns` stores a campaign and sends the dispatcher the
+//! first page of each members shard; `GET /v1/campaigns/{id}` shows its state and
+//! counters; `POST /v1/campaigns/{id}/cancel` stops it.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use herald_core::{
+    ValidationErrors,
+    campaigns::{
+        Campaign, CampaignCounters, CampaignRequest, CampaignState, DispatchPage, check_campaign_id, new_campaign_id,
+    },
+    delivery::Channel,
+    ports::{CampaignStore, DispatchQueue, SegmentStore, TemplateStore},
+    segments::{MEMBER_SHARDS, check_segment_id},
+};
+use serde::Serialize;
+
+use crate::problem::Problem;
+
+/// SQS delays a message 15 minutes at most; the dispatcher waits out a later `send_at`.
+pub const MAX_DISPATCH_DELAY: Duration = Duration::from_secs(900);
+
+/// The states a campaign can be cancelled from.
+const CANCELLABLE: [CampaignState; 3] = [CampaignState::Scheduled, CampaignState::Dispatching, CampaignState::Sending];
+
+pub struct CampaignService {
+    pub campaigns: Arc<dyn CampaignStore>,
+    pub dispatch: Arc<dyn DispatchQueue>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub segments: Arc<dyn SegmentStore>,
+}
+
+/// Whether `id` could name a template (the rule `PUT /v1/templates/{id}` applies): any
+/// other id names none, and is not looked up.
+fn is_template_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Whether a stored campaign is what `request` asks for (a repeated POST).
+fn same_request(campaign: &Campaign, request: &CampaignRequest) -> bool {
+    campaign.name == request.name
+        && campaign.segment_id == request.segment_id
+        && campaign.template_id == request.template_id
+        && campaign.channels == request.channels
+        && campaign.send_at == request.send_at
+        && campaign.filter == request.filter
+}
+
+/// How long the first pages wait: until `send_at`, at most the 15 minutes SQS allows.
+pub fn dispatch_delay(send_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    match send_at {
+        Some(at) if at > now => (at - now).to_std().unwrap_or_default().min(MAX_DISPATCH_DELAY),
+        _ => Duration::ZERO,
+    }
+}
+
+impl CampaignService {
+    /// Stores the campaign `request` asks for (or finds the one a repeated request made)
+    /// and sends the first page of every members shard to the dispatcher. A request that
+    /// names an unknown segment or template, or a channel the template has no content
+    /// for, is refused naming the field; a known `campaign_id` with another request is a
+    /// conflict.
+    pub async fn create(&self, request: CampaignRequest, now: DateTime<Utc>) -> Result<Campaign, Problem> {
+        request.validate()?;
+        let mut errors = ValidationErrors::default();
+        let segment = match check_segment_id(&request.segment_id) {
+            Ok(()) => self.segments.get(&request.segment_id).await?,
+            Err(_) => None,
+        };
+        if segment.is_none() {
+            errors.add("segment_id", "names no segment");
+        }
+        let template = match is_template_id(&request.template_id) {
+            true => self.templates.get(&request.template_id, None).await?,
+            false => None,
+        };
+        match &template {
+            None => errors.add("template_id", "names no template"),
+            Some(template) => {
+                let missing: Vec<&str> = request
+                    .channels
+                    .iter()
+                    .filter(|channel| !template.channels.contains_key(channel))
+                    .map(|channel| channel.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    errors.add("channels", format!("the template has no content for {}", missing.join(", ")));
+                }
+            }
+        }
+        errors.into_result()?;
+        let template = template.expect("checked above");
+
+        let state = match request.send_at {
+            Some(at) if at > now => CampaignState::Scheduled,
+            _ => CampaignState::Dispatching,
+        };
+        let campaign = Campaign {
+            campaign_id: request.campaign_id.clone().unwrap_or_else(new_campaign_id),
+            name: request.name.clone(),
+            segment_id: request.segment_id.clone(),
+            template_id: request.template_id.clone(),
+            template_version: template.version,
+            channels: request.channels.clone(),
+            send_at: request.send_at,
+            filter: request.filter.clone(),
+            state,
+            shards_done: 0,
+            counters: CampaignCounters::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let campaign = if self.campaigns.create(&campaign).await? {
+            tracing::info!(campaign_id = %campaign.campaign_id, state = ?campaign.state, "campaign created");
+            campaign
+        } else {
+            // A repeat: the same request gets the stored campaign (and its pages are sent
+            // again, which records nothing twice); another request is refused.
+            let existing = self.campaigns.get(&campaign.campaign_id).await?;
+            match existing.filter(|existing| same_request(existing, &request)) {
+                Some(existing) => existing,
+                None => {
+                    return Err(Problem::conflict(format!(
+                        "campaign {} exists with another request; choose another campaign_id",
+                        campaign.campaign_id
+                    )));
+                }
+            }
+        };
+        if !matches!(campaign.state, CampaignState::Cancelled | CampaignState::Done) {
+            let pages: Vec<DispatchPage> = (0..MEMBER_SHARDS)
+                .map(|shard| DispatchPage { campaign_id: campaign.campaign_id.clone(), shard, cursor: None })
+                .collect();
+            self.dispatch.dispatch(&pages, dispatch_delay(campaign.send_at, now)).await?;
+        }
+        Ok(campaign)
+    }
+
+    /// The campaign `id` names; 404 if none.
+    pub async fn get(&self, id: &str) -> Result<Campaign, Problem> {
+        let campaign = match check_campaign_id(id) {
+            Ok(()) => self.campaigns.get(id).await?,
+            Err(_) => None,
+        };
+        campaign.ok_or_else(|| Problem::not_found("No such campaign"))
+    }
+
+    /// Cancels a campaign that is not done: the dispatcher stops at its next page and the
+    /// workers skip its queued deliveries. Cancelling again changes nothing.
+    pub async fn cancel(&self, id: &str) -> Result<Campaign, Problem> {
+        let campaign = self.get(id).await?;
+        match campaign.effective_state() {
+            CampaignState::Cancelled => return Ok(campaign),
+            CampaignState::Done => return Err(Problem::conflict("The campaign is done: there is nothing to cancel")),
+            _ => {}
+        }
+        self.campaigns.set_state(id, CampaignState::Cancelled, &CANCELLABLE).await?;
+        // Read again: the state it has now, whether this request or another moved it.
+        let campaign = self.get(id).await?;
+        match campaign.effective_state() {
+            CampaignState::Cancelled => Ok(campaign),
+            _ => Err(Problem::conflict("The campaign is done: there is nothing to cancel")),
+        }
+    }
+}
+
+/// The answer to `POST /v1/campaigns`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CampaignAccepted {
+    pub campaign_id: String,
+    pub state: CampaignState,
+    pub status_url: String,
+}
+
+impl CampaignAccepted {
+    pub fn of(campaign: &Campaign) -> Self {
+        Self {
+            campaign_id: campaign.campaign_id.clone(),
+            state: campaign.effective_state(),
+            status_url: status_url(&campaign.campaign_id),
+        }
+    }
+}
+
+/// Where a campaign is read (campaign ids are of A-Z, a-z, 0-9, _ and -: nothing to escape).
+pub fn status_url(campaign_id: &str) -> String {
+    format!("/v1/campaigns/{campaign_id}")
+}
+
+/// A campaign as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CampaignView {
+    pub campaign_id: String,
+    pub name: String,
+    pub segment_id: String,
+    pub template_id: String,
+    pub template_version: u64,
+    pub channels: Vec<Channel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<serde_json::Value>,
+    /// Done once every queued delivery settled.
+    pub state: CampaignState,
+    pub counters: CountersView,
+    pub progress: Progress,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CountersView {
+    pub targeted: u64,
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub skipped: Skipped,
+    pub opened: u64,
+    pub clicked: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub opted_out: u64,
+    pub rate_limited: u64,
+    pub suppressed: u64,
+    pub filtered: u64,
+    pub no_address: u64,
+    pub cancelled: u64,
+}
+
+/// How far the dispatcher is: members shards read to their end, of all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub shards_done: u32,
+    pub shards: u32,
+}
+
+impl From<&CampaignCounters> for CountersView {
+    fn from(c: &CampaignCounters) -> Self {
+        Self {
+            targeted: c.targeted,
+            queued: c.queued,
+            sent: c.sent,
+            failed: c.failed,
+            skipped: Skipped {
+                opted_out: c.skipped_opted_out,
+                rate_limited: c.skipped_rate_limited,
+                suppressed: c.skipped_suppressed,
+                filtered: c.skipped_filtered,
+                no_address: c.skipped_no_address,
+                cancelled: c.skipped_cancelled,
+            },
+            opened: c.opened,
+            clicked: c.clicked,
+        }
+    }
+}
+
+impl From<Campaign> for CampaignView {
+    fn from(campaign: Campaign) -> Self {
+        Self {
+            state: campaign.effective_state(),
+            counters: CountersView::from(&campaign.counters),
+            progress: Progress { shards_done: campaign.shards_done.min(MEMBER_SHARDS), shards: MEMBER_SHARDS },
+            campaign_id: campaign.campaign_id,
+            name: campaign.name,
+            segment_id: campaign.segment_id,
+            template_id: campaign.template_id,
+            template_version: campaign.template_version,
+            channels: campaign.channels,
+            send_at: campaign.send_at,
+            filter: campaign.filter,
+            created_at: campaign.created_at,
+            updated_at: campaign.updated_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::{
+        memory::{MemoryCampaigns, MemoryQueues, MemorySegments, MemoryTemplates},
+        rendering::ChannelContent,
+        segments::{Segment, SegmentKind, SegmentState},
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    struct Fixture {
+        service: CampaignService,
+        campaigns: Arc<MemoryCampaigns>,
+        queues: Arc<MemoryQueues>,
+    }
+
+    async fn fixture() -> Fixture {
+        let campaigns = Arc::new(MemoryCampaigns::default());
+        let queues = Arc::new(MemoryQueues::default());
+        let templates = Arc::new(MemoryTemplates::default());
+        let content = ChannelContent { subject: Some("Hi".into()), body: "Hello".into(), html: None };
+        templates.save_new_version("spring", &BTreeMap::from([(Channel::Email, content)])).await.unwrap();
+        let segments = Arc::new(MemorySegments::default());
+        let at = Utc::now();
+        let segment = Segment {
+            segment_id: "vip".into(),
+            name: "VIP".into(),
+            description: None,
+            kind: SegmentKind::Static,
+            rule: None,
+            reads: Default::default(),
+            version: 1,
+            state: SegmentState::Ready,
+            backfill: Default::default(),
+            created_at: at,
+            updated_at: at,
+        };
+        segments.create(&segment).await.unwrap();
+        let service = CampaignService { campaigns: campaigns.clone(), dispatch: queues.clone(), templates, segments };
+        Fixture { service, campaigns, queues }
+    }
+
+    fn request(body: serde_json::Value) -> CampaignRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn spring() -> serde_json::Value {
+        json!({"campaign_id": "c_spring", "name": "Spring", "segment_id": "vip", "template_id": "spring", "channels": ["email"]})
+    }
+
+    fn fields(problem: &Problem) -> Vec<&str> {
+        problem.errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_campaign_is_stored_and_its_sixteen_first_pages_sent_now() {
+        let f = fixture().await;
+        let now = Utc::now();
+        let campaign = f.service.create(request(spring()), now).await.unwrap();
+        assert_eq!((campaign.state, campaign.template_version), (CampaignState::Dispatching, 1));
+        assert_eq!(f.campaigns.campaigns.lock().unwrap()["c_spring"], campaign);
+        let pages = f.queues.pages.lock().unwrap().clone();
+        assert_eq!(pages.len(), 16);
+        for (shard, (page, delay)) in pages.iter().enumerate() {
+            assert_eq!(page, &DispatchPage { campaign_id: "c_spring".into(), shard: shard as u32, cursor: None });
+            assert_eq!(*delay, Duration::ZERO);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_campaign_is_scheduled_and_its_pages_delayed_at_most_fifteen_minutes() {
+        let f = fixture().await;
+        let now = Utc::now();
+        for (minutes, delay) in [(5, 300), (600, 900)] {
+            let mut body = spring();
+            body["campaign_id"] = json!(format!("c_{minutes}"));
+            body["send_at"] = json!(now + chrono::Duration::minutes(minutes));
+            let campaign = f.service.create(request(body), now).await.unwrap();
+            assert_eq!(campaign.state, CampaignState::Scheduled);
+            let pages = std::mem::take(&mut *f.queues.pages.lock().unwrap());
+            assert!(pages.iter().all(|(_, d)| *d == Duration::from_secs(delay)), "{pages:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_segments_templates_and_channels_are_named() {
+        let f = fixture().await;
+        let mut body = spring();
+        body["segment_id"] = json!("nope");
+        body["template_id"] = json!("nope");
+        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!((problem.status, fields(&problem)), (400, vec!["segment_id", "template_id"]));
+        let mut body = spring();
+        body["segment_id"] = json!("not a segment id!");
+        body["template_id"] = json!("Not A Template Id");
+        body["channels"] = json!(["email"]);
+        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!(fields(&problem), vec!["segment_id", "template_id"]);
+        let mut body = spring();
+        body["channels"] = json!(["email", "sms"]);
+        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!(fields(&problem), vec!["channels"]);
+        assert!(problem.errors[0].message.contains("sms"), "{:?}", problem.errors);
+        assert!(f.campaigns.campaigns.lock().unwrap().is_empty());
+        assert!(f.queues.pages.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_request_is_refused_before_any_lookup() {
+        let f = fixture().await;
+        let mut body = spring();
+        body["filter"] = json!({"attribute": "plan"});
+        body["channels"] = json!([]);
+        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!(problem.status, 400);
+        let fields = fields(&problem);
+        assert!(fields.contains(&"channels") && fields.iter().any(|f| f.starts_with("filter")), "{fields:?}");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_request_sends_its_pages_again_and_another_request_conflicts() {
+        let f = fixture().await;
+        let first = f.service.create(request(spring()), Utc::now()).await.unwrap();
+        let again = f.service.create(request(spring()), Utc::now()).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(f.queues.pages.lock().unwrap().len(), 32);
+        let mut other = spring();
+        other["name"] = json!("Autumn");
+        let problem = f.service.create(request(other), Utc::now()).await.unwrap_err();
+        assert_eq!(problem.status, 409);
+        assert_eq!(f.queues.pages.lock().unwrap().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn cancelling_stops_a_campaign_once_and_a_done_one_not_at_all() {
+        let f = fixture().await;
+        f.service.create(request(spring()), Utc::now()).await.unwrap();
+        assert_eq!(f.service.cancel("c_spring").await.unwrap().state, CampaignState::Cancelled);
+        assert_eq!(f.service.cancel("c_spring").await.unwrap().state, CampaignState::Cancelled);
+        assert_eq!(f.service.cancel("c_unknown").await.unwrap_err().status, 404);
+        assert_eq!(f.service.cancel("not/an id").await.unwrap_err().status, 404);
+
+        let mut body = spring();
+        body["campaign_id"] = json!("c_done");
+        f.service.create(request(body), Utc::now()).await.unwrap();
+        {
+            let mut campaigns = f.campaigns.campaigns.lock().unwrap();
+            let campaign = campaigns.get_mut("c_done").unwrap();
+            campaign.state = CampaignState::Sending;
+            campaign.counters.queued = 2;
+            campaign.counters.sent = 2;
+        }
+        assert_eq!(f.service.get("c_done").await.unwrap().effective_state(), CampaignState::Done);
+        assert_eq!(f.service.cancel("c_done").await.unwrap_err().status, 409);
+        assert_eq!(f.campaigns.campaigns.lock().unwrap()["c_done"].state, CampaignState::Sending);
+    }
+
+    #[test]
+    fn the_view_groups_the_skipped_counters_and_shows_progress() {
+        let at: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
+        let campaign = Campaign {
+            campaign_id: "c_1".into(),
+            name: "Spring".into(),
+            segment_id: "vip".into(),
+            template_id: "spring".into(),
+            template_version: 3,
+            channels: vec![Channel::Email],
+            send_at: None,
+            filter: None,
+            state: CampaignState::Sending,
+            shards_done: 16,
+            counters: CampaignCounters {
+                targeted: 10,
+                queued: 8,
+                sent: 5,
+                skipped_no_address: 2,
+                skipped_opted_out: 1,
+                ..Default::default()
+            },
+            created_at: at,
+            updated_at: at,
+        };
+        let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
+        assert_eq!(view["state"], "sending");
+        assert_eq!(view["progress"], json!({"shards_done": 16, "shards": 16}));
+        assert_eq!(
+            view["counters"],
+            json!({"targeted": 10, "queued": 8, "sent": 5, "failed": 0, "opened": 0, "clicked": 0, "skipped": {
+                "opted_out": 1, "rate_limited": 0, "suppressed": 0, "filtered": 0, "no_address": 2, "cancelled": 0}})
+        );
+        assert!(view.get("send_at").is_none() && view.get("filter").is_none());
+    }
+}

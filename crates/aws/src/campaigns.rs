@@ -1,0 +1,295 @@
+//! Campaigns in the jobs table: one item per campaign, keyed by `job_id` (the campaign id),
+//! as serde_dynamo writes a `Campaign` but for its filter, kept as JSON text in
+//! `filter_json` (DynamoDB numbers would not give back a JSON number exactly as it was).
+//! Like an import job, the item carries `kind = "campaign"` and
+//! `started = "<created_at>#<campaign_id>"`, the keys of the `by_kind` index.
+//!
+//! Progress lives in the item too, so that each change is one conditional UpdateItem:
+//! - `counters`: a map of the campaign's counters, created with every counter at zero so
+//!   that `ADD counters.<name>` always finds its map;
+//! - `cursors`: a map with one entry per members shard (`"0"` … `"15"`): `""` before the
+//!   shard's first page, then the cursor of the next page to record, and `true` (a
+//!   boolean, which no cursor can equal) once the shard's last page is recorded;
+//! - `shards_done`: how many shards reached their end.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    Client,
+    operation::{put_item::PutItemError, update_item::UpdateItemError},
+    types::{AttributeValue, ReturnValue},
+};
+use chrono::{DateTime, Utc};
+use herald_core::{
+    campaigns::{Campaign, CampaignCounters, CampaignState},
+    ports::{CampaignStore, StoreError},
+    segments::MEMBER_SHARDS,
+};
+
+use crate::{batch::Item, memberships::number_of, n, s, unavailable};
+
+const KIND: &str = "campaign";
+const FILTER: &str = "filter";
+const FILTER_JSON: &str = "filter_json";
+const CURSORS: &str = "cursors";
+/// The attributes of the item that are not fields of a `Campaign`.
+const NOT_FIELDS: [&str; 5] = ["job_id", "kind", "started", CURSORS, FILTER_JSON];
+
+#[derive(Clone, Debug)]
+pub struct DynamoCampaignStore {
+    client: Client,
+    table: String,
+}
+
+/// The index's sort key: the creation time with fixed-width fractions, so that the text
+/// orders as the time does, and the id to keep campaigns created at once apart.
+fn started(campaign: &Campaign) -> String {
+    format!("{}#{}", campaign.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), campaign.campaign_id)
+}
+
+/// A shard's entry in `cursors` before its first page is recorded.
+fn start_cursor() -> AttributeValue {
+    s("")
+}
+
+/// A shard's entry in `cursors` once its last page is recorded.
+fn done_cursor() -> AttributeValue {
+    AttributeValue::Bool(true)
+}
+
+fn to_item(campaign: &Campaign) -> Result<Item, StoreError> {
+    let mut item: Item =
+        serde_dynamo::to_item(campaign).map_err(|e| StoreError::Unavailable(format!("unwritable campaign: {e}")))?;
+    item.remove(FILTER);
+    if let Some(filter) = &campaign.filter {
+        item.insert(FILTER_JSON.to_owned(), s(filter.to_string()));
+    }
+    item.insert("job_id".into(), s(&campaign.campaign_id));
+    item.insert("kind".into(), s(KIND));
+    item.insert("started".into(), s(started(campaign)));
+    let cursors = (0..MEMBER_SHARDS).map(|shard| (shard.to_string(), start_cursor())).collect();
+    item.insert(CURSORS.into(), AttributeValue::M(cursors));
+    Ok(item)
+}
+
+fn from_item(mut item: Item) -> Result<Campaign, StoreError> {
+    let filter = match item.remove(FILTER_JSON) {
+        Some(AttributeValue::S(json)) => Some(
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError::Unavailable(format!("unreadable stored filter: {e}")))?,
+        ),
+        Some(_) => return Err(StoreError::Unavailable("filter_json is not a string".into())),
+        None => None,
+    };
+    for name in NOT_FIELDS {
+        item.remove(name);
+    }
+    let mut campaign: Campaign =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable campaign: {e}")))?;
+    campaign.filter = filter;
+    Ok(campaign)
+}
+
+fn state(state: CampaignState) -> AttributeValue {
+    serde_dynamo::to_attribute_value(state).expect("states serialize")
+}
+
+fn now() -> AttributeValue {
+    timestamp(Utc::now())
+}
+
+/// A time as serde_dynamo writes the campaign's (RFC 3339 text).
+fn timestamp(at: DateTime<Utc>) -> AttributeValue {
+    serde_dynamo::to_attribute_value(at).expect("times serialize")
+}
+
+/// An UpdateItem's `ADD` clauses for the non-zero counters of some counts, and the names
+/// and values they use (`#c_<name>` and `:c_<name>`, under `#counters`).
+#[derive(Default)]
+struct Additions {
+    clauses: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Additions {
+    fn of(counts: &CampaignCounters) -> Self {
+        let mut additions = Self::default();
+        for (name, value) in counts.fields() {
+            if value == 0 {
+                continue;
+            }
+            additions.clauses.push(format!("#counters.#c_{name} :c_{name}"));
+            additions.names.insert(format!("#c_{name}"), name.to_owned());
+            additions.values.insert(format!(":c_{name}"), n(value));
+        }
+        if !additions.clauses.is_empty() {
+            additions.names.insert("#counters".into(), "counters".into());
+        }
+        additions
+    }
+}
+
+impl DynamoCampaignStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+#[async_trait]
+impl CampaignStore for DynamoCampaignStore {
+    async fn create(&self, campaign: &Campaign) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(campaign)?))
+            .condition_expression("attribute_not_exists(job_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(_) => Ok(false),
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn get(&self, campaign_id: &str) -> Result<Option<Campaign>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("job_id", s(campaign_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        // The table holds import jobs too: an id of one is no campaign.
+        let item = output.item.filter(|item| matches!(item.get("kind"), Some(AttributeValue::S(k)) if k == KIND));
+        item.map(from_item).transpose()
+    }
+
+    async fn set_state(
+        &self,
+        campaign_id: &str,
+        to: CampaignState,
+        from: &[CampaignState],
+    ) -> Result<bool, StoreError> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(campaign_id))
+            .update_expression("SET #state = :state, #updated_at = :now")
+            .condition_expression(format!("#kind = :kind AND #state IN ({})", placeholders.join(", ")))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":state", state(to))
+            .expression_attribute_values(":now", now())
+            .expression_attribute_values(":kind", s(KIND));
+        for (placeholder, from) in placeholders.iter().zip(from) {
+            update = update.expression_attribute_values(placeholder, state(*from));
+        }
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Ok(false),
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn record_page(
+        &self,
+        campaign_id: &str,
+        shard: u32,
+        cursor: Option<&str>,
+        next: Option<&str>,
+        counts: &CampaignCounters,
+    ) -> Result<Option<u32>, StoreError> {
+        let Additions { mut clauses, names, values } = Additions::of(counts);
+        clauses.push("#shards_done :shard_done".into());
+        // The last page of a shard grows `shards_done`, which UPDATED_NEW returns. Other
+        // pages add zero to it, which not every store counts as an update (moto leaves it
+        // out of UPDATED_NEW): those read it from the whole new item.
+        let returned = if next.is_none() { ReturnValue::UpdatedNew } else { ReturnValue::AllNew };
+        let expression = format!("SET #cursors.#shard = :next, #updated_at = :now ADD {}", clauses.join(", "));
+        let (next, shard_done) = match next {
+            Some(next) => (s(next), 0),
+            None => (done_cursor(), 1),
+        };
+        let names = names.into_iter().chain([
+            ("#cursors".to_owned(), CURSORS.to_owned()),
+            ("#shard".to_owned(), shard.to_string()),
+            ("#updated_at".to_owned(), "updated_at".to_owned()),
+            ("#shards_done".to_owned(), "shards_done".to_owned()),
+        ]);
+        let values = values.into_iter().chain([
+            (":next".to_owned(), next),
+            (":now".to_owned(), now()),
+            (":shard_done".to_owned(), n(shard_done)),
+            (":cursor".to_owned(), cursor.map(s).unwrap_or_else(start_cursor)),
+        ]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(campaign_id))
+            .update_expression(expression)
+            .condition_expression("#cursors.#shard = :cursor")
+            .set_expression_attribute_names(Some(names.collect()))
+            .set_expression_attribute_values(Some(values.collect()))
+            .return_values(returned)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let attributes = output.attributes.unwrap_or_default();
+                let done = number_of(&attributes, "shards_done")?;
+                Ok(Some(u32::try_from(done).unwrap_or(u32::MAX)))
+            }
+            Err(e) => match e.into_service_error() {
+                // Recorded already (or no such campaign).
+                UpdateItemError::ConditionalCheckFailedException(_) => Ok(None),
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn add_counts(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<(), StoreError> {
+        let Additions { clauses, names, values } = Additions::of(counts);
+        if clauses.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(campaign_id))
+            .update_expression(format!("ADD {}", clauses.join(", ")))
+            // Never a stray item for a campaign that is not there.
+            .condition_expression("attribute_exists(#counters)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => {
+                    tracing::warn!(campaign_id, "counts for an unknown campaign were dropped");
+                    Ok(())
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+}
