@@ -49,6 +49,7 @@ async fn create_campaign(stack: &LocalStack, state: CampaignState) -> String {
         channels: vec![Channel::Sms],
         send_at: None,
         filter: None,
+        local_window: None,
         state,
         shards_done: 0,
         counters: CampaignCounters::default(),

@@ -83,6 +83,7 @@ fn campaign(campaign_id: &str) -> Campaign {
         send_at: Some("2026-11-25T08:00:00Z".parse().unwrap()),
         // 1.0 comes back as 1.0, not 1: the filter is kept as JSON text.
         filter: Some(json!({"attribute": "score", "gt": 1.0})),
+        local_window: None,
         state: CampaignState::Scheduled,
         shards_done: 0,
         counters: CampaignCounters::default(),
@@ -267,9 +268,8 @@ async fn dispatch_pages_are_sent_as_json_ten_per_request_and_delayed() {
     let queue = SqsDispatchQueue::new(clients.sqs.clone(), &queue_url);
     let pages: Vec<DispatchPage> = (0..16)
         .map(|shard| DispatchPage {
-            campaign_id: "c_1".into(),
-            shard,
             cursor: (shard == 7).then(|| "user-7".to_owned()),
+            ..DispatchPage::first("c_1", shard)
         })
         .collect();
 

@@ -24,7 +24,7 @@ use herald_core::{
     ports::{CampaignStore, DispatchQueue, JobQueues, StoreError},
     segments::MEMBER_SHARDS,
 };
-use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack};
+use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack, tracking_links};
 use herald_local::LocalStack;
 use serde_json::{Value, json};
 
@@ -129,6 +129,7 @@ fn campaign(campaign_id: &str) -> Campaign {
         channels: vec![Channel::Email],
         send_at: None,
         filter: None,
+        local_window: None,
         state: CampaignState::Dispatching,
         shards_done: 0,
         counters: CampaignCounters::default(),
@@ -155,7 +156,7 @@ impl JobQueues for DyingQueues {
 }
 
 fn first_pages(campaign_id: &str) -> Vec<DispatchPage> {
-    (0..MEMBER_SHARDS).map(|shard| DispatchPage { campaign_id: campaign_id.into(), shard, cursor: None }).collect()
+    (0..MEMBER_SHARDS).map(|shard| DispatchPage::first(campaign_id, shard)).collect()
 }
 
 #[tokio::test]
@@ -240,15 +241,6 @@ async fn the_send_time_filter_skips_the_members_it_excludes_and_counts_them() {
     assert_eq!(emails.len(), 10);
     assert!(emails.keys().all(|a| a.trim_start_matches("cmp")[..5].parse::<usize>().unwrap() % 3 == 0), "{emails:?}");
     w.stack.stop().await;
-}
-
-/// The tracking links of an HTML email, in order: clicks, unsubscribe, open pixel.
-fn tracking_links(html: &str) -> Vec<String> {
-    html.split("http://127.0.0.1:")
-        .skip(1)
-        .filter(|rest| rest.contains("/v1/t/"))
-        .map(|rest| format!("http://127.0.0.1:{}", &rest[..rest.find('"').unwrap()]))
-        .collect()
 }
 
 #[tokio::test]

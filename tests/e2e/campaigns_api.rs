@@ -162,8 +162,7 @@ async fn the_first_pages_are_one_per_shard_from_its_start_and_due_now() {
         pages.extend(messages.iter().map(|m| serde_json::from_str::<DispatchPage>(m.body().unwrap()).unwrap()));
     }
     pages.sort_by_key(|p| p.shard);
-    let expected: Vec<DispatchPage> =
-        (0..16).map(|shard| DispatchPage { campaign_id: "c_now".into(), shard, cursor: None }).collect();
+    let expected: Vec<DispatchPage> = (0..16).map(|shard| DispatchPage::first("c_now", shard)).collect();
     assert_eq!(pages, expected);
     stack.stop().await;
 }

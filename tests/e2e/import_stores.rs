@@ -385,6 +385,24 @@ async fn getting_an_unknown_job_is_none() {
 }
 
 #[tokio::test]
+async fn the_id_of_a_campaign_in_the_same_table_names_no_import_job() {
+    let counter = RequestCounter::default();
+    let clients = clients(&counter).await;
+    let table = jobs_table(&clients).await;
+    let campaign: herald_core::campaigns::Campaign = serde_json::from_value(serde_json::json!({
+        "campaign_id": "c_1", "name": "launch", "segment_id": "all", "template_id": "t", "template_version": 1,
+        "channels": ["email"], "state": "dispatching",
+        "created_at": "2026-11-24T10:00:00Z", "updated_at": "2026-11-24T10:00:00Z"
+    }))
+    .unwrap();
+    let campaigns = herald_aws::DynamoCampaignStore::new(clients.dynamodb.clone(), table.clone());
+    herald_core::ports::CampaignStore::create(&campaigns, &campaign).await.unwrap();
+    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), table);
+
+    assert_eq!(store.get("c_1").await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn saving_a_job_records_its_progress() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;

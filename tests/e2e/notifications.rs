@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use herald_e2e::{Api, sent_by_moto, start_stack, start_stack_with, wait_for_deliveries, webhook_sink::WebhookSink};
+use herald_e2e::{
+    Api, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries, webhook_sink::WebhookSink,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -280,15 +282,6 @@ async fn a_type_without_a_template_and_without_inline_content_is_400() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.fields_at_fault(), ["type"]);
     stack.stop().await;
-}
-
-/// The tracking links of an HTML email, in order: clicks, unsubscribe, open pixel.
-fn tracking_links(html: &str) -> Vec<String> {
-    html.split("http://127.0.0.1:")
-        .skip(1)
-        .filter(|rest| rest.contains("/v1/t/"))
-        .map(|rest| format!("http://127.0.0.1:{}", &rest[..rest.find('"').unwrap()]))
-        .collect()
 }
 
 #[tokio::test]

@@ -287,3 +287,12 @@ pub async fn wait_for_deliveries(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The tracking links of an HTML email, in order: clicks, unsubscribe, open pixel.
+pub fn tracking_links(html: &str) -> Vec<String> {
+    html.split("http://127.0.0.1:")
+        .skip(1)
+        .filter(|rest| rest.contains("/v1/t/"))
+        .map(|rest| format!("http://127.0.0.1:{}", &rest[..rest.find('"').unwrap()]))
+        .collect()
+}

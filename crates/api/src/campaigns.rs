@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use herald_core::{
     ValidationErrors,
     campaigns::{
-        Campaign, CampaignCounters, CampaignRequest, CampaignState, DispatchPage, check_campaign_id, new_campaign_id,
+        Campaign, CampaignCounters, CampaignRequest, CampaignState, DispatchPage, LocalWindow, check_campaign_id,
+        new_campaign_id,
     },
     delivery::Channel,
     ports::{CampaignStore, DispatchQueue, SegmentStore, TemplateStore},
@@ -46,6 +47,7 @@ fn same_request(campaign: &Campaign, request: &CampaignRequest) -> bool {
         && campaign.channels == request.channels
         && campaign.send_at == request.send_at
         && campaign.filter == request.filter
+        && campaign.local_window == request.local_window
 }
 
 /// How long the first pages wait: until `send_at`, at most the 15 minutes SQS allows.
@@ -106,6 +108,7 @@ impl CampaignService {
             channels: request.channels.clone(),
             send_at: request.send_at,
             filter: request.filter.clone(),
+            local_window: request.local_window.clone(),
             state,
             shards_done: 0,
             counters: CampaignCounters::default(),
@@ -130,9 +133,8 @@ impl CampaignService {
             }
         };
         if !matches!(campaign.state, CampaignState::Cancelled | CampaignState::Done) {
-            let pages: Vec<DispatchPage> = (0..MEMBER_SHARDS)
-                .map(|shard| DispatchPage { campaign_id: campaign.campaign_id.clone(), shard, cursor: None })
-                .collect();
+            let pages: Vec<DispatchPage> =
+                (0..MEMBER_SHARDS).map(|shard| DispatchPage::first(campaign.campaign_id.clone(), shard)).collect();
             self.dispatch.dispatch(&pages, dispatch_delay(campaign.send_at, now)).await?;
         }
         Ok(campaign)
@@ -202,7 +204,9 @@ pub struct CampaignView {
     pub send_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<serde_json::Value>,
-    /// Done once every queued delivery settled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_window: Option<LocalWindow>,
+    /// Done once every queued delivery settled and no member waits for their local time window.
     pub state: CampaignState,
     pub counters: CountersView,
     pub progress: Progress,
@@ -219,6 +223,14 @@ pub struct CountersView {
     pub skipped: Skipped,
     pub opened: u64,
     pub clicked: u64,
+    /// Members waiting for their local time window (counted in `targeted`, not yet queued
+    /// nor skipped); shown only while some wait.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deferred: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -255,6 +267,7 @@ impl From<&CampaignCounters> for CountersView {
             },
             opened: c.opened,
             clicked: c.clicked,
+            deferred: c.pending_deferred(),
         }
     }
 }
@@ -273,6 +286,7 @@ impl From<Campaign> for CampaignView {
             channels: campaign.channels,
             send_at: campaign.send_at,
             filter: campaign.filter,
+            local_window: campaign.local_window,
             created_at: campaign.created_at,
             updated_at: campaign.updated_at,
         }
@@ -346,7 +360,7 @@ mod tests {
         let pages = f.queues.pages.lock().unwrap().clone();
         assert_eq!(pages.len(), 16);
         for (shard, (page, delay)) in pages.iter().enumerate() {
-            assert_eq!(page, &DispatchPage { campaign_id: "c_spring".into(), shard: shard as u32, cursor: None });
+            assert_eq!(page, &DispatchPage::first("c_spring", shard as u32));
             assert_eq!(*delay, Duration::ZERO);
         }
     }
@@ -451,6 +465,7 @@ mod tests {
             channels: vec![Channel::Email],
             send_at: None,
             filter: None,
+            local_window: None,
             state: CampaignState::Sending,
             shards_done: 16,
             counters: CampaignCounters {
@@ -472,6 +487,76 @@ mod tests {
             json!({"targeted": 10, "queued": 8, "sent": 5, "failed": 0, "opened": 0, "clicked": 0, "skipped": {
                 "opted_out": 1, "rate_limited": 0, "suppressed": 0, "filtered": 0, "no_address": 2, "cancelled": 0}})
         );
-        assert!(view.get("send_at").is_none() && view.get("filter").is_none());
+        assert!(view.get("send_at").is_none() && view.get("filter").is_none() && view.get("local_window").is_none());
+    }
+
+    #[test]
+    fn members_waiting_for_their_window_are_shown_and_keep_the_campaign_from_done() {
+        let at: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
+        let counters = CampaignCounters {
+            targeted: 3,
+            queued: 1,
+            sent: 1,
+            deferred: 3,
+            deferred_planned: 1,
+            ..Default::default()
+        };
+        let campaign = Campaign {
+            campaign_id: "c_1".into(),
+            name: "Spring".into(),
+            segment_id: "vip".into(),
+            template_id: "spring".into(),
+            template_version: 3,
+            channels: vec![Channel::Email],
+            send_at: None,
+            filter: None,
+            local_window: Some(LocalWindow { start: "09:00".into(), end: "17:00".into() }),
+            state: CampaignState::Sending,
+            shards_done: 16,
+            counters,
+            created_at: at,
+            updated_at: at,
+        };
+        let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
+        assert_eq!((view["state"].as_str(), view["counters"]["deferred"].as_u64()), (Some("sending"), Some(2)));
+    }
+
+    #[tokio::test]
+    async fn a_local_window_is_stored_shown_and_part_of_a_repeated_request() {
+        let f = fixture().await;
+        let mut body = spring();
+        body["local_window"] = json!({"start": "22:00", "end": "06:00"});
+        let campaign = f.service.create(request(body.clone()), Utc::now()).await.unwrap();
+        let window = LocalWindow { start: "22:00".into(), end: "06:00".into() };
+        assert_eq!(campaign.local_window.as_ref(), Some(&window));
+        let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
+        assert_eq!(view["local_window"], json!({"start": "22:00", "end": "06:00"}));
+        assert!(f.service.create(request(body.clone()), Utc::now()).await.is_ok());
+        body["local_window"] = json!({"start": "21:00", "end": "06:00"});
+        assert_eq!(f.service.create(request(body), Utc::now()).await.unwrap_err().status, 409);
+    }
+
+    #[tokio::test]
+    async fn a_bad_local_window_is_refused_naming_its_times() {
+        let f = fixture().await;
+        for (window, expected) in [
+            (json!({"start": "25:00", "end": "9:00"}), vec!["local_window.start", "local_window.end"]),
+            (json!({"start": "09:00", "end": "09:00"}), vec!["local_window.end"]),
+            (json!({"start": "09:60", "end": "10:00"}), vec!["local_window.start"]),
+        ] {
+            let mut body = spring();
+            body["local_window"] = window;
+            let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
+            assert_eq!((problem.status, fields(&problem)), (400, expected));
+        }
+        assert!(f.campaigns.campaigns.lock().unwrap().is_empty());
+        assert!(
+            serde_json::from_value::<CampaignRequest>({
+                let mut body = spring();
+                body["local_window"] = json!({"start": "09:00", "end": "17:00", "zone": "UTC"});
+                body
+            })
+            .is_err()
+        );
     }
 }

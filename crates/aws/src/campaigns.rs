@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    operation::{put_item::PutItemError, update_item::UpdateItemError},
+    operation::update_item::UpdateItemError,
     types::{AttributeValue, ReturnValue},
 };
 use chrono::{DateTime, Utc};
@@ -27,7 +27,7 @@ use herald_core::{
     segments::MEMBER_SHARDS,
 };
 
-use crate::{batch::Item, memberships::number_of, n, s, unavailable};
+use crate::{batch::Item, jobs, memberships::number_of, n, s, unavailable};
 
 const KIND: &str = "campaign";
 const FILTER: &str = "filter";
@@ -40,12 +40,6 @@ const NOT_FIELDS: [&str; 5] = ["job_id", "kind", "started", CURSORS, FILTER_JSON
 pub struct DynamoCampaignStore {
     client: Client,
     table: String,
-}
-
-/// The index's sort key: the creation time with fixed-width fractions, so that the text
-/// orders as the time does, and the id to keep campaigns created at once apart.
-fn started(campaign: &Campaign) -> String {
-    format!("{}#{}", campaign.created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), campaign.campaign_id)
 }
 
 /// A shard's entry in `cursors` before its first page is recorded.
@@ -67,7 +61,7 @@ fn to_item(campaign: &Campaign) -> Result<Item, StoreError> {
     }
     item.insert("job_id".into(), s(&campaign.campaign_id));
     item.insert("kind".into(), s(KIND));
-    item.insert("started".into(), s(started(campaign)));
+    item.insert("started".into(), s(jobs::started_key(campaign.created_at, &campaign.campaign_id)));
     let cursors = (0..MEMBER_SHARDS).map(|shard| (shard.to_string(), start_cursor())).collect();
     item.insert(CURSORS.into(), AttributeValue::M(cursors));
     Ok(item)
@@ -140,36 +134,11 @@ impl DynamoCampaignStore {
 #[async_trait]
 impl CampaignStore for DynamoCampaignStore {
     async fn create(&self, campaign: &Campaign) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(campaign)?))
-            .condition_expression("attribute_not_exists(job_id)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(_) => Ok(false),
-                other => Err(unavailable(other)),
-            },
-        }
+        jobs::put_new(&self.client, &self.table, to_item(campaign)?).await
     }
 
     async fn get(&self, campaign_id: &str) -> Result<Option<Campaign>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("job_id", s(campaign_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        // The table holds import jobs too: an id of one is no campaign.
-        let item = output.item.filter(|item| matches!(item.get("kind"), Some(AttributeValue::S(k)) if k == KIND));
-        item.map(from_item).transpose()
+        jobs::get(&self.client, &self.table, campaign_id, KIND).await?.map(from_item).transpose()
     }
 
     async fn set_state(

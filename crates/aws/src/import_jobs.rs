@@ -12,7 +12,7 @@ use herald_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{batch::Item, n, s, unavailable};
+use crate::{batch::Item, jobs, n, s, unavailable};
 
 /// The index that lists jobs by kind, newest first.
 const INDEX: &str = "by_kind";
@@ -47,17 +47,11 @@ fn encode_cursor(cursor: &Cursor) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).expect("a cursor serializes"))
 }
 
-/// The index's sort key: the start time with fixed-width fractions, so that the text
-/// orders as the time does, and the id to keep jobs started at once apart.
-fn started(job: &ImportJob) -> String {
-    format!("{}#{}", job.started_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), job.job_id)
-}
-
 fn item(job: &ImportJob) -> Result<Item, StoreError> {
     let mut item: Item =
         serde_dynamo::to_item(job).map_err(|e| StoreError::Unavailable(format!("unwritable import job: {e}")))?;
     item.insert("kind".into(), s(KIND));
-    item.insert("started".into(), s(started(job)));
+    item.insert("started".into(), s(jobs::started_key(job.started_at, &job.job_id)));
     Ok(item)
 }
 
@@ -83,34 +77,11 @@ impl DynamoImportJobStore {
 #[async_trait]
 impl ImportJobStore for DynamoImportJobStore {
     async fn create(&self, job: &ImportJob) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item(job)?))
-            .condition_expression("attribute_not_exists(job_id)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(_) => Ok(false),
-                other => Err(unavailable(other)),
-            },
-        }
+        jobs::put_new(&self.client, &self.table, item(job)?).await
     }
 
     async fn get(&self, job_id: &str) -> Result<Option<ImportJob>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("job_id", s(job_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.map(job).transpose()
+        jobs::get(&self.client, &self.table, job_id, KIND).await?.map(job).transpose()
     }
 
     async fn save(&self, job: &ImportJob, expected_checkpoint: u64) -> Result<(), StoreError> {

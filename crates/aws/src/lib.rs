@@ -12,6 +12,7 @@ pub mod import_files;
 pub mod import_jobs;
 pub mod import_queue;
 pub mod job_queues;
+mod jobs;
 pub mod memberships;
 pub mod notification_keys;
 pub mod profiles;

@@ -176,6 +176,7 @@ pub fn million_recipients_stubbed() {
         channels: vec![Channel::Email],
         send_at: None,
         filter: None,
+        local_window: None,
         state: CampaignState::Dispatching,
         shards_done: 0,
         counters: CampaignCounters::default(),
@@ -187,7 +188,7 @@ pub fn million_recipients_stubbed() {
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS");
     let (cpu, wall) = (cpu_time(), Instant::now());
     let mut pending: Vec<DispatchPage> =
-        (0..MEMBER_SHARDS).map(|shard| DispatchPage { campaign_id: "c_bench".into(), shard, cursor: None }).collect();
+        (0..MEMBER_SHARDS).map(|shard| DispatchPage::first("c_bench", shard)).collect();
     runtime.block_on(async {
         while let Some(page) = pending.pop() {
             dispatcher.run(&page, now).await.unwrap();

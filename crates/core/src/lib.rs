@@ -14,6 +14,7 @@ pub mod keys;
 pub mod memory;
 pub mod notification;
 pub mod notifications;
+pub mod pacing;
 pub mod pipeline;
 pub mod ports;
 pub mod preferences;

@@ -772,6 +772,8 @@ fn add_counters(into: &mut crate::campaigns::CampaignCounters, counts: &crate::c
     into.skipped_cancelled += c.skipped_cancelled;
     into.opened += c.opened;
     into.clicked += c.clicked;
+    into.deferred += c.deferred;
+    into.deferred_planned += c.deferred_planned;
 }
 
 #[async_trait]

@@ -101,6 +101,9 @@ pub struct Pipeline {
     /// Open pixel, click redirects and unsubscribe links in email; None sends email as
     /// rendered.
     pub tracking: Option<Tracking>,
+    /// At most so many provider sends a second from this invocation (the channel's quota
+    /// over the queue's maximum concurrency); None: as fast as the provider answers.
+    pub pacing: Option<crate::pacing::Pacer>,
     breaker: Mutex<CircuitBreaker>,
 }
 
@@ -126,6 +129,7 @@ impl Pipeline {
             send_retries: Backoff::new(Duration::from_millis(50), Duration::from_secs(1), 5),
             claim_lease: Duration::from_secs(30),
             tracking: None,
+            pacing: None,
             breaker: Mutex::new(CircuitBreaker::new(5, Duration::from_secs(30))),
         }
     }
@@ -354,6 +358,9 @@ impl Pipeline {
                 (Provider::Secondary, Some(secondary)) => secondary,
                 _ => &self.providers.primary,
             };
+            if let Some(pacer) = &self.pacing {
+                pacer.ready().await;
+            }
             let result = sender.send(&outgoing).await;
             self.breaker.lock().expect("breaker lock").record(
                 provider,

@@ -6,11 +6,12 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use herald_core::{
     Profile,
-    campaigns::{Campaign, CampaignCounters, CampaignState, DispatchPage},
+    activity::ActivityEvent,
+    campaigns::{Campaign, CampaignCounters, CampaignRequest, CampaignState, DispatchPage, LocalWindow},
     delivery::Channel,
     dispatching::{DispatchOutcome, Dispatcher},
     memory::{MemoryActivity, MemoryCampaigns, MemoryMemberships, MemoryProfiles, MemoryQueues},
-    ports::{CampaignStore, MembershipStore, ProfileStore},
+    ports::{ActivityStore, CampaignStore, MembershipStore, ProfileStore},
     segments::MEMBER_SHARDS,
 };
 use serde_json::json;
@@ -19,6 +20,7 @@ struct World {
     campaigns: Arc<MemoryCampaigns>,
     members: Arc<MemoryMemberships>,
     profiles: Arc<MemoryProfiles>,
+    activity: Arc<MemoryActivity>,
     queues: Arc<MemoryQueues>,
     dispatcher: Dispatcher,
 }
@@ -32,6 +34,7 @@ async fn world(users: usize, with_email: impl Fn(usize) -> bool) -> World {
     let members = Arc::new(MemoryMemberships::default());
     let profiles = Arc::new(MemoryProfiles::default());
     let queues = Arc::new(MemoryQueues::default());
+    let activity = Arc::new(MemoryActivity::default());
     let ids: Vec<String> = (0..users).map(|i| format!("u{i:05}")).collect();
     members.add_static("all", &ids).await.unwrap();
     for (i, id) in ids.iter().enumerate() {
@@ -47,11 +50,11 @@ async fn world(users: usize, with_email: impl Fn(usize) -> bool) -> World {
         campaigns.clone(),
         members.clone(),
         profiles.clone(),
-        Arc::new(MemoryActivity::default()),
+        activity.clone(),
         queues.clone(),
         queues.clone(),
     );
-    World { campaigns, members, profiles, queues, dispatcher }
+    World { campaigns, members, profiles, activity, queues, dispatcher }
 }
 
 fn campaign(filter: Option<serde_json::Value>) -> Campaign {
@@ -64,6 +67,7 @@ fn campaign(filter: Option<serde_json::Value>) -> Campaign {
         channels: vec![Channel::Email, Channel::Sms],
         send_at: None,
         filter,
+        local_window: None,
         state: CampaignState::Dispatching,
         shards_done: 0,
         counters: CampaignCounters::default(),
@@ -73,7 +77,7 @@ fn campaign(filter: Option<serde_json::Value>) -> Campaign {
 }
 
 fn first_pages() -> Vec<DispatchPage> {
-    (0..MEMBER_SHARDS).map(|shard| DispatchPage { campaign_id: "c_1".into(), shard, cursor: None }).collect()
+    (0..MEMBER_SHARDS).map(|shard| DispatchPage::first("c_1", shard)).collect()
 }
 
 impl World {
@@ -127,11 +131,11 @@ async fn jobs_carry_the_campaign_its_template_version_and_up_to_50_recipients() 
 async fn a_page_delivered_twice_is_queued_again_but_counted_once() {
     let w = world(300, |_| true).await;
     w.campaigns.create(&campaign(None)).await.unwrap();
-    let page = DispatchPage { campaign_id: "c_1".into(), shard: 3, cursor: None };
+    let page = DispatchPage::first("c_1", 3);
     let first = w.dispatcher.run(&page, now()).await.unwrap();
     let again = w.dispatcher.run(&page, now()).await.unwrap();
-    let DispatchOutcome::Dispatched { queued, recorded: true } = first else { panic!("{first:?}") };
-    assert_eq!(again, DispatchOutcome::Dispatched { queued, recorded: false });
+    let DispatchOutcome::Dispatched { queued, deferred: 0, recorded: true } = first else { panic!("{first:?}") };
+    assert_eq!(again, DispatchOutcome::Dispatched { queued, deferred: 0, recorded: false });
     assert_eq!(w.counters().await.queued, queued);
 }
 
@@ -161,7 +165,7 @@ async fn a_scheduled_campaign_waits_for_its_time_in_steps_of_at_most_15_minutes(
     scheduled.state = CampaignState::Scheduled;
     scheduled.send_at = Some(now() + chrono::Duration::hours(2));
     w.campaigns.create(&scheduled).await.unwrap();
-    let page = DispatchPage { campaign_id: "c_1".into(), shard: 0, cursor: None };
+    let page = DispatchPage::first("c_1", 0);
     assert_eq!(w.dispatcher.run(&page, now()).await.unwrap(), DispatchOutcome::Deferred);
     assert_eq!(w.queues.pages.lock().unwrap()[0].1, Duration::from_secs(900));
     assert!(w.queued_delivery_ids().is_empty());
@@ -179,4 +183,263 @@ async fn erased_members_are_skipped_for_want_of_an_address() {
     w.dispatch_all(first_pages()).await;
     let counters = w.counters().await;
     assert_eq!((counters.targeted, counters.queued), (21, 19));
+}
+
+#[tokio::test]
+async fn the_behavioural_filter_queues_only_users_with_more_than_two_orders_yesterday_and_today() {
+    let w = world(6, |_| true).await;
+    // u00000: 3 orders today; u00001: 2 yesterday and 1 today; u00002: 2 today (not more
+    // than 2); u00003: 3 orders three days ago (outside the window); u00004: 3 "view"s;
+    // u00005: nothing.
+    let mut events = Vec::new();
+    let mut event = |user: &str, name: &str, days_ago: i64| {
+        events.push(ActivityEvent {
+            event_id: format!("e{}", events.len()),
+            user_id: user.into(),
+            name: name.into(),
+            timestamp: now() - chrono::Duration::days(days_ago) - chrono::Duration::hours(1),
+            properties: Default::default(),
+        })
+    };
+    for _ in 0..3 {
+        event("u00000", "order", 0);
+        event("u00003", "order", 3);
+        event("u00004", "view", 0);
+    }
+    event("u00001", "order", 1);
+    event("u00001", "order", 1);
+    event("u00001", "order", 0);
+    event("u00002", "order", 0);
+    event("u00002", "order", 0);
+    w.activity.record(&events).await.unwrap();
+    let filter = json!({"event": "order", "window": {"last_days": 2}, "count": {"gt": 2}});
+    let mut email_only = campaign(Some(filter));
+    email_only.channels = vec![Channel::Email];
+    w.campaigns.create(&email_only).await.unwrap();
+    w.dispatch_all(first_pages()).await;
+    let mut ids = w.queued_delivery_ids();
+    ids.sort();
+    let mut expected: Vec<String> =
+        ["u00000", "u00001"].iter().map(|u| herald_core::delivery::delivery_id("c_1", u, Channel::Email)).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let counters = w.counters().await;
+    assert_eq!((counters.targeted, counters.queued, counters.skipped_filtered), (6, 2, 4));
+}
+
+fn window(start: &str, end: &str) -> Option<LocalWindow> {
+    Some(LocalWindow { start: start.into(), end: end.into() })
+}
+
+/// A campaign by email in a local time window, its members' time zones set by `zone_of`.
+async fn windowed(
+    users: usize,
+    local_window: Option<LocalWindow>,
+    zone_of: impl Fn(usize) -> Option<&'static str>,
+) -> World {
+    let w = world(users, |_| true).await;
+    for i in 0..users {
+        let id = format!("u{i:05}");
+        let mut profile = w.profiles.load(&id).await.unwrap().unwrap().profile.unwrap();
+        profile.timezone = zone_of(i).map(str::to_owned);
+        profile.version += 1;
+        w.profiles.save(&profile, profile.version - 1).await.unwrap();
+    }
+    let mut c = campaign(None);
+    c.channels = vec![Channel::Email];
+    c.local_window = local_window;
+    w.campaigns.create(&c).await.unwrap();
+    w
+}
+
+impl World {
+    fn take_pages(&self) -> Vec<(DispatchPage, Duration)> {
+        std::mem::take(&mut *self.queues.pages.lock().unwrap())
+    }
+
+    /// Runs every shard's pages at `at`, and returns the deferred batches they sent.
+    async fn dispatch_shards(&self, at: DateTime<Utc>) -> Vec<(DispatchPage, Duration)> {
+        let mut pending = first_pages();
+        let mut batches = Vec::new();
+        while let Some(page) = pending.pop() {
+            self.dispatcher.run(&page, at).await.unwrap();
+            for (page, delay) in self.take_pages() {
+                if page.is_deferred_batch() { batches.push((page, delay)) } else { pending.push(page) }
+            }
+        }
+        batches
+    }
+
+    async fn state(&self) -> CampaignState {
+        self.campaigns.get("c_1").await.unwrap().unwrap().effective_state()
+    }
+}
+
+fn utc(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, h, m, 0).unwrap()
+}
+
+#[tokio::test]
+async fn a_member_outside_the_window_is_deferred_to_its_start_and_queued_when_due() {
+    // At 12:00 UTC: 13:00 in Paris (inside 09:00-17:00), 07:00 in New York (outside: the
+    // window starts at 09:00 New York, 14:00 UTC), 21:00 in Tokyo (outside: it starts at
+    // 09:00 Tokyo the next day, 00:00 UTC on the 25th).
+    let zones = [Some("Europe/Paris"), Some("America/New_York"), Some("Asia/Tokyo")];
+    let w = windowed(3, window("09:00", "17:00"), |i| zones[i]).await;
+    let mut batches = w.dispatch_shards(now()).await;
+    assert_eq!(w.queued_delivery_ids(), vec![herald_core::delivery::delivery_id("c_1", "u00000", Channel::Email)]);
+    batches.sort_by_key(|(b, _)| b.not_before);
+    let summary: Vec<_> = batches.iter().map(|(b, d)| (b.users.clone(), b.not_before.unwrap(), *d)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (vec!["u00001".to_owned()], utc(14, 0), Duration::from_secs(900)),
+            (vec!["u00002".to_owned()], Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap(), Duration::from_secs(900)),
+        ]
+    );
+    let counters = w.counters().await;
+    assert_eq!((counters.targeted, counters.queued, counters.deferred, counters.pending_deferred()), (3, 1, 2, 2));
+
+    // New York's batch, due at 14:00, runs then and queues its member.
+    let (ny, _) = batches[0].clone();
+    let outcome = w.dispatcher.run(&ny, utc(14, 0)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
+    assert!(w.take_pages().is_empty());
+    assert!(w.queued_delivery_ids().contains(&herald_core::delivery::delivery_id("c_1", "u00001", Channel::Email)));
+    let counters = w.counters().await;
+    assert_eq!(
+        (counters.targeted, counters.queued, counters.deferred_planned, counters.pending_deferred()),
+        (3, 2, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_batch_arriving_early_goes_back_to_the_queue() {
+    let w = windowed(1, window("09:00", "17:00"), |_| Some("America/New_York")).await;
+    let batches = w.dispatch_shards(now()).await;
+    let (batch, delay) = batches[0].clone();
+    assert_eq!((batch.not_before, delay), (Some(utc(14, 0)), Duration::from_secs(900)));
+    // 15 minutes later it is still early: sent back, delayed until it is due or 15 minutes.
+    assert_eq!(w.dispatcher.run(&batch, utc(12, 15)).await.unwrap(), DispatchOutcome::Deferred);
+    assert_eq!(w.take_pages(), vec![(batch.clone(), Duration::from_secs(900))]);
+    assert_eq!(w.dispatcher.run(&batch, utc(13, 50)).await.unwrap(), DispatchOutcome::Deferred);
+    assert_eq!(w.take_pages(), vec![(batch.clone(), Duration::from_secs(600))]);
+    assert!(w.queued_delivery_ids().is_empty());
+    assert_eq!(w.counters().await.queued, 0);
+    // Late is fine, within the window.
+    let outcome = w.dispatcher.run(&batch, utc(14, 1)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
+}
+
+#[tokio::test]
+async fn a_window_may_wrap_midnight() {
+    // 22:00 to 06:00. At 12:00 UTC: 21:00 in Tokyo (outside, starts 22:00 Tokyo = 13:00
+    // UTC), 04:00 in Los Angeles (inside), 12:00 in UTC (outside, starts 22:00 UTC).
+    let zones = [Some("Asia/Tokyo"), Some("America/Los_Angeles"), Some("UTC")];
+    let w = windowed(3, window("22:00", "06:00"), |i| zones[i]).await;
+    let mut batches = w.dispatch_shards(now()).await;
+    assert_eq!(w.queued_delivery_ids(), vec![herald_core::delivery::delivery_id("c_1", "u00001", Channel::Email)]);
+    batches.sort_by_key(|(b, _)| b.not_before);
+    let due: Vec<_> = batches.iter().map(|(b, _)| (b.users[0].as_str(), b.not_before.unwrap())).collect();
+    assert_eq!(due, vec![("u00000", utc(13, 0)), ("u00002", utc(22, 0))]);
+    // Tokyo's batch, delivered late (00:30 the next day in Tokyo), is still in the window.
+    let (tokyo, _) = batches[0].clone();
+    let outcome = w.dispatcher.run(&tokyo, utc(15, 30)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
+}
+
+#[tokio::test]
+async fn a_member_without_a_time_zone_uses_utc() {
+    // 12:00 UTC is outside 18:00-20:00: deferred to 18:00 UTC, whatever the server's zone.
+    let w = windowed(2, window("18:00", "20:00"), |i| if i == 0 { None } else { Some("Asia/Kolkata") }).await;
+    let mut batches = w.dispatch_shards(now()).await;
+    batches.sort_by_key(|(b, _)| b.not_before);
+    let due: Vec<_> = batches.iter().map(|(b, _)| (b.users[0].as_str(), b.not_before.unwrap())).collect();
+    // Kolkata is UTC+05:30: 17:30 there, the window starts at 18:00, 12:30 UTC.
+    assert_eq!(due, vec![("u00001", utc(12, 30)), ("u00000", utc(18, 0))]);
+    assert_eq!(batches.iter().map(|(_, d)| d.as_secs()).collect::<Vec<_>>(), vec![900, 900]);
+    // Within the window in UTC: queued now.
+    let w = windowed(1, window("12:00", "12:30"), |_| None).await;
+    assert!(w.dispatch_shards(now()).await.is_empty());
+    assert_eq!(w.counters().await.queued, 1);
+}
+
+#[tokio::test]
+async fn the_campaign_is_not_done_while_a_deferred_batch_is_pending() {
+    let zones = [Some("Europe/Paris"), Some("America/New_York")];
+    let w = windowed(2, window("09:00", "17:00"), |i| zones[i]).await;
+    let batches = w.dispatch_shards(now()).await;
+    assert_eq!(batches.len(), 1);
+    let campaign = w.campaigns.get("c_1").await.unwrap().unwrap();
+    assert_eq!(campaign.state, CampaignState::Sending, "every shard is read");
+    // The one queued delivery settles: still sending, a member waits for their window.
+    w.campaigns.add_counts("c_1", &CampaignCounters { sent: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(w.state().await, CampaignState::Sending);
+    w.dispatcher.run(&batches[0].0, utc(14, 0)).await.unwrap();
+    assert_eq!(w.state().await, CampaignState::Sending, "the batch's delivery is queued, not settled");
+    w.campaigns.add_counts("c_1", &CampaignCounters { sent: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(w.state().await, CampaignState::Done);
+}
+
+#[tokio::test]
+async fn a_batch_member_whose_window_passed_is_deferred_again_and_the_filter_read_again() {
+    let w = windowed(2, window("09:00", "17:00"), |_| Some("America/New_York")).await;
+    {
+        let mut campaigns = w.campaigns.campaigns.lock().unwrap();
+        campaigns.get_mut("c_1").unwrap().filter = Some(json!({"attribute": "plan", "any_of": ["pro"]}));
+    }
+    // One batch per shard: a batch of both members, as the dispatcher would have sent it.
+    let batches = w.dispatch_shards(now()).await;
+    assert_eq!(batches.len(), 2);
+    let users = vec!["u00000".to_owned(), "u00001".to_owned()];
+    let batch = DispatchPage::deferred("c_1", 0, users.clone(), utc(14, 0));
+    // Delivered at 22:30 UTC, 17:30 in New York: past the window, put off to the next day.
+    let outcome = w.dispatcher.run(&batch, utc(22, 30)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 0, deferred: 2 });
+    let again = w.take_pages();
+    let next_day = utc(14, 0) + chrono::Duration::days(1);
+    assert_eq!(again, vec![(DispatchPage::deferred("c_1", 0, users, next_day), Duration::from_secs(900))]);
+    // The next day, only the pro member (u00000) matches the filter.
+    let outcome = w.dispatcher.run(&again[0].0, next_day).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
+    let counters = w.counters().await;
+    assert_eq!(
+        (counters.targeted, counters.queued, counters.skipped_filtered, counters.deferred, counters.deferred_planned),
+        (2, 1, 1, 4, 4)
+    );
+}
+
+#[test]
+fn a_deferred_batch_is_backward_compatible_json_and_fits_an_sqs_message() {
+    let page: DispatchPage = serde_json::from_value(json!({"campaign_id": "c_1", "shard": 3, "cursor": "u9"})).unwrap();
+    assert!(!page.is_deferred_batch() && page.users.is_empty());
+    assert_eq!(serde_json::to_value(&page).unwrap(), json!({"campaign_id": "c_1", "shard": 3, "cursor": "u9"}));
+    let users: Vec<String> = (0..1000).map(|i| format!("{i:0>128}")).collect();
+    let batch = DispatchPage::deferred("c_1", 3, users, now());
+    let text = serde_json::to_string(&batch).unwrap();
+    assert!(text.len() < 256 * 1024, "{}", text.len());
+    assert_eq!(serde_json::from_str::<DispatchPage>(&text).unwrap(), batch);
+}
+
+#[test]
+fn bad_local_window_times_are_refused_naming_the_field() {
+    let request = |start: &str, end: &str| -> CampaignRequest {
+        serde_json::from_value(json!({"name": "n", "segment_id": "s", "template_id": "t", "channels": ["email"],
+            "local_window": {"start": start, "end": end}}))
+        .unwrap()
+    };
+    let fields = |start: &str, end: &str| -> Vec<String> {
+        match request(start, end).validate() {
+            Ok(()) => vec![],
+            Err(errors) => errors.0.into_iter().map(|e| e.field).collect(),
+        }
+    };
+    assert_eq!(fields("09:00", "17:00"), Vec::<String>::new());
+    assert_eq!(fields("22:00", "06:00"), Vec::<String>::new());
+    assert_eq!(fields("00:00", "23:59"), Vec::<String>::new());
+    assert_eq!(fields("24:00", "17:00"), vec!["local_window.start"]);
+    assert_eq!(fields("09:00", "9:30"), vec!["local_window.end"]);
+    assert_eq!(fields("9h", "noon"), vec!["local_window.start", "local_window.end"]);
+    assert_eq!(fields("08:60", "09:00"), vec!["local_window.start"]);
+    assert_eq!(fields("10:00", "10:00"), vec!["local_window.end"]);
 }

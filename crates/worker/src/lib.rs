@@ -28,7 +28,7 @@ use herald_core::{
 };
 use lambda_runtime::{LambdaEvent, service_fn};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkerConfig {
     pub channel: Channel,
     /// The channel's own queue, where recipients to try again are put back.
@@ -55,6 +55,18 @@ pub struct WorkerConfig {
     /// Where push removes tokens of disabled endpoints (and announces the change).
     pub profiles_table: Option<String>,
     pub event_bus_name: Option<String>,
+    /// The provider's quota for the channel, in sends a second (`SENDS_PER_SECOND`; unset
+    /// or empty: unpaced), shared by up to `max_concurrency` invocations at a time
+    /// (`MAX_CONCURRENCY`, the queue's maximum concurrency; default 1).
+    pub sends_per_second: Option<f64>,
+    pub max_concurrency: u32,
+}
+
+impl WorkerConfig {
+    /// What one invocation may send a second: its share of the channel's quota.
+    pub fn sends_per_second_per_invocation(&self) -> Option<f64> {
+        self.sends_per_second.map(|rate| rate / f64::from(self.max_concurrency.max(1)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +118,20 @@ impl WorkerConfig {
             secondary_region: optional("SECONDARY_PROVIDER_REGION"),
             profiles_table: optional("PROFILES_TABLE"),
             event_bus_name: optional("EVENT_BUS_NAME"),
+            sends_per_second: match optional("SENDS_PER_SECOND") {
+                None => None,
+                Some(v) => Some(v.parse().ok().filter(|r: &f64| r.is_finite() && *r > 0.0).ok_or_else(|| {
+                    ConfigError(format!("SENDS_PER_SECOND must be a positive number of sends a second, not {v:?}"))
+                })?),
+            },
+            max_concurrency: match optional("MAX_CONCURRENCY") {
+                None => 1,
+                Some(v) => {
+                    v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        ConfigError(format!("MAX_CONCURRENCY must be a whole number from 1, not {v:?}"))
+                    })?
+                }
+            },
         })
     }
 }
@@ -167,6 +193,7 @@ impl Worker {
             Providers { primary, secondary },
             config.rate_limit,
         );
+        pipeline.pacing = config.sends_per_second_per_invocation().and_then(herald_core::pacing::Pacer::new);
         pipeline.tracking = config
             .tracking_base_url
             .clone()
@@ -520,6 +547,7 @@ mod tests {
             channels: vec![Channel::Sms],
             send_at: None,
             filter: None,
+            local_window: None,
             state,
             shards_done: 0,
             counters: CampaignCounters::default(),
@@ -721,6 +749,32 @@ mod tests {
         for name in ["QUEUE_URL", "JOBS_TABLE"] {
             assert!(config(name).unwrap_err().to_string().contains(name), "{name}");
         }
+    }
+
+    #[test]
+    fn an_invocation_sends_its_share_of_the_channels_quota() {
+        let base = [
+            ("CHANNEL", "email"),
+            ("QUEUE_URL", "https://sqs.example/123/email"),
+            ("JOBS_TABLE", "jobs"),
+            ("DELIVERIES_TABLE", "d"),
+            ("PREFERENCES_TABLE", "p"),
+            ("SUPPRESSIONS_TABLE", "s"),
+            ("RATE_LIMITS_TABLE", "r"),
+            ("TEMPLATES_TABLE", "t"),
+            ("SIGNING_SECRET", "k"),
+        ];
+        let config = |extra: &[(&'static str, &'static str)]| {
+            let all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            WorkerConfig::from_lookup(move |name| all.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+        };
+        assert_eq!(config(&[]).unwrap().sends_per_second_per_invocation(), None);
+        let paced = config(&[("SENDS_PER_SECOND", "14"), ("MAX_CONCURRENCY", "5")]).unwrap();
+        assert_eq!(paced.sends_per_second_per_invocation(), Some(2.8));
+        assert_eq!(config(&[("SENDS_PER_SECOND", "20")]).unwrap().sends_per_second_per_invocation(), Some(20.0));
+        assert!(config(&[("SENDS_PER_SECOND", "0")]).is_err());
+        assert!(config(&[("SENDS_PER_SECOND", "fast")]).is_err());
+        assert!(config(&[("MAX_CONCURRENCY", "0")]).is_err());
     }
 
     #[test]

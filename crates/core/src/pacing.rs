@@ -1,0 +1,65 @@
+//! Pacing: at most so many provider sends per second from one worker invocation, so that a
+//! channel as a whole (that rate × the queue's maximum concurrency) stays within its
+//! provider's quota (SES's maximum send rate, SNS's SMS and push rates).
+
+use std::{sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+
+/// Spaces sends evenly: each send takes the next free slot, `1 / rate` after the last.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// A pacer of `per_second` sends a second; None for a rate that is not positive.
+    pub fn new(per_second: f64) -> Option<Self> {
+        (per_second.is_finite() && per_second > 0.0)
+            .then(|| Self { interval: Duration::from_secs_f64(1.0 / per_second), next: Mutex::new(None) })
+    }
+
+    /// Waits for this send's slot.
+    pub async fn ready(&self) {
+        let at = {
+            let mut next = self.next.lock().expect("pacer lock");
+            let now = Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + self.interval);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_that_is_not_positive_paces_nothing() {
+        assert!(Pacer::new(0.0).is_none());
+        assert!(Pacer::new(-1.0).is_none());
+        assert!(Pacer::new(f64::NAN).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_are_spaced_by_the_rate_even_when_they_ask_at_once() {
+        let pacer = Pacer::new(10.0).unwrap();
+        let start = tokio::time::Instant::now();
+        futures_util::future::join_all((0..5).map(|_| pacer.ready())).await;
+        // Slots at 0, 100, 200, 300 and 400 ms.
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_pacer_lets_the_next_send_go_at_once() {
+        let pacer = Pacer::new(2.0).unwrap();
+        pacer.ready().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = tokio::time::Instant::now();
+        pacer.ready().await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+}
