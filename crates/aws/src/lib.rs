@@ -19,6 +19,7 @@ pub mod profiles;
 pub mod request_counter;
 pub mod segments;
 pub mod senders;
+pub mod sqs_batch;
 pub mod templates;
 pub mod user_settings;
 

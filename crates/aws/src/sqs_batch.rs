@@ -1,0 +1,143 @@
+//! SendMessageBatch at the service's limits (ten entries, 256 KiB a call), with the
+//! entries SQS fails on its side sent again with exponential backoff and full jitter.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
+use herald_core::{backoff::Backoff, ports::StoreError};
+
+use crate::unavailable;
+
+/// SendMessageBatch takes at most ten entries.
+pub const SEND_BATCH_LIMIT: usize = 10;
+/// The most a message, and a SendMessageBatch call in all, may carry.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// The longest delay SQS gives a message.
+pub const MAX_DELAY_SECONDS: u64 = 900;
+/// Message bodies packed into batches of at most ten, each under `MAX_BATCH_BYTES` in all.
+/// A body over the limit on its own is an error: SQS would refuse it.
+pub fn pack(bodies: Vec<String>) -> Result<Vec<Vec<String>>, StoreError> {
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut bytes = 0;
+    for body in bodies {
+        if body.len() > MAX_BATCH_BYTES {
+            return Err(StoreError::Unavailable(format!(
+                "a message of {} bytes is over the {MAX_BATCH_BYTES} bytes SQS takes",
+                body.len()
+            )));
+        }
+        match batches.last_mut() {
+            Some(batch) if batch.len() < SEND_BATCH_LIMIT && bytes + body.len() <= MAX_BATCH_BYTES => {
+                bytes += body.len();
+                batch.push(body);
+            }
+            _ => {
+                bytes = body.len();
+                batches.push(vec![body]);
+            }
+        }
+    }
+    Ok(batches)
+}
+
+/// The delay in whole seconds, rounded up (a job never arrives before its time) and capped
+/// at what SQS allows.
+pub fn delay_seconds(delay: Duration) -> i32 {
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    seconds.min(MAX_DELAY_SECONDS) as i32
+}
+
+/// The entries of one batch of bodies, each delivered after `delay_seconds`.
+pub(crate) fn entries(
+    bodies: Vec<String>,
+    delay_seconds: i32,
+) -> Result<Vec<SendMessageBatchRequestEntry>, StoreError> {
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .delay_seconds(delay_seconds)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+        .collect()
+}
+
+/// Sends one batch; entries SQS reports as failed on its side are sent again with
+/// backoff until none is left or the attempts run out. An entry failed by the
+/// sender's fault (e.g. too large) is not retried.
+pub(crate) async fn send_batch(
+    client: &Client,
+    queue_url: &str,
+    mut entries: Vec<SendMessageBatchRequestEntry>,
+    backoff: &Backoff,
+    what: &str,
+) -> Result<(), StoreError> {
+    let mut retry = 0;
+    loop {
+        let output = client
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries.clone()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if output.failed.is_empty() {
+            return Ok(());
+        }
+        if let Some(fault) = output.failed.iter().find(|f| f.sender_fault) {
+            return Err(StoreError::Unavailable(format!(
+                "a {what} was refused: {} {}",
+                fault.code,
+                fault.message.as_deref().unwrap_or_default()
+            )));
+        }
+        let reasons: Vec<String> = output.failed.iter().map(|f| f.code.clone()).collect();
+        entries.retain(|entry| output.failed.iter().any(|f| f.id == entry.id));
+        if !backoff.wait(retry).await {
+            return Err(StoreError::Unavailable(format!(
+                "{} {what}(s) not accepted: {}",
+                entries.len(),
+                reasons.join(", ")
+            )));
+        }
+        retry += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_ten_bodies_at_most() {
+        let bodies: Vec<String> = (0..23).map(|i| format!("job {i}")).collect();
+        let sizes: Vec<usize> = pack(bodies).unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+    }
+
+    #[test]
+    fn batches_stay_under_256_kib_in_all() {
+        let body = "x".repeat(100 * 1024);
+        let batches = pack(vec![body.clone(); 5]).unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        assert!(batches.iter().all(|b| b.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused() {
+        assert!(pack(vec!["x".repeat(MAX_BATCH_BYTES + 1)]).is_err());
+        assert_eq!(pack(vec!["x".repeat(MAX_BATCH_BYTES)]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn delays_round_up_to_whole_seconds_and_stop_at_15_minutes() {
+        assert_eq!(delay_seconds(Duration::ZERO), 0);
+        assert_eq!(delay_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(delay_seconds(Duration::from_secs(3600)), 900);
+    }
+}
