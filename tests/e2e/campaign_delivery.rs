@@ -290,18 +290,5 @@ async fn forward(
         let xml = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>blocked</RequestId></ErrorResponse>";
         return Response::builder().status(400).header("content-type", "text/xml").body(xml.into()).unwrap();
     }
-    let mut request = state.http.request(method, format!("{}{path}", state.target)).body(body);
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let answer = request.send().await.unwrap();
-    let mut response = Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
-        if name != "content-length" && name != "transfer-encoding" {
-            response = response.header(name, value);
-        }
-    }
-    response.body(answer.bytes().await.unwrap().into()).unwrap()
+    herald_e2e::chaos::forward(&state.http, &state.target, method, &path, &headers, body).await
 }

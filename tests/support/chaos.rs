@@ -95,8 +95,21 @@ async fn proxy(
         };
     }
     shared.forwarded.fetch_add(1, Ordering::SeqCst);
-    let mut request = shared.http.request(method, format!("{}{path}", shared.target)).body(body);
-    for (name, value) in &headers {
+    forward(&shared.http, &shared.target, method, &path, &headers, body).await
+}
+
+/// Sends a request on to `target` as it came (its method, path, headers and body) and
+/// answers what `target` answered: a proxy's pass-through.
+pub async fn forward(
+    http: &reqwest::Client,
+    target: &str,
+    method: axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut request = http.request(method, format!("{target}{path}")).body(body);
+    for (name, value) in headers {
         if name != "host" && name != "content-length" {
             request = request.header(name, value);
         }
