@@ -11,6 +11,7 @@ mod importer;
 mod imports_api;
 mod local_esm;
 mod notifications;
+mod producer_sdk;
 mod profile_events;
 mod profiles_api;
 mod sample_events;

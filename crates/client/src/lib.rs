@@ -28,8 +28,12 @@
 //! The callbacks run on the background task: keep them quick and do not let them panic (a
 //! panic ends the task, and what is queued is lost).
 //!
-//! Sending is sequential: one request at a time, in queue order, so a slow or failing API
-//! fills the queue and the full-queue policy applies.
+//! At most [`ClientConfig::max_in_flight`] requests of events are in flight at once (default
+//! 1: batches leave in queue order, and Herald never has two of one producer's batches
+//! competing for the same users' counters): a slow or failing API holds them, the queue
+//! fills, and the full-queue policy applies.
+//! Profile patches are sent one at a time, in queue order, so two patches of one user apply
+//! in the order they were given.
 //!
 //! # Shutting down
 //!
@@ -77,13 +81,14 @@ use herald_core::backoff::Backoff;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-/// The most events `POST /v1/events` takes in one request.
-pub const MAX_BATCH_EVENTS: usize = 500;
-/// The largest body `POST /v1/events` takes, in bytes.
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The most events `POST /v1/events` takes in one request, and the largest body, in bytes.
+pub use herald_core::activity::{MAX_BATCH_BYTES, MAX_EVENTS_PER_BATCH as MAX_BATCH_EVENTS};
+
+/// The most requests [`ClientConfig::max_in_flight`] allows.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 const BODY_PREFIX: &[u8] = b"{\"events\":[";
 const BODY_SUFFIX: &[u8] = b"]}";
@@ -170,6 +175,9 @@ pub struct ClientConfig {
     pub max_retry_after: Duration,
     /// Per request (default 10 s).
     pub request_timeout: Duration,
+    /// Requests of events sent at the same time (default 1; up to [`MAX_IN_FLIGHT`]). More
+    /// raise a producer's throughput when its batches are of different users.
+    pub max_in_flight: usize,
     pub on_batch: Option<BatchListener>,
     pub on_error: Option<ErrorCallback>,
 }
@@ -195,6 +203,7 @@ impl Default for ClientConfig {
             retry_cap: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            max_in_flight: 1,
             on_batch: None,
             on_error: None,
         }
@@ -211,6 +220,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_queue", &self.max_queue)
             .field("full_queue", &self.full_queue)
             .field("max_retries", &self.max_retries)
+            .field("max_in_flight", &self.max_in_flight)
             .field("on_batch", &self.on_batch.is_some())
             .field("on_error", &self.on_error.is_some())
             .finish_non_exhaustive()
@@ -248,6 +258,16 @@ pub struct BatchReport {
     /// Attempts made, the first included.
     pub attempts: u32,
     pub outcome: Outcome,
+    /// What Herald answered a sent batch of events: how many it counted, and how many it
+    /// had counted before (a resent batch whose first answer was lost).
+    pub counted: Option<Counted>,
+}
+
+/// The body of `202 Accepted` to `POST /v1/events`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Counted {
+    pub counted: u64,
+    pub duplicates: u64,
 }
 
 /// Why something was given up.
@@ -276,8 +296,8 @@ pub struct Failure {
 pub enum ConfigError {
     #[error("base_url: {0}")]
     BaseUrl(String),
-    #[error("batch_size and max_queue must be at least 1")]
-    Zero,
+    #[error("batch_size and max_queue must be at least 1, max_in_flight 1 to {MAX_IN_FLIGHT}")]
+    OutOfRange,
     #[error("Client::new must be called inside a Tokio runtime")]
     NoRuntime,
     #[error("the HTTP client: {0}")]
@@ -330,8 +350,8 @@ impl fmt::Debug for Client {
 impl Client {
     /// Starts the background task on the current Tokio runtime.
     pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
-        if config.batch_size == 0 || config.max_queue == 0 {
-            return Err(ConfigError::Zero);
+        if config.batch_size == 0 || config.max_queue == 0 || !(1..=MAX_IN_FLIGHT).contains(&config.max_in_flight) {
+            return Err(ConfigError::OutOfRange);
         }
         let base = url::Url::parse(&config.base_url).map_err(|e| ConfigError::BaseUrl(e.to_string()))?;
         if base.cannot_be_a_base() {
@@ -345,7 +365,8 @@ impl Client {
         let (tx, rx) = mpsc::channel(config.max_queue);
         let policy = config.full_queue;
         let worker = Worker {
-            sender: Sender { http, base, config },
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            sender: Arc::new(Sender { http, base, config }),
             rx,
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -428,7 +449,9 @@ impl Client {
 }
 
 struct Worker {
-    sender: Sender,
+    sender: Arc<Sender>,
+    /// A permit per request of events in flight.
+    in_flight: Arc<Semaphore>,
     rx: mpsc::Receiver<Message>,
     /// Queued events with their JSON.
     pending: VecDeque<(Event, Vec<u8>)>,
@@ -456,6 +479,7 @@ impl Worker {
                 Some(Message::Identify(user_id, patch)) => self.sender.identify(user_id, patch).await,
                 Some(Message::Flush(ack)) => {
                     self.send_pending().await;
+                    self.wait_for_requests().await;
                     let _ = ack.send(());
                 }
                 Some(Message::Close(ack)) => {
@@ -466,6 +490,7 @@ impl Worker {
                 None => {
                     // Every `Client` is gone: send what is left while the runtime lets us.
                     self.send_pending().await;
+                    self.wait_for_requests().await;
                     return;
                 }
             }
@@ -481,18 +506,33 @@ impl Worker {
                 Message::Identify(user_id, patch) => self.sender.identify(user_id, patch).await,
                 Message::Flush(ack) | Message::Close(ack) => {
                     self.send_pending().await;
+                    self.wait_for_requests().await;
                     let _ = ack.send(());
                 }
             }
         }
         self.send_pending().await;
+        self.wait_for_requests().await;
+    }
+
+    /// Waits until no request of events is in flight.
+    async fn wait_for_requests(&self) {
+        let all = self.sender.config.max_in_flight as u32; // at most MAX_IN_FLIGHT
+        let _idle = self.in_flight.acquire_many(all).await.expect("the semaphore is never closed");
     }
 
     async fn push(&mut self, event: Event) {
         let json = serde_json::to_vec(&event).expect("an event serialises");
         if BODY_PREFIX.len() + json.len() + BODY_SUFFIX.len() > MAX_BATCH_BYTES {
             let error = SendError::EventTooLarge { bytes: json.len() };
-            self.sender.report(RequestKind::Events, 1, json.len(), 0, Outcome::Failed);
+            self.sender.report(BatchReport {
+                kind: RequestKind::Events,
+                size: 1,
+                bytes: json.len(),
+                attempts: 0,
+                outcome: Outcome::Failed,
+                counted: None,
+            });
             self.sender.fail(error, vec![event], None);
             return;
         }
@@ -526,7 +566,13 @@ impl Worker {
                 batch.push(self.pending.pop_front().expect("front exists"));
             }
             self.pending_bytes -= bytes;
-            self.sender.events(batch).await;
+            // Waits while max_in_flight requests are out: the queue fills meanwhile.
+            let permit = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let sender = self.sender.clone();
+            tokio::spawn(async move {
+                sender.events(batch).await;
+                drop(permit);
+            });
         }
         self.pending_bytes = 0;
         self.oldest = None;
@@ -562,7 +608,7 @@ struct Sender {
 }
 
 enum Attempt {
-    Done(StatusCode),
+    Done(StatusCode, Option<Counted>),
     Refused(StatusCode, String),
     Retry(String, Option<Duration>),
 }
@@ -611,25 +657,28 @@ impl Sender {
         size: usize,
     ) -> Result<(), SendError> {
         let bytes = body.len();
+        let report = |attempts, outcome, counted| {
+            self.report(BatchReport { kind: kind.clone(), size, bytes, attempts, outcome, counted });
+        };
         let backoff =
             Backoff::new(self.config.retry_base, self.config.retry_cap, self.config.max_retries.saturating_add(1));
         let mut attempts = 0;
         loop {
             attempts += 1;
             let (last, retry_after) = match self.attempt(method.clone(), url.clone(), body.clone()).await {
-                Attempt::Done(status) => {
-                    self.report(kind, size, bytes, attempts, Outcome::Sent { status: status.as_u16() });
+                Attempt::Done(status, counted) => {
+                    report(attempts, Outcome::Sent { status: status.as_u16() }, counted);
                     return Ok(());
                 }
                 Attempt::Refused(status, text) => {
-                    self.report(kind, size, bytes, attempts, Outcome::Rejected { status: status.as_u16() });
+                    report(attempts, Outcome::Rejected { status: status.as_u16() }, None);
                     return Err(SendError::Rejected { status: status.as_u16(), body: text });
                 }
                 Attempt::Retry(last, retry_after) => (last, retry_after),
             };
             let retry = attempts - 1;
             if attempts >= backoff.max_attempts {
-                self.report(kind, size, bytes, attempts, Outcome::Failed);
+                report(attempts, Outcome::Failed, None);
                 return Err(SendError::RetriesExhausted { attempts, last });
             }
             tracing::debug!(attempts, %last, "herald-client: retrying");
@@ -655,7 +704,9 @@ impl Sender {
         };
         let status = response.status();
         if status.is_success() {
-            return Attempt::Done(status);
+            // Only `POST /v1/events` answers with counts; other bodies are not ours to read.
+            let counted = response.bytes().await.ok().and_then(|body| serde_json::from_slice(&body).ok());
+            return Attempt::Done(status, counted);
         }
         let retry_after = response
             .headers()
@@ -674,9 +725,9 @@ impl Sender {
         }
     }
 
-    fn report(&self, kind: RequestKind, size: usize, bytes: usize, attempts: u32, outcome: Outcome) {
+    fn report(&self, report: BatchReport) {
         if let Some(listener) = &self.config.on_batch {
-            listener(&BatchReport { kind, size, bytes, attempts, outcome });
+            listener(&report);
         }
     }
 

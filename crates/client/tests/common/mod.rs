@@ -139,18 +139,20 @@ async fn events(State(state): State<Arc<ServerState>>, headers: HeaderMap, body:
         }
         (state.decide)(n)
     };
+    // Herald's answer: the events counted now, and those counted before.
     let store = |state: &ServerState| {
         let mut record = state.record.lock().unwrap();
+        let mut counted = 0;
         for event in &events {
             let id = event["event_id"].as_str().unwrap_or_default().to_owned();
-            *record.ids.entry(id).or_default() += 1;
+            let receptions = record.ids.entry(id).or_default();
+            *receptions += 1;
+            counted += u64::from(*receptions == 1);
         }
+        serde_json::json!({"counted": counted, "duplicates": events.len() as u64 - counted}).to_string()
     };
     match reply {
-        Reply::Accept => {
-            store(&state);
-            (StatusCode::ACCEPTED, "{}").into_response()
-        }
+        Reply::Accept => (StatusCode::ACCEPTED, store(&state)).into_response(),
         Reply::Fail(status) => StatusCode::from_u16(status).unwrap().into_response(),
         Reply::RecordThenFail(status) => {
             store(&state);
@@ -164,8 +166,7 @@ async fn events(State(state): State<Arc<ServerState>>, headers: HeaderMap, body:
         Reply::Hang => {
             let mut open = state.open.subscribe();
             open.wait_for(|open| *open).await.unwrap();
-            store(&state);
-            (StatusCode::ACCEPTED, "{}").into_response()
+            (StatusCode::ACCEPTED, store(&state)).into_response()
         }
     }
 }
