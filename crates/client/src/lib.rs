@@ -17,16 +17,17 @@
 //!   ([`herald_core::backoff::Backoff`]); a `429` waits at least its `Retry-After` (seconds,
 //!   capped by [`ClientConfig::max_retry_after`]; an HTTP date works too). Other `4xx` are not retried. Whatever is
 //!   given up reaches [`ClientConfig::on_error`] with its events or its patch.
-//! - **Bounded queue**: at most [`ClientConfig::max_queue`] messages wait. When it is full,
+//! - **Bounded queue**: at most [`ClientConfig::max_queue`] messages wait (besides the batch
+//!   being formed and those in flight, at most `batch_size` events each). When it is full,
 //!   [`FullQueuePolicy::Block`] makes [`Client::track`] wait for room (it is `async` for this
 //!   reason; it returns at once whenever there is room) and [`FullQueuePolicy::DropNewest`]
 //!   drops the new event and counts it in [`Client::dropped`]. [`Client::try_track`] never
 //!   waits, whatever the policy.
 //! - **Listeners**: [`ClientConfig::on_batch`] sees every dispatched request (its size, bytes,
-//!   attempts and outcome).
+//!   attempts and outcome, and for events what Herald [`Counted`]).
 //!
-//! The callbacks run on the background task: keep them quick and do not let them panic (a
-//! panic ends the task, and what is queued is lost).
+//! The callbacks run on the client's background tasks: keep them quick and do not let them
+//! panic (a panic ends the task, and what it held is lost).
 //!
 //! At most [`ClientConfig::max_in_flight`] requests of events are in flight at once (default
 //! 1: batches leave in queue order, and Herald never has two of one producer's batches
