@@ -4,6 +4,7 @@
 //! the groups whose name contains it.
 
 mod campaigns;
+mod client;
 mod import;
 mod segments;
 mod segments_local;
@@ -57,6 +58,9 @@ fn main() {
         segments::evaluate_change_against_1000_segments();
         segments::backfill_profiles_per_second_per_core();
         multi_threaded().block_on(segments_local::local_segment_figures());
+    }
+    if wanted("client") {
+        client::client_figures();
     }
 }
 
