@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use herald_aws::DynamoApiKeyStore;
 use herald_core::{Scope, keys, ports::ApiKeyStore};
-use herald_e2e::{Answer, Api, start_stack};
+use herald_e2e::{Answer, Api, assert_problem, start_stack};
 use herald_local::LocalStack;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -23,13 +23,6 @@ async fn profile_items(stack: &LocalStack) -> Vec<std::collections::HashMap<Stri
         .unwrap_or_default();
     items.sort_by_key(|i| format!("{i:?}"));
     items
-}
-
-fn assert_problem(answer: &Answer, status: StatusCode) {
-    assert_eq!(answer.status, status, "{}", answer.body);
-    assert_eq!(answer.content_type(), "application/problem+json");
-    assert_eq!(answer.body["status"], status.as_u16());
-    assert!(answer.body["title"].is_string() && answer.body["detail"].is_string(), "{}", answer.body);
 }
 
 /// Starts a stack with one stored profile and checks that `request` is refused with

@@ -23,17 +23,13 @@ use herald_core::{
     ports::{CampaignStore, DeliveryStore},
     rendering::ChannelContent,
 };
-use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack, start_stack_with};
+use herald_e2e::{Api, aws_endpoint, deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_status};
 use herald_local::LocalStack;
 
 const WAIT: Duration = Duration::from_secs(90);
 
 fn campaigns(stack: &LocalStack) -> DynamoCampaignStore {
     DynamoCampaignStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table)
-}
-
-fn deliveries(stack: &LocalStack) -> herald_aws::DynamoDeliveryStore {
-    herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table)
 }
 
 /// A campaign in `state`, recorded as the API would.
@@ -135,14 +131,6 @@ async fn wait_for_counters(
     }
 }
 
-async fn wait_for_status(stack: &LocalStack, delivery_id: &str, status: DeliveryStatus) {
-    let deadline = Instant::now() + WAIT;
-    while deliveries(stack).get(delivery_id).await.unwrap().map(|d| d.status) != Some(status) {
-        assert!(Instant::now() < deadline, "{delivery_id} never became {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_campaign_job_delivers_each_recipient_once_and_its_counters_add_up() {
     let stack = start_stack().await;
@@ -197,12 +185,12 @@ async fn a_failing_recipient_is_queued_again_alone_and_counted_once_it_is_sent()
 
     // The first attempt sends the others and records the blocked one as failed for now.
     wait_for_counters(&stack, &campaign_id, |c| c.sent == 3).await;
-    wait_for_status(&stack, &blocked_delivery, DeliveryStatus::Error).await;
+    wait_for_status(&stack, &blocked_delivery, DeliveryStatus::Error, WAIT).await;
     assert!(proxy.injected.load(Ordering::SeqCst) > 0, "no fault was injected");
     proxy.blocking.store(false, Ordering::SeqCst);
 
     // Its retry, queued on its own, sends it alone.
-    wait_for_status(&stack, &blocked_delivery, DeliveryStatus::Sent).await;
+    wait_for_status(&stack, &blocked_delivery, DeliveryStatus::Sent, WAIT).await;
     let counters = wait_for_counters(&stack, &campaign_id, |c| c.sent == 4).await;
     assert_eq!(counters, CampaignCounters { sent: 4, ..Default::default() });
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -5,10 +5,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
-};
 use chrono::{DateTime, Utc};
 use herald_aws::{Clients, DynamoCampaignStore, DynamoImportJobStore, RequestCounter, SqsDispatchQueue};
 use herald_core::{
@@ -17,51 +13,8 @@ use herald_core::{
     importing::{ImportJob, ImportState, Resume},
     ports::{CampaignStore, DispatchQueue, ImportJobStore},
 };
-use herald_e2e::aws_endpoint;
+use herald_e2e::tables::{clients, jobs_table, unique};
 use serde_json::json;
-
-async fn clients(counter: &RequestCounter) -> Clients {
-    let config = herald_aws::local_sdk_config(&aws_endpoint()).await;
-    Clients::counted(&config, counter)
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
-
-fn key(name: &str, key_type: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().unwrap()
-}
-
-fn string_attribute(name: &str) -> AttributeDefinition {
-    AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
-}
-
-/// A table shaped as the template's JobsTable, its `by_kind` index included.
-async fn jobs_table(clients: &Clients) -> String {
-    let table = unique("jobs");
-    let index = GlobalSecondaryIndex::builder()
-        .index_name("by_kind")
-        .key_schema(key("kind", KeyType::Hash))
-        .key_schema(key("started", KeyType::Range))
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
-        .build()
-        .unwrap();
-    clients
-        .dynamodb
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(string_attribute("job_id"))
-        .attribute_definitions(string_attribute("kind"))
-        .attribute_definitions(string_attribute("started"))
-        .key_schema(key("job_id", KeyType::Hash))
-        .global_secondary_indexes(index)
-        .send()
-        .await
-        .expect("jobs table");
-    table
-}
 
 /// A store over a table of its own.
 async fn store() -> (DynamoCampaignStore, Clients, String, RequestCounter) {

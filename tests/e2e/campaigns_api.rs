@@ -9,31 +9,16 @@
 
 use chrono::{DateTime, Duration, Utc};
 use herald_api::{App, Config};
-use herald_aws::{DynamoApiKeyStore, DynamoCampaignStore};
+use herald_aws::DynamoCampaignStore;
 use herald_core::{
     Scope,
     campaigns::{CampaignCounters, CampaignState, DispatchPage},
-    keys,
-    ports::{ApiKeyStore, CampaignStore},
+    ports::CampaignStore,
 };
-use herald_e2e::{Answer, Api, start_stack};
+use herald_e2e::{Api, assert_problem, key_with, start_stack};
 use herald_local::{LocalStack, repo_root};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-fn assert_problem(answer: &Answer, status: StatusCode) {
-    assert_eq!(answer.status, status, "{}", answer.body);
-    assert_eq!(answer.content_type(), "application/problem+json");
-}
-
-async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = Scope>) -> String {
-    let secret = keys::generate_secret();
-    DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
-        .put(&keys::new_key(&secret, "scoped", scopes))
-        .await
-        .unwrap();
-    secret
-}
 
 fn store(stack: &LocalStack) -> DynamoCampaignStore {
     DynamoCampaignStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table)

@@ -13,7 +13,7 @@ use herald_core::{
 use herald_e2e::{
     Api, aws_endpoint,
     chaos::{ChaosProxy, Fault},
-    sent_by_moto, start_stack, start_stack_with, wait_for_deliveries,
+    deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_deliveries, wait_for_status,
 };
 use herald_local::LocalStack;
 use serde_json::{Value, json};
@@ -22,10 +22,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn sent(d: &Value) -> bool {
     d["status"] == "sent"
-}
-
-fn deliveries(stack: &LocalStack) -> herald_aws::DynamoDeliveryStore {
-    herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table)
 }
 
 /// A recorded delivery and the job that carries it, as the API would make them.
@@ -69,14 +65,6 @@ async fn sms_count(stack: &LocalStack, phone: &str) -> usize {
     sent_by_moto(&stack.endpoint).await.sms.iter().filter(|s| s.1 == phone).count()
 }
 
-async fn wait_for_status(stack: &LocalStack, delivery_id: &str, status: DeliveryStatus) {
-    let deadline = Instant::now() + WAIT;
-    while deliveries(stack).get(delivery_id).await.unwrap().map(|d| d.status) != Some(status) {
-        assert!(Instant::now() < deadline, "{delivery_id} never became {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_same_job_delivered_twice_sends_once() {
     let stack = start_stack().await;
@@ -85,7 +73,7 @@ async fn the_same_job_delivered_twice_sends_once() {
     let job = sms_job(&stack, &format!("dup-{}", stack.deployment.stack_name), phone).await;
     let body = serde_json::to_string(&job).unwrap();
     send_to_queue(&stack, "SmsQueue", vec![body.clone(), body]).await;
-    wait_for_status(&stack, &job.recipients[0].delivery_id, DeliveryStatus::Sent).await;
+    wait_for_status(&stack, &job.recipients[0].delivery_id, DeliveryStatus::Sent, WAIT).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sms_count(&stack, phone).await - before, 1);
     stack.stop().await;
@@ -96,7 +84,7 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_its_batch_is_delive
     let stack = start_stack().await;
     let job = sms_job(&stack, &format!("poison-{}", stack.deployment.stack_name), "+14155550132").await;
     send_to_queue(&stack, "SmsQueue", vec!["{not a job".into(), serde_json::to_string(&job).unwrap()]).await;
-    wait_for_status(&stack, &job.recipients[0].delivery_id, DeliveryStatus::Sent).await;
+    wait_for_status(&stack, &job.recipients[0].delivery_id, DeliveryStatus::Sent, WAIT).await;
 
     let dlq = stack.queue_url("SmsDeadLetterQueue").unwrap().to_owned();
     let deadline = Instant::now() + WAIT;

@@ -3,22 +3,16 @@
 //! read one by one, and guarded by the `imports:read` scope.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use herald_aws::{DynamoApiKeyStore, DynamoImportJobStore};
+use herald_aws::DynamoImportJobStore;
 use herald_core::{
     Scope,
     importing::{ImportJob, ImportState, Resume},
-    keys,
-    ports::{ApiKeyStore, ImportJobStore},
+    ports::ImportJobStore,
 };
-use herald_e2e::{Answer, Api, start_stack};
+use herald_e2e::{Answer, Api, assert_problem, key_with, start_stack};
 use herald_local::LocalStack;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-fn assert_problem(answer: &Answer, status: StatusCode) {
-    assert_eq!(answer.status, status, "{}", answer.body);
-    assert_eq!(answer.content_type(), "application/problem+json");
-}
 
 fn store(stack: &LocalStack) -> DynamoImportJobStore {
     DynamoImportJobStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table)
@@ -64,15 +58,6 @@ async fn create(stack: &LocalStack, jobs: &[ImportJob]) {
     for job in jobs {
         assert!(store.create(job).await.unwrap(), "{} was created before", job.job_id);
     }
-}
-
-async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = Scope>) -> String {
-    let secret = keys::generate_secret();
-    DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
-        .put(&keys::new_key(&secret, "scoped", scopes))
-        .await
-        .unwrap();
-    secret
 }
 
 fn time(value: &Value) -> DateTime<Utc> {

@@ -5,20 +5,13 @@
 use std::collections::BTreeSet;
 
 use chrono::{Duration, Utc};
-use herald_aws::DynamoApiKeyStore;
-use herald_core::{Scope, keys, ports::ApiKeyStore};
-use herald_e2e::{Answer, Api, start_stack};
-use herald_local::LocalStack;
+use herald_core::Scope;
+use herald_e2e::{Answer, Api, assert_problem, key_with, start_stack};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn event(event_id: &str, user_id: &str, name: &str) -> Value {
     json!({"event_id": event_id, "user_id": user_id, "name": name, "timestamp": Utc::now().to_rfc3339()})
-}
-
-fn assert_problem(answer: &Answer, status: StatusCode) {
-    assert_eq!(answer.status, status, "{}", answer.body);
-    assert_eq!(answer.content_type(), "application/problem+json");
 }
 
 /// Reads every page of a segment's members, `limit` at a time; returns the ids in page
@@ -48,15 +41,6 @@ async fn all_members(api: &Api, segment_id: &str, limit: u32) -> (Vec<String>, u
 
 fn sorted(ids: &[String]) -> Vec<String> {
     ids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
-}
-
-async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = Scope>) -> String {
-    let secret = keys::generate_secret();
-    DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
-        .put(&keys::new_key(&secret, "scoped", scopes))
-        .await
-        .unwrap();
-    secret
 }
 
 async fn create_static(api: &Api, segment_id: &str, user_ids: &[String]) -> Answer {

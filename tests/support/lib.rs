@@ -3,6 +3,7 @@
 //! captures what the stack publishes on its bus.
 
 pub mod chaos;
+pub mod tables;
 pub mod webhook_sink;
 
 use std::time::{Duration, Instant};
@@ -53,6 +54,45 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+}
+
+/// Checks `answer` is a problem+json of `status`, with its title and detail.
+pub fn assert_problem(answer: &Answer, status: StatusCode) {
+    assert_eq!(answer.status, status, "{}", answer.body);
+    assert_eq!(answer.content_type(), "application/problem+json");
+    assert_eq!(answer.body["status"], status.as_u16());
+    assert!(answer.body["title"].is_string() && answer.body["detail"].is_string(), "{}", answer.body);
+}
+
+/// Stores a new API key with `scopes` in the stack's keys table; returns its secret.
+pub async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = herald_core::Scope>) -> String {
+    use herald_core::{keys, ports::ApiKeyStore};
+    let secret = keys::generate_secret();
+    herald_aws::DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
+        .put(&keys::new_key(&secret, "scoped", scopes))
+        .await
+        .unwrap();
+    secret
+}
+
+/// The stack's deliveries table.
+pub fn deliveries(stack: &LocalStack) -> herald_aws::DynamoDeliveryStore {
+    herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table)
+}
+
+/// Waits until the delivery has `status`, at most `limit`.
+pub async fn wait_for_status(
+    stack: &LocalStack,
+    delivery_id: &str,
+    status: herald_core::delivery::DeliveryStatus,
+    limit: Duration,
+) {
+    use herald_core::ports::DeliveryStore;
+    let deadline = Instant::now() + limit;
+    while deliveries(stack).get(delivery_id).await.unwrap().map(|d| d.status) != Some(status) {
+        assert!(Instant::now() < deadline, "{delivery_id} never became {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 impl Answer {
