@@ -35,22 +35,9 @@ fn campaigns(stack: &LocalStack) -> DynamoCampaignStore {
 /// A campaign in `state`, recorded as the API would.
 async fn create_campaign(stack: &LocalStack, state: CampaignState) -> String {
     let campaign_id = format!("c_{}", stack.deployment.stack_name);
-    let now = chrono::Utc::now();
     let campaign = Campaign {
-        campaign_id: campaign_id.clone(),
-        name: "spring sale".into(),
-        segment_id: "s1".into(),
-        template_id: "spring".into(),
-        template_version: 1,
-        channels: vec![Channel::Sms],
-        send_at: None,
-        filter: None,
-        local_window: None,
         state,
-        shards_done: 0,
-        counters: CampaignCounters::default(),
-        created_at: now,
-        updated_at: now,
+        ..Campaign::new(&campaign_id, "spring sale", "s1", "spring", 1, vec![Channel::Sms], chrono::Utc::now())
     };
     assert!(campaigns(stack).create(&campaign).await.unwrap());
     campaign_id
@@ -275,8 +262,7 @@ async fn forward(
     let text = String::from_utf8_lossy(&body);
     if state.blocking.load(Ordering::SeqCst) && text.contains("Action=Publish") && text.contains(&state.phone) {
         state.injected.fetch_add(1, Ordering::SeqCst);
-        let xml = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>blocked</RequestId></ErrorResponse>";
-        return Response::builder().status(400).header("content-type", "text/xml").body(xml.into()).unwrap();
+        return herald_e2e::chaos::throttled(&path);
     }
     herald_e2e::chaos::forward(&state.http, &state.target, method, &path, &headers, body).await
 }

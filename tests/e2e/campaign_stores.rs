@@ -27,21 +27,11 @@ async fn store() -> (DynamoCampaignStore, Clients, String, RequestCounter) {
 fn campaign(campaign_id: &str) -> Campaign {
     let at: DateTime<Utc> = "2026-11-24T09:00:00.123456Z".parse().unwrap();
     Campaign {
-        campaign_id: campaign_id.into(),
-        name: "Spring sale".into(),
-        segment_id: "vip".into(),
-        template_id: "spring".into(),
-        template_version: 3,
-        channels: vec![Channel::Email, Channel::Sms],
         send_at: Some("2026-11-25T08:00:00Z".parse().unwrap()),
         // 1.0 comes back as 1.0, not 1: the filter is kept as JSON text.
         filter: Some(json!({"attribute": "score", "gt": 1.0})),
-        local_window: None,
         state: CampaignState::Scheduled,
-        shards_done: 0,
-        counters: CampaignCounters::default(),
-        created_at: at,
-        updated_at: at,
+        ..Campaign::new(campaign_id, "Spring sale", "vip", "spring", 3, vec![Channel::Email, Channel::Sms], at)
     }
 }
 

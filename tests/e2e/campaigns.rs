@@ -17,7 +17,7 @@ use herald_aws::{
     SqsJobQueues, local_sdk_config,
 };
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignState, DispatchPage},
+    campaigns::{Campaign, CampaignCounters, DispatchPage},
     delivery::Channel,
     dispatching::Dispatcher,
     notification::DeliveryJob,
@@ -120,22 +120,7 @@ impl World {
 }
 
 fn campaign(campaign_id: &str) -> Campaign {
-    Campaign {
-        campaign_id: campaign_id.into(),
-        name: "launch".into(),
-        segment_id: "everyone".into(),
-        template_id: "launch".into(),
-        template_version: 1,
-        channels: vec![Channel::Email],
-        send_at: None,
-        filter: None,
-        local_window: None,
-        state: CampaignState::Dispatching,
-        shards_done: 0,
-        counters: CampaignCounters::default(),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
+    Campaign::new(campaign_id, "launch", "everyone", "launch", 1, vec![Channel::Email], Utc::now())
 }
 
 /// The channel queues, failing from the `fail_at`-th call on: a dispatcher that dies.

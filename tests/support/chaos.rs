@@ -54,7 +54,8 @@ impl ChaosProxy {
     }
 }
 
-fn throttled(path: &str) -> Response {
+/// The throttling error of the service `path` is of, as that service's protocol words it.
+pub fn throttled(path: &str) -> Response {
     // SES v2 speaks REST-JSON; SNS speaks the query protocol with XML errors.
     if path.starts_with("/v2/email") {
         Response::builder()

@@ -100,20 +100,19 @@ impl CampaignService {
             _ => CampaignState::Dispatching,
         };
         let campaign = Campaign {
-            campaign_id: request.campaign_id.clone().unwrap_or_else(new_campaign_id),
-            name: request.name.clone(),
-            segment_id: request.segment_id.clone(),
-            template_id: request.template_id.clone(),
-            template_version: template.version,
-            channels: request.channels.clone(),
             send_at: request.send_at,
             filter: request.filter.clone(),
             local_window: request.local_window.clone(),
             state,
-            shards_done: 0,
-            counters: CampaignCounters::default(),
-            created_at: now,
-            updated_at: now,
+            ..Campaign::new(
+                request.campaign_id.clone().unwrap_or_else(new_campaign_id),
+                &request.name,
+                &request.segment_id,
+                &request.template_id,
+                template.version,
+                request.channels.clone(),
+                now,
+            )
         };
         let campaign = if self.campaigns.create(&campaign).await? {
             tracing::info!(campaign_id = %campaign.campaign_id, state = ?campaign.state, "campaign created");
@@ -457,15 +456,6 @@ mod tests {
     fn the_view_groups_the_skipped_counters_and_shows_progress() {
         let at: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
         let campaign = Campaign {
-            campaign_id: "c_1".into(),
-            name: "Spring".into(),
-            segment_id: "vip".into(),
-            template_id: "spring".into(),
-            template_version: 3,
-            channels: vec![Channel::Email],
-            send_at: None,
-            filter: None,
-            local_window: None,
             state: CampaignState::Sending,
             shards_done: 16,
             counters: CampaignCounters {
@@ -476,8 +466,7 @@ mod tests {
                 skipped_opted_out: 1,
                 ..Default::default()
             },
-            created_at: at,
-            updated_at: at,
+            ..Campaign::new("c_1", "Spring", "vip", "spring", 3, vec![Channel::Email], at)
         };
         let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
         assert_eq!(view["state"], "sending");
@@ -502,20 +491,11 @@ mod tests {
             ..Default::default()
         };
         let campaign = Campaign {
-            campaign_id: "c_1".into(),
-            name: "Spring".into(),
-            segment_id: "vip".into(),
-            template_id: "spring".into(),
-            template_version: 3,
-            channels: vec![Channel::Email],
-            send_at: None,
-            filter: None,
             local_window: Some(LocalWindow { start: "09:00".into(), end: "17:00".into() }),
             state: CampaignState::Sending,
             shards_done: 16,
             counters,
-            created_at: at,
-            updated_at: at,
+            ..Campaign::new("c_1", "Spring", "vip", "spring", 3, vec![Channel::Email], at)
         };
         let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
         assert_eq!((view["state"].as_str(), view["counters"]["deferred"].as_u64()), (Some("sending"), Some(2)));

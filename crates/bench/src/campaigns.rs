@@ -167,22 +167,7 @@ pub fn million_recipients_stubbed() {
     );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let now = Utc::now();
-    let campaign = Campaign {
-        campaign_id: "c_bench".into(),
-        name: "bench".into(),
-        segment_id: "everyone".into(),
-        template_id: "launch".into(),
-        template_version: 1,
-        channels: vec![Channel::Email],
-        send_at: None,
-        filter: None,
-        local_window: None,
-        state: CampaignState::Dispatching,
-        shards_done: 0,
-        counters: CampaignCounters::default(),
-        created_at: now,
-        updated_at: now,
-    };
+    let campaign = Campaign::new("c_bench", "bench", "everyone", "launch", 1, vec![Channel::Email], now);
     runtime.block_on(campaigns.create(&campaign)).unwrap();
     // Forget the peak so far (building the members table).
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS");

@@ -120,6 +120,35 @@ pub struct Campaign {
 }
 
 impl Campaign {
+    /// A campaign created `now`, to be dispatched at once: no send time, filter or local
+    /// window, nothing counted yet. Set other fields with struct update syntax.
+    pub fn new(
+        campaign_id: impl Into<String>,
+        name: impl Into<String>,
+        segment_id: impl Into<String>,
+        template_id: impl Into<String>,
+        template_version: u64,
+        channels: Vec<Channel>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            campaign_id: campaign_id.into(),
+            name: name.into(),
+            segment_id: segment_id.into(),
+            template_id: template_id.into(),
+            template_version,
+            channels,
+            send_at: None,
+            filter: None,
+            local_window: None,
+            state: CampaignState::Dispatching,
+            shards_done: 0,
+            counters: CampaignCounters::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The state to show: a campaign whose every queued delivery settled, and that has no
     /// member waiting for their local time window, is done.
     pub fn effective_state(&self) -> CampaignState {

@@ -58,22 +58,7 @@ async fn world(users: usize, with_email: impl Fn(usize) -> bool) -> World {
 }
 
 fn campaign(filter: Option<serde_json::Value>) -> Campaign {
-    Campaign {
-        campaign_id: "c_1".into(),
-        name: "launch".into(),
-        segment_id: "all".into(),
-        template_id: "launch".into(),
-        template_version: 3,
-        channels: vec![Channel::Email, Channel::Sms],
-        send_at: None,
-        filter,
-        local_window: None,
-        state: CampaignState::Dispatching,
-        shards_done: 0,
-        counters: CampaignCounters::default(),
-        created_at: now(),
-        updated_at: now(),
-    }
+    Campaign { filter, ..Campaign::new("c_1", "launch", "all", "launch", 3, vec![Channel::Email, Channel::Sms], now()) }
 }
 
 fn first_pages() -> Vec<DispatchPage> {

@@ -537,23 +537,7 @@ mod tests {
     }
 
     fn campaign(id: &str, state: CampaignState) -> Campaign {
-        let now = chrono::Utc::now();
-        Campaign {
-            campaign_id: id.into(),
-            name: "spring".into(),
-            segment_id: "s1".into(),
-            template_id: "t1".into(),
-            template_version: 1,
-            channels: vec![Channel::Sms],
-            send_at: None,
-            filter: None,
-            local_window: None,
-            state,
-            shards_done: 0,
-            counters: CampaignCounters::default(),
-            created_at: now,
-            updated_at: now,
-        }
+        Campaign { state, ..Campaign::new(id, "spring", "s1", "t1", 1, vec![Channel::Sms], chrono::Utc::now()) }
     }
 
     /// A campaign's job for `users` (by phone number), as the dispatcher makes them.
