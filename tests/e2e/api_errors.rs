@@ -2,7 +2,10 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use herald_aws::DynamoApiKeyStore;
-use herald_core::{Scope, keys, ports::ApiKeyStore};
+use herald_core::{
+    keys,
+    keys::{ApiKeyStore, Scope},
+};
 use herald_e2e::{Answer, Api, assert_problem, start_stack};
 use herald_local::LocalStack;
 use reqwest::{Method, StatusCode};

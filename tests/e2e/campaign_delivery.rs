@@ -17,11 +17,9 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use axum::{body::Bytes, extract::State, http::HeaderMap, response::Response};
 use herald_aws::DynamoCampaignStore;
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignState},
-    delivery::{Channel, DeliveryStatus, delivery_id},
-    notification::{ContentRef, DeliveryJob, JobRecipient, Target},
-    ports::{CampaignStore, DeliveryStore},
-    rendering::ChannelContent,
+    campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore},
+    delivery::{Channel, DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
+    notifications::{ContentRef, DeliveryJob, JobRecipient, Target},
 };
 use herald_e2e::{Api, aws_endpoint, deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_status};
 use herald_local::LocalStack;

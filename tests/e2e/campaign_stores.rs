@@ -8,10 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald_aws::{Clients, DynamoCampaignStore, DynamoImportJobStore, RequestCounter, SqsDispatchQueue};
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignState, DispatchPage},
+    campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage, DispatchQueue},
     delivery::Channel,
-    importing::{ImportJob, ImportState, Resume},
-    ports::{CampaignStore, DispatchQueue, ImportJobStore},
+    imports::{ImportJob, ImportJobStore, ImportState, Resume},
 };
 use herald_e2e::tables::{clients, jobs_table, unique};
 use serde_json::json;

@@ -17,12 +17,11 @@ use herald_aws::{
     SqsJobQueues, local_sdk_config,
 };
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, DispatchPage},
-    delivery::Channel,
-    dispatching::Dispatcher,
-    notification::DeliveryJob,
-    ports::{CampaignStore, DispatchQueue, JobQueues, StoreError},
+    campaigns::{Campaign, CampaignCounters, CampaignStore, DispatchPage, DispatchQueue, dispatcher::Dispatcher},
+    delivery::{Channel, JobQueues},
+    notifications::DeliveryJob,
     segments::MEMBER_SHARDS,
+    store::StoreError,
 };
 use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack, tracking_links};
 use herald_local::LocalStack;

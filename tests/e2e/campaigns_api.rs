@@ -11,9 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use herald_api::{App, Config};
 use herald_aws::DynamoCampaignStore;
 use herald_core::{
-    Scope,
-    campaigns::{CampaignCounters, CampaignState, DispatchPage},
-    ports::CampaignStore,
+    campaigns::{CampaignCounters, CampaignState, CampaignStore, DispatchPage},
+    keys::Scope,
 };
 use herald_e2e::{Api, assert_problem, key_with, start_stack};
 use herald_local::{LocalStack, repo_root};

@@ -5,10 +5,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus},
-    notification::{ContentRef, Delivery, DeliveryJob, JobRecipient, Target},
-    ports::DeliveryStore,
-    rendering::ChannelContent,
+    delivery::{Channel, DeliveryStatus, DeliveryStore, rendering::ChannelContent},
+    notifications::{ContentRef, Delivery, DeliveryJob, JobRecipient, Target},
 };
 use herald_e2e::{
     Api, aws_endpoint,

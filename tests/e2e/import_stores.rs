@@ -12,9 +12,9 @@ use herald_aws::{
     import_jobs::is_valid_cursor,
 };
 use herald_core::{
-    Profile,
-    importing::{ImportJob, ImportState, Resume},
-    ports::{ImportFiles, ImportJobStore, ImportQueue, ProfileStore, StoreError, VersionedProfile},
+    imports::{ImportFiles, ImportJob, ImportJobStore, ImportQueue, ImportState, Resume},
+    profiles::{Profile, ProfileStore, VersionedProfile},
+    store::StoreError,
 };
 use herald_e2e::tables::{clients, jobs_table, key, string_attribute, unique};
 use tokio::io::AsyncReadExt;
@@ -349,7 +349,7 @@ async fn the_id_of_a_campaign_in_the_same_table_names_no_import_job() {
     }))
     .unwrap();
     let campaigns = herald_aws::DynamoCampaignStore::new(clients.dynamodb.clone(), table.clone());
-    herald_core::ports::CampaignStore::create(&campaigns, &campaign).await.unwrap();
+    herald_core::campaigns::CampaignStore::create(&campaigns, &campaign).await.unwrap();
     let store = DynamoImportJobStore::new(clients.dynamodb.clone(), table);
 
     assert_eq!(store.get("c_1").await.unwrap(), None);

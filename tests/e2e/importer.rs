@@ -15,8 +15,8 @@ use herald_aws::{
     local_sdk_config,
 };
 use herald_core::{
-    importing::{DroppedFile, ImportJob, ImportService, job_id_for},
-    ports::{ImportJobStore, ImportJobsPage, StoreError},
+    imports::{DroppedFile, ImportJob, ImportJobStore, ImportJobsPage, ImportService, job_id_for},
+    store::StoreError,
 };
 use herald_e2e::{Api, aws_endpoint, start_stack};
 use herald_local::LocalStack;

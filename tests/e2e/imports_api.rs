@@ -5,9 +5,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_aws::DynamoImportJobStore;
 use herald_core::{
-    Scope,
-    importing::{ImportJob, ImportState, Resume},
-    ports::ImportJobStore,
+    imports::{ImportJob, ImportJobStore, ImportState, Resume},
+    keys::Scope,
 };
 use herald_e2e::{Answer, Api, assert_problem, key_with, start_stack};
 use herald_local::LocalStack;

@@ -1,19 +1,24 @@
 //! The producer SDK (`herald-client`) against the local stack's API: what it tracks is
 //! counted exactly once in the activity table, through failures, splits and shutdown.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
 use herald_aws::DynamoActivityStore;
 use herald_client::{BatchReport, Client, ClientConfig, Event, Failure, FullQueuePolicy, Outcome, TrackError};
-use herald_core::activity::{ActivityQuery, CounterKey};
-use herald_core::ports::ActivityStore;
+use herald_core::activity::{ActivityQuery, ActivityStore, CounterKey};
 use herald_e2e::start_stack;
 use herald_local::LocalStack;
 use serde_json::json;

@@ -6,10 +6,9 @@
 
 use herald_api::App;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus},
-    importing::{ImportJob, ImportState, Resume},
-    notification::Delivery,
-    ports::{DeliveryStore, ImportJobStore},
+    delivery::{Channel, DeliveryStatus, DeliveryStore},
+    imports::{ImportJob, ImportJobStore, ImportState, Resume},
+    notifications::Delivery,
 };
 use herald_e2e::start_stack_with_key;
 use herald_local::repo_root;

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use herald_aws::{DynamoActivityStore, DynamoMembershipStore, DynamoProfileStore, DynamoSegmentStore};
 use herald_core::{
-    Profile,
-    activity::{ActivityEvent, ActivityQuery, CounterKey},
-    ports::{
-        ActivityStore, BackfillProgress, Evaluated, MembershipStore, MembershipWrite, ProfileScan, ProfileStore,
-        Recorded, SegmentStore, StoreError,
+    activity::{ActivityEvent, ActivityQuery, ActivityStore, CounterKey, Recorded},
+    profiles::{Profile, ProfileScan, ProfileStore},
+    segments::{
+        Backfill, BackfillProgress, Evaluated, MEMBER_SHARDS, MembershipChange, MembershipStore, MembershipWrite,
+        Segment, SegmentKind, SegmentState, SegmentStore, shard_of,
     },
-    segments::{Backfill, MEMBER_SHARDS, MembershipChange, Segment, SegmentKind, SegmentState, shard_of},
+    store::StoreError,
 };
 use herald_e2e::start_stack;
 use herald_local::LocalStack;
@@ -240,7 +240,7 @@ fn segment(id: &str, version: u64, parts: u32) -> Segment {
         rule: Some(
             json!({"attribute": "plan", "in": ["pro"], "weights": [1.0, 2.5, -7, 12345678901234567890u64, 0.1]}),
         ),
-        reads: herald_core::rules::Reads {
+        reads: herald_core::segments::rules::Reads {
             attributes: ["plan".to_owned()].into(),
             events: ["order".to_owned()].into(),
             ..Default::default()
@@ -560,7 +560,7 @@ async fn a_profile_scan_over_four_parts_returns_every_profile_once_with_tombston
     }
     profiles.erase("p07", 2, 1).await.unwrap();
 
-    let mut seen: BTreeMap<String, herald_core::ports::StoredProfile> = BTreeMap::new();
+    let mut seen: BTreeMap<String, herald_core::profiles::StoredProfile> = BTreeMap::new();
     let mut pages = 0;
     for part in 0..4 {
         let mut cursor: Option<String> = None;
@@ -579,7 +579,7 @@ async fn a_profile_scan_over_four_parts_returns_every_profile_once_with_tombston
         }
     }
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ids);
-    assert_eq!(seen["p07"], herald_core::ports::StoredProfile { version: 2, profile: None });
+    assert_eq!(seen["p07"], herald_core::profiles::StoredProfile { version: 2, profile: None });
     assert_eq!(seen["p08"].profile.as_ref().unwrap().email.as_deref(), Some("p08@example.com"));
     assert!(pages > 4, "pages of at most 4 profiles");
     stack.stop().await;

@@ -9,9 +9,9 @@ use std::{
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use chrono::{Duration as Days, Utc};
 use herald_core::{
-    Profile,
     activity::Activity,
-    rules::{Rule, Subject},
+    profiles::Profile,
+    segments::rules::{Rule, Subject},
 };
 use herald_e2e::{Api, EventCapture, start_stack, start_stack_with};
 use herald_local::LocalStack;

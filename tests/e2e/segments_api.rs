@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{Duration, Utc};
-use herald_core::Scope;
+use herald_core::keys::Scope;
 use herald_e2e::{Answer, Api, assert_problem, key_with, start_stack};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -2,8 +2,8 @@
 
 use herald_aws::DynamoProfileStore;
 use herald_core::{
-    Profile,
-    ports::{ProfileStore, StoreError, StoredProfile},
+    profiles::{Profile, ProfileStore, StoredProfile},
+    store::StoreError,
 };
 use herald_e2e::start_stack;
 

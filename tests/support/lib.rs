@@ -65,8 +65,8 @@ pub fn assert_problem(answer: &Answer, status: StatusCode) {
 }
 
 /// Stores a new API key with `scopes` in the stack's keys table; returns its secret.
-pub async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = herald_core::Scope>) -> String {
-    use herald_core::{keys, ports::ApiKeyStore};
+pub async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = herald_core::keys::Scope>) -> String {
+    use herald_core::{keys, keys::ApiKeyStore};
     let secret = keys::generate_secret();
     herald_aws::DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
         .put(&keys::new_key(&secret, "scoped", scopes))
@@ -87,7 +87,7 @@ pub async fn wait_for_status(
     status: herald_core::delivery::DeliveryStatus,
     limit: Duration,
 ) {
-    use herald_core::ports::DeliveryStore;
+    use herald_core::delivery::DeliveryStore;
     let deadline = Instant::now() + limit;
     while deliveries(stack).get(delivery_id).await.unwrap().map(|d| d.status) != Some(status) {
         assert!(Instant::now() < deadline, "{delivery_id} never became {status:?}");

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use herald_core::{ApiKey, Scope, keys::hash_secret, ports::ApiKeyStore};
+use herald_core::keys::{ApiKey, ApiKeyStore, Scope, hash_secret};
 use lambda_http::http::HeaderMap;
 
 use crate::problem::Problem;

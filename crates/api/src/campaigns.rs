@@ -6,14 +6,13 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    ValidationErrors,
     campaigns::{
-        Campaign, CampaignCounters, CampaignRequest, CampaignState, DispatchPage, LocalWindow, check_campaign_id,
-        new_campaign_id,
+        Campaign, CampaignCounters, CampaignRequest, CampaignState, CampaignStore, DispatchPage, DispatchQueue,
+        LocalWindow, check_campaign_id, new_campaign_id,
     },
-    delivery::Channel,
-    ports::{CampaignStore, DispatchQueue, SegmentStore, TemplateStore},
-    segments::{MEMBER_SHARDS, check_segment_id},
+    delivery::{Channel, TemplateStore},
+    segments::{MEMBER_SHARDS, SegmentStore, check_segment_id},
+    validation::ValidationErrors,
 };
 use serde::Serialize;
 
@@ -297,9 +296,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use herald_core::{
-        memory::{MemoryCampaigns, MemoryQueues, MemorySegments, MemoryTemplates},
-        rendering::ChannelContent,
-        segments::{Segment, SegmentKind, SegmentState},
+        campaigns::memory::{MemoryCampaigns, MemoryQueues},
+        delivery::{memory::MemoryTemplates, rendering::ChannelContent},
+        segments::{Segment, SegmentKind, SegmentState, memory::MemorySegments},
     };
     use serde_json::json;
 

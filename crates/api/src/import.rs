@@ -7,7 +7,7 @@
 //! around a field are tolerated. Fields follow CSV quoting, so an id holding a comma or a
 //! quote is written quoted (`"a,b"`).
 
-use herald_core::{ValidationErrors, segments::MAX_STATIC_MEMBERS, validation};
+use herald_core::{segments::MAX_STATIC_MEMBERS, validation, validation::ValidationErrors};
 
 /// Header names of the user id column (compared without regard to case).
 pub const ID_HEADERS: [&str; 3] = ["user_id", "id", "user.userid"];

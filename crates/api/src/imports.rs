@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    ValidationErrors,
-    importing::{ImportJob, ImportState},
-    ports::ImportJobsPage,
+    imports::{ImportJob, ImportJobsPage, ImportState},
+    validation::ValidationErrors,
 };
 use serde::Serialize;
 
@@ -129,7 +128,7 @@ pub fn list_parameters<'a>(
 
 #[cfg(test)]
 mod tests {
-    use herald_core::importing::Resume;
+    use herald_core::imports::Resume;
 
     use super::*;
 

@@ -18,20 +18,23 @@ use herald_aws::{
     DynamoTemplateStore, EventBridgePublisher, SqsDispatchQueue,
 };
 use herald_core::{
-    ProfilePatch, ProfileService, Upserted, ValidationErrors,
     activity::{ActivityEvent, MAX_BATCH_BYTES},
     campaigns::{CampaignCounters, CampaignRequest},
-    delivery::DeliveryStatus,
-    notification::NotificationRequest,
-    notification::StatusChange,
-    notifications::NotificationService,
-    ports::{ApiKeyStore, DeliveryStore, ImportJobStore, PreferenceStore, SegmentStore, TemplateStore},
-    preferences::Preferences,
-    segmentation::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService},
-    segments::{SegmentInput, SegmentKind, check_segment_id},
-    templates::TemplateInput,
-    tracking::{Action, Token},
-    validation::check_user_id,
+    delivery::{
+        DeliveryStatus, DeliveryStore, PreferenceStore, TemplateStore,
+        preferences::Preferences,
+        templates::TemplateInput,
+        tracking::{Action, Token},
+    },
+    imports::ImportJobStore,
+    keys::ApiKeyStore,
+    notifications::{NotificationRequest, NotificationService, StatusChange},
+    profiles::{ProfilePatch, ProfileService, Upserted},
+    segments::{
+        ActivityService, DEFAULT_BACKFILL_PARTS, SegmentInput, SegmentKind, SegmentService, SegmentStore,
+        check_segment_id,
+    },
+    validation::{ValidationErrors, check_user_id},
 };
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::{Deserialize, Serialize};

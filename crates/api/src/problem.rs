@@ -1,8 +1,11 @@
 //! RFC 9457 problem details: every error the API answers, in one shape.
 
 use herald_core::{
-    FieldError, ProfileError, ValidationErrors, notifications::NotificationError, ports::StoreError,
-    segmentation::SegmentError,
+    notifications::NotificationError,
+    profiles::ProfileError,
+    segments::SegmentError,
+    store::StoreError,
+    validation::{FieldError, ValidationErrors},
 };
 use lambda_http::{Body, Response, http::StatusCode};
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! The API's routes: one table serves the router, the 405 answers and the OpenAPI check.
 
-use herald_core::Scope;
+use herald_core::keys::Scope;
 use lambda_http::http::Method;
 use percent_encoding::percent_decode_str;
 

@@ -20,9 +20,9 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
-    activity::{Activity, ActivityEvent, ActivityQuery, CounterKey, MAX_WINDOW_DAYS},
+    activity::{Activity, ActivityEvent, ActivityQuery, ActivityStore, CounterKey, MAX_WINDOW_DAYS, Recorded},
     backoff::Backoff,
-    ports::{ActivityStore, Recorded, StoreError},
+    store::StoreError,
 };
 
 use crate::{

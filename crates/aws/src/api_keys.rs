@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::{
-    ApiKey,
-    ports::{ApiKeyStore, StoreError},
+    keys::{ApiKey, ApiKeyStore},
+    store::StoreError,
 };
 
 use crate::unavailable;

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest},
 };
-use herald_core::{backoff::Backoff, ports::StoreError};
+use herald_core::{backoff::Backoff, store::StoreError};
 
 pub const BATCH_WRITE_LIMIT: usize = 25;
 

@@ -22,9 +22,9 @@ use aws_sdk_dynamodb::{
 };
 use chrono::{DateTime, Utc};
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignState},
-    ports::{CampaignStore, StoreError},
+    campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore},
     segments::MEMBER_SHARDS,
+    store::StoreError,
 };
 
 use crate::{batch::Item, jobs, memberships::number_of, n, s, unavailable};

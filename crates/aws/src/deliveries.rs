@@ -11,9 +11,9 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 use herald_core::{
     backoff::Backoff,
-    delivery::DeliveryStatus,
-    notification::{Delivery, StatusChange},
-    ports::{Claim, ClaimRequest, DeliveryStore, RateLimitClaim, StoreError},
+    delivery::{Claim, ClaimRequest, DeliveryStatus, DeliveryStore, RateLimitClaim},
+    notifications::{Delivery, StatusChange},
+    store::StoreError,
 };
 
 use crate::{batch, unavailable};

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use herald_core::{
     backoff::Backoff,
-    campaigns::DispatchPage,
-    ports::{DispatchQueue, StoreError},
+    campaigns::{DispatchPage, DispatchQueue},
+    store::StoreError,
 };
 
 use crate::sqs_batch::{delay_seconds, entries, pack, send_batch};

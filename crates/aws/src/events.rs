@@ -3,10 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_eventbridge::{Client, types::PutEventsRequestEntry};
 use herald_core::{
-    DomainEvent,
     backoff::Backoff,
-    events::SOURCE,
-    ports::{EventPublisher, PublishError},
+    events::{DomainEvent, EventPublisher, PublishError, SOURCE},
 };
 
 /// PutEvents takes at most ten entries.

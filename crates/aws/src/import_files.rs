@@ -10,7 +10,10 @@ use aws_sdk_s3::{
     primitives::ByteStream,
     types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier},
 };
-use herald_core::ports::{ImportFiles, ObjectReader, StoreError};
+use herald_core::{
+    imports::{ImportFiles, ObjectReader},
+    store::StoreError,
+};
 
 use crate::{describe, unavailable};
 

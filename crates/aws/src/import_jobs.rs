@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, operation::put_item::PutItemError, types::AttributeValue};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use herald_core::{
-    importing::ImportJob,
-    ports::{ImportJobStore, ImportJobsPage, StoreError},
+    imports::{ImportJob, ImportJobStore, ImportJobsPage},
+    store::StoreError,
 };
 use serde::{Deserialize, Serialize};
 

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use herald_core::ports::{ImportQueue, StoreError};
+use herald_core::{imports::ImportQueue, store::StoreError};
 
 use crate::unavailable;
 

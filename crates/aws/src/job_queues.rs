@@ -10,9 +10,9 @@ use aws_sdk_sqs::Client;
 use futures_util::StreamExt as _;
 use herald_core::{
     backoff::Backoff,
-    delivery::Channel,
-    notification::DeliveryJob,
-    ports::{JobQueues, StoreError},
+    delivery::{Channel, JobQueues},
+    notifications::DeliveryJob,
+    store::StoreError,
 };
 
 use crate::sqs_batch::{delay_seconds, entries, pack, send_batch};

@@ -3,7 +3,7 @@
 
 use aws_sdk_dynamodb::{Client, operation::put_item::PutItemError, types::AttributeValue};
 use chrono::{DateTime, Utc};
-use herald_core::ports::StoreError;
+use herald_core::store::StoreError;
 
 use crate::{batch::Item, s, unavailable};
 

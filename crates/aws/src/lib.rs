@@ -53,8 +53,8 @@ pub(crate) fn n(value: impl ToString) -> aws_sdk_dynamodb::types::AttributeValue
 }
 
 /// A failed call to the store, with the SDK's full account of it.
-pub(crate) fn unavailable(e: impl std::error::Error + 'static) -> herald_core::ports::StoreError {
-    herald_core::ports::StoreError::Unavailable(describe(&e))
+pub(crate) fn unavailable(e: impl std::error::Error + 'static) -> herald_core::store::StoreError {
+    herald_core::store::StoreError::Unavailable(describe(&e))
 }
 
 /// The full text of an SDK error, its causes included (the default Display is terse).

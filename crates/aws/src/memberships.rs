@@ -24,8 +24,8 @@ use aws_sdk_dynamodb::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
     backoff::Backoff,
-    ports::{MembersPage, MembershipStore, MembershipWrite, StoreError, UserSegments},
-    segments::{MembershipChange, shard_of},
+    segments::{MembersPage, MembershipChange, MembershipStore, MembershipWrite, UserSegments, shard_of},
+    store::StoreError,
 };
 
 use crate::{

@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
-use herald_core::ports::{NotificationStore, Reservation, StoreError};
+use herald_core::{
+    notifications::{NotificationStore, Reservation},
+    store::StoreError,
+};
 
 use crate::unavailable;
 

@@ -10,9 +10,9 @@ use aws_sdk_dynamodb::{
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
-    Profile,
     backoff::Backoff,
-    ports::{ProfileStore, StoreError, StoredProfile, VersionedProfile},
+    profiles::{Profile, ProfileStore, StoredProfile, VersionedProfile},
+    store::StoreError,
 };
 
 use std::{
@@ -357,16 +357,16 @@ impl ProfileStore for DynamoProfileStore {
 /// cursor is the `user_id` of the page's LastEvaluatedKey. Eventually consistent: a
 /// backfill's writes are guarded by the versions it read.
 #[async_trait]
-impl herald_core::ports::ProfileScan for DynamoProfileStore {
+impl herald_core::profiles::ProfileScan for DynamoProfileStore {
     async fn scan_page(
         &self,
         part: u32,
         parts: u32,
         cursor: Option<&str>,
         limit: u32,
-    ) -> Result<herald_core::ports::ScanPage, StoreError> {
+    ) -> Result<herald_core::profiles::ScanPage, StoreError> {
         if limit == 0 {
-            return Ok(herald_core::ports::ScanPage::default());
+            return Ok(herald_core::profiles::ScanPage::default());
         }
         let total = i32::try_from(parts.max(1)).map_err(|_| StoreError::Unavailable(format!("{parts} parts")))?;
         let segment = i32::try_from(part).ok().filter(|p| *p < total);
@@ -399,7 +399,7 @@ impl herald_core::ports::ProfileScan for DynamoProfileStore {
             Some(_) => return Err(StoreError::Unavailable("a scan stopped at a key that is not a user id".into())),
             None => None,
         };
-        Ok(herald_core::ports::ScanPage { profiles, next })
+        Ok(herald_core::profiles::ScanPage { profiles, next })
     }
 }
 

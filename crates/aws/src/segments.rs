@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 use herald_core::{
     backoff::Backoff,
-    ports::{BackfillProgress, SegmentStore, StoreError},
-    segments::{Segment, SegmentState},
+    segments::{BackfillProgress, Segment, SegmentState, SegmentStore},
+    store::StoreError,
 };
 
 use crate::{

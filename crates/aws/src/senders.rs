@@ -5,9 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use herald_core::{
-    DeviceToken, Platform,
-    notification::Target,
-    ports::{DisabledDevices, Outgoing, SendError, Sender},
+    delivery::{DisabledDevices, Outgoing, SendError, Sender},
+    notifications::Target,
+    profiles::{DeviceToken, Platform},
 };
 
 /// Throttling, server faults and transport failures may pass on a later try; the rest

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
-use herald_core::{backoff::Backoff, ports::StoreError};
+use herald_core::{backoff::Backoff, store::StoreError};
 
 use crate::unavailable;
 

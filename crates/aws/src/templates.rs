@@ -6,10 +6,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use chrono::Utc;
 use herald_core::{
-    delivery::Channel,
-    ports::{StoreError, TemplateStore},
-    rendering::ChannelContent,
-    templates::StoredTemplate,
+    delivery::{Channel, TemplateStore, rendering::ChannelContent, templates::StoredTemplate},
+    store::StoreError,
 };
 
 use crate::unavailable;

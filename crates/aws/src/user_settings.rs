@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::{
     backoff::Backoff,
-    ports::{PreferenceStore, StoreError, SuppressionStore},
-    preferences::Preferences,
+    delivery::{PreferenceStore, SuppressionStore, preferences::Preferences},
+    store::StoreError,
 };
 use sha2::{Digest, Sha256};
 

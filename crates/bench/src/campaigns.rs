@@ -13,16 +13,16 @@ use std::{
 use async_trait::async_trait;
 use chrono::Utc;
 use herald_core::{
-    Profile,
-    campaigns::{Campaign, CampaignCounters, CampaignState, DispatchPage},
-    delivery::Channel,
-    dispatching::Dispatcher,
-    memory::{MemoryActivity, MemoryCampaigns, MemoryQueues},
-    ports::{
-        CampaignStore, MembersPage, MembershipStore, MembershipWrite, ProfileStore, StoreError, StoredProfile,
-        UserSegments,
+    activity::memory::MemoryActivity,
+    campaigns::{
+        Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage,
+        dispatcher::Dispatcher,
+        memory::{MemoryCampaigns, MemoryQueues},
     },
-    segments::{MEMBER_SHARDS, shard_of},
+    delivery::Channel,
+    profiles::{Profile, ProfileStore, StoredProfile},
+    segments::{MEMBER_SHARDS, MembersPage, MembershipStore, MembershipWrite, UserSegments, shard_of},
+    store::StoreError,
 };
 
 use crate::import::{cpu_time, report, status_kib};

@@ -15,13 +15,13 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    DomainEvent, Profile,
-    importing::{DroppedFile, ImportService, ImportState, RunOutcome, job_id_for},
-    memory::{MemoryImportJobs, MemoryImportQueue},
-    ports::{
-        EventPublisher, ImportFiles, ImportJobStore, ObjectReader, ProfileStore, PublishError, StoreError,
-        StoredProfile, VersionedProfile,
+    events::{DomainEvent, EventPublisher, PublishError},
+    imports::{
+        DroppedFile, ImportFiles, ImportJobStore, ImportService, ImportState, ObjectReader, RunOutcome, job_id_for,
+        memory::{MemoryImportJobs, MemoryImportQueue},
     },
+    profiles::{Profile, ProfileStore, StoredProfile, VersionedProfile},
+    store::StoreError,
 };
 
 pub fn report(name: &str, value: f64, unit: &str) {

@@ -5,14 +5,17 @@ use std::{collections::BTreeSet, future::Future, hint::black_box, pin::Pin, sync
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use herald_core::{
-    DeviceToken, DomainEvent, ExternalChannel, Platform, Profile,
-    activity::{Activity, ActivityEvent, CounterKey},
-    events::SegmentJob,
-    memory::{MemoryActivity, MemoryBus, MemoryMemberships, MemoryProfiles, MemorySegments},
-    ports::{ActivityStore, ProfileScan, ScanPage, SegmentStore, StoreError, StoredProfile},
-    rules::{Rule, Subject},
-    segmentation::Segmenter,
-    segments::{Backfill, Catalog, Change, Segment, SegmentKind, SegmentState},
+    activity::{Activity, ActivityEvent, ActivityStore, CounterKey, memory::MemoryActivity},
+    events::{DomainEvent, SegmentJob, memory::MemoryBus},
+    profiles::{
+        DeviceToken, ExternalChannel, Platform, Profile, ProfileScan, ScanPage, StoredProfile, memory::MemoryProfiles,
+    },
+    segments::{
+        Backfill, Catalog, Change, Segment, SegmentKind, SegmentState, SegmentStore, Segmenter,
+        memory::{MemoryMemberships, MemorySegments},
+        rules::{Rule, Subject},
+    },
+    store::StoreError,
 };
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use herald_core::Profile;
+use herald_core::profiles::Profile;
 use serde_json::{Value, json};
 
 struct Client {

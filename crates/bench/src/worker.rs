@@ -17,13 +17,20 @@ use aws_smithy_runtime_api::{
 use aws_smithy_types::body::SdkBody;
 use herald_aws::{RequestCounter, request_counter::DYNAMODB_WRITES, senders::SnsSmsSender};
 use herald_core::{
-    delivery::{Channel, DeliveryStatus},
-    memory::*,
-    notification::{ContentRef, Delivery, DeliveryJob, JobRecipient, RECIPIENTS_PER_JOB, Target},
-    pipeline::{Pipeline, Providers},
-    ports::DeliveryStore,
-    rate_limit::RateLimit,
-    rendering::ChannelContent,
+    activity::memory::*,
+    campaigns::memory::*,
+    delivery::{
+        Channel, DeliveryStatus, DeliveryStore,
+        memory::*,
+        pipeline::{Pipeline, Providers},
+        rate_limit::RateLimit,
+        rendering::ChannelContent,
+    },
+    events::memory::*,
+    imports::memory::*,
+    notifications::{ContentRef, Delivery, DeliveryJob, JobRecipient, RECIPIENTS_PER_JOB, Target, memory::*},
+    profiles::memory::*,
+    segments::memory::*,
 };
 use serde_json::{Value, json};
 

@@ -71,22 +71,28 @@
 //! # }
 //! ```
 
-use std::collections::VecDeque;
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::{
+    collections::VecDeque,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use herald_core::backoff::Backoff;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    time::Instant,
+};
 
 /// The most events `POST /v1/events` takes in one request, and the largest body, in bytes.
-pub use herald_core::activity::{MAX_BATCH_BYTES, MAX_EVENTS_PER_BATCH as MAX_BATCH_EVENTS};
+pub use herald_core::{activity::MAX_BATCH_BYTES, activity::MAX_EVENTS_PER_BATCH as MAX_BATCH_EVENTS};
 
 /// The most requests [`ClientConfig::max_in_flight`] allows.
 pub const MAX_IN_FLIGHT: usize = 64;

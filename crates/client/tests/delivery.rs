@@ -1,8 +1,6 @@
 mod common;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use common::{Reply, Seen, Server};
 use herald_client::{

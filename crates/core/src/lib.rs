@@ -1,36 +1,16 @@
-//! Herald's domain: profiles and their contacts, validation, API keys, domain events and
-//! the ports (traits) the handlers need from the outside world. No AWS types live here.
+//! Herald's domain, one folder per capability: its model, its services, its ports (the
+//! traits the handlers need from the outside world) and, behind the `memory` feature, the
+//! in-memory doubles of those ports. No AWS types live here.
 
 pub mod activity;
 pub mod backoff;
 pub mod campaigns;
-pub mod circuit_breaker;
 pub mod delivery;
-pub mod dispatching;
 pub mod events;
-pub mod import;
-pub mod importing;
+pub mod imports;
 pub mod keys;
-pub mod memory;
-pub mod notification;
 pub mod notifications;
-pub mod pacing;
-pub mod pipeline;
-pub mod ports;
-pub mod preferences;
-pub mod profile;
-pub mod rate_limit;
-pub mod rendering;
-pub mod rules;
-pub mod segmentation;
+pub mod profiles;
 pub mod segments;
-pub mod service;
-pub mod templates;
-pub mod tracking;
+pub mod store;
 pub mod validation;
-
-pub use events::{DomainEvent, ProfileChanged};
-pub use keys::{ApiKey, Scope};
-pub use profile::{DeviceToken, ExternalChannel, Platform, Profile, ProfilePatch};
-pub use service::{ProfileError, ProfileService, Upserted};
-pub use validation::{FieldError, ValidationErrors};

@@ -5,14 +5,15 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use herald_core::{
-    Profile,
-    activity::ActivityEvent,
-    campaigns::{Campaign, CampaignCounters, CampaignRequest, CampaignState, DispatchPage, LocalWindow},
+    activity::{ActivityEvent, ActivityStore, memory::MemoryActivity},
+    campaigns::{
+        Campaign, CampaignCounters, CampaignRequest, CampaignState, CampaignStore, DispatchPage, LocalWindow,
+        dispatcher::{DispatchOutcome, Dispatcher},
+        memory::{MemoryCampaigns, MemoryQueues},
+    },
     delivery::Channel,
-    dispatching::{DispatchOutcome, Dispatcher},
-    memory::{MemoryActivity, MemoryCampaigns, MemoryMemberships, MemoryProfiles, MemoryQueues},
-    ports::{ActivityStore, CampaignStore, MembershipStore, ProfileStore},
-    segments::MEMBER_SHARDS,
+    profiles::{Profile, ProfileStore, memory::MemoryProfiles},
+    segments::{MEMBER_SHARDS, MembershipStore, memory::MemoryMemberships},
 };
 use serde_json::json;
 
@@ -108,7 +109,7 @@ async fn jobs_carry_the_campaign_its_template_version_and_up_to_50_recipients() 
     let jobs = w.queues.jobs.lock().unwrap();
     assert!(jobs.iter().all(|j| j.recipients.len() <= 50 && j.campaign_id.as_deref() == Some("c_1")));
     assert!(jobs.iter().all(|j| matches!(&j.content,
-        herald_core::notification::ContentRef::Template { template_id, version: 3 } if template_id == "launch")));
+        herald_core::notifications::ContentRef::Template { template_id, version: 3 } if template_id == "launch")));
     assert!(jobs.iter().all(|j| j.channel == Channel::Email));
 }
 

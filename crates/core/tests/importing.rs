@@ -8,10 +8,13 @@ use std::{
 };
 
 use herald_core::{
-    DomainEvent,
-    importing::{DroppedFile, ImportJob, ImportService, ImportState, RunOutcome, job_id_for},
-    memory::{MemoryBus, MemoryFiles, MemoryImportJobs, MemoryImportQueue, MemoryProfiles},
-    ports::{ImportJobStore, ProfileStore, StoreError},
+    events::{DomainEvent, memory::MemoryBus},
+    imports::{
+        DroppedFile, ImportJob, ImportJobStore, ImportService, ImportState, RunOutcome, job_id_for,
+        memory::{MemoryFiles, MemoryImportJobs, MemoryImportQueue},
+    },
+    profiles::{ProfileStore, memory::MemoryProfiles},
+    store::StoreError,
 };
 
 const BUCKET: &str = "imports-bucket";
@@ -57,7 +60,7 @@ impl Harness {
         self.jobs.get(&job_id_for(file)).await.unwrap().unwrap()
     }
 
-    async fn profile(&self, user_id: &str) -> herald_core::Profile {
+    async fn profile(&self, user_id: &str) -> herald_core::profiles::Profile {
         self.profiles.load(user_id).await.unwrap().and_then(|s| s.profile).unwrap()
     }
 
@@ -318,7 +321,7 @@ impl ImportJobStore for StaleReads {
     async fn save(&self, job: &ImportJob, expected: u64) -> Result<(), StoreError> {
         self.inner.save(job, expected).await
     }
-    async fn list(&self, limit: u32, cursor: Option<&str>) -> Result<herald_core::ports::ImportJobsPage, StoreError> {
+    async fn list(&self, limit: u32, cursor: Option<&str>) -> Result<herald_core::imports::ImportJobsPage, StoreError> {
         self.inner.list(limit, cursor).await
     }
 }

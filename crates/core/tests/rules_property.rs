@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Days, Duration, NaiveDate, NaiveTime, Utc};
 use herald_core::{
-    DeviceToken, ExternalChannel, Platform, Profile,
     activity::{Activity, ActivityEvent, CounterKey},
-    rules::{MAX_DEPTH, MAX_NODES, Rule, Subject},
+    profiles::{DeviceToken, ExternalChannel, Platform, Profile},
+    segments::rules::{MAX_DEPTH, MAX_NODES, Rule, Subject},
 };
 use proptest::{prelude::*, sample::subsequence, strategy::ValueTree, test_runner::Config};
 use serde_json::{Map, Value, json};

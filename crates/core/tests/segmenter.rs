@@ -15,17 +15,16 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_core::{
-    DomainEvent, Profile,
-    activity::{Activity, ActivityEvent},
-    events::SegmentJob,
-    memory::{MemoryActivity, MemoryBus, MemoryMemberships, MemoryProfiles, MemorySegments},
-    ports::{
-        ActivityStore, Evaluated, MAX_ROWS_PER_WRITE, MembersPage, MembershipStore, MembershipWrite, ProfileStore,
-        StoreError, StoredProfile, UserSegments,
+    activity::{Activity, ActivityEvent, ActivityStore, memory::MemoryActivity},
+    events::{DomainEvent, SegmentJob, memory::MemoryBus},
+    profiles::{Profile, ProfileStore, StoredProfile, memory::MemoryProfiles},
+    segments::{
+        Change, Evaluated, MAX_ROWS_PER_WRITE, MembersPage, MembershipChange, MembershipStore, MembershipWrite,
+        PageOutcome, SegmentInput, SegmentKind, SegmentService, SegmentState, Segmenter, UserSegments,
+        memory::{MemoryMemberships, MemorySegments},
+        rules::{Rule, Subject},
     },
-    rules::{Rule, Subject},
-    segmentation::{PageOutcome, SegmentService, Segmenter},
-    segments::{Change, MembershipChange, SegmentInput, SegmentKind, SegmentState},
+    store::StoreError,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};

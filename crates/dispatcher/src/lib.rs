@@ -9,7 +9,10 @@ use herald_aws::{
     Clients, DynamoActivityStore, DynamoCampaignStore, DynamoMembershipStore, DynamoProfileStore, SqsDispatchQueue,
     SqsJobQueues,
 };
-use herald_core::{campaigns::DispatchPage, delivery::Channel, dispatching::Dispatcher};
+use herald_core::{
+    campaigns::{DispatchPage, dispatcher::Dispatcher},
+    delivery::Channel,
+};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,9 +14,8 @@ use aws_lambda_events::{
 use herald_aws::{
     Clients, DynamoImportJobStore, DynamoProfileStore, EventBridgePublisher, S3ImportFiles, SqsImportQueue,
 };
-use herald_core::{
-    import::CsvOptions,
-    importing::{DroppedFile, ImportOptions, ImportRunError, ImportService, RunOutcome},
+use herald_core::imports::{
+    DroppedFile, ImportOptions, ImportRunError, ImportService, RunOutcome, parsing::CsvOptions,
 };
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Deserialize;

@@ -23,7 +23,11 @@ use std::{
 
 use herald_api::{App, Config};
 use herald_aws::{Clients, DynamoApiKeyStore};
-use herald_core::{Scope, delivery::Channel, keys, ports::ApiKeyStore};
+use herald_core::{
+    delivery::Channel,
+    keys,
+    keys::{ApiKeyStore, Scope},
+};
 use herald_dispatcher::{DispatcherConfig, DispatcherFunction};
 use herald_importer::{ImporterConfig, ImporterFunction};
 use herald_segmenter::{SegmenterConfig, SegmenterFunction};

@@ -9,12 +9,9 @@ use herald_aws::{
     Clients, DynamoActivityStore, DynamoMembershipStore, DynamoProfileStore, DynamoSegmentStore, EventBridgePublisher,
 };
 use herald_core::{
-    ProfileChanged,
     activity::ActivityRecorded,
-    events::ProfilesImported,
-    events::SegmentJob,
-    segmentation::{DEFAULT_BACKFILL_PARTS, Segmenter, Work},
-    segments::Change,
+    events::{ProfileChanged, ProfilesImported, SegmentJob},
+    segments::{Change, DEFAULT_BACKFILL_PARTS, Segmenter, Work},
 };
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Deserialize;

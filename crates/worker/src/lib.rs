@@ -17,14 +17,15 @@ use herald_aws::{
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender},
 };
 use herald_core::{
-    ProfileService,
     backoff::Backoff,
-    campaigns::{CampaignCounters, CampaignState},
-    delivery::Channel,
-    notification::DeliveryJob,
-    pipeline::{Pipeline, Providers, Tracking, campaign_counts, retry_job},
-    ports::{CampaignStore, JobQueues, Sender},
-    rate_limit::RateLimit,
+    campaigns::{CampaignCounters, CampaignState, CampaignStore},
+    delivery::{
+        Channel, JobQueues, Sender,
+        pipeline::{Pipeline, Providers, Tracking, campaign_counts, retry_job},
+        rate_limit::RateLimit,
+    },
+    notifications::DeliveryJob,
+    profiles::ProfileService,
 };
 use lambda_runtime::{LambdaEvent, service_fn};
 
@@ -193,7 +194,7 @@ impl Worker {
             Providers { primary, secondary },
             config.rate_limit,
         );
-        pipeline.pacing = config.sends_per_second_per_invocation().and_then(herald_core::pacing::Pacer::new);
+        pipeline.pacing = config.sends_per_second_per_invocation().and_then(herald_core::delivery::pacing::Pacer::new);
         pipeline.tracking = config
             .tracking_base_url
             .clone()
@@ -423,14 +424,17 @@ mod tests {
 
     use aws_lambda_events::sqs::SqsMessage;
     use herald_core::{
-        campaigns::Campaign,
-        delivery::{DeliveryStatus, delivery_id},
-        memory::{
-            MemoryCampaigns, MemoryDeliveries, MemoryPreferences, MemoryQueues, MemorySuppressions, MemoryTemplates,
+        campaigns::{
+            Campaign,
+            memory::{MemoryCampaigns, MemoryQueues},
         },
-        notification::{ContentRef, JobRecipient, Target},
-        ports::{DeliveryStore, Outgoing, SendError, StoreError},
-        rendering::ChannelContent,
+        delivery::{
+            DeliveryStatus, DeliveryStore, Outgoing, SendError, delivery_id,
+            memory::{MemoryDeliveries, MemoryPreferences, MemorySuppressions, MemoryTemplates},
+            rendering::ChannelContent,
+        },
+        notifications::{ContentRef, JobRecipient, Target},
+        store::StoreError,
     };
 
     use super::*;
@@ -615,7 +619,7 @@ mod tests {
         let w = world();
         let mut job = campaign_job("n1", &["0001"]);
         job.campaign_id = None;
-        let d = herald_core::notification::Delivery::new(
+        let d = herald_core::notifications::Delivery::new(
             "n1",
             "0001",
             Channel::Sms,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_core::{
-    notification::Target,
-    ports::{Outgoing, SendError, Sender},
+    delivery::{Outgoing, SendError, Sender},
+    notifications::Target,
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

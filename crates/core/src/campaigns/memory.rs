@@ -1,0 +1,158 @@
+//! In-memory doubles of this capability's ports, for fast tests and benchmarks that stub
+//! the stores. The port contract suites run them against the same cases as the adapters.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+
+use crate::store::StoreError;
+
+/// Campaigns by id, with each shard's recorded cursor.
+#[derive(Default)]
+pub struct MemoryCampaigns {
+    pub campaigns: Mutex<BTreeMap<String, crate::campaigns::Campaign>>,
+    /// (campaign, shard) → the cursor of the next page to record; absent: the shard's start.
+    pub cursors: Mutex<HashMap<(String, u32), Option<String>>>,
+}
+
+fn add_counters(into: &mut crate::campaigns::CampaignCounters, counts: &crate::campaigns::CampaignCounters) {
+    let c = counts;
+    into.targeted += c.targeted;
+    into.queued += c.queued;
+    into.sent += c.sent;
+    into.failed += c.failed;
+    into.skipped_opted_out += c.skipped_opted_out;
+    into.skipped_rate_limited += c.skipped_rate_limited;
+    into.skipped_suppressed += c.skipped_suppressed;
+    into.skipped_filtered += c.skipped_filtered;
+    into.skipped_no_address += c.skipped_no_address;
+    into.skipped_cancelled += c.skipped_cancelled;
+    into.opened += c.opened;
+    into.clicked += c.clicked;
+    into.deferred += c.deferred;
+    into.deferred_planned += c.deferred_planned;
+}
+
+#[async_trait]
+impl crate::campaigns::CampaignStore for MemoryCampaigns {
+    async fn create(&self, campaign: &crate::campaigns::Campaign) -> Result<bool, StoreError> {
+        let mut campaigns = self.campaigns.lock().unwrap();
+        if campaigns.contains_key(&campaign.campaign_id) {
+            return Ok(false);
+        }
+        campaigns.insert(campaign.campaign_id.clone(), campaign.clone());
+        Ok(true)
+    }
+
+    async fn get(&self, campaign_id: &str) -> Result<Option<crate::campaigns::Campaign>, StoreError> {
+        Ok(self.campaigns.lock().unwrap().get(campaign_id).cloned())
+    }
+
+    async fn set_state(
+        &self,
+        campaign_id: &str,
+        state: crate::campaigns::CampaignState,
+        from: &[crate::campaigns::CampaignState],
+    ) -> Result<bool, StoreError> {
+        let mut campaigns = self.campaigns.lock().unwrap();
+        match campaigns.get_mut(campaign_id) {
+            Some(campaign) if from.contains(&campaign.state) => {
+                campaign.state = state;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn record_page(
+        &self,
+        campaign_id: &str,
+        shard: u32,
+        cursor: Option<&str>,
+        next: Option<&str>,
+        counts: &crate::campaigns::CampaignCounters,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut cursors = self.cursors.lock().unwrap();
+        let key = (campaign_id.to_owned(), shard);
+        // Recorded cursors: Some(cursor) of the next page; Some(None) stands for "done".
+        let expected: Option<Option<String>> = Some(cursor.map(str::to_owned));
+        let current = match cursors.get(&key) {
+            None => Some(None),
+            Some(Some(c)) if c == DONE => None,
+            Some(c) => Some(c.clone()),
+        };
+        if current != expected {
+            return Ok(None);
+        }
+        cursors.insert(key, Some(next.unwrap_or(DONE).to_owned()));
+        let mut campaigns = self.campaigns.lock().unwrap();
+        let campaign = campaigns.get_mut(campaign_id).ok_or(StoreError::Conflict)?;
+        add_counters(&mut campaign.counters, counts);
+        if next.is_none() {
+            campaign.shards_done += 1;
+        }
+        Ok(Some(campaign.shards_done))
+    }
+
+    async fn add_counts(
+        &self,
+        campaign_id: &str,
+        counts: &crate::campaigns::CampaignCounters,
+    ) -> Result<(), StoreError> {
+        if let Some(campaign) = self.campaigns.lock().unwrap().get_mut(campaign_id) {
+            add_counters(&mut campaign.counters, counts);
+        }
+        Ok(())
+    }
+}
+
+const DONE: &str = "\u{0}done";
+
+/// Jobs and dispatch pages sent, with their delays, and how many requests the SQS adapters
+/// would have made for them (SendMessageBatch of 10).
+#[derive(Default)]
+pub struct MemoryQueues {
+    pub jobs: Mutex<Vec<crate::notifications::DeliveryJob>>,
+    pub pages: Mutex<Vec<(crate::campaigns::DispatchPage, std::time::Duration)>>,
+    pub requests: AtomicUsize,
+    /// Keeps only the counts (benchmarks of millions of recipients).
+    pub discard: bool,
+}
+
+#[async_trait]
+impl crate::delivery::JobQueues for MemoryQueues {
+    async fn enqueue(
+        &self,
+        jobs: &[crate::notifications::DeliveryJob],
+        _delay: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let mut by_channel = std::collections::BTreeMap::new();
+        for job in jobs {
+            *by_channel.entry(job.channel).or_insert(0usize) += 1;
+        }
+        self.requests.fetch_add(by_channel.values().map(|n| n.div_ceil(10)).sum(), Ordering::SeqCst);
+        if !self.discard {
+            self.jobs.lock().unwrap().extend_from_slice(jobs);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::campaigns::DispatchQueue for MemoryQueues {
+    async fn dispatch(
+        &self,
+        pages: &[crate::campaigns::DispatchPage],
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.requests.fetch_add(pages.len().div_ceil(10), Ordering::SeqCst);
+        self.pages.lock().unwrap().extend(pages.iter().map(|p| (p.clone(), delay)));
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! In-memory doubles of this capability's ports, for fast tests and benchmarks that stub
+//! the stores. The port contract suites run them against the same cases as the adapters.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    delivery::{
+        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, SuppressionStore, TemplateStore,
+        preferences::Preferences, rendering::ChannelContent, templates::StoredTemplate,
+    },
+    notifications::{Delivery, StatusChange},
+    store::StoreError,
+};
+
+/// Each delivery with the time it was claimed, if it is pending.
+type ClaimedDeliveries = HashMap<String, (Delivery, Option<DateTime<Utc>>)>;
+
+#[derive(Default)]
+pub struct MemoryDeliveries {
+    pub items: Mutex<ClaimedDeliveries>,
+    /// Rate-limit windows → sends counted.
+    pub rate_counters: Mutex<HashMap<String, u64>>,
+}
+
+impl MemoryDeliveries {
+    pub fn status(&self, id: &str) -> Option<DeliveryStatus> {
+        self.items.lock().unwrap().get(id).map(|(d, _)| d.status)
+    }
+
+    pub fn delivery(&self, id: &str) -> Option<Delivery> {
+        self.items.lock().unwrap().get(id).map(|(d, _)| d.clone())
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for MemoryDeliveries {
+    async fn create(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap();
+        for d in deliveries {
+            items.insert(d.delivery_id.clone(), (d.clone(), None));
+        }
+        Ok(())
+    }
+
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        if items.contains_key(&delivery.delivery_id) {
+            return Ok(false);
+        }
+        items.insert(delivery.delivery_id.clone(), (delivery.clone(), None));
+        Ok(true)
+    }
+
+    async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let items = self.items.lock().unwrap();
+        Ok(items.values().filter(|(d, _)| d.notification_id == notification_id).map(|(d, _)| d.clone()).collect())
+    }
+
+    async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        let mut counters = self.rate_counters.lock().unwrap();
+        let mut claims = Vec::with_capacity(requests.len());
+        for request in requests {
+            if let (Some(new), false) = (&request.create, items.contains_key(&request.delivery_id)) {
+                let mut delivery =
+                    Delivery::new(&new.notification_id, &new.recipient, new.channel, DeliveryStatus::Created, None, at);
+                delivery.delivery_id = request.delivery_id.clone();
+                items.insert(request.delivery_id.clone(), (delivery, None));
+            }
+            let (delivery, claimed_at) = items
+                .get_mut(&request.delivery_id)
+                .ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+            let claim = match delivery.status {
+                status if DeliveryStatus::CLAIMABLE.contains(&status) => {
+                    let over = request.rate_limit.as_ref().and_then(|limit| {
+                        let count = counters.entry(limit.window.key.clone()).or_default();
+                        if *count >= u64::from(limit.limit) {
+                            Some(limit.over.clone())
+                        } else {
+                            *count += 1;
+                            None
+                        }
+                    });
+                    match request.settle.clone().or(over) {
+                        Some(change) => {
+                            delivery.status = change.status;
+                            delivery.history.push(change);
+                            Claim::Settled(delivery.status)
+                        }
+                        None => {
+                            delivery.status = DeliveryStatus::Pending;
+                            delivery.history.push(StatusChange { status: DeliveryStatus::Pending, at, reason: None });
+                            *claimed_at = Some(at);
+                            Claim::Claimed
+                        }
+                    }
+                }
+                DeliveryStatus::Pending => Claim::InFlight { claimed_at: claimed_at.unwrap_or(at) },
+                settled => Claim::AlreadySettled(settled),
+            };
+            claims.push(claim);
+        }
+        Ok(claims)
+    }
+
+    async fn finish(
+        &self,
+        delivery_id: &str,
+        change: &StatusChange,
+        provider: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap();
+        let (delivery, _) =
+            items.get_mut(delivery_id).ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+        if delivery.status != DeliveryStatus::Pending {
+            return Err(StoreError::Conflict);
+        }
+        delivery.status = change.status;
+        delivery.history.push(change.clone());
+        delivery.provider = provider.map(str::to_owned).or(delivery.provider.take());
+        delivery.provider_message_id = message_id.map(str::to_owned).or(delivery.provider_message_id.take());
+        Ok(())
+    }
+
+    async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError> {
+        let mut items = self.items.lock().unwrap();
+        let Some((delivery, _)) = items.get_mut(delivery_id) else { return Ok(false) };
+        if !delivery.status.can_become(change.status) {
+            return Ok(false);
+        }
+        delivery.status = change.status;
+        delivery.history.push(change.clone());
+        Ok(true)
+    }
+
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(self.delivery(delivery_id))
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryPreferences(pub Mutex<HashMap<String, Preferences>>);
+
+#[async_trait]
+impl PreferenceStore for MemoryPreferences {
+    async fn get(&self, user_id: &str) -> Result<Preferences, StoreError> {
+        Ok(self.0.lock().unwrap().get(user_id).cloned().unwrap_or_default())
+    }
+
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError> {
+        let all = self.0.lock().unwrap();
+        Ok(user_ids.iter().filter_map(|u| Some((u.clone(), all.get(u)?.clone()))).collect())
+    }
+
+    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(user_id.to_owned(), preferences.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemorySuppressions(pub Mutex<HashMap<String, String>>);
+
+#[async_trait]
+impl SuppressionStore for MemorySuppressions {
+    async fn suppressed_among(&self, addresses: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let list = self.0.lock().unwrap();
+        Ok(addresses.iter().filter(|a| list.contains_key(*a)).cloned().collect())
+    }
+
+    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(address.to_owned(), reason.to_owned());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryTemplates(pub Mutex<HashMap<String, Vec<StoredTemplate>>>);
+
+#[async_trait]
+impl TemplateStore for MemoryTemplates {
+    async fn save_new_version(
+        &self,
+        template_id: &str,
+        channels: &BTreeMap<Channel, ChannelContent>,
+    ) -> Result<StoredTemplate, StoreError> {
+        let mut templates = self.0.lock().unwrap();
+        let versions = templates.entry(template_id.to_owned()).or_default();
+        let stored = StoredTemplate {
+            template_id: template_id.to_owned(),
+            version: versions.len() as u64 + 1,
+            channels: channels.clone(),
+            updated_at: Utc::now(),
+        };
+        versions.push(stored.clone());
+        Ok(stored)
+    }
+
+    async fn get(&self, template_id: &str, version: Option<u64>) -> Result<Option<StoredTemplate>, StoreError> {
+        let templates = self.0.lock().unwrap();
+        let Some(versions) = templates.get(template_id) else { return Ok(None) };
+        Ok(match version {
+            None => versions.last().cloned(),
+            Some(v) => versions.iter().find(|t| t.version == v).cloned(),
+        })
+    }
+}
+
+/// A provider that answers from a script (then succeeds) and remembers what it sent.
+#[derive(Default)]
+pub struct ScriptedSender {
+    pub name: String,
+    pub script: Mutex<std::collections::VecDeque<Result<(), crate::delivery::SendError>>>,
+    /// Delivery ids in the order they were accepted.
+    pub sent: Mutex<Vec<String>>,
+    /// What each accepted message said.
+    pub contents: Mutex<Vec<crate::delivery::rendering::Rendered>>,
+    pub calls: AtomicUsize,
+}
+
+impl ScriptedSender {
+    pub fn named(name: &str) -> Self {
+        Self { name: name.to_owned(), ..Default::default() }
+    }
+
+    pub fn then(self, result: Result<(), crate::delivery::SendError>) -> Self {
+        self.script.lock().unwrap().push_back(result);
+        self
+    }
+
+    pub fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl crate::delivery::Sender for ScriptedSender {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, message: &crate::delivery::Outgoing<'_>) -> Result<String, crate::delivery::SendError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))?;
+        self.sent.lock().unwrap().push(message.delivery_id.to_owned());
+        self.contents.lock().unwrap().push(message.content.clone());
+        Ok(format!("{}-{}", self.name, message.delivery_id))
+    }
+}

@@ -1,0 +1,19 @@
+//! Delivering one message to one recipient on one channel: the delivery record and its
+//! statuses, the pipeline every channel worker shares (claim, preferences, suppression,
+//! rate limit, render, send with retries and failover, record), and the pieces it uses.
+
+pub mod failover;
+mod model;
+pub mod pacing;
+pub mod pipeline;
+mod ports;
+pub mod preferences;
+pub mod rate_limit;
+pub mod rendering;
+pub mod templates;
+pub mod tracking;
+
+pub use model::*;
+pub use ports::*;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;

@@ -1,0 +1,745 @@
+//! The delivery pipeline every channel worker shares: claim (dedup), preferences,
+//! suppression, rate limit, render, send with retries and failover, record the outcome.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+
+use crate::{
+    backoff::Backoff,
+    campaigns::CampaignCounters,
+    delivery::{
+        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, Outgoing, PreferenceStore,
+        RateLimitClaim, SendError, Sender, SuppressionStore, TemplateStore,
+        failover::{CircuitBreaker, Provider},
+        rate_limit::RateLimit,
+        rendering,
+        rendering::Rendered,
+        tracking::EmailTracking,
+    },
+    notifications::{ContentRef, DeliveryJob, JobRecipient, StatusChange, Target},
+    store::StoreError,
+};
+
+/// Where tracking links point and how they are signed.
+#[derive(Clone, Debug)]
+pub struct Tracking {
+    pub base_url: String,
+    pub secret: Vec<u8>,
+}
+
+/// What became of one recipient of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Settled by this attempt: sent, or ended in a status that is not retried.
+    Done(DeliveryStatus),
+    /// Settled before this attempt (a redelivered or repeated message): nothing was sent
+    /// now, and nothing is to be counted again.
+    AlreadySettled(DeliveryStatus),
+    /// Try again later (the worker puts the recipient back on its queue).
+    Retry(String),
+}
+
+impl Outcome {
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Outcome::Retry(_))
+    }
+}
+
+/// What a job's outcomes add to its campaign's counters: only what this attempt settled
+/// (retries are counted once they settle, recipients settled before never again).
+pub fn campaign_counts<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> CampaignCounters {
+    let mut counts = CampaignCounters::default();
+    for outcome in outcomes {
+        let Outcome::Done(status) = outcome else { continue };
+        let counter = match status {
+            DeliveryStatus::Sent => &mut counts.sent,
+            DeliveryStatus::Error => &mut counts.failed,
+            DeliveryStatus::RateLimited => &mut counts.skipped_rate_limited,
+            DeliveryStatus::Suppressed => &mut counts.skipped_suppressed,
+            DeliveryStatus::Unsubscribed => &mut counts.skipped_opted_out,
+            // Not an end a send attempt settles in.
+            DeliveryStatus::Created | DeliveryStatus::Pending | DeliveryStatus::Opened | DeliveryStatus::Clicked => {
+                continue;
+            }
+        };
+        *counter += 1;
+    }
+    counts
+}
+
+/// The job that tries `delivery_ids` of `job` again: the same content, only those
+/// recipients, one attempt later.
+pub fn retry_job(job: &DeliveryJob, delivery_ids: &[&str]) -> DeliveryJob {
+    DeliveryJob {
+        recipients: job.recipients.iter().filter(|r| delivery_ids.contains(&r.delivery_id.as_str())).cloned().collect(),
+        attempt: job.attempt + 1,
+        ..job.clone()
+    }
+}
+
+pub struct Providers {
+    pub primary: Arc<dyn Sender>,
+    pub secondary: Option<Arc<dyn Sender>>,
+}
+
+pub struct Pipeline {
+    pub channel: Channel,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub preferences: Arc<dyn PreferenceStore>,
+    pub suppressions: Arc<dyn SuppressionStore>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub providers: Providers,
+    pub rate_limit: Option<RateLimit>,
+    /// Retries of a throttled or failing provider inside one invocation.
+    pub send_retries: Backoff,
+    /// How long a claim protects a send in progress; past it, a `pending` delivery is
+    /// taken to be an attempt that died mid-send.
+    pub claim_lease: Duration,
+    /// Open pixel, click redirects and unsubscribe links in email; None sends email as
+    /// rendered.
+    pub tracking: Option<Tracking>,
+    /// At most so many provider sends a second from this invocation (the channel's quota
+    /// over the queue's maximum concurrency); None: as fast as the provider answers.
+    pub pacing: Option<crate::delivery::pacing::Pacer>,
+    breaker: Mutex<CircuitBreaker>,
+}
+
+impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        channel: Channel,
+        deliveries: Arc<dyn DeliveryStore>,
+        preferences: Arc<dyn PreferenceStore>,
+        suppressions: Arc<dyn SuppressionStore>,
+        templates: Arc<dyn TemplateStore>,
+        providers: Providers,
+        rate_limit: Option<RateLimit>,
+    ) -> Self {
+        Self {
+            channel,
+            deliveries,
+            preferences,
+            suppressions,
+            templates,
+            providers,
+            rate_limit,
+            send_retries: Backoff::new(Duration::from_millis(50), Duration::from_secs(1), 5),
+            claim_lease: Duration::from_secs(30),
+            tracking: None,
+            pacing: None,
+            breaker: Mutex::new(CircuitBreaker::new(5, Duration::from_secs(30))),
+        }
+    }
+
+    /// Processes every recipient of a job, each on its own: one failure never holds back
+    /// the others. The content is rendered once per job, every recipient is screened
+    /// (preferences, suppression), then the whole job is claimed in one conditional
+    /// batch write (with the rate-limit counters), and the claimed ones are sent.
+    pub async fn process(&self, job: &DeliveryJob) -> Vec<(String, Outcome)> {
+        let content = self.render(job).await;
+        let mut seen = std::collections::HashSet::new();
+        let recipients: Vec<&JobRecipient> = job.recipients.iter().filter(|r| seen.insert(&r.delivery_id)).collect();
+        let screened = self.screen(job, &recipients).await;
+        let now = Utc::now();
+        let mut requests = Vec::new();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; recipients.len()];
+        for (i, (recipient, screen)) in recipients.iter().zip(screened).enumerate() {
+            match screen {
+                Err(reason) => outcomes[i] = Some(Outcome::Retry(reason)),
+                Ok(settle) => requests.push((i, self.claim_request(job, recipient, settle, now))),
+            }
+        }
+        let claims = self.deliveries.claim_all(&requests.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), now).await;
+        let claimed: Vec<(usize, Claim)> = match claims {
+            Ok(claims) => requests.iter().map(|(i, _)| *i).zip(claims).collect(),
+            Err(e) => {
+                for (i, _) in &requests {
+                    outcomes[*i] = Some(Outcome::Retry(format!("store: {e}")));
+                }
+                Vec::new()
+            }
+        };
+        let delivered = futures_util::future::join_all(claimed.into_iter().map(async |(i, claim)| {
+            let outcome = match self.deliver(job, recipients[i], claim, &content).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Retry(format!("store: {e}")),
+            };
+            (i, outcome)
+        }))
+        .await;
+        for (i, outcome) in delivered {
+            outcomes[i] = Some(outcome);
+        }
+        recipients
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| (r.delivery_id.clone(), o.expect("every recipient has an outcome")))
+            .collect()
+    }
+
+    /// Why each recipient must not get this message, if it must not: the user opted out,
+    /// or the address is suppressed. Two batched reads for the whole job.
+    async fn screen(
+        &self,
+        job: &DeliveryJob,
+        recipients: &[&JobRecipient],
+    ) -> Vec<Result<Option<StatusChange>, String>> {
+        let users: Vec<String> = recipients.iter().filter_map(|r| r.user_id.clone()).collect();
+        let addresses: Vec<String> = recipients
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Email(address) | Target::Phone(address) => Some(address.clone()),
+                _ => None,
+            })
+            .collect();
+        let (preferences, suppressed) = futures_util::future::join(
+            self.preferences.get_many(&users),
+            self.suppressions.suppressed_among(&addresses),
+        )
+        .await;
+        let (preferences, suppressed) = match (preferences, suppressed) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => return recipients.iter().map(|_| Err(format!("store: {e}"))).collect(),
+        };
+        let now = Utc::now();
+        recipients
+            .iter()
+            .map(|recipient| {
+                let opted_out = recipient
+                    .user_id
+                    .as_ref()
+                    .and_then(|u| preferences.get(u))
+                    .is_some_and(|p| !p.allows(&job.notification_type, self.channel));
+                if opted_out {
+                    let reason = format!("opted out of {} on {}", job.notification_type, self.channel);
+                    return Ok(Some(StatusChange {
+                        status: DeliveryStatus::Unsubscribed,
+                        at: now,
+                        reason: Some(reason),
+                    }));
+                }
+                if let Target::Email(address) | Target::Phone(address) = &recipient.target
+                    && suppressed.contains(address)
+                {
+                    let reason = "the address is on the suppression list".to_owned();
+                    return Ok(Some(StatusChange {
+                        status: DeliveryStatus::Suppressed,
+                        at: now,
+                        reason: Some(reason),
+                    }));
+                }
+                Ok(None)
+            })
+            .collect()
+    }
+
+    fn claim_request(
+        &self,
+        job: &DeliveryJob,
+        recipient: &JobRecipient,
+        settle: Option<StatusChange>,
+        now: chrono::DateTime<Utc>,
+    ) -> ClaimRequest {
+        let rate_limit = match (self.rate_limit, &recipient.user_id, &settle) {
+            (Some(limit), Some(user_id), None) => Some(RateLimitClaim {
+                window: limit.window_for(user_id, self.channel, now.timestamp().max(0) as u64),
+                limit: limit.limit,
+                over: StatusChange {
+                    status: DeliveryStatus::RateLimited,
+                    at: now,
+                    reason: Some(format!("over {} {} messages per {} s", limit.limit, self.channel, limit.window)),
+                },
+            }),
+            _ => None,
+        };
+        // Nobody recorded a campaign's deliveries before: the claim creates them.
+        let create = job.campaign_id.as_ref().map(|_| NewDelivery {
+            notification_id: job.notification_id.clone(),
+            recipient: recipient.user_id.clone().unwrap_or_else(|| recipient.delivery_id.clone()),
+            channel: self.channel,
+        });
+        ClaimRequest { delivery_id: recipient.delivery_id.clone(), settle, rate_limit, create }
+    }
+
+    async fn render(&self, job: &DeliveryJob) -> Result<Rendered, String> {
+        let params = serde_json::Value::Object(job.params.clone());
+        let content = match &job.content {
+            ContentRef::Inline(content) => content.clone(),
+            ContentRef::Template { template_id, version } => {
+                let template = self
+                    .templates
+                    .get(template_id, Some(*version))
+                    .await
+                    .map_err(|e| format!("store: {e}"))?
+                    .ok_or_else(|| format!("template {template_id} version {version} does not exist"))?;
+                template
+                    .channels
+                    .get(&self.channel)
+                    .cloned()
+                    .ok_or_else(|| format!("template {template_id} has no {} content", self.channel))?
+            }
+        };
+        rendering::render(&content, &params).map_err(|e| e.to_string())
+    }
+
+    /// The email with its tracking links, when tracking is on.
+    fn decorate(&self, job: &DeliveryJob, recipient: &JobRecipient, rendered: &Rendered) -> Option<Rendered> {
+        let tracking = self.tracking.as_ref().filter(|_| self.channel == Channel::Email)?;
+        let links = EmailTracking {
+            base_url: &tracking.base_url,
+            secret: &tracking.secret,
+            delivery_id: &recipient.delivery_id,
+            user_id: recipient.user_id.as_deref(),
+            notification_type: &job.notification_type,
+        };
+        Some(Rendered {
+            subject: rendered.subject.clone(),
+            body: links.decorate_text(&rendered.body),
+            html: rendered.html.as_deref().map(|h| links.decorate_html(h)),
+        })
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        status: DeliveryStatus,
+        reason: Option<String>,
+        provider: Option<(&str, Option<&str>)>,
+    ) -> Result<Outcome, StoreError> {
+        let change = StatusChange { status, at: Utc::now(), reason };
+        self.deliveries.finish(id, &change, provider.map(|p| p.0), provider.and_then(|p| p.1)).await?;
+        Ok(Outcome::Done(status))
+    }
+
+    async fn deliver(
+        &self,
+        job: &DeliveryJob,
+        recipient: &JobRecipient,
+        claim: Claim,
+        content: &Result<Rendered, String>,
+    ) -> Result<Outcome, StoreError> {
+        let id = recipient.delivery_id.as_str();
+        match claim {
+            Claim::Claimed => {}
+            Claim::Settled(status) => return Ok(Outcome::Done(status)),
+            Claim::AlreadySettled(status) => return Ok(Outcome::AlreadySettled(status)),
+            Claim::InFlight { claimed_at } => {
+                let age = (Utc::now() - claimed_at).to_std().unwrap_or_default();
+                if age < self.claim_lease {
+                    return Ok(Outcome::Retry("another attempt is sending this delivery".into()));
+                }
+                // The attempt that claimed it died between sending and recording: the
+                // provider may have the message. Sending again could make a duplicate, so
+                // the delivery ends here, visibly, instead.
+                let reason = "interrupted during send: the provider may have accepted it; not sent again".to_owned();
+                return self.finish(id, DeliveryStatus::Error, Some(reason), None).await;
+            }
+        }
+        let rendered = match content {
+            Ok(rendered) => rendered,
+            Err(reason) => return self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await,
+        };
+        let decorated = self.decorate(job, recipient, rendered);
+        let rendered = decorated.as_ref().unwrap_or(rendered);
+        let outgoing = Outgoing {
+            delivery_id: id,
+            user_id: recipient.user_id.as_deref(),
+            notification_type: &job.notification_type,
+            target: &recipient.target,
+            content: rendered,
+        };
+        let mut retry = 0;
+        loop {
+            let provider = self.breaker.lock().expect("breaker lock").choose(Instant::now());
+            let sender = match (provider, &self.providers.secondary) {
+                (Provider::Secondary, Some(secondary)) => secondary,
+                _ => &self.providers.primary,
+            };
+            if let Some(pacer) = &self.pacing {
+                pacer.ready().await;
+            }
+            let result = sender.send(&outgoing).await;
+            self.breaker.lock().expect("breaker lock").record(
+                provider,
+                !matches!(result, Err(SendError::Retryable(_))),
+                Instant::now(),
+            );
+            match result {
+                Ok(message_id) => {
+                    return self.finish(id, DeliveryStatus::Sent, None, Some((sender.name(), Some(&message_id)))).await;
+                }
+                Err(SendError::Permanent(reason)) => {
+                    return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
+                }
+                Err(SendError::Retryable(reason)) => {
+                    if !self.send_retries.wait(retry).await {
+                        // Recorded, then handed back to the worker, which queues the
+                        // recipient again for a later attempt.
+                        self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await?;
+                        return Ok(Outcome::Retry(reason));
+                    }
+                    retry += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        delivery::{
+            PreferenceStore, SuppressionStore, TemplateStore, memory::*, preferences::Preferences,
+            rendering::ChannelContent,
+        },
+        notifications::Delivery,
+    };
+
+    struct World {
+        deliveries: Arc<MemoryDeliveries>,
+        preferences: Arc<MemoryPreferences>,
+        suppressions: Arc<MemorySuppressions>,
+        templates: Arc<MemoryTemplates>,
+        primary: Arc<ScriptedSender>,
+        secondary: Arc<ScriptedSender>,
+        pipeline: Pipeline,
+    }
+
+    fn world(primary: ScriptedSender, rate_limit: Option<RateLimit>) -> World {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let preferences = Arc::new(MemoryPreferences::default());
+        let suppressions = Arc::new(MemorySuppressions::default());
+        let templates = Arc::new(MemoryTemplates::default());
+        let primary = Arc::new(primary);
+        let secondary = Arc::new(ScriptedSender::named("secondary"));
+        let mut pipeline = Pipeline::new(
+            Channel::Email,
+            deliveries.clone(),
+            preferences.clone(),
+            suppressions.clone(),
+            templates.clone(),
+            Providers { primary: primary.clone(), secondary: Some(secondary.clone()) },
+            rate_limit,
+        );
+        pipeline.send_retries = Backoff::new(Duration::ZERO, Duration::ZERO, 3);
+        World { deliveries, preferences, suppressions, templates, primary, secondary, pipeline }
+    }
+
+    fn job(world: &World, users: &[&str], body: &str) -> DeliveryJob {
+        let mut recipients = Vec::new();
+        for user in users {
+            let d = Delivery::new("n1", user, Channel::Email, DeliveryStatus::Created, None, Utc::now());
+            recipients.push(JobRecipient {
+                delivery_id: d.delivery_id.clone(),
+                user_id: Some((*user).to_owned()),
+                target: Target::Email(format!("{user}@example.com")),
+            });
+            world.deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d, None));
+        }
+        DeliveryJob {
+            notification_id: "n1".into(),
+            notification_type: "payment_due".into(),
+            channel: Channel::Email,
+            content: ContentRef::Inline(ChannelContent { subject: Some("Hi".into()), body: body.into(), html: None }),
+            params: serde_json::json!({"amount": "12"}).as_object().unwrap().clone(),
+            recipients,
+            campaign_id: None,
+            attempt: 0,
+        }
+    }
+
+    /// A campaign's job: no delivery is recorded before the worker claims it.
+    fn campaign_job(users: &[&str]) -> DeliveryJob {
+        let recipients = users
+            .iter()
+            .map(|user| JobRecipient {
+                delivery_id: crate::delivery::delivery_id("c1", user, Channel::Email),
+                user_id: Some((*user).to_owned()),
+                target: Target::Email(format!("{user}@example.com")),
+            })
+            .collect();
+        DeliveryJob {
+            notification_id: "c1".into(),
+            notification_type: "spring_sale".into(),
+            channel: Channel::Email,
+            content: ContentRef::Inline(ChannelContent { subject: Some("Hi".into()), body: "Sale".into(), html: None }),
+            params: Default::default(),
+            recipients,
+            campaign_id: Some("c1".into()),
+            attempt: 0,
+        }
+    }
+
+    async fn claim_one(w: &World, id: &str, at: chrono::DateTime<Utc>) {
+        let request = ClaimRequest { delivery_id: id.into(), settle: None, rate_limit: None, create: None };
+        assert_eq!(w.deliveries.claim_all(&[request], at).await.unwrap(), [Claim::Claimed]);
+    }
+
+    fn statuses(outcomes: &[(String, Outcome)]) -> Vec<Outcome> {
+        outcomes.iter().map(|(_, o)| o.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_job_is_sent_once_to_each_recipient_and_recorded() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a", "b"], "Pay {{ amount }}");
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Sent), Outcome::Done(DeliveryStatus::Sent)]);
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert_eq!(d.provider.as_deref(), Some("ses"));
+        assert!(d.provider_message_id.is_some());
+        let history: Vec<_> = d.history.iter().map(|c| c.status).collect();
+        assert_eq!(history, [DeliveryStatus::Created, DeliveryStatus::Pending, DeliveryStatus::Sent]);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_job_sends_nothing_twice() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        w.pipeline.process(&job).await;
+        let again = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&again), [Outcome::AlreadySettled(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_campaign_claim_creates_the_delivery_listed_under_the_campaign() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = campaign_job(&["a", "b"]);
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Sent), Outcome::Done(DeliveryStatus::Sent)]);
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert_eq!((d.notification_id.as_str(), d.recipient.as_str(), d.channel), ("c1", "a", Channel::Email));
+        let history: Vec<_> = d.history.iter().map(|c| c.status).collect();
+        assert_eq!(history, [DeliveryStatus::Created, DeliveryStatus::Pending, DeliveryStatus::Sent]);
+        assert_eq!(w.deliveries.list("c1").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_claim_of_a_sent_campaign_delivery_sends_nothing_and_counts_nothing() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = campaign_job(&["a", "b"]);
+        let first = w.pipeline.process(&job).await;
+        let again = w.pipeline.process(&job).await;
+        assert_eq!(w.primary.sent().len(), 2);
+        let sent = DeliveryStatus::Sent;
+        assert_eq!(statuses(&again), [Outcome::AlreadySettled(sent), Outcome::AlreadySettled(sent)]);
+        assert_eq!(campaign_counts(first.iter().map(|(_, o)| o)).sent, 2);
+        assert_eq!(campaign_counts(again.iter().map(|(_, o)| o)), CampaignCounters::default());
+    }
+
+    #[tokio::test]
+    async fn an_opted_out_campaign_recipient_is_recorded_unsubscribed() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let mut prefs = Preferences::default();
+        prefs.opt_out("spring_sale", Channel::Email);
+        w.preferences.put("a", &prefs).await.unwrap();
+        let job = campaign_job(&["a"]);
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Unsubscribed)]);
+        assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), Some(DeliveryStatus::Unsubscribed));
+        assert_eq!(campaign_counts(outcomes.iter().map(|(_, o)| o)).skipped_opted_out, 1);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_campaign_send_is_claimed_again_by_its_retry() {
+        let throttled = || Err(SendError::Retryable("throttled".into()));
+        let primary = ScriptedSender::named("ses").then(throttled()).then(throttled()).then(throttled());
+        let w = world(primary, None);
+        let job = campaign_job(&["a"]);
+        assert!(statuses(&w.pipeline.process(&job).await)[0].is_retry());
+        let retry = retry_job(&job, &[job.recipients[0].delivery_id.as_str()]);
+        assert_eq!(statuses(&w.pipeline.process(&retry).await), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[test]
+    fn counts_add_only_what_an_attempt_settled() {
+        use DeliveryStatus::*;
+        let outcomes = [
+            Outcome::Done(Sent),
+            Outcome::Done(Sent),
+            Outcome::Done(Error),
+            Outcome::Done(RateLimited),
+            Outcome::Done(Suppressed),
+            Outcome::Done(Unsubscribed),
+            Outcome::AlreadySettled(Sent),
+            Outcome::Retry("throttled".into()),
+        ];
+        let counts = campaign_counts(&outcomes);
+        let expected = CampaignCounters {
+            sent: 2,
+            failed: 1,
+            skipped_rate_limited: 1,
+            skipped_suppressed: 1,
+            skipped_opted_out: 1,
+            ..Default::default()
+        };
+        assert_eq!(counts, expected);
+    }
+
+    #[test]
+    fn a_retry_job_carries_only_its_recipients_one_attempt_later() {
+        let job = campaign_job(&["a", "b", "c"]);
+        let retry = retry_job(&job, &[job.recipients[1].delivery_id.as_str()]);
+        assert_eq!(retry.recipients, [job.recipients[1].clone()]);
+        assert_eq!(retry.attempt, 1);
+        assert_eq!((retry.content, retry.campaign_id), (job.content, job.campaign_id));
+    }
+
+    #[tokio::test]
+    async fn a_delivery_claimed_by_a_live_attempt_is_retried_later_not_sent() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        claim_one(&w, &job.recipients[0].delivery_id, Utc::now()).await;
+        assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::Retry(_)));
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_died_mid_send_is_not_sent_again() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        let long_ago = Utc::now() - chrono::Duration::minutes(10);
+        claim_one(&w, &job.recipients[0].delivery_id, long_ago).await;
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_opted_out_user_ends_unsubscribed() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let mut prefs = Preferences::default();
+        prefs.opt_out("payment_due", Channel::Email);
+        w.preferences.put("a", &prefs).await.unwrap();
+        let job = job(&w, &["a", "b"], "x");
+        let outcomes = w.pipeline.process(&job).await;
+        assert_eq!(
+            statuses(&outcomes),
+            [Outcome::Done(DeliveryStatus::Unsubscribed), Outcome::Done(DeliveryStatus::Sent)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_suppressed_address_ends_suppressed() {
+        let w = world(ScriptedSender::named("ses"), None);
+        w.suppressions.suppress("a@example.com", "bounced").await.unwrap();
+        let job = job(&w, &["a"], "x");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Suppressed)]);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sends_over_the_rate_limit_end_rate_limited() {
+        let w = world(ScriptedSender::named("ses"), Some(RateLimit { limit: 1, window: 3600 }));
+        let first = job(&w, &["a"], "x");
+        w.pipeline.process(&first).await;
+        let mut second = job(&w, &["a"], "x");
+        second.notification_id = "n2".into();
+        let d = Delivery::new("n2", "a", Channel::Email, DeliveryStatus::Created, None, Utc::now());
+        second.recipients[0].delivery_id = d.delivery_id.clone();
+        w.deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d, None));
+        assert_eq!(statuses(&w.pipeline.process(&second).await), [Outcome::Done(DeliveryStatus::RateLimited)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_template_with_a_missing_parameter_ends_in_error_with_the_reason() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "Due {{ due_date }}");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert!(d.history.last().unwrap().reason.as_deref().unwrap().contains("due_date"), "{d:?}");
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stored_template_renders_the_pinned_version() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let content = |body: &str| {
+            BTreeMap::from([(
+                Channel::Email,
+                ChannelContent { subject: Some("s".into()), body: body.into(), html: None },
+            )])
+        };
+        w.templates.save_new_version("payment_due", &content("v1 {{ amount }}")).await.unwrap();
+        w.templates.save_new_version("payment_due", &content("v2 {{ missing }}")).await.unwrap();
+        let mut job = job(&w, &["a"], "unused");
+        job.content = ContentRef::Template { template_id: "payment_due".into(), version: 1 };
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_inside_the_invocation() {
+        let primary = ScriptedSender::named("ses").then(Err(SendError::Retryable("throttled".into())));
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "x");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_provider_failing_past_the_budget_hands_the_message_back_and_a_retry_sends_it() {
+        let throttled = || Err(SendError::Retryable("throttled".into()));
+        let primary = ScriptedSender::named("ses").then(throttled()).then(throttled()).then(throttled());
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "x");
+        assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::Retry(_)));
+        assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), Some(DeliveryStatus::Error));
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+        assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_recorded_and_not_retried() {
+        let primary = ScriptedSender::named("ses").then(Err(SendError::Permanent("invalid address".into())));
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "x");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_keeps_failing_fails_over_to_the_secondary() {
+        let mut primary = ScriptedSender::named("ses");
+        for _ in 0..20 {
+            primary = primary.then(Err(SendError::Retryable("down".into())));
+        }
+        let w = world(primary, None);
+        let users: Vec<String> = (0..4).map(|i| format!("u{i}")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let job = job(&w, &users, "x");
+        // The recipients' failures together open the breaker; every send then goes to
+        // the secondary, each recipient once.
+        let outcomes = w.pipeline.process(&job).await;
+        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Done(DeliveryStatus::Sent)), "{outcomes:?}");
+        assert_eq!(w.secondary.sent().len(), 4);
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn email_carries_signed_tracking_links_when_tracking_is_on() {
+        let mut w = world(ScriptedSender::named("ses"), None);
+        w.pipeline.tracking = Some(Tracking { base_url: "https://api.example".into(), secret: b"k".repeat(32) });
+        let mut job = job(&w, &["a"], "Pay");
+        job.content = ContentRef::Inline(ChannelContent {
+            subject: Some("s".into()),
+            body: "Pay".into(),
+            html: Some("<a href=\"https://pay.example\">Pay</a>".into()),
+        });
+        w.pipeline.process(&job).await;
+        let sent = w.primary.contents.lock().unwrap()[0].clone();
+        let html = sent.html.unwrap();
+        assert!(!html.contains("href=\"https://pay.example\""), "{html}");
+        assert_eq!(html.matches("https://api.example/v1/t/").count(), 3, "{html}");
+        assert!(sent.body.contains("Unsubscribe: https://api.example/v1/t/"));
+    }
+}

@@ -1,0 +1,177 @@
+//! What delivery needs from the outside world: implemented over AWS in herald-aws and in
+//! memory (`memory`) for tests.
+
+use async_trait::async_trait;
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    delivery::{
+        Channel, DeliveryStatus,
+        preferences::Preferences,
+        rate_limit::WindowKey,
+        rendering::{ChannelContent, Rendered},
+        templates::StoredTemplate,
+    },
+    notifications::{Delivery, StatusChange, Target},
+    store::StoreError,
+};
+
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
+    /// Stores `channels` as the template's next version and returns it.
+    async fn save_new_version(
+        &self,
+        template_id: &str,
+        channels: &std::collections::BTreeMap<Channel, ChannelContent>,
+    ) -> Result<StoredTemplate, StoreError>;
+
+    /// The given version, or the latest when `version` is None.
+    async fn get(&self, template_id: &str, version: Option<u64>) -> Result<Option<StoredTemplate>, StoreError>;
+}
+
+#[async_trait]
+pub trait PreferenceStore: Send + Sync {
+    /// A user's preferences; the defaults (nothing opted out) when none were saved.
+    async fn get(&self, user_id: &str) -> Result<Preferences, StoreError>;
+    /// The preferences of several users at once (adapters batch the reads); users who saved
+    /// none are absent from the map.
+    async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError>;
+    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError>;
+}
+
+/// A rate-limit window a claim counts against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitClaim {
+    pub window: WindowKey,
+    pub limit: u32,
+    /// How the delivery ends if the window is full.
+    pub over: StatusChange,
+}
+
+/// One delivery of a job to claim for sending, or to settle without sending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub delivery_id: String,
+    /// Settle now with this status (e.g. unsubscribed) instead of claiming for sending.
+    pub settle: Option<StatusChange>,
+    /// Counted with the claim; a claim past the limit settles as `over` instead.
+    pub rate_limit: Option<RateLimitClaim>,
+    /// Records the delivery with the claim when it does not exist yet (campaign jobs,
+    /// whose deliveries the dispatcher never writes); None: the delivery must exist.
+    pub create: Option<NewDelivery>,
+}
+
+/// What a claim records of a delivery it creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The notification or campaign the delivery belongs to (what `list` finds it by).
+    pub notification_id: String,
+    /// The user id.
+    pub recipient: String,
+    pub channel: Channel,
+}
+
+/// What claiming a delivery for sending found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker owns the send now (the delivery moved to `pending`).
+    Claimed,
+    /// Settled by this very request (its `settle` status, or rate-limited): nothing to
+    /// send.
+    Settled(DeliveryStatus),
+    /// Ended before this request (sent or settled by an earlier attempt, e.g. of a
+    /// redelivered message): nothing to send, and nothing new happened.
+    AlreadySettled(DeliveryStatus),
+    /// Another attempt claimed it and has not finished: it may be sending right now, or
+    /// it died between the provider's answer and the status write.
+    InFlight { claimed_at: DateTime<Utc> },
+}
+
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records new deliveries (batched to the store's limit).
+    async fn create(&self, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    /// Records one delivery unless it exists (a conditional write), for the rare repeat of
+    /// a request that stopped half-way; true when it was written.
+    async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Claims a job's deliveries at once (adapters make it one conditional batch write):
+    /// each request moves its delivery from `created` or `error` (or, with `create`, from
+    /// not existing) to `pending`, or to its `settle` status, and counts its rate limit.
+    /// The dedup of redelivered messages: a delivery already claimed or settled is
+    /// reported as such and not touched. One answer per request, in order.
+    async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError>;
+    /// Records the outcome of a claimed delivery, with the provider that handled it and
+    /// the provider's message id when it accepted the message.
+    async fn finish(
+        &self,
+        delivery_id: &str,
+        change: &StatusChange,
+        provider: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Moves a delivery forward (opened, clicked, unsubscribed) if `change.status` may
+    /// follow its status; false when it may not.
+    async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError>;
+    async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
+}
+
+#[async_trait]
+pub trait SuppressionStore: Send + Sync {
+    /// Which of `addresses` are on the list (adapters batch the reads).
+    async fn suppressed_among(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError>;
+    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError>;
+}
+
+/// How a provider refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Throttling, timeouts, 5xx: the same message may succeed later.
+    #[error("temporary failure: {0}")]
+    Retryable(String),
+    /// Invalid address, rejected content: sending again cannot help.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// Told when a push service reports a device token as gone.
+#[async_trait]
+pub trait DisabledDevices: Send + Sync {
+    async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError>;
+}
+
+/// One message on its way to a provider.
+#[derive(Clone, Debug)]
+pub struct Outgoing<'a> {
+    pub delivery_id: &'a str,
+    /// The user it is for; None for a direct address.
+    pub user_id: Option<&'a str>,
+    pub notification_type: &'a str,
+    pub target: &'a Target,
+    pub content: &'a Rendered,
+}
+
+/// A provider of one channel: SES for email, SNS for SMS and push, HTTPS for webhooks.
+#[async_trait]
+pub trait Sender: Send + Sync {
+    /// A short name recorded on the delivery, e.g. `ses`.
+    fn name(&self) -> &str;
+    /// Sends the message; returns the provider's message id.
+    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError>;
+}
+
+/// The channel queues, written straight to (no bus in between): a campaign's deliveries,
+/// and a worker's recipients to try again.
+#[async_trait]
+pub trait JobQueues: Send + Sync {
+    /// Sends each job to its channel's queue, as few requests as possible (SendMessageBatch
+    /// of 10), delivered after `delay` (at most 15 minutes).
+    async fn enqueue(
+        &self,
+        jobs: &[crate::notifications::DeliveryJob],
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
+}

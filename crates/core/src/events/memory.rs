@@ -1,0 +1,43 @@
+//! In-memory doubles of this capability's ports, for fast tests and benchmarks that stub
+//! the stores. The port contract suites run them against the same cases as the adapters.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::events::{DomainEvent, EventPublisher, PublishError};
+
+#[derive(Default)]
+pub struct MemoryBus {
+    pub published: Mutex<Vec<DomainEvent>>,
+    pub fail: bool,
+}
+
+impl MemoryBus {
+    pub fn profile_changes(&self) -> Vec<crate::events::ProfileChanged> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| if let DomainEvent::ProfileChanged(c) = e { Some(c.clone()) } else { None })
+            .collect()
+    }
+
+    pub fn delivery_jobs(&self) -> Vec<crate::notifications::DeliveryJob> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| if let DomainEvent::DeliveryJob(j) = e { Some(j.clone()) } else { None })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventPublisher for MemoryBus {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<(), PublishError> {
+        if self.fail {
+            return Err(PublishError("bus down".into()));
+        }
+        self.published.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Domain events that leave a service for the event bus.
+
+mod ports;
+
+pub use ports::*;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{activity::ActivityRecorded, notifications::DeliveryJob, segments::MembershipChange};
+
+/// The `source` of every event Herald publishes.
+pub const SOURCE: &str = "herald";
+
+/// Published once for every effective change of a profile (never for a no-op).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChanged {
+    pub user_id: String,
+    /// The profile's version after the change; consumers keep the highest they have seen.
+    pub version: u64,
+    /// Attribute names whose values changed (added, replaced or removed).
+    pub changed_attributes: Vec<String>,
+    /// Other fields that changed: email, phone, timezone, device_tokens, external_channels.
+    pub changed_fields: Vec<String>,
+    pub created: bool,
+    pub erased: bool,
+}
+
+/// Published by an import for each slice of the file that changed profiles (up to a few
+/// thousand users): one event where `profile.changed` would take one per user. The
+/// segmenter reads it as a `profile.changed` of each user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfilesImported {
+    pub job_id: String,
+    pub user_ids: Vec<String>,
+    /// What changed, over all the users (a superset for each one).
+    pub changed_attributes: Vec<String>,
+    pub changed_fields: Vec<String>,
+    /// Some user may have changed in any way (created, or re-sent after a crash without
+    /// knowing what the first attempt changed): every segment must be evaluated.
+    pub everything: bool,
+}
+
+impl ProfilesImported {
+    pub const DETAIL_TYPE: &str = "profiles.imported";
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainEvent {
+    ProfileChanged(ProfileChanged),
+    ProfilesImported(ProfilesImported),
+    /// Routed by its channel (`notification.email`, …) to that channel's queue.
+    DeliveryJob(DeliveryJob),
+    ActivityRecorded(ActivityRecorded),
+    /// `segment.entered` or `segment.exited`.
+    Membership(MembershipChange),
+    /// Work for the segmenter: backfills, cleanups and sweeps.
+    SegmentJob(SegmentJob),
+}
+
+/// The segmenter's own work, carried on the bus to its queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum SegmentJob {
+    /// Computes version `version` of a segment over every profile: one page of one part
+    /// of the profile scan per message, the next page in a new message.
+    /// A sweep re-checks a ready segment as time passes and records no progress.
+    Backfill {
+        segment_id: String,
+        version: u64,
+        part: u32,
+        parts: u32,
+        cursor: Option<String>,
+        #[serde(default)]
+        sweep: bool,
+    },
+    /// Removes the members rows of a deleted segment, a page of a shard per message.
+    Cleanup { segment_id: String, shard: u32, cursor: Option<String> },
+    /// Re-evaluates every time-relative segment (the daily schedule sends it).
+    Sweep,
+}
+
+impl SegmentJob {
+    pub const DETAIL_TYPE: &str = "segment.job";
+}
+
+impl DomainEvent {
+    /// EventBridge's `detail-type`, which the bus's rules match on.
+    pub fn detail_type(&self) -> String {
+        match self {
+            DomainEvent::ProfileChanged(_) => "profile.changed".to_owned(),
+            DomainEvent::ProfilesImported(_) => ProfilesImported::DETAIL_TYPE.to_owned(),
+            DomainEvent::DeliveryJob(job) => job.detail_type(),
+            DomainEvent::ActivityRecorded(_) => "activity.recorded".to_owned(),
+            DomainEvent::Membership(change) => change.detail_type().to_owned(),
+            DomainEvent::SegmentJob(_) => SegmentJob::DETAIL_TYPE.to_owned(),
+        }
+    }
+
+    pub fn detail_json(&self) -> String {
+        match self {
+            DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
+            DomainEvent::ProfilesImported(e) => serde_json::to_string(e),
+            DomainEvent::DeliveryJob(job) => serde_json::to_string(job),
+            DomainEvent::ActivityRecorded(e) => serde_json::to_string(e),
+            DomainEvent::Membership(e) => serde_json::to_string(e),
+            DomainEvent::SegmentJob(e) => serde_json::to_string(e),
+        }
+        .expect("domain events serialize")
+    }
+}

@@ -1,0 +1,368 @@
+//! Notifications: what a producer asks to send, validated up front, and the delivery jobs
+//! that carry it to the channel workers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    delivery::{Channel, DeliveryStatus, delivery_id, rendering, rendering::ChannelContent},
+    profiles::{DeviceToken, Profile},
+    validation,
+    validation::ValidationErrors,
+};
+
+/// How many recipients one request may name; larger audiences are campaigns.
+pub const MAX_RECIPIENTS: usize = 100;
+/// How many recipients one delivery job carries: small enough for any event or message
+/// size limit, large enough to amortise the queue's per-request cost.
+pub const RECIPIENTS_PER_JOB: usize = 10;
+
+/// The body of `POST /v1/notifications`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationRequest {
+    /// e.g. `payment_due`; names the template when no inline content is given, and the
+    /// preference a user can opt out of.
+    #[serde(rename = "type")]
+    pub notification_type: String,
+    pub recipients: Vec<RecipientInput>,
+    pub channels: Vec<Channel>,
+    /// Inline content per channel; without it, the stored template of the type is used.
+    #[serde(default)]
+    pub content: Option<BTreeMap<Channel, ChannelContent>>,
+    /// Template parameters.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A user of Herald, or a direct address for a one-off send.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientInput {
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub webhook_url: Option<String>,
+}
+
+/// Where one delivery goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Email(String),
+    Phone(String),
+    Devices(Vec<DeviceToken>),
+    Webhooks(Vec<String>),
+}
+
+/// A recipient after validation: a user id, or an address standing alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    User(String),
+    Direct { key: String, target: Target, channel: Channel },
+}
+
+fn valid_type(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    if ok { Ok(()) } else { Err("must be 1 to 64 characters of a-z, 0-9, '_', '-' and '.'".into()) }
+}
+
+impl NotificationRequest {
+    /// Checks the whole request and returns its recipients, or every fault at once.
+    pub fn validate(&self) -> Result<Vec<Recipient>, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        errors.check("type", valid_type(&self.notification_type));
+        if self.channels.is_empty() {
+            errors.add("channels", "name at least one channel");
+        }
+        if self.channels.iter().collect::<BTreeSet<_>>().len() != self.channels.len() {
+            errors.add("channels", "a channel is named twice");
+        }
+        if self.recipients.is_empty() || self.recipients.len() > MAX_RECIPIENTS {
+            errors.add("recipients", format!("give 1 to {MAX_RECIPIENTS} recipients"));
+        }
+        if let Some(key) = &self.idempotency_key
+            && !(1..=128).contains(&key.len())
+        {
+            errors.add("idempotency_key", "must be 1 to 128 characters");
+        }
+        if let Some(content) = &self.content {
+            for channel in self.channels.iter().collect::<BTreeSet<_>>() {
+                match content.get(channel) {
+                    None => errors.add(format!("content.{channel}"), "inline content must cover every channel named"),
+                    Some(c) => check_content(*channel, c, &format!("content.{channel}"), &mut errors),
+                }
+            }
+        }
+        let recipients: Vec<Recipient> = self
+            .recipients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.validate(i, &self.channels).map_err(|e| errors.0.extend(e.0)).ok())
+            .collect();
+        errors.into_result().map(|()| recipients)
+    }
+}
+
+/// Checks that content parses and has what its channel needs.
+pub fn check_content(channel: Channel, content: &ChannelContent, field: &str, errors: &mut ValidationErrors) {
+    if channel == Channel::Email && content.subject.is_none() {
+        errors.add(format!("{field}.subject"), "email needs a subject");
+    }
+    if content.body.trim().is_empty() {
+        errors.add(format!("{field}.body"), "must not be empty");
+    }
+    if let Err(e) = rendering::check(content) {
+        errors.add(format!("{field}.{}", e.part), e.message);
+    }
+}
+
+impl RecipientInput {
+    fn validate(&self, index: usize, channels: &[Channel]) -> Result<Recipient, ValidationErrors> {
+        let field = |name: &str| format!("recipients[{index}].{name}");
+        let given = [self.user_id.is_some(), self.email.is_some(), self.phone.is_some(), self.webhook_url.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(ValidationErrors::single(
+                format!("recipients[{index}]"),
+                "give exactly one of user_id, email, phone or webhook_url",
+            ));
+        }
+        let direct = |channel: Channel, name: &str, target: Target, key: &str| {
+            if channels.contains(&channel) {
+                Ok(Recipient::Direct { key: format!("{name}:{key}"), target, channel })
+            } else {
+                Err(ValidationErrors::single(field(name), format!("a direct {name} needs the {channel} channel")))
+            }
+        };
+        if let Some(id) = &self.user_id {
+            validation::user_id(id).map_err(|m| ValidationErrors::single(field("user_id"), m))?;
+            Ok(Recipient::User(id.clone()))
+        } else if let Some(email) = &self.email {
+            validation::email(email).map_err(|m| ValidationErrors::single(field("email"), m))?;
+            direct(Channel::Email, "email", Target::Email(email.clone()), email)
+        } else if let Some(phone) = &self.phone {
+            let e164 = validation::phone_e164(phone).map_err(|m| ValidationErrors::single(field("phone"), m))?;
+            direct(Channel::Sms, "phone", Target::Phone(e164.clone()), &e164)
+        } else {
+            let url = self.webhook_url.as_deref().unwrap_or_default();
+            validation::https_url(url).map_err(|m| ValidationErrors::single(field("webhook_url"), m))?;
+            direct(Channel::Webhook, "webhook_url", Target::Webhooks(vec![url.to_owned()]), url)
+        }
+    }
+}
+
+/// Where a user's profile sends `channel`, if anywhere.
+pub fn target_of(profile: &Profile, channel: Channel) -> Option<Target> {
+    match channel {
+        Channel::Email => profile.email.clone().map(Target::Email),
+        Channel::Sms => profile.phone.clone().map(Target::Phone),
+        Channel::Push => (!profile.device_tokens.is_empty()).then(|| Target::Devices(profile.device_tokens.clone())),
+        Channel::Webhook => {
+            let urls: Vec<String> =
+                profile.external_channels.iter().filter(|c| c.enabled).map(|c| c.url.clone()).collect();
+            (!urls.is_empty()).then_some(Target::Webhooks(urls))
+        }
+    }
+}
+
+/// What a delivery sends: a stored template's version, or inline content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentRef {
+    Template { template_id: String, version: u64 },
+    Inline(ChannelContent),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: DeliveryStatus,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One delivery: a (notification, recipient, channel) and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub delivery_id: String,
+    pub notification_id: String,
+    /// The user id, or the direct address key (`email:…`).
+    pub recipient: String,
+    pub channel: Channel,
+    pub status: DeliveryStatus,
+    pub history: Vec<StatusChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+}
+
+impl Delivery {
+    pub fn new(
+        notification_id: &str,
+        recipient: &str,
+        channel: Channel,
+        status: DeliveryStatus,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            delivery_id: delivery_id(notification_id, recipient, channel),
+            notification_id: notification_id.to_owned(),
+            recipient: recipient.to_owned(),
+            channel,
+            status,
+            history: vec![StatusChange { status, at, reason }],
+            provider: None,
+            provider_message_id: None,
+        }
+    }
+}
+
+/// One recipient of a delivery job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecipient {
+    pub delivery_id: String,
+    /// Set for users (preferences, rate limits); None for direct addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub target: Target,
+}
+
+/// The message a channel worker receives: one notification, one channel, a few recipients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub notification_id: String,
+    pub notification_type: String,
+    pub channel: Channel,
+    pub content: ContentRef,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub recipients: Vec<JobRecipient>,
+    /// The campaign the job delivers, whose counters its outcomes add to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    /// How many times a worker put these recipients back on the queue to try again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DeliveryJob {
+    /// The EventBridge `detail-type` that routes this job to its channel's queue.
+    pub fn detail_type(&self) -> String {
+        format!("notification.{}", self.channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(value: serde_json::Value) -> NotificationRequest {
+        serde_json::from_value(value).expect("request parses")
+    }
+
+    fn faults(value: serde_json::Value) -> Vec<String> {
+        let mut f: Vec<String> = request(value).validate().unwrap_err().0.into_iter().map(|e| e.field).collect();
+        f.sort();
+        f
+    }
+
+    #[test]
+    fn a_request_to_users_with_a_template_is_valid() {
+        let r = request(
+            json!({"type": "payment_due", "recipients": [{"user_id": "u1"}, {"user_id": "u2"}], "channels": ["email", "sms"]}),
+        );
+        assert_eq!(r.validate().unwrap(), [Recipient::User("u1".into()), Recipient::User("u2".into())]);
+    }
+
+    #[test]
+    fn direct_addresses_are_normalised_and_keyed() {
+        let r = request(json!({"type": "otp", "recipients": [{"phone": "+1 415 555 2671"}], "channels": ["sms"],
+            "content": {"sms": {"body": "Code {{ code }}"}}}));
+        assert_eq!(
+            r.validate().unwrap(),
+            [Recipient::Direct {
+                key: "phone:+14155552671".into(),
+                target: Target::Phone("+14155552671".into()),
+                channel: Channel::Sms
+            }]
+        );
+    }
+
+    #[test]
+    fn every_fault_is_reported() {
+        let f = faults(
+            json!({"type": "Bad Type", "recipients": [{"email": "nope"}, {}, {"user_id": "u", "email": "a@b.co"}],
+            "channels": ["email", "email"], "content": {"email": {"body": "{{ x"}}, "idempotency_key": ""}),
+        );
+        assert_eq!(
+            f,
+            [
+                "channels",
+                "content.email.body",
+                "content.email.subject",
+                "idempotency_key",
+                "recipients[0].email",
+                "recipients[1]",
+                "recipients[2]",
+                "type"
+            ]
+        );
+    }
+
+    #[test]
+    fn inline_content_must_cover_every_channel() {
+        let f = faults(json!({"type": "t", "recipients": [{"user_id": "u"}], "channels": ["email", "sms"],
+            "content": {"sms": {"body": "hi"}}}));
+        assert_eq!(f, ["content.email"]);
+    }
+
+    #[test]
+    fn a_direct_address_needs_its_channel() {
+        let f = faults(
+            json!({"type": "t", "recipients": [{"email": "a@example.com"}], "channels": ["sms"], "content": {"sms": {"body": "x"}}}),
+        );
+        assert_eq!(f, ["recipients[0].email"]);
+    }
+
+    #[test]
+    fn too_many_or_no_recipients_are_refused() {
+        let many: Vec<_> = (0..=MAX_RECIPIENTS).map(|i| json!({"user_id": format!("u{i}")})).collect();
+        assert_eq!(faults(json!({"type": "t", "recipients": many, "channels": ["sms"]})), ["recipients"]);
+        assert_eq!(faults(json!({"type": "t", "recipients": [], "channels": ["sms"]})), ["recipients"]);
+    }
+
+    #[test]
+    fn profiles_give_each_channel_its_target() {
+        let mut p = Profile::new("u1");
+        p.email = Some("a@example.com".into());
+        p.external_channels = vec![
+            crate::profiles::ExternalChannel {
+                platform: "slack".into(),
+                url: "https://h.example/1".into(),
+                enabled: true,
+            },
+            crate::profiles::ExternalChannel {
+                platform: "slack".into(),
+                url: "https://h.example/2".into(),
+                enabled: false,
+            },
+        ];
+        assert_eq!(target_of(&p, Channel::Email), Some(Target::Email("a@example.com".into())));
+        assert_eq!(target_of(&p, Channel::Sms), None);
+        assert_eq!(target_of(&p, Channel::Push), None);
+        assert_eq!(target_of(&p, Channel::Webhook), Some(Target::Webhooks(vec!["https://h.example/1".into()])));
+    }
+}

@@ -1,0 +1,271 @@
+//! Accepting notifications: validate everything up front, record one delivery per
+//! (notification, recipient, channel), and publish the delivery jobs to the bus.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use chrono::Utc;
+
+use crate::{
+    delivery::{Channel, DeliveryStatus, DeliveryStore, TemplateStore},
+    events::{DomainEvent, EventPublisher, PublishError},
+    notifications::{
+        ContentRef, Delivery, DeliveryJob, JobRecipient, NotificationRequest, NotificationStore, RECIPIENTS_PER_JOB,
+        Recipient, Reservation, target_of,
+    },
+    profiles::ProfileStore,
+    store::StoreError,
+    validation::ValidationErrors,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error("no such notification")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub notification_id: String,
+    /// True when the idempotency key had been used: nothing new was sent.
+    pub repeated: bool,
+}
+
+#[derive(Clone)]
+pub struct NotificationService {
+    pub profiles: Arc<dyn ProfileStore>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub notifications: Arc<dyn NotificationStore>,
+    pub events: Arc<dyn EventPublisher>,
+}
+
+pub fn new_notification_id() -> String {
+    format!("n_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+impl NotificationService {
+    /// Accepts a notification. `caller` scopes the idempotency key (the API key's hash),
+    /// so two producers never collide on the same key.
+    pub async fn accept(&self, request: NotificationRequest, caller: &str) -> Result<Accepted, NotificationError> {
+        let recipients = request.validate()?;
+        let content = self.content_refs(&request).await?;
+        let mut notification_id = new_notification_id();
+        let mut resumed = false;
+        let key = request.idempotency_key.as_ref().map(|k| format!("{caller}:{k}"));
+        if let Some(key) = &key {
+            match self.notifications.reserve(key, &notification_id).await? {
+                Reservation::New => {}
+                Reservation::Existing { notification_id: existing, complete: true } => {
+                    return Ok(Accepted { notification_id: existing, repeated: true });
+                }
+                // The first request stopped half-way: finish its work. Every step below
+                // is safe to repeat, and workers skip deliveries already sent.
+                Reservation::Existing { notification_id: existing, complete: false } => {
+                    notification_id = existing;
+                    resumed = true;
+                }
+            }
+        }
+
+        let now = Utc::now();
+        let mut deliveries = Vec::new();
+        let mut jobs: BTreeMap<Channel, Vec<JobRecipient>> = BTreeMap::new();
+        // The users' profiles, read concurrently (up to MAX_RECIPIENTS of them).
+        let user_ids: Vec<String> =
+            recipients.iter().filter_map(|r| if let Recipient::User(u) = r { Some(u.clone()) } else { None }).collect();
+        let mut stored = self.profiles.load_many(&user_ids).await?;
+        let profiles: Vec<Option<crate::profiles::Profile>> = recipients
+            .iter()
+            .map(|r| match r {
+                Recipient::User(user_id) => stored.remove(user_id).and_then(|s| s.profile),
+                Recipient::Direct { .. } => None,
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for (recipient, profile) in recipients.into_iter().zip(profiles) {
+            let planned: Vec<(String, Option<String>, Channel, Option<crate::notifications::Target>)> = match recipient
+            {
+                Recipient::Direct { key, target, channel } => vec![(key, None, channel, Some(target))],
+                Recipient::User(user_id) => request
+                    .channels
+                    .iter()
+                    .map(|c| {
+                        (user_id.clone(), Some(user_id.clone()), *c, profile.as_ref().and_then(|p| target_of(p, *c)))
+                    })
+                    .collect(),
+            };
+            for (key, user_id, channel, target) in planned {
+                let (status, reason) = match &target {
+                    Some(_) => (DeliveryStatus::Created, None),
+                    None => (DeliveryStatus::Error, Some(format!("no {channel} address for this recipient"))),
+                };
+                let delivery = Delivery::new(&notification_id, &key, channel, status, reason, now);
+                // A recipient named twice is one delivery: once in the table, once sent.
+                if !seen.insert(delivery.delivery_id.clone()) {
+                    continue;
+                }
+                if let Some(target) = target {
+                    jobs.entry(channel).or_default().push(JobRecipient {
+                        delivery_id: delivery.delivery_id.clone(),
+                        user_id,
+                        target,
+                    });
+                }
+                deliveries.push(delivery);
+            }
+        }
+        if resumed {
+            for d in &deliveries {
+                self.deliveries.create_if_absent(d).await?;
+            }
+        } else {
+            self.deliveries.create(&deliveries).await?;
+        }
+        let events: Vec<DomainEvent> = jobs
+            .into_iter()
+            .flat_map(|(channel, recipients)| {
+                let content = content[&channel].clone();
+                let (id, kind, params) = (&notification_id, &request.notification_type, &request.params);
+                recipients
+                    .chunks(RECIPIENTS_PER_JOB)
+                    .map(|chunk| {
+                        DomainEvent::DeliveryJob(DeliveryJob {
+                            notification_id: id.clone(),
+                            notification_type: kind.clone(),
+                            channel,
+                            content: content.clone(),
+                            params: params.clone(),
+                            recipients: chunk.to_vec(),
+                            campaign_id: None,
+                            attempt: 0,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.events.publish(&events).await?;
+        if let Some(key) = &key {
+            self.notifications.complete(key).await?;
+        }
+        Ok(Accepted { notification_id, repeated: resumed })
+    }
+
+    /// The content each channel will render: the inline content, or the latest version
+    /// of the type's template, pinned so a later edit cannot change a send under way.
+    async fn content_refs(
+        &self,
+        request: &NotificationRequest,
+    ) -> Result<BTreeMap<Channel, ContentRef>, NotificationError> {
+        if let Some(inline) = &request.content {
+            return Ok(request.channels.iter().map(|c| (*c, ContentRef::Inline(inline[c].clone()))).collect());
+        }
+        let template = self.templates.get(&request.notification_type, None).await?.ok_or_else(|| {
+            ValidationErrors::single("type", "no template is stored for this type: store one, or give inline content")
+        })?;
+        let mut errors = ValidationErrors::default();
+        for c in &request.channels {
+            if !template.channels.contains_key(c) {
+                errors.add("channels", format!("the {} template has no {c} content", template.template_id));
+            }
+        }
+        errors.into_result()?;
+        Ok(request
+            .channels
+            .iter()
+            .map(|c| {
+                (*c, ContentRef::Template { template_id: template.template_id.clone(), version: template.version })
+            })
+            .collect())
+    }
+
+    pub async fn deliveries(&self, notification_id: &str) -> Result<Vec<Delivery>, NotificationError> {
+        let deliveries = self.deliveries.list(notification_id).await?;
+        if deliveries.is_empty() {
+            return Err(NotificationError::NotFound);
+        }
+        Ok(deliveries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{delivery::memory::*, events::memory::*, notifications::memory::*, profiles::memory::*};
+
+    fn service() -> (NotificationService, Arc<MemoryDeliveries>, Arc<MemoryBus>) {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let bus = Arc::new(MemoryBus::default());
+        let service = NotificationService {
+            profiles: Arc::new(MemoryProfiles::default()),
+            templates: Arc::new(MemoryTemplates::default()),
+            deliveries: deliveries.clone(),
+            notifications: Arc::new(MemoryNotifications::default()),
+            events: bus.clone(),
+        };
+        (service, deliveries, bus)
+    }
+
+    fn request(value: serde_json::Value) -> NotificationRequest {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn jobs(bus: &MemoryBus) -> Vec<DeliveryJob> {
+        bus.delivery_jobs()
+    }
+
+    #[tokio::test]
+    async fn a_recipient_named_twice_gets_one_delivery() {
+        let (service, deliveries, bus) = service();
+        let phone = json!({"phone": "+14155550100"});
+        let body =
+            json!({"type": "t", "recipients": [phone, phone], "channels": ["sms"], "content": {"sms": {"body": "x"}}});
+        let accepted = service.accept(request(body), "caller").await.unwrap();
+        assert_eq!(deliveries.list(&accepted.notification_id).await.unwrap().len(), 1);
+        assert_eq!(jobs(&bus)[0].recipients.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recipients_are_packed_ten_to_a_job_per_channel() {
+        let (service, _, bus) = service();
+        let recipients: Vec<_> = (0..25).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+        let body =
+            json!({"type": "t", "recipients": recipients, "channels": ["sms"], "content": {"sms": {"body": "x"}}});
+        service.accept(request(body), "caller").await.unwrap();
+        let sizes: Vec<usize> = jobs(&bus).iter().map(|j| j.recipients.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_returns_the_first_id_and_publishes_nothing() {
+        let (service, _, bus) = service();
+        let body = json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+            "content": {"sms": {"body": "x"}}, "idempotency_key": "k1"});
+        let first = service.accept(request(body.clone()), "caller").await.unwrap();
+        let second = service.accept(request(body.clone()), "caller").await.unwrap();
+        assert_eq!((first.notification_id.clone(), second.repeated), (second.notification_id, true));
+        assert_eq!(jobs(&bus).len(), 1);
+        let other_caller = service.accept(request(body), "someone else").await.unwrap();
+        assert_ne!(other_caller.notification_id, first.notification_id);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_stopped_before_publishing_is_finished_by_its_repeat() {
+        let (service, deliveries, bus) = service();
+        let body = json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+            "content": {"sms": {"body": "x"}}, "idempotency_key": "k1"});
+        let failing =
+            NotificationService { events: Arc::new(MemoryBus { fail: true, ..Default::default() }), ..service.clone() };
+        assert!(failing.accept(request(body.clone()), "caller").await.is_err());
+        let repeat = service.accept(request(body), "caller").await.unwrap();
+        assert_eq!(deliveries.list(&repeat.notification_id).await.unwrap().len(), 1);
+        assert_eq!(jobs(&bus).len(), 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! Segments: rules, the catalog of saved segments, the services that save them and record
+//! behaviour, and the segmenter that keeps every user's memberships current.
+
+mod model;
+mod ports;
+pub mod rules;
+mod segmenter;
+mod service;
+
+pub use model::*;
+pub use ports::*;
+pub use segmenter::*;
+pub use service::*;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
