@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{BillingMode, KeyType};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_aws::{
     Clients, DynamoImportJobStore, DynamoProfileStore, RequestCounter, S3ImportFiles, SqsImportQueue,
-    import_jobs::is_valid_cursor,
+    dynamo::import_jobs::is_valid_cursor,
 };
 use herald_core::{
     imports::{ImportFiles, ImportJob, ImportJobStore, ImportQueue, ImportState, Resume},

@@ -110,7 +110,7 @@ async fn a_notification_reaches_every_channel_of_a_user_once() {
     let timestamp: i64 = signature.trim_start_matches("t=").split(',').next().unwrap().parse().unwrap();
     assert_eq!(
         signature,
-        herald_worker::webhook::signature(signing_secret(&stack).as_bytes(), timestamp, &posts[0].body)
+        herald_aws::senders::webhook::signature(signing_secret(&stack).as_bytes(), timestamp, &posts[0].body)
     );
     assert_eq!(posts[0].headers["idempotency-key"], delivery(&answer, "webhook")["delivery_id"].as_str().unwrap());
     sink.stop();

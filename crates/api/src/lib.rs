@@ -267,7 +267,7 @@ impl App {
                 let (limit, cursor) = imports::list_parameters(
                     query.first("limit"),
                     query.first("cursor"),
-                    herald_aws::import_jobs::is_valid_cursor,
+                    herald_aws::dynamo::import_jobs::is_valid_cursor,
                 )?;
                 let page = self.import_jobs.list(limit, cursor).await?;
                 Ok(json(StatusCode::OK, &imports::ImportList::from(page)))

@@ -2,8 +2,6 @@
 //! answered with the messages that failed (`ReportBatchItemFailures`), so one bad
 //! message never makes SQS retry the good ones.
 
-pub mod webhook;
-
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
@@ -385,8 +383,11 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
             }
         }
         Channel::Webhook => Arc::new(
-            webhook::WebhookSender::new(&config.signing_secret, config.webhook_root_pem.as_deref())
-                .map_err(|e| ConfigError(format!("webhook client: {e}")))?,
+            herald_aws::senders::webhook::WebhookSender::new(
+                &config.signing_secret,
+                config.webhook_root_pem.as_deref(),
+            )
+            .map_err(|e| ConfigError(format!("webhook client: {e}")))?,
         ),
     })
 }
@@ -784,7 +785,7 @@ mod tests {
     #[test]
     fn webhook_signatures_are_hmac_sha256_of_timestamp_and_body() {
         // Known answer, computed independently: printf '1700000000.{}' | openssl dgst -sha256 -hmac secret
-        let sig = webhook::signature(b"secret", 1_700_000_000, "{}");
+        let sig = herald_aws::senders::webhook::signature(b"secret", 1_700_000_000, "{}");
         assert_eq!(sig, "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163");
     }
 }

@@ -27,7 +27,10 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::{batch::Item, jobs, memberships::number_of, n, s, unavailable};
+use crate::{
+    dynamo::{Item, jobs, n, number_of, s},
+    unavailable,
+};
 
 const KIND: &str = "campaign";
 const FILTER: &str = "filter";

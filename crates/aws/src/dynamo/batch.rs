@@ -9,9 +9,13 @@ use aws_sdk_dynamodb::{
 };
 use herald_core::{backoff::Backoff, store::StoreError};
 
-pub const BATCH_WRITE_LIMIT: usize = 25;
+use futures_util::{StreamExt, TryStreamExt, stream};
 
-pub type Item = HashMap<String, AttributeValue>;
+use super::{Item, s};
+use crate::unavailable;
+use std::collections::BTreeSet;
+
+pub const BATCH_WRITE_LIMIT: usize = 25;
 
 pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &Backoff) -> Result<(), StoreError> {
     let requests: Vec<WriteRequest> = items
@@ -91,4 +95,68 @@ pub(crate) async fn get_chunk(
         }
     }
     Ok(items)
+}
+
+/// The items of `table` under `keys` (`names` are the partition and sort key's names),
+/// read in concurrent BatchGetItem calls of 100 keys, unprocessed keys read again after a
+/// backoff. Missing items are absent; a key named twice is read once.
+/// Batched calls in flight at once.
+pub(crate) const CONCURRENCY: usize = 8;
+
+pub(crate) async fn get_keys(
+    client: &Client,
+    table: &str,
+    names: (&str, &str),
+    keys: &[(String, String)],
+    consistent: bool,
+    backoff: &Backoff,
+) -> Result<Vec<Item>, StoreError> {
+    let keys: BTreeSet<&(String, String)> = keys.iter().collect();
+    let keys: Vec<Item> = keys
+        .into_iter()
+        .map(|(hash, range)| HashMap::from([(names.0.to_owned(), s(hash)), (names.1.to_owned(), s(range))]))
+        .collect();
+    let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_LIMIT).map(<[Item]>::to_vec).collect();
+    let pages: Vec<Vec<Item>> = stream::iter(chunks)
+        .map(|chunk| get_chunk(client, table, chunk, consistent, backoff))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(pages.into_iter().flatten().collect())
+}
+
+/// Sends `requests` in concurrent BatchWriteItem calls of 25, unprocessed requests sent
+/// again after a backoff. The requests must name distinct items.
+pub(crate) async fn write_all(
+    client: &Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    let chunks: Vec<Vec<WriteRequest>> = requests.chunks(BATCH_WRITE_LIMIT).map(<[WriteRequest]>::to_vec).collect();
+    stream::iter(chunks)
+        .map(|chunk| write_chunk(client, table, chunk, backoff))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+async fn write_chunk(
+    client: &Client,
+    table: &str,
+    mut pending: Vec<WriteRequest>,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    let mut retry = 0;
+    while !pending.is_empty() {
+        let output = client.batch_write_item().request_items(table, pending).send().await.map_err(unavailable)?;
+        pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+        if !pending.is_empty() {
+            if !backoff.wait(retry).await {
+                return Err(StoreError::Unavailable(format!("{} items stayed unprocessed", pending.len())));
+            }
+            retry += 1;
+        }
+    }
+    Ok(())
 }

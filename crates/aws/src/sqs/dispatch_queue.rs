@@ -11,7 +11,7 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::sqs_batch::{delay_seconds, entries, pack, send_batch};
+use crate::sqs::batch::{delay_seconds, entries, pack, send_batch};
 
 #[derive(Clone, Debug)]
 pub struct SqsDispatchQueue {

@@ -16,10 +16,13 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::{batch, unavailable};
+use crate::{
+    dynamo::{Item, batch},
+    unavailable,
+};
 
 /// A transaction holds at most 100 items: a claim and its rate-limit count are two.
-const CLAIMS_PER_TRANSACTION: usize = 50;
+const CLAIMS_PER_TRANSACTION: usize = super::transaction::MAX_ITEMS / 2;
 
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryStore {
@@ -206,11 +209,11 @@ impl DynamoDeliveryStore {
         Ok(claims.into_iter().map(|c| c.expect("every request is answered")).collect())
     }
 
-    fn item(delivery: &Delivery) -> Result<batch::Item, StoreError> {
+    fn item(delivery: &Delivery) -> Result<Item, StoreError> {
         serde_dynamo::to_item(delivery).map_err(|e| StoreError::Unavailable(format!("unwritable delivery: {e}")))
     }
 
-    async fn read(&self, delivery_id: &str) -> Result<Option<batch::Item>, StoreError> {
+    async fn read(&self, delivery_id: &str) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -288,7 +291,7 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        let items: Vec<batch::Item> = self
+        let items: Vec<Item> = self
             .client
             .query()
             .table_name(&self.table)

@@ -11,7 +11,7 @@ use herald_core::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::batch;
+use crate::dynamo::batch;
 
 use crate::unavailable;
 
@@ -59,7 +59,7 @@ impl PreferenceStore for DynamoPreferenceStore {
     }
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
-        let mut item: crate::batch::Item = serde_dynamo::to_item(preferences)
+        let mut item: crate::dynamo::Item = serde_dynamo::to_item(preferences)
             .map_err(|e| StoreError::Unavailable(format!("unwritable preferences: {e}")))?;
         item.insert("user_id".into(), AttributeValue::S(user_id.to_owned()));
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;

@@ -17,9 +17,11 @@ use herald_core::{
 };
 
 use crate::{
-    batch::Item,
-    memberships::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable, number_of},
-    n, s, unavailable,
+    dynamo::{
+        Item, n, number_of, s,
+        transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
+    },
+    unavailable,
 };
 
 /// The key of the item that holds the catalog revision (not a valid segment id).

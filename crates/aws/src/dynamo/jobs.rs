@@ -5,7 +5,10 @@ use aws_sdk_dynamodb::{Client, operation::put_item::PutItemError, types::Attribu
 use chrono::{DateTime, Utc};
 use herald_core::store::StoreError;
 
-use crate::{batch::Item, s, unavailable};
+use crate::{
+    dynamo::{Item, s},
+    unavailable,
+};
 
 /// The index's sort key: the start time with fixed-width fractions, so that the text
 /// orders as the time does, and the id to keep jobs started at once apart.

@@ -4,8 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    error::SdkError,
-    operation::{put_item::PutItemError, transact_write_items::TransactWriteItemsError},
+    operation::put_item::PutItemError,
     types::{AttributeValue, Put, TransactWriteItem},
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -15,18 +14,24 @@ use herald_core::{
     store::StoreError,
 };
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::collections::HashMap;
 
-use crate::{batch, describe, unavailable};
+use super::{
+    item_size,
+    transaction::{ACTION_OVERHEAD, Action, pack, throttled_backoff, transact_conditionally},
+};
+use crate::{
+    dynamo::{Item, batch},
+    unavailable,
+};
 
 /// Marks a tombstone: the profile was erased, only its id and version remain.
 const ERASED: &str = "erased";
+/// Transactions of one `save_many` in flight at once.
+const TRANSACTIONS_IN_FLIGHT: usize = 4;
 
 /// A stored item: a profile, or the tombstone of an erased one.
-fn stored(item: batch::Item) -> Result<StoredProfile, StoreError> {
+fn stored(item: Item) -> Result<StoredProfile, StoreError> {
     if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
         let version = match item.get("version") {
             Some(AttributeValue::N(n)) => {
@@ -52,7 +57,7 @@ impl DynamoProfileStore {
         Self { client, table: table.into() }
     }
 
-    async fn put_if_version(&self, item: batch::Item, expected_version: u64) -> Result<(), StoreError> {
+    async fn put_if_version(&self, item: Item, expected_version: u64) -> Result<(), StoreError> {
         let (condition, values) = version_condition(expected_version);
         let request = self
             .client
@@ -77,200 +82,8 @@ fn version_condition(expected_version: u64) -> (&'static str, Option<HashMap<Str
     if expected_version == 0 {
         ("attribute_not_exists(user_id)", None)
     } else {
-        ("version = :expected", Some(HashMap::from([(":expected".to_owned(), crate::n(expected_version))])))
+        ("version = :expected", Some(HashMap::from([(":expected".to_owned(), crate::dynamo::n(expected_version))])))
     }
-}
-
-/// TransactWriteItems takes at most 100 actions.
-const TRANSACTION_ACTIONS: usize = 100;
-/// ... and 4 MB of items in all: packed to well under it, since the estimate below
-/// ignores the request's own framing.
-const TRANSACTION_BYTES: usize = 3_500_000;
-/// Per action, on top of the item: table name, condition, values, framing.
-const ACTION_OVERHEAD: usize = 256;
-/// Transactions of one `save_many` in flight at once.
-const TRANSACTIONS_IN_FLIGHT: usize = 4;
-
-/// How long a throttled transaction keeps trying: an import must slow down under
-/// throttling, not fail, so the budget is generous (a minute and more of waiting).
-fn throttled_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 25)
-}
-
-/// An item's size as DynamoDB reckons it against its limits: attribute names plus values,
-/// numbers by their text (an overestimate), lists and maps with their small overhead.
-pub(crate) fn item_size(item: &batch::Item) -> usize {
-    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
-}
-
-fn value_size(value: &AttributeValue) -> usize {
-    match value {
-        AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
-        AttributeValue::B(blob) => blob.as_ref().len(),
-        AttributeValue::Ss(texts) | AttributeValue::Ns(texts) => texts.iter().map(String::len).sum(),
-        AttributeValue::Bs(blobs) => blobs.iter().map(|b| b.as_ref().len()).sum(),
-        AttributeValue::L(values) => 3 + values.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
-        AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
-        _ => 1,
-    }
-}
-
-/// One conditional action of a transaction, with what packing needs to know of it.
-pub(crate) struct Action {
-    pub item: TransactWriteItem,
-    /// The item's key: a transaction may not touch one item twice.
-    pub key: String,
-    /// Estimated bytes against the transaction's 4 MB.
-    pub size: usize,
-}
-
-/// Splits `actions` into transactions (indexes, in order) of at most 100 actions and
-/// `TRANSACTION_BYTES`, never two actions on one key in the same transaction.
-pub(crate) fn pack(actions: &[Action]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut bytes = 0;
-    let mut keys = HashSet::new();
-    for (i, action) in actions.iter().enumerate() {
-        let fits = groups.last().is_some_and(|group| group.len() < TRANSACTION_ACTIONS)
-            && bytes + action.size <= TRANSACTION_BYTES
-            && !keys.contains(action.key.as_str());
-        if !fits {
-            groups.push(Vec::new());
-            bytes = 0;
-            keys.clear();
-        }
-        groups.last_mut().expect("a group was pushed").push(i);
-        bytes += action.size;
-        keys.insert(action.key.as_str());
-    }
-    groups
-}
-
-/// What a failed TransactWriteItems call means for the actions it carried.
-enum Failure {
-    /// Cancelled, nothing written: the reason code of each action, in order (`None` for
-    /// the actions that were fine).
-    Cancelled(Vec<String>),
-    /// Throttled, busy or a server fault: the same request may succeed later.
-    Transient(String),
-    Fatal(StoreError),
-}
-
-/// Cancellation reasons that sending the actions again can cure: throttling, another
-/// transaction on the same item, a server fault.
-fn is_transient_reason(code: &str) -> bool {
-    matches!(
-        code,
-        "ThrottlingError"
-            | "ProvisionedThroughputExceeded"
-            | "RequestLimitExceeded"
-            | "TransactionConflict"
-            | "InternalServerError"
-            | "ServiceUnavailable"
-    )
-}
-
-fn classify(error: SdkError<TransactWriteItemsError>) -> Failure {
-    // A 5xx or a timeout that outlived the SDK's own retries: the request may be sent
-    // again with the same token, which DynamoDB applies at most once.
-    let server_fault = error.raw_response().is_some_and(|r| r.status().is_server_error());
-    let timed_out = match &error {
-        SdkError::TimeoutError(_) => true,
-        SdkError::DispatchFailure(failure) => failure.is_timeout(),
-        _ => false,
-    };
-    if server_fault || timed_out {
-        return Failure::Transient(describe(&error));
-    }
-    match error.into_service_error() {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => Failure::Cancelled(
-            cancelled
-                .cancellation_reasons
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| r.code.unwrap_or_default())
-                .collect(),
-        ),
-        e @ (TransactWriteItemsError::ThrottlingException(_)
-        | TransactWriteItemsError::ProvisionedThroughputExceededException(_)
-        | TransactWriteItemsError::RequestLimitExceeded(_)
-        | TransactWriteItemsError::TransactionInProgressException(_)
-        | TransactWriteItemsError::InternalServerError(_)) => Failure::Transient(describe(&e)),
-        other => Failure::Fatal(unavailable(other)),
-    }
-}
-
-/// A fresh idempotency token: a transaction sent again with its token (after a timeout,
-/// say) is applied at most once, so a write that did land is not later reported as
-/// beaten by "another writer" (itself).
-fn client_token() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Writes the actions `group` names (indexes into `actions`) in one transaction, each
-/// under its own condition. A cancelled transaction writes nothing: the actions whose
-/// condition failed are dropped (not written) and the rest sent again; throttling and
-/// conflicts are waited out with `backoff`. Answers the indexes written.
-pub(crate) async fn transact_conditionally(
-    client: &Client,
-    actions: &[Action],
-    mut group: Vec<usize>,
-    backoff: &Backoff,
-) -> Result<Vec<usize>, StoreError> {
-    let mut token = client_token();
-    let mut retry = 0;
-    while !group.is_empty() {
-        let items = group.iter().map(|&i| actions[i].item.clone()).collect();
-        let request = client.transact_write_items().set_transact_items(Some(items)).client_request_token(&token);
-        let transient = match request.send().await {
-            Ok(_) => return Ok(group),
-            Err(e) => match classify(e) {
-                Failure::Fatal(e) => return Err(e),
-                Failure::Transient(description) => Some(description),
-                Failure::Cancelled(codes) => {
-                    if codes.len() != group.len() {
-                        return Err(StoreError::Unavailable(format!(
-                            "a transaction of {} writes was cancelled with {} reasons: {codes:?}",
-                            group.len(),
-                            codes.len()
-                        )));
-                    }
-                    if let Some(code) = codes.iter().find(|c| {
-                        !matches!(c.as_str(), "" | "None" | "ConditionalCheckFailed") && !is_transient_reason(c)
-                    }) {
-                        return Err(StoreError::Unavailable(format!(
-                            "a transaction was cancelled: {code} in {codes:?}"
-                        )));
-                    }
-                    let waits = codes.iter().any(|c| is_transient_reason(c));
-                    if !waits && !codes.iter().any(|c| c == "ConditionalCheckFailed") {
-                        // Nothing to drop and nothing to wait for: sending it again would
-                        // be cancelled again.
-                        return Err(StoreError::Unavailable(format!("a transaction was cancelled: {codes:?}")));
-                    }
-                    group = group
-                        .into_iter()
-                        .zip(&codes)
-                        .filter(|(_, c)| *c != "ConditionalCheckFailed")
-                        .map(|(i, _)| i)
-                        .collect();
-                    // Settled, nothing written: the next request is a new one.
-                    token = client_token();
-                    waits.then(|| format!("a transaction was cancelled: {codes:?}"))
-                }
-            },
-        };
-        if let Some(description) = transient {
-            if !backoff.wait(retry).await {
-                return Err(StoreError::Unavailable(format!(
-                    "still failing after {} attempts: {description}",
-                    retry + 1
-                )));
-            }
-            retry += 1;
-        }
-    }
-    Ok(group)
 }
 
 #[async_trait]
@@ -408,7 +221,7 @@ mod tests {
     use super::*;
 
     fn action(key: &str, size: usize) -> Action {
-        let put = Put::builder().table_name("t").item("user_id", crate::s(key)).build().expect("a put");
+        let put = Put::builder().table_name("t").item("user_id", crate::dynamo::s(key)).build().expect("a put");
         Action { item: TransactWriteItem::builder().put(put).build(), key: key.to_owned(), size }
     }
 
@@ -438,10 +251,10 @@ mod tests {
 
     #[test]
     fn item_size_counts_names_and_values() {
-        let item = batch::Item::from([
-            ("user_id".to_owned(), crate::s("abc")),
-            ("version".to_owned(), crate::n(12)),
-            ("tags".to_owned(), AttributeValue::L(vec![crate::s("xy")])),
+        let item = Item::from([
+            ("user_id".to_owned(), crate::dynamo::s("abc")),
+            ("version".to_owned(), crate::dynamo::n(12)),
+            ("tags".to_owned(), AttributeValue::L(vec![crate::dynamo::s("xy")])),
         ]);
         assert_eq!(item_size(&item), (7 + 3) + (7 + 2) + (4 + 3 + 1 + 2));
     }

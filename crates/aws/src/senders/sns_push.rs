@@ -1,139 +1,15 @@
-//! The channel providers: SES v2 for email, SNS for SMS and mobile push.
+//! Mobile push through SNS platform endpoints (APNs, FCM).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use herald_core::{
     delivery::{DisabledDevices, Outgoing, SendError, Sender},
     notifications::Target,
     profiles::{DeviceToken, Platform},
 };
 
-/// Throttling, server faults and transport failures may pass on a later try; the rest
-/// (invalid address, rejected content) never will.
-fn classify<E>(e: aws_sdk_sesv2::error::SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>) -> SendError
-where
-    E: aws_sdk_sesv2::error::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    const THROTTLING: [&str; 6] = [
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "TooManyRequestsException",
-        "LimitExceededException",
-        "RequestLimitExceeded",
-    ];
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_owned();
-    let message = crate::describe(&e);
-    let retryable = match (&e, status) {
-        (aws_sdk_sesv2::error::SdkError::ServiceError(_), Some(status)) => {
-            status >= 500 || status == 429 || THROTTLING.contains(&code.as_str())
-        }
-        (aws_sdk_sesv2::error::SdkError::ServiceError(_), None) => THROTTLING.contains(&code.as_str()),
-        _ => true,
-    };
-    if retryable { SendError::Retryable(message) } else { SendError::Permanent(message) }
-}
-
-fn content(text: &str) -> Content {
-    Content::builder().data(text).charset("UTF-8").build().expect("data is set")
-}
-
-/// `service@region`, the provider name recorded on deliveries: with a secondary provider
-/// in another region, it tells which one sent.
-fn provider_name(service: &str, region: Option<&aws_sdk_sns::config::Region>) -> String {
-    format!("{service}@{}", region.map(|r| r.as_ref()).unwrap_or("default"))
-}
-
-#[derive(Clone, Debug)]
-pub struct SesEmailSender {
-    client: aws_sdk_sesv2::Client,
-    from: String,
-    name: String,
-}
-
-impl SesEmailSender {
-    pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
-        let name = provider_name("ses", client.config().region());
-        Self { client, from: from.into(), name }
-    }
-}
-
-#[async_trait]
-impl Sender for SesEmailSender {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
-        let Target::Email(address) = message.target else {
-            return Err(SendError::Permanent("the email channel needs an email address".into()));
-        };
-        let mut body = Body::builder().text(content(&message.content.body));
-        if let Some(html) = &message.content.html {
-            body = body.html(content(html));
-        }
-        let email = Message::builder()
-            .subject(content(message.content.subject.as_deref().unwrap_or_default()))
-            .body(body.build())
-            .build();
-        let output = self
-            .client
-            .send_email()
-            .from_email_address(&self.from)
-            .destination(Destination::builder().to_addresses(address).build())
-            .content(EmailContent::builder().simple(email).build())
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(output.message_id.unwrap_or_default())
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct SnsSmsSender {
-    client: aws_sdk_sns::Client,
-    name: String,
-}
-
-impl SnsSmsSender {
-    pub fn new(client: aws_sdk_sns::Client) -> Self {
-        let name = provider_name("sns-sms", client.config().region());
-        Self { client, name }
-    }
-}
-
-#[async_trait]
-impl Sender for SnsSmsSender {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
-        let Target::Phone(number) = message.target else {
-            return Err(SendError::Permanent("the sms channel needs a phone number".into()));
-        };
-        let output = self
-            .client
-            .publish()
-            .phone_number(number)
-            .message(&message.content.body)
-            .message_attributes(
-                "AWS.SNS.SMS.SMSType",
-                aws_sdk_sns::types::MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value("Transactional")
-                    .build()
-                    .expect("data type is set"),
-            )
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(output.message_id.unwrap_or_default())
-    }
-}
+use super::{classify, provider_name};
 
 const ENDPOINT_DISABLED: &str = "the device endpoint is disabled";
 

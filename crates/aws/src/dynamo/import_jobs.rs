@@ -12,7 +12,10 @@ use herald_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{batch::Item, jobs, n, s, unavailable};
+use crate::{
+    dynamo::{Item, jobs, n, s},
+    unavailable,
+};
 
 /// The index that lists jobs by kind, newest first.
 const INDEX: &str = "by_kind";

@@ -26,15 +26,17 @@ use herald_core::{
 };
 
 use crate::{
-    batch::Item,
-    memberships::{CONCURRENCY, CONDITIONAL_CHECK_FAILED, cancellation_codes, get_keys, is_retryable, number_of},
-    n, s, unavailable,
+    dynamo::{
+        Item,
+        batch::{CONCURRENCY, get_keys},
+        n, number_of, s,
+        transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
+    },
+    unavailable,
 };
 
 /// The sort key of a user's activity revision.
 pub(crate) const REVISION_SK: &str = "#rev";
-/// Actions one TransactWriteItems may hold.
-const MAX_TRANSACTION_ITEMS: usize = 100;
 /// How long an event id is remembered: as long as an event can be accepted
 /// (`MAX_AGE_DAYS`), so a late repeat is still known.
 const DEDUP_DAYS: i64 = herald_core::activity::MAX_AGE_DAYS + 1;
@@ -110,7 +112,7 @@ fn units_of(user_id: &str, events: &[&ActivityEvent]) -> Vec<Unit> {
         let fresh: Vec<(CounterKey, NaiveDate)> =
             event.counters().map(|key| (key, event.day())).filter(|c| !counters.contains(c)).collect();
         let actions = current.events.len() + 1 + counters.len() + fresh.len() + 1;
-        if actions > MAX_TRANSACTION_ITEMS && !current.events.is_empty() {
+        if actions > crate::dynamo::transaction::MAX_ITEMS && !current.events.is_empty() {
             units.push(std::mem::replace(&mut current, new_unit()));
             counters.clear();
             counters.extend(event.counters().map(|key| (key, event.day())));
@@ -133,7 +135,7 @@ fn transactions(units: Vec<Unit>) -> Vec<Vec<Unit>> {
     for unit in units {
         let size = unit.actions();
         match transactions.last_mut() {
-            Some(last) if actions + size <= MAX_TRANSACTION_ITEMS => {
+            Some(last) if actions + size <= crate::dynamo::transaction::MAX_ITEMS => {
                 last.push(unit);
                 actions += size;
             }

@@ -48,7 +48,7 @@ impl DynamoTemplateStore {
     }
 
     async fn put(&self, key: &str, template: &StoredTemplate, condition: &str) -> Result<bool, StoreError> {
-        let mut item: crate::batch::Item = serde_dynamo::to_item(template)
+        let mut item: crate::dynamo::Item = serde_dynamo::to_item(template)
             .map_err(|e| StoreError::Unavailable(format!("unwritable template: {e}")))?;
         item.insert("id".into(), AttributeValue::S(template.template_id.clone()));
         item.insert("template_id".into(), AttributeValue::S(key.to_owned()));

@@ -17,8 +17,6 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    error::SdkError,
-    operation::transact_write_items::TransactWriteItemsError,
     types::{AttributeValue, ConditionCheck, Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest},
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -28,16 +26,16 @@ use herald_core::{
     store::StoreError,
 };
 
+use super::{
+    batch::{CONCURRENCY, get_keys, write_all},
+    number_of, transaction,
+    transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
+};
 use crate::{
-    activity::REVISION_SK,
-    batch::{self, BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, Item},
-    n, s, unavailable,
+    dynamo::{Item, activity::REVISION_SK, batch, batch::BATCH_WRITE_LIMIT, n, s},
+    unavailable,
 };
 
-/// Items one TransactWriteItems takes.
-const TRANSACTION_LIMIT: usize = 100;
-/// Batched calls in flight at once.
-pub(crate) const CONCURRENCY: usize = 8;
 /// The sort key of a user's record.
 const RECORD_SK: &str = "segments";
 
@@ -69,16 +67,6 @@ fn string_of<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value),
         _ => Err(StoreError::Unavailable(format!("an item without the string {name}"))),
-    }
-}
-
-pub(crate) fn number_of(item: &Item, name: &str) -> Result<u64, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::N(value)) => {
-            value.parse().map_err(|_| StoreError::Unavailable(format!("bad number {name} = {value:?}")))
-        }
-        None => Ok(0),
-        Some(_) => Err(StoreError::Unavailable(format!("{name} is not a number"))),
     }
 }
 
@@ -283,9 +271,9 @@ impl MembershipStore for DynamoMembershipStore {
         let transactions = writes.iter().map(|w| self.transaction(w)).collect::<Result<Vec<_>, _>>()?;
         // Pack whole steps into transactions of at most 100 items.
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        let mut size = TRANSACTION_LIMIT;
+        let mut size = transaction::MAX_ITEMS;
         for (i, items) in transactions.iter().enumerate() {
-            if size + items.len() > TRANSACTION_LIMIT {
+            if size + items.len() > transaction::MAX_ITEMS {
                 groups.push(Vec::new());
                 size = 0;
             }
@@ -410,105 +398,4 @@ impl MembershipStore for DynamoMembershipStore {
             })
             .collect()
     }
-}
-
-// --- Helpers for tables with a composite (string, string) key, and for transactions.
-
-/// The items of `table` under `keys` (`names` are the partition and sort key's names),
-/// read in concurrent BatchGetItem calls of 100 keys, unprocessed keys read again after a
-/// backoff. Missing items are absent; a key named twice is read once.
-pub(crate) async fn get_keys(
-    client: &Client,
-    table: &str,
-    names: (&str, &str),
-    keys: &[(String, String)],
-    consistent: bool,
-    backoff: &Backoff,
-) -> Result<Vec<Item>, StoreError> {
-    let keys: BTreeSet<&(String, String)> = keys.iter().collect();
-    let keys: Vec<Item> = keys
-        .into_iter()
-        .map(|(hash, range)| HashMap::from([(names.0.to_owned(), s(hash)), (names.1.to_owned(), s(range))]))
-        .collect();
-    let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_LIMIT).map(<[Item]>::to_vec).collect();
-    let pages: Vec<Vec<Item>> = stream::iter(chunks)
-        .map(|chunk| batch::get_chunk(client, table, chunk, consistent, backoff))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    Ok(pages.into_iter().flatten().collect())
-}
-
-/// Sends `requests` in concurrent BatchWriteItem calls of 25, unprocessed requests sent
-/// again after a backoff. The requests must name distinct items.
-pub(crate) async fn write_all(
-    client: &Client,
-    table: &str,
-    requests: Vec<WriteRequest>,
-    backoff: &Backoff,
-) -> Result<(), StoreError> {
-    let chunks: Vec<Vec<WriteRequest>> = requests.chunks(BATCH_WRITE_LIMIT).map(<[WriteRequest]>::to_vec).collect();
-    stream::iter(chunks)
-        .map(|chunk| write_chunk(client, table, chunk, backoff))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<()>()
-        .await
-}
-
-async fn write_chunk(
-    client: &Client,
-    table: &str,
-    mut pending: Vec<WriteRequest>,
-    backoff: &Backoff,
-) -> Result<(), StoreError> {
-    let mut retry = 0;
-    while !pending.is_empty() {
-        let output = client.batch_write_item().request_items(table, pending).send().await.map_err(unavailable)?;
-        pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
-        if !pending.is_empty() {
-            if !backoff.wait(retry).await {
-                return Err(StoreError::Unavailable(format!("{} items stayed unprocessed", pending.len())));
-            }
-            retry += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Stands for a server error in the codes of a failed transaction.
-const SERVER_ERROR: &str = "InternalServerError";
-
-/// The cancellation reason of an item whose condition failed.
-pub(crate) const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailed";
-
-/// The code of each item of a cancelled transaction, in order (`None` for the items that
-/// were fine); any other failure is the store's.
-pub(crate) fn cancellation_codes(error: SdkError<TransactWriteItemsError>) -> Result<Vec<String>, StoreError> {
-    // A 5xx that outlived the SDK's own retries (DynamoDB's InternalServerError; the
-    // local endpoint fails some concurrent transactions so): written again after a pause.
-    if error.raw_response().is_some_and(|r| r.status().is_server_error()) {
-        return Ok(vec![SERVER_ERROR.to_owned()]);
-    }
-    match error.into_service_error() {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => Ok(cancelled
-            .cancellation_reasons
-            .unwrap_or_default()
-            .into_iter()
-            .map(|reason| reason.code.unwrap_or_default())
-            .collect()),
-        other => Err(unavailable(other)),
-    }
-}
-
-/// Cancellation codes that writing again can cure: another transaction held an item, or
-/// the table was throttled.
-pub(crate) fn is_retryable(code: &str) -> bool {
-    matches!(
-        code,
-        "TransactionConflict"
-            | "ThrottlingError"
-            | "ProvisionedThroughputExceeded"
-            | "RequestLimitExceeded"
-            | SERVER_ERROR
-    )
 }

@@ -15,7 +15,7 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::sqs_batch::{delay_seconds, entries, pack, send_batch};
+use crate::sqs::batch::{delay_seconds, entries, pack, send_batch};
 
 /// SendMessageBatch calls in flight at once.
 const CONCURRENT_BATCHES: usize = 4;

@@ -1,0 +1,3 @@
+//! S3: the imports bucket.
+
+pub mod import_files;
