@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod backoff;
+pub mod campaign_service;
 pub mod campaigns;
 pub mod circuit_breaker;
 pub mod delivery;
