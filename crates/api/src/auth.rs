@@ -6,10 +6,49 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::{
+    extract::{Request, State},
+    http::HeaderMap,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
 use herald_core::keys::{ApiKey, ApiKeyStore, Scope, hash_secret};
-use lambda_http::http::HeaderMap;
 
 use crate::problem::Problem;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the links in messages (`/v1/t/{token}`) carry their own proof.
+    Public,
+    /// Any valid key.
+    AnyKey,
+    /// A key with this scope (or admin).
+    Scope(Scope),
+}
+
+impl From<Scope> for Access {
+    fn from(scope: Scope) -> Self {
+        Access::Scope(scope)
+    }
+}
+
+/// The route layer of every route but the public ones: the key is checked (401, 403)
+/// before the handler runs, so before any body is read, and reaches the handler as an
+/// `Extension<ApiKey>`.
+pub async fn require(
+    State((auth, scope)): State<(Arc<Authenticator>, Option<Scope>)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match auth.authorize(request.headers(), scope).await {
+        Ok(key) => {
+            request.extensions_mut().insert(key);
+            next.run(request).await
+        }
+        Err(problem) => problem.into_response(),
+    }
+}
 
 /// How long a key found in the table is trusted without asking again. A revoked key can
 /// keep working this long in a warm environment; unknown keys are never cached, so a new

@@ -1,5 +1,5 @@
 use herald_api::{App, Config};
-use lambda_http::{Error, service_fn};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -8,5 +8,6 @@ async fn main() -> Result<(), Error> {
     let clients = herald_aws::Clients::new(&herald_aws::sdk_config().await);
     clients.warm_up(&config.profiles_table, Some(&config.event_bus_name)).await;
     let app = App::from_aws(&clients, &config);
-    lambda_http::run(service_fn(|request| async { Ok::<_, Error>(app.handle(request).await) })).await
+    // The runtime's http-axum shape: lambda_http serves the router (on the raw path).
+    lambda_http::run(app.service()).await
 }

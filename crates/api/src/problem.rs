@@ -1,13 +1,17 @@
 //! RFC 9457 problem details: every error the API answers, in one shape.
 
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use herald_core::{
+    campaigns::CampaignError,
     notifications::NotificationError,
     profiles::ProfileError,
     segments::SegmentError,
     store::StoreError,
     validation::{FieldError, ValidationErrors},
 };
-use lambda_http::{Body, Response, http::StatusCode};
 use serde::Serialize;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -111,14 +115,16 @@ impl Problem {
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).expect("problems carry valid status codes")
     }
+}
 
-    pub fn into_response(self) -> Response<Body> {
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
         let mut builder = Response::builder().status(self.status()).header("content-type", CONTENT_TYPE);
         for (name, value) in &self.headers {
             builder = builder.header(*name, value);
         }
         let body = serde_json::to_string(&self).expect("problems serialize");
-        builder.body(Body::Text(body)).expect("a valid response")
+        builder.body(body.into()).expect("a valid response")
     }
 }
 
@@ -173,5 +179,40 @@ impl From<SegmentError> for Problem {
                 Problem::unavailable()
             }
         }
+    }
+}
+
+impl From<CampaignError> for Problem {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::Invalid(errors) => Problem::invalid(errors.0),
+            CampaignError::NotFound => Problem::not_found("No such campaign"),
+            CampaignError::Exists(_) => Problem::conflict(e.to_string()),
+            CampaignError::Done => Problem::conflict("The campaign is done: there is nothing to cancel"),
+            CampaignError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_errors_answer_as_before_they_left_the_api() {
+        let invalid = Problem::from(CampaignError::Invalid(ValidationErrors::single("segment_id", "names no segment")));
+        assert_eq!((invalid.status, invalid.errors[0].field.as_str()), (400, "segment_id"));
+        let not_found = Problem::from(CampaignError::NotFound);
+        assert_eq!((not_found.status, not_found.detail.as_str()), (404, "No such campaign"));
+        let exists = Problem::from(CampaignError::Exists("c_spring".into()));
+        assert_eq!(
+            (exists.status, exists.detail.as_str()),
+            (409, "campaign c_spring exists with another request; choose another campaign_id")
+        );
+        let done = Problem::from(CampaignError::Done);
+        assert_eq!((done.status, done.detail.as_str()), (409, "The campaign is done: there is nothing to cancel"));
+        let failed = Problem::from(CampaignError::Store(StoreError::Unavailable("down".into())));
+        assert_eq!(failed.status, 503);
+        assert_eq!(failed.into_response().headers()["retry-after"], "1");
     }
 }

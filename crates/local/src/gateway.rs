@@ -1,5 +1,6 @@
 //! Plays API Gateway (HTTP API, payload format 2.0): each HTTP request becomes the event
-//! Lambda would receive, decoded by lambda_http exactly as in the deployed function.
+//! Lambda would receive, decoded by lambda_http and answered by the API's router exactly
+//! as in the deployed function.
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -5,8 +5,10 @@
 pub mod dispatcher;
 mod model;
 mod ports;
+mod service;
 
 pub use model::*;
 pub use ports::*;
+pub use service::*;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;

@@ -1,28 +1,51 @@
-//! The campaigns API: `POST /v1/campaigns` stores a campaign and sends the dispatcher the
-//! first page of each members shard; `GET /v1/campaigns/{id}` shows its state and
-//! counters; `POST /v1/campaigns/{id}/cancel` stops it.
+//! Campaigns as the API starts and stops them: `create` stores a campaign and sends the
+//! dispatcher the first page of each members shard, `get` reads it, `cancel` stops it.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use herald_core::{
+
+use crate::{
     campaigns::{
-        Campaign, CampaignCounters, CampaignRequest, CampaignState, CampaignStore, DispatchPage, DispatchQueue,
-        LocalWindow, check_campaign_id, new_campaign_id,
+        Campaign, CampaignRequest, CampaignState, CampaignStore, DispatchPage, DispatchQueue, check_campaign_id,
+        new_campaign_id,
     },
-    delivery::{Channel, TemplateStore},
+    delivery::TemplateStore,
     segments::{MEMBER_SHARDS, SegmentStore, check_segment_id},
+    store::StoreError,
     validation::ValidationErrors,
 };
-use serde::Serialize;
-
-use crate::problem::Problem;
 
 /// SQS delays a message 15 minutes at most; the dispatcher waits out a later `send_at`.
 pub const MAX_DISPATCH_DELAY: Duration = Duration::from_secs(900);
 
 /// The states a campaign can be cancelled from.
 const CANCELLABLE: [CampaignState; 3] = [CampaignState::Scheduled, CampaignState::Dispatching, CampaignState::Sending];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    /// The request is invalid, or names a segment, template or channel that is not there.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error("no such campaign")]
+    NotFound,
+    /// A campaign of this id exists, made by another request.
+    #[error("campaign {0} exists with another request; choose another campaign_id")]
+    Exists(String),
+    /// A done campaign has nothing left to cancel.
+    #[error("the campaign is done: there is nothing to cancel")]
+    Done,
+    /// A store or the dispatch queue failed: the only error worth retrying (a repeated
+    /// create is the same request, and cancelling again changes nothing).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CampaignError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CampaignError::Store(_))
+    }
+}
 
 pub struct CampaignService {
     pub campaigns: Arc<dyn CampaignStore>,
@@ -61,9 +84,9 @@ impl CampaignService {
     /// Stores the campaign `request` asks for (or finds the one a repeated request made)
     /// and sends the first page of every members shard to the dispatcher. A request that
     /// names an unknown segment or template, or a channel the template has no content
-    /// for, is refused naming the field; a known `campaign_id` with another request is a
-    /// conflict.
-    pub async fn create(&self, request: CampaignRequest, now: DateTime<Utc>) -> Result<Campaign, Problem> {
+    /// for, is refused naming the field; a known `campaign_id` with another request is
+    /// `Exists`.
+    pub async fn create(&self, request: CampaignRequest, now: DateTime<Utc>) -> Result<Campaign, CampaignError> {
         request.validate()?;
         let mut errors = ValidationErrors::default();
         let segment = match check_segment_id(&request.segment_id) {
@@ -122,12 +145,7 @@ impl CampaignService {
             let existing = self.campaigns.get(&campaign.campaign_id).await?;
             match existing.filter(|existing| same_request(existing, &request)) {
                 Some(existing) => existing,
-                None => {
-                    return Err(Problem::conflict(format!(
-                        "campaign {} exists with another request; choose another campaign_id",
-                        campaign.campaign_id
-                    )));
-                }
+                None => return Err(CampaignError::Exists(campaign.campaign_id)),
             }
         };
         if !matches!(campaign.state, CampaignState::Cancelled | CampaignState::Done) {
@@ -138,22 +156,22 @@ impl CampaignService {
         Ok(campaign)
     }
 
-    /// The campaign `id` names; 404 if none.
-    pub async fn get(&self, id: &str) -> Result<Campaign, Problem> {
+    /// The campaign `id` names; `NotFound` if none.
+    pub async fn get(&self, id: &str) -> Result<Campaign, CampaignError> {
         let campaign = match check_campaign_id(id) {
             Ok(()) => self.campaigns.get(id).await?,
             Err(_) => None,
         };
-        campaign.ok_or_else(|| Problem::not_found("No such campaign"))
+        campaign.ok_or(CampaignError::NotFound)
     }
 
     /// Cancels a campaign that is not done: the dispatcher stops at its next page and the
     /// workers skip its queued deliveries. Cancelling again changes nothing.
-    pub async fn cancel(&self, id: &str) -> Result<Campaign, Problem> {
+    pub async fn cancel(&self, id: &str) -> Result<Campaign, CampaignError> {
         let campaign = self.get(id).await?;
         match campaign.effective_state() {
             CampaignState::Cancelled => return Ok(campaign),
-            CampaignState::Done => return Err(Problem::conflict("The campaign is done: there is nothing to cancel")),
+            CampaignState::Done => return Err(CampaignError::Done),
             _ => {}
         }
         self.campaigns.set_state(id, CampaignState::Cancelled, &CANCELLABLE).await?;
@@ -161,132 +179,7 @@ impl CampaignService {
         let campaign = self.get(id).await?;
         match campaign.effective_state() {
             CampaignState::Cancelled => Ok(campaign),
-            _ => Err(Problem::conflict("The campaign is done: there is nothing to cancel")),
-        }
-    }
-}
-
-/// The answer to `POST /v1/campaigns`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CampaignAccepted {
-    pub campaign_id: String,
-    pub state: CampaignState,
-    pub status_url: String,
-}
-
-impl CampaignAccepted {
-    pub fn of(campaign: &Campaign) -> Self {
-        Self {
-            campaign_id: campaign.campaign_id.clone(),
-            state: campaign.effective_state(),
-            status_url: status_url(&campaign.campaign_id),
-        }
-    }
-}
-
-/// Where a campaign is read (campaign ids are of A-Z, a-z, 0-9, _ and -: nothing to escape).
-pub fn status_url(campaign_id: &str) -> String {
-    format!("/v1/campaigns/{campaign_id}")
-}
-
-/// A campaign as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CampaignView {
-    pub campaign_id: String,
-    pub name: String,
-    pub segment_id: String,
-    pub template_id: String,
-    pub template_version: u64,
-    pub channels: Vec<Channel>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub send_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filter: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_window: Option<LocalWindow>,
-    /// Done once every queued delivery settled and no member waits for their local time window.
-    pub state: CampaignState,
-    pub counters: CountersView,
-    pub progress: Progress,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CountersView {
-    pub targeted: u64,
-    pub queued: u64,
-    pub sent: u64,
-    pub failed: u64,
-    pub skipped: Skipped,
-    pub opened: u64,
-    pub clicked: u64,
-    /// Members waiting for their local time window (counted in `targeted`, not yet queued
-    /// nor skipped); shown only while some wait.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub deferred: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Skipped {
-    pub opted_out: u64,
-    pub rate_limited: u64,
-    pub suppressed: u64,
-    pub filtered: u64,
-    pub no_address: u64,
-    pub cancelled: u64,
-}
-
-/// How far the dispatcher is: members shards read to their end, of all.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Progress {
-    pub shards_done: u32,
-    pub shards: u32,
-}
-
-impl From<&CampaignCounters> for CountersView {
-    fn from(c: &CampaignCounters) -> Self {
-        Self {
-            targeted: c.targeted,
-            queued: c.queued,
-            sent: c.sent,
-            failed: c.failed,
-            skipped: Skipped {
-                opted_out: c.skipped_opted_out,
-                rate_limited: c.skipped_rate_limited,
-                suppressed: c.skipped_suppressed,
-                filtered: c.skipped_filtered,
-                no_address: c.skipped_no_address,
-                cancelled: c.skipped_cancelled,
-            },
-            opened: c.opened,
-            clicked: c.clicked,
-            deferred: c.pending_deferred(),
-        }
-    }
-}
-
-impl From<Campaign> for CampaignView {
-    fn from(campaign: Campaign) -> Self {
-        Self {
-            state: campaign.effective_state(),
-            counters: CountersView::from(&campaign.counters),
-            progress: Progress { shards_done: campaign.shards_done.min(MEMBER_SHARDS), shards: MEMBER_SHARDS },
-            campaign_id: campaign.campaign_id,
-            name: campaign.name,
-            segment_id: campaign.segment_id,
-            template_id: campaign.template_id,
-            template_version: campaign.template_version,
-            channels: campaign.channels,
-            send_at: campaign.send_at,
-            filter: campaign.filter,
-            local_window: campaign.local_window,
-            created_at: campaign.created_at,
-            updated_at: campaign.updated_at,
+            _ => Err(CampaignError::Done),
         }
     }
 }
@@ -295,14 +188,17 @@ impl From<Campaign> for CampaignView {
 mod tests {
     use std::collections::BTreeMap;
 
-    use herald_core::{
-        campaigns::memory::{MemoryCampaigns, MemoryQueues},
-        delivery::{memory::MemoryTemplates, rendering::ChannelContent},
-        segments::{Segment, SegmentKind, SegmentState, memory::MemorySegments},
-    };
     use serde_json::json;
 
     use super::*;
+    use crate::{
+        campaigns::{
+            LocalWindow,
+            memory::{MemoryCampaigns, MemoryQueues},
+        },
+        delivery::{Channel, memory::MemoryTemplates, rendering::ChannelContent},
+        segments::{Segment, SegmentKind, SegmentState, memory::MemorySegments},
+    };
 
     struct Fixture {
         service: CampaignService,
@@ -344,8 +240,12 @@ mod tests {
         json!({"campaign_id": "c_spring", "name": "Spring", "segment_id": "vip", "template_id": "spring", "channels": ["email"]})
     }
 
-    fn fields(problem: &Problem) -> Vec<&str> {
-        problem.errors.iter().map(|e| e.field.as_str()).collect()
+    /// The fields an `Invalid` error names; panics on any other error.
+    fn fields(error: &CampaignError) -> Vec<&str> {
+        match error {
+            CampaignError::Invalid(errors) => errors.0.iter().map(|e| e.field.as_str()).collect(),
+            other => panic!("not an invalid request: {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -384,19 +284,20 @@ mod tests {
         let mut body = spring();
         body["segment_id"] = json!("nope");
         body["template_id"] = json!("nope");
-        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
-        assert_eq!((problem.status, fields(&problem)), (400, vec!["segment_id", "template_id"]));
+        let error = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!(fields(&error), vec!["segment_id", "template_id"]);
         let mut body = spring();
         body["segment_id"] = json!("not a segment id!");
         body["template_id"] = json!("Not A Template Id");
         body["channels"] = json!(["email"]);
-        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
-        assert_eq!(fields(&problem), vec!["segment_id", "template_id"]);
+        let error = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!(fields(&error), vec!["segment_id", "template_id"]);
         let mut body = spring();
         body["channels"] = json!(["email", "sms"]);
-        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
-        assert_eq!(fields(&problem), vec!["channels"]);
-        assert!(problem.errors[0].message.contains("sms"), "{:?}", problem.errors);
+        let error = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert_eq!(fields(&error), vec!["channels"]);
+        let CampaignError::Invalid(errors) = &error else { unreachable!("fields checked the kind") };
+        assert!(errors.0[0].message.contains("sms"), "{:?}", errors.0);
         assert!(f.campaigns.campaigns.lock().unwrap().is_empty());
         assert!(f.queues.pages.lock().unwrap().is_empty());
     }
@@ -407,9 +308,9 @@ mod tests {
         let mut body = spring();
         body["filter"] = json!({"attribute": "plan"});
         body["channels"] = json!([]);
-        let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
-        assert_eq!(problem.status, 400);
-        let fields = fields(&problem);
+        let error = f.service.create(request(body), Utc::now()).await.unwrap_err();
+        assert!(!error.is_retryable());
+        let fields = fields(&error);
         assert!(fields.contains(&"channels") && fields.iter().any(|f| f.starts_with("filter")), "{fields:?}");
     }
 
@@ -422,8 +323,8 @@ mod tests {
         assert_eq!(f.queues.pages.lock().unwrap().len(), 32);
         let mut other = spring();
         other["name"] = json!("Autumn");
-        let problem = f.service.create(request(other), Utc::now()).await.unwrap_err();
-        assert_eq!(problem.status, 409);
+        let error = f.service.create(request(other), Utc::now()).await.unwrap_err();
+        assert!(matches!(&error, CampaignError::Exists(id) if id == "c_spring"), "{error:?}");
         assert_eq!(f.queues.pages.lock().unwrap().len(), 32);
     }
 
@@ -433,8 +334,8 @@ mod tests {
         f.service.create(request(spring()), Utc::now()).await.unwrap();
         assert_eq!(f.service.cancel("c_spring").await.unwrap().state, CampaignState::Cancelled);
         assert_eq!(f.service.cancel("c_spring").await.unwrap().state, CampaignState::Cancelled);
-        assert_eq!(f.service.cancel("c_unknown").await.unwrap_err().status, 404);
-        assert_eq!(f.service.cancel("not/an id").await.unwrap_err().status, 404);
+        assert!(matches!(f.service.cancel("c_unknown").await.unwrap_err(), CampaignError::NotFound));
+        assert!(matches!(f.service.cancel("not/an id").await.unwrap_err(), CampaignError::NotFound));
 
         let mut body = spring();
         body["campaign_id"] = json!("c_done");
@@ -447,72 +348,22 @@ mod tests {
             campaign.counters.sent = 2;
         }
         assert_eq!(f.service.get("c_done").await.unwrap().effective_state(), CampaignState::Done);
-        assert_eq!(f.service.cancel("c_done").await.unwrap_err().status, 409);
+        assert!(matches!(f.service.cancel("c_done").await.unwrap_err(), CampaignError::Done));
         assert_eq!(f.campaigns.campaigns.lock().unwrap()["c_done"].state, CampaignState::Sending);
     }
 
-    #[test]
-    fn the_view_groups_the_skipped_counters_and_shows_progress() {
-        let at: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
-        let campaign = Campaign {
-            state: CampaignState::Sending,
-            shards_done: 16,
-            counters: CampaignCounters {
-                targeted: 10,
-                queued: 8,
-                sent: 5,
-                skipped_no_address: 2,
-                skipped_opted_out: 1,
-                ..Default::default()
-            },
-            ..Campaign::new("c_1", "Spring", "vip", "spring", 3, vec![Channel::Email], at)
-        };
-        let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
-        assert_eq!(view["state"], "sending");
-        assert_eq!(view["progress"], json!({"shards_done": 16, "shards": 16}));
-        assert_eq!(
-            view["counters"],
-            json!({"targeted": 10, "queued": 8, "sent": 5, "failed": 0, "opened": 0, "clicked": 0, "skipped": {
-                "opted_out": 1, "rate_limited": 0, "suppressed": 0, "filtered": 0, "no_address": 2, "cancelled": 0}})
-        );
-        assert!(view.get("send_at").is_none() && view.get("filter").is_none() && view.get("local_window").is_none());
-    }
-
-    #[test]
-    fn members_waiting_for_their_window_are_shown_and_keep_the_campaign_from_done() {
-        let at: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
-        let counters = CampaignCounters {
-            targeted: 3,
-            queued: 1,
-            sent: 1,
-            deferred: 3,
-            deferred_planned: 1,
-            ..Default::default()
-        };
-        let campaign = Campaign {
-            local_window: Some(LocalWindow { start: "09:00".into(), end: "17:00".into() }),
-            state: CampaignState::Sending,
-            shards_done: 16,
-            counters,
-            ..Campaign::new("c_1", "Spring", "vip", "spring", 3, vec![Channel::Email], at)
-        };
-        let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
-        assert_eq!((view["state"].as_str(), view["counters"]["deferred"].as_u64()), (Some("sending"), Some(2)));
-    }
-
     #[tokio::test]
-    async fn a_local_window_is_stored_shown_and_part_of_a_repeated_request() {
+    async fn a_local_window_is_stored_and_part_of_a_repeated_request() {
         let f = fixture().await;
         let mut body = spring();
         body["local_window"] = json!({"start": "22:00", "end": "06:00"});
         let campaign = f.service.create(request(body.clone()), Utc::now()).await.unwrap();
         let window = LocalWindow { start: "22:00".into(), end: "06:00".into() };
         assert_eq!(campaign.local_window.as_ref(), Some(&window));
-        let view = serde_json::to_value(CampaignView::from(campaign)).unwrap();
-        assert_eq!(view["local_window"], json!({"start": "22:00", "end": "06:00"}));
+        assert_eq!(f.campaigns.campaigns.lock().unwrap()["c_spring"].local_window.as_ref(), Some(&window));
         assert!(f.service.create(request(body.clone()), Utc::now()).await.is_ok());
         body["local_window"] = json!({"start": "21:00", "end": "06:00"});
-        assert_eq!(f.service.create(request(body), Utc::now()).await.unwrap_err().status, 409);
+        assert!(matches!(f.service.create(request(body), Utc::now()).await.unwrap_err(), CampaignError::Exists(_)));
     }
 
     #[tokio::test]
@@ -525,8 +376,8 @@ mod tests {
         ] {
             let mut body = spring();
             body["local_window"] = window;
-            let problem = f.service.create(request(body), Utc::now()).await.unwrap_err();
-            assert_eq!((problem.status, fields(&problem)), (400, expected));
+            let error = f.service.create(request(body), Utc::now()).await.unwrap_err();
+            assert_eq!(fields(&error), expected);
         }
         assert!(f.campaigns.campaigns.lock().unwrap().is_empty());
         assert!(
@@ -537,5 +388,14 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_failing_store_is_the_one_retryable_error() {
+        let error = CampaignError::from(StoreError::Unavailable("down".into()));
+        assert!(error.is_retryable());
+        for error in [CampaignError::NotFound, CampaignError::Done, CampaignError::Exists("c".into())] {
+            assert!(!error.is_retryable(), "{error:?}");
+        }
     }
 }

@@ -1,14 +1,43 @@
 //! The imports API: the jobs of bulk profile imports (files dropped under `imports/` in
 //! the imports bucket), as `GET /v1/imports` and `GET /v1/imports/{id}` show them.
 
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+};
 use chrono::{DateTime, Utc};
 use herald_core::{
     imports::{ImportJob, ImportJobsPage, ImportState},
+    keys::Scope,
     validation::ValidationErrors,
 };
 use serde::Serialize;
 
-use crate::problem::Problem;
+use crate::{
+    AppState, Routes,
+    extract::{Query, json},
+    problem::Problem,
+};
+
+pub fn routes() -> Routes {
+    Routes::new().get("/v1/imports", Scope::ImportsRead, list).get("/v1/imports/{id}", Scope::ImportsRead, get)
+}
+
+/// A page of jobs, newest first: `?limit=` (1 to 100) and the `?cursor=` of the previous page.
+async fn list(State(app): State<AppState>, Query(query): Query) -> Result<Response, Problem> {
+    let (limit, cursor) =
+        list_parameters(query.first("limit"), query.first("cursor"), herald_aws::dynamo::import_jobs::is_valid_cursor)?;
+    let page = app.import_jobs.list(limit, cursor).await?;
+    Ok(json(StatusCode::OK, &ImportList::from(page)))
+}
+
+async fn get(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    // An id that could not name a job is not looked up.
+    let job = if is_job_id(&id) { app.import_jobs.get(&id).await? } else { None };
+    let job = job.ok_or_else(|| Problem::not_found("No such import"))?;
+    Ok(json(StatusCode::OK, &ImportView::from(job)))
+}
 
 /// Jobs a page of `GET /v1/imports` holds unless `limit` says otherwise, and the most.
 pub const DEFAULT_IMPORTS_LIMIT: u32 = 20;

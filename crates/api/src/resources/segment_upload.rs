@@ -1,5 +1,6 @@
-//! Imported segments: a static segment's members from a file of user ids, sent as
-//! `text/csv` or `text/plain` to `POST /v1/segments`, as Pinpoint imported segments were.
+//! Segment uploads: a static segment's members from a file of user ids, sent as
+//! `text/csv` or `text/plain` to `POST /v1/segments` and named by the query, as Pinpoint
+//! imported segments were.
 //!
 //! The file lists one user id per line. A first line that is a header (`user_id`, `Id` or
 //! `User.UserId`, any case) is skipped; in a file of several columns that header names
@@ -7,7 +8,14 @@
 //! around a field are tolerated. Fields follow CSV quoting, so an id holding a comma or a
 //! quote is written quoted (`"a,b"`).
 
-use herald_core::{segments::MAX_STATIC_MEMBERS, validation, validation::ValidationErrors};
+use herald_core::{
+    segments::{MAX_STATIC_MEMBERS, SegmentInput, SegmentKind},
+    validation,
+    validation::ValidationErrors,
+};
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+
+use crate::problem::Problem;
 
 /// Header names of the user id column (compared without regard to case).
 pub const ID_HEADERS: [&str; 3] = ["user_id", "id", "user.userid"];
@@ -17,6 +25,33 @@ const MAX_REPORTED: usize = 100;
 
 fn is_id_header(field: &str) -> bool {
     ID_HEADERS.iter().any(|h| field.eq_ignore_ascii_case(h))
+}
+
+/// The id (if the query chooses one) and definition of the static segment a file of user
+/// ids makes: named by `?name=` (required), described by `?description=`; every fault of
+/// the name and of the file's lines in one 400.
+pub fn segment(body: &[u8], query: &QueryMap) -> Result<(Option<String>, SegmentInput), Problem> {
+    let mut errors = ValidationErrors::default();
+    let name = query.first("name").filter(|n| !n.trim().is_empty());
+    if name.is_none() {
+        errors.add("name", "is required: name the imported segment with the name query parameter");
+    }
+    let user_ids = match user_ids(body) {
+        Ok(ids) => ids,
+        Err(faults) => {
+            errors.0.extend(faults.0);
+            Vec::new()
+        }
+    };
+    errors.into_result()?;
+    let input = SegmentInput {
+        name: name.unwrap_or_default().to_owned(),
+        description: query.first("description").map(str::to_owned),
+        kind: SegmentKind::Static,
+        rule: None,
+        user_ids: Some(user_ids),
+    };
+    Ok((query.first("segment_id").map(str::to_owned), input))
 }
 
 /// The user ids a file lists, in file order (repeats kept; the segment is a set), or

@@ -1,0 +1,86 @@
+//! `GET /v1/t/{token}`: the links in messages (open pixel, click redirect, unsubscribe).
+//! Public: the signed token is the proof.
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+};
+use herald_core::{
+    campaigns::CampaignCounters,
+    delivery::{
+        DeliveryStatus,
+        tracking::{Action, Token},
+    },
+    notifications::StatusChange,
+};
+
+use crate::{Access, AppState, Routes, Services, problem::Problem};
+
+pub fn routes() -> Routes {
+    Routes::new().get("/v1/t/{token}", Access::Public, track)
+}
+
+/// A transparent 1×1 GIF: the open pixel.
+const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+/// Follows a tracking link. A token that does not verify is 404 and changes nothing;
+/// a valid one moves its delivery forward (never back) and answers as the link
+/// promised: the pixel, the redirect, or the unsubscribe confirmation.
+async fn track(State(app): State<AppState>, Path(token): Path<String>) -> Result<Response, Problem> {
+    let token = Token::verify(&token, &app.signing_secret).ok_or_else(|| Problem::not_found("Unknown link"))?;
+    let (status, response) = match &token.action {
+        Action::Open => (
+            DeliveryStatus::Opened,
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "image/gif")
+                .header("cache-control", "no-store")
+                .body(Body::from(PIXEL)),
+        ),
+        Action::Click { url } => (
+            DeliveryStatus::Clicked,
+            Response::builder().status(StatusCode::FOUND).header("location", url.as_str()).body(Body::empty()),
+        ),
+        Action::Unsubscribe { user_id, notification_type, channel } => {
+            let mut preferences = app.preferences.get(user_id).await?;
+            preferences.opt_out(notification_type, *channel);
+            app.preferences.put(user_id, &preferences).await?;
+            let page = format!(
+                "<!doctype html><title>Unsubscribed</title><p>You will no longer get {notification_type} messages by {channel}.</p>"
+            );
+            (
+                DeliveryStatus::Unsubscribed,
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "text/html; charset=utf-8")
+                    .body(Body::from(page)),
+            )
+        }
+    };
+    let change = StatusChange { status, at: chrono::Utc::now(), reason: None };
+    // A repeated open or a click after an unsubscribe changes nothing: statuses only
+    // move forward.
+    let moved = app.deliveries.advance(&token.delivery_id, &change).await?;
+    if moved && matches!(status, DeliveryStatus::Opened | DeliveryStatus::Clicked) {
+        count_engagement(&app, &token.delivery_id, status).await?;
+    }
+    Ok(response.expect("a valid response"))
+}
+
+/// Adds a campaign delivery's first open or click to its campaign's counters (a
+/// delivery counts each once: its status moved forward only now).
+async fn count_engagement(app: &Services, delivery_id: &str, status: DeliveryStatus) -> Result<(), Problem> {
+    let Some(delivery) = app.deliveries.get(delivery_id).await? else { return Ok(()) };
+    let campaigns = &app.campaigns.campaigns;
+    if campaigns.get(&delivery.notification_id).await?.is_none() {
+        return Ok(());
+    }
+    let counts = match status {
+        DeliveryStatus::Opened => CampaignCounters { opened: 1, ..Default::default() },
+        _ => CampaignCounters { clicked: 1, ..Default::default() },
+    };
+    campaigns.add_counts(&delivery.notification_id, &counts).await?;
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! The router over memory stores, driven with API Gateway v2 events as Lambda gets them:
+//! what matches, in which order requests are refused, and what is logged.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use herald_core::{
+    activity::memory::MemoryActivity,
+    campaigns::{
+        CampaignService,
+        memory::{MemoryCampaigns, MemoryQueues},
+    },
+    delivery::memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
+    events::memory::MemoryBus,
+    imports::memory::MemoryImportJobs,
+    keys::{ApiKey, ApiKeyStore, Scope, new_key},
+    notifications::{NotificationService, memory::MemoryNotifications},
+    profiles::{ProfileService, memory::MemoryProfiles},
+    segments::{
+        ActivityService, SegmentService,
+        memory::{MemoryMemberships, MemorySegments},
+    },
+    store::StoreError,
+};
+use serde_json::{Value, json};
+
+use super::*;
+
+const ADMIN: &str = "hk_admin";
+
+struct Keys(HashMap<String, ApiKey>);
+
+#[async_trait::async_trait]
+impl ApiKeyStore for Keys {
+    async fn find(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self.0.get(key_hash).cloned())
+    }
+    async fn put(&self, _: &ApiKey) -> Result<(), StoreError> {
+        unimplemented!("the API never stores keys")
+    }
+}
+
+/// An app over memory stores; `keys` are (secret, scopes).
+fn app(keys: &[(&str, &[Scope])]) -> App {
+    let bus = Arc::new(MemoryBus::default());
+    let profiles = Arc::new(MemoryProfiles::default());
+    let templates = Arc::new(MemoryTemplates::default());
+    let deliveries = Arc::new(MemoryDeliveries::default());
+    let segments = Arc::new(MemorySegments::default());
+    let mut stored: HashMap<String, ApiKey> = HashMap::new();
+    for (secret, scopes) in [(ADMIN, &[Scope::Admin][..])].iter().chain(keys) {
+        let key = new_key(secret, "test", scopes.iter().copied());
+        stored.insert(key.key_hash.clone(), key);
+    }
+    App::new(Services {
+        profiles: ProfileService::new(profiles.clone(), bus.clone()),
+        notifications: NotificationService {
+            profiles,
+            templates: templates.clone(),
+            deliveries: deliveries.clone(),
+            notifications: Arc::new(MemoryNotifications::default()),
+            events: bus.clone(),
+        },
+        templates: templates.clone(),
+        preferences: Arc::new(MemoryPreferences::default()),
+        deliveries,
+        activity: ActivityService { store: Arc::new(MemoryActivity::default()), events: bus.clone() },
+        segments: SegmentService::new(segments.clone(), Arc::new(MemoryMemberships::default()), bus, 1),
+        import_jobs: Arc::new(MemoryImportJobs::default()),
+        campaigns: CampaignService {
+            campaigns: Arc::new(MemoryCampaigns::default()),
+            dispatch: Arc::new(MemoryQueues::default()),
+            templates,
+            segments,
+        },
+        signing_secret: b"secret".to_vec(),
+        auth: Arc::new(Authenticator::new(Arc::new(Keys(stored)))),
+    })
+}
+
+/// A request as lambda_http decodes API Gateway's event for it.
+struct Call {
+    method: &'static str,
+    raw_path: String,
+    query: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+}
+
+fn call(method: &'static str, raw_path: &str) -> Call {
+    Call { method, raw_path: raw_path.into(), query: String::new(), headers: Vec::new(), body: None }
+}
+
+impl Call {
+    fn key(mut self, secret: &str) -> Self {
+        self.headers.push(("authorization", format!("Bearer {secret}")));
+        self
+    }
+    fn admin(self) -> Self {
+        self.key(ADMIN)
+    }
+    fn query(mut self, query: &str) -> Self {
+        self.query = query.into();
+        self
+    }
+    fn body(mut self, content_type: &str, body: impl Into<String>) -> Self {
+        self.headers.push(("content-type", content_type.into()));
+        self.body = Some(body.into());
+        self
+    }
+    fn json(self, body: Value) -> Self {
+        self.body("application/json", body.to_string())
+    }
+
+    fn event(&self) -> String {
+        let headers: serde_json::Map<String, Value> =
+            self.headers.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
+        json!({
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": self.raw_path,
+            "rawQueryString": self.query,
+            "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "local", "domainName": "localhost", "domainPrefix": "local",
+                "http": {"method": self.method, "path": self.raw_path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
+                "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0
+            },
+            "body": self.body,
+            "isBase64Encoded": false,
+        })
+        .to_string()
+    }
+
+    async fn send(self, app: &App) -> Answer {
+        let request = lambda_http::request::from_str(&self.event()).expect("an API Gateway event");
+        let response = app.handle(request).await;
+        let text = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn problem(&self) -> (u16, &str, &str) {
+        assert_eq!(self.headers["content-type"], "application/problem+json", "{self:?}");
+        assert_eq!(self.body["status"], self.status, "{self:?}");
+        (self.status, self.body["type"].as_str().unwrap(), self.body["detail"].as_str().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn user_ids_are_percent_decoded() {
+    let app = app(&[]);
+    let answer = call("PUT", "/v1/users/ana%40example.com").admin().json(json!({})).send(&app).await;
+    assert_eq!((answer.status, answer.body["user_id"].as_str()), (201, Some("ana@example.com")));
+    // An encoded slash is part of the id (which no user id may hold).
+    let answer = call("GET", "/v1/users/a%2Fb").admin().send(&app).await;
+    assert_eq!(answer.body["errors"][0]["field"], "user_id", "{answer:?}");
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404() {
+    let app = app(&[]);
+    let paths = [
+        "/",
+        "/v1",
+        "/v1/users",
+        "/v1/users/",
+        "/v1/users/a/b",
+        "/v1/users/a/",
+        "/v2/users/a",
+        "/v1/templates",
+        "/v1/segments/",
+        "/v1/segments/a/b",
+        "/v1/segments//members",
+        "/v1/events/x",
+        "/v1/imports/",
+        "/v1/imports/a/b",
+        "//v1/users/a",
+        "/v1/openapi%2Ejson",
+        // Routed on the path as sent: dot segments are not resolved.
+        "/v1/users/x/../../segments",
+        "/v1/segments/x/%2e%2e",
+    ];
+    for path in paths {
+        for answer in [call("GET", path).send(&app).await, call("GET", path).admin().send(&app).await] {
+            let (status, kind, detail) = answer.problem();
+            assert_eq!((status, kind), (404, "urn:herald:problem:not-found"), "{path}");
+            assert_eq!(detail, format!("No route for {path}"), "{path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn known_paths_with_another_method_are_405_before_the_key_is_checked() {
+    let app = app(&[]);
+    for (method, path, allow) in [
+        ("POST", "/v1/users/a", "GET, PUT, DELETE"),
+        ("GET", "/v1/notifications", "POST"),
+        ("GET", "/v1/events", "POST"),
+        ("PATCH", "/v1/segments/s", "GET, PUT, DELETE"),
+        ("DELETE", "/v1/segments", "GET, POST"),
+        ("POST", "/v1/users/a/preferences", "GET, PUT"),
+        ("OPTIONS", "/v1/templates/t", "GET, PUT"),
+        // axum would answer HEAD with the GET handler; this API does not.
+        ("HEAD", "/v1/users/a", "GET, PUT, DELETE"),
+        ("HEAD", "/v1/t/x", "GET"),
+    ] {
+        let answer = call(method, path).send(&app).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.headers["allow"], allow, "{method} {path}");
+        if method == "HEAD" {
+            // axum sends no body in answer to HEAD, as HTTP has it.
+            continue;
+        }
+        let (_, kind, detail) = answer.problem();
+        assert_eq!(kind, "urn:herald:problem:method-not-allowed", "{method} {path}");
+        assert_eq!(detail, format!("This resource allows {allow}"), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_parameter_that_is_not_utf8_is_404_before_the_method_and_the_key() {
+    let app = app(&[]);
+    for (method, path) in [("GET", "/v1/users/%FF"), ("POST", "/v1/users/%FF"), ("GET", "/v1/t/%C3")] {
+        let answer = call(method, path).send(&app).await;
+        assert_eq!(answer.problem(), (404, "urn:herald:problem:not-found", "A path parameter is not valid UTF-8"));
+    }
+}
+
+#[tokio::test]
+async fn segment_routes_name_their_ids() {
+    let app = app(&[]);
+    let segment = json!({"segment_id": "vip", "name": "VIP", "kind": "static", "user_ids": ["a@b"]});
+    let created = call("POST", "/v1/segments").admin().json(segment).send(&app).await;
+    assert_eq!(
+        (created.status, created.headers["location"].to_str().unwrap()),
+        (202, "/v1/segments/vip"),
+        "{created:?}"
+    );
+    let members = call("GET", "/v1/segments/vip/members").admin().send(&app).await;
+    assert_eq!((members.status, &members.body["user_ids"]), (200, &json!(["a@b"])), "{members:?}");
+    let user = call("GET", "/v1/users/a%40b/segments").admin().send(&app).await;
+    assert_eq!((user.status, &user.body["user_id"]), (200, &json!("a@b")), "{user:?}");
+    let absent = call("GET", "/v1/segments/not%20an%20id").admin().send(&app).await;
+    assert_eq!(absent.problem().2, "No such segment");
+}
+
+#[tokio::test]
+async fn import_routes_are_read_only_and_need_imports_read() {
+    let app = app(&[("reader", &[Scope::ImportsRead]), ("other", &[Scope::SegmentsRead])]);
+    assert_eq!(call("GET", "/v1/imports").key("reader").send(&app).await.status, 200);
+    let answer = call("GET", "/v1/imports/imp_1").key("reader").send(&app).await;
+    assert_eq!(answer.problem().2, "No such import");
+    for path in ["/v1/imports", "/v1/imports/imp_1"] {
+        let answer = call("GET", path).key("other").send(&app).await;
+        assert_eq!(answer.problem().0, 403, "{path}");
+        assert!(answer.problem().2.contains("imports:read"), "{answer:?}");
+        let answer = call("POST", path).key("reader").send(&app).await;
+        assert_eq!((answer.status, answer.problem().2), (405, "This resource allows GET"), "{path}");
+    }
+    let answer = call("GET", "/v1/imports").key("reader").query("limit=0").send(&app).await;
+    assert_eq!(answer.body["errors"][0]["field"], "limit", "{answer:?}");
+}
+
+#[tokio::test]
+async fn campaign_routes_name_their_ids_and_scopes() {
+    let app = app(&[("reader", &[Scope::CampaignsRead]), ("writer", &[Scope::CampaignsWrite])]);
+    assert_eq!(call("GET", "/v1/campaigns/c_1").key("reader").send(&app).await.problem().2, "No such campaign");
+    assert_eq!(call("GET", "/v1/campaigns/c_1").key("writer").send(&app).await.problem().0, 403);
+    let cancel = call("POST", "/v1/campaigns/c_1/cancel");
+    assert_eq!(cancel.key("writer").send(&app).await.problem().2, "No such campaign");
+    assert_eq!(call("POST", "/v1/campaigns/c_1/cancel").key("reader").send(&app).await.problem().0, 403);
+    let body = json!({"name": "Spring", "segment_id": "vip", "template_id": "spring", "channels": ["email"]});
+    assert_eq!(call("POST", "/v1/campaigns").key("reader").json(body.clone()).send(&app).await.problem().0, 403);
+    let refused = call("POST", "/v1/campaigns").key("writer").json(body).send(&app).await;
+    assert_eq!(refused.problem().0, 400);
+    for (method, path, allow) in [
+        ("GET", "/v1/campaigns", "POST"),
+        ("DELETE", "/v1/campaigns/c_1", "GET"),
+        ("GET", "/v1/campaigns/c_1/cancel", "POST"),
+    ] {
+        let answer = call(method, path).send(&app).await;
+        assert_eq!(answer.problem().2, format!("This resource allows {allow}"), "{path}");
+    }
+    for path in ["/v1/campaigns/", "/v1/campaigns//cancel", "/v1/campaigns/c_1/x"] {
+        assert_eq!(call("POST", path).send(&app).await.problem().0, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn every_route_in_the_table_answers_each_of_its_methods() {
+    let app = app(&[]);
+    let table = route_table();
+    assert_eq!(table.len(), 17);
+    for (template, methods) in table {
+        let path = template.replace("{id}", "x").replace("{token}", "x");
+        for method in methods {
+            let method = method.as_str().to_owned().leak();
+            let answer = call(method, &path).send(&app).await;
+            if template == "/v1/t/{token}" {
+                assert_eq!(answer.problem().2, "Unknown link", "public: {method} {path}");
+            } else {
+                assert_eq!(answer.problem().0, 401, "{method} {path}");
+                assert_eq!(answer.headers["www-authenticate"], "Bearer");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_key_is_checked_before_the_body_is_read() {
+    let app = app(&[("reader", &[Scope::ProfilesRead])]);
+    let big = "x".repeat(MAX_BODY_BYTES + 1);
+    let put = || call("PUT", "/v1/users/u1");
+    assert_eq!(put().body("application/json", big.clone()).send(&app).await.problem().0, 401);
+    assert_eq!(put().key("reader").body("application/xml", big.clone()).send(&app).await.problem().0, 403);
+    let too_large = put().admin().body("application/xml", big.clone()).send(&app).await;
+    assert_eq!(too_large.problem(), (413, "urn:herald:problem:too-large", "The body must be at most 262144 bytes"));
+    let answer = put().admin().body("text/plain", "email=a@example.com").send(&app).await;
+    assert_eq!(
+        answer.problem(),
+        (415, "urn:herald:problem:unsupported-media-type", "Send the body as application/json")
+    );
+    let answer = put().admin().body("application/json; charset=utf-8", " ").send(&app).await;
+    assert_eq!(answer.problem(), (400, "urn:herald:problem:malformed-json", "The body must be a JSON object"));
+    // Routes that read no body take any.
+    let answer = call("DELETE", "/v1/users/u1").admin().body("application/xml", big).send(&app).await;
+    assert_eq!(answer.problem().2, "No profile for this user");
+}
+
+#[tokio::test]
+async fn preferences_check_the_user_id_before_the_body() {
+    let app = app(&[]);
+    let answer = call("PUT", "/v1/users/a%01b/preferences").admin().body("application/json", "{").send(&app).await;
+    let (status, kind, _) = answer.problem();
+    assert_eq!((status, kind), (400, "urn:herald:problem:invalid-request"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn events_take_a_body_of_up_to_a_mebibyte() {
+    let app = app(&[]);
+    let padding = "x".repeat(MAX_BODY_BYTES);
+    let answer = call("POST", "/v1/events").admin().json(json!({"events": [], "pad": padding})).send(&app).await;
+    assert_eq!(answer.problem().0, 400, "over 256 KiB is not too large here");
+    let padding = "x".repeat(MAX_EVENTS_BODY_BYTES);
+    let answer = call("POST", "/v1/events").admin().json(json!({"events": [], "pad": padding})).send(&app).await;
+    assert_eq!(answer.problem().2, format!("The body must be at most {MAX_EVENTS_BODY_BYTES} bytes"));
+}
+
+#[tokio::test]
+async fn segments_take_json_or_a_file_of_user_ids() {
+    let app = app(&[]);
+    let post = || call("POST", "/v1/segments").admin();
+    let answer =
+        post().query("name=Spring%20list&segment_id=spring").body("text/csv", "user_id\nana\nbo\n").send(&app).await;
+    assert_eq!(
+        (answer.status, answer.headers["location"].to_str().unwrap()),
+        (202, "/v1/segments/spring"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.body["name"], "Spring list");
+    let answer = post().body("text/plain; charset=utf-8", "ana\nb/c\n").send(&app).await;
+    let fields: Vec<&str> =
+        answer.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["name", "line 2"]);
+    // Another media type is 415 whatever its size.
+    let answer = post().body("application/xml", "x".repeat(MAX_BODY_BYTES + 1)).send(&app).await;
+    assert_eq!(answer.problem().0, 415);
+    assert!(answer.problem().2.contains("text/csv"));
+    assert_eq!(post().body("text/csv", "x".repeat(MAX_BODY_BYTES + 1)).send(&app).await.problem().0, 413);
+    let answer =
+        post().json(json!({"segment_id": 7, "name": "x", "kind": "static", "user_ids": ["a"]})).send(&app).await;
+    assert_eq!(answer.body["errors"][0]["field"], "segment_id");
+}
+
+#[tokio::test]
+async fn templates_read_a_version_from_the_query() {
+    let app = app(&[]);
+    let template = json!({"channels": {"email": {"subject": "Hi", "body": "Hello"}}});
+    assert_eq!(call("PUT", "/v1/templates/spring").admin().json(template.clone()).send(&app).await.status, 201);
+    assert_eq!(call("PUT", "/v1/templates/spring").admin().json(template).send(&app).await.status, 200);
+    let answer = call("GET", "/v1/templates/spring").admin().query("version=1").send(&app).await;
+    assert_eq!((answer.status, &answer.body["version"]), (200, &json!(1)));
+    let answer = call("GET", "/v1/templates/spring").admin().query("version=x").send(&app).await;
+    assert_eq!(answer.body["errors"][0]["field"], "version");
+    let answer = call("GET", "/v1/templates/spring").admin().query("version=3").send(&app).await;
+    assert_eq!(answer.problem().2, "No such template");
+}
+
+#[tokio::test]
+async fn the_openapi_document_needs_any_key() {
+    let app = app(&[("narrow", &[Scope::EventsWrite])]);
+    let answer = call("GET", "/v1/openapi.json").key("narrow").send(&app).await;
+    assert_eq!((answer.status, &answer.body["openapi"]), (200, &json!("3.1.0")));
+    assert_eq!(call("GET", "/v1/openapi.json").send(&app).await.problem().0, 401);
+}
+
+/// Log lines written while the test runs.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_request_is_logged_by_its_route_template_and_never_its_ids() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads may have cached the log callsite's interest without this
+    // subscriber: computed again, so no line of this test is filtered out.
+    tracing::callsite::rebuild_interest_cache();
+    let app = app(&[]);
+    call("PUT", "/v1/users/ana%40example.com").admin().json(json!({})).send(&app).await;
+    call("GET", "/v1/users/ana%40example.com/segments").send(&app).await;
+    call("POST", "/v1/users/ana%40example.com").send(&app).await;
+    call("GET", "/v1/nothing/ana%40example.com").send(&app).await;
+    call("GET", "/v1/users/%FF").send(&app).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["fields"]["message"] == "request")
+        .map(|l| json!([l["fields"]["route"], l["fields"]["status"]]))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!(["PUT /v1/users/{id}", 201]),
+            json!(["GET /v1/users/{id}/segments", 401]),
+            json!(["unmatched", 405]),
+            json!(["unmatched", 404]),
+            json!(["unmatched", 404]),
+        ]
+    );
+    assert!(!text.contains("ana"), "{text}");
+}
