@@ -17,8 +17,6 @@ use aws_smithy_runtime_api::{
 use aws_smithy_types::body::SdkBody;
 use herald_aws::{RequestCounter, request_counter::DYNAMODB_WRITES, senders::SnsSmsSender};
 use herald_core::{
-    activity::memory::*,
-    campaigns::memory::*,
     delivery::{
         Channel, DeliveryStatus, DeliveryStore,
         memory::*,
@@ -26,11 +24,7 @@ use herald_core::{
         rate_limit::RateLimit,
         rendering::ChannelContent,
     },
-    events::memory::*,
-    imports::memory::*,
-    notifications::{ContentRef, Delivery, DeliveryJob, JobRecipient, RECIPIENTS_PER_JOB, Target, memory::*},
-    profiles::memory::*,
-    segments::memory::*,
+    notifications::{ContentRef, Delivery, DeliveryJob, JobRecipient, RECIPIENTS_PER_JOB, Target},
 };
 use serde_json::{Value, json};
 
