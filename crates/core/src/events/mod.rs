@@ -13,6 +13,18 @@ use crate::{activity::ActivityRecorded, notifications::DeliveryJob, segments::Me
 /// The `source` of every event Herald publishes.
 pub const SOURCE: &str = "herald";
 
+/// Every `detail-type` Herald publishes: rules, consumers and tests name them from here.
+pub mod detail_type {
+    pub const PROFILE_CHANGED: &str = "profile.changed";
+    pub const PROFILES_IMPORTED: &str = "profiles.imported";
+    pub const ACTIVITY_RECORDED: &str = "activity.recorded";
+    pub const SEGMENT_ENTERED: &str = "segment.entered";
+    pub const SEGMENT_EXITED: &str = "segment.exited";
+    pub const SEGMENT_JOB: &str = "segment.job";
+    /// Followed by the channel: `notification.email`, `notification.sms`, …
+    pub const NOTIFICATION_PREFIX: &str = "notification.";
+}
+
 /// Published once for every effective change of a profile (never for a no-op).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileChanged {
@@ -43,7 +55,7 @@ pub struct ProfilesImported {
 }
 
 impl ProfilesImported {
-    pub const DETAIL_TYPE: &str = "profiles.imported";
+    pub const DETAIL_TYPE: &str = detail_type::PROFILES_IMPORTED;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,17 +94,17 @@ pub enum SegmentJob {
 }
 
 impl SegmentJob {
-    pub const DETAIL_TYPE: &str = "segment.job";
+    pub const DETAIL_TYPE: &str = detail_type::SEGMENT_JOB;
 }
 
 impl DomainEvent {
     /// EventBridge's `detail-type`, which the bus's rules match on.
     pub fn detail_type(&self) -> String {
         match self {
-            DomainEvent::ProfileChanged(_) => "profile.changed".to_owned(),
+            DomainEvent::ProfileChanged(_) => detail_type::PROFILE_CHANGED.to_owned(),
             DomainEvent::ProfilesImported(_) => ProfilesImported::DETAIL_TYPE.to_owned(),
             DomainEvent::DeliveryJob(job) => job.detail_type(),
-            DomainEvent::ActivityRecorded(_) => "activity.recorded".to_owned(),
+            DomainEvent::ActivityRecorded(_) => detail_type::ACTIVITY_RECORDED.to_owned(),
             DomainEvent::Membership(change) => change.detail_type().to_owned(),
             DomainEvent::SegmentJob(_) => SegmentJob::DETAIL_TYPE.to_owned(),
         }

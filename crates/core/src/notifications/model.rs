@@ -259,7 +259,7 @@ fn is_zero(n: &u32) -> bool {
 impl DeliveryJob {
     /// The EventBridge `detail-type` that routes this job to its channel's queue.
     pub fn detail_type(&self) -> String {
-        format!("notification.{}", self.channel)
+        format!("{}{}", crate::events::detail_type::NOTIFICATION_PREFIX, self.channel)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Segments: saved rules (dynamic) or saved lists of users (static), and the catalog that
 //! tells which segments a change can affect.
 
+use crate::events::detail_type;
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -175,7 +176,7 @@ pub struct MembershipChange {
 
 impl MembershipChange {
     pub fn detail_type(&self) -> &'static str {
-        if self.entered { "segment.entered" } else { "segment.exited" }
+        if self.entered { detail_type::SEGMENT_ENTERED } else { detail_type::SEGMENT_EXITED }
     }
 }
 
