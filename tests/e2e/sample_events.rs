@@ -11,7 +11,7 @@ use herald_core::{
     notifications::Delivery,
 };
 use herald_e2e::start_stack_with_key;
-use herald_local::repo_root;
+use herald_local::{esm::SqsHandler as _, repo_root};
 
 /// The key the sample events carry in their Authorization header.
 const SAMPLE_KEY: &str = "hk_sample_events_key";

@@ -14,7 +14,7 @@ use herald_core::{
     segments::rules::{Rule, Subject},
 };
 use herald_e2e::{Api, EventCapture, start_stack, start_stack_with};
-use herald_local::LocalStack;
+use herald_local::{LocalStack, esm::SqsHandler as _};
 use serde_json::{Value, json};
 
 /// How long something that should happen may take on a loaded CI machine.

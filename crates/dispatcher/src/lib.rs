@@ -4,7 +4,6 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use herald_aws::{
     Clients, DynamoActivityStore, DynamoCampaignStore, DynamoMembershipStore, DynamoProfileStore, SqsDispatchQueue,
     SqsJobQueues,
@@ -13,7 +12,10 @@ use herald_core::{
     campaigns::{DispatchPage, dispatcher::Dispatcher},
     delivery::Channel,
 };
-use lambda_runtime::{LambdaEvent, service_fn};
+use herald_edge::{
+    config::{ConfigError, Env},
+    sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DispatcherConfig {
@@ -26,17 +28,11 @@ pub struct DispatcherConfig {
     pub channel_queue_urls: BTreeMap<Channel, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("missing configuration: environment variable {0} is not set")]
-    Missing(&'static str),
-}
-
 impl DispatcherConfig {
     /// Reads the variables through `lookup` (the process environment in Lambda, the
     /// template's resolved environment in the local stack).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name));
+        let env = Env::new(&lookup);
         let channel_queue_urls = [
             (Channel::Email, "EMAIL_QUEUE_URL"),
             (Channel::Sms, "SMS_QUEUE_URL"),
@@ -44,24 +40,24 @@ impl DispatcherConfig {
             (Channel::Webhook, "WEBHOOK_QUEUE_URL"),
         ]
         .into_iter()
-        .map(|(channel, name)| Ok((channel, get(name)?)))
+        .map(|(channel, name)| Ok((channel, env.required(name)?)))
         .collect::<Result<_, ConfigError>>()?;
         Ok(Self {
-            profiles_table: get("PROFILES_TABLE")?,
-            activity_table: get("ACTIVITY_TABLE")?,
-            members_table: get("MEMBERS_TABLE")?,
-            jobs_table: get("JOBS_TABLE")?,
-            dispatch_queue_url: get("DISPATCH_QUEUE_URL")?,
+            profiles_table: env.required("PROFILES_TABLE")?,
+            activity_table: env.required("ACTIVITY_TABLE")?,
+            members_table: env.required("MEMBERS_TABLE")?,
+            jobs_table: env.required("JOBS_TABLE")?,
+            dispatch_queue_url: env.required("DISPATCH_QUEUE_URL")?,
             channel_queue_urls,
         })
     }
 }
 
-pub struct DispatcherFunction {
+pub struct DispatcherHandler {
     pub dispatcher: Dispatcher,
 }
 
-impl DispatcherFunction {
+impl DispatcherHandler {
     pub fn from_aws(clients: &Clients, config: &DispatcherConfig) -> Self {
         let db = || clients.dynamodb.clone();
         let dispatcher = Dispatcher::new(
@@ -80,57 +76,51 @@ impl DispatcherFunction {
         Self { dispatcher }
     }
 
-    /// Handles one SQS batch, its pages concurrently; reports the messages to retry
-    /// (unreadable ones too: after maxReceiveCount SQS moves them to the dead-letter queue).
-    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let now = chrono::Utc::now();
-        let results = futures_util::future::join_all(event.records.iter().map(|record| async move {
-            let message_id = record.message_id.clone().unwrap_or_default();
-            let page: DispatchPage = match serde_json::from_str(record.body.as_deref().unwrap_or_default()) {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::error!(message_id, error = %e, "unreadable dispatch message");
-                    return Some(message_id);
-                }
-            };
-            match self.dispatcher.run(&page, now).await {
-                Ok(outcome) => {
-                    tracing::info!(message_id, campaign_id = %page.campaign_id, shard = page.shard, ?outcome, "page");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(message_id, campaign_id = %page.campaign_id, error = %e, "page failed; SQS retries it");
-                    Some(message_id)
-                }
+    /// The handler on the account's AWS clients, its table's connections warmed up.
+    pub async fn connect(config: &DispatcherConfig) -> Self {
+        let clients = Clients::new(&herald_aws::sdk_config().await);
+        clients.warm_up(&config.members_table, None).await;
+        Self::from_aws(&clients, config)
+    }
+
+    /// Queues one page's deliveries and the next page; false if SQS is to deliver the
+    /// message again (unreadable ones too: after maxReceiveCount they rest in the
+    /// dead-letter queue).
+    async fn dispatch(&self, message: &SqsMessage, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let message_id = sqs::message_id(message);
+        let page: DispatchPage = match serde_json::from_str(sqs::body(message)) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(message_id, error = %e, "unreadable dispatch message");
+                return false;
             }
-        }))
-        .await;
-        let mut response = SqsBatchResponse::default();
-        for message_id in results.into_iter().flatten() {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
+        };
+        match self.dispatcher.run(&page, now).await {
+            Ok(outcome) => {
+                tracing::info!(message_id, campaign_id = %page.campaign_id, shard = page.shard, ?outcome, "page");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(message_id, campaign_id = %page.campaign_id, error = %e, "page failed; SQS retries it");
+                false
+            }
         }
-        response
     }
 }
 
-/// The Lambda entry point.
-pub async fn run() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let config = DispatcherConfig::from_lookup(|name| std::env::var(name).ok())?;
-    let clients = Clients::new(&herald_aws::sdk_config().await);
-    clients.warm_up(&config.members_table, None).await;
-    let function = DispatcherFunction::from_aws(&clients, &config);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let function = &function;
-        async move { Ok::<_, lambda_runtime::Error>(function.handle(event.payload).await) }
-    }))
-    .await
+/// A batch's pages are independent: they are dispatched concurrently.
+#[async_trait::async_trait]
+impl SqsHandler for DispatcherHandler {
+    async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+        let now = chrono::Utc::now();
+        sqs::each_concurrently(messages, |message| self.dispatch(message, now)).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use herald_edge::sqs::SqsEvent;
+
     use super::*;
 
     #[test]

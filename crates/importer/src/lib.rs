@@ -7,17 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_lambda_events::{
-    s3::S3Event,
-    sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent},
-};
+use aws_lambda_events::s3::S3Event;
 use herald_aws::{
     Clients, DynamoImportJobStore, DynamoProfileStore, EventBridgePublisher, S3ImportFiles, SqsImportQueue,
 };
 use herald_core::imports::{
     DroppedFile, ImportOptions, ImportRunError, ImportService, RunOutcome, parsing::CsvOptions,
 };
-use lambda_runtime::{LambdaEvent, service_fn};
+use herald_edge::{
+    config::{ConfigError, Env},
+    sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
+};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,51 +35,32 @@ pub struct ImporterConfig {
     pub slices_per_invocation: Option<u32>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("missing configuration: environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("{0}={1:?} is not valid: {2}")]
-    Invalid(&'static str, String, &'static str),
-}
-
 impl ImporterConfig {
     /// Reads the variables through `lookup` (the process environment in Lambda, the
     /// template's resolved environment in the local stack).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name));
-        let optional = |name: &'static str| lookup(name).filter(|v| !v.is_empty());
-        let multi_value_separator = match optional("MULTI_VALUE_SEPARATOR") {
-            None => CsvOptions::default().multi_value_separator,
-            Some(v) => {
+        let env = Env::new(&lookup);
+        let multi_value_separator = env
+            .parse("MULTI_VALUE_SEPARATOR", "one character, not , or \"", |v| {
                 let mut chars = v.chars();
                 match (chars.next(), chars.next()) {
-                    (Some(c), None) if c != ',' && c != '"' => c,
-                    _ => return Err(ConfigError::Invalid("MULTI_VALUE_SEPARATOR", v, "one character, not , or \"")),
+                    (Some(c), None) if c != ',' && c != '"' => Some(c),
+                    _ => None,
                 }
-            }
-        };
-        let users_per_slice = match optional("IMPORT_USERS_PER_SLICE") {
-            None => ImportOptions::default().users_per_slice,
-            Some(v) => v.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or(ConfigError::Invalid(
-                "IMPORT_USERS_PER_SLICE",
-                v,
-                "a number from 1 to 10000",
-            ))?,
-        };
-        let slices_per_invocation = match optional("IMPORT_SLICES_PER_INVOCATION") {
-            None => None,
-            Some(v) => Some(v.parse().ok().filter(|n| *n >= 1).ok_or(ConfigError::Invalid(
-                "IMPORT_SLICES_PER_INVOCATION",
-                v,
-                "a number from 1",
-            ))?),
-        };
+            })?
+            .unwrap_or(CsvOptions::default().multi_value_separator);
+        let users_per_slice = env
+            .parse("IMPORT_USERS_PER_SLICE", "a number from 1 to 10000", |v| {
+                v.parse().ok().filter(|n| (1..=10_000).contains(n))
+            })?
+            .unwrap_or(ImportOptions::default().users_per_slice);
+        let slices_per_invocation =
+            env.parse("IMPORT_SLICES_PER_INVOCATION", "a number from 1", |v| v.parse().ok().filter(|n| *n >= 1))?;
         Ok(Self {
-            profiles_table: get("PROFILES_TABLE")?,
-            jobs_table: get("JOBS_TABLE")?,
-            event_bus_name: get("EVENT_BUS_NAME")?,
-            queue_url: get("IMPORTER_QUEUE_URL")?,
+            profiles_table: env.required("PROFILES_TABLE")?,
+            jobs_table: env.required("JOBS_TABLE")?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
+            queue_url: env.required("IMPORTER_QUEUE_URL")?,
             multi_value_separator,
             users_per_slice,
             slices_per_invocation,
@@ -100,9 +81,12 @@ impl ImporterConfig {
 /// function's 900 s timeout less a minute.
 pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(840);
 
-pub struct ImporterFunction {
+pub struct ImporterHandler {
     pub service: ImportService,
 }
+
+/// The handler's former name, which crates/bench still uses.
+pub type ImporterFunction = ImporterHandler;
 
 /// What a message on the importer's queue asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,7 +151,7 @@ fn decode_key(key: &str) -> String {
     percent_encoding::percent_decode_str(&key.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
-impl ImporterFunction {
+impl ImporterHandler {
     pub fn from_aws(clients: &Clients, config: &ImporterConfig) -> Self {
         let mut service = ImportService::new(
             Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), &config.profiles_table)),
@@ -180,26 +164,11 @@ impl ImporterFunction {
         Self { service }
     }
 
-    /// Handles one SQS batch with [`DEFAULT_TIME_BUDGET`].
-    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        self.handle_until(event, Instant::now() + DEFAULT_TIME_BUDGET).await
-    }
-
-    /// Handles one SQS batch, each message in turn, stopping work in time for `deadline`.
-    /// A message whose work failed is reported for SQS to deliver again (the job resumes
-    /// from its checkpoint); after maxReceiveCount it rests in the dead-letter queue.
-    pub async fn handle_until(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in event.records {
-            let message_id = record.message_id.unwrap_or_default();
-            if let Err(e) = self.handle_message(record.body.as_deref().unwrap_or_default(), deadline).await {
-                tracing::warn!(message_id, error = %e, "import message failed; SQS retries it");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = message_id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+    /// The handler on the account's AWS clients, its table's connections warmed up.
+    pub async fn connect(config: &ImporterConfig) -> Self {
+        let clients = Clients::new(&herald_aws::sdk_config().await);
+        clients.warm_up(&config.jobs_table, None).await;
+        Self::from_aws(&clients, config)
     }
 
     async fn handle_message(&self, body: &str, deadline: Instant) -> Result<(), HandleError> {
@@ -216,6 +185,25 @@ impl ImporterFunction {
     }
 }
 
+/// Each message in turn, stopping work in time for the invocation's deadline (without
+/// one, [`DEFAULT_TIME_BUDGET`] from now). A message whose work failed is retried: the
+/// job resumes from its checkpoint; after maxReceiveCount it rests in the dead-letter
+/// queue.
+#[async_trait::async_trait]
+impl SqsHandler for ImporterHandler {
+    async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
+        let deadline = invocation.deadline.unwrap_or_else(|| Instant::now() + DEFAULT_TIME_BUDGET);
+        sqs::each_in_turn(messages, async |message| match self.handle_message(sqs::body(message), deadline).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(message_id = sqs::message_id(message), error = %e, "import message failed; SQS retries it");
+                false
+            }
+        })
+        .await
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum HandleError {
     #[error(transparent)]
@@ -229,28 +217,10 @@ fn log(outcome: RunOutcome) -> Result<(), HandleError> {
     Ok(())
 }
 
-/// The Lambda entry point.
-pub async fn run() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let config = ImporterConfig::from_lookup(|name| std::env::var(name).ok())?;
-    let clients = Clients::new(&herald_aws::sdk_config().await);
-    clients.warm_up(&config.jobs_table, None).await;
-    let function = ImporterFunction::from_aws(&clients, &config);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let function = &function;
-        async move {
-            // The context's deadline is wall-clock milliseconds; work against a monotonic clock.
-            let now_ms =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            Ok::<_, lambda_runtime::Error>(function.handle_until(event.payload, Instant::now() + left).await)
-        }
-    }))
-    .await
-}
-
 #[cfg(test)]
 mod tests {
+    use herald_edge::sqs::SqsEvent;
+
     use super::*;
 
     fn config(extra: &[(&str, &str)]) -> Result<ImporterConfig, ConfigError> {

@@ -18,12 +18,12 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
 };
 use base64::Engine as _;
 use herald_aws::describe;
+use herald_edge::sqs::{Invocation, Retry, SqsBatchResponse, SqsEvent, SqsMessage};
 use md5::Digest as _;
 use serde_json::{Map, Value, json};
 use tokio::{sync::watch, task::JoinHandle};
@@ -40,62 +40,49 @@ const WAIT_TIME_SECONDS: i32 = 1;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What Lambda invokes with a batch of SQS messages: the function's handler.
-#[async_trait]
-pub trait SqsHandler: Send + Sync {
-    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse;
-}
+/// What Lambda invokes with a batch of SQS messages: the function's handler, the same
+/// trait the deployed function runs under.
+pub use herald_edge::sqs::SqsHandler;
+
+/// The importer as Lambda feeds it: the bucket's notifications as real S3 sends them
+/// (moto's are completed, see [`crate::s3::lambda_body`]), and never the `s3:TestEvent`,
+/// which is settled (deleted) with the batch without reaching it.
+pub struct RealS3Events(pub Arc<herald_importer::ImporterHandler>);
 
 #[async_trait]
-impl SqsHandler for herald_worker::Worker {
-    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        herald_worker::Worker::handle(self, event).await
-    }
-}
-
-#[async_trait]
-impl SqsHandler for herald_segmenter::SegmenterFunction {
-    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        herald_segmenter::SegmenterFunction::handle(self, event).await
-    }
-}
-
-#[async_trait]
-impl SqsHandler for herald_dispatcher::DispatcherFunction {
-    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        herald_dispatcher::DispatcherFunction::handle(self, event).await
-    }
-}
-
-/// The importer gets what Lambda would give it: the bucket's notifications as real S3
-/// sends them (moto's are completed, see [`crate::s3::lambda_body`]), and never the
-/// `s3:TestEvent`, which is settled (deleted) with the batch without reaching it.
-#[async_trait]
-impl SqsHandler for herald_importer::ImporterFunction {
-    async fn handle(&self, mut event: SqsEvent) -> SqsBatchResponse {
-        event.records.retain_mut(|record| {
-            let Some(body) = record.body.as_deref() else { return true };
-            match crate::s3::lambda_body(body) {
-                None => {
-                    tracing::debug!(message_id = ?record.message_id, "dropped an s3:TestEvent");
-                    false
-                }
-                Some(real) => {
-                    if real != body {
-                        record.md5_of_body = Some(hex::encode(md5::Md5::digest(real.as_bytes())));
-                        record.body = Some(real);
+impl SqsHandler for RealS3Events {
+    async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
+        // The messages the importer gets, and the position of each in the batch.
+        let mut given = Vec::with_capacity(messages.len());
+        let mut positions = Vec::with_capacity(messages.len());
+        for (position, message) in messages.iter().enumerate() {
+            let mut message = message.clone();
+            if let Some(body) = message.body.as_deref() {
+                match crate::s3::lambda_body(body) {
+                    None => {
+                        tracing::debug!(message_id = ?message.message_id, "dropped an s3:TestEvent");
+                        continue;
                     }
-                    true
+                    Some(real) => {
+                        if real != body {
+                            message.md5_of_body = Some(hex::encode(md5::Md5::digest(real.as_bytes())));
+                            message.body = Some(real);
+                        }
+                    }
                 }
             }
-        });
-        if event.records.is_empty() {
-            return SqsBatchResponse::default();
+            given.push(message);
+            positions.push(position);
         }
-        herald_importer::ImporterFunction::handle(self, event).await
+        if given.is_empty() {
+            return Retry::default();
+        }
+        let retry = self.0.handle_batch(&given, invocation).await;
+        retry.positions().filter_map(|i| positions.get(i).copied()).collect()
     }
 }
 
+/// A fake handler at Lambda's boundary: it answers the whole event itself, as it pleases.
 struct FnHandler<F>(F);
 
 #[async_trait]
@@ -104,6 +91,15 @@ where
     F: Fn(SqsEvent) -> Fut + Send + Sync,
     Fut: Future<Output = SqsBatchResponse> + Send,
 {
+    async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+        let mut event = SqsEvent::default();
+        event.records = messages.to_vec();
+        let failed = self.handle(event).await.batch_item_failures;
+        let failed = |m: &SqsMessage| failed.iter().any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
+        Retry::from_handled(messages.iter().map(|m| !failed(m)))
+    }
+
+    // What the poller invokes: the fake's answer as it gave it, ids outside the batch too.
     async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         (self.0)(event).await
     }

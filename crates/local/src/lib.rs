@@ -28,10 +28,10 @@ use herald_core::{
     keys,
     keys::{ApiKeyStore, Scope},
 };
-use herald_dispatcher::{DispatcherConfig, DispatcherFunction};
-use herald_importer::{ImporterConfig, ImporterFunction};
-use herald_segmenter::{SegmenterConfig, SegmenterFunction};
-use herald_worker::{Worker, WorkerConfig};
+use herald_dispatcher::{DispatcherConfig, DispatcherHandler};
+use herald_importer::{ImporterConfig, ImporterHandler};
+use herald_segmenter::{SegmenterConfig, SegmenterHandler};
+use herald_worker::{WorkerConfig, WorkerHandler};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::esm::{EventSourceMapping, SqsHandler};
@@ -125,10 +125,10 @@ pub struct LocalStack {
     moto: Option<MotoServer>,
     server: JoinHandle<()>,
     shutdown: oneshot::Sender<()>,
-    workers: Vec<(Channel, Arc<Worker>)>,
-    segmenter: Option<Arc<SegmenterFunction>>,
-    importer: Option<Arc<ImporterFunction>>,
-    dispatcher: Option<Arc<DispatcherFunction>>,
+    workers: Vec<(Channel, Arc<WorkerHandler>)>,
+    segmenter: Option<Arc<SegmenterHandler>>,
+    importer: Option<Arc<ImporterHandler>>,
+    dispatcher: Option<Arc<DispatcherHandler>>,
     schedules: Vec<schedule::Schedule>,
     pollers: Vec<JoinHandle<()>>,
     stop_pollers: esm::Stopper,
@@ -197,7 +197,7 @@ impl LocalStack {
             }
             if mapping.binary.as_deref() == Some("herald-importer") {
                 let function = Arc::new(importer_for(&deployment, &clients)?);
-                handlers.push(function.clone());
+                handlers.push(Arc::new(esm::RealS3Events(function.clone())));
                 importer = Some(function);
                 event_sources.push(mapping);
                 continue;
@@ -267,24 +267,24 @@ impl LocalStack {
     }
 
     /// The worker the stack runs for `channel`, to invoke directly (with a sample event).
-    pub fn worker(&self, channel: Channel) -> Option<&Worker> {
+    pub fn worker(&self, channel: Channel) -> Option<&WorkerHandler> {
         self.workers.iter().find(|(c, _)| *c == channel).map(|(_, worker)| worker.as_ref())
     }
 
     /// The segmenter the stack runs, to invoke directly (with a sample event).
-    pub fn segmenter(&self) -> Option<&SegmenterFunction> {
+    pub fn segmenter(&self) -> Option<&SegmenterHandler> {
         self.segmenter.as_deref()
     }
 
     /// The importer the stack runs, to invoke directly (with a sample event). The stack's
     /// own poller hands it real S3 events (see [`s3::lambda_body`]); called directly, it
     /// gets the event as given.
-    pub fn importer(&self) -> Option<&ImporterFunction> {
+    pub fn importer(&self) -> Option<&ImporterHandler> {
         self.importer.as_deref()
     }
 
     /// The dispatcher the stack runs, to invoke directly (with a sample event).
-    pub fn dispatcher(&self) -> Option<&DispatcherFunction> {
+    pub fn dispatcher(&self) -> Option<&DispatcherHandler> {
         self.dispatcher.as_deref()
     }
 
@@ -325,27 +325,27 @@ impl LocalStack {
 }
 
 /// The segmenter, configured from the environment the template gives its function.
-fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<SegmenterFunction, LocalError> {
+fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<SegmenterHandler, LocalError> {
     let environment = deployment.function_environment("herald-segmenter")?;
     let config = SegmenterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-segmenter"))?;
-    Ok(SegmenterFunction::from_aws(clients, &config))
+    Ok(SegmenterHandler::from_aws(clients, &config))
 }
 
 /// The importer, configured from the environment the template gives its function.
-fn importer_for(deployment: &Deployment, clients: &Clients) -> Result<ImporterFunction, LocalError> {
+fn importer_for(deployment: &Deployment, clients: &Clients) -> Result<ImporterHandler, LocalError> {
     let environment = deployment.function_environment("herald-importer")?;
     let config = ImporterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-importer"))?;
-    Ok(ImporterFunction::from_aws(clients, &config))
+    Ok(ImporterHandler::from_aws(clients, &config))
 }
 
 /// The dispatcher, configured from the environment the template gives its function.
-fn dispatcher_for(deployment: &Deployment, clients: &Clients) -> Result<DispatcherFunction, LocalError> {
+fn dispatcher_for(deployment: &Deployment, clients: &Clients) -> Result<DispatcherHandler, LocalError> {
     let environment = deployment.function_environment("herald-dispatcher")?;
     let config = DispatcherConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-dispatcher"))?;
-    Ok(DispatcherFunction::from_aws(clients, &config))
+    Ok(DispatcherHandler::from_aws(clients, &config))
 }
 
 /// The handler the deployed function runs, for the functions the local stack knows how to
@@ -355,7 +355,7 @@ fn worker_for(
     clients: &Clients,
     mapping: &EventSourceMapping,
     extra_environment: &BTreeMap<String, String>,
-) -> Result<Option<(Channel, Arc<Worker>)>, LocalError> {
+) -> Result<Option<(Channel, Arc<WorkerHandler>)>, LocalError> {
     let Some(binary) = mapping.binary.as_deref().filter(|b| b.starts_with("herald-worker-")) else {
         return Ok(None);
     };
@@ -363,6 +363,7 @@ fn worker_for(
     environment.extend(extra_environment.clone());
     let config = WorkerConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
-    let worker = Worker::from_aws(clients, &config).map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
+    let worker =
+        WorkerHandler::from_aws(clients, &config).map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
     Ok(Some((config.channel, Arc::new(worker))))
 }

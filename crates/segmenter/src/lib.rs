@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use herald_aws::{
     Clients, DynamoActivityStore, DynamoMembershipStore, DynamoProfileStore, DynamoSegmentStore, EventBridgePublisher,
 };
@@ -13,8 +12,11 @@ use herald_core::{
     events::{ProfileChanged, ProfilesImported, SegmentJob},
     segments::{Change, DEFAULT_BACKFILL_PARTS, Segmenter, Work},
 };
-use lambda_runtime::{LambdaEvent, service_fn};
-use serde::Deserialize;
+use herald_edge::{
+    config::{ConfigError, Env},
+    eventbridge::Envelope,
+    sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmenterConfig {
@@ -27,44 +29,27 @@ pub struct SegmenterConfig {
     pub backfill_parts: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("missing configuration: environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("BACKFILL_PARTS={0:?} is not a number from 1 to 64")]
-    BackfillParts(String),
-}
-
 impl SegmenterConfig {
     /// Reads the variables through `lookup` (the process environment in Lambda, the
     /// template's resolved environment in the local stack).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name));
-        let backfill_parts = match lookup("BACKFILL_PARTS").filter(|v| !v.is_empty()) {
-            None => DEFAULT_BACKFILL_PARTS,
-            Some(v) => v.parse().ok().filter(|p| (1..=64).contains(p)).ok_or(ConfigError::BackfillParts(v))?,
-        };
+        let env = Env::new(&lookup);
+        let backfill_parts = env
+            .parse("BACKFILL_PARTS", "a number from 1 to 64", |v| v.parse().ok().filter(|p| (1..=64).contains(p)))?
+            .unwrap_or(DEFAULT_BACKFILL_PARTS);
         Ok(Self {
-            profiles_table: get("PROFILES_TABLE")?,
-            activity_table: get("ACTIVITY_TABLE")?,
-            segments_table: get("SEGMENTS_TABLE")?,
-            members_table: get("MEMBERS_TABLE")?,
-            event_bus_name: get("EVENT_BUS_NAME")?,
+            profiles_table: env.required("PROFILES_TABLE")?,
+            activity_table: env.required("ACTIVITY_TABLE")?,
+            segments_table: env.required("SEGMENTS_TABLE")?,
+            members_table: env.required("MEMBERS_TABLE")?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
             backfill_parts,
         })
     }
 }
 
-pub struct SegmenterFunction {
+pub struct SegmenterHandler {
     pub segmenter: Segmenter,
-}
-
-/// The bus's envelope around every message on the queue.
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "detail-type")]
-    detail_type: String,
-    detail: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +62,7 @@ pub enum MessageError {
 
 /// The work a queue message carries: one item, or one per user of an import's slice.
 pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
-    let envelope: Envelope = serde_json::from_str(body)?;
+    let envelope: Envelope = Envelope::parse(body)?;
     Ok(vec![match envelope.detail_type.as_str() {
         "profile.changed" => {
             let changed: ProfileChanged = serde_json::from_value(envelope.detail)?;
@@ -109,7 +94,7 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
     }])
 }
 
-impl SegmenterFunction {
+impl SegmenterHandler {
     pub fn from_aws(clients: &Clients, config: &SegmenterConfig) -> Self {
         let db = || clients.dynamodb.clone();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
@@ -130,58 +115,48 @@ impl SegmenterFunction {
         Self { segmenter }
     }
 
-    /// Handles one SQS batch; reports the messages to retry (unreadable ones too: after
-    /// maxReceiveCount SQS moves them to the dead-letter queue).
-    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
+    /// The handler on the account's AWS clients, its table's connections warmed up.
+    pub async fn connect(config: &SegmenterConfig) -> Self {
+        let clients = Clients::new(&herald_aws::sdk_config().await);
+        clients.warm_up(&config.members_table, None).await;
+        Self::from_aws(&clients, config)
+    }
+}
+
+/// The work of a whole batch goes to the segmenter in one run, which evaluates each user
+/// once however many of the batch's messages name them. A message is retried if it is
+/// unreadable (after maxReceiveCount SQS moves it to the dead-letter queue) or if any of
+/// its work failed.
+#[async_trait::async_trait]
+impl SqsHandler for SegmenterHandler {
+    async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+        let mut retry = Retry::default();
         let mut work = Vec::new();
-        // The message each item of `work` came from.
-        let mut ids = Vec::new();
-        for record in &event.records {
-            let message_id = record.message_id.clone().unwrap_or_default();
-            match parse_work(record.body.as_deref().unwrap_or_default()) {
+        // The position of the message each item of `work` came from.
+        let mut positions = Vec::new();
+        for (position, message) in messages.iter().enumerate() {
+            match parse_work(sqs::body(message)) {
                 Ok(items) => {
-                    ids.extend(std::iter::repeat_n(message_id, items.len()));
+                    positions.extend(std::iter::repeat_n(position, items.len()));
                     work.extend(items);
                 }
                 Err(e) => {
-                    tracing::error!(message_id, error = %e, "unreadable segmenter message");
-                    response.batch_item_failures.push(failure(message_id));
+                    tracing::error!(message_id = sqs::message_id(message), error = %e, "unreadable segmenter message");
+                    retry.insert(position);
                 }
             }
         }
         let results = self.segmenter.run(&work, chrono::Utc::now()).await;
-        for (message_id, result) in ids.into_iter().zip(results) {
+        for (position, result) in positions.into_iter().zip(results) {
             if let Err(e) = result {
                 // Ids and the error only: no attribute values in logs.
+                let message_id = sqs::message_id(&messages[position]);
                 tracing::warn!(message_id, error = %e, "segmenter work failed; SQS retries it");
-                if !response.batch_item_failures.iter().any(|f| f.item_identifier == message_id) {
-                    response.batch_item_failures.push(failure(message_id));
-                }
+                retry.insert(position);
             }
         }
-        response
+        retry
     }
-}
-
-fn failure(message_id: String) -> BatchItemFailure {
-    let mut failure = BatchItemFailure::default();
-    failure.item_identifier = message_id;
-    failure
-}
-
-/// The Lambda entry point.
-pub async fn run() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let config = SegmenterConfig::from_lookup(|name| std::env::var(name).ok())?;
-    let clients = Clients::new(&herald_aws::sdk_config().await);
-    clients.warm_up(&config.members_table, None).await;
-    let function = SegmenterFunction::from_aws(&clients, &config);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let function = &function;
-        async move { Ok::<_, lambda_runtime::Error>(function.handle(event.payload).await) }
-    }))
-    .await
 }
 
 #[cfg(test)]
@@ -246,6 +221,6 @@ mod tests {
         };
         assert_eq!(SegmenterConfig::from_lookup(base).unwrap().backfill_parts, DEFAULT_BACKFILL_PARTS);
         let zero = |name: &str| if name == "BACKFILL_PARTS" { Some("0".into()) } else { Some("x".into()) };
-        assert!(matches!(SegmenterConfig::from_lookup(zero), Err(ConfigError::BackfillParts(_))));
+        assert!(matches!(SegmenterConfig::from_lookup(zero), Err(ConfigError::Invalid { name: "BACKFILL_PARTS", .. })));
     }
 }

@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use herald_aws::{
     Clients, DynamoCampaignStore, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore,
     DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SqsJobQueues,
@@ -25,7 +24,10 @@ use herald_core::{
     notifications::DeliveryJob,
     profiles::ProfileService,
 };
-use lambda_runtime::{LambdaEvent, service_fn};
+use herald_edge::{
+    config::{ConfigError, Env},
+    sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerConfig {
@@ -68,16 +70,13 @@ impl WorkerConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("worker configuration: {0}")]
-pub struct ConfigError(pub String);
+const RATE_LIMIT_FORM: &str = "like 20/3600 (sends per seconds) or off";
 
 fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, ConfigError> {
     if text.is_empty() || text == "off" {
         return Ok(None);
     }
-    let bad =
-        || ConfigError(format!("RATE_LIMIT_PER_USER must look like 20/3600 (sends per seconds) or off, not {text:?}"));
+    let bad = || ConfigError::invalid("RATE_LIMIT_PER_USER", format!("expected {RATE_LIMIT_FORM}"));
     let (limit, window) = text.split_once('/').ok_or_else(bad)?;
     Ok(Some(RateLimit {
         limit: limit.trim().parse().map_err(|_| bad())?,
@@ -88,50 +87,52 @@ fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, ConfigError> {
 impl WorkerConfig {
     /// Reads the variables the template gives a worker through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let optional = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let required = |name: &str| optional(name).ok_or_else(|| ConfigError(format!("{name} is not set")));
-        let channel = match lookup("CHANNEL").as_deref() {
-            Some("email") => Channel::Email,
-            Some("sms") => Channel::Sms,
-            Some("push") => Channel::Push,
-            Some("webhook") => Channel::Webhook,
-            other => return Err(ConfigError(format!("CHANNEL must be email, sms, push or webhook, not {other:?}"))),
-        };
+        let env = Env::new(&lookup);
+        let channel = env
+            .parse("CHANNEL", "email, sms, push or webhook", |v| match v {
+                "email" => Some(Channel::Email),
+                "sms" => Some(Channel::Sms),
+                "push" => Some(Channel::Push),
+                "webhook" => Some(Channel::Webhook),
+                _ => None,
+            })?
+            .ok_or(ConfigError::Missing("CHANNEL"))?;
         Ok(Self {
             channel,
-            queue_url: required("QUEUE_URL")?,
-            jobs_table: required("JOBS_TABLE")?,
-            deliveries_table: required("DELIVERIES_TABLE")?,
-            preferences_table: required("PREFERENCES_TABLE")?,
-            suppressions_table: required("SUPPRESSIONS_TABLE")?,
-            rate_limits_table: required("RATE_LIMITS_TABLE")?,
-            templates_table: required("TEMPLATES_TABLE")?,
-            sender_address: optional("SENDER_ADDRESS").unwrap_or_default(),
-            apns_application: optional("APNS_PLATFORM_APPLICATION_ARN"),
-            apns_sandbox_application: optional("APNS_SANDBOX_PLATFORM_APPLICATION_ARN"),
-            fcm_application: optional("FCM_PLATFORM_APPLICATION_ARN"),
-            signing_secret: required("SIGNING_SECRET")?,
-            rate_limit: parse_rate_limit(&optional("RATE_LIMIT_PER_USER").unwrap_or_default())?,
-            webhook_root_pem: optional("WEBHOOK_ROOT_CA_PEM"),
-            tracking_base_url: optional("TRACKING_BASE_URL"),
-            secondary_region: optional("SECONDARY_PROVIDER_REGION"),
-            profiles_table: optional("PROFILES_TABLE"),
-            event_bus_name: optional("EVENT_BUS_NAME"),
-            sends_per_second: match optional("SENDS_PER_SECOND") {
-                None => None,
-                Some(v) => Some(v.parse().ok().filter(|r: &f64| r.is_finite() && *r > 0.0).ok_or_else(|| {
-                    ConfigError(format!("SENDS_PER_SECOND must be a positive number of sends a second, not {v:?}"))
-                })?),
-            },
-            max_concurrency: match optional("MAX_CONCURRENCY") {
-                None => 1,
-                Some(v) => {
-                    v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        ConfigError(format!("MAX_CONCURRENCY must be a whole number from 1, not {v:?}"))
-                    })?
-                }
-            },
+            queue_url: env.required("QUEUE_URL")?,
+            jobs_table: env.required("JOBS_TABLE")?,
+            deliveries_table: env.required("DELIVERIES_TABLE")?,
+            preferences_table: env.required("PREFERENCES_TABLE")?,
+            suppressions_table: env.required("SUPPRESSIONS_TABLE")?,
+            rate_limits_table: env.required("RATE_LIMITS_TABLE")?,
+            templates_table: env.required("TEMPLATES_TABLE")?,
+            sender_address: env.optional("SENDER_ADDRESS").unwrap_or_default(),
+            apns_application: env.optional("APNS_PLATFORM_APPLICATION_ARN"),
+            apns_sandbox_application: env.optional("APNS_SANDBOX_PLATFORM_APPLICATION_ARN"),
+            fcm_application: env.optional("FCM_PLATFORM_APPLICATION_ARN"),
+            signing_secret: env.required("SIGNING_SECRET")?,
+            rate_limit: parse_rate_limit(&env.optional("RATE_LIMIT_PER_USER").unwrap_or_default())?,
+            webhook_root_pem: env.optional("WEBHOOK_ROOT_CA_PEM"),
+            tracking_base_url: env.optional("TRACKING_BASE_URL"),
+            secondary_region: env.optional("SECONDARY_PROVIDER_REGION"),
+            profiles_table: env.optional("PROFILES_TABLE"),
+            event_bus_name: env.optional("EVENT_BUS_NAME"),
+            sends_per_second: env.parse("SENDS_PER_SECOND", "a positive number of sends a second", |v| {
+                v.parse().ok().filter(|r: &f64| r.is_finite() && *r > 0.0)
+            })?,
+            max_concurrency: env
+                .parse("MAX_CONCURRENCY", "a whole number from 1", |v| v.parse().ok().filter(|n| *n >= 1))?
+                .unwrap_or(1),
         })
+    }
+
+    /// The configuration, if it is for `channel`: each channel's binary delivers that
+    /// channel only.
+    pub fn for_channel(self, channel: Channel) -> Result<Self, ConfigError> {
+        if self.channel != channel {
+            return Err(ConfigError::invalid("CHANNEL", format!("this binary delivers {channel}")));
+        }
+        Ok(self)
     }
 }
 
@@ -152,7 +153,7 @@ enum CampaignCheck {
     Unknown,
 }
 
-pub struct Worker {
+pub struct WorkerHandler {
     pipeline: Pipeline,
     queues: Arc<dyn JobQueues>,
     campaigns: Arc<dyn CampaignStore>,
@@ -163,7 +164,7 @@ pub struct Worker {
     campaign_states: Mutex<HashMap<String, (Instant, Option<CampaignState>)>>,
 }
 
-impl Worker {
+impl WorkerHandler {
     pub fn new(pipeline: Pipeline, queues: Arc<dyn JobQueues>, campaigns: Arc<dyn CampaignStore>) -> Self {
         Self {
             pipeline,
@@ -203,59 +204,15 @@ impl Worker {
         Ok(Self::new(pipeline, Arc::new(queues), Arc::new(campaigns)))
     }
 
-    pub fn channel(&self) -> Channel {
-        self.pipeline.channel
+    /// The handler on the account's AWS clients, its table's connections warmed up.
+    pub async fn connect(config: &WorkerConfig) -> Result<Self, ConfigError> {
+        let clients = Clients::new(&herald_aws::sdk_config().await);
+        clients.warm_up(&config.deliveries_table, None).await;
+        Self::from_aws(&clients, config)
     }
 
-    /// Handles one SQS batch and reports the messages to retry: those that cannot be read
-    /// (after maxReceiveCount, SQS moves them to the dead-letter queue), those whose
-    /// recipients to try again could not be queued again or are out of attempts, and
-    /// those of a campaign that could not be read.
-    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let jobs: Vec<Option<DeliveryJob>> = event
-            .records
-            .iter()
-            .map(|record| {
-                let message_id = record.message_id.as_deref().unwrap_or_default();
-                match parse_job(record.body.as_deref().unwrap_or_default()) {
-                    Ok(job) if job.channel == self.channel() => Some(job),
-                    Ok(job) => {
-                        tracing::error!(message_id, channel = %job.channel, "a job for another channel");
-                        None
-                    }
-                    Err(e) => {
-                        // Only the id and the parse error: the body may hold addresses.
-                        tracing::error!(message_id, error = %e, "unreadable delivery job");
-                        None
-                    }
-                }
-            })
-            .collect();
-        // Each campaign of the batch is looked up once, not once per message.
-        let campaign_ids: BTreeSet<&str> = jobs.iter().flatten().filter_map(|j| j.campaign_id.as_deref()).collect();
-        let checks: HashMap<&str, CampaignCheck> = futures_util::future::join_all(
-            campaign_ids.into_iter().map(async |id| (id, self.campaign_check(id).await)),
-        )
-        .await
-        .into_iter()
-        .collect();
-        // The messages of a batch are independent: handle them concurrently.
-        let done = futures_util::future::join_all(event.records.iter().zip(&jobs).map(async |(record, job)| {
-            let Some(job) = job else { return false };
-            let message_id = record.message_id.as_deref().unwrap_or_default();
-            let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
-            self.handle_job(message_id, job, check).await
-        }))
-        .await;
-        let mut response = SqsBatchResponse::default();
-        for (record, done) in event.records.iter().zip(done) {
-            if !done {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = record.message_id.clone().unwrap_or_default();
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+    pub fn channel(&self) -> Channel {
+        self.pipeline.channel
     }
 
     /// Whether a campaign's jobs are to be delivered, from a state read at most
@@ -387,7 +344,7 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
                 &config.signing_secret,
                 config.webhook_root_pem.as_deref(),
             )
-            .map_err(|e| ConfigError(format!("webhook client: {e}")))?,
+            .map_err(|e| ConfigError::invalid("WEBHOOK_ROOT_CA_PEM", format!("the webhook client refuses it: {e}")))?,
         ),
     })
 }
@@ -395,35 +352,56 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
 /// A job arrives wrapped in the EventBridge envelope (from the bus) or bare (sent to the
 /// queue directly).
 pub fn parse_job(body: &str) -> Result<DeliveryJob, serde_json::Error> {
-    let value: serde_json::Value = serde_json::from_str(body)?;
-    match value.get("detail") {
-        Some(detail) if value.get("detail-type").is_some() => serde_json::from_value(detail.clone()),
-        _ => serde_json::from_value(value),
-    }
+    herald_edge::eventbridge::detail_or_bare(body)
 }
 
-/// The Lambda entry point of the channel's binary.
-pub async fn run(channel: Channel) -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let config = WorkerConfig::from_lookup(|name| std::env::var(name).ok())?;
-    if config.channel != channel {
-        return Err(format!("this binary delivers {channel}, but CHANNEL says {}", config.channel).into());
+/// The messages of a batch are read first, so that each campaign of the batch is looked
+/// up once, not once per message; then they are handled concurrently. A message is
+/// retried if it cannot be read (after maxReceiveCount, SQS moves it to the dead-letter
+/// queue), if its recipients to try again could not be queued again or are out of
+/// attempts, or if its campaign could not be read.
+#[async_trait::async_trait]
+impl SqsHandler for WorkerHandler {
+    async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+        let jobs: Vec<Option<DeliveryJob>> = messages
+            .iter()
+            .map(|message| {
+                let message_id = sqs::message_id(message);
+                match parse_job(sqs::body(message)) {
+                    Ok(job) if job.channel == self.channel() => Some(job),
+                    Ok(job) => {
+                        tracing::error!(message_id, channel = %job.channel, "a job for another channel");
+                        None
+                    }
+                    Err(e) => {
+                        // Only the id and the parse error: the body may hold addresses.
+                        tracing::error!(message_id, error = %e, "unreadable delivery job");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let campaign_ids: BTreeSet<&str> = jobs.iter().flatten().filter_map(|j| j.campaign_id.as_deref()).collect();
+        let checks: HashMap<&str, CampaignCheck> = futures_util::future::join_all(
+            campaign_ids.into_iter().map(async |id| (id, self.campaign_check(id).await)),
+        )
+        .await
+        .into_iter()
+        .collect();
+        let done = futures_util::future::join_all(messages.iter().zip(&jobs).map(async |(message, job)| {
+            let Some(job) = job else { return false };
+            let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
+            self.handle_job(sqs::message_id(message), job, check).await
+        }))
+        .await;
+        Retry::from_handled(done)
     }
-    let clients = Clients::new(&herald_aws::sdk_config().await);
-    clients.warm_up(&config.deliveries_table, None).await;
-    let worker = Worker::from_aws(&clients, &config)?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let worker = &worker;
-        async move { Ok::<_, lambda_runtime::Error>(worker.handle(event.payload).await) }
-    }))
-    .await
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use aws_lambda_events::sqs::SqsMessage;
     use herald_core::{
         campaigns::{
             Campaign,
@@ -437,6 +415,7 @@ mod tests {
         notifications::{ContentRef, JobRecipient, Target},
         store::StoreError,
     };
+    use herald_edge::sqs::{SqsBatchResponse, SqsEvent};
 
     use super::*;
 
@@ -512,7 +491,7 @@ mod tests {
         sender: Arc<FlakySender>,
         queues: Arc<MemoryQueues>,
         campaigns: Arc<CountedCampaigns>,
-        worker: Worker,
+        worker: WorkerHandler,
     }
 
     fn world_with(queues: Arc<dyn JobQueues>) -> World {
@@ -530,7 +509,7 @@ mod tests {
             None,
         );
         pipeline.send_retries = Backoff::new(Duration::ZERO, Duration::ZERO, 2);
-        let worker = Worker::new(pipeline, queues, campaigns.clone());
+        let worker = WorkerHandler::new(pipeline, queues, campaigns.clone());
         World { deliveries, sender, queues: memory_queues, campaigns, worker }
     }
 

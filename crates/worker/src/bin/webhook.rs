@@ -1,4 +1,9 @@
+use herald_core::delivery::Channel;
+use herald_worker::{WorkerConfig, WorkerHandler};
+
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    herald_worker::run(herald_core::delivery::Channel::Webhook).await
+async fn main() -> Result<(), herald_edge::Error> {
+    herald_edge::logging::init();
+    let config = WorkerConfig::from_lookup(herald_edge::config::process_env)?.for_channel(Channel::Webhook)?;
+    herald_edge::sqs::run(WorkerHandler::connect(&config).await?).await
 }
