@@ -70,13 +70,11 @@ impl WorkerConfig {
     }
 }
 
-const RATE_LIMIT_FORM: &str = "like 20/3600 (sends per seconds) or off";
-
 fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, ConfigError> {
     if text.is_empty() || text == "off" {
         return Ok(None);
     }
-    let bad = || ConfigError::invalid("RATE_LIMIT_PER_USER", format!("expected {RATE_LIMIT_FORM}"));
+    let bad = || ConfigError::invalid("RATE_LIMIT_PER_USER", "expected like 20/3600 (sends per seconds) or off");
     let (limit, window) = text.split_once('/').ok_or_else(bad)?;
     Ok(Some(RateLimit {
         limit: limit.trim().parse().map_err(|_| bad())?,
