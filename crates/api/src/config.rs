@@ -22,19 +22,19 @@ pub struct Config {
     pub signing_secret: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("missing configuration: environment variable {0} is not set")]
-pub struct MissingVariable(pub &'static str);
+pub use herald_edge::config::ConfigError;
+use herald_edge::config::{Env, process_env};
 
 impl Config {
-    pub fn from_env() -> Result<Self, MissingVariable> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(process_env)
     }
 
     /// Reads the variables through `lookup`, so the local stack can pass the values it
     /// resolved from the template without touching the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, MissingVariable> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.is_empty()).ok_or(MissingVariable(name));
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(&lookup);
+        let get = |name: &'static str| env.required(name);
         Ok(Self {
             profiles_table: get("PROFILES_TABLE")?,
             api_keys_table: get("API_KEYS_TABLE")?,

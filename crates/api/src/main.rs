@@ -3,7 +3,7 @@ use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    herald_edge::logging::init();
     let config = Config::from_env()?;
     let clients = herald_aws::Clients::new(&herald_aws::sdk_config().await);
     clients.warm_up(&config.profiles_table, Some(&config.event_bus_name)).await;

@@ -165,7 +165,7 @@ pub async fn hundred_thousand_rows_local() {
         _ => None,
     })
     .expect("the stack's names");
-    let function = herald_importer::ImporterFunction::from_aws(&clients, &config);
+    let function = herald_importer::ImporterHandler::from_aws(&clients, &config);
 
     let bucket = format!("bench-imports-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     clients.s3.create_bucket().bucket(&bucket).send().await.expect("a bucket");

@@ -85,9 +85,6 @@ pub struct ImporterHandler {
     pub service: ImportService,
 }
 
-/// The handler's former name, which crates/bench still uses.
-pub type ImporterFunction = ImporterHandler;
-
 /// What a message on the importer's queue asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {

@@ -9,7 +9,7 @@ use herald_aws::{
 };
 use herald_core::{
     activity::ActivityRecorded,
-    events::{ProfileChanged, ProfilesImported, SegmentJob},
+    events::{ProfileChanged, ProfilesImported, detail_type},
     segments::{Change, DEFAULT_BACKFILL_PARTS, Segmenter, Work},
 };
 use herald_edge::{
@@ -64,7 +64,7 @@ pub enum MessageError {
 pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
     let envelope: Envelope = Envelope::parse(body)?;
     Ok(vec![match envelope.detail_type.as_str() {
-        "profile.changed" => {
+        detail_type::PROFILE_CHANGED => {
             let changed: ProfileChanged = serde_json::from_value(envelope.detail)?;
             let change = Change {
                 attributes: changed.changed_attributes.into_iter().collect(),
@@ -74,11 +74,11 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
             };
             Work::Change { user_id: changed.user_id, change }
         }
-        "activity.recorded" => {
+        detail_type::ACTIVITY_RECORDED => {
             let recorded: ActivityRecorded = serde_json::from_value(envelope.detail)?;
             Work::Change { user_id: recorded.user_id, change: Change { events: recorded.events, ..Default::default() } }
         }
-        ProfilesImported::DETAIL_TYPE => {
+        detail_type::PROFILES_IMPORTED => {
             let imported: ProfilesImported = serde_json::from_value(envelope.detail)?;
             let change = Change {
                 attributes: imported.changed_attributes.into_iter().collect(),
@@ -89,7 +89,7 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
             let users = imported.user_ids.into_iter();
             return Ok(users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect());
         }
-        SegmentJob::DETAIL_TYPE => Work::Job(serde_json::from_value(envelope.detail)?),
+        detail_type::SEGMENT_JOB => Work::Job(serde_json::from_value(envelope.detail)?),
         other => return Err(MessageError::UnknownType(other.to_owned())),
     }])
 }
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn the_scheduled_sweep_is_a_job() {
         let body = r#"{"source":"herald","detail-type":"segment.job","detail":{"job":"sweep"}}"#;
-        assert_eq!(parse_work(body).unwrap(), [Work::Job(SegmentJob::Sweep)]);
+        assert_eq!(parse_work(body).unwrap(), [Work::Job(herald_core::events::SegmentJob::Sweep)]);
     }
 
     #[test]
