@@ -19,7 +19,7 @@ use herald_aws::DynamoCampaignStore;
 use herald_core::{
     campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore},
     delivery::{Channel, DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
-    notifications::{ContentRef, DeliveryJob, JobRecipient, Target},
+    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Target},
 };
 use herald_e2e::{Api, aws_endpoint, deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_status};
 use herald_local::LocalStack;
@@ -42,8 +42,8 @@ async fn create_campaign(stack: &LocalStack, state: CampaignState) -> String {
 }
 
 /// A campaign's job for `phones` (user `u<phone>` each), as the dispatcher makes them.
-fn campaign_job(campaign_id: &str, phones: &[String]) -> DeliveryJob {
-    DeliveryJob {
+fn campaign_job(campaign_id: &str, phones: &[String]) -> ChannelMessage {
+    ChannelMessage {
         notification_id: campaign_id.into(),
         notification_type: "spring_sale".into(),
         channel: Channel::Sms,
@@ -53,7 +53,7 @@ fn campaign_job(campaign_id: &str, phones: &[String]) -> DeliveryJob {
             .iter()
             .map(|phone| {
                 let user = format!("u{phone}");
-                JobRecipient {
+                ChannelRecipient {
                     delivery_id: delivery_id(campaign_id, &user, Channel::Sms),
                     user_id: Some(user),
                     target: Target::Phone(phone.clone()),

@@ -13,13 +13,13 @@ use std::{
 
 use chrono::Utc;
 use herald_aws::{
-    Clients, DynamoActivityStore, DynamoCampaignStore, DynamoMembershipStore, DynamoProfileStore, SqsDispatchQueue,
-    SqsJobQueues, local_sdk_config,
+    Clients, DynamoActivityStore, DynamoCampaignStore, DynamoMembershipStore, DynamoProfileStore, SqsChannelQueues,
+    SqsDispatchQueue, local_sdk_config,
 };
 use herald_core::{
     campaigns::{Campaign, CampaignCounters, CampaignStore, DispatchPage, DispatchQueue, dispatcher::Dispatcher},
-    delivery::{Channel, JobQueues},
-    notifications::DeliveryJob,
+    delivery::{Channel, ChannelQueues},
+    notifications::ChannelMessage,
     segments::MEMBER_SHARDS,
     store::StoreError,
 };
@@ -124,14 +124,14 @@ fn campaign(campaign_id: &str) -> Campaign {
 
 /// The channel queues, failing from the `fail_at`-th call on: a dispatcher that dies.
 struct DyingQueues {
-    inner: SqsJobQueues,
+    inner: SqsChannelQueues,
     calls: AtomicUsize,
     fail_at: usize,
 }
 
 #[async_trait::async_trait]
-impl JobQueues for DyingQueues {
-    async fn enqueue(&self, jobs: &[DeliveryJob], delay: Duration) -> Result<(), StoreError> {
+impl ChannelQueues for DyingQueues {
+    async fn enqueue(&self, jobs: &[ChannelMessage], delay: Duration) -> Result<(), StoreError> {
         if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
             return Err(StoreError::Unavailable("the dispatcher died".into()));
         }
@@ -170,7 +170,7 @@ async fn a_campaign_to_5000_members_emails_each_once_despite_a_dispatcher_crash_
         Arc::new(DynamoProfileStore::new(db(), w.name("ProfilesTable"))),
         Arc::new(DynamoActivityStore::new(db(), w.name("ActivityTable"))),
         Arc::new(DyingQueues {
-            inner: SqsJobQueues::new(w.clients.sqs.clone(), channel_queues),
+            inner: SqsChannelQueues::new(w.clients.sqs.clone(), channel_queues),
             calls: AtomicUsize::new(0),
             fail_at: 6,
         }),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use herald_core::{
     delivery::{Channel, DeliveryStatus, DeliveryStore, rendering::ChannelContent},
-    notifications::{ContentRef, Delivery, DeliveryJob, JobRecipient, Target},
+    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, Target},
 };
 use herald_e2e::{
     Api, aws_endpoint,
@@ -23,17 +23,17 @@ fn sent(d: &Value) -> bool {
 }
 
 /// A recorded delivery and the job that carries it, as the API would make them.
-async fn sms_job(stack: &LocalStack, notification_id: &str, phone: &str) -> DeliveryJob {
+async fn sms_job(stack: &LocalStack, notification_id: &str, phone: &str) -> ChannelMessage {
     let delivery =
         Delivery::new(notification_id, phone, Channel::Sms, DeliveryStatus::Created, None, chrono::Utc::now());
     deliveries(stack).create(std::slice::from_ref(&delivery)).await.unwrap();
-    DeliveryJob {
+    ChannelMessage {
         notification_id: notification_id.into(),
         notification_type: "otp".into(),
         channel: Channel::Sms,
         content: ContentRef::Inline(ChannelContent { subject: None, body: "code 42".into(), html: None }),
         params: Default::default(),
-        recipients: vec![JobRecipient {
+        recipients: vec![ChannelRecipient {
             delivery_id: delivery.delivery_id,
             user_id: None,
             target: Target::Phone(phone.into()),

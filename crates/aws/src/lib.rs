@@ -25,7 +25,7 @@ pub use dynamo::{
 pub use eventbridge::EventBridgePublisher;
 pub use request_counter::RequestCounter;
 pub use s3::import_files::S3ImportFiles;
-pub use sqs::{dispatch_queue::SqsDispatchQueue, import_queue::SqsImportQueue, job_queues::SqsJobQueues};
+pub use sqs::{channel_queues::SqsChannelQueues, dispatch_queue::SqsDispatchQueue, import_queue::SqsImportQueue};
 
 /// A failed call to a service, with the SDK's full account of it.
 pub(crate) fn unavailable(e: impl std::error::Error + 'static) -> herald_core::store::StoreError {

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, future::Future, hint::black_box, pin::Pin, sync
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use herald_core::{
     activity::{Activity, ActivityEvent, ActivityStore, CounterKey, memory::MemoryActivity},
-    events::{DomainEvent, SegmentJob, memory::MemoryBus},
+    events::{DomainEvent, SegmentTask, memory::MemoryBus},
     profiles::{
         DeviceToken, ExternalChannel, Platform, Profile, ProfileScan, ScanPage, StoredProfile, memory::MemoryProfiles,
     },
@@ -292,7 +292,7 @@ pub fn backfill_profiles_per_second_per_core() {
             bus.clone(),
         );
         let catalog = segmenter.catalog().await.unwrap();
-        let mut job = SegmentJob::Backfill {
+        let mut job = SegmentTask::Backfill {
             segment_id: "bench".into(),
             version: 1,
             part: 0,
@@ -307,7 +307,7 @@ pub fn backfill_profiles_per_second_per_core() {
             pages += 1;
             let next = bus.published.lock().unwrap().pop();
             match next {
-                Some(DomainEvent::SegmentJob(next)) => job = next,
+                Some(DomainEvent::SegmentTask(next)) => job = next,
                 None => break,
                 Some(other) => panic!("a backfill publishes only its next page: {other:?}"),
             }

@@ -24,7 +24,7 @@ use herald_core::{
         rate_limit::RateLimit,
         rendering::ChannelContent,
     },
-    notifications::{ContentRef, Delivery, DeliveryJob, JobRecipient, RECIPIENTS_PER_JOB, Target},
+    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, RECIPIENTS_PER_MESSAGE, Target},
 };
 use serde_json::{Value, json};
 
@@ -78,22 +78,22 @@ pub fn deliveries_per_second_per_core() {
             Some(RateLimit { limit: 1000, window: 3600 }),
         );
         let total = 50_000;
-        let jobs: Vec<DeliveryJob> = (0..total / RECIPIENTS_PER_JOB)
+        let jobs: Vec<ChannelMessage> = (0..total / RECIPIENTS_PER_MESSAGE)
             .map(|j| {
-                let recipients = (0..RECIPIENTS_PER_JOB)
+                let recipients = (0..RECIPIENTS_PER_MESSAGE)
                     .map(|r| {
-                        let user = format!("u{}", j * RECIPIENTS_PER_JOB + r);
+                        let user = format!("u{}", j * RECIPIENTS_PER_MESSAGE + r);
                         let d =
                             Delivery::new("n1", &user, Channel::Sms, DeliveryStatus::Created, None, chrono::Utc::now());
                         deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d.clone(), None));
-                        JobRecipient {
+                        ChannelRecipient {
                             delivery_id: d.delivery_id,
                             user_id: Some(user),
                             target: Target::Phone("+14155550100".into()),
                         }
                     })
                     .collect();
-                DeliveryJob {
+                ChannelMessage {
                     notification_id: "n1".into(),
                     notification_type: "otp".into(),
                     channel: Channel::Sms,

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_core::{
     activity::{Activity, ActivityEvent, ActivityStore, memory::MemoryActivity},
-    events::{DomainEvent, SegmentJob, memory::MemoryBus},
+    events::{DomainEvent, SegmentTask, memory::MemoryBus},
     profiles::{Profile, ProfileStore, StoredProfile, memory::MemoryProfiles},
     segments::{
         Change, Evaluated, MAX_ROWS_PER_WRITE, MembersPage, MembershipChange, MembershipStore, MembershipWrite,
@@ -205,14 +205,14 @@ impl World {
     async fn backfill(&self) -> Vec<PageOutcome> {
         let mut outcomes = Vec::new();
         loop {
-            let jobs: Vec<SegmentJob> = {
+            let jobs: Vec<SegmentTask> = {
                 let mut published = self.bus.published.lock().unwrap();
                 let (jobs, rest): (Vec<DomainEvent>, Vec<DomainEvent>) =
-                    std::mem::take(&mut *published).into_iter().partition(|e| matches!(e, DomainEvent::SegmentJob(_)));
+                    std::mem::take(&mut *published).into_iter().partition(|e| matches!(e, DomainEvent::SegmentTask(_)));
                 *published = rest;
                 jobs.into_iter()
                     .map(|e| match e {
-                        DomainEvent::SegmentJob(job) => job,
+                        DomainEvent::SegmentTask(job) => job,
                         _ => unreachable!(),
                     })
                     .collect()

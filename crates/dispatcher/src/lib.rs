@@ -5,8 +5,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use herald_aws::{
-    Clients, DynamoActivityStore, DynamoCampaignStore, DynamoMembershipStore, DynamoProfileStore, SqsDispatchQueue,
-    SqsJobQueues,
+    Clients, DynamoActivityStore, DynamoCampaignStore, DynamoMembershipStore, DynamoProfileStore, SqsChannelQueues,
+    SqsDispatchQueue,
 };
 use herald_core::{
     campaigns::{DispatchPage, dispatcher::Dispatcher},
@@ -70,7 +70,7 @@ impl DispatcherHandler {
             )),
             Arc::new(DynamoProfileStore::new(db(), &config.profiles_table)),
             Arc::new(DynamoActivityStore::new(db(), &config.activity_table)),
-            Arc::new(SqsJobQueues::new(clients.sqs.clone(), config.channel_queue_urls.clone())),
+            Arc::new(SqsChannelQueues::new(clients.sqs.clone(), config.channel_queue_urls.clone())),
             Arc::new(SqsDispatchQueue::new(clients.sqs.clone(), &config.dispatch_queue_url)),
         );
         Self { dispatcher }

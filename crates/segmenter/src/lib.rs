@@ -89,7 +89,7 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
             let users = imported.user_ids.into_iter();
             return Ok(users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect());
         }
-        detail_type::SEGMENT_JOB => Work::Job(serde_json::from_value(envelope.detail)?),
+        detail_type::SEGMENT_JOB => Work::Task(serde_json::from_value(envelope.detail)?),
         other => return Err(MessageError::UnknownType(other.to_owned())),
     }])
 }
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn the_scheduled_sweep_is_a_job() {
         let body = r#"{"source":"herald","detail-type":"segment.job","detail":{"job":"sweep"}}"#;
-        assert_eq!(parse_work(body).unwrap(), [Work::Job(herald_core::events::SegmentJob::Sweep)]);
+        assert_eq!(parse_work(body).unwrap(), [Work::Task(herald_core::events::SegmentTask::Sweep)]);
     }
 
     #[test]

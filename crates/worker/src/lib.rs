@@ -10,18 +10,18 @@ use std::{
 
 use herald_aws::{
     Clients, DynamoCampaignStore, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore,
-    DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SqsJobQueues,
+    DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SqsChannelQueues,
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender},
 };
 use herald_core::{
     backoff::Backoff,
     campaigns::{CampaignCounters, CampaignState, CampaignStore},
     delivery::{
-        Channel, JobQueues, Sender,
+        Channel, ChannelQueues, Sender,
         pipeline::{Pipeline, Providers, Tracking, campaign_counts, retry_job},
         rate_limit::RateLimit,
     },
-    notifications::DeliveryJob,
+    notifications::ChannelMessage,
     profiles::ProfileService,
 };
 use herald_edge::{
@@ -153,7 +153,7 @@ enum CampaignCheck {
 
 pub struct WorkerHandler {
     pipeline: Pipeline,
-    queues: Arc<dyn JobQueues>,
+    queues: Arc<dyn ChannelQueues>,
     campaigns: Arc<dyn CampaignStore>,
     /// The wait before recipients are tried again, by the job's attempt: exponential with
     /// full jitter, capped at the 15 minutes SQS can delay a message.
@@ -163,7 +163,7 @@ pub struct WorkerHandler {
 }
 
 impl WorkerHandler {
-    pub fn new(pipeline: Pipeline, queues: Arc<dyn JobQueues>, campaigns: Arc<dyn CampaignStore>) -> Self {
+    pub fn new(pipeline: Pipeline, queues: Arc<dyn ChannelQueues>, campaigns: Arc<dyn CampaignStore>) -> Self {
         Self {
             pipeline,
             queues,
@@ -197,7 +197,7 @@ impl WorkerHandler {
             .clone()
             .map(|base_url| Tracking { base_url, secret: config.signing_secret.as_bytes().to_vec() });
         let queues =
-            SqsJobQueues::new(clients.sqs.clone(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
+            SqsChannelQueues::new(clients.sqs.clone(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
         let campaigns = DynamoCampaignStore::new(db(), &config.jobs_table);
         Ok(Self::new(pipeline, Arc::new(queues), Arc::new(campaigns)))
     }
@@ -245,7 +245,7 @@ impl WorkerHandler {
     }
 
     /// True when the message is done with: every recipient settled, or queued again.
-    async fn handle_job(&self, message_id: &str, job: &DeliveryJob, check: CampaignCheck) -> bool {
+    async fn handle_job(&self, message_id: &str, job: &ChannelMessage, check: CampaignCheck) -> bool {
         match check {
             CampaignCheck::Unknown => return false,
             CampaignCheck::Cancelled => return self.skip_cancelled(message_id, job).await,
@@ -297,7 +297,7 @@ impl WorkerHandler {
 
     /// A cancelled campaign's job: nothing is sent or settled, its recipients are counted
     /// as skipped.
-    async fn skip_cancelled(&self, message_id: &str, job: &DeliveryJob) -> bool {
+    async fn skip_cancelled(&self, message_id: &str, job: &ChannelMessage) -> bool {
         let campaign_id = job.campaign_id.as_deref().unwrap_or_default();
         let recipients: BTreeSet<&str> = job.recipients.iter().map(|r| r.delivery_id.as_str()).collect();
         let counts = CampaignCounters { skipped_cancelled: recipients.len() as u64, ..Default::default() };
@@ -349,7 +349,7 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
 
 /// A job arrives wrapped in the EventBridge envelope (from the bus) or bare (sent to the
 /// queue directly).
-pub fn parse_job(body: &str) -> Result<DeliveryJob, serde_json::Error> {
+pub fn parse_job(body: &str) -> Result<ChannelMessage, serde_json::Error> {
     herald_edge::eventbridge::detail_or_bare(body)
 }
 
@@ -361,7 +361,7 @@ pub fn parse_job(body: &str) -> Result<DeliveryJob, serde_json::Error> {
 #[async_trait::async_trait]
 impl SqsHandler for WorkerHandler {
     async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
-        let jobs: Vec<Option<DeliveryJob>> = messages
+        let jobs: Vec<Option<ChannelMessage>> = messages
             .iter()
             .map(|message| {
                 let message_id = sqs::message_id(message);
@@ -410,7 +410,7 @@ mod tests {
             memory::{MemoryDeliveries, MemoryPreferences, MemorySuppressions, MemoryTemplates},
             rendering::ChannelContent,
         },
-        notifications::{ContentRef, JobRecipient, Target},
+        notifications::{ChannelRecipient, ContentRef, Target},
         store::StoreError,
     };
     use herald_edge::sqs::{SqsBatchResponse, SqsEvent};
@@ -478,8 +478,8 @@ mod tests {
     struct BrokenQueues;
 
     #[async_trait::async_trait]
-    impl JobQueues for BrokenQueues {
-        async fn enqueue(&self, _: &[DeliveryJob], _: Duration) -> Result<(), StoreError> {
+    impl ChannelQueues for BrokenQueues {
+        async fn enqueue(&self, _: &[ChannelMessage], _: Duration) -> Result<(), StoreError> {
             Err(StoreError::Unavailable("sqs is down".into()))
         }
     }
@@ -492,7 +492,7 @@ mod tests {
         worker: WorkerHandler,
     }
 
-    fn world_with(queues: Arc<dyn JobQueues>) -> World {
+    fn world_with(queues: Arc<dyn ChannelQueues>) -> World {
         let deliveries = Arc::new(MemoryDeliveries::default());
         let sender = Arc::new(FlakySender::default());
         let memory_queues = Arc::new(MemoryQueues::default());
@@ -523,8 +523,8 @@ mod tests {
     }
 
     /// A campaign's job for `users` (by phone number), as the dispatcher makes them.
-    fn campaign_job(campaign_id: &str, users: &[&str]) -> DeliveryJob {
-        DeliveryJob {
+    fn campaign_job(campaign_id: &str, users: &[&str]) -> ChannelMessage {
+        ChannelMessage {
             notification_id: campaign_id.into(),
             notification_type: "spring".into(),
             channel: Channel::Sms,
@@ -532,7 +532,7 @@ mod tests {
             params: Default::default(),
             recipients: users
                 .iter()
-                .map(|u| JobRecipient {
+                .map(|u| ChannelRecipient {
                     delivery_id: delivery_id(campaign_id, u, Channel::Sms),
                     user_id: Some((*u).to_owned()),
                     target: Target::Phone(format!("+1415555{u}")),
@@ -543,7 +543,7 @@ mod tests {
         }
     }
 
-    fn event(jobs: &[&DeliveryJob]) -> SqsEvent {
+    fn event(jobs: &[&ChannelMessage]) -> SqsEvent {
         let mut event = SqsEvent::default();
         event.records = jobs
             .iter()
@@ -667,8 +667,8 @@ mod tests {
     async fn a_campaign_is_read_once_per_batch_and_cached_for_a_few_seconds() {
         let w = world();
         w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
-        let jobs: Vec<DeliveryJob> = (0..10).map(|i| campaign_job("c1", &[&format!("{i:04}")])).collect();
-        let refs: Vec<&DeliveryJob> = jobs.iter().collect();
+        let jobs: Vec<ChannelMessage> = (0..10).map(|i| campaign_job("c1", &[&format!("{i:04}")])).collect();
+        let refs: Vec<&ChannelMessage> = jobs.iter().collect();
         assert!(failed(&w.worker.handle(event(&refs)).await).is_empty());
         assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 1);
         let more = campaign_job("c1", &["0100"]);

@@ -20,8 +20,8 @@ use crate::{
         Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage, DispatchQueue, MAX_DEFERRED_USERS,
         WindowTimes, time_zone_of,
     },
-    delivery::{Channel, JobQueues, delivery_id},
-    notifications::{ContentRef, DeliveryJob, JobRecipient, target_of},
+    delivery::{Channel, ChannelQueues, delivery_id},
+    notifications::{ChannelMessage, ChannelRecipient, ContentRef, target_of},
     profiles::ProfileStore,
     segments::{
         MEMBER_SHARDS, MembershipStore,
@@ -34,7 +34,7 @@ use crate::{
 /// Members read per message: one Query page, ten BatchGetItem of profiles.
 pub const PAGE_SIZE: u32 = 1000;
 /// Recipients per channel message: 1,000 recipients are 20 messages, 2 SendMessageBatch.
-pub const RECIPIENTS_PER_JOB: usize = 50;
+pub const RECIPIENTS_PER_MESSAGE: usize = 50;
 /// SQS delays a message 15 minutes at most; a later `send_at` (or window start) is waited
 /// for in steps.
 const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -70,7 +70,7 @@ pub enum DispatchOutcome {
 
 /// What planning some members came to.
 struct Plan {
-    jobs: Vec<DeliveryJob>,
+    jobs: Vec<ChannelMessage>,
     counts: CampaignCounters,
     /// Deferred batches, with the delay to send each with.
     batches: Vec<(DispatchPage, Duration)>,
@@ -81,7 +81,7 @@ pub struct Dispatcher {
     members: Arc<dyn MembershipStore>,
     profiles: Arc<dyn ProfileStore>,
     activity: Arc<dyn ActivityStore>,
-    queues: Arc<dyn JobQueues>,
+    queues: Arc<dyn ChannelQueues>,
     dispatch: Arc<dyn DispatchQueue>,
     pub page_size: u32,
     pub recipients_per_job: usize,
@@ -93,7 +93,7 @@ impl Dispatcher {
         members: Arc<dyn MembershipStore>,
         profiles: Arc<dyn ProfileStore>,
         activity: Arc<dyn ActivityStore>,
-        queues: Arc<dyn JobQueues>,
+        queues: Arc<dyn ChannelQueues>,
         dispatch: Arc<dyn DispatchQueue>,
     ) -> Self {
         Self {
@@ -104,7 +104,7 @@ impl Dispatcher {
             queues,
             dispatch,
             page_size: PAGE_SIZE,
-            recipients_per_job: RECIPIENTS_PER_JOB,
+            recipients_per_job: RECIPIENTS_PER_MESSAGE,
         }
     }
 
@@ -242,7 +242,7 @@ impl Dispatcher {
             self.activity.load_many(&ids, &query, today).await?
         };
         let no_activity = Activity::default();
-        let mut recipients: BTreeMap<Channel, Vec<JobRecipient>> = BTreeMap::new();
+        let mut recipients: BTreeMap<Channel, Vec<ChannelRecipient>> = BTreeMap::new();
         for (user_id, profile) in now_ids {
             if let Some(rule) = &filter {
                 let activity = activity.get(user_id).unwrap_or(&no_activity);
@@ -255,7 +255,7 @@ impl Dispatcher {
                 match target_of(profile, channel) {
                     Some(target) => {
                         counts.queued += 1;
-                        recipients.entry(channel).or_default().push(JobRecipient {
+                        recipients.entry(channel).or_default().push(ChannelRecipient {
                             delivery_id: delivery_id(&campaign.campaign_id, user_id, channel),
                             user_id: Some(user_id.clone()),
                             target,
@@ -272,7 +272,7 @@ impl Dispatcher {
             .flat_map(|(channel, recipients)| {
                 recipients
                     .chunks(self.recipients_per_job.max(1))
-                    .map(|chunk| DeliveryJob {
+                    .map(|chunk| ChannelMessage {
                         notification_id: campaign.campaign_id.clone(),
                         notification_type: "campaign".into(),
                         channel,

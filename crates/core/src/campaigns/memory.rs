@@ -118,7 +118,7 @@ const DONE: &str = "\u{0}done";
 /// would have made for them (SendMessageBatch of 10).
 #[derive(Default)]
 pub struct MemoryQueues {
-    pub jobs: Mutex<Vec<crate::notifications::DeliveryJob>>,
+    pub jobs: Mutex<Vec<crate::notifications::ChannelMessage>>,
     pub pages: Mutex<Vec<(crate::campaigns::DispatchPage, std::time::Duration)>>,
     pub requests: AtomicUsize,
     /// Keeps only the counts (benchmarks of millions of recipients).
@@ -126,10 +126,10 @@ pub struct MemoryQueues {
 }
 
 #[async_trait]
-impl crate::delivery::JobQueues for MemoryQueues {
+impl crate::delivery::ChannelQueues for MemoryQueues {
     async fn enqueue(
         &self,
-        jobs: &[crate::notifications::DeliveryJob],
+        jobs: &[crate::notifications::ChannelMessage],
         _delay: std::time::Duration,
     ) -> Result<(), StoreError> {
         let mut by_channel = std::collections::BTreeMap::new();

@@ -20,7 +20,7 @@ use crate::{
         rendering::Rendered,
         tracking::EmailTracking,
     },
-    notifications::{ContentRef, DeliveryJob, JobRecipient, StatusChange, Target},
+    notifications::{ChannelMessage, ChannelRecipient, ContentRef, StatusChange, Target},
     store::StoreError,
 };
 
@@ -73,8 +73,8 @@ pub fn campaign_counts<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> C
 
 /// The job that tries `delivery_ids` of `job` again: the same content, only those
 /// recipients, one attempt later.
-pub fn retry_job(job: &DeliveryJob, delivery_ids: &[&str]) -> DeliveryJob {
-    DeliveryJob {
+pub fn retry_job(job: &ChannelMessage, delivery_ids: &[&str]) -> ChannelMessage {
+    ChannelMessage {
         recipients: job.recipients.iter().filter(|r| delivery_ids.contains(&r.delivery_id.as_str())).cloned().collect(),
         attempt: job.attempt + 1,
         ..job.clone()
@@ -139,10 +139,11 @@ impl Pipeline {
     /// the others. The content is rendered once per job, every recipient is screened
     /// (preferences, suppression), then the whole job is claimed in one conditional
     /// batch write (with the rate-limit counters), and the claimed ones are sent.
-    pub async fn process(&self, job: &DeliveryJob) -> Vec<(String, Outcome)> {
+    pub async fn process(&self, job: &ChannelMessage) -> Vec<(String, Outcome)> {
         let content = self.render(job).await;
         let mut seen = std::collections::HashSet::new();
-        let recipients: Vec<&JobRecipient> = job.recipients.iter().filter(|r| seen.insert(&r.delivery_id)).collect();
+        let recipients: Vec<&ChannelRecipient> =
+            job.recipients.iter().filter(|r| seen.insert(&r.delivery_id)).collect();
         let screened = self.screen(job, &recipients).await;
         let now = Utc::now();
         let mut requests = Vec::new();
@@ -185,8 +186,8 @@ impl Pipeline {
     /// or the address is suppressed. Two batched reads for the whole job.
     async fn screen(
         &self,
-        job: &DeliveryJob,
-        recipients: &[&JobRecipient],
+        job: &ChannelMessage,
+        recipients: &[&ChannelRecipient],
     ) -> Vec<Result<Option<StatusChange>, String>> {
         let users: Vec<String> = recipients.iter().filter_map(|r| r.user_id.clone()).collect();
         let addresses: Vec<String> = recipients
@@ -239,8 +240,8 @@ impl Pipeline {
 
     fn claim_request(
         &self,
-        job: &DeliveryJob,
-        recipient: &JobRecipient,
+        job: &ChannelMessage,
+        recipient: &ChannelRecipient,
         settle: Option<StatusChange>,
         now: chrono::DateTime<Utc>,
     ) -> ClaimRequest {
@@ -265,7 +266,7 @@ impl Pipeline {
         ClaimRequest { delivery_id: recipient.delivery_id.clone(), settle, rate_limit, create }
     }
 
-    async fn render(&self, job: &DeliveryJob) -> Result<Rendered, String> {
+    async fn render(&self, job: &ChannelMessage) -> Result<Rendered, String> {
         let params = serde_json::Value::Object(job.params.clone());
         let content = match &job.content {
             ContentRef::Inline(content) => content.clone(),
@@ -287,7 +288,7 @@ impl Pipeline {
     }
 
     /// The email with its tracking links, when tracking is on.
-    fn decorate(&self, job: &DeliveryJob, recipient: &JobRecipient, rendered: &Rendered) -> Option<Rendered> {
+    fn decorate(&self, job: &ChannelMessage, recipient: &ChannelRecipient, rendered: &Rendered) -> Option<Rendered> {
         let tracking = self.tracking.as_ref().filter(|_| self.channel == Channel::Email)?;
         let links = EmailTracking {
             base_url: &tracking.base_url,
@@ -317,8 +318,8 @@ impl Pipeline {
 
     async fn deliver(
         &self,
-        job: &DeliveryJob,
-        recipient: &JobRecipient,
+        job: &ChannelMessage,
+        recipient: &ChannelRecipient,
         claim: Claim,
         content: &Result<Rendered, String>,
     ) -> Result<Outcome, StoreError> {
@@ -432,18 +433,18 @@ mod tests {
         World { deliveries, preferences, suppressions, templates, primary, secondary, pipeline }
     }
 
-    fn job(world: &World, users: &[&str], body: &str) -> DeliveryJob {
+    fn job(world: &World, users: &[&str], body: &str) -> ChannelMessage {
         let mut recipients = Vec::new();
         for user in users {
             let d = Delivery::new("n1", user, Channel::Email, DeliveryStatus::Created, None, Utc::now());
-            recipients.push(JobRecipient {
+            recipients.push(ChannelRecipient {
                 delivery_id: d.delivery_id.clone(),
                 user_id: Some((*user).to_owned()),
                 target: Target::Email(format!("{user}@example.com")),
             });
             world.deliveries.items.lock().unwrap().insert(d.delivery_id.clone(), (d, None));
         }
-        DeliveryJob {
+        ChannelMessage {
             notification_id: "n1".into(),
             notification_type: "payment_due".into(),
             channel: Channel::Email,
@@ -456,16 +457,16 @@ mod tests {
     }
 
     /// A campaign's job: no delivery is recorded before the worker claims it.
-    fn campaign_job(users: &[&str]) -> DeliveryJob {
+    fn campaign_job(users: &[&str]) -> ChannelMessage {
         let recipients = users
             .iter()
-            .map(|user| JobRecipient {
+            .map(|user| ChannelRecipient {
                 delivery_id: crate::delivery::delivery_id("c1", user, Channel::Email),
                 user_id: Some((*user).to_owned()),
                 target: Target::Email(format!("{user}@example.com")),
             })
             .collect();
-        DeliveryJob {
+        ChannelMessage {
             notification_id: "c1".into(),
             notification_type: "spring_sale".into(),
             channel: Channel::Email,

@@ -166,12 +166,12 @@ pub trait Sender: Send + Sync {
 /// The channel queues, written straight to (no bus in between): a campaign's deliveries,
 /// and a worker's recipients to try again.
 #[async_trait]
-pub trait JobQueues: Send + Sync {
+pub trait ChannelQueues: Send + Sync {
     /// Sends each job to its channel's queue, as few requests as possible (SendMessageBatch
     /// of 10), delivered after `delay` (at most 15 minutes).
     async fn enqueue(
         &self,
-        jobs: &[crate::notifications::DeliveryJob],
+        jobs: &[crate::notifications::ChannelMessage],
         delay: std::time::Duration,
     ) -> Result<(), StoreError>;
 }

@@ -22,11 +22,11 @@ impl MemoryBus {
             .collect()
     }
 
-    pub fn delivery_jobs(&self) -> Vec<crate::notifications::DeliveryJob> {
+    pub fn delivery_jobs(&self) -> Vec<crate::notifications::ChannelMessage> {
         let published = self.published.lock().unwrap();
         published
             .iter()
-            .filter_map(|e| if let DomainEvent::DeliveryJob(j) = e { Some(j.clone()) } else { None })
+            .filter_map(|e| if let DomainEvent::ChannelMessage(j) = e { Some(j.clone()) } else { None })
             .collect()
     }
 }

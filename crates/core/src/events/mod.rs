@@ -8,7 +8,7 @@ pub mod memory;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{activity::ActivityRecorded, notifications::DeliveryJob, segments::MembershipChange};
+use crate::{activity::ActivityRecorded, notifications::ChannelMessage, segments::MembershipChange};
 
 /// The `source` of every event Herald publishes.
 pub const SOURCE: &str = "herald";
@@ -63,18 +63,18 @@ pub enum DomainEvent {
     ProfileChanged(ProfileChanged),
     ProfilesImported(ProfilesImported),
     /// Routed by its channel (`notification.email`, …) to that channel's queue.
-    DeliveryJob(DeliveryJob),
+    ChannelMessage(ChannelMessage),
     ActivityRecorded(ActivityRecorded),
     /// `segment.entered` or `segment.exited`.
     Membership(MembershipChange),
     /// Work for the segmenter: backfills, cleanups and sweeps.
-    SegmentJob(SegmentJob),
+    SegmentTask(SegmentTask),
 }
 
 /// The segmenter's own work, carried on the bus to its queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
-pub enum SegmentJob {
+pub enum SegmentTask {
     /// Computes version `version` of a segment over every profile: one page of one part
     /// of the profile scan per message, the next page in a new message.
     /// A sweep re-checks a ready segment as time passes and records no progress.
@@ -93,7 +93,7 @@ pub enum SegmentJob {
     Sweep,
 }
 
-impl SegmentJob {
+impl SegmentTask {
     pub const DETAIL_TYPE: &str = detail_type::SEGMENT_JOB;
 }
 
@@ -103,10 +103,10 @@ impl DomainEvent {
         match self {
             DomainEvent::ProfileChanged(_) => detail_type::PROFILE_CHANGED.to_owned(),
             DomainEvent::ProfilesImported(_) => ProfilesImported::DETAIL_TYPE.to_owned(),
-            DomainEvent::DeliveryJob(job) => job.detail_type(),
+            DomainEvent::ChannelMessage(job) => job.detail_type(),
             DomainEvent::ActivityRecorded(_) => detail_type::ACTIVITY_RECORDED.to_owned(),
             DomainEvent::Membership(change) => change.detail_type().to_owned(),
-            DomainEvent::SegmentJob(_) => SegmentJob::DETAIL_TYPE.to_owned(),
+            DomainEvent::SegmentTask(_) => SegmentTask::DETAIL_TYPE.to_owned(),
         }
     }
 
@@ -114,10 +114,10 @@ impl DomainEvent {
         match self {
             DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
             DomainEvent::ProfilesImported(e) => serde_json::to_string(e),
-            DomainEvent::DeliveryJob(job) => serde_json::to_string(job),
+            DomainEvent::ChannelMessage(job) => serde_json::to_string(job),
             DomainEvent::ActivityRecorded(e) => serde_json::to_string(e),
             DomainEvent::Membership(e) => serde_json::to_string(e),
-            DomainEvent::SegmentJob(e) => serde_json::to_string(e),
+            DomainEvent::SegmentTask(e) => serde_json::to_string(e),
         }
         .expect("domain events serialize")
     }

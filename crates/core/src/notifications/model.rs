@@ -17,7 +17,7 @@ use crate::{
 pub const MAX_RECIPIENTS: usize = 100;
 /// How many recipients one delivery job carries: small enough for any event or message
 /// size limit, large enough to amortise the queue's per-request cost.
-pub const RECIPIENTS_PER_JOB: usize = 10;
+pub const RECIPIENTS_PER_MESSAGE: usize = 10;
 
 /// The body of `POST /v1/notifications`.
 #[derive(Clone, Debug, Deserialize)]
@@ -226,7 +226,7 @@ impl Delivery {
 
 /// One recipient of a delivery job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRecipient {
+pub struct ChannelRecipient {
     pub delivery_id: String,
     /// Set for users (preferences, rate limits); None for direct addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,14 +236,14 @@ pub struct JobRecipient {
 
 /// The message a channel worker receives: one notification, one channel, a few recipients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryJob {
+pub struct ChannelMessage {
     pub notification_id: String,
     pub notification_type: String,
     pub channel: Channel,
     pub content: ContentRef,
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
-    pub recipients: Vec<JobRecipient>,
+    pub recipients: Vec<ChannelRecipient>,
     /// The campaign the job delivers, whose counters its outcomes add to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
@@ -256,7 +256,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-impl DeliveryJob {
+impl ChannelMessage {
     /// The EventBridge `detail-type` that routes this job to its channel's queue.
     pub fn detail_type(&self) -> String {
         format!("{}{}", crate::events::detail_type::NOTIFICATION_PREFIX, self.channel)

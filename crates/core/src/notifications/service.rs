@@ -9,8 +9,8 @@ use crate::{
     delivery::{Channel, DeliveryStatus, DeliveryStore, TemplateStore},
     events::{DomainEvent, EventPublisher, PublishError},
     notifications::{
-        ContentRef, Delivery, DeliveryJob, JobRecipient, NotificationRequest, NotificationStore, RECIPIENTS_PER_JOB,
-        Recipient, Reservation, target_of,
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, NotificationRequest, NotificationStore,
+        RECIPIENTS_PER_MESSAGE, Recipient, Reservation, target_of,
     },
     profiles::ProfileStore,
     store::StoreError,
@@ -75,7 +75,7 @@ impl NotificationService {
 
         let now = Utc::now();
         let mut deliveries = Vec::new();
-        let mut jobs: BTreeMap<Channel, Vec<JobRecipient>> = BTreeMap::new();
+        let mut jobs: BTreeMap<Channel, Vec<ChannelRecipient>> = BTreeMap::new();
         // The users' profiles, read concurrently (up to MAX_RECIPIENTS of them).
         let user_ids: Vec<String> =
             recipients.iter().filter_map(|r| if let Recipient::User(u) = r { Some(u.clone()) } else { None }).collect();
@@ -111,7 +111,7 @@ impl NotificationService {
                     continue;
                 }
                 if let Some(target) = target {
-                    jobs.entry(channel).or_default().push(JobRecipient {
+                    jobs.entry(channel).or_default().push(ChannelRecipient {
                         delivery_id: delivery.delivery_id.clone(),
                         user_id,
                         target,
@@ -133,9 +133,9 @@ impl NotificationService {
                 let content = content[&channel].clone();
                 let (id, kind, params) = (&notification_id, &request.notification_type, &request.params);
                 recipients
-                    .chunks(RECIPIENTS_PER_JOB)
+                    .chunks(RECIPIENTS_PER_MESSAGE)
                     .map(|chunk| {
-                        DomainEvent::DeliveryJob(DeliveryJob {
+                        DomainEvent::ChannelMessage(ChannelMessage {
                             notification_id: id.clone(),
                             notification_type: kind.clone(),
                             channel,
@@ -217,7 +217,7 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn jobs(bus: &MemoryBus) -> Vec<DeliveryJob> {
+    fn jobs(bus: &MemoryBus) -> Vec<ChannelMessage> {
         bus.delivery_jobs()
     }
 

@@ -12,7 +12,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use super::service::*;
 use crate::{
     activity::{Activity, ActivityStore},
-    events::{DomainEvent, EventPublisher, SegmentJob},
+    events::{DomainEvent, EventPublisher, SegmentTask},
     profiles::{ProfileScan, ProfileStore},
     segments::{
         BackfillProgress, Catalog, Change, Evaluated, MAX_ROWS_PER_WRITE, MembershipChange, MembershipStore,
@@ -29,7 +29,7 @@ pub enum Work {
         user_id: String,
         change: Change,
     },
-    Job(SegmentJob),
+    Task(SegmentTask),
 }
 
 /// Profiles a backfill message reads: a page small enough to finish well within a
@@ -122,25 +122,26 @@ impl Segmenter {
                     Ok(()) => Ok(()),
                     Err(message) => Err(StoreError::Unavailable(message.clone()).into()),
                 },
-                Work::Job(job) => self.run_job(catalog, job, now).await,
+                Work::Task(job) => self.run_job(catalog, job, now).await,
             }
         }))
         .await
     }
 
-    async fn run_job(&self, catalog: &Catalog, job: &SegmentJob, now: DateTime<Utc>) -> Result<(), SegmentError> {
+    async fn run_job(&self, catalog: &Catalog, job: &SegmentTask, now: DateTime<Utc>) -> Result<(), SegmentError> {
         match job {
-            SegmentJob::Backfill { .. } => self.backfill_page(catalog, job, now).await.map(|_| ()),
-            SegmentJob::Cleanup { segment_id, shard, cursor } => {
+            SegmentTask::Backfill { .. } => self.backfill_page(catalog, job, now).await.map(|_| ()),
+            SegmentTask::Cleanup { segment_id, shard, cursor } => {
                 let page = self.members.members(segment_id, *shard, cursor.as_deref(), 1000).await?;
                 self.members.remove_rows(segment_id, &page.user_ids).await?;
                 if let Some(next) = page.next {
-                    let job = SegmentJob::Cleanup { segment_id: segment_id.clone(), shard: *shard, cursor: Some(next) };
-                    self.events.publish(&[DomainEvent::SegmentJob(job)]).await?;
+                    let job =
+                        SegmentTask::Cleanup { segment_id: segment_id.clone(), shard: *shard, cursor: Some(next) };
+                    self.events.publish(&[DomainEvent::SegmentTask(job)]).await?;
                 }
                 Ok(())
             }
-            SegmentJob::Sweep => {
+            SegmentTask::Sweep => {
                 let jobs: Vec<DomainEvent> = catalog
                     .segments
                     .iter()
@@ -148,7 +149,7 @@ impl Segmenter {
                     .flat_map(|s| {
                         let parts = self.backfill_parts;
                         (0..parts).map(move |part| {
-                            DomainEvent::SegmentJob(SegmentJob::Backfill {
+                            DomainEvent::SegmentTask(SegmentTask::Backfill {
                                 segment_id: s.segment_id.clone(),
                                 version: s.version,
                                 part,
@@ -258,10 +259,10 @@ impl Segmenter {
     pub async fn backfill_page(
         &self,
         catalog: &Catalog,
-        job: &SegmentJob,
+        job: &SegmentTask,
         now: DateTime<Utc>,
     ) -> Result<PageOutcome, SegmentError> {
-        let SegmentJob::Backfill { segment_id, version, part, parts, cursor, sweep } = job else {
+        let SegmentTask::Backfill { segment_id, version, part, parts, cursor, sweep } = job else {
             return Ok(PageOutcome::default());
         };
         let Some(segment) = self.segments.get(segment_id).await? else { return Ok(PageOutcome::default()) };
@@ -334,7 +335,7 @@ impl Segmenter {
             self.segments.add_progress(segment_id, *version, &outcome.progress, finished_part, now).await?;
         }
         if let Some(next) = page.next {
-            let job = SegmentJob::Backfill {
+            let job = SegmentTask::Backfill {
                 segment_id: segment_id.clone(),
                 version: *version,
                 part: *part,
@@ -342,7 +343,7 @@ impl Segmenter {
                 cursor: Some(next),
                 sweep: *sweep,
             };
-            self.events.publish(&[DomainEvent::SegmentJob(job)]).await?;
+            self.events.publish(&[DomainEvent::SegmentTask(job)]).await?;
         }
         Ok(outcome)
     }

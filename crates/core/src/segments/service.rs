@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     activity,
     activity::{ActivityEvent, ActivityRecorded, ActivityStore, Recorded},
-    events::{DomainEvent, EventPublisher, SegmentJob},
+    events::{DomainEvent, EventPublisher, SegmentTask},
     segments::{
         Backfill, BackfillProgress, Catalog, Definition, MAX_SEGMENTS, MEMBER_SHARDS, MembershipStore, Segment,
         SegmentInput, SegmentKind, SegmentState, SegmentStore, check_segment_id,
@@ -244,7 +244,7 @@ impl SegmentService {
             None => {
                 let jobs: Vec<DomainEvent> = (0..segment.backfill.parts)
                     .map(|part| {
-                        DomainEvent::SegmentJob(SegmentJob::Backfill {
+                        DomainEvent::SegmentTask(SegmentTask::Backfill {
                             segment_id: segment.segment_id.clone(),
                             version: segment.version,
                             part,
@@ -289,7 +289,11 @@ impl SegmentService {
         }
         let cleanups: Vec<DomainEvent> = (0..MEMBER_SHARDS)
             .map(|shard| {
-                DomainEvent::SegmentJob(SegmentJob::Cleanup { segment_id: segment_id.to_owned(), shard, cursor: None })
+                DomainEvent::SegmentTask(SegmentTask::Cleanup {
+                    segment_id: segment_id.to_owned(),
+                    shard,
+                    cursor: None,
+                })
             })
             .collect();
         self.events.publish(&cleanups).await?;

@@ -1,6 +1,6 @@
 //! The channel queues over SQS, written straight to: a campaign's deliveries (from the
 //! dispatcher) and the recipients a worker tries again. Each job is one message, its body
-//! the bare JSON of the `DeliveryJob` (which the worker reads as it reads the bus's
+//! the bare JSON of the `ChannelMessage` (which the worker reads as it reads the bus's
 //! envelopes), packed ten per SendMessageBatch and never over the 256 KiB a call takes.
 
 use std::{collections::BTreeMap, time::Duration};
@@ -10,8 +10,8 @@ use aws_sdk_sqs::Client;
 use futures_util::StreamExt as _;
 use herald_core::{
     backoff::Backoff,
-    delivery::{Channel, JobQueues},
-    notifications::DeliveryJob,
+    delivery::{Channel, ChannelQueues},
+    notifications::ChannelMessage,
     store::StoreError,
 };
 
@@ -21,13 +21,13 @@ use crate::sqs::batch::{delay_seconds, entries, pack, send_batch};
 const CONCURRENT_BATCHES: usize = 4;
 
 #[derive(Clone, Debug)]
-pub struct SqsJobQueues {
+pub struct SqsChannelQueues {
     client: Client,
     queue_urls: BTreeMap<Channel, String>,
     backoff: Backoff,
 }
 
-impl SqsJobQueues {
+impl SqsChannelQueues {
     /// The queue of each channel jobs may be sent to; a job for a channel without one is
     /// an error.
     pub fn new(client: Client, queue_urls: BTreeMap<Channel, String>) -> Self {
@@ -41,8 +41,8 @@ impl SqsJobQueues {
 }
 
 #[async_trait]
-impl JobQueues for SqsJobQueues {
-    async fn enqueue(&self, jobs: &[DeliveryJob], delay: Duration) -> Result<(), StoreError> {
+impl ChannelQueues for SqsChannelQueues {
+    async fn enqueue(&self, jobs: &[ChannelMessage], delay: Duration) -> Result<(), StoreError> {
         let mut by_channel: BTreeMap<Channel, Vec<String>> = BTreeMap::new();
         for job in jobs {
             let body = serde_json::to_string(job)
