@@ -133,7 +133,7 @@ struct DyingQueues {
 impl ChannelQueues for DyingQueues {
     async fn enqueue(&self, jobs: &[ChannelMessage], delay: Duration) -> Result<(), StoreError> {
         if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
-            return Err(StoreError::Unavailable("the dispatcher died".into()));
+            return Err(StoreError::Transient("the dispatcher died".into()));
         }
         self.inner.enqueue(jobs, delay).await
     }

@@ -198,14 +198,14 @@ async fn save_many_of_nothing_sends_nothing() {
 }
 
 #[tokio::test]
-async fn save_many_into_a_missing_table_fails_as_unavailable() {
+async fn save_many_into_a_missing_table_fails_for_good() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let store = DynamoProfileStore::new(clients.dynamodb.clone(), unique("missing"));
 
     let result = store.save_many(&[write("u1", 1, 0)]).await;
 
-    assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+    assert!(matches!(result, Err(StoreError::Fatal(_))), "a missing table is not worth a retry: {result:?}");
 }
 
 #[tokio::test]

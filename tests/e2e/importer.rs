@@ -221,7 +221,7 @@ impl ImportJobStore for DyingJobs {
     }
     async fn save(&self, job: &ImportJob, expected: u64) -> Result<(), StoreError> {
         if self.saves.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(StoreError::Unavailable("the invocation died".into()));
+            return Err(StoreError::Transient("the invocation died".into()));
         }
         self.inner.save(job, expected).await
     }

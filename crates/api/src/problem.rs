@@ -101,6 +101,17 @@ impl Problem {
         Self::new(StatusCode::CONFLICT, "urn:herald:problem:conflict", "Conflict", detail)
     }
 
+    /// A backing service refused the request for good: retrying the same request cannot
+    /// help, so no Retry-After.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "urn:herald:problem:internal",
+            "Internal server error",
+            "A backing service refused the request",
+        )
+    }
+
     pub fn unavailable() -> Self {
         let mut p = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -163,8 +174,8 @@ impl From<NotificationError> for Problem {
 
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "backing service failed");
-        Problem::unavailable()
+        tracing::error!(error = %e, retryable = e.is_retryable(), "backing service failed");
+        if e.is_retryable() { Problem::unavailable() } else { Problem::internal() }
     }
 }
 
@@ -211,7 +222,7 @@ mod tests {
         );
         let done = Problem::from(CampaignError::Done);
         assert_eq!((done.status, done.detail.as_str()), (409, "The campaign is done: there is nothing to cancel"));
-        let failed = Problem::from(CampaignError::Store(StoreError::Unavailable("down".into())));
+        let failed = Problem::from(CampaignError::Store(StoreError::Transient("down".into())));
         assert_eq!(failed.status, 503);
         assert_eq!(failed.into_response().headers()["retry-after"], "1");
     }

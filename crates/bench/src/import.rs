@@ -49,8 +49,8 @@ struct DiskFiles(std::path::PathBuf);
 impl ImportFiles for DiskFiles {
     async fn read_from(&self, _: &str, _: &str, from: u64) -> Result<Option<ObjectReader>, StoreError> {
         use tokio::io::AsyncSeekExt;
-        let mut file = tokio::fs::File::open(&self.0).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        file.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut file = tokio::fs::File::open(&self.0).await.map_err(|e| StoreError::Transient(e.to_string()))?;
+        file.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| StoreError::Transient(e.to_string()))?;
         Ok(Some(Box::new(file)))
     }
     async fn put(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), StoreError> {

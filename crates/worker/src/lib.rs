@@ -480,7 +480,7 @@ mod tests {
     #[async_trait::async_trait]
     impl ChannelQueues for BrokenQueues {
         async fn enqueue(&self, _: &[ChannelMessage], _: Duration) -> Result<(), StoreError> {
-            Err(StoreError::Unavailable("sqs is down".into()))
+            Err(StoreError::Transient("sqs is down".into()))
         }
     }
 

@@ -256,7 +256,7 @@ impl DynamoActivityStore {
             for (owner, code) in owners.iter().zip(&codes) {
                 if code == CONDITIONAL_CHECK_FAILED {
                     seen.push(owner.ok_or_else(|| {
-                        StoreError::Unavailable("a counter's update failed a condition it does not have".into())
+                        StoreError::Transient("a counter's update failed a condition it does not have".into())
                     })?);
                 }
             }
@@ -270,10 +270,10 @@ impl DynamoActivityStore {
                 continue;
             }
             if !codes.iter().any(|code| is_retryable(code)) {
-                return Err(StoreError::Unavailable(format!("recording activity was cancelled: {codes:?}")));
+                return Err(StoreError::Transient(format!("recording activity was cancelled: {codes:?}")));
             }
             if !self.backoff.wait(retry).await {
-                return Err(StoreError::Unavailable("recording activity kept being cancelled".into()));
+                return Err(StoreError::Transient("recording activity kept being cancelled".into()));
             }
             retry += 1;
         }
@@ -392,7 +392,7 @@ impl ActivityStore for DynamoActivityStore {
         for item in items {
             let (Some(AttributeValue::S(user_id)), Some(AttributeValue::S(sk))) = (item.get("user_id"), item.get("sk"))
             else {
-                return Err(StoreError::Unavailable("an activity item without its key".into()));
+                return Err(StoreError::Transient("an activity item without its key".into()));
             };
             let (Some(activity), Some(slot)) = (activities.get_mut(user_id), slots.get(sk)) else { continue };
             fill(activity, slot, &item)?;
@@ -409,7 +409,7 @@ fn fill(activity: &mut Activity, slot: &Slot, item: &Item) -> Result<(), StoreEr
         Slot::LastSeen(event) => {
             if let Some(AttributeValue::S(at)) = item.get("at") {
                 let at = DateTime::parse_from_rfc3339(at)
-                    .map_err(|e| StoreError::Unavailable(format!("bad last-seen time {at:?}: {e}")))?;
+                    .map_err(|e| StoreError::Transient(format!("bad last-seen time {at:?}: {e}")))?;
                 activity.last_seen.insert(event.clone(), at.with_timezone(&Utc));
             }
         }

@@ -35,13 +35,13 @@ impl ApiKeyStore for DynamoApiKeyStore {
         output
             .item
             .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable key item: {e}")))
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable key item: {e}")))
             })
             .transpose()
     }
 
     async fn put(&self, key: &ApiKey) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(key).map_err(|e| StoreError::Unavailable(format!("unwritable key: {e}")))?;
+        let item = serde_dynamo::to_item(key).map_err(|e| StoreError::Fatal(format!("unwritable key: {e}")))?;
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
     }

@@ -34,11 +34,11 @@ pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &B
                 .request_items(table, pending)
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(crate::describe(&e)))?;
+                .map_err(|e| StoreError::Transient(crate::describe(&e)))?;
             pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
             if !pending.is_empty() {
                 if !backoff.wait(retry).await {
-                    return Err(StoreError::Unavailable(format!("{} items stayed unprocessed", pending.len())));
+                    return Err(StoreError::Transient(format!("{} items stayed unprocessed", pending.len())));
                 }
                 retry += 1;
             }
@@ -89,7 +89,7 @@ pub(crate) async fn get_chunk(
         pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
         if pending.is_some() {
             if !backoff.wait(retry).await {
-                return Err(StoreError::Unavailable("keys stayed unprocessed".into()));
+                return Err(StoreError::Transient("keys stayed unprocessed".into()));
             }
             retry += 1;
         }
@@ -153,7 +153,7 @@ async fn write_chunk(
         pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
         if !pending.is_empty() {
             if !backoff.wait(retry).await {
-                return Err(StoreError::Unavailable(format!("{} items stayed unprocessed", pending.len())));
+                return Err(StoreError::Transient(format!("{} items stayed unprocessed", pending.len())));
             }
             retry += 1;
         }

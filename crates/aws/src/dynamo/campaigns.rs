@@ -57,7 +57,7 @@ fn done_cursor() -> AttributeValue {
 
 fn to_item(campaign: &Campaign) -> Result<Item, StoreError> {
     let mut item: Item =
-        serde_dynamo::to_item(campaign).map_err(|e| StoreError::Unavailable(format!("unwritable campaign: {e}")))?;
+        serde_dynamo::to_item(campaign).map_err(|e| StoreError::Fatal(format!("unwritable campaign: {e}")))?;
     item.remove(FILTER);
     if let Some(filter) = &campaign.filter {
         item.insert(FILTER_JSON.to_owned(), s(filter.to_string()));
@@ -72,18 +72,17 @@ fn to_item(campaign: &Campaign) -> Result<Item, StoreError> {
 
 fn from_item(mut item: Item) -> Result<Campaign, StoreError> {
     let filter = match item.remove(FILTER_JSON) {
-        Some(AttributeValue::S(json)) => Some(
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Unavailable(format!("unreadable stored filter: {e}")))?,
-        ),
-        Some(_) => return Err(StoreError::Unavailable("filter_json is not a string".into())),
+        Some(AttributeValue::S(json)) => {
+            Some(serde_json::from_str(&json).map_err(|e| StoreError::Fatal(format!("unreadable stored filter: {e}")))?)
+        }
+        Some(_) => return Err(StoreError::Fatal("filter_json is not a string".into())),
         None => None,
     };
     for name in NOT_FIELDS {
         item.remove(name);
     }
     let mut campaign: Campaign =
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable campaign: {e}")))?;
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable campaign: {e}")))?;
     campaign.filter = filter;
     Ok(campaign)
 }

@@ -120,17 +120,15 @@ impl DynamoDeliveryStore {
 
     /// What a delivery whose claim condition failed is doing now.
     async fn current_claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError> {
-        let item = self
-            .read(delivery_id)
-            .await?
-            .ok_or_else(|| StoreError::Unavailable(format!("no delivery {delivery_id}")))?;
+        let item =
+            self.read(delivery_id).await?.ok_or_else(|| StoreError::Transient(format!("no delivery {delivery_id}")))?;
         let status: DeliveryStatus = item
             .get("status")
             .cloned()
             .map(serde_dynamo::from_attribute_value)
             .transpose()
-            .map_err(|e| StoreError::Unavailable(format!("unreadable status: {e}")))?
-            .ok_or_else(|| StoreError::Unavailable("a delivery without status".into()))?;
+            .map_err(|e| StoreError::Fatal(format!("unreadable status: {e}")))?
+            .ok_or_else(|| StoreError::Fatal("a delivery without status".into()))?;
         if status != DeliveryStatus::Pending {
             return Ok(Claim::AlreadySettled(status));
         }
@@ -154,9 +152,10 @@ impl DynamoDeliveryStore {
                 items.push(self.claim_item(&request.1, at));
                 owners.push((position, false));
                 if let (Some(limit), None) = (&request.1.rate_limit, &request.1.settle) {
-                    let table = self.rate_limits_table.as_deref().ok_or_else(|| {
-                        StoreError::Unavailable("a rate-limited claim, but no rate-limit table".into())
-                    })?;
+                    let table = self
+                        .rate_limits_table
+                        .as_deref()
+                        .ok_or_else(|| StoreError::Transient("a rate-limited claim, but no rate-limit table".into()))?;
                     items.push(self.count_item(table, limit));
                     owners.push((position, true));
                 }
@@ -192,7 +191,7 @@ impl DynamoDeliveryStore {
             if claimed_elsewhere.is_empty() && windows_full.is_empty() {
                 // Conflicts with concurrent transactions or throttling: write it all again.
                 if !self.backoff.wait(retry).await {
-                    return Err(StoreError::Unavailable("claims kept being cancelled".into()));
+                    return Err(StoreError::Transient("claims kept being cancelled".into()));
                 }
                 retry += 1;
                 continue;
@@ -210,7 +209,7 @@ impl DynamoDeliveryStore {
     }
 
     fn item(delivery: &Delivery) -> Result<Item, StoreError> {
-        serde_dynamo::to_item(delivery).map_err(|e| StoreError::Unavailable(format!("unwritable delivery: {e}")))
+        serde_dynamo::to_item(delivery).map_err(|e| StoreError::Fatal(format!("unwritable delivery: {e}")))
     }
 
     async fn read(&self, delivery_id: &str) -> Result<Option<Item>, StoreError> {
@@ -307,7 +306,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         items
             .into_iter()
             .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable delivery: {e}")))
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable delivery: {e}")))
             })
             .collect()
     }
@@ -359,7 +358,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         self.read(delivery_id)
             .await?
             .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable delivery: {e}")))
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable delivery: {e}")))
             })
             .transpose()
     }

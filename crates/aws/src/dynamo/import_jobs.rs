@@ -52,7 +52,7 @@ fn encode_cursor(cursor: &Cursor) -> String {
 
 fn item(job: &ImportJob) -> Result<Item, StoreError> {
     let mut item: Item =
-        serde_dynamo::to_item(job).map_err(|e| StoreError::Unavailable(format!("unwritable import job: {e}")))?;
+        serde_dynamo::to_item(job).map_err(|e| StoreError::Fatal(format!("unwritable import job: {e}")))?;
     item.insert("kind".into(), s(KIND));
     item.insert("started".into(), s(jobs::started_key(job.started_at, &job.job_id)));
     Ok(item)
@@ -61,13 +61,13 @@ fn item(job: &ImportJob) -> Result<Item, StoreError> {
 fn job(mut item: Item) -> Result<ImportJob, StoreError> {
     item.remove("kind");
     item.remove("started");
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable import job: {e}")))
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable import job: {e}")))
 }
 
 fn text(item: &Item, name: &str) -> Result<String, StoreError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value.clone()),
-        _ => Err(StoreError::Unavailable(format!("an import job item without {name}"))),
+        _ => Err(StoreError::Transient(format!("an import job item without {name}"))),
     }
 }
 
@@ -116,7 +116,7 @@ impl ImportJobStore for DynamoImportJobStore {
         }
         let mut start = match cursor {
             Some(cursor) => {
-                let cursor = decode_cursor(cursor).ok_or_else(|| StoreError::Unavailable("bad cursor".into()))?;
+                let cursor = decode_cursor(cursor).ok_or_else(|| StoreError::Transient("bad cursor".into()))?;
                 Some(Item::from([
                     ("job_id".to_owned(), s(cursor.job_id)),
                     ("kind".to_owned(), s(cursor.kind)),

@@ -22,10 +22,10 @@ pub(crate) fn n(value: impl ToString) -> AttributeValue {
 pub(crate) fn number_of(item: &Item, name: &str) -> Result<u64, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(value)) => {
-            value.parse().map_err(|_| StoreError::Unavailable(format!("bad number {name} = {value:?}")))
+            value.parse().map_err(|_| StoreError::Transient(format!("bad number {name} = {value:?}")))
         }
         None => Ok(0),
-        Some(_) => Err(StoreError::Unavailable(format!("{name} is not a number"))),
+        Some(_) => Err(StoreError::Transient(format!("{name} is not a number"))),
     }
 }
 

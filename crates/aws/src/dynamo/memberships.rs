@@ -66,7 +66,7 @@ fn row_key(segment_id: &str, user_id: &str) -> (String, String) {
 fn string_of<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value),
-        _ => Err(StoreError::Unavailable(format!("an item without the string {name}"))),
+        _ => Err(StoreError::Fatal(format!("an item without the string {name}"))),
     }
 }
 
@@ -78,15 +78,15 @@ fn user_segments(item: Item) -> Result<UserSegments, StoreError> {
             .iter()
             .map(|v| match v {
                 AttributeValue::S(id) => Ok(id.clone()),
-                _ => Err(StoreError::Unavailable("a segment id that is not a string".into())),
+                _ => Err(StoreError::Transient("a segment id that is not a string".into())),
             })
             .collect::<Result<BTreeSet<String>, _>>()?,
         None => BTreeSet::new(),
-        Some(_) => return Err(StoreError::Unavailable("segments is not a list".into())),
+        Some(_) => return Err(StoreError::Transient("segments is not a list".into())),
     };
     let pending: Vec<MembershipChange> = match item.get("pending") {
         Some(value) => serde_dynamo::from_attribute_value(value.clone())
-            .map_err(|e| StoreError::Unavailable(format!("unreadable outbox: {e}")))?,
+            .map_err(|e| StoreError::Fatal(format!("unreadable outbox: {e}")))?,
         None => Vec::new(),
     };
     Ok(UserSegments { revision, segments, pending })
@@ -115,7 +115,7 @@ impl DynamoMembershipStore {
 
     fn record_item(&self, write: &MembershipWrite) -> Result<TransactWriteItem, StoreError> {
         let pending = serde_dynamo::to_attribute_value(&write.pending)
-            .map_err(|e| StoreError::Unavailable(format!("unwritable outbox: {e}")))?;
+            .map_err(|e| StoreError::Fatal(format!("unwritable outbox: {e}")))?;
         let item: Item = [
             ("pk".to_owned(), s(record_pk(&write.user_id))),
             ("sk".to_owned(), s(RECORD_SK)),
@@ -212,7 +212,7 @@ impl DynamoMembershipStore {
                 continue;
             }
             if !codes.iter().any(|c| is_retryable(c)) {
-                return Err(StoreError::Unavailable(format!("membership writes cancelled: {codes:?}")));
+                return Err(StoreError::Transient(format!("membership writes cancelled: {codes:?}")));
             }
             if !self.conflict_backoff.wait(retry).await {
                 // Held by other writers throughout: reported as conflicts, re-evaluated.
@@ -253,7 +253,7 @@ impl MembershipStore for DynamoMembershipStore {
             .map(|item| {
                 let user_id = string_of(&item, "pk")?
                     .strip_prefix("user#")
-                    .ok_or_else(|| StoreError::Unavailable("a user record with a bad key".into()))?
+                    .ok_or_else(|| StoreError::Fatal("a user record with a bad key".into()))?
                     .to_owned();
                 Ok((user_id, user_segments(item)?))
             })
@@ -394,7 +394,7 @@ impl MembershipStore for DynamoMembershipStore {
                 let key = (string_of(item, "pk")?.to_owned(), string_of(item, "sk")?.to_owned());
                 keys.get(&key)
                     .map(|id| (*id).clone())
-                    .ok_or_else(|| StoreError::Unavailable("a members row that was not asked for".into()))
+                    .ok_or_else(|| StoreError::Transient("a members row that was not asked for".into()))
             })
             .collect()
     }

@@ -53,12 +53,12 @@ impl NotificationStore for DynamoNotificationStore {
             .await
             .map_err(unavailable)?
             .item
-            .ok_or_else(|| StoreError::Unavailable("an idempotency key vanished".into()))?;
+            .ok_or_else(|| StoreError::Transient("an idempotency key vanished".into()))?;
         match (item.get("target"), item.get("complete")) {
             (Some(AttributeValue::S(id)), Some(AttributeValue::Bool(complete))) => {
                 Ok(Reservation::Existing { notification_id: id.clone(), complete: *complete })
             }
-            _ => Err(StoreError::Unavailable("an unreadable idempotency key".into())),
+            _ => Err(StoreError::Transient("an unreadable idempotency key".into())),
         }
     }
 

@@ -34,15 +34,13 @@ const TRANSACTIONS_IN_FLIGHT: usize = 4;
 fn stored(item: Item) -> Result<StoredProfile, StoreError> {
     if matches!(item.get(ERASED), Some(AttributeValue::Bool(true))) {
         let version = match item.get("version") {
-            Some(AttributeValue::N(n)) => {
-                n.parse().map_err(|_| StoreError::Unavailable(format!("bad version {n:?}")))?
-            }
+            Some(AttributeValue::N(n)) => n.parse().map_err(|_| StoreError::Transient(format!("bad version {n:?}")))?,
             _ => 0,
         };
         return Ok(StoredProfile { version, profile: None });
     }
     let profile: Profile =
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable profile item: {e}")))?;
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable profile item: {e}")))?;
     Ok(StoredProfile { version: profile.version, profile: Some(profile) })
 }
 
@@ -107,7 +105,7 @@ impl ProfileStore for DynamoProfileStore {
             .into_iter()
             .map(|item| {
                 let Some(AttributeValue::S(user_id)) = item.get("user_id").cloned() else {
-                    return Err(StoreError::Unavailable("a profile item without user_id".into()));
+                    return Err(StoreError::Transient("a profile item without user_id".into()));
                 };
                 Ok((user_id, stored(item)?))
             })
@@ -115,8 +113,7 @@ impl ProfileStore for DynamoProfileStore {
     }
 
     async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
-        let item =
-            serde_dynamo::to_item(profile).map_err(|e| StoreError::Unavailable(format!("unwritable profile: {e}")))?;
+        let item = serde_dynamo::to_item(profile).map_err(|e| StoreError::Fatal(format!("unwritable profile: {e}")))?;
         self.put_if_version(item, expected_version).await
     }
 
@@ -127,7 +124,7 @@ impl ProfileStore for DynamoProfileStore {
             .iter()
             .map(|write| {
                 let item = serde_dynamo::to_item(&write.profile)
-                    .map_err(|e| StoreError::Unavailable(format!("unwritable profile: {e}")))?;
+                    .map_err(|e| StoreError::Fatal(format!("unwritable profile: {e}")))?;
                 let size = item_size(&item) + ACTION_OVERHEAD;
                 let (condition, values) = version_condition(write.expected_version);
                 let put = Put::builder()
@@ -136,7 +133,7 @@ impl ProfileStore for DynamoProfileStore {
                     .condition_expression(condition)
                     .set_expression_attribute_values(values)
                     .build()
-                    .map_err(unavailable)?;
+                    .map_err(crate::unbuildable)?;
                 let item = TransactWriteItem::builder().put(put).build();
                 Ok(Action { item, key: write.profile.user_id.clone(), size })
             })
@@ -181,9 +178,9 @@ impl herald_core::profiles::ProfileScan for DynamoProfileStore {
         if limit == 0 {
             return Ok(herald_core::profiles::ScanPage::default());
         }
-        let total = i32::try_from(parts.max(1)).map_err(|_| StoreError::Unavailable(format!("{parts} parts")))?;
+        let total = i32::try_from(parts.max(1)).map_err(|_| StoreError::Transient(format!("{parts} parts")))?;
         let segment = i32::try_from(part).ok().filter(|p| *p < total);
-        let segment = segment.ok_or_else(|| StoreError::Unavailable(format!("no part {part} of {parts}")))?;
+        let segment = segment.ok_or_else(|| StoreError::Transient(format!("no part {part} of {parts}")))?;
         let start = cursor.map(|id| HashMap::from([("user_id".to_owned(), AttributeValue::S(id.to_owned()))]));
         let output = self
             .client
@@ -202,14 +199,14 @@ impl herald_core::profiles::ProfileScan for DynamoProfileStore {
             .into_iter()
             .map(|item| {
                 let Some(AttributeValue::S(user_id)) = item.get("user_id").cloned() else {
-                    return Err(StoreError::Unavailable("a profile item without user_id".into()));
+                    return Err(StoreError::Transient("a profile item without user_id".into()));
                 };
                 Ok((user_id, stored(item)?))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let next = match output.last_evaluated_key.as_ref().and_then(|key| key.get("user_id")) {
             Some(AttributeValue::S(user_id)) => Some(user_id.clone()),
-            Some(_) => return Err(StoreError::Unavailable("a scan stopped at a key that is not a user id".into())),
+            Some(_) => return Err(StoreError::Transient("a scan stopped at a key that is not a user id".into())),
             None => None,
         };
         Ok(herald_core::profiles::ScanPage { profiles, next })

@@ -38,7 +38,7 @@ pub struct DynamoSegmentStore {
 
 fn to_item(segment: &Segment) -> Result<Item, StoreError> {
     let mut item: Item =
-        serde_dynamo::to_item(segment).map_err(|e| StoreError::Unavailable(format!("unwritable segment: {e}")))?;
+        serde_dynamo::to_item(segment).map_err(|e| StoreError::Fatal(format!("unwritable segment: {e}")))?;
     item.remove(RULE);
     if let Some(rule) = &segment.rule {
         item.insert(RULE_JSON.to_owned(), s(rule.to_string()));
@@ -56,14 +56,14 @@ fn is_tombstone(item: &Item) -> bool {
 
 fn from_item(mut item: Item) -> Result<Segment, StoreError> {
     let rule = match item.remove(RULE_JSON) {
-        Some(AttributeValue::S(json)) => Some(
-            serde_json::from_str(&json).map_err(|e| StoreError::Unavailable(format!("unreadable stored rule: {e}")))?,
-        ),
-        Some(_) => return Err(StoreError::Unavailable("rule_json is not a string".into())),
+        Some(AttributeValue::S(json)) => {
+            Some(serde_json::from_str(&json).map_err(|e| StoreError::Fatal(format!("unreadable stored rule: {e}")))?)
+        }
+        Some(_) => return Err(StoreError::Transient("rule_json is not a string".into())),
         None => None,
     };
     let mut segment: Segment =
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable segment: {e}")))?;
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable segment: {e}")))?;
     segment.rule = rule;
     Ok(segment)
 }
@@ -104,10 +104,10 @@ impl DynamoSegmentStore {
             }
             // Another change of the catalog at the same moment, or throttling.
             if !codes.iter().any(|code| is_retryable(code)) {
-                return Err(StoreError::Unavailable(format!("saving the segment was cancelled: {codes:?}")));
+                return Err(StoreError::Transient(format!("saving the segment was cancelled: {codes:?}")));
             }
             if !self.backoff.wait(retry).await {
-                return Err(StoreError::Unavailable("saving the segment kept being cancelled".into()));
+                return Err(StoreError::Transient("saving the segment kept being cancelled".into()));
             }
             retry += 1;
         }
@@ -154,7 +154,7 @@ impl DynamoSegmentStore {
                 .attributes
                 .map(from_item)
                 .transpose()?
-                .ok_or_else(|| StoreError::Unavailable("the update returned no segment".into()))
+                .ok_or_else(|| StoreError::Transient("the update returned no segment".into()))
                 .map(Some),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
             Err(e) => Err(unavailable(e)),

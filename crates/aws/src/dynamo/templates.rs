@@ -42,14 +42,12 @@ impl DynamoTemplateStore {
         if let Some(id) = item.remove("id") {
             item.insert("template_id".into(), id);
         }
-        serde_dynamo::from_item(item)
-            .map(Some)
-            .map_err(|e| StoreError::Unavailable(format!("unreadable template: {e}")))
+        serde_dynamo::from_item(item).map(Some).map_err(|e| StoreError::Fatal(format!("unreadable template: {e}")))
     }
 
     async fn put(&self, key: &str, template: &StoredTemplate, condition: &str) -> Result<bool, StoreError> {
-        let mut item: crate::dynamo::Item = serde_dynamo::to_item(template)
-            .map_err(|e| StoreError::Unavailable(format!("unwritable template: {e}")))?;
+        let mut item: crate::dynamo::Item =
+            serde_dynamo::to_item(template).map_err(|e| StoreError::Fatal(format!("unwritable template: {e}")))?;
         item.insert("id".into(), AttributeValue::S(template.template_id.clone()));
         item.insert("template_id".into(), AttributeValue::S(key.to_owned()));
         let mut request =

@@ -157,7 +157,7 @@ pub(crate) async fn transact_conditionally(
                 Failure::Transient(description) => Some(description),
                 Failure::Cancelled(codes) => {
                     if codes.len() != group.len() {
-                        return Err(StoreError::Unavailable(format!(
+                        return Err(StoreError::Fatal(format!(
                             "a transaction of {} writes was cancelled with {} reasons: {codes:?}",
                             group.len(),
                             codes.len()
@@ -167,15 +167,13 @@ pub(crate) async fn transact_conditionally(
                         .iter()
                         .find(|c| !matches!(c.as_str(), "" | "None" | "ConditionalCheckFailed") && !is_retryable(c))
                     {
-                        return Err(StoreError::Unavailable(format!(
-                            "a transaction was cancelled: {code} in {codes:?}"
-                        )));
+                        return Err(StoreError::Fatal(format!("a transaction was cancelled: {code} in {codes:?}")));
                     }
                     let waits = codes.iter().any(|c| is_retryable(c));
                     if !waits && !codes.iter().any(|c| c == "ConditionalCheckFailed") {
                         // Nothing to drop and nothing to wait for: sending it again would
                         // be cancelled again.
-                        return Err(StoreError::Unavailable(format!("a transaction was cancelled: {codes:?}")));
+                        return Err(StoreError::Transient(format!("a transaction was cancelled: {codes:?}")));
                     }
                     group = group
                         .into_iter()
@@ -191,7 +189,7 @@ pub(crate) async fn transact_conditionally(
         };
         if let Some(description) = transient {
             if !backoff.wait(retry).await {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Transient(format!(
                     "still failing after {} attempts: {description}",
                     retry + 1
                 )));

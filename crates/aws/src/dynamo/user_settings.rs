@@ -40,7 +40,7 @@ impl PreferenceStore for DynamoPreferenceStore {
             .map_err(unavailable)?;
         let Some(mut item) = output.item else { return Ok(Preferences::default()) };
         item.remove("user_id");
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Unavailable(format!("unreadable preferences: {e}")))
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable preferences: {e}")))
     }
 
     async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError> {
@@ -49,10 +49,10 @@ impl PreferenceStore for DynamoPreferenceStore {
             .into_iter()
             .map(|mut item| {
                 let Some(AttributeValue::S(user_id)) = item.remove("user_id") else {
-                    return Err(StoreError::Unavailable("preferences without a user id".into()));
+                    return Err(StoreError::Fatal("preferences without a user id".into()));
                 };
                 let preferences = serde_dynamo::from_item(item)
-                    .map_err(|e| StoreError::Unavailable(format!("unreadable preferences: {e}")))?;
+                    .map_err(|e| StoreError::Fatal(format!("unreadable preferences: {e}")))?;
                 Ok((user_id, preferences))
             })
             .collect()
@@ -60,7 +60,7 @@ impl PreferenceStore for DynamoPreferenceStore {
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
         let mut item: crate::dynamo::Item = serde_dynamo::to_item(preferences)
-            .map_err(|e| StoreError::Unavailable(format!("unwritable preferences: {e}")))?;
+            .map_err(|e| StoreError::Fatal(format!("unwritable preferences: {e}")))?;
         item.insert("user_id".into(), AttributeValue::S(user_id.to_owned()));
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())

@@ -59,7 +59,7 @@ impl S3ImportFiles {
         for part in parts {
             let object = self.client.get_object().bucket(bucket).key(part).send().await.map_err(unavailable)?;
             let mut body = object.body;
-            while let Some(chunk) = body.try_next().await.map_err(unavailable)? {
+            while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Transient(crate::describe(&e)))? {
                 buffer.extend_from_slice(&chunk);
                 if buffer.len() >= PART_SIZE {
                     let bytes = std::mem::replace(buffer, Vec::with_capacity(PART_SIZE + chunk.len()));
@@ -84,11 +84,11 @@ impl S3ImportFiles {
             None => {
                 let created =
                     self.client.create_multipart_upload().bucket(bucket).key(key).send().await.map_err(unavailable)?;
-                let id = created.upload_id.ok_or_else(|| StoreError::Unavailable("no upload id".into()))?;
+                let id = created.upload_id.ok_or_else(|| StoreError::Transient("no upload id".into()))?;
                 upload.insert(id).clone()
             }
         };
-        let number = i32::try_from(number).map_err(|_| StoreError::Unavailable(format!("part {number}")))?;
+        let number = i32::try_from(number).map_err(|_| StoreError::Transient(format!("part {number}")))?;
         let output = self
             .client
             .upload_part()
@@ -116,7 +116,7 @@ impl S3ImportFiles {
         if !buffer.is_empty() {
             completed.push(self.upload_part(bucket, key, upload, completed.len() + 1, buffer).await?);
         }
-        let upload_id = upload.clone().ok_or_else(|| StoreError::Unavailable("no upload to complete".into()))?;
+        let upload_id = upload.clone().ok_or_else(|| StoreError::Transient("no upload to complete".into()))?;
         let parts = CompletedMultipartUpload::builder().set_parts(Some(completed)).build();
         self.client
             .complete_multipart_upload()
@@ -134,14 +134,15 @@ impl S3ImportFiles {
         for chunk in keys.chunks(DELETE_LIMIT) {
             let objects = chunk
                 .iter()
-                .map(|key| ObjectIdentifier::builder().key(key).build().map_err(unavailable))
+                .map(|key| ObjectIdentifier::builder().key(key).build().map_err(crate::unbuildable))
                 .collect::<Result<Vec<_>, _>>()?;
-            let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(unavailable)?;
+            let delete =
+                Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(crate::unbuildable)?;
             let output =
                 self.client.delete_objects().bucket(bucket).delete(delete).send().await.map_err(unavailable)?;
             // DeleteObjects answers 200 even when some keys could not be deleted.
             if let Some(error) = output.errors.unwrap_or_default().first() {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Transient(format!(
                     "deleting {:?} failed: {} {}",
                     error.key.as_deref().unwrap_or_default(),
                     error.code.as_deref().unwrap_or_default(),
@@ -166,7 +167,7 @@ impl ImportFiles for S3ImportFiles {
             Ok(object) => {
                 // A store that ignored the range would replay the file from its start.
                 if from > 0 && object.content_range.is_none() {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::Transient(format!(
                         "s3://{bucket}/{key}: the range from {from} was ignored"
                     )));
                 }
@@ -182,7 +183,7 @@ impl ImportFiles for S3ImportFiles {
             }
             // The offset is at (or past) the end: everything was read already.
             Err(e) if status(&e) == Some(416) => Ok(Some(Box::new(tokio::io::empty()))),
-            Err(e) => Err(StoreError::Unavailable(describe(&e))),
+            Err(e) => Err(StoreError::Transient(describe(&e))),
         }
     }
 

@@ -21,7 +21,7 @@ pub fn pack(bodies: Vec<String>) -> Result<Vec<Vec<String>>, StoreError> {
     let mut bytes = 0;
     for body in bodies {
         if body.len() > MAX_BATCH_BYTES {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Fatal(format!(
                 "a message of {} bytes is over the {MAX_BATCH_BYTES} bytes SQS takes",
                 body.len()
             )));
@@ -61,7 +61,7 @@ pub(crate) fn entries(
                 .message_body(body)
                 .delay_seconds(delay_seconds)
                 .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))
+                .map_err(|e| StoreError::Transient(e.to_string()))
         })
         .collect()
 }
@@ -89,7 +89,7 @@ pub(crate) async fn send_batch(
             return Ok(());
         }
         if let Some(fault) = output.failed.iter().find(|f| f.sender_fault) {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Fatal(format!(
                 "a {what} was refused: {} {}",
                 fault.code,
                 fault.message.as_deref().unwrap_or_default()
@@ -98,7 +98,7 @@ pub(crate) async fn send_batch(
         let reasons: Vec<String> = output.failed.iter().map(|f| f.code.clone()).collect();
         entries.retain(|entry| output.failed.iter().any(|f| f.id == entry.id));
         if !backoff.wait(retry).await {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Transient(format!(
                 "{} {what}(s) not accepted: {}",
                 entries.len(),
                 reasons.join(", ")

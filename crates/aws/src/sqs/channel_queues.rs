@@ -46,7 +46,7 @@ impl ChannelQueues for SqsChannelQueues {
         let mut by_channel: BTreeMap<Channel, Vec<String>> = BTreeMap::new();
         for job in jobs {
             let body = serde_json::to_string(job)
-                .map_err(|e| StoreError::Unavailable(format!("unwritable delivery job: {e}")))?;
+                .map_err(|e| StoreError::Fatal(format!("unwritable channel message: {e}")))?;
             by_channel.entry(job.channel).or_default().push(body);
         }
         let delay_seconds = delay_seconds(delay);
@@ -55,7 +55,7 @@ impl ChannelQueues for SqsChannelQueues {
             let queue_url = self
                 .queue_urls
                 .get(&channel)
-                .ok_or_else(|| StoreError::Unavailable(format!("no queue is configured for the {channel} channel")))?;
+                .ok_or_else(|| StoreError::Fatal(format!("no queue is configured for the {channel} channel")))?;
             for batch in pack(bodies)? {
                 calls.push((queue_url.clone(), entries(batch, delay_seconds)?));
             }

@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_failing_store_is_the_one_retryable_error() {
-        let error = CampaignError::from(StoreError::Unavailable("down".into()));
+        let error = CampaignError::from(StoreError::Transient("down".into()));
         assert!(error.is_retryable());
         for error in [CampaignError::NotFound, CampaignError::Done, CampaignError::Exists("c".into())] {
             assert!(!error.is_retryable(), "{error:?}");

@@ -76,9 +76,8 @@ impl DeliveryStore for MemoryDeliveries {
                 delivery.delivery_id = request.delivery_id.clone();
                 items.insert(request.delivery_id.clone(), (delivery, None));
             }
-            let (delivery, claimed_at) = items
-                .get_mut(&request.delivery_id)
-                .ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+            let (delivery, claimed_at) =
+                items.get_mut(&request.delivery_id).ok_or_else(|| StoreError::Transient("no such delivery".into()))?;
             let claim = match delivery.status {
                 status if DeliveryStatus::CLAIMABLE.contains(&status) => {
                     let over = request.rate_limit.as_ref().and_then(|limit| {
@@ -121,7 +120,7 @@ impl DeliveryStore for MemoryDeliveries {
     ) -> Result<(), StoreError> {
         let mut items = self.items.lock().unwrap();
         let (delivery, _) =
-            items.get_mut(delivery_id).ok_or_else(|| StoreError::Unavailable("no such delivery".into()))?;
+            items.get_mut(delivery_id).ok_or_else(|| StoreError::Transient("no such delivery".into()))?;
         if delivery.status != DeliveryStatus::Pending {
             return Err(StoreError::Conflict);
         }

@@ -93,7 +93,7 @@ impl crate::imports::ImportJobStore for MemoryImportJobs {
     async fn save(&self, job: &crate::imports::ImportJob, expected_checkpoint: u64) -> Result<(), StoreError> {
         if self.fail_saves.load(Ordering::SeqCst) > 0 {
             self.fail_saves.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("injected failure".into()));
+            return Err(StoreError::Transient("injected failure".into()));
         }
         let mut jobs = self.jobs.lock().unwrap();
         if jobs.get(&job.job_id).map(|j| j.resume.checkpoint) != Some(expected_checkpoint) {

@@ -199,7 +199,7 @@ impl crate::delivery::DisabledDevices for ProfileService {
         match self.remove_device_token(user_id, token).await {
             Ok(_) | Err(ProfileError::NotFound) => Ok(()),
             Err(ProfileError::Store(e)) => Err(e),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            Err(e) => Err(StoreError::Transient(e.to_string())),
         }
     }
 }

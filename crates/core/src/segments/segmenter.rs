@@ -95,7 +95,7 @@ impl Segmenter {
             Ok(catalog) => catalog,
             Err(e) => {
                 let message = e.to_string();
-                return work.iter().map(|_| Err(StoreError::Unavailable(message.clone()).into())).collect();
+                return work.iter().map(|_| Err(StoreError::Transient(message.clone()).into())).collect();
             }
         };
         let mut by_user: HashMap<String, Change> = HashMap::new();
@@ -120,7 +120,7 @@ impl Segmenter {
             match item {
                 Work::Change { user_id, .. } => match &user_results[user_id.as_str()] {
                     Ok(()) => Ok(()),
-                    Err(message) => Err(StoreError::Unavailable(message.clone()).into()),
+                    Err(message) => Err(StoreError::Transient(message.clone()).into()),
                 },
                 Work::Task(job) => self.run_job(catalog, job, now).await,
             }
@@ -212,7 +212,7 @@ impl Segmenter {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError::Unavailable(format!("user memberships kept changing over {ATTEMPTS} attempts")).into())
+        Err(StoreError::Transient(format!("user memberships kept changing over {ATTEMPTS} attempts")).into())
     }
 
     async fn leave_static_segments(&self, catalog: &Catalog, user_id: &str) -> Result<(), StoreError> {
