@@ -1,7 +1,7 @@
-//! The campaign adapters against moto: campaigns in the jobs table (conditional create,
-//! guarded state changes, pages recorded exactly once, counters added up) and the
-//! dispatcher's queue. Each test makes its own table or queue, so the suite does not
-//! depend on the template.
+//! The campaign adapters against moto, where they go beyond their ports' contracts
+//! (`contracts::campaigns`): the item's index keys in the jobs table it shares with
+//! imports, requests per change, and the dispatcher's queue (batches of ten, delays).
+//! Each test makes its own table or queue, so the suite does not depend on the template.
 
 use std::time::Duration;
 
@@ -39,17 +39,10 @@ fn counts(targeted: u64, queued: u64, skipped_no_address: u64) -> CampaignCounte
 }
 
 #[tokio::test]
-async fn a_campaign_is_created_once_and_read_back_as_it_was() {
+async fn a_campaign_item_carries_the_keys_of_the_index_and_is_never_taken_for_an_import() {
     let (store, clients, table, _) = store().await;
     let stored = campaign("c_once");
     assert!(store.create(&stored).await.unwrap());
-    let mut other = campaign("c_once");
-    other.name = "Another".into();
-    assert!(!store.create(&other).await.unwrap(), "a second create writes nothing");
-    let read = store.get("c_once").await.unwrap().expect("the campaign");
-    assert_eq!(read, stored);
-    assert_eq!(read.filter.as_ref().unwrap().to_string(), r#"{"attribute":"score","gt":1.0}"#);
-    assert_eq!(store.get("c_none").await.unwrap(), None);
 
     // Listed by kind, as imports are, and never mistaken for an import (nor one for it).
     let id = aws_sdk_dynamodb::types::AttributeValue::S("c_once".into());
@@ -86,92 +79,23 @@ async fn a_campaign_is_created_once_and_read_back_as_it_was() {
 }
 
 #[tokio::test]
-async fn set_state_moves_a_campaign_only_from_the_states_named() {
-    let (store, _, _, _) = store().await;
-    store.create(&campaign("c_state")).await.unwrap();
-    use CampaignState::*;
-    assert!(!store.set_state("c_state", Sending, &[Dispatching]).await.unwrap());
-    assert!(!store.set_state("c_state", Sending, &[]).await.unwrap());
-    assert_eq!(store.get("c_state").await.unwrap().unwrap().state, Scheduled);
-    assert!(store.set_state("c_state", Dispatching, &[Scheduled]).await.unwrap());
-    assert!(!store.set_state("c_state", Dispatching, &[Scheduled]).await.unwrap(), "moved once");
-    assert!(store.set_state("c_state", Cancelled, &[Scheduled, Dispatching, Sending]).await.unwrap());
-    let read = store.get("c_state").await.unwrap().unwrap();
-    assert_eq!(read.state, Cancelled);
-    assert!(read.updated_at > campaign("c_state").updated_at);
-    assert!(!store.set_state("c_state", Sending, &[Scheduled, Dispatching]).await.unwrap());
-    assert!(!store.set_state("c_unknown", Cancelled, &[Scheduled]).await.unwrap(), "nothing to move");
-    assert_eq!(store.get("c_unknown").await.unwrap(), None, "and nothing written");
-}
-
-#[tokio::test]
-async fn a_page_is_recorded_once_and_a_shard_is_done_at_its_last_page() {
+async fn recording_a_page_is_one_update_item() {
     let (store, _, _, counter) = store().await;
     store.create(&campaign("c_pages")).await.unwrap();
 
-    // Shard 3: a first page, then its last.
     counter.reset();
     assert_eq!(store.record_page("c_pages", 3, None, Some("user-5"), &counts(5, 8, 2)).await.unwrap(), Some(0));
     assert_eq!(counter.count("DynamoDB", &[]), 1, "one UpdateItem");
-    assert_eq!(store.record_page("c_pages", 3, None, Some("user-5"), &counts(5, 8, 2)).await.unwrap(), None);
-    let read = store.get("c_pages").await.unwrap().unwrap();
-    assert_eq!((read.counters.clone(), read.shards_done), (counts(5, 8, 2), 0), "the repeat added nothing");
-
-    assert_eq!(store.record_page("c_pages", 3, Some("user-5"), None, &counts(2, 4, 0)).await.unwrap(), Some(1));
-    assert_eq!(store.record_page("c_pages", 3, Some("user-5"), None, &counts(2, 4, 0)).await.unwrap(), None);
-    // Neither the start nor any page of a done shard is recorded again.
-    assert_eq!(store.record_page("c_pages", 3, None, None, &counts(1, 1, 0)).await.unwrap(), None);
-    assert_eq!(store.record_page("c_pages", 3, Some("user-9"), None, &counts(1, 1, 0)).await.unwrap(), None);
-
-    // Shard 4: empty, done at once and counting nothing; shard 5 started elsewhere.
-    assert_eq!(store.record_page("c_pages", 4, None, None, &CampaignCounters::default()).await.unwrap(), Some(2));
-    assert_eq!(store.record_page("c_pages", 5, Some("user-1"), None, &counts(1, 1, 0)).await.unwrap(), None);
-    assert_eq!(store.record_page("c_pages", 15, None, Some("u"), &counts(1, 0, 0)).await.unwrap(), Some(2));
-
-    let read = store.get("c_pages").await.unwrap().unwrap();
-    assert_eq!(read.counters, counts(8, 12, 2));
-    assert_eq!(read.shards_done, 2);
-    assert_eq!((read.state, &read.name), (CampaignState::Scheduled, &campaign("c_pages").name));
-    assert_eq!(store.record_page("c_unknown", 0, None, None, &counts(1, 1, 1)).await.unwrap(), None);
-    assert_eq!(store.get("c_unknown").await.unwrap(), None);
 }
 
 #[tokio::test]
-async fn every_shard_done_makes_sixteen() {
-    let (store, _, _, _) = store().await;
-    store.create(&campaign("c_all")).await.unwrap();
-    let mut last = None;
-    for shard in 0..16 {
-        last = store.record_page("c_all", shard, None, None, &counts(1, 1, 0)).await.unwrap();
-    }
-    assert_eq!(last, Some(16));
-    let read = store.get("c_all").await.unwrap().unwrap();
-    assert_eq!((read.shards_done, read.counters.targeted), (16, 16));
-}
-
-#[tokio::test]
-async fn add_counts_adds_the_counters_given_and_nothing_for_zero() {
+async fn add_counts_of_nothing_sends_no_request() {
     let (store, _, _, counter) = store().await;
     store.create(&campaign("c_counts")).await.unwrap();
-    let outcome = CampaignCounters { sent: 3, failed: 1, skipped_opted_out: 2, ..Default::default() };
-    store.add_counts("c_counts", &outcome).await.unwrap();
-    store
-        .add_counts("c_counts", &CampaignCounters { sent: 1, opened: 2, clicked: 1, ..Default::default() })
-        .await
-        .unwrap();
-    let read = store.get("c_counts").await.unwrap().unwrap();
-    assert_eq!(
-        read.counters,
-        CampaignCounters { sent: 4, failed: 1, skipped_opted_out: 2, opened: 2, clicked: 1, ..Default::default() }
-    );
 
     counter.reset();
     store.add_counts("c_counts", &CampaignCounters::default()).await.unwrap();
     assert_eq!(counter.count("DynamoDB", &[]), 0, "no request for nothing to add");
-
-    // Counts for a campaign that is not there are dropped, not written as a stray item.
-    store.add_counts("c_unknown", &outcome).await.unwrap();
-    assert_eq!(store.get("c_unknown").await.unwrap(), None);
 }
 
 /// Receives every message of `queue_url` (waiting up to `wait` for the first ones).

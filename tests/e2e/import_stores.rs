@@ -1,7 +1,8 @@
-//! The adapters of bulk import against moto: batched conditional profile writes, the
-//! imports bucket (ranged reads, concatenation of rejected-row chunks), the jobs table
-//! and the importer's queue. Each test makes its own table, bucket or queue, so the
-//! suite does not depend on the template.
+//! The adapters of bulk import against moto, where they go beyond their ports' contracts
+//! (`contracts::imports`, `contracts::profiles`): how many transactions and uploads they
+//! send, objects as the bucket holds them, cursors, the wire format of the importer's
+//! queue, imports and campaigns sharing the jobs table. Each test makes its own table,
+//! bucket or queue, so the suite does not depend on the template.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +18,6 @@ use herald_core::{
     store::StoreError,
 };
 use herald_e2e::tables::{clients, jobs_table, key, string_attribute, unique};
-use tokio::io::AsyncReadExt;
 
 /// A table shaped as the template's ProfilesTable.
 async fn profiles_table(clients: &Clients) -> String {
@@ -53,13 +53,6 @@ async fn object(clients: &Clients, bucket: &str, key: &str) -> Vec<u8> {
 async fn keys(clients: &Clients, bucket: &str) -> Vec<String> {
     let output = clients.s3.list_objects_v2().bucket(bucket).send().await.expect("list objects");
     output.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
-}
-
-async fn read_all(files: &S3ImportFiles, bucket: &str, key: &str, from: u64) -> Option<Vec<u8>> {
-    let mut reader = files.read_from(bucket, key, from).await.expect("read_from")?;
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).await.expect("the stream reads");
-    Some(bytes)
 }
 
 fn profile(user_id: &str, version: u64) -> Profile {
@@ -103,7 +96,7 @@ fn started(minute: i64) -> DateTime<Utc> {
 }
 
 #[tokio::test]
-async fn save_many_saves_new_and_existing_profiles_and_reports_a_stale_version_as_not_saved() {
+async fn save_many_with_a_stale_write_sends_the_transaction_again_without_it() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
@@ -116,26 +109,10 @@ async fn save_many_saves_new_and_existing_profiles_and_reports_a_stale_version_a
         .await
         .unwrap();
 
+    // What is saved is the contract's (contracts::profiles); how, the adapter's.
     assert_eq!(saved, [true, false, true, true]);
-    assert_eq!(store.load("existing").await.unwrap().unwrap().profile, Some(profile("existing", 2)));
-    assert_eq!(store.load("new").await.unwrap().unwrap().profile, Some(profile("new", 1)));
-    assert_eq!(store.load("other").await.unwrap().unwrap().profile, Some(profile("other", 1)));
-    // The stale write left the stored profile alone.
-    assert_eq!(store.load("raced").await.unwrap().unwrap().version, 2);
     // The cancelled transaction, then the same one without the stale write.
     assert_eq!(transactions(&counter), 2);
-}
-
-#[tokio::test]
-async fn save_many_reports_a_record_created_meanwhile_as_not_saved() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
-    store.save(&profile("u1", 1), 0).await.unwrap();
-
-    let saved = store.save_many(&[write("u1", 1, 0)]).await.unwrap();
-
-    assert_eq!(saved, [false]);
 }
 
 #[tokio::test]
@@ -175,24 +152,12 @@ async fn save_many_keeps_each_transaction_under_4_mb() {
 }
 
 #[tokio::test]
-async fn save_many_of_one_user_twice_at_one_version_saves_exactly_one() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
-    let mut second = write("twice", 1, 0);
-    second.profile.email = Some("second@example.com".into());
-
-    let saved = store.save_many(&[write("twice", 1, 0), second]).await.unwrap();
-
-    assert_eq!(saved.iter().filter(|s| **s).count(), 1, "{saved:?}");
-}
-
-#[tokio::test]
 async fn save_many_of_nothing_sends_nothing() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let store = DynamoProfileStore::new(clients.dynamodb.clone(), "never-created");
 
+    // Saving nothing is the contract's (contracts::profiles); sending no request for it, the adapter's.
     assert_eq!(store.save_many(&[]).await.unwrap(), Vec::<bool>::new());
     assert_eq!(counter.count("DynamoDB", &[]), 0);
 }
@@ -206,42 +171,6 @@ async fn save_many_into_a_missing_table_fails_for_good() {
     let result = store.save_many(&[write("u1", 1, 0)]).await;
 
     assert!(matches!(result, Err(StoreError::Fatal(_))), "a missing table is not worth a retry: {result:?}");
-}
-
-#[tokio::test]
-async fn read_from_streams_the_object_from_an_offset() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let bucket = bucket(&clients).await;
-    put_object(&clients, &bucket, "incoming/users.csv", b"0123456789").await;
-    let files = S3ImportFiles::new(clients.s3.clone());
-
-    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 0).await.unwrap(), b"0123456789");
-    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 4).await.unwrap(), b"456789");
-    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 9).await.unwrap(), b"9");
-}
-
-#[tokio::test]
-async fn read_from_at_or_past_the_end_reads_nothing() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let bucket = bucket(&clients).await;
-    put_object(&clients, &bucket, "incoming/users.csv", b"0123456789").await;
-    let files = S3ImportFiles::new(clients.s3.clone());
-
-    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 10).await.unwrap(), b"");
-    assert_eq!(read_all(&files, &bucket, "incoming/users.csv", 500).await.unwrap(), b"");
-}
-
-#[tokio::test]
-async fn read_from_a_missing_object_is_none() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let bucket = bucket(&clients).await;
-    let files = S3ImportFiles::new(clients.s3.clone());
-
-    assert!(files.read_from(&bucket, "incoming/gone.csv", 0).await.unwrap().is_none());
-    assert!(files.read_from(&bucket, "incoming/gone.csv", 10).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -315,29 +244,6 @@ async fn concatenate_of_more_than_5_mib_streams_a_multipart_upload() {
 }
 
 #[tokio::test]
-async fn creating_a_job_twice_keeps_the_first() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-    let first = job("j1", started(0));
-    let second = ImportJob { key: "incoming/other.csv".into(), ..job("j1", started(1)) };
-
-    assert!(store.create(&first).await.unwrap());
-    assert!(!store.create(&second).await.unwrap());
-
-    assert_eq!(store.get("j1").await.unwrap(), Some(first));
-}
-
-#[tokio::test]
-async fn getting_an_unknown_job_is_none() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-
-    assert_eq!(store.get("nope").await.unwrap(), None);
-}
-
-#[tokio::test]
 async fn the_id_of_a_campaign_in_the_same_table_names_no_import_job() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
@@ -356,70 +262,11 @@ async fn the_id_of_a_campaign_in_the_same_table_names_no_import_job() {
 }
 
 #[tokio::test]
-async fn saving_a_job_records_its_progress() {
+async fn list_pages_through_the_jobs_with_cursors_it_can_read_back() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-    let created = job("j1", started(0));
-    store.create(&created).await.unwrap();
-    let progressed = ImportJob {
-        state: ImportState::Done,
-        rows_read: 10,
-        imported: 8,
-        rejected: 2,
-        unknown_columns: vec!["shoe_size".into()],
-        errors_key: Some("errors/j1.csv".into()),
-        finished_at: Some(started(5)),
-        resume: Resume {
-            offset: 120,
-            line: 11,
-            csv_header: Some(vec!["user_id".into(), "email".into()]),
-            checkpoint: 1,
-            invocations: 1,
-        },
-        ..created
-    };
-
-    store.save(&progressed, 0).await.unwrap();
-
-    assert_eq!(store.get("j1").await.unwrap(), Some(progressed));
-}
-
-#[tokio::test]
-async fn saving_a_job_with_a_stale_checkpoint_is_a_conflict() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-    let created = job("j1", started(0));
-    store.create(&created).await.unwrap();
-    let first = ImportJob { rows_read: 5, resume: Resume { checkpoint: 1, ..Resume::default() }, ..created.clone() };
-    let late = ImportJob { rows_read: 3, resume: Resume { checkpoint: 1, ..Resume::default() }, ..created };
-    store.save(&first, 0).await.unwrap();
-
-    let result = store.save(&late, 0).await;
-
-    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
-    assert_eq!(store.get("j1").await.unwrap(), Some(first));
-}
-
-#[tokio::test]
-async fn saving_a_job_never_created_is_a_conflict() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-
-    let result = store.save(&job("ghost", started(0)), 0).await;
-
-    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
-    assert_eq!(store.get("ghost").await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn list_pages_through_the_jobs_newest_first() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-    // Created out of order.
+    // Created out of order; the order of the pages is the contract's (contracts::imports).
     for (id, minute) in [("j2", 2), ("j0", 0), ("j4", 4), ("j1", 1), ("j3", 3)] {
         store.create(&job(id, started(minute))).await.unwrap();
     }
@@ -440,49 +287,6 @@ async fn list_pages_through_the_jobs_newest_first() {
     }
 
     assert_eq!(pages, [vec!["j4", "j3"], vec!["j2", "j1"], vec!["j0"]]);
-}
-
-#[tokio::test]
-async fn list_orders_jobs_by_their_start_to_the_microsecond() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-    // A later whole second must sort after fractions of the second before it.
-    let base = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
-    store.create(&job("a", base + Duration::microseconds(999_999))).await.unwrap();
-    store.create(&job("b", base + Duration::seconds(1))).await.unwrap();
-    store.create(&job("c", base + Duration::microseconds(5))).await.unwrap();
-
-    let page = store.list(10, None).await.unwrap();
-
-    assert_eq!(page.jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), ["b", "a", "c"]);
-    assert_eq!(page.next, None);
-}
-
-#[tokio::test]
-async fn list_of_exactly_a_page_has_no_next_page() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-    store.create(&job("j0", started(0))).await.unwrap();
-    store.create(&job("j1", started(1))).await.unwrap();
-
-    let page = store.list(2, None).await.unwrap();
-
-    assert_eq!(page.jobs, [job("j1", started(1)), job("j0", started(0))]);
-    assert_eq!(page.next, None);
-}
-
-#[tokio::test]
-async fn list_of_no_jobs_is_empty() {
-    let counter = RequestCounter::default();
-    let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
-
-    let page = store.list(20, None).await.unwrap();
-
-    assert_eq!(page.jobs, []);
-    assert_eq!(page.next, None);
 }
 
 #[test]

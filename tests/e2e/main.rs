@@ -5,6 +5,7 @@ mod campaign_delivery;
 mod campaign_stores;
 mod campaigns;
 mod campaigns_api;
+mod contracts;
 mod delivery_faults;
 mod import_stores;
 mod importer;

@@ -51,3 +51,16 @@ pub async fn jobs_table(clients: &Clients) -> String {
         .expect("jobs table");
     table
 }
+
+/// Creates the template's tables `logical_ids` (and nothing else), named for this test
+/// alone; returns logical id → table name. Cheaper than a whole stack: the port contract
+/// suites need a table or two, shaped as deployed.
+pub async fn template_tables(clients: &Clients, logical_ids: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let path = herald_local::repo_root().join("infra/template.yaml");
+    let mut template = herald_local::Template::load(&path).expect("the template loads");
+    template.resources.retain(|r| r.kind == "AWS::DynamoDB::Table" && logical_ids.contains(&r.logical_id.as_str()));
+    assert_eq!(template.resources.len(), logical_ids.len(), "the template declares every table of {logical_ids:?}");
+    let deployment =
+        herald_local::provision::deploy(clients, &template, &unique("c")).await.expect("the tables are created");
+    deployment.names().clone()
+}

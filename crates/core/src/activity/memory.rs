@@ -34,13 +34,34 @@ impl crate::activity::ActivityStore for MemoryActivity {
         Ok(recorded)
     }
 
+    /// As the adapter reads: only the counters `query` names over its days up to `today`,
+    /// only the last-seen times it names, and the revision.
     async fn load_many(
         &self,
         user_ids: &[String],
-        _query: &crate::activity::ActivityQuery,
-        _today: chrono::NaiveDate,
+        query: &crate::activity::ActivityQuery,
+        today: chrono::NaiveDate,
     ) -> Result<HashMap<String, crate::activity::Activity>, StoreError> {
         let users = self.users.lock().unwrap();
-        Ok(user_ids.iter().map(|id| (id.clone(), users.get(id).map(|(a, _)| a.clone()).unwrap_or_default())).collect())
+        let days = query.days_from(today);
+        let asked = |stored: &crate::activity::Activity| crate::activity::Activity {
+            counts: query
+                .counters
+                .iter()
+                .filter_map(|key| {
+                    let per_day = stored.counts.get(key)?;
+                    let kept: std::collections::BTreeMap<_, _> =
+                        days.iter().filter_map(|day| Some((*day, *per_day.get(day)?))).collect();
+                    (!kept.is_empty()).then(|| (key.clone(), kept))
+                })
+                .collect(),
+            last_seen: query
+                .last_seen
+                .iter()
+                .filter_map(|event| Some((event.clone(), *stored.last_seen.get(event)?)))
+                .collect(),
+            revision: stored.revision,
+        };
+        Ok(user_ids.iter().map(|id| (id.clone(), users.get(id).map(|(a, _)| asked(a)).unwrap_or_default())).collect())
     }
 }

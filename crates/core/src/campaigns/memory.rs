@@ -64,6 +64,7 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
         match campaigns.get_mut(campaign_id) {
             Some(campaign) if from.contains(&campaign.state) => {
                 campaign.state = state;
+                campaign.updated_at = chrono::Utc::now();
                 Ok(true)
             }
             _ => Ok(false),
@@ -79,6 +80,12 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
         counts: &crate::campaigns::CampaignCounters,
     ) -> Result<Option<u32>, StoreError> {
         let mut cursors = self.cursors.lock().unwrap();
+        let mut campaigns = self.campaigns.lock().unwrap();
+        // As the adapter: no such campaign, or a shard it does not have, records nothing.
+        let Some(campaign) = campaigns.get_mut(campaign_id) else { return Ok(None) };
+        if shard >= crate::segments::MEMBER_SHARDS {
+            return Ok(None);
+        }
         let key = (campaign_id.to_owned(), shard);
         // Recorded cursors: Some(cursor) of the next page; Some(None) stands for "done".
         let expected: Option<Option<String>> = Some(cursor.map(str::to_owned));
@@ -91,9 +98,8 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
             return Ok(None);
         }
         cursors.insert(key, Some(next.unwrap_or(DONE).to_owned()));
-        let mut campaigns = self.campaigns.lock().unwrap();
-        let campaign = campaigns.get_mut(campaign_id).ok_or(StoreError::Conflict)?;
         add_counters(&mut campaign.counters, counts);
+        campaign.updated_at = chrono::Utc::now();
         if next.is_none() {
             campaign.shards_done += 1;
         }

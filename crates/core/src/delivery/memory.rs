@@ -80,7 +80,9 @@ impl DeliveryStore for MemoryDeliveries {
                 items.get_mut(&request.delivery_id).ok_or_else(|| StoreError::Transient("no such delivery".into()))?;
             let claim = match delivery.status {
                 status if DeliveryStatus::CLAIMABLE.contains(&status) => {
-                    let over = request.rate_limit.as_ref().and_then(|limit| {
+                    // As the adapter: a request that settles counts against no window.
+                    let counted = request.rate_limit.as_ref().filter(|_| request.settle.is_none());
+                    let over = counted.and_then(|limit| {
                         let count = counters.entry(limit.window.key.clone()).or_default();
                         if *count >= u64::from(limit.limit) {
                             Some(limit.over.clone())
@@ -119,8 +121,8 @@ impl DeliveryStore for MemoryDeliveries {
         message_id: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut items = self.items.lock().unwrap();
-        let (delivery, _) =
-            items.get_mut(delivery_id).ok_or_else(|| StoreError::Transient("no such delivery".into()))?;
+        // As the adapter: a delivery that is not there is not pending either.
+        let Some((delivery, _)) = items.get_mut(delivery_id) else { return Err(StoreError::Conflict) };
         if delivery.status != DeliveryStatus::Pending {
             return Err(StoreError::Conflict);
         }
@@ -167,18 +169,23 @@ impl PreferenceStore for MemoryPreferences {
     }
 }
 
+/// Normalised address (trimmed, lowercase, as the adapter keys its hashes) → reason.
 #[derive(Default)]
 pub struct MemorySuppressions(pub Mutex<HashMap<String, String>>);
+
+fn normalised(address: &str) -> String {
+    address.trim().to_lowercase()
+}
 
 #[async_trait]
 impl SuppressionStore for MemorySuppressions {
     async fn suppressed_among(&self, addresses: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
         let list = self.0.lock().unwrap();
-        Ok(addresses.iter().filter(|a| list.contains_key(*a)).cloned().collect())
+        Ok(addresses.iter().filter(|a| list.contains_key(&normalised(a))).cloned().collect())
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(address.to_owned(), reason.to_owned());
+        self.0.lock().unwrap().insert(normalised(address), reason.to_owned());
         Ok(())
     }
 }

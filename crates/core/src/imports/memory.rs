@@ -106,7 +106,14 @@ impl crate::imports::ImportJobStore for MemoryImportJobs {
     async fn list(&self, limit: u32, cursor: Option<&str>) -> Result<crate::imports::ImportJobsPage, StoreError> {
         let mut jobs: Vec<_> = self.jobs.lock().unwrap().values().cloned().collect();
         jobs.sort_by(|a, b| (b.started_at, &b.job_id).cmp(&(a.started_at, &a.job_id)));
-        let skip = cursor.and_then(|c| c.parse().ok()).unwrap_or(0usize);
+        // As the adapter: a page of none is the last, and a cursor it did not make fails.
+        if limit == 0 {
+            return Ok(crate::imports::ImportJobsPage::default());
+        }
+        let skip = match cursor {
+            Some(c) => c.parse().map_err(|_| StoreError::Transient("bad cursor".into()))?,
+            None => 0usize,
+        };
         let page: Vec<_> = jobs.iter().skip(skip).take(limit as usize).cloned().collect();
         let next = (skip + page.len() < jobs.len()).then(|| (skip + page.len()).to_string());
         Ok(crate::imports::ImportJobsPage { jobs: page, next })

@@ -90,7 +90,8 @@ impl crate::segments::SegmentStore for MemorySegments {
         backfill.exited += progress.exited;
         if finished_part.is_some() {
             backfill.parts_done += 1;
-            if backfill.parts_done >= backfill.parts {
+            // As the adapter: only a backfilling segment finishes (and gets its time).
+            if backfill.parts_done >= backfill.parts && segment.state == crate::segments::SegmentState::Backfilling {
                 backfill.finished_at = Some(at);
                 segment.state = crate::segments::SegmentState::Ready;
             }
@@ -133,8 +134,8 @@ impl crate::segments::MembershipStore for MemoryMemberships {
 
     async fn write(&self, write: &crate::segments::MembershipWrite) -> Result<(), StoreError> {
         let mut users = self.users.lock().unwrap();
-        let record = users.entry(write.user_id.clone()).or_default();
-        if record.revision != write.expected_revision {
+        // A conflict writes nothing, not even an empty record for a user never written.
+        if users.get(&write.user_id).map_or(0, |u| u.revision) != write.expected_revision {
             return Err(StoreError::Conflict);
         }
         if let (Some(guard), Some(check)) = (&write.guard, self.guard_check.lock().unwrap().as_ref())
@@ -142,11 +143,14 @@ impl crate::segments::MembershipStore for MemoryMemberships {
         {
             return Err(StoreError::Conflict);
         }
-        *record = crate::segments::UserSegments {
-            revision: write.expected_revision + 1,
-            segments: write.segments.clone(),
-            pending: write.pending.clone(),
-        };
+        users.insert(
+            write.user_id.clone(),
+            crate::segments::UserSegments {
+                revision: write.expected_revision + 1,
+                segments: write.segments.clone(),
+                pending: write.pending.clone(),
+            },
+        );
         let mut rows = self.rows.lock().unwrap();
         for segment_id in &write.entered {
             rows.entry(segment_id.clone()).or_default().insert(write.user_id.clone());
