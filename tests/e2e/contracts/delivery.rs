@@ -277,7 +277,7 @@ async fn a_claim_with_create_records_a_delivery_that_was_not_there(store: &dyn D
 
 async fn claiming_a_delivery_that_is_not_there_fails(store: &dyn DeliveryStore) {
     let result = store.claim_all(&[claim(&delivery("n1", "ghost"))], at(1)).await;
-    assert!(matches!(result, Err(StoreError::Transient(_))), "{result:?}");
+    assert!(matches!(result, Err(StoreError::Fatal(_))), "{result:?}");
     assert_eq!(store.get(&delivery("n1", "ghost").delivery_id).await.unwrap(), None);
 }
 

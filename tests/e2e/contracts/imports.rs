@@ -265,7 +265,7 @@ async fn list_from_a_cursor_it_did_not_make_fails(store: &dyn ImportJobStore) {
 
     for cursor in ["not a cursor!", "%%%"] {
         let result = store.list(10, Some(cursor)).await;
-        assert!(matches!(result, Err(StoreError::Transient(_))), "{cursor:?}: {result:?}");
+        assert!(matches!(result, Err(StoreError::Fatal(_))), "{cursor:?}: {result:?}");
     }
 }
 

@@ -121,7 +121,7 @@ impl DynamoDeliveryStore {
     /// What a delivery whose claim condition failed is doing now.
     async fn current_claim(&self, delivery_id: &str, at: DateTime<Utc>) -> Result<Claim, StoreError> {
         let item =
-            self.read(delivery_id).await?.ok_or_else(|| StoreError::Transient(format!("no delivery {delivery_id}")))?;
+            self.read(delivery_id).await?.ok_or_else(|| StoreError::Fatal(format!("no delivery {delivery_id}")))?;
         let status: DeliveryStatus = item
             .get("status")
             .cloned()
@@ -155,7 +155,7 @@ impl DynamoDeliveryStore {
                     let table = self
                         .rate_limits_table
                         .as_deref()
-                        .ok_or_else(|| StoreError::Transient("a rate-limited claim, but no rate-limit table".into()))?;
+                        .ok_or_else(|| StoreError::Fatal("a rate-limited claim, but no rate-limit table".into()))?;
                     items.push(self.count_item(table, limit));
                     owners.push((position, true));
                 }

@@ -67,7 +67,7 @@ fn job(mut item: Item) -> Result<ImportJob, StoreError> {
 fn text(item: &Item, name: &str) -> Result<String, StoreError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value.clone()),
-        _ => Err(StoreError::Transient(format!("an import job item without {name}"))),
+        _ => Err(StoreError::Fatal(format!("an import job item without {name}"))),
     }
 }
 
@@ -116,7 +116,7 @@ impl ImportJobStore for DynamoImportJobStore {
         }
         let mut start = match cursor {
             Some(cursor) => {
-                let cursor = decode_cursor(cursor).ok_or_else(|| StoreError::Transient("bad cursor".into()))?;
+                let cursor = decode_cursor(cursor).ok_or_else(|| StoreError::Fatal("bad cursor".into()))?;
                 Some(Item::from([
                     ("job_id".to_owned(), s(cursor.job_id)),
                     ("kind".to_owned(), s(cursor.kind)),

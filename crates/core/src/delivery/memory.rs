@@ -77,7 +77,7 @@ impl DeliveryStore for MemoryDeliveries {
                 items.insert(request.delivery_id.clone(), (delivery, None));
             }
             let (delivery, claimed_at) =
-                items.get_mut(&request.delivery_id).ok_or_else(|| StoreError::Transient("no such delivery".into()))?;
+                items.get_mut(&request.delivery_id).ok_or_else(|| StoreError::Fatal("no such delivery".into()))?;
             let claim = match delivery.status {
                 status if DeliveryStatus::CLAIMABLE.contains(&status) => {
                     // As the adapter: a request that settles counts against no window.

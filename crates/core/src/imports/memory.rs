@@ -111,7 +111,7 @@ impl crate::imports::ImportJobStore for MemoryImportJobs {
             return Ok(crate::imports::ImportJobsPage::default());
         }
         let skip = match cursor {
-            Some(c) => c.parse().map_err(|_| StoreError::Transient("bad cursor".into()))?,
+            Some(c) => c.parse().map_err(|_| StoreError::Fatal("bad cursor".into()))?,
             None => 0usize,
         };
         let page: Vec<_> = jobs.iter().skip(skip).take(limit as usize).cloned().collect();
