@@ -3,17 +3,16 @@
 //! imports, requests per change, and the dispatcher's queue (batches of ten, delays).
 //! Each test makes its own table or queue, so the suite does not depend on the template.
 
+use crate::contracts::campaigns::{campaign, counts};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use herald_aws::{Clients, DynamoCampaignStore, DynamoImportJobStore, RequestCounter, SqsDispatchQueue};
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage, DispatchQueue},
-    delivery::Channel,
+    campaigns::{CampaignCounters, CampaignStore, DispatchPage, DispatchQueue},
     imports::{ImportJob, ImportJobStore, ImportState, Resume},
 };
 use herald_e2e::tables::{clients, jobs_table, unique};
-use serde_json::json;
 
 /// A store over a table of its own.
 async fn store() -> (DynamoCampaignStore, Clients, String, RequestCounter) {
@@ -21,21 +20,6 @@ async fn store() -> (DynamoCampaignStore, Clients, String, RequestCounter) {
     let clients = clients(&counter).await;
     let table = jobs_table(&clients).await;
     (DynamoCampaignStore::new(clients.dynamodb.clone(), &table), clients, table, counter)
-}
-
-fn campaign(campaign_id: &str) -> Campaign {
-    let at: DateTime<Utc> = "2026-11-24T09:00:00.123456Z".parse().unwrap();
-    Campaign {
-        send_at: Some("2026-11-25T08:00:00Z".parse().unwrap()),
-        // 1.0 comes back as 1.0, not 1: the filter is kept as JSON text.
-        filter: Some(json!({"attribute": "score", "gt": 1.0})),
-        state: CampaignState::Scheduled,
-        ..Campaign::new(campaign_id, "Spring sale", "vip", "spring", 3, vec![Channel::Email, Channel::Sms], at)
-    }
-}
-
-fn counts(targeted: u64, queued: u64, skipped_no_address: u64) -> CampaignCounters {
-    CampaignCounters { targeted, queued, skipped_no_address, ..Default::default() }
 }
 
 #[tokio::test]

@@ -4,16 +4,16 @@
 //! queue, imports and campaigns sharing the jobs table. Each test makes its own table,
 //! bucket or queue, so the suite does not depend on the template.
 
+use crate::contracts::imports::{job, started};
 use std::collections::BTreeSet;
 
 use aws_sdk_dynamodb::types::{BillingMode, KeyType};
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_aws::{
     Clients, DynamoImportJobStore, DynamoProfileStore, RequestCounter, S3ImportFiles, SqsImportQueue,
     dynamo::import_jobs::is_valid_cursor,
 };
 use herald_core::{
-    imports::{ImportFiles, ImportJob, ImportJobStore, ImportQueue, ImportState, Resume},
+    imports::{ImportFiles, ImportJobStore, ImportQueue},
     profiles::{Profile, ProfileStore, VersionedProfile},
     store::StoreError,
 };
@@ -65,34 +65,6 @@ fn write(user_id: &str, version: u64, expected_version: u64) -> VersionedProfile
 
 fn transactions(counter: &RequestCounter) -> u64 {
     counter.count("DynamoDB", &["TransactWriteItems"])
-}
-
-fn job(job_id: &str, started_at: DateTime<Utc>) -> ImportJob {
-    ImportJob {
-        job_id: job_id.into(),
-        bucket: "imports".into(),
-        key: format!("incoming/{job_id}.csv"),
-        state: ImportState::Running,
-        format: Some("csv".into()),
-        gzip: false,
-        bytes_total: 1000,
-        bytes_done: 0,
-        rows_read: 0,
-        imported: 0,
-        unchanged: 0,
-        rejected: 0,
-        unknown_columns: Vec::new(),
-        errors_key: None,
-        failure: None,
-        started_at,
-        updated_at: started_at,
-        finished_at: None,
-        resume: Resume::default(),
-    }
-}
-
-fn started(minute: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + Duration::minutes(minute) + Duration::microseconds(123)
 }
 
 #[tokio::test]

@@ -76,7 +76,7 @@ async fn aws_dispatch() -> Box<Dispatch> {
     })
 }
 
-fn campaign(campaign_id: &str) -> Campaign {
+pub(crate) fn campaign(campaign_id: &str) -> Campaign {
     let at: DateTime<Utc> = "2026-11-24T09:00:00.123456Z".parse().unwrap();
     Campaign {
         send_at: Some("2026-11-25T08:00:00Z".parse().unwrap()),
@@ -87,7 +87,7 @@ fn campaign(campaign_id: &str) -> Campaign {
     }
 }
 
-fn counts(targeted: u64, queued: u64, skipped_no_address: u64) -> CampaignCounters {
+pub(crate) fn counts(targeted: u64, queued: u64, skipped_no_address: u64) -> CampaignCounters {
     CampaignCounters { targeted, queued, skipped_no_address, ..Default::default() }
 }
 

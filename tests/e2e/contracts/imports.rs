@@ -112,7 +112,7 @@ async fn aws_queue() -> Box<Continued> {
     })
 }
 
-fn job(job_id: &str, started_at: DateTime<Utc>) -> ImportJob {
+pub(crate) fn job(job_id: &str, started_at: DateTime<Utc>) -> ImportJob {
     ImportJob {
         job_id: job_id.into(),
         bucket: "imports".into(),
@@ -136,7 +136,7 @@ fn job(job_id: &str, started_at: DateTime<Utc>) -> ImportJob {
     }
 }
 
-fn started(minute: i64) -> DateTime<Utc> {
+pub(crate) fn started(minute: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + Duration::minutes(minute) + Duration::microseconds(123)
 }
 

@@ -41,9 +41,9 @@ macro_rules! contract {
 }
 
 mod activity;
-mod campaigns;
+pub(crate) mod campaigns;
 mod delivery;
-mod imports;
+pub(crate) mod imports;
 mod notifications;
 mod profiles;
 mod segments;
