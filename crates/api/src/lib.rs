@@ -45,6 +45,12 @@ pub use problem::Problem;
 
 /// The largest request body the API reads, but for `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+// A notification's inline content and params come from one request body and a
+// recipient's target from one profile, so a channel message of one recipient always fits
+// the queue (ChannelMessage::pack never makes a message it cannot send).
+const _: () =
+    assert!(MAX_BODY_BYTES + herald_core::profiles::MAX_PROFILE_BYTES < herald_core::notifications::MAX_MESSAGE_BYTES);
+
 /// The largest body of `POST /v1/events`: a batch of behaviour events.
 pub const MAX_EVENTS_BODY_BYTES: usize = MAX_BATCH_BYTES;
 

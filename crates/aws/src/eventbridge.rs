@@ -1,14 +1,39 @@
-//! Domain events to the EventBridge bus, ten entries per PutEvents (the service's limit).
+//! Domain events to the EventBridge bus, packed into PutEvents requests by count and by
+//! bytes (`herald_core::limits::eventbridge`).
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::{Client, types::PutEventsRequestEntry};
 use herald_core::{
     backoff::Backoff,
     events::{DomainEvent, EventPublisher, PublishError, SOURCE},
+    limits::eventbridge::{PUT_EVENTS_BYTES, PUT_EVENTS_ENTRIES, entry_bytes},
 };
 
-/// PutEvents takes at most ten entries.
-pub const PUT_EVENTS_BATCH: usize = 10;
+/// Entries (by their sizes, as EventBridge counts them) packed into requests of at most
+/// `PUT_EVENTS_ENTRIES` and `PUT_EVENTS_BYTES`, in order. An entry over the limit on its
+/// own is refused: EventBridge would refuse the whole request.
+pub fn pack(sizes: &[usize]) -> Result<Vec<std::ops::Range<usize>>, PublishError> {
+    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        if size > PUT_EVENTS_BYTES {
+            return Err(PublishError(format!(
+                "an event of {size} bytes is over the {PUT_EVENTS_BYTES} bytes PutEvents takes"
+            )));
+        }
+        match batches.last_mut() {
+            Some(batch) if batch.len() < PUT_EVENTS_ENTRIES && bytes + size <= PUT_EVENTS_BYTES => {
+                batch.end = i + 1;
+                bytes += size;
+            }
+            _ => {
+                batches.push(i..i + 1);
+                bytes = size;
+            }
+        }
+    }
+    Ok(batches)
+}
 
 #[derive(Clone, Debug)]
 pub struct EventBridgePublisher {
@@ -22,13 +47,17 @@ impl EventBridgePublisher {
         Self { client, bus: bus.into(), backoff: Backoff::default() }
     }
 
-    fn entry(&self, event: &DomainEvent) -> PutEventsRequestEntry {
-        PutEventsRequestEntry::builder()
+    /// The entry of `event`, with its size as EventBridge counts it.
+    fn entry(&self, event: &DomainEvent) -> (PutEventsRequestEntry, usize) {
+        let (detail_type, detail) = (event.detail_type(), event.detail_json());
+        let size = entry_bytes(SOURCE, &detail_type, &detail);
+        let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
             .source(SOURCE)
-            .detail_type(event.detail_type())
-            .detail(event.detail_json())
-            .build()
+            .detail_type(detail_type)
+            .detail(detail)
+            .build();
+        (entry, size)
     }
 
     /// Sends one batch; entries the service reports as failed (throttled or internal
@@ -69,9 +98,33 @@ impl EventBridgePublisher {
 #[async_trait]
 impl EventPublisher for EventBridgePublisher {
     async fn publish(&self, events: &[DomainEvent]) -> Result<(), PublishError> {
-        for chunk in events.chunks(PUT_EVENTS_BATCH) {
-            self.put_batch(chunk.iter().map(|e| self.entry(e)).collect()).await?;
+        let (entries, sizes): (Vec<_>, Vec<_>) = events.iter().map(|e| self.entry(e)).unzip();
+        for batch in pack(&sizes)? {
+            self.put_batch(entries[batch].to_vec()).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_hold_ten_entries_at_most() {
+        let batches = pack(&[100; 23]).unwrap();
+        assert_eq!(batches, [0..10, 10..20, 20..23]);
+    }
+
+    #[test]
+    fn requests_stay_within_the_bytes_putevents_takes() {
+        let batches = pack(&[400 * 1024; 5]).unwrap();
+        assert_eq!(batches, [0..2, 2..4, 4..5]);
+    }
+
+    #[test]
+    fn an_entry_over_the_limit_is_refused() {
+        assert!(pack(&[10, PUT_EVENTS_BYTES + 1]).is_err());
+        assert_eq!(pack(&[PUT_EVENTS_BYTES]).unwrap().len(), 1);
     }
 }

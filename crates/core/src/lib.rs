@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod events;
 pub mod imports;
 pub mod keys;
+pub mod limits;
 pub mod notifications;
 pub mod profiles;
 pub mod segments;

@@ -12,6 +12,9 @@ pub const MAX_ATTRIBUTE_VALUE_CHARS: usize = 100;
 pub const MAX_USER_ID_CHARS: usize = 128;
 pub const MAX_DEVICE_TOKENS: usize = 50;
 pub const MAX_EXTERNAL_CHANNELS: usize = 50;
+/// Webhook and external channel URLs: long enough for any real hook, short enough that a
+/// channel message of many recipients stays within SQS's message size.
+pub const MAX_URL_CHARS: usize = 2048;
 /// FCM registration tokens are opaque; real ones are ~150-200 characters of base64url
 /// with a colon. We accept that alphabet within generous bounds.
 pub const FCM_TOKEN_CHARS: std::ops::RangeInclusive<usize> = 32..=4096;
@@ -126,6 +129,9 @@ pub fn channel_platform(name: &str) -> Result<(), String> {
 
 /// Webhook targets must be absolute https URLs with a host: a push never travels in clear.
 pub fn https_url(raw: &str) -> Result<(), String> {
+    if raw.len() > MAX_URL_CHARS {
+        return Err(format!("must be at most {MAX_URL_CHARS} characters"));
+    }
     let url = url::Url::parse(raw).map_err(|e| format!("is not a URL ({e})"))?;
     if url.scheme() != "https" {
         return Err("must be an https URL".into());
@@ -216,6 +222,13 @@ mod tests {
         let too_long = "a".repeat(4097);
         let bad_char = format!("{} {}", "a".repeat(20), "b".repeat(20));
         assert_table(fcm_token, &[&real_shape, &minimal], &[&too_short, &too_long, &bad_char, ""]);
+    }
+
+    #[test]
+    fn urls_longer_than_the_limit_are_refused() {
+        let base = "https://hooks.example.com/";
+        assert!(https_url(&format!("{base}{}", "a".repeat(MAX_URL_CHARS - base.len()))).is_ok());
+        assert!(https_url(&format!("{base}{}", "a".repeat(MAX_URL_CHARS - base.len() + 1))).is_err());
     }
 
     #[test]

@@ -32,8 +32,7 @@ use crate::{LocalError, provision::Deployment};
 
 /// How long a failed message stays invisible locally, unless configured.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
-/// SQS answers at most 10 messages per ReceiveMessage and takes 10 entries per batch call.
-const SQS_BATCH_LIMIT: usize = 10;
+use herald_core::limits::sqs::{BATCH_ENTRIES, RECEIVE_MESSAGES};
 /// Long polling keeps an idle poller to one request a second and bounds how long
 /// stopping waits for a receive in flight.
 const WAIT_TIME_SECONDS: i32 = 1;
@@ -148,7 +147,7 @@ impl QueueSource {
         Self {
             queue_url: queue_url.into(),
             queue_arn: queue_arn.into(),
-            batch_size: SQS_BATCH_LIMIT as i32,
+            batch_size: RECEIVE_MESSAGES as i32,
             report_batch_item_failures: true,
             retry_delay: DEFAULT_RETRY_DELAY,
             max_concurrency: None,
@@ -194,7 +193,7 @@ pub fn sqs_event_sources(
                 LocalError::Template(format!("{context}: {queue} is not one of the template's queues"))
             })?;
             let batch_size = match properties.get("BatchSize") {
-                None => SQS_BATCH_LIMIT as i32,
+                None => RECEIVE_MESSAGES as i32,
                 Some(size) => size
                     .as_i64()
                     .and_then(|s| i32::try_from(s).ok())
@@ -309,7 +308,7 @@ pub async fn poll_once(
     let received = sqs
         .receive_message()
         .queue_url(&source.queue_url)
-        .max_number_of_messages(source.batch_size.clamp(1, SQS_BATCH_LIMIT as i32))
+        .max_number_of_messages(source.batch_size.clamp(1, RECEIVE_MESSAGES as i32))
         .wait_time_seconds(WAIT_TIME_SECONDS)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .message_attribute_names("All")
@@ -387,7 +386,7 @@ pub fn settle<'a>(
 }
 
 async fn delete(sqs: &aws_sdk_sqs::Client, source: &QueueSource, done: &[&Receipt]) -> Result<(), LocalError> {
-    for chunk in done.chunks(SQS_BATCH_LIMIT) {
+    for chunk in done.chunks(BATCH_ENTRIES) {
         let entries = chunk.iter().enumerate().map(|(i, r)| {
             DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(&r.receipt_handle).build()
         });
@@ -408,7 +407,7 @@ async fn delete(sqs: &aws_sdk_sqs::Client, source: &QueueSource, done: &[&Receip
 
 async fn retry_later(sqs: &aws_sdk_sqs::Client, source: &QueueSource, failed: &[&Receipt]) -> Result<(), LocalError> {
     let seconds = i32::try_from(source.retry_delay.as_secs()).unwrap_or(i32::MAX);
-    for chunk in failed.chunks(SQS_BATCH_LIMIT) {
+    for chunk in failed.chunks(BATCH_ENTRIES) {
         let entries = chunk.iter().enumerate().map(|(i, r)| {
             ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(i.to_string())

@@ -10,8 +10,7 @@ use herald_api::App;
 use lambda_http::Body;
 use serde_json::{Map, Value, json};
 
-/// API Gateway's own limit on a request payload.
-const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
+use herald_core::limits::api_gateway::PAYLOAD_BYTES as GATEWAY_MAX_BODY;
 
 pub fn router(app: Arc<App>) -> axum::Router {
     axum::Router::new().fallback(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, request: axum::extract::Request| {

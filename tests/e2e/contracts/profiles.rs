@@ -5,9 +5,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use herald_aws::DynamoProfileStore;
-use herald_core::profiles::memory::MemoryProfiles;
 use herald_core::{
-    profiles::{Profile, ProfileScan, ProfileStore, StoredProfile, VersionedProfile},
+    profiles::{Profile, ProfileScan, ProfileStore, StoredProfile, VersionedProfile, memory::MemoryProfiles},
     store::StoreError,
 };
 

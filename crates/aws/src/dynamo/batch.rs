@@ -1,4 +1,5 @@
-//! BatchWriteItem (25) and BatchGetItem (100) at the service's limits, with the unprocessed
+//! BatchWriteItem and BatchGetItem at the service's limits (`herald_core::limits::dynamodb`),
+//! with the unprocessed
 //! items retried with exponential backoff and full jitter.
 
 use std::collections::HashMap;
@@ -7,15 +8,17 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest},
 };
-use herald_core::{backoff::Backoff, store::StoreError};
+use herald_core::{
+    backoff::Backoff,
+    limits::dynamodb::{BATCH_GET_KEYS, BATCH_WRITE_REQUESTS},
+    store::StoreError,
+};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{Item, s};
 use crate::unavailable;
 use std::collections::BTreeSet;
-
-pub const BATCH_WRITE_LIMIT: usize = 25;
 
 pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &Backoff) -> Result<(), StoreError> {
     let requests: Vec<WriteRequest> = items
@@ -25,7 +28,7 @@ pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &B
             WriteRequest::builder().put_request(put).build()
         })
         .collect();
-    for chunk in requests.chunks(BATCH_WRITE_LIMIT) {
+    for chunk in requests.chunks(BATCH_WRITE_REQUESTS) {
         let mut pending = chunk.to_vec();
         let mut retry = 0;
         while !pending.is_empty() {
@@ -47,9 +50,6 @@ pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &B
     Ok(())
 }
 
-/// BatchGetItem takes at most 100 keys.
-pub const BATCH_GET_LIMIT: usize = 100;
-
 /// The items of `table` whose `key_name` is one of `keys` (a string key), in chunks of 100,
 /// with unprocessed keys read again after a backoff. Missing items are simply absent.
 pub async fn get_all(
@@ -63,7 +63,7 @@ pub async fn get_all(
     // BatchGetItem refuses a request that names one key twice.
     let keys: std::collections::BTreeSet<&String> = keys.iter().collect();
     let mut items = Vec::new();
-    for chunk in keys.into_iter().collect::<Vec<_>>().chunks(BATCH_GET_LIMIT) {
+    for chunk in keys.into_iter().collect::<Vec<_>>().chunks(BATCH_GET_KEYS) {
         let request =
             chunk.iter().map(|k| HashMap::from([(key_name.to_owned(), AttributeValue::S((*k).clone()))])).collect();
         items.extend(get_chunk(client, table, request, consistent, backoff).await?);
@@ -116,7 +116,7 @@ pub(crate) async fn get_keys(
         .into_iter()
         .map(|(hash, range)| HashMap::from([(names.0.to_owned(), s(hash)), (names.1.to_owned(), s(range))]))
         .collect();
-    let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_LIMIT).map(<[Item]>::to_vec).collect();
+    let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_KEYS).map(<[Item]>::to_vec).collect();
     let pages: Vec<Vec<Item>> = stream::iter(chunks)
         .map(|chunk| get_chunk(client, table, chunk, consistent, backoff))
         .buffer_unordered(CONCURRENCY)
@@ -133,7 +133,7 @@ pub(crate) async fn write_all(
     requests: Vec<WriteRequest>,
     backoff: &Backoff,
 ) -> Result<(), StoreError> {
-    let chunks: Vec<Vec<WriteRequest>> = requests.chunks(BATCH_WRITE_LIMIT).map(<[WriteRequest]>::to_vec).collect();
+    let chunks: Vec<Vec<WriteRequest>> = requests.chunks(BATCH_WRITE_REQUESTS).map(<[WriteRequest]>::to_vec).collect();
     stream::iter(chunks)
         .map(|chunk| write_chunk(client, table, chunk, backoff))
         .buffer_unordered(CONCURRENCY)

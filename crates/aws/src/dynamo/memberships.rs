@@ -32,7 +32,7 @@ use super::{
     transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
 };
 use crate::{
-    dynamo::{Item, activity::REVISION_SK, batch, batch::BATCH_WRITE_LIMIT, n, s},
+    dynamo::{Item, activity::REVISION_SK, batch, n, s},
     unavailable,
 };
 
@@ -362,7 +362,8 @@ impl MembershipStore for DynamoMembershipStore {
                 HashMap::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&sk))])
             })
             .collect();
-        let chunks: Vec<Vec<Item>> = items.chunks(BATCH_WRITE_LIMIT).map(<[Item]>::to_vec).collect();
+        let chunks: Vec<Vec<Item>> =
+            items.chunks(herald_core::limits::dynamodb::BATCH_WRITE_REQUESTS).map(<[Item]>::to_vec).collect();
         stream::iter(chunks)
             .map(|chunk| batch::put_all(&self.client, &self.table, chunk, &self.backoff))
             .buffer_unordered(CONCURRENCY)

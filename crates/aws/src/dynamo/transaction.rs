@@ -1,21 +1,21 @@
-//! TransactWriteItems: its limits (the one place they are defined), packing actions into
-//! transactions, and the one classification of its failures: cancelled (with a reason per
-//! action), transient (a retry can help) or fatal.
+//! TransactWriteItems: packing actions into transactions within its limits
+//! (`herald_core::limits::dynamodb`), and the one classification of its failures:
+//! cancelled (with a reason per action), transient (a retry can help) or fatal.
 
 use std::{collections::HashSet, time::Duration};
 
 use aws_sdk_dynamodb::{
     Client, error::SdkError, operation::transact_write_items::TransactWriteItemsError, types::TransactWriteItem,
 };
-use herald_core::{backoff::Backoff, store::StoreError};
+use herald_core::{backoff::Backoff, limits::dynamodb, store::StoreError};
 
 use crate::{describe, unavailable};
 
-/// TransactWriteItems takes at most 100 actions.
-pub(crate) const MAX_ITEMS: usize = 100;
-/// ... and 4 MB of items in all: packed to well under it, since the estimate below
-/// ignores the request's own framing.
-const TRANSACTION_BYTES: usize = 3_500_000;
+/// Actions of one transaction.
+pub(crate) const MAX_ITEMS: usize = dynamodb::TRANSACT_ITEMS;
+/// Items of one transaction in all: packed to well under the limit, since the estimate
+/// below ignores the request's own framing.
+const TRANSACTION_BYTES: usize = dynamodb::TRANSACT_BYTES / 8 * 7;
 /// Per action, on top of the item: table name, condition, values, framing.
 pub(crate) const ACTION_OVERHEAD: usize = 256;
 

@@ -1,33 +1,33 @@
-//! SendMessageBatch at the service's limits (ten entries, 256 KiB a call), with the
+//! SendMessageBatch at the service's limits (`herald_core::limits::sqs`: ten entries, 1 MiB a
+//! call), with the
 //! entries SQS fails on its side sent again with exponential backoff and full jitter.
 
 use std::time::Duration;
 
 use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
-use herald_core::{backoff::Backoff, store::StoreError};
+use herald_core::{
+    backoff::Backoff,
+    limits::sqs::{BATCH_BYTES, BATCH_ENTRIES, MAX_DELAY_SECONDS, MESSAGE_BYTES},
+    store::StoreError,
+};
 
 use crate::unavailable;
 
-/// SendMessageBatch takes at most ten entries.
-pub const SEND_BATCH_LIMIT: usize = 10;
-/// The most a message, and a SendMessageBatch call in all, may carry.
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// The longest delay SQS gives a message.
-pub const MAX_DELAY_SECONDS: u64 = 900;
-/// Message bodies packed into batches of at most ten, each under `MAX_BATCH_BYTES` in all.
+/// Message bodies packed into batches of at most `BATCH_ENTRIES`, each at most
+/// `BATCH_BYTES` in all.
 /// A body over the limit on its own is an error: SQS would refuse it.
 pub fn pack(bodies: Vec<String>) -> Result<Vec<Vec<String>>, StoreError> {
     let mut batches: Vec<Vec<String>> = Vec::new();
     let mut bytes = 0;
     for body in bodies {
-        if body.len() > MAX_BATCH_BYTES {
+        if body.len() > MESSAGE_BYTES {
             return Err(StoreError::Fatal(format!(
-                "a message of {} bytes is over the {MAX_BATCH_BYTES} bytes SQS takes",
+                "a message of {} bytes is over the {MESSAGE_BYTES} bytes SQS takes",
                 body.len()
             )));
         }
         match batches.last_mut() {
-            Some(batch) if batch.len() < SEND_BATCH_LIMIT && bytes + body.len() <= MAX_BATCH_BYTES => {
+            Some(batch) if batch.len() < BATCH_ENTRIES && bytes + body.len() <= BATCH_BYTES => {
                 bytes += body.len();
                 batch.push(body);
             }
@@ -120,18 +120,18 @@ mod tests {
     }
 
     #[test]
-    fn batches_stay_under_256_kib_in_all() {
-        let body = "x".repeat(100 * 1024);
+    fn batches_stay_within_the_batch_bytes_in_all() {
+        let body = "x".repeat(400 * 1024);
         let batches = pack(vec![body.clone(); 5]).unwrap();
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, [2, 2, 1]);
-        assert!(batches.iter().all(|b| b.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES));
+        assert!(batches.iter().all(|b| b.iter().map(String::len).sum::<usize>() <= BATCH_BYTES));
     }
 
     #[test]
     fn a_body_over_the_limit_is_refused() {
-        assert!(pack(vec!["x".repeat(MAX_BATCH_BYTES + 1)]).is_err());
-        assert_eq!(pack(vec!["x".repeat(MAX_BATCH_BYTES)]).unwrap().len(), 1);
+        assert!(matches!(pack(vec!["x".repeat(MESSAGE_BYTES + 1)]), Err(StoreError::Fatal(_))));
+        assert_eq!(pack(vec!["x".repeat(MESSAGE_BYTES)]).unwrap().len(), 1);
     }
 
     #[test]

@@ -270,19 +270,17 @@ impl Dispatcher {
         let jobs = recipients
             .into_iter()
             .flat_map(|(channel, recipients)| {
-                recipients
-                    .chunks(self.recipients_per_job.max(1))
-                    .map(|chunk| ChannelMessage {
-                        notification_id: campaign.campaign_id.clone(),
-                        notification_type: "campaign".into(),
-                        channel,
-                        content: content.clone(),
-                        params: Default::default(),
-                        recipients: chunk.to_vec(),
-                        campaign_id: Some(campaign.campaign_id.clone()),
-                        attempt: 0,
-                    })
-                    .collect::<Vec<_>>()
+                let message = ChannelMessage {
+                    notification_id: campaign.campaign_id.clone(),
+                    notification_type: "campaign".into(),
+                    channel,
+                    content: content.clone(),
+                    params: Default::default(),
+                    recipients: Vec::new(),
+                    campaign_id: Some(campaign.campaign_id.clone()),
+                    attempt: 0,
+                };
+                message.pack(&recipients, self.recipients_per_job)
             })
             .collect();
         let mut batches = Vec::new();

@@ -256,7 +256,44 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Room for what the bus wraps a channel message in on its way to the queue (the event's
+/// id, source, account, time, region, detail type).
+const ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// The most a channel message's JSON may take: it is an EventBridge entry's detail (or,
+/// from the dispatcher, an SQS body) and then an SQS message inside the bus's envelope.
+pub const MAX_MESSAGE_BYTES: usize = {
+    let (sqs, bus) = (crate::limits::sqs::MESSAGE_BYTES, crate::limits::eventbridge::PUT_EVENTS_BYTES);
+    (if sqs < bus { sqs } else { bus }) - ENVELOPE_BYTES
+};
+
 impl ChannelMessage {
+    /// `recipients` in messages like `self` (whose own recipients are ignored), each of
+    /// at most `per_message` recipients and `MAX_MESSAGE_BYTES` of JSON, in order. A
+    /// recipient goes alone if it fills a message by itself; the limits on requests and
+    /// profiles keep such a message within the queue's size.
+    pub fn pack(&self, recipients: &[ChannelRecipient], per_message: usize) -> Vec<ChannelMessage> {
+        let empty = ChannelMessage { recipients: Vec::new(), ..self.clone() };
+        let base = serde_json::to_vec(&empty).map_or(0, |json| json.len());
+        let mut messages: Vec<ChannelMessage> = Vec::new();
+        let mut bytes = base;
+        for recipient in recipients {
+            // The recipient's JSON and the comma before it.
+            let size = serde_json::to_vec(recipient).map_or(0, |json| json.len()) + 1;
+            match messages.last_mut() {
+                Some(message) if message.recipients.len() < per_message.max(1) && bytes + size <= MAX_MESSAGE_BYTES => {
+                    message.recipients.push(recipient.clone());
+                    bytes += size;
+                }
+                _ => {
+                    messages.push(ChannelMessage { recipients: vec![recipient.clone()], ..empty.clone() });
+                    bytes = base + size;
+                }
+            }
+        }
+        messages
+    }
+
     /// The EventBridge `detail-type` that routes this job to its channel's queue.
     pub fn detail_type(&self) -> String {
         format!("{}{}", crate::events::detail_type::NOTIFICATION_PREFIX, self.channel)
@@ -268,6 +305,49 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn message() -> ChannelMessage {
+        ChannelMessage {
+            notification_id: "n1".into(),
+            notification_type: "payment_due".into(),
+            channel: Channel::Push,
+            content: ContentRef::Template { template_id: "payment_due".into(), version: 1 },
+            params: Default::default(),
+            recipients: Vec::new(),
+            campaign_id: None,
+            attempt: 0,
+        }
+    }
+
+    fn recipient(i: usize, token_chars: usize, tokens: usize) -> ChannelRecipient {
+        let token = DeviceToken { token: "t".repeat(token_chars), platform: crate::profiles::Platform::Fcm };
+        ChannelRecipient {
+            delivery_id: format!("d{i}"),
+            user_id: Some(format!("u{i}")),
+            target: Target::Devices(vec![token; tokens]),
+        }
+    }
+
+    #[test]
+    fn recipients_are_packed_by_count() {
+        let recipients: Vec<_> = (0..23).map(|i| recipient(i, 40, 1)).collect();
+        let sizes: Vec<usize> = message().pack(&recipients, 10).iter().map(|m| m.recipients.len()).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+    }
+
+    #[test]
+    fn recipients_with_many_large_tokens_are_packed_by_bytes_within_the_queues_limit() {
+        // 50 recipients of 16 tokens of 4,096 characters: 3.3 MB, far over one message.
+        let recipients: Vec<_> = (0..50).map(|i| recipient(i, 4096, 16)).collect();
+        let messages = message().pack(&recipients, 50);
+        assert!(messages.len() >= 4, "{}", messages.len());
+        assert_eq!(messages.iter().map(|m| m.recipients.len()).sum::<usize>(), 50);
+        for m in &messages {
+            assert!(serde_json::to_vec(m).unwrap().len() <= MAX_MESSAGE_BYTES);
+        }
+        let order: Vec<&str> = messages.iter().flat_map(|m| &m.recipients).map(|r| r.delivery_id.as_str()).collect();
+        assert_eq!(order, (0..50).map(|i| format!("d{i}")).collect::<Vec<_>>());
+    }
 
     fn request(value: serde_json::Value) -> NotificationRequest {
         serde_json::from_value(value).expect("request parses")

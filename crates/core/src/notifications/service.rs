@@ -132,21 +132,17 @@ impl NotificationService {
             .flat_map(|(channel, recipients)| {
                 let content = content[&channel].clone();
                 let (id, kind, params) = (&notification_id, &request.notification_type, &request.params);
-                recipients
-                    .chunks(RECIPIENTS_PER_MESSAGE)
-                    .map(|chunk| {
-                        DomainEvent::ChannelMessage(ChannelMessage {
-                            notification_id: id.clone(),
-                            notification_type: kind.clone(),
-                            channel,
-                            content: content.clone(),
-                            params: params.clone(),
-                            recipients: chunk.to_vec(),
-                            campaign_id: None,
-                            attempt: 0,
-                        })
-                    })
-                    .collect::<Vec<_>>()
+                let message = ChannelMessage {
+                    notification_id: id.clone(),
+                    notification_type: kind.clone(),
+                    channel,
+                    content,
+                    params: params.clone(),
+                    recipients: Vec::new(),
+                    campaign_id: None,
+                    attempt: 0,
+                };
+                message.pack(&recipients, RECIPIENTS_PER_MESSAGE).into_iter().map(DomainEvent::ChannelMessage)
             })
             .collect();
         self.events.publish(&events).await?;

@@ -36,6 +36,12 @@ pub struct Profile {
     pub external_channels: Vec<ExternalChannel>,
 }
 
+/// The most a profile may hold ([`Profile::stored_bytes`]): every job that carries profiles
+/// or their contacts stays within AWS's limits (a DynamoDB item, a transaction of an
+/// import's writes, a channel message of many recipients).
+pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
+const _: () = assert!(MAX_PROFILE_BYTES * 2 < crate::limits::dynamodb::ITEM_BYTES);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
@@ -117,6 +123,28 @@ impl Changes {
 }
 
 impl Profile {
+    /// An upper bound of the profile's size as stored and carried: every name, value and
+    /// contact in UTF-8 bytes, with room for the JSON or DynamoDB framing around each.
+    pub fn stored_bytes(&self) -> usize {
+        const FIELD: usize = 16;
+        let attributes: usize = self
+            .attributes
+            .iter()
+            .map(|(name, values)| FIELD + name.len() + values.iter().map(|v| 4 + v.len()).sum::<usize>())
+            .sum();
+        let text = |v: &Option<String>| v.as_ref().map_or(0, |v| FIELD + v.len());
+        let tokens: usize = self.device_tokens.iter().map(|t| 2 * FIELD + t.token.len()).sum();
+        let channels: usize = self.external_channels.iter().map(|c| 3 * FIELD + c.platform.len() + c.url.len()).sum();
+        8 * FIELD
+            + self.user_id.len()
+            + attributes
+            + text(&self.email)
+            + text(&self.phone)
+            + text(&self.timezone)
+            + tokens
+            + channels
+    }
+
     pub fn new(user_id: impl Into<String>) -> Self {
         Self {
             user_id: user_id.into(),
@@ -226,6 +254,20 @@ impl ValidPatch {
     /// Applies the patch to `profile` and says what changed. Checks the limits that
     /// depend on the merged result (the attribute count) before touching anything.
     pub fn merge_into(&self, profile: &mut Profile) -> Result<Changes, ValidationErrors> {
+        let mut merged = profile.clone();
+        let changes = self.apply(&mut merged)?;
+        let bytes = merged.stored_bytes();
+        if bytes > MAX_PROFILE_BYTES {
+            return Err(ValidationErrors::single(
+                "profile",
+                format!("a profile holds at most {MAX_PROFILE_BYTES} bytes; this update would make {bytes}"),
+            ));
+        }
+        *profile = merged;
+        Ok(changes)
+    }
+
+    fn apply(&self, profile: &mut Profile) -> Result<Changes, ValidationErrors> {
         let patch = &self.0;
         let mut attributes = profile.attributes.clone();
         match &patch.attributes {
@@ -302,6 +344,40 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn with_attributes(count: usize, values: usize) -> ProfilePatch {
+        let attributes: serde_json::Map<_, _> = (0..count)
+            .map(|i| (format!("a{i}"), json!((0..values).map(|v| format!("{v:0>90}")).collect::<Vec<_>>())))
+            .collect();
+        serde_json::from_value(json!({ "attributes": attributes })).unwrap()
+    }
+
+    #[test]
+    fn an_update_that_would_outgrow_the_profile_size_is_refused_and_changes_nothing() {
+        let mut profile = Profile::new("u1");
+        with_attributes(100, 5).validate().unwrap().merge_into(&mut profile).unwrap();
+        let before = profile.clone();
+        let errors = with_attributes(200, 5).validate().unwrap().merge_into(&mut profile).unwrap_err();
+        assert_eq!(errors.0[0].field, "profile");
+        assert!(errors.0[0].message.contains(&MAX_PROFILE_BYTES.to_string()), "{}", errors.0[0].message);
+        assert_eq!(profile, before);
+    }
+
+    #[test]
+    fn a_profile_near_the_size_limit_is_kept() {
+        let mut profile = Profile::new("u1");
+        with_attributes(100, 6).validate().unwrap().merge_into(&mut profile).unwrap();
+        assert!(profile.stored_bytes() <= MAX_PROFILE_BYTES);
+        assert!(profile.stored_bytes() > MAX_PROFILE_BYTES * 3 / 4, "{}", profile.stored_bytes());
+    }
+
+    #[test]
+    fn the_stored_size_bounds_the_profile_json() {
+        let mut profile = Profile::new("u1");
+        with_attributes(20, 3).validate().unwrap().merge_into(&mut profile).unwrap();
+        profile.email = Some("ana@example.com".into());
+        assert!(profile.stored_bytes() >= serde_json::to_vec(&profile).unwrap().len());
+    }
 
     const APNS: &str = "0000000000000000000000000000000000000000000000000000000000000001";
 
