@@ -155,6 +155,26 @@ async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
 }
 
 #[tokio::test]
+async fn a_webhook_redirect_is_not_followed() {
+    // A 307 would replay the signed body to wherever the receiver points.
+    let sink = WebhookSink::start(vec![307]).await;
+    let stack = stack_trusting(&sink).await;
+    let api = Api::new(&stack);
+    let id = api.notify(&json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/moved", sink.url)}], "channels": ["webhook"],
+        "content": {"webhook": {"body": "x"}}}),
+    )
+    .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    let webhook = delivery(&answer, "webhook");
+    assert_eq!(webhook["status"], "error", "{answer}");
+    assert!(webhook["history"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().contains("307"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.received().len(), 1, "the redirect was followed");
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_status_history_of_each_delivery_is_kept() {
     let stack = start_stack().await;
     let api = Api::new(&stack);

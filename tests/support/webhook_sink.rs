@@ -57,12 +57,18 @@ impl WebhookSink {
 
 type SinkState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<std::vec::IntoIter<u16>>>);
 
+/// Answers with the next status; a redirect points at `/redirected` on this receiver, so
+/// a client that follows it shows up as a second POST.
 async fn record(
     State((received, statuses)): State<SinkState>,
     headers: HeaderMap,
     body: Bytes,
-) -> axum::http::StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     received.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned() });
-    let status = statuses.lock().unwrap().next().unwrap_or(200);
-    axum::http::StatusCode::from_u16(status).unwrap()
+    let status = axum::http::StatusCode::from_u16(statuses.lock().unwrap().next().unwrap_or(200)).unwrap();
+    if status.is_redirection() {
+        return (status, [(axum::http::header::LOCATION, "/redirected")]).into_response();
+    }
+    status.into_response()
 }

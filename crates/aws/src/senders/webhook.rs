@@ -30,7 +30,10 @@ impl WebhookSender {
     /// `extra_root_pem` adds a trusted certificate authority (local stacks and tests that
     /// run their own HTTPS receiver); production uses the system's roots only.
     pub fn new(secret: &str, extra_root_pem: Option<&str>) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder().timeout(TIMEOUT).https_only(true);
+        // No redirects: a 307 or 308 would replay the signed body to whatever host the
+        // receiver names; a redirect is the receiver's answer, recorded as such.
+        let mut builder =
+            reqwest::Client::builder().timeout(TIMEOUT).https_only(true).redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = extra_root_pem {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
         }
