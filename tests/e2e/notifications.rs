@@ -39,6 +39,8 @@ fn delivery<'a>(answer: &'a Value, channel: &str) -> &'a Value {
 async fn stack_trusting(sink: &WebhookSink) -> herald_local::LocalStack {
     start_stack_with(|o| {
         o.worker_environment.insert("WEBHOOK_ROOT_CA_PEM".into(), sink.ca_pem.clone());
+        // The receiver runs on loopback, which deployed workers refuse.
+        o.worker_environment.insert("WEBHOOK_PRIVATE_DESTINATIONS".into(), "allow".into());
     })
     .await
 }
@@ -150,6 +152,39 @@ async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
     assert!(webhook["history"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().contains("410"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sink.received().len(), 1);
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_to_loopback_private_and_metadata_addresses_are_refused() {
+    // A worker as deployed: public destinations only.
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let sink = WebhookSink::start(vec![]).await;
+    let port = sink.url.rsplit(':').next().unwrap().to_owned();
+    let urls = [
+        format!("https://127.0.0.1:{port}/hook"),
+        "https://169.254.169.254/latest/meta-data/".to_owned(),
+        "https://10.0.0.1/hook".to_owned(),
+        format!("https://[::1]:{port}/hook"),
+        // A name that resolves to loopback: refused on the address it resolves to.
+        format!("https://localhost:{port}/hook"),
+    ];
+    let recipients: Vec<Value> = urls.iter().map(|u| json!({"webhook_url": u})).collect();
+    let id = api
+        .notify(&json!({"type": "alert", "recipients": recipients, "channels": ["webhook"],
+            "content": {"webhook": {"body": "x"}}}))
+        .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    let deliveries = answer["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), urls.len(), "{answer}");
+    for d in deliveries {
+        assert_eq!(d["status"], "error", "{d}");
+        let reason = d["history"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap();
+        assert!(reason.contains("loopback, private, link-local, unique-local or metadata address"), "{reason}");
+    }
+    assert!(sink.received().is_empty(), "a refused destination was reached");
     sink.stop();
     stack.stop().await;
 }

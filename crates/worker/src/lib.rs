@@ -11,7 +11,7 @@ use std::{
 use herald_aws::{
     Clients, DynamoCampaignStore, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore,
     DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SqsChannelQueues,
-    senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender},
+    senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender, webhook::Destinations},
 };
 use herald_core::{
     backoff::Backoff,
@@ -49,6 +49,9 @@ pub struct WorkerConfig {
     pub rate_limit: Option<RateLimit>,
     /// An extra trusted CA for webhook receivers (local stacks and tests only).
     pub webhook_root_pem: Option<String>,
+    /// Public addresses only, unless `WEBHOOK_PRIVATE_DESTINATIONS=allow` (local stacks and
+    /// tests whose receivers run on loopback; the template never sets it).
+    pub webhook_destinations: Destinations,
     /// The public URL of the API; email carries tracking links to it when set.
     pub tracking_base_url: Option<String>,
     /// Another region of the same provider, used while the primary keeps failing.
@@ -111,6 +114,9 @@ impl WorkerConfig {
             signing_secret: env.required("SIGNING_SECRET")?,
             rate_limit: parse_rate_limit(&env.optional("RATE_LIMIT_PER_USER").unwrap_or_default())?,
             webhook_root_pem: env.optional("WEBHOOK_ROOT_CA_PEM"),
+            webhook_destinations: env
+                .parse("WEBHOOK_PRIVATE_DESTINATIONS", "allow", |v| (v == "allow").then_some(Destinations::Any))?
+                .unwrap_or(Destinations::Public),
             tracking_base_url: env.optional("TRACKING_BASE_URL"),
             secondary_region: env.optional("SECONDARY_PROVIDER_REGION"),
             profiles_table: env.optional("PROFILES_TABLE"),
@@ -341,6 +347,7 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
             herald_aws::senders::webhook::WebhookSender::new(
                 &config.signing_secret,
                 config.webhook_root_pem.as_deref(),
+                config.webhook_destinations,
             )
             .map_err(|e| ConfigError::invalid("WEBHOOK_ROOT_CA_PEM", format!("the webhook client refuses it: {e}")))?,
         ),

@@ -1,7 +1,17 @@
 //! Webhook delivery: an HTTPS POST of the rendered message, signed with HMAC-SHA256 so the
 //! receiver can tell it came from Herald and was not altered or replayed.
+//!
+//! Destinations are public addresses only: a webhook URL is the user's input, and a
+//! function inside the account must not become a way to reach loopback, private networks
+//! or the instance metadata service. The check is on the addresses the client actually
+//! connects to (the resolver hands it only public ones), so a name that resolves to a
+//! public address once and a private one later (DNS rebinding) is refused too.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use herald_core::{
@@ -17,6 +27,68 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct WebhookSender {
     http: reqwest::Client,
     secret: Vec<u8>,
+    destinations: Destinations,
+}
+
+/// Which addresses a webhook may be sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destinations {
+    /// Public addresses only: what a deployed worker uses.
+    Public,
+    /// Any address, loopback and private ones included: for a local stack or a test whose
+    /// receivers run on this machine.
+    Any,
+}
+
+/// Why a destination is refused; names the kind of address, never the URL or the address
+/// (a webhook URL may carry a secret).
+const REFUSED: &str =
+    "the webhook destination is a loopback, private, link-local, unique-local or metadata address: refused";
+
+/// Whether `ip` is an address a webhook must never reach: loopback, unspecified, private,
+/// shared (carrier-grade NAT), link-local (the instance metadata service at
+/// 169.254.169.254), unique-local (fd00:ec2::254), multicast, broadcast or documentation.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_forbidden(IpAddr::V4(v4)),
+            None => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local()
+                    || v6.is_multicast()
+            }
+        },
+    }
+}
+
+/// Resolves names to their public addresses only; a name with none is an error.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = resolved.into_iter().filter(|a| !is_forbidden(a.ip())).collect();
+            if public.is_empty() {
+                return Err(REFUSED.into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, the header receivers verify.
@@ -29,18 +101,41 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
 impl WebhookSender {
     /// `extra_root_pem` adds a trusted certificate authority (local stacks and tests that
     /// run their own HTTPS receiver); production uses the system's roots only.
-    pub fn new(secret: &str, extra_root_pem: Option<&str>) -> Result<Self, reqwest::Error> {
+    pub fn new(secret: &str, extra_root_pem: Option<&str>, destinations: Destinations) -> Result<Self, reqwest::Error> {
         // No redirects: a 307 or 308 would replay the signed body to whatever host the
-        // receiver names; a redirect is the receiver's answer, recorded as such.
-        let mut builder =
-            reqwest::Client::builder().timeout(TIMEOUT).https_only(true).redirect(reqwest::redirect::Policy::none());
+        // receiver names; a redirect is the receiver's answer, recorded as such. No proxy
+        // either: the address connected to is the one the resolver checked.
+        let mut builder = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if destinations == Destinations::Public {
+            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        }
         if let Some(pem) = extra_root_pem {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
         }
-        Ok(Self { http: builder.build()?, secret: secret.as_bytes().to_vec() })
+        Ok(Self { http: builder.build()?, secret: secret.as_bytes().to_vec(), destinations })
+    }
+
+    /// An address given as the URL's host is not resolved, so it is checked here.
+    fn check_literal(&self, url: &str) -> Result<(), SendError> {
+        if self.destinations == Destinations::Any {
+            return Ok(());
+        }
+        let url = reqwest::Url::parse(url).ok();
+        let host = url.as_ref().and_then(|u| u.host_str()).unwrap_or_default();
+        // IPv6 hosts come in brackets.
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        match literal {
+            Some(ip) if is_forbidden(ip) => Err(SendError::Permanent(REFUSED.into())),
+            _ => Ok(()),
+        }
     }
 
     async fn post(&self, url: &str, body: &str, delivery_id: &str) -> Result<(), SendError> {
+        self.check_literal(url)?;
         let signature = signature(&self.secret, chrono::Utc::now().timestamp(), body);
         let response = self
             .http
@@ -53,7 +148,13 @@ impl WebhookSender {
             .send()
             .await
             // reqwest's errors name the URL, which may hold a secret (Slack's do).
-            .map_err(|e| SendError::Retryable(format!("POST failed: {}", e.without_url())))?;
+            .map_err(|e| {
+                if is_refused(&e) {
+                    SendError::Permanent(REFUSED.into())
+                } else {
+                    SendError::Retryable(format!("POST failed: {}", e.without_url()))
+                }
+            })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -63,6 +164,18 @@ impl WebhookSender {
             Err(SendError::Permanent(format!("the receiver answered {status}")))
         }
     }
+}
+
+/// Whether the request failed because the resolver refused every address of its host.
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause.to_string() == REFUSED {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 #[async_trait]
@@ -86,5 +199,45 @@ impl Sender for WebhookSender {
             self.post(url, &body, message.delivery_id).await?;
         }
         Ok(message.delivery_id.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forbidden(ip: &str) -> bool {
+        is_forbidden(ip.parse().unwrap())
+    }
+
+    #[test]
+    fn loopback_private_link_local_and_metadata_addresses_are_forbidden() {
+        for ip in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(forbidden(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_allowed() {
+        for ip in ["93.184.216.34", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111"] {
+            assert!(!forbidden(ip), "{ip}");
+        }
     }
 }
