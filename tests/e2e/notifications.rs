@@ -190,6 +190,29 @@ async fn webhooks_to_loopback_private_and_metadata_addresses_are_refused() {
 }
 
 #[tokio::test]
+async fn each_webhook_url_settles_on_its_own_and_a_retry_posts_only_to_the_failed_one() {
+    let sink = WebhookSink::start_per_path(vec![("/flaky", vec![503, 503])]).await;
+    let stack = stack_trusting(&sink).await;
+    let api = Api::new(&stack);
+    let channels: Vec<Value> = ["/first", "/flaky", "/third"]
+        .iter()
+        .map(|path| json!({"platform": "slack", "url": format!("{}{path}", sink.url), "enabled": true}))
+        .collect();
+    let created = api.put("/v1/users/hooked", &json!({"external_channels": channels})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = api
+        .notify(&json!({"type": "alert", "recipients": [{"user_id": "hooked"}], "channels": ["webhook"],
+            "content": {"webhook": {"body": "x"}}}))
+        .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    assert_eq!(delivery(&answer, "webhook")["status"], "sent", "{answer}");
+    let posts = |path: &str| sink.received().iter().filter(|p| p.path == path).count();
+    assert_eq!((posts("/first"), posts("/flaky"), posts("/third")), (1, 3, 1));
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_webhook_redirect_is_not_followed() {
     // A 307 would replay the signed body to wherever the receiver points.
     let sink = WebhookSink::start(vec![307]).await;

@@ -2,15 +2,21 @@
 //! POST it gets. Webhook URLs must be https, so the test receiver is too.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
-use axum::{body::Bytes, extract::State, http::HeaderMap};
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Uri},
+};
 use axum_server::tls_rustls::RustlsConfig;
 
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub path: String,
     pub headers: HeaderMap,
     pub body: String,
 }
@@ -28,6 +34,12 @@ impl WebhookSink {
     /// Starts a receiver that answers each POST with the next status of `statuses`
     /// (then 200).
     pub async fn start(statuses: Vec<u16>) -> Self {
+        Self::start_per_path(vec![("", statuses)]).await
+    }
+
+    /// Starts a receiver that answers each POST to a path with the next status scripted
+    /// for that path (`""` for any other path), then 200.
+    pub async fn start_per_path(scripts: Vec<(&str, Vec<u16>)>) -> Self {
         // Both rustls providers are linked into the test binary: name the one to use.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -37,7 +49,8 @@ impl WebhookSink {
                 .await
                 .unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let state = (received.clone(), Arc::new(Mutex::new(statuses.into_iter())));
+        let scripts = scripts.into_iter().map(|(path, statuses)| (path.to_owned(), statuses.into_iter())).collect();
+        let state = (received.clone(), Arc::new(Mutex::new(scripts)));
         let app = axum::Router::new().fallback(record).with_state(state);
         let handle = axum_server::Handle::<SocketAddr>::new();
         let server = axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), config).handle(handle.clone());
@@ -55,18 +68,25 @@ impl WebhookSink {
     }
 }
 
-type SinkState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<std::vec::IntoIter<u16>>>);
+type SinkState = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<HashMap<String, std::vec::IntoIter<u16>>>>);
 
 /// Answers with the next status; a redirect points at `/redirected` on this receiver, so
 /// a client that follows it shows up as a second POST.
 async fn record(
-    State((received, statuses)): State<SinkState>,
+    State((received, scripts)): State<SinkState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    received.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned() });
-    let status = axum::http::StatusCode::from_u16(statuses.lock().unwrap().next().unwrap_or(200)).unwrap();
+    let path = uri.path().to_owned();
+    let next = {
+        let mut scripts = scripts.lock().unwrap();
+        let key = if scripts.contains_key(&path) { path.clone() } else { String::new() };
+        scripts.get_mut(&key).and_then(Iterator::next).unwrap_or(200)
+    };
+    received.lock().unwrap().push(Received { path, headers, body: String::from_utf8_lossy(&body).into_owned() });
+    let status = axum::http::StatusCode::from_u16(next).unwrap();
     if status.is_redirection() {
         return (status, [(axum::http::header::LOCATION, "/redirected")]).into_response();
     }

@@ -8,8 +8,9 @@
 //! public address once and a private one later (DNS rebinding) is refused too.
 
 use std::{
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -21,6 +22,9 @@ use herald_core::{
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Deliveries whose accepted URLs one sender remembers at most.
+const MAX_REMEMBERED: usize = 10_000;
+
 /// How long one POST may take before it counts as a temporary failure.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,6 +32,9 @@ pub struct WebhookSender {
     http: reqwest::Client,
     secret: Vec<u8>,
     destinations: Destinations,
+    /// The URLs that accepted each delivery still retrying. An entry lives until its
+    /// delivery settles, so it is bounded by the deliveries in flight.
+    accepted: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// Which addresses a webhook may be sent to.
@@ -116,7 +123,12 @@ impl WebhookSender {
         if let Some(pem) = extra_root_pem {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
         }
-        Ok(Self { http: builder.build()?, secret: secret.as_bytes().to_vec(), destinations })
+        Ok(Self {
+            http: builder.build()?,
+            secret: secret.as_bytes().to_vec(),
+            destinations,
+            accepted: Mutex::default(),
+        })
     }
 
     /// An address given as the URL's host is not resolved, so it is checked here.
@@ -195,10 +207,44 @@ impl Sender for WebhookSender {
             "delivery_id": message.delivery_id,
         })
         .to_string();
-        for url in urls {
-            self.post(url, &body, message.delivery_id).await?;
+        // Each URL settles on its own: the URLs that accepted are remembered, so the
+        // pipeline's retry of this delivery posts only to the ones still failing.
+        let accepted = self.accepted.lock().expect("not poisoned").get(message.delivery_id).cloned();
+        let mut accepted = accepted.unwrap_or_default();
+        let (mut retryable, mut permanent) = (None, None);
+        for (i, url) in urls.iter().enumerate() {
+            if accepted.contains(url) {
+                continue;
+            }
+            // The position, never the URL: a webhook URL may carry a secret.
+            match self.post(url, &body, message.delivery_id).await {
+                Ok(()) => {
+                    accepted.insert(url.clone());
+                }
+                Err(SendError::Retryable(reason)) => retryable = Some(format!("webhook {}: {reason}", i + 1)),
+                Err(SendError::Permanent(reason)) => permanent = Some(format!("webhook {}: {reason}", i + 1)),
+            }
         }
-        Ok(message.delivery_id.to_owned())
+        let mut remembered = self.accepted.lock().expect("not poisoned");
+        match (permanent, retryable) {
+            (Some(reason), _) => {
+                remembered.remove(message.delivery_id);
+                Err(SendError::Permanent(reason))
+            }
+            (None, Some(reason)) => {
+                // A delivery handed back to its queue may come back to another instance;
+                // receivers dedup on its Idempotency-Key then, and memory stays bounded.
+                if remembered.len() >= MAX_REMEMBERED {
+                    remembered.clear();
+                }
+                remembered.insert(message.delivery_id.to_owned(), accepted);
+                Err(SendError::Retryable(reason))
+            }
+            (None, None) => {
+                remembered.remove(message.delivery_id);
+                Ok(message.delivery_id.to_owned())
+            }
+        }
     }
 }
 
