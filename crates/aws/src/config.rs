@@ -48,11 +48,11 @@ impl Clients {
     }
 
     fn build(config: &SdkConfig, counter: Option<&RequestCounter>) -> Self {
-        // Providers throttle per message, not per client: the adaptive mode's client-side
-        // rate limiter would slow every later send to a crawl after a few random
-        // throttles. The standard mode backs off each call with jitter instead, and the
-        // channel queue's maximum concurrency paces the channel as a whole.
-        let standard = RetryConfig::standard();
+        // Provider calls make one attempt each: the delivery pipeline's retries (with
+        // backoff and full jitter, and failover) are the only layer, so a send is never
+        // repeated by the SDK behind the pipeline's back, and a throttled message waits
+        // out one backoff, not the SDK's three attempts inside each of the pipeline's.
+        let provider = RetryConfig::disabled();
         macro_rules! client {
             ($sdk:ident $(, $retry:expr)?) => {{
                 let mut builder = $sdk::config::Builder::from(config);
@@ -67,8 +67,8 @@ impl Clients {
             dynamodb: client!(aws_sdk_dynamodb),
             eventbridge: client!(aws_sdk_eventbridge),
             sqs: client!(aws_sdk_sqs),
-            sesv2: client!(aws_sdk_sesv2, standard.clone()),
-            sns: client!(aws_sdk_sns, standard),
+            sesv2: client!(aws_sdk_sesv2, provider.clone()),
+            sns: client!(aws_sdk_sns, provider),
             s3: {
                 // An endpoint on loopback has no per-bucket host names: address buckets by path.
                 let mut builder =
@@ -113,5 +113,19 @@ impl Clients {
         if let Err(e) = bus_result {
             tracing::warn!(error = %e, "warm-up of EventBridge failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn provider_clients_make_one_attempt_per_call() {
+        let clients = Clients::new(&local_sdk_config("http://127.0.0.1:9").await);
+        let attempts = |retry: Option<&RetryConfig>| retry.map(RetryConfig::max_attempts);
+        assert_eq!(attempts(clients.sesv2.config().retry_config()), Some(1));
+        assert_eq!(attempts(clients.sns.config().retry_config()), Some(1));
+        assert!(attempts(clients.dynamodb.config().retry_config()) > Some(1), "stores keep the SDK's retries");
     }
 }

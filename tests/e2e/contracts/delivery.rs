@@ -39,6 +39,7 @@ contract!(delivery_store: memory_deliveries, aws_deliveries;
     finish_records_the_outcome_of_a_claimed_delivery,
     finish_of_a_delivery_not_claimed_is_a_conflict,
     a_delivery_that_failed_can_be_claimed_again,
+    a_final_error_is_never_claimed_again,
     advance_moves_a_delivery_forward_only,
 );
 
@@ -316,7 +317,7 @@ async fn finish_records_the_outcome_of_a_claimed_delivery(store: &dyn DeliverySt
     store.create(std::slice::from_ref(&d)).await.unwrap();
     store.claim_all(&[claim(&d)], at(1)).await.unwrap();
 
-    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("ses"), Some("m-1")).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("ses"), Some("m-1"), false).await.unwrap();
 
     let read = store.get(&d.delivery_id).await.unwrap().unwrap();
     assert_eq!(read.status, DeliveryStatus::Sent);
@@ -329,8 +330,8 @@ async fn finish_of_a_delivery_not_claimed_is_a_conflict(store: &dyn DeliveryStor
     let d = delivery("n1", "u1");
     store.create(std::slice::from_ref(&d)).await.unwrap();
 
-    let created = store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("ses"), None).await;
-    let missing = store.finish("d_none", &change(DeliveryStatus::Sent, 2), Some("ses"), None).await;
+    let created = store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("ses"), None, false).await;
+    let missing = store.finish("d_none", &change(DeliveryStatus::Sent, 2), Some("ses"), None, false).await;
 
     assert!(matches!(created, Err(StoreError::Conflict)), "{created:?}");
     assert!(matches!(missing, Err(StoreError::Conflict)), "{missing:?}");
@@ -342,10 +343,10 @@ async fn a_delivery_that_failed_can_be_claimed_again(store: &dyn DeliveryStore) 
     let d = delivery("n1", "u1");
     store.create(std::slice::from_ref(&d)).await.unwrap();
     store.claim_all(&[claim(&d)], at(1)).await.unwrap();
-    store.finish(&d.delivery_id, &change(DeliveryStatus::Error, 2), Some("ses"), None).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Error, 2), Some("ses"), None, true).await.unwrap();
 
     assert_eq!(store.claim_all(&[claim(&d)], at(3)).await.unwrap(), [Claim::Claimed]);
-    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 4), Some("ses"), Some("m-2")).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 4), Some("ses"), Some("m-2"), false).await.unwrap();
 
     let read = store.get(&d.delivery_id).await.unwrap().unwrap();
     let statuses: Vec<DeliveryStatus> = read.history.iter().map(|c| c.status).collect();
@@ -354,13 +355,25 @@ async fn a_delivery_that_failed_can_be_claimed_again(store: &dyn DeliveryStore) 
     assert_eq!(read.provider_message_id.as_deref(), Some("m-2"));
 }
 
+async fn a_final_error_is_never_claimed_again(store: &dyn DeliveryStore) {
+    let d = delivery("n1", "u1");
+    store.create(std::slice::from_ref(&d)).await.unwrap();
+    store.claim_all(&[claim(&d)], at(1)).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Error, 2), Some("ses"), None, false).await.unwrap();
+
+    assert_eq!(store.claim_all(&[claim(&d)], at(3)).await.unwrap(), [Claim::AlreadySettled(DeliveryStatus::Error)]);
+    let read = store.get(&d.delivery_id).await.unwrap().unwrap();
+    assert_eq!(read.status, DeliveryStatus::Error);
+    assert_eq!(read.history.len(), 3, "the refused claim wrote nothing");
+}
+
 async fn advance_moves_a_delivery_forward_only(store: &dyn DeliveryStore) {
     let d = delivery("n1", "u1");
     store.create(std::slice::from_ref(&d)).await.unwrap();
     use DeliveryStatus::*;
     assert!(!store.advance(&d.delivery_id, &change(Opened, 1)).await.unwrap(), "not sent yet");
     store.claim_all(&[claim(&d)], at(1)).await.unwrap();
-    store.finish(&d.delivery_id, &change(Sent, 2), Some("ses"), Some("m-1")).await.unwrap();
+    store.finish(&d.delivery_id, &change(Sent, 2), Some("ses"), Some("m-1"), false).await.unwrap();
 
     assert!(store.advance(&d.delivery_id, &change(Opened, 3)).await.unwrap());
     assert!(!store.advance(&d.delivery_id, &change(Opened, 4)).await.unwrap(), "opened once");

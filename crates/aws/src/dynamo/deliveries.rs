@@ -41,6 +41,10 @@ fn change_list(change: &StatusChange) -> AttributeValue {
     AttributeValue::L(vec![serde_dynamo::to_attribute_value(change).expect("status changes serialize")])
 }
 
+/// Marks an `error` no later attempt may claim again: refused, interrupted, or possibly
+/// received by the provider.
+const FINAL_ERROR: &str = "final_error";
+
 impl DynamoDeliveryStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into(), rate_limits_table: None, backoff: Backoff::default() }
@@ -58,7 +62,8 @@ impl DynamoDeliveryStore {
             Some(settle) => (settle.clone(), None),
             None => (StatusChange { status: DeliveryStatus::Pending, at, reason: None }, Some(at)),
         };
-        let mut condition = "#s IN (:claimable0, :claimable1)".to_owned();
+        // An `error` is claimable unless it was recorded final (see `finish`).
+        let mut condition = format!("(#s IN (:claimable0, :claimable1) AND attribute_not_exists({FINAL_ERROR}))");
         let mut expression = "SET #s = :status".to_owned();
         if request.create.is_some() {
             // A new item gets what a `Delivery` is read with: its notification (the key of
@@ -331,8 +336,12 @@ impl DeliveryStore for DynamoDeliveryStore {
         change: &StatusChange,
         provider: Option<&str>,
         message_id: Option<&str>,
+        retryable: bool,
     ) -> Result<(), StoreError> {
         let mut extra = Vec::new();
+        if change.status == DeliveryStatus::Error && !retryable {
+            extra.push((FINAL_ERROR, AttributeValue::Bool(true)));
+        }
         if let Some(p) = provider {
             extra.push(("provider", AttributeValue::S(p.to_owned())));
         }

@@ -12,12 +12,16 @@ pub use sns_sms::SnsSmsSender;
 
 use herald_core::delivery::SendError;
 
-/// Throttling, server faults and transport failures may pass on a later try; the rest
-/// (invalid address, rejected content) never will.
+/// Throttling and server faults may pass on a later try; a request the provider refused
+/// (invalid address, rejected content) or that could not be built never will; a timeout,
+/// a broken connection or an unreadable answer may come after the provider took the
+/// message, so it is uncertain and never sent again (the SDK clients make one attempt per
+/// call: the pipeline's retries are the only layer).
 pub(crate) fn classify<E>(e: aws_sdk_sesv2::error::SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>) -> SendError
 where
     E: aws_sdk_sesv2::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
+    use aws_sdk_sesv2::error::SdkError;
     const THROTTLING: [&str; 6] = [
         "Throttling",
         "ThrottlingException",
@@ -30,11 +34,13 @@ where
     let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_owned();
     let message = crate::describe(&e);
     let retryable = match (&e, status) {
-        (aws_sdk_sesv2::error::SdkError::ServiceError(_), Some(status)) => {
+        (SdkError::ServiceError(_), Some(status)) => {
             status >= 500 || status == 429 || THROTTLING.contains(&code.as_str())
         }
-        (aws_sdk_sesv2::error::SdkError::ServiceError(_), None) => THROTTLING.contains(&code.as_str()),
-        _ => true,
+        (SdkError::ServiceError(_), None) => THROTTLING.contains(&code.as_str()),
+        (SdkError::ConstructionFailure(_), _) => false,
+        (SdkError::DispatchFailure(failure), _) if failure.is_user() => false,
+        _ => return SendError::Uncertain(message),
     };
     if retryable { SendError::Retryable(message) } else { SendError::Permanent(message) }
 }
@@ -43,4 +49,39 @@ where
 /// in another region, it tells which one sent.
 pub(crate) fn provider_name(service: &str, region: Option<&aws_sdk_sns::config::Region>) -> String {
     format!("{service}@{}", region.map(|r| r.as_ref()).unwrap_or("default"))
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sesv2::{
+        config::http::HttpResponse,
+        error::{ErrorMetadata, SdkError},
+        operation::send_email::SendEmailError,
+    };
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn refused(status: u16, code: &str) -> SdkError<SendEmailError, HttpResponse> {
+        let error = SendEmailError::generic(ErrorMetadata::builder().code(code).build());
+        SdkError::service_error(error, HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty()))
+    }
+
+    #[test]
+    fn throttling_and_server_faults_are_retried() {
+        assert!(matches!(classify(refused(400, "ThrottlingException")), SendError::Retryable(_)));
+        assert!(matches!(classify(refused(503, "ServiceUnavailable")), SendError::Retryable(_)));
+    }
+
+    #[test]
+    fn a_refused_request_is_permanent() {
+        assert!(matches!(classify(refused(400, "MessageRejected")), SendError::Permanent(_)));
+    }
+
+    #[test]
+    fn a_timeout_may_have_reached_the_provider_and_is_not_sent_again() {
+        let timed_out: SdkError<SendEmailError, HttpResponse> = SdkError::timeout_error("no answer in time");
+        assert!(matches!(classify(timed_out), SendError::Uncertain(_)));
+    }
 }

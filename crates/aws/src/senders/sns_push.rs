@@ -152,9 +152,15 @@ impl Sender for SnsPushSender {
         if !ids.is_empty() {
             return Ok(ids.join(","));
         }
-        let retryable = failures.iter().any(|f| matches!(f, SendError::Retryable(_)));
         let reasons = failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        Err(if retryable { SendError::Retryable(reasons) } else { SendError::Permanent(reasons) })
+        // A device that may have got it is not sent to again; else a retry may help.
+        Err(if failures.iter().any(|f| matches!(f, SendError::Uncertain(_))) {
+            SendError::Uncertain(reasons)
+        } else if failures.iter().any(|f| matches!(f, SendError::Retryable(_))) {
+            SendError::Retryable(reasons)
+        } else {
+            SendError::Permanent(reasons)
+        })
     }
 }
 

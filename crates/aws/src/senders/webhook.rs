@@ -222,7 +222,9 @@ impl Sender for WebhookSender {
                     accepted.insert(url.clone());
                 }
                 Err(SendError::Retryable(reason)) => retryable = Some(format!("webhook {}: {reason}", i + 1)),
+                // A receiver dedups a repeat on its Idempotency-Key: a webhook is retried.
                 Err(SendError::Permanent(reason)) => permanent = Some(format!("webhook {}: {reason}", i + 1)),
+                Err(SendError::Uncertain(reason)) => retryable = Some(format!("webhook {}: {reason}", i + 1)),
             }
         }
         let mut remembered = self.accepted.lock().expect("not poisoned");

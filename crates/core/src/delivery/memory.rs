@@ -27,6 +27,8 @@ type ClaimedDeliveries = HashMap<String, (Delivery, Option<DateTime<Utc>>)>;
 #[derive(Default)]
 pub struct MemoryDeliveries {
     pub items: Mutex<ClaimedDeliveries>,
+    /// Deliveries whose `error` is final: never claimed again.
+    pub final_errors: Mutex<std::collections::HashSet<String>>,
     /// Rate-limit windows → sends counted.
     pub rate_counters: Mutex<HashMap<String, u64>>,
 }
@@ -78,8 +80,9 @@ impl DeliveryStore for MemoryDeliveries {
             }
             let (delivery, claimed_at) =
                 items.get_mut(&request.delivery_id).ok_or_else(|| StoreError::Fatal("no such delivery".into()))?;
+            let is_final = self.final_errors.lock().unwrap().contains(&request.delivery_id);
             let claim = match delivery.status {
-                status if DeliveryStatus::CLAIMABLE.contains(&status) => {
+                status if DeliveryStatus::CLAIMABLE.contains(&status) && !is_final => {
                     // As the adapter: a request that settles counts against no window.
                     let counted = request.rate_limit.as_ref().filter(|_| request.settle.is_none());
                     let over = counted.and_then(|limit| {
@@ -119,6 +122,7 @@ impl DeliveryStore for MemoryDeliveries {
         change: &StatusChange,
         provider: Option<&str>,
         message_id: Option<&str>,
+        retryable: bool,
     ) -> Result<(), StoreError> {
         let mut items = self.items.lock().unwrap();
         // As the adapter: a delivery that is not there is not pending either.
@@ -128,6 +132,9 @@ impl DeliveryStore for MemoryDeliveries {
         }
         delivery.status = change.status;
         delivery.history.push(change.clone());
+        if change.status == DeliveryStatus::Error && !retryable {
+            self.final_errors.lock().unwrap().insert(delivery_id.to_owned());
+        }
         delivery.provider = provider.map(str::to_owned).or(delivery.provider.take());
         delivery.provider_message_id = message_id.map(str::to_owned).or(delivery.provider_message_id.take());
         Ok(())

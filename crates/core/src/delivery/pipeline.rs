@@ -304,6 +304,7 @@ impl Pipeline {
         })
     }
 
+    /// Records a final outcome: sent, or an error no later attempt will send again.
     async fn finish(
         &self,
         id: &str,
@@ -312,7 +313,7 @@ impl Pipeline {
         provider: Option<(&str, Option<&str>)>,
     ) -> Result<Outcome, StoreError> {
         let change = StatusChange { status, at: Utc::now(), reason };
-        self.deliveries.finish(id, &change, provider.map(|p| p.0), provider.and_then(|p| p.1)).await?;
+        self.deliveries.finish(id, &change, provider.map(|p| p.0), provider.and_then(|p| p.1), false).await?;
         Ok(Outcome::Done(status))
     }
 
@@ -376,11 +377,22 @@ impl Pipeline {
                 Err(SendError::Permanent(reason)) => {
                     return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
                 }
+                // Never sent again, nor to the secondary provider: the one retry layer
+                // resends only what surely did not leave.
+                Err(SendError::Uncertain(reason)) => {
+                    let reason = format!("the provider may have received it, not sent again: {reason}");
+                    return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
+                }
                 Err(SendError::Retryable(reason)) => {
                     if !self.send_retries.wait(retry).await {
                         // Recorded, then handed back to the worker, which queues the
                         // recipient again for a later attempt.
-                        self.finish(id, DeliveryStatus::Error, Some(reason.clone()), None).await?;
+                        let change = StatusChange {
+                            status: DeliveryStatus::Error,
+                            at: Utc::now(),
+                            reason: Some(reason.clone()),
+                        };
+                        self.deliveries.finish(id, &change, None, None, true).await?;
                         return Ok(Outcome::Retry(reason));
                     }
                     retry += 1;
@@ -548,6 +560,22 @@ mod tests {
         assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), Some(DeliveryStatus::Unsubscribed));
         assert_eq!(campaign_counts(outcomes.iter().map(|(_, o)| o)).skipped_opted_out, 1);
         assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_send_that_may_have_reached_the_provider_is_never_sent_again() {
+        let primary = ScriptedSender::named("ses").then(Err(SendError::Uncertain("timed out".into())));
+        let w = world(primary, None);
+        let job = job(&w, &["a"], "Hello");
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(w.secondary.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let delivery = w.deliveries.get(&job.recipients[0].delivery_id).await.unwrap().unwrap();
+        let reason = delivery.history.last().unwrap().reason.clone().unwrap_or_default();
+        assert!(reason.contains("not sent again"), "{reason}");
+        // A redelivered message finds the delivery settled and sends nothing.
+        assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::AlreadySettled(_)));
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -105,13 +105,17 @@ pub trait DeliveryStore: Send + Sync {
     /// reported as such and not touched. One answer per request, in order.
     async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError>;
     /// Records the outcome of a claimed delivery, with the provider that handled it and
-    /// the provider's message id when it accepted the message.
+    /// the provider's message id when it accepted the message. `retryable` marks an
+    /// `error` a later attempt may cure: only such an error may be claimed again; any
+    /// other (refused, interrupted, possibly received) is final, so a redelivered message
+    /// never sends it again.
     async fn finish(
         &self,
         delivery_id: &str,
         change: &StatusChange,
         provider: Option<&str>,
         message_id: Option<&str>,
+        retryable: bool,
     ) -> Result<(), StoreError>;
     /// Moves a delivery forward (opened, clicked, unsubscribed) if `change.status` may
     /// follow its status; false when it may not.
@@ -135,6 +139,10 @@ pub enum SendError {
     /// Invalid address, rejected content: sending again cannot help.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The request may have reached the provider (it timed out, or the connection broke,
+    /// after it was sent): sending again could deliver the message twice, so it is not.
+    #[error("the provider may have received it: {0}")]
+    Uncertain(String),
 }
 
 /// Told when a push service reports a device token as gone.
