@@ -50,11 +50,11 @@ impl Column {
 }
 
 /// The attribute an `attr.<name>` (or Pinpoint's `User.UserAttributes.<name>`) column fills.
-pub(super) fn attribute_column(name: &str) -> Option<&str> {
+fn attribute_column(name: &str) -> Option<&str> {
     ["attr.", "user.userattributes."].iter().find_map(|prefix| strip_prefix_ignore_case(name, prefix))
 }
 
-pub(super) fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
     let head = name.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix).then(|| &name[prefix.len()..])
 }
@@ -120,7 +120,7 @@ impl CsvMapping {
     /// A row's user id and patch. Cells are trimmed. An empty cell leaves its field as it is
     /// (absent from the patch): a sparse export means "unknown here", never "remove". The
     /// token cells of a row, when any is filled, replace the profile's tokens, as in the API.
-    pub(super) fn patch(&self, record: &csv::ByteRecord) -> Result<(String, ProfilePatch), String> {
+    fn patch(&self, record: &csv::ByteRecord) -> Result<(String, ProfilePatch), String> {
         let mut user_id = String::new();
         let mut patch = ProfilePatch::default();
         let mut attributes = BTreeMap::new();
@@ -226,7 +226,7 @@ impl<R: BufRead> CsvRows<R> {
     }
 }
 
-pub(super) fn csv_reader<R: BufRead>(reader: R) -> csv::Reader<Feed<R>> {
+fn csv_reader<R: BufRead>(reader: R) -> csv::Reader<Feed<R>> {
     csv::ReaderBuilder::new()
         // The header is read as a record: blank lines before it are skipped alike, and a
         // resumed reader (which starts after it) needs no special case.
@@ -249,7 +249,7 @@ pub(super) fn csv_reader<R: BufRead>(reader: R) -> csv::Reader<Feed<R>> {
 
 /// Reads the next record that is not blank. A line holding only whitespace (such as "\r")
 /// comes out as one blank field and is skipped like an empty line.
-pub(super) fn read_record<R: BufRead>(
+fn read_record<R: BufRead>(
     reader: &mut csv::Reader<Feed<R>>,
     record: &mut csv::ByteRecord,
     base: ResumeAt,
@@ -293,7 +293,7 @@ pub(super) fn read_record<R: BufRead>(
 
 /// The input as the CSV reader sees it: always ending with '\n' (see [`read_record`]), and
 /// cut off with an error when one record outgrows [`MAX_RECORD_BYTES`].
-pub(super) struct Feed<R> {
+struct Feed<R> {
     inner: R,
     /// Bytes of the real input handed to the CSV reader (never the added newline).
     delivered: u64,

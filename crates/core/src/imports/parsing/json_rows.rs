@@ -66,11 +66,7 @@ impl<R: BufRead> JsonRows<R> {
 
 /// Reads one line (through its '\n') into `line`, keeping at most `cap` bytes of it but
 /// consuming it all. Returns the bytes consumed and whether the line was cut.
-pub(super) fn read_line_capped<R: BufRead>(
-    reader: &mut R,
-    line: &mut Vec<u8>,
-    cap: usize,
-) -> io::Result<(usize, bool)> {
+fn read_line_capped<R: BufRead>(reader: &mut R, line: &mut Vec<u8>, cap: usize) -> io::Result<(usize, bool)> {
     line.clear();
     let (mut consumed, mut cut) = (0, false);
     loop {
@@ -99,7 +95,7 @@ pub(super) fn read_line_capped<R: BufRead>(
 }
 
 /// Serde's message, prefixed by the path to the faulty value when there is one.
-pub(super) fn describe_json(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+fn describe_json(e: serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
     if e.inner().is_syntax() || e.inner().is_eof() {
         format!("not a JSON object: {}", e.inner())
@@ -110,7 +106,7 @@ pub(super) fn describe_json(e: serde_path_to_error::Error<serde_json::Error>) ->
     }
 }
 
-pub(super) fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, String> {
+fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(describe_json)?;
     de.end().map_err(|e| e.to_string())?;
@@ -118,7 +114,7 @@ pub(super) fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Str
 }
 
 /// A line in Herald's own shape: `{"user_id": "...", ...the body of PUT /v1/users/{id}}`.
-pub(super) fn profile_patch(text: &str) -> Result<(String, ProfilePatch), String> {
+fn profile_patch(text: &str) -> Result<(String, ProfilePatch), String> {
     /// Second, cheap pass for the id: the patch accepts and ignores `user_id` (so that a
     /// profile read back from the API can be written as it is).
     #[derive(Deserialize)]
@@ -139,7 +135,7 @@ pub(super) fn profile_patch(text: &str) -> Result<(String, ProfilePatch), String
 /// The fields of an exported Pinpoint endpoint that Herald uses; the others are ignored.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(super) struct Endpoint {
+struct Endpoint {
     channel_type: Option<String>,
     address: Option<String>,
     opt_out: Option<String>,
@@ -150,13 +146,13 @@ pub(super) struct Endpoint {
 
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(super) struct EndpointUser {
+struct EndpointUser {
     user_id: Option<String>,
     user_attributes: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// Where an endpoint's address goes in a profile.
-pub(super) enum Channel {
+enum Channel {
     Email,
     Sms,
     Push(Platform),
@@ -165,7 +161,7 @@ pub(super) enum Channel {
 }
 
 impl Channel {
-    pub(super) fn parse(channel_type: &str) -> Result<Channel, String> {
+    fn parse(channel_type: &str) -> Result<Channel, String> {
         Ok(match channel_type.to_ascii_uppercase().as_str() {
             "EMAIL" => Channel::Email,
             "SMS" => Channel::Sms,
@@ -181,7 +177,7 @@ impl Channel {
 }
 
 /// One exported endpoint as a patch of its user's profile.
-pub(super) fn endpoint_patch(text: &str) -> Result<(String, ProfilePatch), String> {
+fn endpoint_patch(text: &str) -> Result<(String, ProfilePatch), String> {
     let endpoint: Endpoint = parse_json(text)?;
     let channel = Channel::parse(endpoint.channel_type.as_deref().ok_or("no ChannelType")?)?;
     let user = endpoint.user.unwrap_or_default();
