@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     campaigns::{
-        Campaign, CampaignRequest, CampaignState, CampaignStore, DispatchPage, DispatchQueue, check_campaign_id,
-        new_campaign_id,
+        Campaign, CampaignCounters, CampaignRequest, CampaignState, CampaignStore, DispatchPage, DispatchQueue,
+        check_campaign_id, new_campaign_id,
     },
     delivery::TemplateStore,
     segments::{MEMBER_SHARDS, SegmentStore, check_segment_id},
@@ -140,15 +140,20 @@ impl CampaignService {
             tracing::info!(campaign_id = %campaign.campaign_id, state = ?campaign.state, "campaign created");
             campaign
         } else {
-            // A repeat: the same request gets the stored campaign (and its pages are sent
-            // again, which records nothing twice); another request is refused.
+            // A repeat: the same request gets the stored campaign (its first pages are sent
+            // again only if none has been recorded yet, see below); another request is
+            // refused.
             let existing = self.campaigns.get(&campaign.campaign_id).await?;
             match existing.filter(|existing| same_request(existing, &request)) {
                 Some(existing) => existing,
                 None => return Err(CampaignError::Exists(campaign.campaign_id)),
             }
         };
-        if !matches!(campaign.state, CampaignState::Cancelled | CampaignState::Done) {
+        // Once a page is recorded the fan-out is under way: a repeat must not start it
+        // again. Before that, the first request may have stopped before sending its
+        // pages, so they are sent (a page delivered twice records nothing twice).
+        let under_way = campaign.shards_done > 0 || campaign.counters != CampaignCounters::default();
+        if !under_way && !matches!(campaign.state, CampaignState::Cancelled | CampaignState::Done) {
             let pages: Vec<DispatchPage> =
                 (0..MEMBER_SHARDS).map(|shard| DispatchPage::first(campaign.campaign_id.clone(), shard)).collect();
             self.dispatch.dispatch(&pages, dispatch_delay(campaign.send_at, now)).await?;
@@ -326,6 +331,16 @@ mod tests {
         let error = f.service.create(request(other), Utc::now()).await.unwrap_err();
         assert!(matches!(&error, CampaignError::Exists(id) if id == "c_spring"), "{error:?}");
         assert_eq!(f.queues.pages.lock().unwrap().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_request_never_starts_a_fan_out_under_way_again() {
+        let f = fixture().await;
+        f.service.create(request(spring()), Utc::now()).await.unwrap();
+        let counts = CampaignCounters { targeted: 3, queued: 3, ..Default::default() };
+        f.campaigns.record_page("c_spring", 0, None, Some("u3"), &counts).await.unwrap();
+        f.service.create(request(spring()), Utc::now()).await.unwrap();
+        assert_eq!(f.queues.pages.lock().unwrap().len(), 16, "the first pages were sent again");
     }
 
     #[tokio::test]
