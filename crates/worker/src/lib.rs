@@ -144,6 +144,20 @@ impl WorkerConfig {
 /// back to SQS instead, which redelivers it and, after maxReceiveCount, parks it in the
 /// dead-letter queue.
 pub const MAX_ATTEMPTS: u32 = 5;
+
+/// What a deadline-aware invocation keeps for recording outcomes and counts after its
+/// last send starts.
+const RECORDING_MARGIN: Duration = Duration::from_secs(2);
+
+/// What of one message an invocation takes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Share {
+    Whole,
+    /// The first n recipients; the rest are handed on in a new message.
+    First(usize),
+    /// Nothing: the message goes back to the queue unclaimed.
+    None,
+}
 /// How long a campaign's state is trusted: a cancel takes effect within this time.
 pub const CAMPAIGN_STATE_TTL: Duration = Duration::from_secs(5);
 
@@ -251,6 +265,48 @@ impl WorkerHandler {
     }
 
     /// True when the message is done with: every recipient settled, or queued again.
+    /// What of each message this invocation takes on: with a deadline and a paced
+    /// channel, only the recipients whose sends can start before it (less the time to
+    /// record them), in batch order; the rest are handed on unclaimed.
+    fn shares(&self, jobs: &[Option<ChannelMessage>], deadline: Option<std::time::Instant>) -> Vec<Share> {
+        let capacity = match (deadline, &self.pipeline.pacing) {
+            (Some(deadline), Some(pacer)) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                Some(pacer.sends_within(left.saturating_sub(RECORDING_MARGIN)))
+            }
+            _ => None,
+        };
+        let Some(mut capacity) = capacity else { return vec![Share::Whole; jobs.len()] };
+        jobs.iter()
+            .map(|job| {
+                let wanted = job.as_ref().map_or(0, |j| j.recipients.len());
+                if wanted <= capacity {
+                    capacity -= wanted;
+                    Share::Whole
+                } else if capacity == 0 {
+                    Share::None
+                } else {
+                    let first = std::mem::take(&mut capacity);
+                    Share::First(first)
+                }
+            })
+            .collect()
+    }
+
+    /// Queues the recipients of `job` after the first `n` as a message of their own, before
+    /// any is claimed, and answers the message of the first `n`; None if the queue failed
+    /// (the whole message then comes back).
+    async fn hand_on(&self, message_id: &str, job: &ChannelMessage, n: usize) -> Option<ChannelMessage> {
+        let (first, rest) = job.recipients.split_at(n);
+        let later = ChannelMessage { recipients: rest.to_vec(), ..job.clone() };
+        if let Err(e) = self.queues.enqueue(std::slice::from_ref(&later), Duration::ZERO).await {
+            tracing::error!(message_id, error = %e, "the recipients past the deadline were not handed on");
+            return None;
+        }
+        tracing::info!(message_id, taken = n, handed_on = rest.len(), "recipients past the deadline handed on");
+        Some(ChannelMessage { recipients: first.to_vec(), ..job.clone() })
+    }
+
     async fn handle_job(&self, message_id: &str, job: &ChannelMessage, check: CampaignCheck) -> bool {
         match check {
             CampaignCheck::Unknown => return false,
@@ -367,7 +423,7 @@ pub fn parse_job(body: &str) -> Result<ChannelMessage, serde_json::Error> {
 /// attempts, or if its campaign could not be read.
 #[async_trait::async_trait]
 impl SqsHandler for WorkerHandler {
-    async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+    async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
         let jobs: Vec<Option<ChannelMessage>> = messages
             .iter()
             .map(|message| {
@@ -393,11 +449,23 @@ impl SqsHandler for WorkerHandler {
         .await
         .into_iter()
         .collect();
-        let done = futures_util::future::join_all(messages.iter().zip(&jobs).map(async |(message, job)| {
-            let Some(job) = job else { return false };
-            let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
-            self.handle_job(sqs::message_id(message), job, check).await
-        }))
+        let shares = self.shares(&jobs, invocation.deadline);
+        let done = futures_util::future::join_all(messages.iter().zip(&jobs).zip(shares).map(
+            async |((message, job), share)| {
+                let Some(job) = job else { return false };
+                let job = match share {
+                    Share::Whole => job.clone(),
+                    // Back to the queue unclaimed: this invocation would not finish it.
+                    Share::None => return false,
+                    Share::First(n) => match self.hand_on(sqs::message_id(message), job, n).await {
+                        Some(first) => first,
+                        None => return false,
+                    },
+                };
+                let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
+                self.handle_job(sqs::message_id(message), &job, check).await
+            },
+        ))
         .await;
         Retry::from_handled(done)
     }
@@ -571,6 +639,35 @@ mod tests {
 
     async fn counters(w: &World, campaign_id: &str) -> CampaignCounters {
         w.campaigns.inner.get(campaign_id).await.unwrap().unwrap().counters
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_worker_claims_only_what_it_can_send_before_its_deadline() {
+        let mut w = world();
+        // 2.8 sends a second and 10 s to go, 2 s of it kept for recording: 22 sends.
+        w.worker.pipeline.pacing = herald_core::delivery::pacing::Pacer::new(2.8);
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let users: Vec<String> = (0..40).map(|i| format!("{i:04}")).collect();
+        let jobs: Vec<ChannelMessage> = users
+            .chunks(10)
+            .map(|chunk| campaign_job("c1", &chunk.iter().map(String::as_str).collect::<Vec<_>>()))
+            .collect();
+        let records = event(&jobs.iter().collect::<Vec<_>>()).records;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+
+        let retry = w.worker.handle_batch(&records, Invocation { deadline: Some(deadline) }).await;
+
+        assert_eq!(w.sender.sent.lock().unwrap().len(), 22);
+        // The third message's last 8 recipients are handed on, unclaimed, in a message of
+        // their own; the fourth message goes back to the queue whole.
+        let handed_on = w.queues.jobs.lock().unwrap().clone();
+        assert_eq!(handed_on.len(), 1);
+        assert_eq!(handed_on[0].recipients, jobs[2].recipients[2..]);
+        assert_eq!(handed_on[0].attempt, 0);
+        assert_eq!(retry.positions().collect::<Vec<_>>(), [3]);
+        for r in handed_on[0].recipients.iter().chain(&jobs[3].recipients) {
+            assert_eq!(w.deliveries.status(&r.delivery_id), None, "claimed past the deadline");
+        }
     }
 
     #[tokio::test]

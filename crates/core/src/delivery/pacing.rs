@@ -20,6 +20,14 @@ impl Pacer {
             .then(|| Self { interval: Duration::from_secs_f64(1.0 / per_second), next: Mutex::new(None) })
     }
 
+    /// How many more sends this pacer lets start within `budget` from now: what a
+    /// deadline-aware worker claims, so that it never starts what it cannot finish.
+    pub fn sends_within(&self, budget: Duration) -> usize {
+        let next = *self.next.lock().expect("pacer lock");
+        let backlog = next.map_or(Duration::ZERO, |n| n.saturating_duration_since(Instant::now()));
+        (budget.saturating_sub(backlog).as_secs_f64() / self.interval.as_secs_f64()).floor() as usize
+    }
+
     /// Waits for this send's slot.
     pub async fn ready(&self) {
         let at = {
@@ -36,6 +44,23 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sends_within_a_budget_follow_the_rate() {
+        let pacer = Pacer::new(2.8).unwrap();
+        assert_eq!(pacer.sends_within(Duration::from_secs(8)), 22);
+        assert_eq!(pacer.sends_within(Duration::ZERO), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_already_taken_leave_fewer_sends_within_a_budget() {
+        let pacer = Pacer::new(1.0).unwrap();
+        for _ in 0..3 {
+            pacer.ready().await;
+        }
+        // The next free slot is a second away.
+        assert_eq!(pacer.sends_within(Duration::from_secs(5)), 4);
+    }
 
     #[test]
     fn a_rate_that_is_not_positive_paces_nothing() {
