@@ -1,0 +1,398 @@
+//! The worker's handler over in-memory stores and scripted providers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald_core::{
+    campaigns::{
+        Campaign,
+        memory::{MemoryCampaigns, MemoryQueues},
+    },
+    delivery::{
+        DeliveryStatus, DeliveryStore, Outgoing, SendError, delivery_id,
+        memory::{MemoryDeliveries, MemoryPreferences, MemorySuppressions, MemoryTemplates},
+        rendering::ChannelContent,
+    },
+    notifications::{ChannelRecipient, ContentRef, Target},
+    store::StoreError,
+};
+use herald_edge::sqs::{SqsBatchResponse, SqsEvent};
+
+use super::*;
+
+/// A provider that fails the recipients of `failing` (retryably) and sends the rest.
+#[derive(Default)]
+struct FlakySender {
+    failing: Mutex<BTreeSet<String>>,
+    sent: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Sender for FlakySender {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
+        if self.failing.lock().unwrap().contains(message.delivery_id) {
+            return Err(SendError::Retryable("throttled".into()));
+        }
+        self.sent.lock().unwrap().push(message.delivery_id.to_owned());
+        Ok(format!("m-{}", message.delivery_id))
+    }
+}
+
+/// Campaigns that count their reads, or fail every read.
+#[derive(Default)]
+struct CountedCampaigns {
+    inner: MemoryCampaigns,
+    reads: AtomicUsize,
+    adds: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl CampaignStore for CountedCampaigns {
+    async fn create(&self, campaign: &Campaign) -> Result<bool, StoreError> {
+        self.inner.create(campaign).await
+    }
+    async fn get(&self, campaign_id: &str) -> Result<Option<Campaign>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(campaign_id).await
+    }
+    async fn set_state(&self, id: &str, state: CampaignState, from: &[CampaignState]) -> Result<bool, StoreError> {
+        self.inner.set_state(id, state, from).await
+    }
+    async fn record_page(
+        &self,
+        campaign_id: &str,
+        shard: u32,
+        cursor: Option<&str>,
+        next: Option<&str>,
+        counts: &CampaignCounters,
+    ) -> Result<Option<u32>, StoreError> {
+        self.inner.record_page(campaign_id, shard, cursor, next, counts).await
+    }
+    async fn add_counts(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<(), StoreError> {
+        self.adds.fetch_add(1, Ordering::SeqCst);
+        self.inner.add_counts(campaign_id, counts).await
+    }
+}
+
+struct BrokenQueues;
+
+#[async_trait::async_trait]
+impl ChannelQueues for BrokenQueues {
+    async fn enqueue(&self, _: &[ChannelMessage], _: Duration) -> Result<(), StoreError> {
+        Err(StoreError::Transient("sqs is down".into()))
+    }
+}
+
+struct World {
+    deliveries: Arc<MemoryDeliveries>,
+    sender: Arc<FlakySender>,
+    queues: Arc<MemoryQueues>,
+    campaigns: Arc<CountedCampaigns>,
+    worker: WorkerHandler,
+}
+
+fn world_with(queues: Arc<dyn ChannelQueues>) -> World {
+    let deliveries = Arc::new(MemoryDeliveries::default());
+    let sender = Arc::new(FlakySender::default());
+    let memory_queues = Arc::new(MemoryQueues::default());
+    let campaigns = Arc::new(CountedCampaigns::default());
+    let mut pipeline = Pipeline::new(
+        Channel::Sms,
+        deliveries.clone(),
+        Arc::new(MemoryPreferences::default()),
+        Arc::new(MemorySuppressions::default()),
+        Arc::new(MemoryTemplates::default()),
+        Providers { primary: sender.clone(), secondary: None },
+        None,
+    );
+    pipeline.send_retries = Backoff::new(Duration::ZERO, Duration::ZERO, 2);
+    let worker = WorkerHandler::new(pipeline, queues, campaigns.clone());
+    World { deliveries, sender, queues: memory_queues, campaigns, worker }
+}
+
+fn world() -> World {
+    let mut w = world_with(Arc::new(BrokenQueues));
+    let queues = w.queues.clone();
+    w.worker.queues = queues;
+    w
+}
+
+fn campaign(id: &str, state: CampaignState) -> Campaign {
+    Campaign { state, ..Campaign::new(id, "spring", "s1", "t1", 1, vec![Channel::Sms], chrono::Utc::now()) }
+}
+
+/// A campaign's job for `users` (by phone number), as the dispatcher makes them.
+fn campaign_job(campaign_id: &str, users: &[&str]) -> ChannelMessage {
+    ChannelMessage {
+        notification_id: campaign_id.into(),
+        notification_type: "spring".into(),
+        channel: Channel::Sms,
+        content: ContentRef::Inline(ChannelContent { subject: None, body: "sale".into(), html: None }),
+        params: Default::default(),
+        recipients: users
+            .iter()
+            .map(|u| ChannelRecipient {
+                delivery_id: delivery_id(campaign_id, u, Channel::Sms),
+                user_id: Some((*u).to_owned()),
+                target: Target::Phone(format!("+1415555{u}")),
+            })
+            .collect(),
+        campaign_id: Some(campaign_id.into()),
+        attempt: 0,
+    }
+}
+
+fn event(jobs: &[&ChannelMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("m{i}"));
+            message.body = Some(serde_json::to_string(job).unwrap());
+            message
+        })
+        .collect();
+    event
+}
+
+fn failed(response: &SqsBatchResponse) -> Vec<String> {
+    response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+async fn counters(w: &World, campaign_id: &str) -> CampaignCounters {
+    w.campaigns.inner.get(campaign_id).await.unwrap().unwrap().counters
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_worker_claims_only_what_it_can_send_before_its_deadline() {
+    let mut w = world();
+    // 2.8 sends a second and 10 s to go, 2 s of it kept for recording: 22 sends.
+    w.worker.pipeline.pacing = herald_core::delivery::pacing::Pacer::new(2.8);
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let users: Vec<String> = (0..40).map(|i| format!("{i:04}")).collect();
+    let jobs: Vec<ChannelMessage> = users
+        .chunks(10)
+        .map(|chunk| campaign_job("c1", &chunk.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let records = event(&jobs.iter().collect::<Vec<_>>()).records;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+
+    let retry = w.worker.handle_batch(&records, Invocation { deadline: Some(deadline) }).await;
+
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 22);
+    // The third message's last 8 recipients are handed on, unclaimed, in a message of
+    // their own; the fourth message goes back to the queue whole.
+    let handed_on = w.queues.jobs.lock().unwrap().clone();
+    assert_eq!(handed_on.len(), 1);
+    assert_eq!(handed_on[0].recipients, jobs[2].recipients[2..]);
+    assert_eq!(handed_on[0].attempt, 0);
+    assert_eq!(retry.positions().collect::<Vec<_>>(), [3]);
+    for r in handed_on[0].recipients.iter().chain(&jobs[3].recipients) {
+        assert_eq!(w.deliveries.status(&r.delivery_id), None, "claimed past the deadline");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_recipient_is_queued_again_alone_and_the_message_acknowledged() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002", "0003"]);
+    let failing = job.recipients[1].delivery_id.clone();
+    w.sender.failing.lock().unwrap().insert(failing.clone());
+    let response = w.worker.handle(event(&[&job])).await;
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 2);
+    let queued = w.queues.jobs.lock().unwrap().clone();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].recipients, [job.recipients[1].clone()]);
+    assert_eq!((queued[0].attempt, queued[0].campaign_id.as_deref()), (1, Some("c1")));
+    assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 2, ..Default::default() });
+
+    // The retry sends the failed recipient only, and counts it once it settles.
+    w.sender.failing.lock().unwrap().clear();
+    let response = w.worker.handle(event(&[&queued[0]])).await;
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().iter().filter(|id| **id == failing).count(), 1);
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 3);
+    assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 3, ..Default::default() });
+    assert_eq!(w.deliveries.status(&failing), Some(DeliveryStatus::Sent));
+}
+
+#[tokio::test]
+async fn recipients_of_notifications_are_queued_again_too() {
+    let w = world();
+    let mut job = campaign_job("n1", &["0001"]);
+    job.campaign_id = None;
+    let d = herald_core::notifications::Delivery::new(
+        "n1",
+        "0001",
+        Channel::Sms,
+        DeliveryStatus::Created,
+        None,
+        chrono::Utc::now(),
+    );
+    w.deliveries.create(&[d]).await.unwrap();
+    w.sender.failing.lock().unwrap().insert(job.recipients[0].delivery_id.clone());
+    assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+    assert_eq!(w.queues.jobs.lock().unwrap()[0].attempt, 1);
+    assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_job_out_of_attempts_is_handed_back_to_sqs() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let mut job = campaign_job("c1", &["0001", "0002"]);
+    job.attempt = MAX_ATTEMPTS;
+    w.sender.failing.lock().unwrap().insert(job.recipients[0].delivery_id.clone());
+    assert_eq!(failed(&w.worker.handle(event(&[&job])).await), ["m0"]);
+    assert!(w.queues.jobs.lock().unwrap().is_empty());
+    assert_eq!(counters(&w, "c1").await.sent, 1);
+}
+
+#[tokio::test]
+async fn a_retry_that_cannot_be_queued_fails_the_message_and_its_redelivery_resends_nothing_settled() {
+    let w = world_with(Arc::new(BrokenQueues));
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002"]);
+    w.sender.failing.lock().unwrap().insert(job.recipients[0].delivery_id.clone());
+    assert_eq!(failed(&w.worker.handle(event(&[&job])).await), ["m0"]);
+    w.sender.failing.lock().unwrap().clear();
+    assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+    let sent = w.sender.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 2, ..Default::default() });
+}
+
+#[tokio::test]
+async fn a_redelivered_campaign_message_sends_and_counts_nothing_twice() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002", "0003"]);
+    assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+    assert!(failed(&w.worker.handle(event(&[&job, &job])).await).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 3);
+    assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 3, ..Default::default() });
+    // One add per message that settled something: the redeliveries added nothing.
+    assert_eq!(w.campaigns.adds.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_cancelled_campaign_sends_nothing_and_counts_its_recipients_skipped() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Cancelled)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002", "0003"]);
+    assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+    assert!(w.sender.sent.lock().unwrap().is_empty());
+    assert!(w.deliveries.items.lock().unwrap().is_empty(), "nothing is settled");
+    assert_eq!(counters(&w, "c1").await, CampaignCounters { skipped_cancelled: 3, ..Default::default() });
+    assert_eq!(w.campaigns.adds.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_campaign_is_read_once_per_batch_and_cached_for_a_few_seconds() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let jobs: Vec<ChannelMessage> = (0..10).map(|i| campaign_job("c1", &[&format!("{i:04}")])).collect();
+    let refs: Vec<&ChannelMessage> = jobs.iter().collect();
+    assert!(failed(&w.worker.handle(event(&refs)).await).is_empty());
+    assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 1);
+    let more = campaign_job("c1", &["0100"]);
+    assert!(failed(&w.worker.handle(event(&[&more])).await).is_empty());
+    assert_eq!(w.campaigns.reads.load(Ordering::SeqCst), 1);
+    assert_eq!(counters(&w, "c1").await.sent, 11);
+}
+
+#[tokio::test]
+async fn a_campaign_cancelled_meanwhile_stops_once_its_cached_state_expires() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    assert!(failed(&w.worker.handle(event(&[&campaign_job("c1", &["0001"])])).await).is_empty());
+    w.campaigns.set_state("c1", CampaignState::Cancelled, &[CampaignState::Sending]).await.unwrap();
+    // Read a while ago: the cached state has expired.
+    for (read_at, _) in w.worker.campaign_states.lock().unwrap().values_mut() {
+        *read_at -= CAMPAIGN_STATE_TTL;
+    }
+    assert!(failed(&w.worker.handle(event(&[&campaign_job("c1", &["0002"])])).await).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 1);
+    assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 1, skipped_cancelled: 1, ..Default::default() });
+}
+
+#[test]
+fn the_worker_needs_its_queue_and_the_jobs_table() {
+    let base = [
+        ("CHANNEL", "sms"),
+        ("QUEUE_URL", "https://sqs.example/123/sms"),
+        ("JOBS_TABLE", "jobs"),
+        ("DELIVERIES_TABLE", "d"),
+        ("PREFERENCES_TABLE", "p"),
+        ("SUPPRESSIONS_TABLE", "s"),
+        ("RATE_LIMITS_TABLE", "r"),
+        ("TEMPLATES_TABLE", "t"),
+        ("SIGNING_SECRET", "k"),
+    ];
+    let config = |without: &str| {
+        WorkerConfig::from_lookup(|name| {
+            base.iter().find(|(n, _)| *n == name && *n != without).map(|(_, v)| (*v).to_owned())
+        })
+    };
+    let all = config("").unwrap();
+    assert_eq!((all.queue_url.as_str(), all.jobs_table.as_str()), ("https://sqs.example/123/sms", "jobs"));
+    for name in ["QUEUE_URL", "JOBS_TABLE"] {
+        assert!(config(name).unwrap_err().to_string().contains(name), "{name}");
+    }
+}
+
+#[test]
+fn an_invocation_sends_its_share_of_the_channels_quota() {
+    let base = [
+        ("CHANNEL", "email"),
+        ("QUEUE_URL", "https://sqs.example/123/email"),
+        ("JOBS_TABLE", "jobs"),
+        ("DELIVERIES_TABLE", "d"),
+        ("PREFERENCES_TABLE", "p"),
+        ("SUPPRESSIONS_TABLE", "s"),
+        ("RATE_LIMITS_TABLE", "r"),
+        ("TEMPLATES_TABLE", "t"),
+        ("SIGNING_SECRET", "k"),
+    ];
+    let config = |extra: &[(&'static str, &'static str)]| {
+        let all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        WorkerConfig::from_lookup(move |name| all.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+    };
+    assert_eq!(config(&[]).unwrap().sends_per_second_per_invocation(), None);
+    let paced = config(&[("SENDS_PER_SECOND", "14"), ("MAX_CONCURRENCY", "5")]).unwrap();
+    assert_eq!(paced.sends_per_second_per_invocation(), Some(2.8));
+    assert_eq!(config(&[("SENDS_PER_SECOND", "20")]).unwrap().sends_per_second_per_invocation(), Some(20.0));
+    assert!(config(&[("SENDS_PER_SECOND", "0")]).is_err());
+    assert!(config(&[("SENDS_PER_SECOND", "fast")]).is_err());
+    assert!(config(&[("MAX_CONCURRENCY", "0")]).is_err());
+}
+
+#[test]
+fn rate_limits_parse_from_n_per_seconds() {
+    assert_eq!(parse_rate_limit("20/3600").unwrap(), Some(RateLimit { limit: 20, window: 3600 }));
+    assert_eq!(parse_rate_limit("off").unwrap(), None);
+    assert!(parse_rate_limit("20 per hour").is_err());
+}
+
+#[test]
+fn jobs_are_read_from_the_eventbridge_envelope_or_bare() {
+    let job = serde_json::json!({"notification_id": "n", "notification_type": "t", "channel": "sms",
+        "content": {"inline": {"body": "x"}}, "recipients": []});
+    let envelope = serde_json::json!({"detail-type": "notification.sms", "source": "herald", "detail": job});
+    assert_eq!(parse_job(&envelope.to_string()).unwrap(), parse_job(&job.to_string()).unwrap());
+    assert!(parse_job("{\"nope\": 1}").is_err());
+}
+
+#[test]
+fn webhook_signatures_are_hmac_sha256_of_timestamp_and_body() {
+    // Known answer, computed independently: printf '1700000000.{}' | openssl dgst -sha256 -hmac secret
+    let sig = herald_aws::senders::webhook::signature(b"secret", 1_700_000_000, "{}");
+    assert_eq!(sig, "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163");
+}
