@@ -6,33 +6,22 @@ use aws_sdk_eventbridge::{Client, types::PutEventsRequestEntry};
 use herald_core::{
     backoff::Backoff,
     events::{DomainEvent, EventPublisher, PublishError, SOURCE},
-    limits::eventbridge::{PUT_EVENTS_BYTES, PUT_EVENTS_ENTRIES, entry_bytes},
+    limits::{
+        self,
+        eventbridge::{PUT_EVENTS_BYTES, PUT_EVENTS_ENTRIES, entry_bytes},
+    },
 };
 
 /// Entries (by their sizes, as EventBridge counts them) packed into requests of at most
 /// `PUT_EVENTS_ENTRIES` and `PUT_EVENTS_BYTES`, in order. An entry over the limit on its
 /// own is refused: EventBridge would refuse the whole request.
 pub fn pack(sizes: &[usize]) -> Result<Vec<std::ops::Range<usize>>, PublishError> {
-    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut bytes = 0;
-    for (i, &size) in sizes.iter().enumerate() {
-        if size > PUT_EVENTS_BYTES {
-            return Err(PublishError(format!(
-                "an event of {size} bytes is over the {PUT_EVENTS_BYTES} bytes PutEvents takes"
-            )));
-        }
-        match batches.last_mut() {
-            Some(batch) if batch.len() < PUT_EVENTS_ENTRIES && bytes + size <= PUT_EVENTS_BYTES => {
-                batch.end = i + 1;
-                bytes += size;
-            }
-            _ => {
-                batches.push(i..i + 1);
-                bytes = size;
-            }
-        }
+    if let Some(size) = sizes.iter().find(|&&s| s > PUT_EVENTS_BYTES) {
+        return Err(PublishError(format!(
+            "an event of {size} bytes is over the {PUT_EVENTS_BYTES} bytes PutEvents takes"
+        )));
     }
-    Ok(batches)
+    Ok(limits::pack(sizes, PUT_EVENTS_ENTRIES, PUT_EVENTS_BYTES))
 }
 
 #[derive(Clone, Debug)]

@@ -5,7 +5,32 @@
 //! EventBridge went from 256 KB to 1 MB payloads
 //! (<https://aws.amazon.com/blogs/compute/more-room-to-build-serverless-services-now-support-payloads-up-to-1-mb>).
 
+use std::ops::Range;
+
 const KIB: usize = 1024;
+
+/// Items (by their sizes) packed, in order, into batches of at most `max_count` items and
+/// `max_bytes` in all: the one packing every batching path uses. An item over `max_bytes`
+/// on its own forms a batch alone; callers that the service would refuse it from check
+/// for that themselves.
+pub fn pack(sizes: &[usize], max_count: usize, max_bytes: usize) -> Vec<Range<usize>> {
+    let mut batches: Vec<Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        match batches.last_mut() {
+            Some(batch) if batch.len() < max_count.max(1) && bytes + size <= max_bytes => {
+                batch.end = i + 1;
+                bytes += size;
+            }
+            _ => {
+                batches.push(i..i + 1);
+                bytes = size;
+            }
+        }
+    }
+    batches
+}
+
 const MIB: usize = 1024 * KIB;
 
 /// AWS Lambda (<https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html>).
@@ -106,7 +131,23 @@ pub mod sns {
 
 #[cfg(test)]
 mod tests {
-    use super::eventbridge::entry_bytes;
+    use super::{eventbridge::entry_bytes, pack};
+
+    #[test]
+    fn batches_hold_at_most_the_count() {
+        assert_eq!(pack(&[1; 23], 10, 100), [0..10, 10..20, 20..23]);
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_bytes() {
+        assert_eq!(pack(&[40; 5], 10, 100), [0..2, 2..4, 4..5]);
+    }
+
+    #[test]
+    fn an_item_over_the_bytes_goes_alone() {
+        assert_eq!(pack(&[10, 150, 10], 10, 100), [0..1, 1..2, 2..3]);
+        assert!(pack(&[], 10, 100).is_empty());
+    }
 
     #[test]
     fn an_eventbridge_entry_counts_source_detail_type_and_detail_in_utf8_bytes() {

@@ -7,37 +7,30 @@ use std::time::Duration;
 use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
 use herald_core::{
     backoff::Backoff,
-    limits::sqs::{BATCH_BYTES, BATCH_ENTRIES, MAX_DELAY_SECONDS, MESSAGE_BYTES},
+    limits::{
+        self,
+        sqs::{BATCH_BYTES, BATCH_ENTRIES, MAX_DELAY_SECONDS, MESSAGE_BYTES},
+    },
     store::StoreError,
 };
 
 use crate::unavailable;
 
 /// Message bodies packed into batches of at most `BATCH_ENTRIES`, each at most
-/// `BATCH_BYTES` in all.
-/// A body over the limit on its own is an error: SQS would refuse it.
+/// `BATCH_BYTES` in all. A body over the limit on its own is an error: SQS would refuse it.
 pub fn pack(bodies: Vec<String>) -> Result<Vec<Vec<String>>, StoreError> {
-    let mut batches: Vec<Vec<String>> = Vec::new();
-    let mut bytes = 0;
-    for body in bodies {
-        if body.len() > MESSAGE_BYTES {
-            return Err(StoreError::Fatal(format!(
-                "a message of {} bytes is over the {MESSAGE_BYTES} bytes SQS takes",
-                body.len()
-            )));
-        }
-        match batches.last_mut() {
-            Some(batch) if batch.len() < BATCH_ENTRIES && bytes + body.len() <= BATCH_BYTES => {
-                bytes += body.len();
-                batch.push(body);
-            }
-            _ => {
-                bytes = body.len();
-                batches.push(vec![body]);
-            }
-        }
+    if let Some(body) = bodies.iter().find(|b| b.len() > MESSAGE_BYTES) {
+        return Err(StoreError::Fatal(format!(
+            "a message of {} bytes is over the {MESSAGE_BYTES} bytes SQS takes",
+            body.len()
+        )));
     }
-    Ok(batches)
+    let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+    let mut bodies = bodies.into_iter();
+    Ok(limits::pack(&sizes, BATCH_ENTRIES, BATCH_BYTES)
+        .into_iter()
+        .map(|r| bodies.by_ref().take(r.len()).collect())
+        .collect())
 }
 
 /// The delay in whole seconds, rounded up (a job never arrives before its time) and capped

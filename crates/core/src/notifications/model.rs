@@ -275,23 +275,13 @@ impl ChannelMessage {
     pub fn pack(&self, recipients: &[ChannelRecipient], per_message: usize) -> Vec<ChannelMessage> {
         let empty = ChannelMessage { recipients: Vec::new(), ..self.clone() };
         let base = serde_json::to_vec(&empty).map_or(0, |json| json.len());
-        let mut messages: Vec<ChannelMessage> = Vec::new();
-        let mut bytes = base;
-        for recipient in recipients {
-            // The recipient's JSON and the comma before it.
-            let size = serde_json::to_vec(recipient).map_or(0, |json| json.len()) + 1;
-            match messages.last_mut() {
-                Some(message) if message.recipients.len() < per_message.max(1) && bytes + size <= MAX_MESSAGE_BYTES => {
-                    message.recipients.push(recipient.clone());
-                    bytes += size;
-                }
-                _ => {
-                    messages.push(ChannelMessage { recipients: vec![recipient.clone()], ..empty.clone() });
-                    bytes = base + size;
-                }
-            }
-        }
-        messages
+        // Each recipient's JSON and the comma before it.
+        let sizes: Vec<usize> =
+            recipients.iter().map(|r| serde_json::to_vec(r).map_or(0, |json| json.len()) + 1).collect();
+        crate::limits::pack(&sizes, per_message, MAX_MESSAGE_BYTES.saturating_sub(base))
+            .into_iter()
+            .map(|range| ChannelMessage { recipients: recipients[range].to_vec(), ..empty.clone() })
+            .collect()
     }
 
     /// The EventBridge `detail-type` that routes this job to its channel's queue.
