@@ -34,7 +34,7 @@ pub(crate) fn unbuildable(e: aws_sdk_dynamodb::error::BuildError) -> herald_core
 
 /// Error codes of AWS services that say "not now" rather than "never": throttling, server
 /// faults, a conflicting request still in progress.
-const TRANSIENT_CODES: &[&str] = &[
+pub(crate) const TRANSIENT_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "ThrottledException",

@@ -315,7 +315,14 @@ impl WorkerHandler {
         }
         let outcomes = self.pipeline.process(job).await;
         for (delivery_id, outcome) in &outcomes {
-            tracing::info!(message_id, delivery_id, attempt = job.attempt, outcome = ?outcome, "delivery");
+            // The kind and status only: a retry's reason is the provider's error text, which
+            // may quote the address.
+            let (kind, status) = match outcome {
+                herald_core::delivery::pipeline::Outcome::Done(status) => ("done", Some(*status)),
+                herald_core::delivery::pipeline::Outcome::AlreadySettled(status) => ("already_settled", Some(*status)),
+                herald_core::delivery::pipeline::Outcome::Retry(_) => ("retry", None),
+            };
+            tracing::info!(message_id, delivery_id, attempt = job.attempt, outcome = kind, status = ?status, "delivery");
         }
         if let Some(campaign_id) = &job.campaign_id {
             let counts = campaign_counts(outcomes.iter().map(|(_, o)| o));

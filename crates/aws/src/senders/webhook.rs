@@ -82,6 +82,11 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
     }
 }
 
+/// The resolver's answer for a name with no public address.
+#[derive(Debug, thiserror::Error)]
+#[error("{REFUSED}")]
+struct Refused;
+
 /// Resolves names to their public addresses only; a name with none is an error.
 struct PublicOnly;
 
@@ -91,7 +96,7 @@ impl reqwest::dns::Resolve for PublicOnly {
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = resolved.into_iter().filter(|a| !is_forbidden(a.ip())).collect();
             if public.is_empty() {
-                return Err(REFUSED.into());
+                return Err(Box::new(Refused) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -180,14 +185,8 @@ impl WebhookSender {
 
 /// Whether the request failed because the resolver refused every address of its host.
 fn is_refused(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(cause) = source {
-        if cause.to_string() == REFUSED {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |cause| cause.source())
+        .any(|cause| cause.is::<Refused>())
 }
 
 #[async_trait]
@@ -221,10 +220,12 @@ impl Sender for WebhookSender {
                 Ok(()) => {
                     accepted.insert(url.clone());
                 }
-                Err(SendError::Retryable(reason)) => retryable = Some(format!("webhook {}: {reason}", i + 1)),
-                // A receiver dedups a repeat on its Idempotency-Key: a webhook is retried.
+                // A receiver dedups a repeat on its Idempotency-Key, so even an uncertain
+                // POST is retried.
+                Err(SendError::Retryable(reason) | SendError::Uncertain(reason)) => {
+                    retryable = Some(format!("webhook {}: {reason}", i + 1))
+                }
                 Err(SendError::Permanent(reason)) => permanent = Some(format!("webhook {}: {reason}", i + 1)),
-                Err(SendError::Uncertain(reason)) => retryable = Some(format!("webhook {}: {reason}", i + 1)),
             }
         }
         let mut remembered = self.accepted.lock().expect("not poisoned");
