@@ -36,6 +36,26 @@ pub struct Profile {
     pub external_channels: Vec<ExternalChannel>,
 }
 
+/// [`Profile::stored_bytes`] of a profile given by its parts, so a merge can check the
+/// result before it writes anything.
+fn stored_bytes(
+    user_id: &str,
+    attributes: &Attributes,
+    texts: [Option<&String>; 3],
+    tokens: &[DeviceToken],
+    channels: &[ExternalChannel],
+) -> usize {
+    const FIELD: usize = 16;
+    let attributes: usize = attributes
+        .iter()
+        .map(|(name, values)| FIELD + name.len() + values.iter().map(|v| 4 + v.len()).sum::<usize>())
+        .sum();
+    let texts: usize = texts.iter().flatten().map(|v| FIELD + v.len()).sum();
+    let tokens: usize = tokens.iter().map(|t| 2 * FIELD + t.token.len()).sum();
+    let channels: usize = channels.iter().map(|c| 3 * FIELD + c.platform.len() + c.url.len()).sum();
+    8 * FIELD + user_id.len() + attributes + texts + tokens + channels
+}
+
 /// The most a profile may hold ([`Profile::stored_bytes`]): every job that carries profiles
 /// or their contacts stays within AWS's limits (a DynamoDB item, a transaction of an
 /// import's writes, a channel message of many recipients).
@@ -126,23 +146,13 @@ impl Profile {
     /// An upper bound of the profile's size as stored and carried: every name, value and
     /// contact in UTF-8 bytes, with room for the JSON or DynamoDB framing around each.
     pub fn stored_bytes(&self) -> usize {
-        const FIELD: usize = 16;
-        let attributes: usize = self
-            .attributes
-            .iter()
-            .map(|(name, values)| FIELD + name.len() + values.iter().map(|v| 4 + v.len()).sum::<usize>())
-            .sum();
-        let text = |v: &Option<String>| v.as_ref().map_or(0, |v| FIELD + v.len());
-        let tokens: usize = self.device_tokens.iter().map(|t| 2 * FIELD + t.token.len()).sum();
-        let channels: usize = self.external_channels.iter().map(|c| 3 * FIELD + c.platform.len() + c.url.len()).sum();
-        8 * FIELD
-            + self.user_id.len()
-            + attributes
-            + text(&self.email)
-            + text(&self.phone)
-            + text(&self.timezone)
-            + tokens
-            + channels
+        stored_bytes(
+            &self.user_id,
+            &self.attributes,
+            [&self.email, &self.phone, &self.timezone].map(Option::as_ref),
+            &self.device_tokens,
+            &self.external_channels,
+        )
     }
 
     pub fn new(user_id: impl Into<String>) -> Self {
@@ -252,22 +262,8 @@ impl ValidPatch {
     }
 
     /// Applies the patch to `profile` and says what changed. Checks the limits that
-    /// depend on the merged result (the attribute count) before touching anything.
+    /// depend on the merged result (the attribute count, the total size) before touching anything.
     pub fn merge_into(&self, profile: &mut Profile) -> Result<Changes, ValidationErrors> {
-        let mut merged = profile.clone();
-        let changes = self.apply(&mut merged)?;
-        let bytes = merged.stored_bytes();
-        if bytes > MAX_PROFILE_BYTES {
-            return Err(ValidationErrors::single(
-                "profile",
-                format!("a profile holds at most {MAX_PROFILE_BYTES} bytes; this update would make {bytes}"),
-            ));
-        }
-        *profile = merged;
-        Ok(changes)
-    }
-
-    fn apply(&self, profile: &mut Profile) -> Result<Changes, ValidationErrors> {
         let patch = &self.0;
         let mut attributes = profile.attributes.clone();
         match &patch.attributes {
@@ -294,6 +290,24 @@ impl ValidPatch {
             ));
         }
 
+        let bytes = stored_bytes(
+            &profile.user_id,
+            &attributes,
+            [
+                after(&patch.email, &profile.email),
+                after(&patch.phone, &profile.phone),
+                after(&patch.timezone, &profile.timezone),
+            ],
+            after_list(&patch.device_tokens, &profile.device_tokens),
+            after_list(&patch.external_channels, &profile.external_channels),
+        );
+        if bytes > MAX_PROFILE_BYTES {
+            return Err(ValidationErrors::single(
+                "profile",
+                format!("a profile holds at most {MAX_PROFILE_BYTES} bytes; this update would make {bytes}"),
+            ));
+        }
+
         let mut changes = Changes { attributes: changed_names(&profile.attributes, &attributes), fields: Vec::new() };
         profile.attributes = attributes;
         set_field(&mut profile.email, &patch.email, "email", &mut changes);
@@ -303,6 +317,15 @@ impl ValidPatch {
         set_list(&mut profile.external_channels, &patch.external_channels, "external_channels", &mut changes);
         Ok(changes)
     }
+}
+
+/// A field once a patch is applied: the patch's value if it gives one, else the current.
+fn after<'a, T>(given: &'a Option<Option<T>>, current: &'a Option<T>) -> Option<&'a T> {
+    given.as_ref().map_or(current.as_ref(), Option::as_ref)
+}
+
+fn after_list<'a, T>(given: &'a Option<Option<Vec<T>>>, current: &'a [T]) -> &'a [T] {
+    given.as_ref().map_or(current, |v| v.as_deref().unwrap_or_default())
 }
 
 fn changed_names(before: &Attributes, after: &Attributes) -> Vec<String> {
