@@ -72,8 +72,8 @@ async fn save_many_with_a_stale_write_sends_the_transaction_again_without_it() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
-    store.save(&profile("existing", 1), 0).await.unwrap();
-    store.save(&profile("raced", 2), 0).await.unwrap();
+    store.save(&profile("existing", 1), 0, &[]).await.unwrap();
+    store.save(&profile("raced", 2), 0, &[]).await.unwrap();
     counter.reset();
 
     let saved = store

@@ -12,8 +12,11 @@ async fn a_tombstone_item_holds_only_the_id_the_version_and_the_erased_mark() {
     let tables = template_tables(&clients, &["ProfilesTable"]).await;
     let table = &tables["ProfilesTable"];
     let store = DynamoProfileStore::new(clients.dynamodb.clone(), table);
-    store.save(&Profile { version: 1, email: Some("a@example.com".into()), ..Profile::new("u1") }, 0).await.unwrap();
-    store.erase("u1", 2, 1).await.unwrap();
+    store
+        .save(&Profile { version: 1, email: Some("a@example.com".into()), ..Profile::new("u1") }, 0, &[])
+        .await
+        .unwrap();
+    store.erase("u1", 2, 1, &[]).await.unwrap();
 
     let item = clients.dynamodb.get_item().table_name(table).key("user_id", AttributeValue::S("u1".into())).send();
     let item = item.await.unwrap().item.unwrap();

@@ -105,7 +105,7 @@ impl Services {
             DEFAULT_BACKFILL_PARTS,
         );
         Self {
-            profiles: ProfileService::new(profiles.clone(), events.clone()),
+            profiles: ProfileService::new(profiles.clone()),
             notifications: NotificationService {
                 profiles,
                 templates: templates.clone(),

@@ -145,7 +145,7 @@ impl From<ProfileError> for Problem {
             ProfileError::Invalid(errors) => Problem::invalid(errors.0),
             ProfileError::NotFound => Problem::not_found("No profile for this user"),
             ProfileError::Contention => Problem::conflict(e.to_string()),
-            ProfileError::Store(_) | ProfileError::Publish(_) => {
+            ProfileError::Store(_) => {
                 tracing::error!(error = %e, "backing service failed");
                 Problem::unavailable()
             }

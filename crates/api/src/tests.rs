@@ -55,7 +55,7 @@ fn app(keys: &[(&str, &[Scope])]) -> App {
         stored.insert(key.key_hash.clone(), key);
     }
     App::new(Services {
-        profiles: ProfileService::new(profiles.clone(), bus.clone()),
+        profiles: ProfileService::new(profiles.clone()),
         notifications: NotificationService {
             profiles,
             templates: templates.clone(),

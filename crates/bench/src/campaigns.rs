@@ -105,10 +105,10 @@ impl ProfileStore for Profiles {
             })
             .collect())
     }
-    async fn save(&self, _: &Profile, _: u64) -> Result<(), StoreError> {
+    async fn save(&self, _: &Profile, _: u64, _: &[herald_core::events::DomainEvent]) -> Result<(), StoreError> {
         unimplemented!("the dispatcher writes no profile")
     }
-    async fn erase(&self, _: &str, _: u64, _: u64) -> Result<(), StoreError> {
+    async fn erase(&self, _: &str, _: u64, _: u64, _: &[herald_core::events::DomainEvent]) -> Result<(), StoreError> {
         unimplemented!("the dispatcher writes no profile")
     }
 }

@@ -75,10 +75,10 @@ impl ProfileStore for EmptyProfiles {
     async fn load_many(&self, _: &[String]) -> Result<HashMap<String, StoredProfile>, StoreError> {
         Ok(HashMap::new())
     }
-    async fn save(&self, _: &Profile, _: u64) -> Result<(), StoreError> {
+    async fn save(&self, _: &Profile, _: u64, _: &[DomainEvent]) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn erase(&self, _: &str, _: u64, _: u64) -> Result<(), StoreError> {
+    async fn erase(&self, _: &str, _: u64, _: u64, _: &[DomainEvent]) -> Result<(), StoreError> {
         Ok(())
     }
     async fn save_many(&self, writes: &[VersionedProfile]) -> Result<Vec<bool>, StoreError> {

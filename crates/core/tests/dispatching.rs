@@ -45,7 +45,7 @@ async fn world(users: usize, with_email: impl Fn(usize) -> bool) -> World {
             profile.email = Some(format!("{id}@example.com"));
         }
         profile.attributes.insert("plan".into(), [if i % 3 == 0 { "pro" } else { "free" }.to_owned()].into());
-        profiles.save(&profile, 0).await.unwrap();
+        profiles.save(&profile, 0, &[]).await.unwrap();
     }
     let dispatcher = Dispatcher::new(
         campaigns.clone(),
@@ -163,7 +163,7 @@ async fn a_scheduled_campaign_waits_for_its_time_in_steps_of_at_most_15_minutes(
 #[tokio::test]
 async fn erased_members_are_skipped_for_want_of_an_address() {
     let w = world(20, |_| true).await;
-    w.profiles.erase("u00003", 2, 1).await.unwrap();
+    w.profiles.erase("u00003", 2, 1, &[]).await.unwrap();
     w.members.add_static("all", &["ghost".to_owned()]).await.unwrap();
     w.campaigns.create(&campaign(None)).await.unwrap();
     w.dispatch_all(first_pages()).await;
@@ -229,7 +229,7 @@ async fn windowed(
         let mut profile = w.profiles.load(&id).await.unwrap().unwrap().profile.unwrap();
         profile.timezone = zone_of(i).map(str::to_owned);
         profile.version += 1;
-        w.profiles.save(&profile, profile.version - 1).await.unwrap();
+        w.profiles.save(&profile, profile.version - 1, &[]).await.unwrap();
     }
     let mut c = campaign(None);
     c.channels = vec![Channel::Email];

@@ -55,12 +55,18 @@ impl ProfileStore for CountedProfiles {
         self.inner.load_many(user_ids).await
     }
 
-    async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
-        self.inner.save(profile, expected_version).await
+    async fn save(&self, profile: &Profile, expected_version: u64, outbox: &[DomainEvent]) -> Result<(), StoreError> {
+        self.inner.save(profile, expected_version, outbox).await
     }
 
-    async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError> {
-        self.inner.erase(user_id, version, expected_version).await
+    async fn erase(
+        &self,
+        user_id: &str,
+        version: u64,
+        expected_version: u64,
+        outbox: &[DomainEvent],
+    ) -> Result<(), StoreError> {
+        self.inner.erase(user_id, version, expected_version, outbox).await
     }
 }
 

@@ -12,6 +12,7 @@ pub mod moto;
 pub mod provision;
 pub mod s3;
 pub mod schedule;
+pub mod streams;
 pub mod template;
 
 use std::{
@@ -30,6 +31,7 @@ use herald_core::{
 };
 use herald_dispatcher::{DispatcherConfig, DispatcherHandler};
 use herald_importer::{ImporterConfig, ImporterHandler};
+use herald_relay::{RelayConfig, RelayHandler};
 use herald_segmenter::{SegmenterConfig, SegmenterHandler};
 use herald_worker::{WorkerConfig, WorkerHandler};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -222,6 +224,20 @@ impl LocalStack {
             }
         }
 
+        let mut streams = Vec::new();
+        for source in streams::stream_event_sources(&deployment, retry_delay)? {
+            match source.binary.as_deref() {
+                Some("herald-relay") => {
+                    let relay: Arc<dyn streams::StreamHandler> = Arc::new(relay_for(&deployment, &clients)?);
+                    streams.push((source, relay));
+                }
+                _ => tracing::warn!(
+                    function = %source.function,
+                    "the local stack has no handler for this function's binary: its stream is not read"
+                ),
+            }
+        }
+
         let app = Arc::new(App::from_aws(&clients, &api_config));
         let (shutdown, stopped) = oneshot::channel();
         let service = gateway::router(app).into_make_service_with_connect_info::<SocketAddr>();
@@ -242,6 +258,12 @@ impl LocalStack {
                 esm::spawn_poller(clients.sqs.clone(), mapping.source.clone(), handler, stop.clone())
             })
             .collect();
+        let stream_client = aws_sdk_dynamodbstreams::Client::new(&herald_aws::local_sdk_config(&endpoint).await);
+        pollers.extend(
+            streams
+                .into_iter()
+                .map(|(source, handler)| streams::spawn_poller(stream_client.clone(), source, handler, stop.clone())),
+        );
         let schedules = schedule::schedules(&deployment)?;
         pollers.extend(schedules.iter().map(|s| schedule::spawn(clients.sqs.clone(), s.clone(), stop.clone())));
 
@@ -346,6 +368,14 @@ fn dispatcher_for(deployment: &Deployment, clients: &Clients) -> Result<Dispatch
     let config = DispatcherConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-dispatcher"))?;
     Ok(DispatcherHandler::from_aws(clients, &config))
+}
+
+/// The outbox relay, configured from the environment the template gives its function.
+fn relay_for(deployment: &Deployment, clients: &Clients) -> Result<RelayHandler, LocalError> {
+    let environment = deployment.function_environment("herald-relay")?;
+    let config = RelayConfig::from_lookup(|name| environment.get(name).cloned())
+        .map_err(|e| LocalError::Config(e.to_string()).context("herald-relay"))?;
+    Ok(RelayHandler::from_aws(clients, &config))
 }
 
 /// The handler the deployed function runs, for the functions the local stack knows how to

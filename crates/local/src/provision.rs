@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_eventbridge::types::{RuleState, Target};
 use aws_sdk_s3::types::{
@@ -67,6 +67,13 @@ struct TableProperties {
     #[serde(default)]
     global_secondary_indexes: Vec<IndexDef>,
     time_to_live_specification: Option<TtlDef>,
+    stream_specification: Option<StreamDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StreamDef {
+    stream_view_type: String,
 }
 
 #[derive(Deserialize)]
@@ -150,9 +157,13 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
     let mut physical = Physical::default();
     for table in template.resources_of_type("AWS::DynamoDB::Table") {
         let name = format!("{stack}-{}", table.logical_id);
-        let arn = create_table(clients, &name, &table.properties).await.map_err(|e| e.context(&table.logical_id))?;
+        let (arn, stream) =
+            create_table(clients, &name, &table.properties).await.map_err(|e| e.context(&table.logical_id))?;
         physical.record(&table.logical_id, &name);
         physical.record_attribute(&table.logical_id, "Arn", arn);
+        if let Some(stream) = stream {
+            physical.record_attribute(&table.logical_id, "StreamArn", stream);
+        }
     }
     for bus in template.resources_of_type("AWS::Events::EventBus") {
         let name = match bus.properties.get("Name") {
@@ -527,8 +538,12 @@ fn bucket_notifications(
     Ok(Some(configuration.build()))
 }
 
-/// Creates a table (or finds it) and answers its ARN.
-async fn create_table(clients: &Clients, name: &str, properties: &Value) -> Result<String, LocalError> {
+/// Creates a table (or finds it) and answers its ARN and its stream's, if it has one.
+async fn create_table(
+    clients: &Clients,
+    name: &str,
+    properties: &Value,
+) -> Result<(String, Option<String>), LocalError> {
     let props: TableProperties = serde_norway::from_value(properties.clone())
         .map_err(|e| LocalError::Template(format!("table properties: {e}")))?;
     let mut request = clients
@@ -542,6 +557,15 @@ async fn create_table(clients: &Clients, name: &str, properties: &Value) -> Resu
             AttributeDefinition::builder()
                 .attribute_name(&a.attribute_name)
                 .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
+                .build()
+                .map_err(|e| LocalError::Template(e.to_string()))?,
+        );
+    }
+    if let Some(stream) = &props.stream_specification {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(stream.stream_view_type.as_str()))
                 .build()
                 .map_err(|e| LocalError::Template(e.to_string()))?,
         );
@@ -567,11 +591,15 @@ async fn create_table(clients: &Clients, name: &str, properties: &Value) -> Resu
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
             let described = clients.dynamodb.describe_table().table_name(name).send().await;
             let table = described.map_err(|e| LocalError::Aws(format!("describing table {name}: {}", describe(&e))))?;
-            return table.table.and_then(|t| t.table_arn).ok_or_else(|| LocalError::Aws(format!("{name} has no ARN")));
+            let table = table.table.ok_or_else(|| LocalError::Aws(format!("{name} is not described")))?;
+            let arn = table.table_arn.ok_or_else(|| LocalError::Aws(format!("{name} has no ARN")))?;
+            return Ok((arn, table.latest_stream_arn));
         }
         Err(e) => return Err(LocalError::Aws(format!("creating table {name}: {}", describe(&e)))),
     };
-    let arn = created.and_then(|t| t.table_arn).ok_or_else(|| LocalError::Aws(format!("no ARN for table {name}")))?;
+    let created = created.ok_or_else(|| LocalError::Aws(format!("table {name} is not described")))?;
+    let arn = created.table_arn.ok_or_else(|| LocalError::Aws(format!("no ARN for table {name}")))?;
+    let stream = created.latest_stream_arn;
     if let Some(ttl) = props.time_to_live_specification.filter(|t| t.enabled) {
         clients
             .dynamodb
@@ -588,5 +616,5 @@ async fn create_table(clients: &Clients, name: &str, properties: &Value) -> Resu
             .await
             .map_err(|e| LocalError::Aws(format!("enabling TTL on {name}: {}", describe(&e))))?;
     }
-    Ok(arn)
+    Ok((arn, stream))
 }

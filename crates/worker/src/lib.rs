@@ -10,7 +10,7 @@ use std::{
 
 use herald_aws::{
     Clients, DynamoCampaignStore, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore,
-    DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SqsChannelQueues,
+    DynamoSuppressionStore, DynamoTemplateStore, SqsChannelQueues,
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender, webhook::Destinations},
 };
 use herald_core::{
@@ -58,7 +58,6 @@ pub struct WorkerConfig {
     pub secondary_region: Option<String>,
     /// Where push removes tokens of disabled endpoints (and announces the change).
     pub profiles_table: Option<String>,
-    pub event_bus_name: Option<String>,
     /// The provider's quota for the channel, in sends a second (`SENDS_PER_SECOND`; unset
     /// or empty: unpaced), shared by up to `max_concurrency` invocations at a time
     /// (`MAX_CONCURRENCY`, the queue's maximum concurrency; default 1).
@@ -120,7 +119,6 @@ impl WorkerConfig {
             tracking_base_url: env.optional("TRACKING_BASE_URL"),
             secondary_region: env.optional("SECONDARY_PROVIDER_REGION"),
             profiles_table: env.optional("PROFILES_TABLE"),
-            event_bus_name: env.optional("EVENT_BUS_NAME"),
             sends_per_second: env.parse("SENDS_PER_SECOND", "a positive number of sends a second", |v| {
                 v.parse().ok().filter(|r: &f64| r.is_finite() && *r > 0.0)
             })?,
@@ -395,15 +393,13 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
                     fcm: config.fcm_application.clone(),
                 },
             );
-            match (&config.profiles_table, &config.event_bus_name) {
-                (Some(table), Some(bus)) => {
-                    let profiles = ProfileService::new(
-                        Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), table)),
-                        Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), bus)),
-                    );
+            match &config.profiles_table {
+                Some(table) => {
+                    let profiles =
+                        ProfileService::new(Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), table)));
                     Arc::new(sender.on_disabled(Arc::new(profiles)))
                 }
-                _ => Arc::new(sender),
+                None => Arc::new(sender),
             }
         }
         Channel::Webhook => Arc::new(

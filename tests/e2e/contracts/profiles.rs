@@ -74,7 +74,7 @@ async fn a_profile_round_trips_through_the_store(store: &dyn ProfileStore) {
     let mut p = profile(1, "a@example.com");
     p.attributes.insert("tags".into(), ["1".to_owned(), "11".to_owned()].into());
     p.updated_at = chrono::Utc::now();
-    store.save(&p, 0).await.unwrap();
+    store.save(&p, 0, &[]).await.unwrap();
     assert_eq!(store.load("u1").await.unwrap(), Some(StoredProfile { version: 1, profile: Some(p) }));
 }
 
@@ -83,43 +83,43 @@ async fn a_user_never_seen_loads_as_none(store: &dyn ProfileStore) {
 }
 
 async fn a_save_with_a_stale_version_is_a_conflict_and_changes_nothing(store: &dyn ProfileStore) {
-    store.save(&profile(1, "first@example.com"), 0).await.unwrap();
-    store.save(&profile(2, "second@example.com"), 1).await.unwrap();
-    let stale = store.save(&profile(2, "stale@example.com"), 1).await;
+    store.save(&profile(1, "first@example.com"), 0, &[]).await.unwrap();
+    store.save(&profile(2, "second@example.com"), 1, &[]).await.unwrap();
+    let stale = store.save(&profile(2, "stale@example.com"), 1, &[]).await;
     assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
     let stored = store.load("u1").await.unwrap().unwrap();
     assert_eq!(stored.profile.unwrap().email.as_deref(), Some("second@example.com"));
 }
 
 async fn creating_a_profile_that_exists_is_a_conflict(store: &dyn ProfileStore) {
-    store.save(&profile(1, "first@example.com"), 0).await.unwrap();
-    assert!(matches!(store.save(&profile(1, "again@example.com"), 0).await, Err(StoreError::Conflict)));
+    store.save(&profile(1, "first@example.com"), 0, &[]).await.unwrap();
+    assert!(matches!(store.save(&profile(1, "again@example.com"), 0, &[]).await, Err(StoreError::Conflict)));
     // Nor may a first save name a version the store never had.
-    assert!(matches!(store.save(&Profile::new("u2"), 3).await, Err(StoreError::Conflict)));
+    assert!(matches!(store.save(&Profile::new("u2"), 3, &[]).await, Err(StoreError::Conflict)));
     assert_eq!(store.load("u2").await.unwrap(), None);
 }
 
 async fn an_erased_profile_keeps_only_its_version(store: &dyn ProfileStore) {
-    store.save(&profile(1, "a@example.com"), 0).await.unwrap();
-    store.erase("u1", 2, 1).await.unwrap();
+    store.save(&profile(1, "a@example.com"), 0, &[]).await.unwrap();
+    store.erase("u1", 2, 1, &[]).await.unwrap();
     assert_eq!(store.load("u1").await.unwrap(), Some(StoredProfile { version: 2, profile: None }));
     assert_eq!(store.load("nobody").await.unwrap(), None);
 }
 
 async fn an_erase_with_a_stale_version_is_a_conflict(store: &dyn ProfileStore) {
-    store.save(&profile(1, "a@example.com"), 0).await.unwrap();
-    store.save(&profile(2, "b@example.com"), 1).await.unwrap();
-    assert!(matches!(store.erase("u1", 2, 1).await, Err(StoreError::Conflict)));
-    assert!(matches!(store.erase("nobody", 1, 1).await, Err(StoreError::Conflict)));
+    store.save(&profile(1, "a@example.com"), 0, &[]).await.unwrap();
+    store.save(&profile(2, "b@example.com"), 1, &[]).await.unwrap();
+    assert!(matches!(store.erase("u1", 2, 1, &[]).await, Err(StoreError::Conflict)));
+    assert!(matches!(store.erase("nobody", 1, 1, &[]).await, Err(StoreError::Conflict)));
     assert_eq!(store.load("u1").await.unwrap().unwrap().profile.unwrap().email.as_deref(), Some("b@example.com"));
     assert_eq!(store.load("nobody").await.unwrap(), None);
 }
 
 async fn a_profile_saved_over_its_tombstone_lives_again(store: &dyn ProfileStore) {
-    store.save(&profile(1, "a@example.com"), 0).await.unwrap();
-    store.erase("u1", 2, 1).await.unwrap();
-    assert!(matches!(store.save(&profile(1, "new@example.com"), 0).await, Err(StoreError::Conflict)));
-    store.save(&profile(3, "new@example.com"), 2).await.unwrap();
+    store.save(&profile(1, "a@example.com"), 0, &[]).await.unwrap();
+    store.erase("u1", 2, 1, &[]).await.unwrap();
+    assert!(matches!(store.save(&profile(1, "new@example.com"), 0, &[]).await, Err(StoreError::Conflict)));
+    store.save(&profile(3, "new@example.com"), 2, &[]).await.unwrap();
     assert_eq!(
         store.load("u1").await.unwrap(),
         Some(StoredProfile { version: 3, profile: Some(profile(3, "new@example.com")) })
@@ -127,9 +127,9 @@ async fn a_profile_saved_over_its_tombstone_lives_again(store: &dyn ProfileStore
 }
 
 async fn load_many_returns_profiles_and_tombstones_and_omits_users_never_seen(store: &dyn ProfileStore) {
-    store.save(&profile_of("a", 1), 0).await.unwrap();
-    store.save(&profile_of("b", 1), 0).await.unwrap();
-    store.erase("b", 2, 1).await.unwrap();
+    store.save(&profile_of("a", 1), 0, &[]).await.unwrap();
+    store.save(&profile_of("b", 1), 0, &[]).await.unwrap();
+    store.erase("b", 2, 1, &[]).await.unwrap();
     let asked = ["a".to_owned(), "b".to_owned(), "never".to_owned(), "a".to_owned()];
     let loaded = store.load_many(&asked).await.unwrap();
     assert_eq!(loaded.len(), 2, "{loaded:?}");
@@ -139,8 +139,8 @@ async fn load_many_returns_profiles_and_tombstones_and_omits_users_never_seen(st
 }
 
 async fn save_many_saves_new_and_existing_profiles_and_reports_a_stale_version_as_not_saved(store: &dyn ProfileStore) {
-    store.save(&profile_of("existing", 1), 0).await.unwrap();
-    store.save(&profile_of("raced", 2), 0).await.unwrap();
+    store.save(&profile_of("existing", 1), 0, &[]).await.unwrap();
+    store.save(&profile_of("raced", 2), 0, &[]).await.unwrap();
 
     let saved = store
         .save_many(&[write("existing", 2, 1), write("raced", 2, 1), write("new", 1, 0), write("other", 1, 0)])
@@ -156,7 +156,7 @@ async fn save_many_saves_new_and_existing_profiles_and_reports_a_stale_version_a
 }
 
 async fn save_many_reports_a_record_created_meanwhile_as_not_saved(store: &dyn ProfileStore) {
-    store.save(&profile_of("u1", 1), 0).await.unwrap();
+    store.save(&profile_of("u1", 1), 0, &[]).await.unwrap();
 
     let saved = store.save_many(&[write("u1", 1, 0)]).await.unwrap();
 
@@ -179,9 +179,9 @@ async fn save_many_of_nothing_saves_nothing(store: &dyn ProfileStore) {
 async fn a_profile_scan_over_four_parts_returns_every_profile_once_with_tombstones(subject: &Scanned) {
     let ids: Vec<String> = (0..30).map(|i| format!("p{i:02}")).collect();
     for id in &ids {
-        subject.store.save(&profile_of(id, 1), 0).await.unwrap();
+        subject.store.save(&profile_of(id, 1), 0, &[]).await.unwrap();
     }
-    subject.store.erase("p07", 2, 1).await.unwrap();
+    subject.store.erase("p07", 2, 1, &[]).await.unwrap();
 
     let mut seen: BTreeMap<String, StoredProfile> = BTreeMap::new();
     let mut pages = 0;

@@ -283,8 +283,8 @@ async fn a_membership_write_with_a_stale_revision_conflicts_and_writes_no_row(su
 async fn a_guarded_write_conflicts_once_the_profile_version_or_activity_revision_moved(subject: &Members) {
     let store = &*subject.memberships;
     let (profiles, activity) = (&subject.profiles, &subject.activity);
-    profiles.save(&Profile { version: 1, ..Profile::new("u1") }, 0).await.unwrap();
-    profiles.save(&Profile { version: 2, ..Profile::new("u1") }, 1).await.unwrap();
+    profiles.save(&Profile { version: 1, ..Profile::new("u1") }, 0, &[]).await.unwrap();
+    profiles.save(&Profile { version: 2, ..Profile::new("u1") }, 1, &[]).await.unwrap();
     let order = ActivityEvent {
         event_id: "e1".into(),
         user_id: "u1".into(),

@@ -11,6 +11,7 @@ mod item;
 mod jobs;
 pub mod memberships;
 pub mod notifications;
+pub mod outbox;
 pub mod profiles;
 pub mod segments;
 pub mod templates;

@@ -1,5 +1,6 @@
 //! The profiles table: one item per user, keyed by `user_id`, with optimistic
-//! concurrency on `version`.
+//! concurrency on `version`. A write that publishes carries its events in the item's
+//! outbox, under the new version; the table's stream takes them to the relay.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
@@ -10,6 +11,7 @@ use aws_sdk_dynamodb::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
     backoff::Backoff,
+    events::DomainEvent,
     profiles::{Profile, ProfileStore, StoredProfile, VersionedProfile},
     store::StoreError,
 };
@@ -21,7 +23,7 @@ use super::{
     transaction::{ACTION_OVERHEAD, Action, pack, throttled_backoff, transact_conditionally},
 };
 use crate::{
-    dynamo::{Item, batch},
+    dynamo::{Item, batch, outbox},
     unavailable,
 };
 
@@ -112,8 +114,10 @@ impl ProfileStore for DynamoProfileStore {
             .collect()
     }
 
-    async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(profile).map_err(|e| StoreError::Fatal(format!("unwritable profile: {e}")))?;
+    async fn save(&self, profile: &Profile, expected_version: u64, events: &[DomainEvent]) -> Result<(), StoreError> {
+        let mut item: Item =
+            serde_dynamo::to_item(profile).map_err(|e| StoreError::Fatal(format!("unwritable profile: {e}")))?;
+        outbox::fill(&mut item, profile.version.to_string(), events)?;
         self.put_if_version(item, expected_version).await
     }
 
@@ -152,13 +156,20 @@ impl ProfileStore for DynamoProfileStore {
         Ok(saved)
     }
 
-    async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError> {
-        let item = [
+    async fn erase(
+        &self,
+        user_id: &str,
+        version: u64,
+        expected_version: u64,
+        events: &[DomainEvent],
+    ) -> Result<(), StoreError> {
+        let mut item: Item = [
             ("user_id".to_owned(), AttributeValue::S(user_id.to_owned())),
             ("version".to_owned(), AttributeValue::N(version.to_string())),
             (ERASED.to_owned(), AttributeValue::Bool(true)),
         ]
         .into();
+        outbox::fill(&mut item, version.to_string(), events)?;
         self.put_if_version(item, expected_version).await
     }
 }

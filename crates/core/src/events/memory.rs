@@ -10,18 +10,12 @@ use crate::events::{DomainEvent, EventPublisher, PublishError};
 #[derive(Default)]
 pub struct MemoryBus {
     pub published: Mutex<Vec<DomainEvent>>,
+    /// The size of each publish, in events.
+    pub batches: Mutex<Vec<usize>>,
     pub fail: bool,
 }
 
 impl MemoryBus {
-    pub fn profile_changes(&self) -> Vec<crate::events::ProfileChanged> {
-        let published = self.published.lock().unwrap();
-        published
-            .iter()
-            .filter_map(|e| if let DomainEvent::ProfileChanged(c) = e { Some(c.clone()) } else { None })
-            .collect()
-    }
-
     pub fn delivery_jobs(&self) -> Vec<crate::notifications::ChannelMessage> {
         let published = self.published.lock().unwrap();
         published
@@ -38,6 +32,7 @@ impl EventPublisher for MemoryBus {
             return Err(PublishError("bus down".into()));
         }
         self.published.lock().unwrap().extend_from_slice(events);
+        self.batches.lock().unwrap().push(events.len());
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! Domain events that leave a service for the event bus.
 
+mod outbox;
 mod ports;
 
+pub use outbox::*;
 pub use ports::*;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
@@ -69,6 +71,8 @@ pub enum DomainEvent {
     Membership(MembershipChange),
     /// Work for the segmenter: backfills, cleanups and sweeps.
     SegmentTask(SegmentTask),
+    /// An event read back from an outbox, already in its wire form.
+    Stored(StoredEvent),
 }
 
 /// The segmenter's own work, carried on the bus to its queue.
@@ -107,11 +111,13 @@ impl DomainEvent {
             DomainEvent::ActivityRecorded(_) => detail_type::ACTIVITY_RECORDED.to_owned(),
             DomainEvent::Membership(change) => change.detail_type().to_owned(),
             DomainEvent::SegmentTask(_) => SegmentTask::DETAIL_TYPE.to_owned(),
+            DomainEvent::Stored(e) => e.detail_type.clone(),
         }
     }
 
     pub fn detail_json(&self) -> String {
         match self {
+            DomainEvent::Stored(e) => Ok(e.detail.clone()),
             DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
             DomainEvent::ProfilesImported(e) => serde_json::to_string(e),
             DomainEvent::ChannelMessage(job) => serde_json::to_string(job),

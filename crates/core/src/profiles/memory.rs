@@ -12,16 +12,30 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
+    events::{DomainEvent, ProfileChanged},
     profiles::{Profile, ProfileStore, StoredProfile},
     store::StoreError,
 };
 
 /// An in-memory store that can make the next saves lose a race, as a concurrent
-/// writer would.
+/// writer would. Each write's outbox is published the moment the write is made, as the
+/// relay publishes it from the table's stream.
 #[derive(Default)]
 pub struct MemoryProfiles {
     pub records: Mutex<HashMap<String, StoredProfile>>,
     pub conflicts_to_inject: AtomicUsize,
+    pub published: Mutex<Vec<DomainEvent>>,
+}
+
+impl MemoryProfiles {
+    /// The `profile.changed` events the writes published, in order.
+    pub fn profile_changes(&self) -> Vec<ProfileChanged> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| if let DomainEvent::ProfileChanged(c) = e { Some(c.clone()) } else { None })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -35,21 +49,30 @@ impl ProfileStore for MemoryProfiles {
         Ok(user_ids.iter().filter_map(|u| Some((u.clone(), records.get(u)?.clone()))).collect())
     }
 
-    async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError> {
-        self.put(
-            &profile.user_id,
-            StoredProfile { version: profile.version, profile: Some(profile.clone()) },
-            expected_version,
-        )
+    async fn save(&self, profile: &Profile, expected_version: u64, outbox: &[DomainEvent]) -> Result<(), StoreError> {
+        let record = StoredProfile { version: profile.version, profile: Some(profile.clone()) };
+        self.put(&profile.user_id, record, expected_version, outbox)
     }
 
-    async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError> {
-        self.put(user_id, StoredProfile { version, profile: None }, expected_version)
+    async fn erase(
+        &self,
+        user_id: &str,
+        version: u64,
+        expected_version: u64,
+        outbox: &[DomainEvent],
+    ) -> Result<(), StoreError> {
+        self.put(user_id, StoredProfile { version, profile: None }, expected_version, outbox)
     }
 }
 
 impl MemoryProfiles {
-    fn put(&self, user_id: &str, record: StoredProfile, expected_version: u64) -> Result<(), StoreError> {
+    fn put(
+        &self,
+        user_id: &str,
+        record: StoredProfile,
+        expected_version: u64,
+        outbox: &[DomainEvent],
+    ) -> Result<(), StoreError> {
         if self.conflicts_to_inject.load(Ordering::SeqCst) > 0 {
             self.conflicts_to_inject.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Conflict);
@@ -59,6 +82,7 @@ impl MemoryProfiles {
             return Err(StoreError::Conflict);
         }
         records.insert(user_id.to_owned(), record);
+        self.published.lock().unwrap().extend_from_slice(outbox);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use std::collections::HashMap;
 
-use crate::{profiles::Profile, store::StoreError};
+use crate::{events::DomainEvent, profiles::Profile, store::StoreError};
 
 /// A profile as stored: its version survives erasure, so that versions only grow and a
 /// consumer never mistakes a re-created profile for an old one.
@@ -25,20 +25,30 @@ pub trait ProfileStore: Send + Sync {
     /// never seen are absent from the map.
     async fn load_many(&self, user_ids: &[String]) -> Result<HashMap<String, StoredProfile>, StoreError>;
 
-    /// Writes `profile` if the stored version is still `expected_version` (0: no record).
-    async fn save(&self, profile: &Profile, expected_version: u64) -> Result<(), StoreError>;
+    /// Writes `profile` if the stored version is still `expected_version` (0: no record),
+    /// with `outbox`, the events the write publishes, in the same write (see
+    /// [`crate::events::Outbox`]): they are published once the write is made, and never
+    /// if it is not. An empty outbox publishes nothing.
+    async fn save(&self, profile: &Profile, expected_version: u64, outbox: &[DomainEvent]) -> Result<(), StoreError>;
 
     /// Replaces the profile with a tombstone that holds only its id and `version`,
-    /// if the stored version is still `expected_version`.
-    async fn erase(&self, user_id: &str, version: u64, expected_version: u64) -> Result<(), StoreError>;
+    /// if the stored version is still `expected_version`, with `outbox` as `save` does.
+    async fn erase(
+        &self,
+        user_id: &str,
+        version: u64,
+        expected_version: u64,
+        outbox: &[DomainEvent],
+    ) -> Result<(), StoreError>;
 
-    /// Saves several profiles, each under its own version condition (as `save`), in as few
+    /// Saves several profiles, each under its own version condition (as `save`, with no
+    /// events: an import publishes its own per slice), in as few
     /// requests as the store allows. Per write, in order: true if saved, false if a
     /// concurrent writer got there first (nothing was stored for it).
     async fn save_many(&self, writes: &[VersionedProfile]) -> Result<Vec<bool>, StoreError> {
         let mut saved = Vec::with_capacity(writes.len());
         for write in writes {
-            match self.save(&write.profile, write.expected_version).await {
+            match self.save(&write.profile, write.expected_version, &[]).await {
                 Ok(()) => saved.push(true),
                 Err(StoreError::Conflict) => saved.push(false),
                 Err(e) => return Err(e),

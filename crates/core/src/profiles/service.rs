@@ -1,4 +1,5 @@
-//! The profile service: validation, merge, optimistic concurrency and change events.
+//! The profile service: validation, merge, optimistic concurrency and change events (each
+//! written with its change, in the profile's outbox).
 
 use std::{sync::Arc, time::Duration};
 
@@ -6,7 +7,7 @@ use chrono::Utc;
 
 use crate::{
     backoff::Backoff,
-    events::{DomainEvent, EventPublisher, ProfileChanged, PublishError},
+    events::{DomainEvent, ProfileChanged},
     profiles::{Changes, Profile, ProfilePatch, ProfileStore, StoredProfile},
     store::StoreError,
     validation,
@@ -24,8 +25,6 @@ pub enum ProfileError {
     Contention,
     #[error(transparent)]
     Store(StoreError),
-    #[error(transparent)]
-    Publish(#[from] PublishError),
 }
 
 impl From<StoreError> for ProfileError {
@@ -53,17 +52,16 @@ impl Upserted {
 #[derive(Clone)]
 pub struct ProfileService {
     store: Arc<dyn ProfileStore>,
-    events: Arc<dyn EventPublisher>,
     /// Waits between attempts when a concurrent writer got there first.
     conflicts: Backoff,
 }
 
 impl ProfileService {
-    pub fn new(store: Arc<dyn ProfileStore>, events: Arc<dyn EventPublisher>) -> Self {
+    pub fn new(store: Arc<dyn ProfileStore>) -> Self {
         // Generous: losing a race costs one read and one conditional write, and a busy
         // profile with several writers must still converge, never drop an update.
         let conflicts = Backoff::new(Duration::from_millis(5), Duration::from_millis(250), 30);
-        Self { store, events, conflicts }
+        Self { store, conflicts }
     }
 
     /// Replaces how long writers wait after losing a race (tests use no wait at all).
@@ -123,20 +121,16 @@ impl ProfileService {
             }
             profile.version = expected + 1;
             profile.updated_at = Utc::now();
-            match self.store.save(&profile, expected).await {
-                Ok(()) => {
-                    self.events
-                        .publish(&[DomainEvent::ProfileChanged(ProfileChanged {
-                            user_id: user_id.to_owned(),
-                            version: profile.version,
-                            changed_attributes: changes.attributes,
-                            changed_fields: changes.fields,
-                            created,
-                            erased: false,
-                        })])
-                        .await?;
-                    return Ok(if created { Upserted::Created(profile) } else { Upserted::Updated(profile) });
-                }
+            let change = DomainEvent::ProfileChanged(ProfileChanged {
+                user_id: user_id.to_owned(),
+                version: profile.version,
+                changed_attributes: changes.attributes,
+                changed_fields: changes.fields,
+                created,
+                erased: false,
+            });
+            match self.store.save(&profile, expected, std::slice::from_ref(&change)).await {
+                Ok(()) => return Ok(if created { Upserted::Created(profile) } else { Upserted::Updated(profile) }),
                 Err(StoreError::Conflict) => {
                     if !self.conflicts.wait(retry).await {
                         return Err(ProfileError::Contention);
@@ -156,31 +150,23 @@ impl ProfileService {
             let Some(StoredProfile { version, profile: Some(profile) }) = self.store.load(user_id).await? else {
                 return Err(ProfileError::NotFound);
             };
-            match self.store.erase(user_id, version + 1, version).await {
-                Ok(()) => {
-                    let changed_fields = [
-                        ("email", profile.email.is_some()),
-                        ("phone", profile.phone.is_some()),
-                        ("timezone", profile.timezone.is_some()),
-                        ("device_tokens", !profile.device_tokens.is_empty()),
-                        ("external_channels", !profile.external_channels.is_empty()),
-                    ];
-                    self.events
-                        .publish(&[DomainEvent::ProfileChanged(ProfileChanged {
-                            user_id: user_id.to_owned(),
-                            version: version + 1,
-                            changed_attributes: profile.attributes.into_keys().collect(),
-                            changed_fields: changed_fields
-                                .into_iter()
-                                .filter(|(_, had)| *had)
-                                .map(|(f, _)| f.to_owned())
-                                .collect(),
-                            created: false,
-                            erased: true,
-                        })])
-                        .await?;
-                    return Ok(());
-                }
+            let changed_fields = [
+                ("email", profile.email.is_some()),
+                ("phone", profile.phone.is_some()),
+                ("timezone", profile.timezone.is_some()),
+                ("device_tokens", !profile.device_tokens.is_empty()),
+                ("external_channels", !profile.external_channels.is_empty()),
+            ];
+            let change = DomainEvent::ProfileChanged(ProfileChanged {
+                user_id: user_id.to_owned(),
+                version: version + 1,
+                changed_attributes: profile.attributes.into_keys().collect(),
+                changed_fields: changed_fields.into_iter().filter(|(_, had)| *had).map(|(f, _)| f.to_owned()).collect(),
+                created: false,
+                erased: true,
+            });
+            match self.store.erase(user_id, version + 1, version, &[change]).await {
+                Ok(()) => return Ok(()),
                 Err(StoreError::Conflict) => {
                     if !self.conflicts.wait(retry).await {
                         return Err(ProfileError::Contention);
@@ -211,96 +197,97 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{events::memory::MemoryBus, profiles::memory::MemoryProfiles};
+    use crate::profiles::memory::MemoryProfiles;
 
-    fn service(store: Arc<MemoryProfiles>, bus: Arc<MemoryBus>) -> ProfileService {
-        ProfileService::new(store, bus).with_conflict_backoff(Backoff::new(Duration::ZERO, Duration::ZERO, 30))
+    fn service(store: Arc<MemoryProfiles>) -> ProfileService {
+        ProfileService::new(store).with_conflict_backoff(Backoff::new(Duration::ZERO, Duration::ZERO, 30))
     }
 
     fn patch(value: serde_json::Value) -> ProfilePatch {
         serde_json::from_value(value).unwrap()
     }
 
-    fn changed(bus: &MemoryBus) -> Vec<ProfileChanged> {
-        bus.profile_changes()
+    /// What the profiles' outboxes published.
+    fn changed(store: &MemoryProfiles) -> Vec<ProfileChanged> {
+        store.profile_changes()
     }
 
     #[tokio::test]
     async fn creating_a_profile_stores_version_1_and_publishes_created() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
-        let result =
-            service(store.clone(), bus.clone()).upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
+        let store = Arc::new(MemoryProfiles::default());
+        let result = service(store.clone()).upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
         assert!(matches!(&result, Upserted::Created(p) if p.version == 1));
-        let events = changed(&bus);
+        let events = changed(&store);
         assert_eq!(events.len(), 1);
         assert!(events[0].created && events[0].changed_fields == ["email"]);
     }
 
     #[tokio::test]
     async fn a_no_op_neither_stores_nor_publishes() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
-        let service = service(store.clone(), bus.clone());
+        let store = Arc::new(MemoryProfiles::default());
+        let service = service(store.clone());
         service.upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
         let again = service.upsert("u1", patch(json!({"email": "a@example.com"}))).await.unwrap();
         assert!(matches!(again, Upserted::Unchanged(p) if p.version == 1));
-        assert_eq!(changed(&bus).len(), 1);
+        assert_eq!(changed(&store).len(), 1);
     }
 
     #[tokio::test]
     async fn a_lost_race_is_merged_again_on_the_fresh_profile() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
-        let service = service(store.clone(), bus.clone());
+        let store = Arc::new(MemoryProfiles::default());
+        let service = service(store.clone());
         service.upsert("u1", patch(json!({"attributes": {"a": ["1"]}}))).await.unwrap();
         store.conflicts_to_inject.store(3, Ordering::SeqCst);
         let result = service.upsert("u1", patch(json!({"attributes": {"b": ["2"]}}))).await.unwrap();
         assert_eq!(result.profile().attributes.len(), 2);
         assert_eq!(result.profile().version, 2);
-        assert_eq!(changed(&bus).len(), 2, "one event per effective change, not per attempt");
+        assert_eq!(changed(&store).len(), 2, "one event per effective change, not per attempt");
     }
 
     #[tokio::test]
     async fn endless_conflicts_end_in_contention_not_a_lost_write() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
+        let store = Arc::new(MemoryProfiles::default());
         store.conflicts_to_inject.store(usize::MAX / 2, Ordering::SeqCst);
-        let result = service(store.clone(), bus.clone()).upsert("u1", patch(json!({}))).await;
+        let result = service(store.clone()).upsert("u1", patch(json!({}))).await;
         assert!(matches!(result, Err(ProfileError::Contention)), "{result:?}");
-        assert!(changed(&bus).is_empty());
+        assert!(changed(&store).is_empty());
     }
 
     #[tokio::test]
     async fn an_invalid_patch_touches_nothing() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
-        let result = service(store.clone(), bus.clone()).upsert("u1", patch(json!({"email": "nope"}))).await;
+        let store = Arc::new(MemoryProfiles::default());
+        let result = service(store.clone()).upsert("u1", patch(json!({"email": "nope"}))).await;
         assert!(matches!(result, Err(ProfileError::Invalid(_))));
         assert!(store.records.lock().unwrap().is_empty());
-        assert!(changed(&bus).is_empty());
+        assert!(changed(&store).is_empty());
     }
 
     #[tokio::test]
-    async fn a_failed_publish_is_reported_to_the_caller() {
+    async fn a_write_that_is_not_made_publishes_nothing() {
         let store = Arc::new(MemoryProfiles::default());
-        let bus = Arc::new(MemoryBus { fail: true, ..Default::default() });
-        let result = service(store, bus).upsert("u1", patch(json!({}))).await;
-        assert!(matches!(result, Err(ProfileError::Publish(_))));
+        store.conflicts_to_inject.store(1_000, Ordering::SeqCst);
+        let result = service(store.clone()).upsert("u1", patch(json!({"email": "a@example.com"}))).await;
+        assert!(matches!(result, Err(ProfileError::Contention)));
+        assert!(changed(&store).is_empty());
     }
 
     #[tokio::test]
     async fn erasing_leaves_a_tombstone_and_publishes_what_was_held() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
-        let service = service(store.clone(), bus.clone());
+        let store = Arc::new(MemoryProfiles::default());
+        let service = service(store.clone());
         service.upsert("u1", patch(json!({"attributes": {"vip": ["y"]}, "email": "a@example.com"}))).await.unwrap();
         service.erase("u1").await.unwrap();
         assert_eq!(store.records.lock().unwrap()["u1"], StoredProfile { version: 2, profile: None });
         assert!(matches!(service.get("u1").await, Err(ProfileError::NotFound)));
         assert!(matches!(service.erase("u1").await, Err(ProfileError::NotFound)));
-        let erased = changed(&bus).pop().unwrap();
+        let erased = changed(&store).pop().unwrap();
         assert!(erased.erased && erased.changed_attributes == ["vip"] && erased.changed_fields == ["email"]);
     }
 
     #[tokio::test]
     async fn a_bad_user_id_is_refused_before_any_read() {
-        let (store, bus) = (Arc::new(MemoryProfiles::default()), Arc::new(MemoryBus::default()));
-        let result = service(store, bus).upsert("a/b", patch(json!({}))).await;
+        let store = Arc::new(MemoryProfiles::default());
+        let result = service(store).upsert("a/b", patch(json!({}))).await;
         assert!(matches!(result, Err(ProfileError::Invalid(e)) if e.0[0].field == "user_id"));
     }
 }

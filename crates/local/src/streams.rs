@@ -1,0 +1,362 @@
+//! Plays Lambda's DynamoDB stream event source mappings: for each function the template
+//! subscribes to a table's stream, a poller reads the stream's shards from the start
+//! (`StartingPosition: TRIM_HORIZON`), invokes the handler with the payload Lambda sends,
+//! and, with `ReportBatchItemFailures`, delivers the stream again from the record the
+//! handler names (or the whole batch, when the handler fails), as Lambda does; a
+//! shard's later records wait behind it, so the stream stays in order.
+//!
+//! Local deviations: a failed batch is retried after `HERALD_LOCAL_RETRY_DELAY_SECONDS`
+//! (Lambda backs off on its own schedule), retries are not bounded by
+//! `MaximumRetryAttempts` and no on-failure destination is written (locally, the stream
+//! holds the records until the handler takes them).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use aws_lambda_events::{dynamodb::Event, streams::DynamoDbEventResponse};
+use aws_sdk_dynamodbstreams::{
+    Client,
+    types::{AttributeValue, Record, ShardIteratorType},
+};
+use base64::Engine as _;
+use herald_aws::describe;
+use serde_json::{Map, Value, json};
+use tokio::task::JoinHandle;
+
+use crate::{LocalError, esm::StopToken, provision::Deployment};
+
+/// How often an idle shard is read: Lambda polls a shard four times a second.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// What Lambda invokes with a batch of stream records.
+#[async_trait]
+pub trait StreamHandler: Send + Sync {
+    async fn handle(&self, event: Event) -> DynamoDbEventResponse;
+}
+
+#[async_trait]
+impl StreamHandler for herald_relay::RelayHandler {
+    async fn handle(&self, event: Event) -> DynamoDbEventResponse {
+        herald_relay::RelayHandler::handle(self, event).await
+    }
+}
+
+/// A function's `Events` entry of Type DynamoDB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSource {
+    /// The function's logical id.
+    pub function: String,
+    pub binary: Option<String>,
+    pub stream_arn: String,
+    /// Records per invocation (DynamoDB's GetRecords returns at most 1,000).
+    pub batch_size: i32,
+    pub report_batch_item_failures: bool,
+    pub retry_delay: Duration,
+}
+
+/// Every enabled DynamoDB stream event source of the template's functions.
+pub fn stream_event_sources(deployment: &Deployment, retry_delay: Duration) -> Result<Vec<StreamSource>, LocalError> {
+    let template = &deployment.template;
+    let mut sources = Vec::new();
+    for function in template.resources_of_type("AWS::Serverless::Function") {
+        let events = function.properties.get("Events").and_then(serde_norway::Value::as_mapping);
+        for (name, event) in events.into_iter().flatten() {
+            if event.get("Type").and_then(serde_norway::Value::as_str) != Some("DynamoDB") {
+                continue;
+            }
+            let context = format!("{}.Events.{}", function.logical_id, name.as_str().unwrap_or("?"));
+            let properties = event.get("Properties").cloned().unwrap_or_default();
+            if properties.get("Enabled").and_then(serde_norway::Value::as_bool) == Some(false) {
+                continue;
+            }
+            let stream = properties
+                .get("Stream")
+                .ok_or_else(|| LocalError::Template(format!("{context} names no Stream")))
+                .and_then(|s| template.resolve(s, &deployment.physical, &deployment.stack_name))
+                .map_err(|e| e.context(&context))?;
+            if properties.get("StartingPosition").and_then(serde_norway::Value::as_str) != Some("TRIM_HORIZON") {
+                return Err(LocalError::Template(format!(
+                    "{context}: the local stack reads streams from TRIM_HORIZON only"
+                )));
+            }
+            let batch_size = match properties.get("BatchSize") {
+                None => 100,
+                Some(size) => size
+                    .as_i64()
+                    .and_then(|s| i32::try_from(s).ok())
+                    .filter(|s| (1..=10_000).contains(s))
+                    .ok_or_else(|| LocalError::Template(format!("{context}: BatchSize {size:?}")))?,
+            };
+            let report_batch_item_failures = properties
+                .get("FunctionResponseTypes")
+                .and_then(serde_norway::Value::as_sequence)
+                .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+            sources.push(StreamSource {
+                function: function.logical_id.clone(),
+                binary: function.binary().map(str::to_owned),
+                stream_arn: stream,
+                batch_size,
+                report_batch_item_failures,
+                retry_delay,
+            });
+        }
+    }
+    Ok(sources)
+}
+
+/// Starts reading every shard of `source`'s stream for `handler` until `stop`.
+pub fn spawn_poller(
+    client: Client,
+    source: StreamSource,
+    handler: Arc<dyn StreamHandler>,
+    stop: StopToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stop_here = stop.clone();
+        let mut shards = Vec::new();
+        while !stop_here.is_stopped() {
+            // Shards are found once: moto's streams have one shard that never closes.
+            match shard_ids(&client, &source.stream_arn).await {
+                Ok(ids) => {
+                    shards = ids;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %source.stream_arn, error = %e, "describing the stream");
+                    stop_here.sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let readers = shards.into_iter().map(|shard| {
+            let (client, source, handler, stop) = (client.clone(), source.clone(), handler.clone(), stop.clone());
+            tokio::spawn(async move { read_shard(&client, &source, &shard, &handler, stop).await })
+        });
+        for reader in readers.collect::<Vec<_>>() {
+            let _ = reader.await;
+        }
+    })
+}
+
+async fn shard_ids(client: &Client, stream_arn: &str) -> Result<Vec<String>, LocalError> {
+    let described = client
+        .describe_stream()
+        .stream_arn(stream_arn)
+        .send()
+        .await
+        .map_err(|e| LocalError::Aws(format!("describing {stream_arn}: {}", describe(&e))))?;
+    let shards = described.stream_description.and_then(|d| d.shards).unwrap_or_default();
+    Ok(shards.into_iter().filter_map(|s| s.shard_id).collect())
+}
+
+/// Reads one shard in order: a batch is taken again, from the record the handler
+/// names, until the handler takes it whole.
+async fn read_shard(
+    client: &Client,
+    source: &StreamSource,
+    shard: &str,
+    handler: &Arc<dyn StreamHandler>,
+    mut stop: StopToken,
+) {
+    let mut iterator: Option<String> = None;
+    let mut pending: Vec<Record> = Vec::new();
+    while !stop.is_stopped() {
+        if pending.is_empty() {
+            match next_records(client, source, shard, iterator.take()).await {
+                Ok((records, next)) => {
+                    iterator = next;
+                    pending = records;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %source.stream_arn, error = %e, "reading the stream");
+                    stop.sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            if pending.is_empty() {
+                stop.sleep(IDLE_POLL).await;
+                continue;
+            }
+        }
+        let batch = pending.len().min(source.batch_size as usize);
+        let taken = invoke(source, &pending[..batch], handler).await;
+        pending.drain(..taken);
+        if taken < batch {
+            stop.sleep(source.retry_delay).await;
+        }
+    }
+}
+
+async fn next_records(
+    client: &Client,
+    source: &StreamSource,
+    shard: &str,
+    iterator: Option<String>,
+) -> Result<(Vec<Record>, Option<String>), LocalError> {
+    let iterator = match iterator {
+        Some(iterator) => iterator,
+        None => client
+            .get_shard_iterator()
+            .stream_arn(&source.stream_arn)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| LocalError::Aws(format!("a shard iterator of {}: {}", source.stream_arn, describe(&e))))?
+            .shard_iterator
+            .ok_or_else(|| LocalError::Aws("no shard iterator".into()))?,
+    };
+    let read = client
+        .get_records()
+        .shard_iterator(&iterator)
+        .limit(source.batch_size.min(1_000))
+        .send()
+        .await
+        .map_err(|e| LocalError::Aws(format!("reading {}: {}", source.stream_arn, describe(&e))))?;
+    // A closed shard has no next iterator; moto's never close, but read again from the
+    // iterator we had rather than from the start.
+    let next = read.next_shard_iterator.or(Some(iterator));
+    Ok((read.records.unwrap_or_default(), next))
+}
+
+/// Invokes the handler with `records`; answers how many of them it took (all, none on a
+/// function error, or those before the record it names).
+async fn invoke(source: &StreamSource, records: &[Record], handler: &Arc<dyn StreamHandler>) -> usize {
+    let payload = lambda_event(records, &source.stream_arn);
+    let event: Event = match serde_json::from_value(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::error!(function = %source.function, error = %e, "the stream event does not deserialize");
+            return 0;
+        }
+    };
+    let invoked = tokio::spawn({
+        let handler = handler.clone();
+        async move { handler.handle(event).await }
+    })
+    .await;
+    let Ok(response) = invoked else {
+        tracing::error!(function = %source.function, "the handler failed the whole batch");
+        return 0;
+    };
+    if !source.report_batch_item_failures {
+        return records.len();
+    }
+    if response.batch_item_failures.is_empty() {
+        return records.len();
+    }
+    // Lambda retries from the earliest record named; an id that is empty or not in the
+    // batch fails the whole batch.
+    let named: Option<Vec<usize>> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_deref().and_then(|id| records.iter().position(|r| sequence(r) == Some(id))))
+        .collect();
+    named.and_then(|positions| positions.into_iter().min()).unwrap_or(0)
+}
+
+fn sequence(record: &Record) -> Option<&str> {
+    record.dynamodb.as_ref().and_then(|d| d.sequence_number.as_deref())
+}
+
+/// The payload Lambda sends for `records` of the stream `stream_arn`.
+pub fn lambda_event(records: &[Record], stream_arn: &str) -> Value {
+    // arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
+    let region = stream_arn.split(':').nth(3).filter(|r| !r.is_empty()).unwrap_or("us-east-1");
+    let records: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let change = r.dynamodb.as_ref();
+            let image = |i: Option<&std::collections::HashMap<String, AttributeValue>>| {
+                Value::Object(i.into_iter().flatten().map(|(k, v)| (k.clone(), attribute(v))).collect::<Map<_, _>>())
+            };
+            let mut dynamodb = json!({
+                "Keys": image(change.and_then(|c| c.keys.as_ref())),
+                "SequenceNumber": change.and_then(|c| c.sequence_number.as_deref()),
+                "SizeBytes": change.and_then(|c| c.size_bytes).unwrap_or_default(),
+                "StreamViewType": change.and_then(|c| c.stream_view_type.as_ref()).map(|t| t.as_str()),
+                "ApproximateCreationDateTime": change
+                    .and_then(|c| c.approximate_creation_date_time)
+                    .map_or(0.0, |t| t.as_secs_f64()),
+            });
+            if let Some(new) = change.and_then(|c| c.new_image.as_ref()) {
+                dynamodb["NewImage"] = image(Some(new));
+            }
+            if let Some(old) = change.and_then(|c| c.old_image.as_ref()) {
+                dynamodb["OldImage"] = image(Some(old));
+            }
+            json!({
+                "eventID": r.event_id(),
+                "eventName": r.event_name().map(|n| n.as_str()),
+                "eventVersion": r.event_version().unwrap_or("1.1"),
+                "eventSource": "aws:dynamodb",
+                "awsRegion": r.aws_region().unwrap_or(region),
+                "eventSourceARN": stream_arn,
+                "dynamodb": dynamodb,
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An attribute value in DynamoDB's JSON, as stream records carry it.
+fn attribute(value: &AttributeValue) -> Value {
+    let base64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+    };
+    match value {
+        AttributeValue::S(s) => json!({ "S": s }),
+        AttributeValue::N(n) => json!({ "N": n }),
+        AttributeValue::B(b) => json!({ "B": base64(b) }),
+        AttributeValue::Bool(b) => json!({ "BOOL": b }),
+        AttributeValue::Null(n) => json!({ "NULL": n }),
+        AttributeValue::Ss(s) => json!({ "SS": s }),
+        AttributeValue::Ns(n) => json!({ "NS": n }),
+        AttributeValue::Bs(b) => json!({ "BS": b.iter().map(base64).collect::<Vec<_>>() }),
+        AttributeValue::L(l) => json!({ "L": l.iter().map(attribute).collect::<Vec<_>>() }),
+        AttributeValue::M(m) => {
+            json!({ "M": m.iter().map(|(k, v)| (k.clone(), attribute(v))).collect::<Map<_, _>>() })
+        }
+        _ => json!({ "NULL": true }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodbstreams::types::{OperationType, StreamRecord, StreamViewType};
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:dynamodb:eu-west-3:123456789012:table/s-ProfilesTable/stream/2026-12-01T00:00:00.000";
+
+    fn record() -> Record {
+        Record::builder()
+            .event_id("e1")
+            .event_name(OperationType::Modify)
+            .event_version("1.1")
+            .dynamodb(
+                StreamRecord::builder()
+                    .keys("user_id", AttributeValue::S("u1".into()))
+                    .new_image("user_id", AttributeValue::S("u1".into()))
+                    .new_image("version", AttributeValue::N("2".into()))
+                    .new_image("tags", AttributeValue::L(vec![AttributeValue::Bool(true)]))
+                    .old_image("user_id", AttributeValue::S("u1".into()))
+                    .sequence_number("100")
+                    .size_bytes(42)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn the_payload_is_what_lambda_sends_for_a_stream_batch() {
+        let payload = lambda_event(&[record()], ARN);
+        let event: Event = serde_json::from_value(payload.clone()).unwrap();
+        let change = &event.records[0];
+        assert_eq!((change.event_name.as_str(), change.aws_region.as_str()), ("MODIFY", "eu-west-3"));
+        assert_eq!(change.change.sequence_number.as_deref(), Some("100"));
+        assert_eq!(payload["Records"][0]["dynamodb"]["NewImage"]["tags"], json!({"L": [{"BOOL": true}]}));
+        assert_eq!(payload["Records"][0]["dynamodb"]["NewImage"]["version"], json!({"N": "2"}));
+        assert_eq!(payload["Records"][0]["eventSourceARN"], ARN);
+    }
+}

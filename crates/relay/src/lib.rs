@@ -1,0 +1,185 @@
+//! The outbox relay Lambda: fed by a table's DynamoDB stream (old and new images), it
+//! publishes to the bus the events each write put in its item's outbox
+//! (`herald_core::events::Outbox`), in stream order. When publishing fails it answers
+//! the first record not published as the batch's failure: Lambda delivers the stream
+//! again from that record (`ReportBatchItemFailures`), so a change's event is delayed
+//! while the bus is down, never lost.
+
+use std::sync::Arc;
+
+use aws_lambda_events::{
+    dynamodb::{Event, EventRecord},
+    streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse},
+};
+use herald_aws::{Clients, EventBridgePublisher, dynamo::outbox};
+use herald_core::events::{EventPublisher, OutboxRelay, OutboxWrite};
+use herald_edge::config::{ConfigError, Env};
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    pub event_bus_name: String,
+}
+
+impl RelayConfig {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(&lookup);
+        Ok(Self { event_bus_name: env.required("EVENT_BUS_NAME")? })
+    }
+}
+
+pub struct RelayHandler {
+    relay: OutboxRelay,
+}
+
+impl RelayHandler {
+    pub fn new(events: Arc<dyn EventPublisher>) -> Self {
+        Self { relay: OutboxRelay::new(events) }
+    }
+
+    pub fn from_aws(clients: &Clients, config: &RelayConfig) -> Self {
+        Self::new(Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)))
+    }
+
+    pub async fn connect(config: &RelayConfig) -> Self {
+        Self::from_aws(&Clients::new(&herald_aws::sdk_config().await), config)
+    }
+
+    /// Publishes the batch's due events; answers the first record to deliver again, if
+    /// any (Lambda retries from it, and every record after it).
+    pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
+        let mut writes = Vec::with_capacity(event.records.len());
+        let mut unreadable = None;
+        for (position, record) in event.records.iter().enumerate() {
+            match write(record) {
+                Ok(write) => writes.push(write),
+                Err(e) => {
+                    // Only Herald writes outboxes, so this is a bug or a version skew: hold
+                    // the stream here (after the retries, the mapping's on-failure
+                    // destination keeps the record's position) rather than skip an event.
+                    tracing::error!(event_id = %record.event_id, error = %e, "an unreadable outbox");
+                    unreadable = Some(position);
+                    break;
+                }
+            }
+        }
+        let failed = match self.relay.relay(&writes).await {
+            Ok(()) => unreadable,
+            Err(e) => {
+                tracing::warn!(error = %e.error, unpublished = writes.len() - e.position, "the bus refused; the stream delivers again");
+                Some(e.position)
+            }
+        };
+        let mut response = DynamoDbEventResponse::default();
+        if let Some(record) = failed.and_then(|position| event.records.get(position)) {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = record.change.sequence_number.clone();
+            response.batch_item_failures.push(failure);
+        }
+        response
+    }
+
+    /// Runs as the Lambda function until the runtime stops it.
+    pub async fn run(self) -> Result<(), lambda_runtime::Error> {
+        let handler = &self;
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+            Ok::<_, lambda_runtime::Error>(handler.handle(event.payload).await)
+        }))
+        .await
+    }
+}
+
+/// The write a stream record reports: its outbox before and after (none for a removal).
+fn write(record: &EventRecord) -> Result<OutboxWrite, serde_dynamo::Error> {
+    if record.event_name == "REMOVE" {
+        return Ok(OutboxWrite::default());
+    }
+    outbox::write(&record.change.old_image, &record.change.new_image)
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::events::{DomainEvent, memory::MemoryBus};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn record(sequence: &str, name: &str, old: Option<&str>, new: Option<&str>) -> Value {
+        let image = |id: Option<&str>| match id {
+            None => json!({"user_id": {"S": "u1"}}),
+            Some(id) => json!({"user_id": {"S": "u1"}, "outbox": {"M": {
+                "id": {"S": id},
+                "events": {"L": [{"M": {
+                    "detail_type": {"S": "profile.changed"},
+                    "detail": {"S": format!("{{\"user_id\":\"u1\",\"version\":{id}}}")}
+                }}]}
+            }}}),
+        };
+        json!({
+            "eventID": format!("e{sequence}"),
+            "eventName": name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/s-Profiles/stream/2026-12-01T00:00:00.000",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1764547200.0,
+                "Keys": {"user_id": {"S": "u1"}},
+                "NewImage": image(new),
+                "OldImage": image(old),
+                "SequenceNumber": sequence,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            }
+        })
+    }
+
+    fn event(records: Vec<Value>) -> Event {
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    fn details(bus: &MemoryBus) -> Vec<String> {
+        bus.published.lock().unwrap().iter().map(DomainEvent::detail_json).collect()
+    }
+
+    #[tokio::test]
+    async fn each_write_that_filled_its_outbox_is_published_once() {
+        let bus = Arc::new(MemoryBus::default());
+        let handler = RelayHandler::new(bus.clone());
+        let answer = handler
+            .handle(event(vec![
+                record("100", "INSERT", None, Some("1")),
+                record("200", "MODIFY", Some("1"), Some("1")),
+                record("300", "MODIFY", Some("1"), Some("2")),
+                record("400", "REMOVE", Some("2"), None),
+            ]))
+            .await;
+        assert!(answer.batch_item_failures.is_empty());
+        assert_eq!(details(&bus), [r#"{"user_id":"u1","version":1}"#, r#"{"user_id":"u1","version":2}"#]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_publish_asks_for_the_stream_again_from_the_first_unpublished_record() {
+        let bus = Arc::new(MemoryBus { fail: true, ..Default::default() });
+        let answer = RelayHandler::new(bus).handle(event(vec![record("100", "INSERT", None, Some("1"))])).await;
+        let failed: Vec<_> = answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failed, [Some("100".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_outbox_holds_the_stream_at_its_record() {
+        let bus = Arc::new(MemoryBus::default());
+        let mut bad = record("200", "MODIFY", Some("1"), Some("2"));
+        bad["dynamodb"]["NewImage"]["outbox"] = json!({"S": "not an outbox"});
+        let answer = RelayHandler::new(bus.clone())
+            .handle(event(vec![
+                record("100", "INSERT", None, Some("1")),
+                bad,
+                record("300", "INSERT", None, Some("3")),
+            ]))
+            .await;
+        let failed: Vec<_> = answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failed, [Some("200".to_owned())]);
+        assert_eq!(details(&bus), [r#"{"user_id":"u1","version":1}"#], "the records before it are published");
+    }
+}
