@@ -137,6 +137,23 @@ async fn the_sample_segmenter_event_is_handled_without_failures() {
 }
 
 #[tokio::test]
+async fn the_sample_relay_event_publishes_the_new_outbox_only() {
+    let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
+    let capture = herald_e2e::EventCapture::attach(&stack).await;
+    let event: aws_lambda_events::dynamodb::Event =
+        serde_json::from_str(&read_event("relay-dynamodb-stream.json")).unwrap();
+    let response = stack.relay().expect("the stack runs the relay").handle(event).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    let events = capture.collect(2, std::time::Duration::from_secs(5)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["detail-type"].as_str(), events[0]["detail"]["version"].as_u64()),
+        (Some("profile.changed"), Some(2))
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_sample_import_events_list_and_read_a_job() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
     let app = App::from_aws(&stack.clients, &stack.api_config);
@@ -210,6 +227,7 @@ fn every_sample_event_is_tested() {
         // Tested with the importer (crates/importer).
         "importer-continue-sqs.json",
         "importer-s3-sqs.json",
+        "relay-dynamodb-stream.json",
         "segmenter-sqs.json",
         "worker-email-sqs.json",
     ];

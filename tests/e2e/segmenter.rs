@@ -340,3 +340,47 @@ async fn concurrent_changes_to_one_user_end_with_the_latest_state() {
     assert_eq!(all_members(&api, "gold").await, rows, "the members rows agree with the user's record");
     stack.stop().await;
 }
+
+/// PutEvents refused for 20 s while 200 profiles change: every change waits in its
+/// profile's outbox, reaches the segmenter once the bus is back, and memberships end
+/// exactly right.
+#[tokio::test]
+async fn profile_changes_during_a_20_s_bus_outage_reach_the_segmenter_after_it() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use herald_e2e::chaos::{ChaosProxy, Fault};
+
+    let down = Arc::new(AtomicBool::new(false));
+    let fault = Fault::Outage { target: "AWSEvents.PutEvents".into(), on: down.clone() };
+    let proxy = ChaosProxy::start(&herald_e2e::aws_endpoint(), fault).await;
+    let stack = start_stack_with(|o| o.endpoint = Some(proxy.url.clone())).await;
+    let api = Api::new(&stack);
+    ready_segment(&api, "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
+
+    down.store(true, Ordering::SeqCst);
+    let outage = Instant::now();
+    let mut gold = Vec::new();
+    for i in 0..200 {
+        let user_id = format!("u{i:03}");
+        let tier = if i % 2 == 0 { "gold" } else { "silver" };
+        let answer = api.put(&format!("/v1/users/{user_id}"), &json!({"attributes": {"tier": [tier]}})).await;
+        assert!(answer.status == 201, "a profile write does not wait for the bus: {:?}", answer.body);
+        if tier == "gold" {
+            gold.push(user_id);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(outage.elapsed())).await;
+    assert!(all_members(&api, "gold").await.is_empty(), "nothing reached the segmenter while the bus was down");
+    assert!(proxy.injected.load(Ordering::SeqCst) > 0, "the relay tried the bus and was refused");
+    down.store(false, Ordering::SeqCst);
+
+    eventually("every gold profile is a member", WAIT, || async { all_members(&api, "gold").await.len() >= 100 }).await;
+    tokio::time::sleep(QUIET).await;
+    let mut members = all_members(&api, "gold").await;
+    members.sort();
+    assert_eq!(members, gold);
+    stack.stop().await;
+}

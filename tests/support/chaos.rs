@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -15,10 +15,19 @@ use axum::{body::Bytes, extract::State, http::HeaderMap, response::Response};
 
 #[derive(Clone, Debug)]
 pub enum Fault {
-    /// Throttle this share (0..1) of calls whose body or path contains `matching`.
+    /// Throttle this share (0..1) of calls whose body, path or `X-Amz-Target` contains
+    /// `matching`.
     Throttle { share: f64, matching: String },
+    /// Hold this share (0..1) of calls matching as `Throttle` does for `by` before
+    /// forwarding them: a slow provider, which makes functions reach their timeout.
+    Delay { share: f64, matching: String, by: std::time::Duration },
+    /// Every fault of the list, the first that applies to a call.
+    All(Vec<Fault>),
     /// Answer 503 to every call signed for `region`.
     RegionDown { region: String },
+    /// While `on`, answer an internal error to every call whose `X-Amz-Target` is
+    /// `target` (e.g. `AWSEvents.PutEvents`: the bus is down).
+    Outage { target: String, on: Arc<AtomicBool> },
 }
 
 pub struct ChaosProxy {
@@ -78,25 +87,73 @@ async fn proxy(
     body: Bytes,
 ) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-    let text = String::from_utf8_lossy(&body);
-    let inject = match &shared.fault {
-        Fault::Throttle { share, matching } => {
-            (text.contains(matching.as_str()) || path.contains(matching.as_str())) && rand::random::<f64>() < *share
+    let call = Call { path: &path, headers: &headers, body: &String::from_utf8_lossy(&body) };
+    let mut delay = std::time::Duration::ZERO;
+    if let Some(fault) = applying(&shared.fault, &call) {
+        shared.injected.fetch_add(1, Ordering::SeqCst);
+        let target = headers.get("x-amz-target").is_some();
+        match fault {
+            Fault::Throttle { .. } if target => return json_error(400, "ThrottlingException", "Rate exceeded"),
+            Fault::Throttle { .. } => return throttled(&path),
+            Fault::RegionDown { .. } => {
+                return Response::builder().status(503).body("Service Unavailable".into()).unwrap();
+            }
+            Fault::Outage { .. } => return json_error(500, "InternalException", "chaos: the service is down"),
+            Fault::Delay { by, .. } => delay = *by,
+            Fault::All(_) => unreachable!("applying answers a single fault"),
         }
-        Fault::RegionDown { region } => headers
+    }
+    shared.forwarded.fetch_add(1, Ordering::SeqCst);
+    // A provider handles a request it received even if the caller stops waiting (a
+    // function stopped by its timeout): the call goes on in a task of its own.
+    let forwarded = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        forward(&shared.http, &shared.target, method, &path, &headers, body).await
+    });
+    forwarded.await.unwrap()
+}
+
+/// What a fault sees of a call.
+struct Call<'a> {
+    path: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a str,
+}
+
+impl Call<'_> {
+    fn matches(&self, matching: &str) -> bool {
+        let target = self.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        self.body.contains(matching) || self.path.contains(matching) || target.contains(matching)
+    }
+}
+
+/// The fault to inject into `call`, if any (shares drawn at random).
+fn applying<'a>(fault: &'a Fault, call: &Call) -> Option<&'a Fault> {
+    let applies = match fault {
+        Fault::Throttle { share, matching } | Fault::Delay { share, matching, .. } => {
+            call.matches(matching) && rand::random::<f64>() < *share
+        }
+        Fault::RegionDown { region } => call
+            .headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|auth| auth.contains(&format!("/{region}/"))),
+        Fault::Outage { target, on } => {
+            on.load(Ordering::SeqCst)
+                && call.headers.get("x-amz-target").and_then(|v| v.to_str().ok()) == Some(target.as_str())
+        }
+        Fault::All(faults) => return faults.iter().find_map(|f| applying(f, call)),
     };
-    if inject {
-        shared.injected.fetch_add(1, Ordering::SeqCst);
-        return match shared.fault {
-            Fault::Throttle { .. } => throttled(&path),
-            Fault::RegionDown { .. } => Response::builder().status(503).body("Service Unavailable".into()).unwrap(),
-        };
-    }
-    shared.forwarded.fetch_add(1, Ordering::SeqCst);
-    forward(&shared.http, &shared.target, method, &path, &headers, body).await
+    applies.then_some(fault)
+}
+
+/// An error of a JSON-protocol service (EventBridge, DynamoDB, SQS).
+fn json_error(status: u16, code: &str, message: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(format!(r#"{{"__type":"{code}","message":"{message}"}}"#).into())
+        .unwrap()
 }
 
 /// Sends a request on to `target` as it came (its method, path, headers and body) and

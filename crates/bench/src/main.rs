@@ -4,6 +4,7 @@
 //! the groups whose name contains it.
 
 mod campaigns;
+mod chaos;
 mod client;
 mod import;
 mod segments;
@@ -61,6 +62,9 @@ fn main() {
     }
     if wanted("client") {
         client::client_figures();
+    }
+    if wanted("chaos") {
+        multi_threaded().block_on(chaos::chaos_figures());
     }
 }
 

@@ -131,6 +131,7 @@ pub struct LocalStack {
     segmenter: Option<Arc<SegmenterHandler>>,
     importer: Option<Arc<ImporterHandler>>,
     dispatcher: Option<Arc<DispatcherHandler>>,
+    relay: Option<Arc<RelayHandler>>,
     schedules: Vec<schedule::Schedule>,
     pollers: Vec<JoinHandle<()>>,
     stop_pollers: esm::Stopper,
@@ -225,11 +226,13 @@ impl LocalStack {
         }
 
         let mut streams = Vec::new();
+        let mut relay = None;
         for source in streams::stream_event_sources(&deployment, retry_delay)? {
             match source.binary.as_deref() {
                 Some("herald-relay") => {
-                    let relay: Arc<dyn streams::StreamHandler> = Arc::new(relay_for(&deployment, &clients)?);
-                    streams.push((source, relay));
+                    let function = Arc::new(relay_for(&deployment, &clients)?);
+                    relay = Some(function.clone());
+                    streams.push((source, function as Arc<dyn streams::StreamHandler>));
                 }
                 _ => tracing::warn!(
                     function = %source.function,
@@ -282,10 +285,16 @@ impl LocalStack {
             segmenter,
             importer,
             dispatcher,
+            relay,
             schedules,
             pollers,
             stop_pollers,
         })
+    }
+
+    /// The outbox relay the stack runs on the profiles table's stream.
+    pub fn relay(&self) -> Option<&RelayHandler> {
+        self.relay.as_deref()
     }
 
     /// The worker the stack runs for `channel`, to invoke directly (with a sample event).

@@ -18,7 +18,7 @@ use herald_core::{
     campaigns::{CampaignCounters, CampaignState, CampaignStore},
     delivery::{
         Channel, ChannelQueues, Sender,
-        pipeline::{Pipeline, Providers, Tracking, campaign_counts, retry_job},
+        pipeline::{Pipeline, Providers, RECORDING_MARGIN, Tracking, campaign_counts, retry_job},
         rate_limit::RateLimit,
     },
     notifications::ChannelMessage,
@@ -142,10 +142,6 @@ impl WorkerConfig {
 /// back to SQS instead, which redelivers it and, after maxReceiveCount, parks it in the
 /// dead-letter queue.
 pub const MAX_ATTEMPTS: u32 = 5;
-
-/// What a deadline-aware invocation keeps for recording outcomes and counts after its
-/// last send starts.
-const RECORDING_MARGIN: Duration = Duration::from_secs(2);
 
 /// What of one message an invocation takes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,13 +301,19 @@ impl WorkerHandler {
         Some(ChannelMessage { recipients: first.to_vec(), ..job.clone() })
     }
 
-    async fn handle_job(&self, message_id: &str, job: &ChannelMessage, check: CampaignCheck) -> bool {
+    async fn handle_job(
+        &self,
+        message_id: &str,
+        job: &ChannelMessage,
+        check: CampaignCheck,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
         match check {
             CampaignCheck::Unknown => return false,
             CampaignCheck::Cancelled => return self.skip_cancelled(message_id, job).await,
             CampaignCheck::Deliver => {}
         }
-        let outcomes = self.pipeline.process(job).await;
+        let outcomes = self.pipeline.process_until(job, deadline).await;
         for (delivery_id, outcome) in &outcomes {
             // The kind and status only: a retry's reason is the provider's error text, which
             // may quote the address.
@@ -466,7 +468,7 @@ impl SqsHandler for WorkerHandler {
                     },
                 };
                 let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
-                self.handle_job(sqs::message_id(message), &job, check).await
+                self.handle_job(sqs::message_id(message), &job, check, invocation.deadline).await
             },
         ))
         .await;

@@ -239,6 +239,8 @@ pub struct ScriptedSender {
     /// What each accepted message said.
     pub contents: Mutex<Vec<crate::delivery::rendering::Rendered>>,
     pub calls: AtomicUsize,
+    /// How long each send waits before it answers.
+    pub hold: Mutex<std::time::Duration>,
 }
 
 impl ScriptedSender {
@@ -264,6 +266,10 @@ impl crate::delivery::Sender for ScriptedSender {
 
     async fn send(&self, message: &crate::delivery::Outgoing<'_>) -> Result<String, crate::delivery::SendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let hold = *self.hold.lock().unwrap();
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
         self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))?;
         self.sent.lock().unwrap().push(message.delivery_id.to_owned());
         self.contents.lock().unwrap().push(message.content.clone());

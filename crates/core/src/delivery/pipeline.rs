@@ -108,6 +108,9 @@ pub struct Pipeline {
     breaker: Mutex<CircuitBreaker>,
 }
 
+/// What an invocation keeps, past its last send, for recording outcomes and counts.
+pub const RECORDING_MARGIN: Duration = Duration::from_secs(2);
+
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -140,6 +143,16 @@ impl Pipeline {
     /// (preferences, suppression), then the whole job is claimed in one conditional
     /// batch write (with the rate-limit counters), and the claimed ones are sent.
     pub async fn process(&self, job: &ChannelMessage) -> Vec<(String, Outcome)> {
+        self.process_until(job, None).await
+    }
+
+    /// `process` within an invocation that ends at `deadline`: no send starts, and no
+    /// provider answer is awaited, past `deadline` less [`RECORDING_MARGIN`]. A send
+    /// still unanswered then may have reached the provider: it ends as an uncertain
+    /// error, never sent again, so a function stopped by its timeout never leaves a
+    /// delivery claimed and unrecorded. A recipient not yet tried is handed back for a
+    /// later attempt.
+    pub async fn process_until(&self, job: &ChannelMessage, deadline: Option<Instant>) -> Vec<(String, Outcome)> {
         let content = self.render(job).await;
         let mut seen = std::collections::HashSet::new();
         let recipients: Vec<&ChannelRecipient> =
@@ -165,7 +178,7 @@ impl Pipeline {
             }
         };
         let delivered = futures_util::future::join_all(claimed.into_iter().map(async |(i, claim)| {
-            let outcome = match self.deliver(job, recipients[i], claim, &content).await {
+            let outcome = match self.deliver(job, recipients[i], claim, &content, deadline).await {
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::Retry(format!("store: {e}")),
             };
@@ -323,6 +336,7 @@ impl Pipeline {
         recipient: &ChannelRecipient,
         claim: Claim,
         content: &Result<Rendered, String>,
+        deadline: Option<Instant>,
     ) -> Result<Outcome, StoreError> {
         let id = recipient.delivery_id.as_str();
         match claim {
@@ -364,7 +378,23 @@ impl Pipeline {
             if let Some(pacer) = &self.pacing {
                 pacer.ready().await;
             }
-            let result = sender.send(&outgoing).await;
+            // What is left of the invocation once its outcomes are recorded.
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).saturating_sub(RECORDING_MARGIN));
+            if left == Some(Duration::ZERO) {
+                return self.hand_back(id, "the invocation's deadline came before the send".into()).await;
+            }
+            let result = match left {
+                None => sender.send(&outgoing).await,
+                Some(left) => match tokio::time::timeout(left, sender.send(&outgoing)).await {
+                    Ok(result) => result,
+                    // Webhook receivers drop repeats by Idempotency-Key: a later attempt
+                    // is safe. Other providers may have taken it: never sent again.
+                    Err(_) if self.channel == Channel::Webhook => {
+                        return self.hand_back(id, "no answer before the invocation's deadline".into()).await;
+                    }
+                    Err(_) => Err(SendError::Uncertain("no answer before the invocation's deadline".into())),
+                },
+            };
             self.breaker.lock().expect("breaker lock").record(
                 provider,
                 !matches!(result, Err(SendError::Retryable(_))),
@@ -384,21 +414,24 @@ impl Pipeline {
                     return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
                 }
                 Err(SendError::Retryable(reason)) => {
-                    if !self.send_retries.wait(retry).await {
-                        // Recorded, then handed back to the worker, which queues the
-                        // recipient again for a later attempt.
-                        let change = StatusChange {
-                            status: DeliveryStatus::Error,
-                            at: Utc::now(),
-                            reason: Some(reason.clone()),
-                        };
-                        self.deliveries.finish(id, &change, None, None, true).await?;
-                        return Ok(Outcome::Retry(reason));
+                    // A wait that could outlast the invocation is not started.
+                    let in_time = left.is_none_or(|left| self.send_retries.ceiling(retry) < left);
+                    if !in_time || retry + 1 >= self.send_retries.max_attempts {
+                        return self.hand_back(id, reason).await;
                     }
+                    tokio::time::sleep(self.send_retries.delay(retry)).await;
                     retry += 1;
                 }
             }
         }
+    }
+
+    /// Records a retryable error (the delivery can be claimed again), and hands the
+    /// recipient back to the worker, which queues it again for a later attempt.
+    async fn hand_back(&self, id: &str, reason: String) -> Result<Outcome, StoreError> {
+        let change = StatusChange { status: DeliveryStatus::Error, at: Utc::now(), reason: Some(reason.clone()) };
+        self.deliveries.finish(id, &change, None, None, true).await?;
+        Ok(Outcome::Retry(reason))
     }
 }
 
@@ -725,6 +758,43 @@ mod tests {
         assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), Some(DeliveryStatus::Error));
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
         assert_eq!(w.primary.sent().len(), 1);
+    }
+
+    fn in_seconds(seconds: u64) -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(seconds))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_unanswered_before_the_deadline_ends_uncertain_and_is_never_sent_again() {
+        let w = world(ScriptedSender::named("ses"), None);
+        *w.primary.hold.lock().unwrap() = Duration::from_secs(60);
+        let job = job(&w, &["a"], "x");
+        let outcomes = w.pipeline.process_until(&job, in_seconds(10)).await;
+        assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Error)]);
+        *w.primary.hold.lock().unwrap() = Duration::ZERO;
+        assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::AlreadySettled(_)));
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "never sent again");
+    }
+
+    #[tokio::test]
+    async fn a_recipient_reached_within_the_recording_margin_is_handed_back_unsent() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        let outcomes = w.pipeline.process_until(&job, in_seconds(1)).await;
+        assert!(matches!(statuses(&outcomes)[0], Outcome::Retry(_)));
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+    }
+
+    #[tokio::test]
+    async fn a_retry_wait_that_could_outlast_the_deadline_hands_the_recipient_back() {
+        let primary = ScriptedSender::named("ses").then(Err(SendError::Retryable("throttled".into())));
+        let mut w = world(primary, None);
+        w.pipeline.send_retries = Backoff::new(Duration::from_secs(20), Duration::from_secs(20), 5);
+        let job = job(&w, &["a"], "x");
+        let outcomes = w.pipeline.process_until(&job, in_seconds(10)).await;
+        assert!(matches!(statuses(&outcomes)[0], Outcome::Retry(_)));
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "no second attempt");
     }
 
     #[tokio::test]
