@@ -110,7 +110,14 @@ async fn delete_erases_the_profile_and_a_new_one_continues_its_versions() {
         .unwrap();
     let mut kept: Vec<&str> = item.keys().map(String::as_str).collect();
     kept.sort();
-    assert_eq!(kept, ["erased", "user_id", "version"], "only a tombstone remains");
+    assert_eq!(kept, ["erased", "outbox", "user_id", "version"], "only a tombstone remains");
+    // The erasure's event, which names nothing the profile held.
+    let outbox: herald_core::events::Outbox = serde_dynamo::from_attribute_value(item["outbox"].clone()).unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&outbox.events[0].detail).unwrap();
+    assert_eq!(
+        detail,
+        json!({"user_id": "gone", "version": 2, "changed_attributes": [], "changed_fields": [], "created": false, "erased": true})
+    );
 
     let recreated = api.put("/v1/users/gone", &json!({"email": "back@example.com"})).await;
     assert_eq!(recreated.status, StatusCode::CREATED);

@@ -147,21 +147,16 @@ impl ProfileService {
         validation::check_user_id(user_id)?;
         let mut retry = 0;
         loop {
-            let Some(StoredProfile { version, profile: Some(profile) }) = self.store.load(user_id).await? else {
+            let Some(StoredProfile { version, profile: Some(_) }) = self.store.load(user_id).await? else {
                 return Err(ProfileError::NotFound);
             };
-            let changed_fields = [
-                ("email", profile.email.is_some()),
-                ("phone", profile.phone.is_some()),
-                ("timezone", profile.timezone.is_some()),
-                ("device_tokens", !profile.device_tokens.is_empty()),
-                ("external_channels", !profile.external_channels.is_empty()),
-            ];
+            // The event names no attribute or field the profile held: it rides on the
+            // tombstone, which must keep nothing of the erased data.
             let change = DomainEvent::ProfileChanged(ProfileChanged {
                 user_id: user_id.to_owned(),
                 version: version + 1,
-                changed_attributes: profile.attributes.into_keys().collect(),
-                changed_fields: changed_fields.into_iter().filter(|(_, had)| *had).map(|(f, _)| f.to_owned()).collect(),
+                changed_attributes: vec![],
+                changed_fields: vec![],
                 created: false,
                 erased: true,
             });
@@ -272,7 +267,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn erasing_leaves_a_tombstone_and_publishes_what_was_held() {
+    async fn erasing_leaves_a_tombstone_and_publishes_that_it_was_erased_naming_nothing_it_held() {
         let store = Arc::new(MemoryProfiles::default());
         let service = service(store.clone());
         service.upsert("u1", patch(json!({"attributes": {"vip": ["y"]}, "email": "a@example.com"}))).await.unwrap();
@@ -281,7 +276,7 @@ mod tests {
         assert!(matches!(service.get("u1").await, Err(ProfileError::NotFound)));
         assert!(matches!(service.erase("u1").await, Err(ProfileError::NotFound)));
         let erased = changed(&store).pop().unwrap();
-        assert!(erased.erased && erased.changed_attributes == ["vip"] && erased.changed_fields == ["email"]);
+        assert!(erased.erased && erased.changed_attributes.is_empty() && erased.changed_fields.is_empty());
     }
 
     #[tokio::test]
