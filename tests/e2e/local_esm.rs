@@ -4,7 +4,10 @@
 //! checked against the template.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -14,7 +17,7 @@ use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use herald_e2e::start_stack;
 use herald_local::{
     Template,
-    esm::{self, QueueSource, SqsHandler},
+    esm::{self, EventSourceMapping, Invocation, QueueSource, Retry, SqsHandler},
     repo_root,
 };
 use serde_json::{Value, json};
@@ -63,6 +66,11 @@ async fn queue_attribute(sqs: &aws_sdk_sqs::Client, url: &str, name: QueueAttrib
 
 fn source(url: &str, arn: &str) -> QueueSource {
     QueueSource { retry_delay: Duration::from_secs(1), ..QueueSource::new(url, arn) }
+}
+
+/// A fake function's mapping on the queue: Lambda's default timeout, five pollers.
+fn mapping(url: &str, arn: &str) -> EventSourceMapping {
+    EventSourceMapping::new("FakeFunction", source(url, arn))
 }
 
 /// Every batch a fake handler was given.
@@ -136,7 +144,7 @@ async fn a_failed_record_is_redelivered_alone_and_the_rest_of_its_batch_deleted(
             && r.attributes.get("ApproximateReceiveCount").map(String::as_str) == Some("1")
     });
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), source(&url, &arn), handler, stop);
+    let poller = esm::spawn_poller(sqs.clone(), mapping(&url, &arn), handler, stop);
     wait_until(Duration::from_secs(20), "the failed record's redelivery", || deliveries(&seen).len() >= 4).await;
     // Long enough for a wrongly kept message to come back once more.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -183,7 +191,7 @@ async fn a_message_that_always_fails_lands_in_the_dead_letter_queue_after_max_re
 
     let (handler, seen) = fake_handler(|_| true);
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), source(&url, &arn), handler, stop);
+    let poller = esm::spawn_poller(sqs.clone(), mapping(&url, &arn), handler, stop);
     let deadline = Instant::now() + Duration::from_secs(30);
     let dead = loop {
         let answer = sqs.receive_message().queue_url(&dlq_url).wait_time_seconds(1).send().await.unwrap();
@@ -197,6 +205,108 @@ async fn a_message_that_always_fails_lands_in_the_dead_letter_queue_after_max_re
     assert_eq!(dead.body(), Some("poison"));
     assert_eq!(deliveries(&seen), [("poison", "1"), ("poison", "2")].map(|(b, c)| (b.to_owned(), c.to_owned())));
     assert_eq!(queue_attribute(&sqs, &url, QueueAttributeName::ApproximateNumberOfMessages).await, "0");
+}
+
+/// Records when it is dropped: shows when an invocation's future was dropped.
+struct DropGuard(Arc<Mutex<Option<Instant>>>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(Instant::now());
+    }
+}
+
+/// A function that outlives its timeout on a message's first delivery and handles it at
+/// once on the next.
+#[derive(Default)]
+struct Slow {
+    /// When each invocation started, and the deadline it was given.
+    invocations: Mutex<Vec<(Instant, Option<Instant>, String)>>,
+    dropped: Arc<Mutex<Option<Instant>>>,
+    finished: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl SqsHandler for Slow {
+    async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
+        let count = messages[0].attributes.get("ApproximateReceiveCount").cloned().unwrap_or_default();
+        self.invocations.lock().unwrap().push((Instant::now(), invocation.deadline, count.clone()));
+        if count == "1" {
+            let _guard = DropGuard(self.dropped.clone());
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            self.finished.store(true, Ordering::SeqCst);
+        }
+        Retry::default()
+    }
+}
+
+#[tokio::test]
+async fn a_function_slower_than_its_timeout_is_stopped_there_and_its_messages_come_back() {
+    let sqs = sqs().await;
+    let (url, arn) = create_queue(&sqs, &unique("slow"), &[(QueueAttributeName::VisibilityTimeout, "60".into())]).await;
+    sqs.send_message().queue_url(&url).message_body("slow").send().await.unwrap();
+
+    let slow = Arc::new(Slow::default());
+    let timeout = Duration::from_secs(1);
+    let (stopper, stop) = esm::stop_signal();
+    let mapping = EventSourceMapping { timeout, ..mapping(&url, &arn) };
+    let poller = esm::spawn_poller(sqs.clone(), mapping, slow.clone(), stop);
+    wait_until(Duration::from_secs(10), "the message's second delivery", || {
+        slow.invocations.lock().unwrap().len() >= 2
+    })
+    .await;
+    stop_poller(stopper, poller).await;
+
+    let invocations = slow.invocations.lock().unwrap().clone();
+    let (started, deadline, count) = &invocations[0];
+    assert_eq!(count, "1");
+    let deadline = deadline.expect("the invocation has a deadline");
+    let early = (*started + timeout).saturating_duration_since(deadline);
+    assert!(deadline <= *started + timeout && early < Duration::from_millis(200), "deadline {early:?} early");
+    let dropped = slow.dropped.lock().unwrap().expect("the invocation's future was dropped");
+    let ran = dropped.duration_since(*started);
+    assert!(ran >= timeout && ran < timeout + Duration::from_millis(300), "stopped after {ran:?}");
+    assert!(!slow.finished.load(Ordering::SeqCst), "the invocation went on past its sleep");
+    let (again, _, count) = &invocations[1];
+    assert_eq!(count, "2", "the message came back, failed once");
+    assert!(*again > dropped, "delivered again only once the first invocation was gone");
+    assert_eq!(invocations.len(), 2, "{invocations:?}");
+}
+
+#[tokio::test]
+async fn a_mapping_runs_as_many_invocations_at_once_as_its_maximum_concurrency() {
+    let sqs = sqs().await;
+    let (url, arn) = create_queue(&sqs, &unique("concurrent"), &[]).await;
+    let entries = (0..6).map(|i| {
+        SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(format!("m{i}")).build().unwrap()
+    });
+    sqs.send_message_batch().queue_url(&url).set_entries(Some(entries.collect())).send().await.unwrap();
+
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let handler = esm::handler_fn({
+        let (running, most, handled) = (running.clone(), most.clone(), handled.clone());
+        move |event: SqsEvent| {
+            let (running, most, handled) = (running.clone(), most.clone(), handled.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                handled.fetch_add(event.records.len(), Ordering::SeqCst);
+                SqsBatchResponse::default()
+            }
+        }
+    });
+    let source = QueueSource { batch_size: 1, max_concurrency: Some(3), concurrency: 3, ..source(&url, &arn) };
+    let (stopper, stop) = esm::stop_signal();
+    let poller = esm::spawn_poller(sqs.clone(), EventSourceMapping::new("FakeFunction", source), handler, stop);
+    wait_until(Duration::from_secs(10), "the six messages", || handled.load(Ordering::SeqCst) >= 6).await;
+    stop_poller(stopper, poller).await;
+
+    assert_eq!(most.load(Ordering::SeqCst), 3, "invocations at once");
+    assert_eq!(handled.load(Ordering::SeqCst), 6, "each message handled once");
 }
 
 #[tokio::test]
@@ -233,6 +343,17 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
         // The channel workers are paced by the ChannelMaxConcurrency parameter (default 5).
         let paced = mapping.function.ends_with("WorkerFunction");
         assert_eq!(mapping.source.max_concurrency, paced.then_some(5), "{}", mapping.function);
+        // Five pollers each: the workers' cap, Lambda's initial five for the others.
+        let cap = esm::max_concurrency_from_env().unwrap().unwrap_or(u32::MAX);
+        assert_eq!(mapping.source.concurrency, cap.min(5), "{}", mapping.function);
+        // Each function's own Timeout, else the Globals' 10 s.
+        let timeout = match mapping.function.as_str() {
+            "SegmenterFunction" => 30,
+            "ImporterFunction" => 900,
+            "DispatcherFunction" => 300,
+            _ => 10,
+        };
+        assert_eq!(mapping.timeout, Duration::from_secs(timeout), "{}", mapping.function);
     }
 
     let email_queue = stack.queue_url("EmailQueue").unwrap();
@@ -266,7 +387,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
 
     let (handler, seen) = fake_handler(|_| false);
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), source(&copy_url, &copy_arn), handler, stop);
+    let poller = esm::spawn_poller(sqs.clone(), mapping(&copy_url, &copy_arn), handler, stop);
     wait_until(Duration::from_secs(15), "the email event", || !deliveries(&seen).is_empty()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_poller(stopper, poller).await;

@@ -22,8 +22,9 @@ use lambda_runtime::{LambdaEvent, service_fn};
 /// What an invocation gives a batch besides its messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Invocation {
-    /// When Lambda ends the invocation. None when the caller sets none (the local stack,
-    /// a test): a handler that needs one picks its own budget.
+    /// When Lambda (or the local stack, at the function's template `Timeout`) ends the
+    /// invocation. None when the caller sets none (a test): a handler that needs one
+    /// picks its own budget.
     pub deadline: Option<Instant>,
 }
 
@@ -72,7 +73,13 @@ pub trait SqsHandler: Send + Sync {
 
     /// Handles one batch as Lambda invokes the function, without a deadline.
     async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        handle_event(self, event, Invocation::default()).await
+        self.invoke(event, Invocation::default()).await
+    }
+
+    /// Handles one batch as Lambda invokes the function, with what the invocation gives
+    /// (the local stack's event source mappings set the deadline as Lambda does).
+    async fn invoke(&self, event: SqsEvent, invocation: Invocation) -> SqsBatchResponse {
+        handle_event(self, event, invocation).await
     }
 }
 

@@ -77,7 +77,7 @@ impl ImporterConfig {
     }
 }
 
-/// How long an invocation runs when no Lambda deadline is given (the local stack): the
+/// How long an invocation runs when no deadline is given (a test invoking it directly): the
 /// function's 900 s timeout less a minute.
 pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(840);
 

@@ -8,14 +8,27 @@
 //! `HERALD_LOCAL_RETRY_DELAY_SECONDS` (default 1). Receive counts, and so redrive to the
 //! dead-letter queue after maxReceiveCount, behave as deployed.
 //!
+//! Timeouts: Lambda stops a function at its template `Timeout` (its own, else the
+//! Globals', else 3 s), and so does the poller: the handler gets that deadline in its
+//! [`Invocation`], and at the deadline its task is aborted (its future dropped, so all it
+//! was doing stops where it was), the batch fails as a function error and its messages
+//! come back after the retry delay. An aborted task does not stop tasks it spawned;
+//! Herald's handlers spawn none, except the importer's parser thread
+//! (`spawn_blocking`), which ends at its next slice once the dropped invocation no longer
+//! receives them.
+//!
 //! Concurrency: a mapping's `ScalingConfig: MaximumConcurrency` caps how many invocations
-//! Lambda runs at once for its queue (2 to 1000; without it, up to the account's limit).
-//! The local poller of a mapping runs one invocation at a time, which is within any such
-//! cap; the cap is read (and checked as Lambda checks it) and kept in
-//! [`QueueSource::max_concurrency`], but not used to run batches in parallel: on the
-//! shared, slow local endpoint more pollers would add load, not speed.
+//! Lambda runs at once for its queue (2 to 1000); without it, Lambda starts five pollers
+//! and scales far beyond. Locally a mapping runs [`QueueSource::concurrency`] pollers at
+//! once, each receiving, invoking and settling a batch in turn: the cap, or
+//! [`DEFAULT_MAX_CONCURRENCY`] without one, at most `HERALD_LOCAL_MAX_CONCURRENCY` (to
+//! spare a slow machine). So batches of one queue race each other as they do deployed.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
@@ -23,15 +36,22 @@ use aws_sdk_sqs::types::{
 };
 use base64::Engine as _;
 use herald_aws::describe;
-use herald_edge::sqs::{Invocation, Retry, SqsBatchResponse, SqsEvent, SqsMessage};
+pub use herald_edge::sqs::{Invocation, Retry};
+use herald_edge::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use md5::Digest as _;
 use serde_json::{Map, Value, json};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::watch,
+    task::{JoinHandle, JoinSet},
+};
 
+pub use crate::template::DEFAULT_TIMEOUT;
 use crate::{LocalError, provision::Deployment};
 
 /// How long a failed message stays invisible locally, unless configured.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Pollers of a mapping without MaximumConcurrency: the five Lambda starts with.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 5;
 use herald_core::limits::sqs::{BATCH_ENTRIES, RECEIVE_MESSAGES};
 /// Long polling keeps an idle poller to one request a second and bounds how long
 /// stopping waits for a receive in flight.
@@ -99,7 +119,7 @@ where
     }
 
     // What the poller invokes: the fake's answer as it gave it, ids outside the batch too.
-    async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+    async fn invoke(&self, event: SqsEvent, _: Invocation) -> SqsBatchResponse {
         (self.0)(event).await
     }
 }
@@ -123,6 +143,19 @@ pub fn retry_delay_from_env() -> Result<Duration, LocalError> {
     }
 }
 
+/// `HERALD_LOCAL_MAX_CONCURRENCY`: the most pollers any mapping runs at once locally
+/// (None: as the template says).
+pub fn max_concurrency_from_env() -> Result<Option<u32>, LocalError> {
+    match std::env::var("HERALD_LOCAL_MAX_CONCURRENCY").ok().filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => {
+            text.parse().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| {
+                LocalError::Config(format!("HERALD_LOCAL_MAX_CONCURRENCY={text:?} is not a number from 1"))
+            })
+        }
+    }
+}
+
 /// A queue a poller reads, and how it settles what the handler answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueSource {
@@ -137,8 +170,10 @@ pub struct QueueSource {
     /// How long a failed message stays invisible (see the module's comment).
     pub retry_delay: Duration,
     /// `ScalingConfig: MaximumConcurrency`: the most invocations Lambda runs at once for
-    /// this queue (None: no cap but the account's). Locally always one at a time.
+    /// this queue (None: no cap but the account's).
     pub max_concurrency: Option<u32>,
+    /// How many invocations the local pollers run at once (see the module's comment).
+    pub concurrency: u32,
 }
 
 impl QueueSource {
@@ -151,6 +186,7 @@ impl QueueSource {
             report_batch_item_failures: true,
             retry_delay: DEFAULT_RETRY_DELAY,
             max_concurrency: None,
+            concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
 }
@@ -162,18 +198,31 @@ pub struct EventSourceMapping {
     pub function: String,
     /// The Cargo binary it is built from, if the template says.
     pub binary: Option<String>,
+    /// When the function is stopped: its template `Timeout`.
+    pub timeout: Duration,
     pub source: QueueSource,
 }
 
+impl EventSourceMapping {
+    /// A mapping for `function` (a name for the logs) with Lambda's default timeout.
+    pub fn new(function: impl Into<String>, source: QueueSource) -> Self {
+        Self { function: function.into(), binary: None, timeout: DEFAULT_TIMEOUT, source }
+    }
+}
+
 /// Every enabled SQS event source of the template's functions, on the queues `deployment`
-/// created.
+/// created; none runs more than `concurrency_cap` pollers, if given.
 pub fn sqs_event_sources(
     deployment: &Deployment,
     retry_delay: Duration,
+    concurrency_cap: Option<u32>,
 ) -> Result<Vec<EventSourceMapping>, LocalError> {
     let template = &deployment.template;
     let mut mappings = Vec::new();
     for function in template.resources_of_type("AWS::Serverless::Function") {
+        let timeout = template
+            .timeout(function, &deployment.physical, &deployment.stack_name)
+            .map_err(|e| e.context(&function.logical_id))?;
         let events = function.properties.get("Events").and_then(serde_norway::Value::as_mapping);
         for (name, event) in events.into_iter().flatten() {
             if event.get("Type").and_then(serde_norway::Value::as_str) != Some("SQS") {
@@ -218,9 +267,11 @@ pub fn sqs_event_sources(
                 .get("FunctionResponseTypes")
                 .and_then(serde_norway::Value::as_sequence)
                 .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+            let concurrency = local_concurrency(max_concurrency, concurrency_cap);
             mappings.push(EventSourceMapping {
                 function: function.logical_id.clone(),
                 binary: function.binary().map(str::to_owned),
+                timeout,
                 source: QueueSource {
                     queue_url: url.to_owned(),
                     queue_arn: queue,
@@ -228,11 +279,18 @@ pub fn sqs_event_sources(
                     report_batch_item_failures,
                     retry_delay,
                     max_concurrency,
+                    concurrency,
                 },
             });
         }
     }
     Ok(mappings)
+}
+
+/// How many pollers a mapping runs locally: its MaximumConcurrency, or Lambda's initial
+/// five, at most `cap`.
+pub fn local_concurrency(max_concurrency: Option<u32>, cap: Option<u32>) -> u32 {
+    max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY).min(cap.unwrap_or(u32::MAX)).max(1)
 }
 
 /// Tells pollers to stop. Dropping it stops them too, so a stack dropped without being
@@ -272,39 +330,54 @@ impl StopToken {
     }
 }
 
-/// Starts polling `source` for `handler` until `stop`. A receive in flight is finished
-/// (not abandoned, which would hide its messages for the visibility timeout), so
-/// stopping takes up to a second plus the handler's time.
+/// Starts the mapping's pollers (its source's `concurrency`) for `handler` until `stop`;
+/// the handle ends when they all have. A receive in flight is finished (not abandoned,
+/// which would hide its messages for the visibility timeout), so stopping takes up to a
+/// second plus the function's timeout.
 pub fn spawn_poller(
     sqs: aws_sdk_sqs::Client,
-    source: QueueSource,
+    mapping: EventSourceMapping,
     handler: Arc<dyn SqsHandler>,
-    mut stop: StopToken,
+    stop: StopToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut backoff = FIRST_BACKOFF;
-        while !stop.is_stopped() {
-            match poll_once(&sqs, &source, &handler).await {
-                Ok(_) => backoff = FIRST_BACKOFF,
-                Err(e) => {
-                    // An endpoint that is down or a queue that is gone: wait, doubling up
-                    // to MAX_BACKOFF, rather than spin.
-                    tracing::warn!(queue = %source.queue_url, error = %e, retry_in = ?backoff, "SQS poller");
-                    stop.sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    })
+    let mapping = Arc::new(mapping);
+    let mut pollers = JoinSet::new();
+    for _ in 0..mapping.source.concurrency.max(1) {
+        pollers.spawn(poll_until_stopped(sqs.clone(), mapping.clone(), handler.clone(), stop.clone()));
+    }
+    // Dropping the set (this task aborted) aborts the pollers with it.
+    tokio::spawn(async move { while pollers.join_next().await.is_some() {} })
 }
 
-/// Receives one batch, invokes the handler and settles the batch; answers how many
-/// messages it handled.
+async fn poll_until_stopped(
+    sqs: aws_sdk_sqs::Client,
+    mapping: Arc<EventSourceMapping>,
+    handler: Arc<dyn SqsHandler>,
+    mut stop: StopToken,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    while !stop.is_stopped() {
+        match poll_once(&sqs, &mapping, &handler).await {
+            Ok(_) => backoff = FIRST_BACKOFF,
+            Err(e) => {
+                // An endpoint that is down or a queue that is gone: wait, doubling up
+                // to MAX_BACKOFF, rather than spin.
+                tracing::warn!(queue = %mapping.source.queue_url, error = %e, retry_in = ?backoff, "SQS poller");
+                stop.sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Receives one batch, invokes the handler (stopping it at the mapping's timeout) and
+/// settles the batch; answers how many messages it handled.
 pub async fn poll_once(
     sqs: &aws_sdk_sqs::Client,
-    source: &QueueSource,
+    mapping: &EventSourceMapping,
     handler: &Arc<dyn SqsHandler>,
 ) -> Result<usize, LocalError> {
+    let source = &mapping.source;
     let received = sqs
         .receive_message()
         .queue_url(&source.queue_url)
@@ -329,17 +402,30 @@ pub async fn poll_once(
             receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
         })
         .collect();
+    let deadline = Instant::now() + mapping.timeout;
+    let invocation = Invocation { deadline: Some(deadline) };
     // In its own task, so that a handler that panics fails its batch, as a function error
-    // does in Lambda, instead of ending the poller.
-    let invoked = tokio::spawn({
+    // does in Lambda, instead of ending the poller; and so that it can be stopped.
+    let mut invoked = tokio::spawn({
         let handler = handler.clone();
-        async move { handler.handle(event).await }
-    })
-    .await;
-    let response = match invoked {
-        Ok(response) => Some(response),
-        Err(e) => {
-            tracing::error!(queue = %source.queue_url, error = %e, "the handler failed the whole batch");
+        async move { handler.invoke(event, invocation).await }
+    });
+    let response = match tokio::time::timeout_at(deadline.into(), &mut invoked).await {
+        Ok(Ok(response)) => Some(response),
+        Ok(Err(e)) => {
+            tracing::error!(function = %mapping.function, error = %e, "the handler failed the whole batch");
+            None
+        }
+        Err(_) => {
+            invoked.abort();
+            // Settled only once the invocation is gone, as Lambda ends it before retrying.
+            let _ = invoked.await;
+            tracing::warn!(
+                function = %mapping.function,
+                messages = messages.len(),
+                "Task timed out after {:.2} seconds",
+                mapping.timeout.as_secs_f64()
+            );
             None
         }
     };
@@ -616,6 +702,15 @@ mod tests {
         let batch = batch();
         let settled = settle(&batch, Some(&failing(&["b"])), false);
         assert_eq!((settled.delete.len(), settled.retry.len()), (3, 0));
+    }
+
+    #[test]
+    fn a_mapping_runs_its_maximum_concurrency_or_five_pollers_at_most_the_local_cap() {
+        assert_eq!(local_concurrency(Some(3), None), 3);
+        assert_eq!(local_concurrency(None, None), 5);
+        assert_eq!(local_concurrency(Some(8), Some(2)), 2);
+        assert_eq!(local_concurrency(None, Some(1)), 1);
+        assert_eq!(local_concurrency(Some(2), Some(4)), 2, "the cap only lowers");
     }
 
     #[tokio::test]

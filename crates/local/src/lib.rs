@@ -184,13 +184,14 @@ impl LocalStack {
         let provider_clients =
             Clients { dynamodb: clients.dynamodb.clone(), sqs: clients.sqs.clone(), ..provider_clients };
         let retry_delay = esm::retry_delay_from_env()?;
+        let concurrency_cap = esm::max_concurrency_from_env()?;
         let mut event_sources = Vec::new();
         let mut handlers: Vec<Arc<dyn SqsHandler>> = Vec::new();
         let mut workers = Vec::new();
         let mut segmenter = None;
         let mut importer = None;
         let mut dispatcher = None;
-        for mapping in esm::sqs_event_sources(&deployment, retry_delay)? {
+        for mapping in esm::sqs_event_sources(&deployment, retry_delay, concurrency_cap)? {
             if mapping.binary.as_deref() == Some("herald-segmenter") {
                 let function = Arc::new(segmenter_for(&deployment, &clients)?);
                 handlers.push(function.clone());
@@ -257,9 +258,7 @@ impl LocalStack {
         let mut pollers: Vec<JoinHandle<()>> = event_sources
             .iter()
             .zip(handlers)
-            .map(|(mapping, handler)| {
-                esm::spawn_poller(clients.sqs.clone(), mapping.source.clone(), handler, stop.clone())
-            })
+            .map(|(mapping, handler)| esm::spawn_poller(clients.sqs.clone(), mapping.clone(), handler, stop.clone()))
             .collect();
         let stream_client = aws_sdk_dynamodbstreams::Client::new(&herald_aws::local_sdk_config(&endpoint).await);
         pollers.extend(
@@ -340,8 +339,8 @@ impl LocalStack {
         self.deployment.names()
     }
 
-    /// Stops the pollers (each finishes the batch in hand), stops serving, then stops
-    /// moto if this stack started it.
+    /// Stops the pollers (each finishes the batch in hand, within its function's timeout),
+    /// stops serving, then stops moto if this stack started it.
     pub async fn stop(self) {
         self.stop_pollers.stop();
         for poller in self.pollers {

@@ -1,7 +1,7 @@
 //! Reads infra/template.yaml, the one source of truth for resources: the local stack
 //! creates what it declares and gives each function the environment it declares.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde_json::Value as Json;
 use serde_norway::{Mapping, Value};
@@ -28,7 +28,12 @@ pub struct Template {
     pub resources: Vec<Resource>,
     parameters: BTreeMap<String, String>,
     global_environment: Mapping,
+    /// `Globals: Function: Timeout`, unresolved.
+    global_timeout: Option<Value>,
 }
+
+/// Lambda's timeout for a function whose template sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self, LocalError> {
@@ -66,8 +71,10 @@ impl Template {
             .flatten()
             .filter_map(|(name, p)| Some((name.as_str()?.to_owned(), scalar(p.get("Default")?)?)))
             .collect();
-        let global_environment = environment_of(doc.get("Globals").and_then(|g| g.get("Function")));
-        Ok(Self { resources, parameters, global_environment })
+        let global_function = doc.get("Globals").and_then(|g| g.get("Function"));
+        let global_environment = environment_of(global_function);
+        let global_timeout = global_function.and_then(|f| f.get("Timeout")).cloned();
+        Ok(Self { resources, parameters, global_environment, global_timeout })
     }
 
     /// Sets parameter values, as `sam deploy --parameter-overrides` would.
@@ -109,6 +116,19 @@ impl Template {
                 Ok((key.to_owned(), self.resolve(v, physical, stack)?))
             })
             .collect()
+    }
+
+    /// When Lambda stops the function: its `Timeout`, else `Globals: Function: Timeout`,
+    /// else Lambda's default of 3 s; 1 to 900 seconds, as Lambda accepts.
+    pub fn timeout(&self, function: &Resource, physical: &Physical, stack: &str) -> Result<Duration, LocalError> {
+        let Some(value) = function.properties.get("Timeout").or(self.global_timeout.as_ref()) else {
+            return Ok(DEFAULT_TIMEOUT);
+        };
+        let text = self.resolve(value, physical, stack)?;
+        let seconds = text.parse::<u64>().ok().filter(|s| (1..=900).contains(s)).ok_or_else(|| {
+            LocalError::Template(format!("{}: Timeout {text:?} is not a number from 1 to 900", function.logical_id))
+        })?;
+        Ok(Duration::from_secs(seconds))
     }
 
     /// Resolves the intrinsic functions the local stack needs to a string: plain scalars,
@@ -416,6 +436,47 @@ Resources:
         assert_eq!(t.parameter("Nope"), None);
         t.set_parameter("Level", "debug");
         assert_eq!(t.resolve(&yaml("!Ref Level"), &Physical::default(), "s").unwrap(), "debug");
+    }
+
+    fn timeout_of(text: &str, function: &str) -> Result<Duration, LocalError> {
+        let t = Template::parse(text).unwrap();
+        let function = t.resources.iter().find(|r| r.logical_id == function).unwrap();
+        t.timeout(function, &Physical::default(), "s")
+    }
+
+    const TIMEOUTS: &str = r#"
+Parameters:
+  Slow: {Type: Number, Default: 45}
+Globals:
+  Function: {Timeout: 10}
+Resources:
+  Own: {Type: AWS::Serverless::Function, Properties: {Timeout: 30}}
+  Inherits: {Type: AWS::Serverless::Function, Properties: {}}
+  Parameterised: {Type: AWS::Serverless::Function, Properties: {Timeout: !Ref Slow}}
+  TooLong: {Type: AWS::Serverless::Function, Properties: {Timeout: 901}}
+"#;
+
+    #[test]
+    fn a_functions_own_timeout_comes_before_the_globals() {
+        assert_eq!(timeout_of(TIMEOUTS, "Own").unwrap(), Duration::from_secs(30));
+        assert_eq!(timeout_of(TIMEOUTS, "Parameterised").unwrap(), Duration::from_secs(45));
+    }
+
+    #[test]
+    fn a_function_without_a_timeout_takes_the_globals() {
+        assert_eq!(timeout_of(TIMEOUTS, "Inherits").unwrap(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn without_any_timeout_a_function_gets_lambdas_default_of_3_seconds() {
+        let text = "Resources: {F: {Type: AWS::Serverless::Function, Properties: {}}}";
+        assert_eq!(timeout_of(text, "F").unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_timeout_lambda_would_refuse_is_an_error_naming_the_function() {
+        let err = timeout_of(TIMEOUTS, "TooLong").unwrap_err().to_string();
+        assert!(err.contains("TooLong") && err.contains("901"), "{err}");
     }
 
     #[test]
