@@ -5,6 +5,7 @@
 //! handler names (or the whole batch, when the handler fails), as Lambda does; a
 //! shard's later records wait behind it, so the stream stays in order.
 //!
+//! Each invocation is stopped at the function's template `Timeout`, its batch failed.
 //! Local deviations: a failed batch is retried after `HERALD_LOCAL_RETRY_DELAY_SECONDS`
 //! (Lambda backs off on its own schedule), retries are not bounded by
 //! `MaximumRetryAttempts` and no on-failure destination is written (locally, the stream
@@ -52,6 +53,8 @@ pub struct StreamSource {
     pub batch_size: i32,
     pub report_batch_item_failures: bool,
     pub retry_delay: Duration,
+    /// When the function is stopped: its template `Timeout`.
+    pub timeout: Duration,
 }
 
 /// Every enabled DynamoDB stream event source of the template's functions.
@@ -91,7 +94,9 @@ pub fn stream_event_sources(deployment: &Deployment, retry_delay: Duration) -> R
                 .get("FunctionResponseTypes")
                 .and_then(serde_norway::Value::as_sequence)
                 .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+            let timeout = template.timeout(function, &deployment.physical, &deployment.stack_name)?;
             sources.push(StreamSource {
+                timeout,
                 function: function.logical_id.clone(),
                 binary: function.binary().map(str::to_owned),
                 stream_arn: stream,
@@ -229,14 +234,23 @@ async fn invoke(source: &StreamSource, records: &[Record], handler: &Arc<dyn Str
             return 0;
         }
     };
-    let invoked = tokio::spawn({
+    let mut invoked = tokio::spawn({
         let handler = handler.clone();
         async move { handler.handle(event).await }
-    })
-    .await;
-    let Ok(response) = invoked else {
-        tracing::error!(function = %source.function, "the handler failed the whole batch");
-        return 0;
+    });
+    let response = match tokio::time::timeout(source.timeout, &mut invoked).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            tracing::error!(function = %source.function, error = %e, "the handler failed the whole batch");
+            return 0;
+        }
+        Err(_) => {
+            invoked.abort();
+            let _ = invoked.await;
+            let seconds = source.timeout.as_secs_f64();
+            tracing::warn!(function = %source.function, "Task timed out after {seconds:.2} seconds");
+            return 0;
+        }
     };
     if !source.report_batch_item_failures {
         return records.len();
