@@ -12,6 +12,7 @@ mod importer;
 mod imports_api;
 mod local_esm;
 mod notifications;
+mod paced_campaign;
 mod producer_sdk;
 mod profile_events;
 mod profiles_api;
