@@ -180,7 +180,7 @@ async fn a_campaign_to_5000_members_emails_each_once_despite_a_dispatcher_crash_
     let pages = first_pages("c_crash");
     let mut died_at = None;
     for (i, page) in pages.iter().enumerate() {
-        if dying.run(page, Utc::now()).await.is_err() {
+        if dying.run(page, &format!("m{i}"), Utc::now()).await.is_err() {
             died_at = Some(i);
             break;
         }
