@@ -246,6 +246,10 @@ mod tests {
     #[tokio::test]
     async fn counts_still_moving_are_checked_again_later_not_recounted() {
         let w = world();
+        // Settled, and their workers' counts on their way.
+        for user in ["a", "b", "c"] {
+            delivery(&w, user, Some(DeliveryStatus::Sent), false).await;
+        }
         sending(&w, 3, sent(1)).await;
         let outcome = w.reconciler.check(&SettleCheck::first("c_1"), None).await.unwrap();
         assert_eq!(outcome, SettleOutcome::Waiting { recounted: 0 });
@@ -254,6 +258,7 @@ mod tests {
         w.campaigns.add_outcomes("c_1", &sent(1)).await.unwrap();
         assert_eq!(w.reconciler.check(&check, None).await.unwrap(), SettleOutcome::Waiting { recounted: 0 });
         assert_eq!(next_check(&w).0.seen, Some(2));
+        assert_eq!(campaign(&w).await.state, CampaignState::Sending);
     }
 
     #[tokio::test]
