@@ -1,7 +1,8 @@
 //! Campaign jobs as the dispatcher queues them, straight onto a channel queue with no
 //! delivery recorded before: the worker's claim records each delivery, sends it once,
 //! adds the message's outcomes to the campaign's counters once, puts a failing recipient
-//! back on the queue alone, and sends nothing for a cancelled campaign.
+//! back on the queue alone, and sends nothing for a cancelled campaign. A count a worker
+//! lost is recounted by the reconciler, which settles the campaign.
 
 use std::{
     collections::BTreeMap,
@@ -17,9 +18,10 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use axum::{body::Bytes, extract::State, http::HeaderMap, response::Response};
 use herald_aws::DynamoCampaignStore;
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore},
+    campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore, SettleCheck},
     delivery::{Channel, DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
     notifications::{ChannelMessage, ChannelRecipient, ContentRef, Target},
+    segments::MEMBER_SHARDS,
 };
 use herald_e2e::{Api, aws_endpoint, deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_status};
 use herald_local::LocalStack;
@@ -211,6 +213,67 @@ async fn a_cancelled_campaigns_job_sends_nothing_and_counts_its_recipients_skipp
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sms_counts(&stack, &phones).await, phones.iter().map(|p| (p.clone(), 0)).collect());
     assert!(deliveries(&stack).list(&campaign_id).await.unwrap().is_empty(), "nothing is settled");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_count_a_worker_lost_is_recounted_and_the_campaign_settled_with_counts_that_add_up() {
+    let stack = start_stack_with(|o| {
+        o.dispatcher_environment.insert("SETTLE_CHECK_SECONDS".into(), "1".into());
+    })
+    .await;
+    let campaign_id = format!("c_{}", stack.deployment.stack_name);
+    let phones = phones(650, 5);
+    // Fanned out: every shard read, five deliveries queued.
+    let campaign = Campaign {
+        state: CampaignState::Sending,
+        shards_done: MEMBER_SHARDS,
+        counters: CampaignCounters { targeted: 5, queued: 5, ..Default::default() },
+        ..Campaign::new(&campaign_id, "spring sale", "s1", "spring", 1, vec![Channel::Sms], chrono::Utc::now())
+    };
+    assert!(campaigns(&stack).create(&campaign).await.unwrap());
+    send_to_sms_queue(&stack, vec![serde_json::to_string(&campaign_job(&campaign_id, &phones)).unwrap()]).await;
+    wait_for_counters(&stack, &campaign_id, |c| c.sent == 5).await;
+    // A worker that died after settling a delivery and before counting it.
+    stack
+        .clients
+        .dynamodb
+        .update_item()
+        .table_name(&stack.api_config.jobs_table)
+        .key("job_id", aws_sdk_dynamodb::types::AttributeValue::S(campaign_id.clone()))
+        .update_expression("ADD counters.sent :minus_one")
+        .expression_attribute_values(":minus_one", aws_sdk_dynamodb::types::AttributeValue::N("-1".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(Api::new(&stack).get(&format!("/v1/campaigns/{campaign_id}")).await.body["state"], "sending");
+
+    // The check the last page sends: it waits a check for the counts to stall, recounts.
+    let check = serde_json::to_string(&SettleCheck::first(&campaign_id)).unwrap();
+    stack
+        .clients
+        .sqs
+        .send_message()
+        .queue_url(stack.queue_url("DispatchQueue").unwrap())
+        .message_body(check)
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while campaigns(&stack).get(&campaign_id).await.unwrap().unwrap().state != CampaignState::Done {
+        assert!(Instant::now() < deadline, "the campaign was never settled");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let expected = CampaignCounters { targeted: 5, queued: 5, sent: 5, ..Default::default() };
+    assert_eq!(counters(&stack, &campaign_id).await, expected);
+    let answer = Api::new(&stack).get(&format!("/v1/campaigns/{campaign_id}")).await;
+    assert_eq!((answer.body["state"].as_str(), answer.body["counters"]["sent"].as_u64()), (Some("done"), Some(5)));
+
+    // The lost count arrives late after all: it does not push the campaign over.
+    let late = CampaignCounters { sent: 1, ..Default::default() };
+    assert!(!campaigns(&stack).add_outcomes(&campaign_id, &late).await.unwrap());
+    assert_eq!(counters(&stack, &campaign_id).await, expected);
+    assert_eq!(sms_counts(&stack, &phones).await, once_each(&phones));
     stack.stop().await;
 }
 

@@ -68,7 +68,7 @@ async fn recording_a_page_is_one_update_item() {
     store.create(&campaign("c_pages")).await.unwrap();
 
     counter.reset();
-    assert_eq!(store.record_page("c_pages", 3, None, Some("user-5"), &counts(5, 8, 2)).await.unwrap(), Some(0));
+    assert_eq!(store.record_page("c_pages", 3, None, Some("user-5"), &counts(5, 8, 2), "m1").await.unwrap(), Some(0));
     assert_eq!(counter.count("DynamoDB", &[]), 1, "one UpdateItem");
 }
 

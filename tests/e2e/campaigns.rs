@@ -17,7 +17,10 @@ use herald_aws::{
     SqsDispatchQueue, local_sdk_config,
 };
 use herald_core::{
-    campaigns::{Campaign, CampaignCounters, CampaignStore, DispatchPage, DispatchQueue, dispatcher::Dispatcher},
+    campaigns::{
+        Campaign, CampaignCounters, CampaignStore, DispatchMessage, DispatchPage, DispatchQueue,
+        dispatcher::{DispatchOutcome, Dispatcher},
+    },
     delivery::{Channel, ChannelQueues},
     notifications::ChannelMessage,
     segments::MEMBER_SHARDS,
@@ -180,7 +183,7 @@ async fn a_campaign_to_5000_members_emails_each_once_despite_a_dispatcher_crash_
     let pages = first_pages("c_crash");
     let mut died_at = None;
     for (i, page) in pages.iter().enumerate() {
-        if dying.run(page, Utc::now()).await.is_err() {
+        if dying.run(page, &format!("m{i}"), Utc::now()).await.is_err() {
             died_at = Some(i);
             break;
         }
@@ -270,4 +273,117 @@ async fn a_cancelled_campaign_sends_nothing_more() {
     assert_eq!(w.counters(&id).await.queued, 0);
     assert!(w.emails().await.is_empty());
     w.stack.stop().await;
+}
+
+/// A page SQS delivers twice (its function stopped before deleting it, after or before
+/// marking its next page sent) sends its next page at most once more, and that copy stops
+/// at once: no shard's chain forks. The dispatcher runs here, with pages of two members, on
+/// a queue of the test's own; the stack's workers send.
+#[tokio::test]
+async fn pages_sqs_delivers_twice_run_each_shards_chain_once() {
+    let w = world().await;
+    w.audience(30).await;
+    w.campaigns().create(&campaign("c_twice")).await.unwrap();
+    let sqs = &w.clients.sqs;
+    let queue = sqs.create_queue().queue_name(format!("{}-pages", w.stack.deployment.stack_name)).send().await;
+    let queue_url = queue.unwrap().queue_url.unwrap();
+    let channel_queues = BTreeMap::from([(Channel::Email, w.stack.queue_url("EmailQueue").unwrap().to_owned())]);
+    let db = || w.clients.dynamodb.clone();
+    let members =
+        DynamoMembershipStore::new(db(), w.name("MembersTable"), w.name("ProfilesTable"), w.name("ActivityTable"));
+    let mut dispatcher = Dispatcher::new(
+        Arc::new(w.campaigns()),
+        Arc::new(members.clone()),
+        Arc::new(DynamoProfileStore::new(db(), w.name("ProfilesTable"))),
+        Arc::new(DynamoActivityStore::new(db(), w.name("ActivityTable"))),
+        Arc::new(SqsChannelQueues::new(sqs.clone(), channel_queues)),
+        Arc::new(SqsDispatchQueue::new(sqs.clone(), &queue_url)),
+    );
+    dispatcher.page_size = 2;
+    SqsDispatchQueue::new(sqs.clone(), &queue_url).dispatch(&first_pages("c_twice"), Duration::ZERO).await.unwrap();
+
+    let mut outcomes = Vec::new();
+    let mut kept = std::collections::HashSet::new();
+    loop {
+        let received = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).wait_time_seconds(1);
+        let messages = received.send().await.unwrap().messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            let (id, receipt) = (message.message_id().unwrap(), message.receipt_handle().unwrap());
+            let outcome = match serde_json::from_str(message.body().unwrap()).unwrap() {
+                DispatchMessage::Page(page) => {
+                    let outcome = dispatcher.run(&page, id, Utc::now()).await.unwrap();
+                    let sent_on = matches!(outcome, DispatchOutcome::Dispatched { recorded: true, .. });
+                    if sent_on && kept.insert(id.to_owned()) {
+                        // Every other one also stopped before marking its next page sent.
+                        if kept.len() % 2 == 0 {
+                            unmark_followed_up(&w, "c_twice", page.shard).await;
+                        }
+                        sqs.change_message_visibility()
+                            .queue_url(&queue_url)
+                            .receipt_handle(receipt)
+                            .visibility_timeout(0)
+                            .send()
+                            .await
+                            .unwrap();
+                        outcomes.push(outcome);
+                        continue;
+                    }
+                    Some(outcome)
+                }
+                DispatchMessage::Settle(_) => None,
+            };
+            outcomes.extend(outcome);
+            sqs.delete_message().queue_url(&queue_url).receipt_handle(receipt).send().await.unwrap();
+        }
+    }
+
+    let mut pages = 0;
+    for shard in 0..MEMBER_SHARDS {
+        let mut cursor = None;
+        loop {
+            pages += 1;
+            let page =
+                herald_core::segments::MembershipStore::members(&members, "everyone", shard, cursor.as_deref(), 2)
+                    .await
+                    .unwrap();
+            let Some(next) = page.next else { break };
+            cursor = Some(next);
+        }
+    }
+    let recorded = outcomes.iter().filter(|o| matches!(o, DispatchOutcome::Dispatched { recorded: true, .. })).count();
+    assert_eq!(recorded, pages, "each page dispatched once: {outcomes:?}");
+    assert!(!outcomes.iter().any(|o| matches!(o, DispatchOutcome::Dispatched { recorded: false, .. })), "{outcomes:?}");
+    assert!(kept.len() > 4, "pages delivered twice: {}", kept.len());
+    let count = |wanted: DispatchOutcome| outcomes.iter().filter(|o| **o == wanted).count();
+    assert_eq!(count(DispatchOutcome::FollowedUp), kept.len() / 2, "the unmarked ones sent their next page again");
+    // Each marked one stops at once; each unmarked one's second next page stops at once.
+    let duplicates = count(DispatchOutcome::Duplicate);
+    assert!((kept.len() - kept.len() / 2..=kept.len()).contains(&duplicates), "{duplicates} of {}", kept.len());
+
+    eventually("30 emails are sent", || async { w.counters("c_twice").await.sent >= 30 }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let emails = w.emails().await;
+    assert!(emails.len() == 30 && emails.values().all(|n| *n == 1), "{emails:?}");
+    let counters = w.counters("c_twice").await;
+    assert_eq!((counters.targeted, counters.queued, counters.sent), (30, 30, 30));
+    assert_eq!(w.api.get("/v1/campaigns/c_twice").await.body["state"], "done");
+    w.stack.stop().await;
+}
+
+/// What a function that stopped before marking a page's record followed up leaves.
+async fn unmark_followed_up(w: &World, campaign_id: &str, shard: u32) {
+    w.clients
+        .dynamodb
+        .update_item()
+        .table_name(w.name("JobsTable"))
+        .key("job_id", aws_sdk_dynamodb::types::AttributeValue::S(campaign_id.into()))
+        .update_expression("SET #page.followed_up = :false")
+        .expression_attribute_names("#page", format!("page_{shard}"))
+        .expression_attribute_values(":false", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
+        .send()
+        .await
+        .unwrap();
 }

@@ -200,7 +200,7 @@ async fn a_campaign_shows_its_counters_and_progress() {
     // What the dispatcher and the workers would record.
     let store = store(&stack);
     let page = CampaignCounters { targeted: 2, queued: 1, skipped_no_address: 1, ..Default::default() };
-    assert_eq!(store.record_page("c_counted", 4, None, None, &page).await.unwrap(), Some(1));
+    assert_eq!(store.record_page("c_counted", 4, None, None, &page, "m1").await.unwrap(), Some(1));
     let outcomes = CampaignCounters { sent: 1, opened: 1, skipped_cancelled: 0, ..Default::default() };
     store.add_counts("c_counted", &outcomes).await.unwrap();
 

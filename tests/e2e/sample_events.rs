@@ -222,7 +222,8 @@ fn every_sample_event_is_tested() {
         "api-put-preferences.json",
         "api-put-template.json",
         "api-put-user.json",
-        // Tested with the dispatcher (crates/dispatcher).
+        // Tested with the dispatcher (crates/dispatcher), the settle check here too.
+        "dispatcher-settle-sqs.json",
         "dispatcher-sqs.json",
         // Tested with the importer (crates/importer).
         "importer-continue-sqs.json",

@@ -38,6 +38,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         stack_name: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
+        dispatcher_environment: Default::default(),
         provider_endpoint: None,
         request_counter: None,
     };

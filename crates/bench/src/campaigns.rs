@@ -15,7 +15,7 @@ use chrono::Utc;
 use herald_core::{
     activity::memory::MemoryActivity,
     campaigns::{
-        Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage,
+        Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage, ShardProgress,
         dispatcher::Dispatcher,
         memory::{MemoryCampaigns, MemoryQueues},
     },
@@ -128,6 +128,10 @@ impl CampaignStore for Campaigns {
     async fn set_state(&self, id: &str, state: CampaignState, from: &[CampaignState]) -> Result<bool, StoreError> {
         self.0.set_state(id, state, from).await
     }
+    async fn get_with_shard(&self, id: &str, shard: u32) -> Result<Option<(Campaign, ShardProgress)>, StoreError> {
+        self.1.0.fetch_add(1, Ordering::Relaxed);
+        self.0.get_with_shard(id, shard).await
+    }
     async fn record_page(
         &self,
         id: &str,
@@ -135,11 +139,21 @@ impl CampaignStore for Campaigns {
         cursor: Option<&str>,
         next: Option<&str>,
         counts: &CampaignCounters,
+        message_id: &str,
     ) -> Result<Option<u32>, StoreError> {
-        self.0.record_page(id, shard, cursor, next, counts).await
+        self.0.record_page(id, shard, cursor, next, counts, message_id).await
+    }
+    async fn page_followed_up(&self, id: &str, shard: u32, cursor: Option<&str>, by: &str) -> Result<(), StoreError> {
+        self.0.page_followed_up(id, shard, cursor, by).await
     }
     async fn add_counts(&self, id: &str, counts: &CampaignCounters) -> Result<(), StoreError> {
         self.0.add_counts(id, counts).await
+    }
+    async fn add_outcomes(&self, id: &str, counts: &CampaignCounters) -> Result<bool, StoreError> {
+        self.0.add_outcomes(id, counts).await
+    }
+    async fn settle(&self, id: &str, outcomes: &CampaignCounters) -> Result<bool, StoreError> {
+        self.0.settle(id, outcomes).await
     }
 }
 
@@ -175,8 +189,10 @@ pub fn million_recipients_stubbed() {
     let mut pending: Vec<DispatchPage> =
         (0..MEMBER_SHARDS).map(|shard| DispatchPage::first("c_bench", shard)).collect();
     runtime.block_on(async {
+        let mut messages = 0u64;
         while let Some(page) = pending.pop() {
-            dispatcher.run(&page, now).await.unwrap();
+            messages += 1;
+            dispatcher.run(&page, &format!("m{messages}"), now).await.unwrap();
             pending.extend(queues.pages.lock().unwrap().drain(..).map(|(p, _)| p));
         }
     });

@@ -25,6 +25,7 @@ pub async fn local_stack(request_counter: Option<herald_aws::RequestCounter>) ->
         stack_name: format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
+        dispatcher_environment: Default::default(),
         provider_endpoint: None,
         request_counter,
     })

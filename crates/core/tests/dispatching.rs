@@ -8,6 +8,7 @@ use herald_core::{
     activity::{ActivityEvent, ActivityStore, memory::MemoryActivity},
     campaigns::{
         Campaign, CampaignCounters, CampaignRequest, CampaignState, CampaignStore, DispatchPage, LocalWindow,
+        SettleCheck,
         dispatcher::{DispatchOutcome, Dispatcher},
         memory::{MemoryCampaigns, MemoryQueues},
     },
@@ -24,6 +25,12 @@ struct World {
     activity: Arc<MemoryActivity>,
     queues: Arc<MemoryQueues>,
     dispatcher: Dispatcher,
+}
+
+/// A new queue message id: each call a message of its own, as SQS gives each message sent.
+fn next_id() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!("m{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
 }
 
 fn now() -> DateTime<Utc> {
@@ -71,7 +78,7 @@ impl World {
     async fn dispatch_all(&self, pages: Vec<DispatchPage>) {
         let mut pending = pages;
         while let Some(page) = pending.pop() {
-            self.dispatcher.run(&page, now()).await.unwrap();
+            self.dispatcher.run(&page, &next_id(), now()).await.unwrap();
             pending.extend(self.queues.pages.lock().unwrap().drain(..).map(|(p, _)| p));
         }
     }
@@ -114,15 +121,132 @@ async fn jobs_carry_the_campaign_its_template_version_and_up_to_50_recipients() 
 }
 
 #[tokio::test]
-async fn a_page_delivered_twice_is_queued_again_but_counted_once() {
-    let w = world(300, |_| true).await;
+async fn another_copy_of_a_recorded_page_queues_counts_and_sends_on_nothing() {
+    let mut w = world(300, |_| true).await;
+    w.dispatcher.page_size = 10;
     w.campaigns.create(&campaign(None)).await.unwrap();
     let page = DispatchPage::first("c_1", 3);
-    let first = w.dispatcher.run(&page, now()).await.unwrap();
-    let again = w.dispatcher.run(&page, now()).await.unwrap();
+    let first = w.dispatcher.run(&page, "m1", now()).await.unwrap();
     let DispatchOutcome::Dispatched { queued, deferred: 0, recorded: true } = first else { panic!("{first:?}") };
-    assert_eq!(again, DispatchOutcome::Dispatched { queued, deferred: 0, recorded: false });
+    let (jobs, pages) = (w.queues.jobs.lock().unwrap().len(), w.take_pages().len());
+    assert_eq!(pages, 1, "the next page");
+
+    assert_eq!(w.dispatcher.run(&page, "m2", now()).await.unwrap(), DispatchOutcome::Duplicate);
+    assert_eq!(w.queues.jobs.lock().unwrap().len(), jobs, "nothing queued again");
+    assert!(w.take_pages().is_empty(), "the next page is not sent again");
     assert_eq!(w.counters().await.queued, queued);
+}
+
+#[tokio::test]
+async fn a_page_redelivered_after_it_sent_its_next_page_sends_nothing() {
+    let mut w = world(300, |_| true).await;
+    w.dispatcher.page_size = 10;
+    w.campaigns.create(&campaign(None)).await.unwrap();
+    let page = DispatchPage::first("c_1", 3);
+    w.dispatcher.run(&page, "m1", now()).await.unwrap();
+    assert_eq!(w.take_pages().len(), 1);
+    let jobs = w.queues.jobs.lock().unwrap().len();
+
+    // The same message again: its function stopped before deleting it.
+    assert_eq!(w.dispatcher.run(&page, "m1", now()).await.unwrap(), DispatchOutcome::Duplicate);
+    assert!(w.take_pages().is_empty());
+    assert_eq!(w.queues.jobs.lock().unwrap().len(), jobs);
+}
+
+#[tokio::test]
+async fn a_page_redelivered_after_it_was_recorded_but_before_its_next_page_went_out_sends_that_page_only() {
+    let mut w = world(300, |_| true).await;
+    w.dispatcher.page_size = 10;
+    w.campaigns.create(&campaign(None)).await.unwrap();
+    let page = DispatchPage::first("c_1", 3);
+    let members = w.members.members("all", 3, None, 10).await.unwrap();
+    let next = members.next.clone().expect("a second page");
+    // What the message did before it stopped: the page's deliveries queued and recorded.
+    let counts = CampaignCounters { targeted: 10, queued: 10, ..Default::default() };
+    w.campaigns.record_page("c_1", 3, None, Some(&next), &counts, "m1").await.unwrap();
+
+    assert_eq!(w.dispatcher.run(&page, "m1", now()).await.unwrap(), DispatchOutcome::FollowedUp);
+    let pages: Vec<DispatchPage> = w.take_pages().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(pages, vec![DispatchPage { cursor: Some(next), ..page.clone() }]);
+    assert!(w.queues.jobs.lock().unwrap().is_empty(), "its deliveries were queued before it was recorded");
+    assert_eq!(w.counters().await, counts);
+    assert_eq!(w.dispatcher.run(&page, "m1", now()).await.unwrap(), DispatchOutcome::Duplicate, "followed up once");
+    assert!(w.take_pages().is_empty());
+}
+
+#[tokio::test]
+async fn a_next_page_sent_twice_runs_the_rest_of_its_shard_once() {
+    let mut w = world(300, |_| true).await;
+    w.dispatcher.page_size = 5;
+    w.campaigns.create(&campaign(None)).await.unwrap();
+    let shard = 3;
+    let page = DispatchPage::first("c_1", shard);
+    w.dispatcher.run(&page, "m1", now()).await.unwrap();
+    // The message stopped after sending its next page, before marking it sent: delivered
+    // again, it sends the next page a second time.
+    w.campaigns.last_pages.lock().unwrap().get_mut(&("c_1".to_owned(), shard)).unwrap().followed_up = false;
+    assert_eq!(w.dispatcher.run(&page, "m1", now()).await.unwrap(), DispatchOutcome::FollowedUp);
+    let copies: Vec<DispatchPage> = w.take_pages().into_iter().map(|(p, _)| p).collect();
+    assert_eq!((copies.len(), &copies[0]), (2, &copies[1]));
+
+    let mut outcomes = Vec::new();
+    let mut pending = copies;
+    while let Some(page) = pending.pop() {
+        outcomes.push(w.dispatcher.run(&page, &next_id(), now()).await.unwrap());
+        pending.extend(w.take_pages().into_iter().map(|(p, _)| p));
+    }
+    let (mut pages_of_shard, mut members, mut cursor) = (0, 0, None);
+    loop {
+        let page = w.members.members("all", shard, cursor.as_deref(), 5).await.unwrap();
+        (pages_of_shard, members) = (pages_of_shard + 1, members + page.user_ids.len());
+        let Some(next) = page.next else { break };
+        cursor = Some(next);
+    }
+    assert!(pages_of_shard > 2, "a chain to fork");
+    let dispatched = outcomes.iter().filter(|o| matches!(o, DispatchOutcome::Dispatched { .. })).count();
+    assert_eq!(dispatched, pages_of_shard - 1, "each page after the first once: {outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == DispatchOutcome::Duplicate).count(), 1, "the second copy stops");
+    let campaign = w.campaigns.get("c_1").await.unwrap().unwrap();
+    assert_eq!((campaign.shards_done, campaign.counters.targeted as usize), (1, members));
+}
+
+#[tokio::test]
+async fn the_first_pages_of_a_repeated_request_run_no_shard_twice() {
+    let w = world(300, |_| true).await;
+    w.campaigns.create(&campaign(None)).await.unwrap();
+    // The API's first request and its repeat, each sending every shard's first page.
+    let mut twice = first_pages();
+    twice.extend(first_pages());
+    w.dispatch_all(twice).await;
+    let ids = w.queued_delivery_ids();
+    assert_eq!(ids.len(), 300, "each member queued once");
+    let counters = w.counters().await;
+    assert_eq!((counters.targeted, counters.queued), (300, 300));
+}
+
+#[tokio::test]
+async fn the_last_page_moves_the_campaign_to_sending_and_sends_its_first_settle_check() {
+    let w = world(40, |_| true).await;
+    w.campaigns.create(&campaign(None)).await.unwrap();
+    w.dispatch_all(first_pages()).await;
+    let campaign = w.campaigns.get("c_1").await.unwrap().unwrap();
+    assert_eq!(campaign.state, CampaignState::Sending);
+    let checks = w.queues.checks.lock().unwrap().clone();
+    assert_eq!(checks, vec![(SettleCheck::first("c_1"), w.dispatcher.settle_every)]);
+}
+
+#[tokio::test]
+async fn the_last_page_redelivered_before_its_follow_up_moves_the_campaign_on() {
+    let w = world(0, |_| true).await;
+    w.campaigns.create(&campaign(None)).await.unwrap();
+    for shard in 0..MEMBER_SHARDS {
+        w.campaigns.record_page("c_1", shard, None, None, &CampaignCounters::default(), "m1").await.unwrap();
+    }
+    // Shard 7's message recorded the campaign's last page and stopped.
+    let page = DispatchPage::first("c_1", 7);
+    assert_eq!(w.dispatcher.run(&page, "m1", now()).await.unwrap(), DispatchOutcome::FollowedUp);
+    assert_eq!(w.campaigns.get("c_1").await.unwrap().unwrap().state, CampaignState::Sending);
+    assert_eq!(w.queues.checks.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -152,11 +276,11 @@ async fn a_scheduled_campaign_waits_for_its_time_in_steps_of_at_most_15_minutes(
     scheduled.send_at = Some(now() + chrono::Duration::hours(2));
     w.campaigns.create(&scheduled).await.unwrap();
     let page = DispatchPage::first("c_1", 0);
-    assert_eq!(w.dispatcher.run(&page, now()).await.unwrap(), DispatchOutcome::Deferred);
+    assert_eq!(w.dispatcher.run(&page, &next_id(), now()).await.unwrap(), DispatchOutcome::Deferred);
     assert_eq!(w.queues.pages.lock().unwrap()[0].1, Duration::from_secs(900));
     assert!(w.queued_delivery_ids().is_empty());
     let later = now() + chrono::Duration::hours(3);
-    assert!(matches!(w.dispatcher.run(&page, later).await.unwrap(), DispatchOutcome::Dispatched { .. }));
+    assert!(matches!(w.dispatcher.run(&page, &next_id(), later).await.unwrap(), DispatchOutcome::Dispatched { .. }));
     assert_eq!(w.campaigns.get("c_1").await.unwrap().unwrap().state, CampaignState::Dispatching);
 }
 
@@ -248,7 +372,7 @@ impl World {
         let mut pending = first_pages();
         let mut batches = Vec::new();
         while let Some(page) = pending.pop() {
-            self.dispatcher.run(&page, at).await.unwrap();
+            self.dispatcher.run(&page, &next_id(), at).await.unwrap();
             for (page, delay) in self.take_pages() {
                 if page.is_deferred_batch() { batches.push((page, delay)) } else { pending.push(page) }
             }
@@ -288,7 +412,7 @@ async fn a_member_outside_the_window_is_deferred_to_its_start_and_queued_when_du
 
     // New York's batch, due at 14:00, runs then and queues its member.
     let (ny, _) = batches[0].clone();
-    let outcome = w.dispatcher.run(&ny, utc(14, 0)).await.unwrap();
+    let outcome = w.dispatcher.run(&ny, &next_id(), utc(14, 0)).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
     assert!(w.take_pages().is_empty());
     assert!(w.queued_delivery_ids().contains(&herald_core::delivery::delivery_id("c_1", "u00001", Channel::Email)));
@@ -306,14 +430,14 @@ async fn a_deferred_batch_arriving_early_goes_back_to_the_queue() {
     let (batch, delay) = batches[0].clone();
     assert_eq!((batch.not_before, delay), (Some(utc(14, 0)), Duration::from_secs(900)));
     // 15 minutes later it is still early: sent back, delayed until it is due or 15 minutes.
-    assert_eq!(w.dispatcher.run(&batch, utc(12, 15)).await.unwrap(), DispatchOutcome::Deferred);
+    assert_eq!(w.dispatcher.run(&batch, &next_id(), utc(12, 15)).await.unwrap(), DispatchOutcome::Deferred);
     assert_eq!(w.take_pages(), vec![(batch.clone(), Duration::from_secs(900))]);
-    assert_eq!(w.dispatcher.run(&batch, utc(13, 50)).await.unwrap(), DispatchOutcome::Deferred);
+    assert_eq!(w.dispatcher.run(&batch, &next_id(), utc(13, 50)).await.unwrap(), DispatchOutcome::Deferred);
     assert_eq!(w.take_pages(), vec![(batch.clone(), Duration::from_secs(600))]);
     assert!(w.queued_delivery_ids().is_empty());
     assert_eq!(w.counters().await.queued, 0);
     // Late is fine, within the window.
-    let outcome = w.dispatcher.run(&batch, utc(14, 1)).await.unwrap();
+    let outcome = w.dispatcher.run(&batch, &next_id(), utc(14, 1)).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
 }
 
@@ -330,7 +454,7 @@ async fn a_window_may_wrap_midnight() {
     assert_eq!(due, vec![("u00000", utc(13, 0)), ("u00002", utc(22, 0))]);
     // Tokyo's batch, delivered late (00:30 the next day in Tokyo), is still in the window.
     let (tokyo, _) = batches[0].clone();
-    let outcome = w.dispatcher.run(&tokyo, utc(15, 30)).await.unwrap();
+    let outcome = w.dispatcher.run(&tokyo, &next_id(), utc(15, 30)).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
 }
 
@@ -361,7 +485,7 @@ async fn the_campaign_is_not_done_while_a_deferred_batch_is_pending() {
     // The one queued delivery settles: still sending, a member waits for their window.
     w.campaigns.add_counts("c_1", &CampaignCounters { sent: 1, ..Default::default() }).await.unwrap();
     assert_eq!(w.state().await, CampaignState::Sending);
-    w.dispatcher.run(&batches[0].0, utc(14, 0)).await.unwrap();
+    w.dispatcher.run(&batches[0].0, &next_id(), utc(14, 0)).await.unwrap();
     assert_eq!(w.state().await, CampaignState::Sending, "the batch's delivery is queued, not settled");
     w.campaigns.add_counts("c_1", &CampaignCounters { sent: 1, ..Default::default() }).await.unwrap();
     assert_eq!(w.state().await, CampaignState::Done);
@@ -380,13 +504,13 @@ async fn a_batch_member_whose_window_passed_is_deferred_again_and_the_filter_rea
     let users = vec!["u00000".to_owned(), "u00001".to_owned()];
     let batch = DispatchPage::deferred("c_1", 0, users.clone(), utc(14, 0));
     // Delivered at 22:30 UTC, 17:30 in New York: past the window, put off to the next day.
-    let outcome = w.dispatcher.run(&batch, utc(22, 30)).await.unwrap();
+    let outcome = w.dispatcher.run(&batch, &next_id(), utc(22, 30)).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 0, deferred: 2 });
     let again = w.take_pages();
     let next_day = utc(14, 0) + chrono::Duration::days(1);
     assert_eq!(again, vec![(DispatchPage::deferred("c_1", 0, users, next_day), Duration::from_secs(900))]);
     // The next day, only the pro member (u00000) matches the filter.
-    let outcome = w.dispatcher.run(&again[0].0, next_day).await.unwrap();
+    let outcome = w.dispatcher.run(&again[0].0, &next_id(), next_day).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::DeferredBatch { queued: 1, deferred: 0 });
     let counters = w.counters().await;
     assert_eq!(

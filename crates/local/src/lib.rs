@@ -82,6 +82,9 @@ pub struct Options {
     pub template: PathBuf,
     /// Extra variables for every worker, over the template's (e.g. a test's webhook CA).
     pub worker_environment: BTreeMap<String, String>,
+    /// Extra variables for the dispatcher, over the template's (e.g. a test's short
+    /// `SETTLE_CHECK_SECONDS`).
+    pub dispatcher_environment: BTreeMap<String, String>,
     /// Where workers reach SES and SNS, when not at `endpoint` (e.g. a fault-injecting
     /// proxy in front of it).
     pub provider_endpoint: Option<String>,
@@ -107,6 +110,7 @@ impl Options {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| repo_root().join("infra/template.yaml")),
             worker_environment: BTreeMap::new(),
+            dispatcher_environment: BTreeMap::new(),
             provider_endpoint: None,
             request_counter: None,
         })
@@ -207,7 +211,7 @@ impl LocalStack {
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-dispatcher") {
-                let function = Arc::new(dispatcher_for(&deployment, &clients)?);
+                let function = Arc::new(dispatcher_for(&deployment, &clients, &options.dispatcher_environment)?);
                 handlers.push(function.clone());
                 dispatcher = Some(function);
                 event_sources.push(mapping);
@@ -371,8 +375,13 @@ fn importer_for(deployment: &Deployment, clients: &Clients) -> Result<ImporterHa
 }
 
 /// The dispatcher, configured from the environment the template gives its function.
-fn dispatcher_for(deployment: &Deployment, clients: &Clients) -> Result<DispatcherHandler, LocalError> {
-    let environment = deployment.function_environment("herald-dispatcher")?;
+fn dispatcher_for(
+    deployment: &Deployment,
+    clients: &Clients,
+    extra_environment: &BTreeMap<String, String>,
+) -> Result<DispatcherHandler, LocalError> {
+    let mut environment = deployment.function_environment("herald-dispatcher")?;
+    environment.extend(extra_environment.clone());
     let config = DispatcherConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-dispatcher"))?;
     Ok(DispatcherHandler::from_aws(clients, &config))

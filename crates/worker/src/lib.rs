@@ -326,12 +326,17 @@ impl WorkerHandler {
         }
         if let Some(campaign_id) = &job.campaign_id {
             let counts = campaign_counts(outcomes.iter().map(|(_, o)| o));
-            if counts != CampaignCounters::default()
-                && let Err(e) = self.campaigns.add_counts(campaign_id, &counts).await
-            {
-                // Not retried: a redelivered message finds these recipients settled and
-                // would not count them anyway.
-                tracing::error!(message_id, campaign_id, error = %e, "the campaign's counters were not updated");
+            if counts != CampaignCounters::default() {
+                match self.campaigns.add_outcomes(campaign_id, &counts).await {
+                    Ok(true) => {}
+                    // The reconciler counted these from the deliveries already.
+                    Ok(false) => tracing::info!(message_id, campaign_id, "the campaign is settled: outcomes dropped"),
+                    // Not retried: a redelivered message finds these recipients settled and
+                    // would not count them anyway; the reconciler recounts them.
+                    Err(e) => {
+                        tracing::error!(message_id, campaign_id, error = %e, "the campaign's counters were not updated")
+                    }
+                }
             }
         }
         let retries: Vec<&str> = outcomes.iter().filter(|(_, o)| o.is_retry()).map(|(id, _)| id.as_str()).collect();

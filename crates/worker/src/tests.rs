@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_core::{
     campaigns::{
-        Campaign,
+        Campaign, ShardProgress,
         memory::{MemoryCampaigns, MemoryQueues},
     },
     delivery::{
@@ -61,6 +61,10 @@ impl CampaignStore for CountedCampaigns {
     async fn set_state(&self, id: &str, state: CampaignState, from: &[CampaignState]) -> Result<bool, StoreError> {
         self.inner.set_state(id, state, from).await
     }
+    async fn get_with_shard(&self, id: &str, shard: u32) -> Result<Option<(Campaign, ShardProgress)>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_with_shard(id, shard).await
+    }
     async fn record_page(
         &self,
         campaign_id: &str,
@@ -68,12 +72,23 @@ impl CampaignStore for CountedCampaigns {
         cursor: Option<&str>,
         next: Option<&str>,
         counts: &CampaignCounters,
+        message_id: &str,
     ) -> Result<Option<u32>, StoreError> {
-        self.inner.record_page(campaign_id, shard, cursor, next, counts).await
+        self.inner.record_page(campaign_id, shard, cursor, next, counts, message_id).await
+    }
+    async fn page_followed_up(&self, id: &str, shard: u32, cursor: Option<&str>, by: &str) -> Result<(), StoreError> {
+        self.inner.page_followed_up(id, shard, cursor, by).await
     }
     async fn add_counts(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<(), StoreError> {
         self.adds.fetch_add(1, Ordering::SeqCst);
         self.inner.add_counts(campaign_id, counts).await
+    }
+    async fn add_outcomes(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<bool, StoreError> {
+        self.adds.fetch_add(1, Ordering::SeqCst);
+        self.inner.add_outcomes(campaign_id, counts).await
+    }
+    async fn settle(&self, campaign_id: &str, outcomes: &CampaignCounters) -> Result<bool, StoreError> {
+        self.inner.settle(campaign_id, outcomes).await
     }
 }
 
@@ -280,6 +295,16 @@ async fn a_redelivered_campaign_message_sends_and_counts_nothing_twice() {
     assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 3, ..Default::default() });
     // One add per message that settled something: the redeliveries added nothing.
     assert_eq!(w.campaigns.adds.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn outcomes_reaching_a_campaign_the_reconciler_settled_are_not_counted_again() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Done)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002"]);
+    assert!(failed(&w.worker.handle(event(&[&job])).await).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 2);
+    assert_eq!(counters(&w, "c1").await, CampaignCounters::default(), "counted by the recount already");
 }
 
 #[tokio::test]

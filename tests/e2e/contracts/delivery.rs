@@ -13,8 +13,8 @@ use herald_aws::{
 use herald_core::{
     campaigns::memory::MemoryQueues,
     delivery::{
-        Channel, ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, PreferenceStore,
-        RateLimitClaim, SuppressionStore, TemplateStore,
+        Channel, ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, ListedDelivery, NewDelivery,
+        PreferenceStore, RateLimitClaim, SuppressionStore, TemplateStore,
         memory::{MemoryDeliveries, MemoryPreferences, MemorySuppressions, MemoryTemplates},
         preferences::Preferences,
         rate_limit::WindowKey,
@@ -41,6 +41,8 @@ contract!(delivery_store: memory_deliveries, aws_deliveries;
     a_delivery_that_failed_can_be_claimed_again,
     a_final_error_is_never_claimed_again,
     advance_moves_a_delivery_forward_only,
+    list_page_lists_each_delivery_once_in_pages_of_at_most_the_limit,
+    list_page_tells_a_final_error_from_one_to_try_again,
 );
 
 contract!(template_store: memory_templates, aws_templates;
@@ -512,4 +514,46 @@ async fn each_job_is_received_once_on_its_channels_queue(subject: &Queues) {
     assert!(received.iter().all(|(queue, job)| *queue == job.channel), "each job on its channel's queue");
     assert_eq!(received.into_iter().map(|(_, job)| job).collect::<Vec<_>>(), jobs);
     assert!(subject.inbox.take(0).await.is_empty(), "each job once");
+}
+
+/// Every page of `notification_id`'s deliveries, `limit` at most each.
+async fn pages(store: &dyn DeliveryStore, notification_id: &str, limit: u32) -> Vec<Vec<ListedDelivery>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_page(notification_id, after.as_deref(), limit).await.unwrap();
+        pages.push(page.deliveries);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return pages,
+        }
+    }
+}
+
+async fn list_page_lists_each_delivery_once_in_pages_of_at_most_the_limit(store: &dyn DeliveryStore) {
+    let mut mine: Vec<Delivery> = (0..5).map(|i| delivery("n1", &format!("u{i}"))).collect();
+    store.create(&mine).await.unwrap();
+    store.create(&[delivery("n2", "u1")]).await.unwrap();
+
+    let pages = pages(store, "n1", 2).await;
+    assert!(pages.len() >= 3 && pages.iter().all(|p| p.len() <= 2), "{pages:?}");
+    let mut listed: Vec<Delivery> = pages.into_iter().flatten().map(|l| l.delivery).collect();
+    listed.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+    mine.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+    assert_eq!(listed, mine);
+    let none = store.list_page("n3", None, 2).await.unwrap();
+    assert_eq!((none.deliveries.len(), none.next), (0, None));
+}
+
+async fn list_page_tells_a_final_error_from_one_to_try_again(store: &dyn DeliveryStore) {
+    let (refused, throttled) = (delivery("n1", "u1"), delivery("n1", "u2"));
+    store.create(&[refused.clone(), throttled.clone()]).await.unwrap();
+    store.claim_all(&[claim(&refused), claim(&throttled)], at(1)).await.unwrap();
+    store.finish(&refused.delivery_id, &change(DeliveryStatus::Error, 2), None, None, false).await.unwrap();
+    store.finish(&throttled.delivery_id, &change(DeliveryStatus::Error, 2), None, None, true).await.unwrap();
+
+    let listed: Vec<(String, bool)> =
+        pages(store, "n1", 10).await.into_iter().flatten().map(|l| (l.delivery.delivery_id, l.final_error)).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&(refused.delivery_id, true)) && listed.contains(&(throttled.delivery_id, false)));
 }

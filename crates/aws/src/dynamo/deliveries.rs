@@ -2,6 +2,8 @@
 //! `notification_id`. Status moves are conditional writes: the dedup of redelivered
 //! messages and the guard that keeps statuses moving forward.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
@@ -11,7 +13,7 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 use herald_core::{
     backoff::Backoff,
-    delivery::{Claim, ClaimRequest, DeliveryStatus, DeliveryStore, RateLimitClaim},
+    delivery::{Claim, ClaimRequest, DeliveryPage, DeliveryStatus, DeliveryStore, ListedDelivery, RateLimitClaim},
     notifications::{Delivery, StatusChange},
     store::StoreError,
 };
@@ -314,6 +316,48 @@ impl DeliveryStore for DynamoDeliveryStore {
                 serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable delivery: {e}")))
             })
             .collect()
+    }
+
+    async fn list_page(
+        &self,
+        notification_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<DeliveryPage, StoreError> {
+        let start = after.map(|after| {
+            HashMap::from([
+                ("notification_id".to_owned(), AttributeValue::S(notification_id.to_owned())),
+                ("delivery_id".to_owned(), AttributeValue::S(after.to_owned())),
+            ])
+        });
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by-notification")
+            .key_condition_expression("notification_id = :n")
+            .expression_attribute_values(":n", AttributeValue::S(notification_id.to_owned()))
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next = match output.last_evaluated_key.as_ref().and_then(|key| key.get("delivery_id")) {
+            Some(AttributeValue::S(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let deliveries = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let final_error = matches!(item.get(FINAL_ERROR), Some(AttributeValue::Bool(true)));
+                let delivery = serde_dynamo::from_item(item)
+                    .map_err(|e| StoreError::Fatal(format!("unreadable delivery: {e}")))?;
+                Ok(ListedDelivery { delivery, final_error })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(DeliveryPage { deliveries, next })
     }
 
     /// One TransactWriteItems for the whole job (or per 50 claims, a transaction's limit

@@ -1,5 +1,6 @@
 //! The dispatcher's own queue over SQS: one message per campaign page (a `DispatchPage` as
-//! JSON), ten per SendMessageBatch, delayed up to the 15 minutes SQS allows.
+//! JSON), ten per SendMessageBatch, or per settle check (a `SettleCheck` as JSON), delayed
+//! up to the 15 minutes SQS allows.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use herald_core::{
     backoff::Backoff,
-    campaigns::{DispatchPage, DispatchQueue},
+    campaigns::{DispatchPage, DispatchQueue, SettleCheck},
     store::StoreError,
 };
 
@@ -30,6 +31,16 @@ impl SqsDispatchQueue {
 impl DispatchQueue for SqsDispatchQueue {
     async fn dispatch(&self, pages: &[DispatchPage], delay: Duration) -> Result<(), StoreError> {
         let bodies = pages.iter().map(|page| serde_json::to_string(page).expect("a page serializes")).collect();
+        self.send(bodies, delay).await
+    }
+
+    async fn check(&self, check: &SettleCheck, delay: Duration) -> Result<(), StoreError> {
+        self.send(vec![serde_json::to_string(check).expect("a check serializes")], delay).await
+    }
+}
+
+impl SqsDispatchQueue {
+    async fn send(&self, bodies: Vec<String>, delay: Duration) -> Result<(), StoreError> {
         for batch in pack(bodies)? {
             send_batch(
                 &self.client,

@@ -1,6 +1,7 @@
 //! The dispatcher: fans a campaign out, one page of one members shard per message, onto
 //! the channel queues, several recipients per message. Each page is a checkpoint: its
-//! counts are recorded once, and the next page is a new message.
+//! counts are recorded once, by one message, which alone sends the next page as a new
+//! message (see [`Dispatcher::run`]).
 //!
 //! A campaign with a `local_window` sends each member only within that window of their
 //! local time: a member outside it is put off into a deferred batch, a message to the
@@ -18,7 +19,7 @@ use crate::{
     activity::{Activity, ActivityQuery, ActivityStore},
     campaigns::{
         Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage, DispatchQueue, MAX_DEFERRED_USERS,
-        WindowTimes, time_zone_of,
+        PageState, SettleCheck, WindowTimes, reconciler::SETTLE_EVERY, time_zone_of,
     },
     delivery::{Channel, ChannelQueues, delivery_id},
     notifications::{ChannelMessage, ChannelRecipient, ContentRef, target_of},
@@ -59,10 +60,17 @@ pub enum DispatchOutcome {
     /// Before its `send_at` (or a deferred batch before its `not_before`): the message was
     /// sent again, delayed.
     Deferred,
-    /// Queued; `recorded` is false when an earlier delivery of this page had recorded it
-    /// (its deliveries were queued again, and the workers' claims drop the repeats).
-    /// `deferred` members were put off to their local time window, in deferred batches.
+    /// Queued; `recorded` is false when another copy of this page, dispatched at the same
+    /// time, recorded it first (its deliveries were queued twice, and the workers' claims
+    /// drop the repeats; the other copy sends the next page). `deferred` members were put
+    /// off to their local time window, in deferred batches.
     Dispatched { queued: u64, deferred: u64, recorded: bool },
+    /// The page had been recorded by another copy of it, or the shard is past it: nothing
+    /// was done.
+    Duplicate,
+    /// This message had recorded the page and stopped before sending the next: it sent it
+    /// now (or, for the campaign's last page, moved the campaign to `sending`).
+    FollowedUp,
     /// A deferred batch was planned: `queued` deliveries, `deferred` members put off again
     /// (their window had passed, or their time zone changed).
     DeferredBatch { queued: u64, deferred: u64 },
@@ -85,6 +93,8 @@ pub struct Dispatcher {
     dispatch: Arc<dyn DispatchQueue>,
     pub page_size: u32,
     pub recipients_per_job: usize,
+    /// The delay of a campaign's first settle check, sent by its last page.
+    pub settle_every: Duration,
 }
 
 impl Dispatcher {
@@ -105,6 +115,7 @@ impl Dispatcher {
             dispatch,
             page_size: PAGE_SIZE,
             recipients_per_job: RECIPIENTS_PER_MESSAGE,
+            settle_every: SETTLE_EVERY,
         }
     }
 
@@ -113,10 +124,32 @@ impl Dispatcher {
     /// a delivery per member and channel with an address, records the page's counts once,
     /// and sends the next page as a new message. A deferred batch (see [`Self::run_deferred`])
     /// is planned when due; any message before its time is sent back, delayed.
-    pub async fn run(&self, page: &DispatchPage, now: DateTime<Utc>) -> Result<DispatchOutcome, DispatchError> {
-        let campaign = self
+    ///
+    /// `message_id` is the queue message's id: the same on each delivery of one message,
+    /// another on each copy of a page sent twice. It makes a page's next page go out once
+    /// per page, not once per delivery (a chain that forked would run the rest of the shard
+    /// twice). SQS and DynamoDB share no transaction, so sending the next page and
+    /// recording that it was sent cannot be one step; instead:
+    /// 1. the page is recorded (cursor moved, counts added) by one conditional write that
+    ///    names the message that recorded it; of two copies of a page, one records it;
+    /// 2. that message sends the next page (for a shard's last page: moves the campaign to
+    ///    `sending` and sends its first settle check), then marks the record followed up.
+    ///
+    /// A message that stops between 1 and 2 is delivered again (same id): it finds its own
+    /// record not followed up, and does step 2 only, so the next page is never lost. One
+    /// that stops after sending and before marking sends the next page twice; the second
+    /// copy then finds the page recorded by the first and stops there, so the chain does
+    /// not fork. Any other copy of a recorded page (a repeated `POST /v1/campaigns`, a
+    /// redelivery after the shard moved on) stops at once, sending nothing.
+    pub async fn run(
+        &self,
+        page: &DispatchPage,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DispatchOutcome, DispatchError> {
+        let (campaign, progress) = self
             .campaigns
-            .get(&page.campaign_id)
+            .get_with_shard(&page.campaign_id, page.shard)
             .await?
             .ok_or_else(|| DispatchError::UnknownCampaign(page.campaign_id.clone()))?;
         if matches!(campaign.state, CampaignState::Cancelled | CampaignState::Done) {
@@ -135,6 +168,17 @@ impl Dispatcher {
         if page.is_deferred_batch() {
             return self.run_deferred(&campaign, page, now).await;
         }
+        match progress.page(page.cursor.as_deref(), message_id) {
+            PageState::ToRecord => {}
+            PageState::RecordedElsewhere | PageState::RecordedByThis { followed_up: true } => {
+                return Ok(DispatchOutcome::Duplicate);
+            }
+            PageState::RecordedByThis { followed_up: false } => {
+                let next = progress.next_cursor().map(str::to_owned);
+                self.follow_up(&campaign, page, next, campaign.shards_done, message_id).await?;
+                return Ok(DispatchOutcome::FollowedUp);
+            }
+        }
         if campaign.state == CampaignState::Scheduled {
             self.campaigns
                 .set_state(&campaign.campaign_id, CampaignState::Dispatching, &[CampaignState::Scheduled])
@@ -144,31 +188,58 @@ impl Dispatcher {
             self.members.members(&campaign.segment_id, page.shard, page.cursor.as_deref(), self.page_size).await?;
         let Plan { jobs, counts, batches } = self.plan(&campaign, page.shard, &members.user_ids, now).await?;
         self.queues.enqueue(&jobs, Duration::ZERO).await?;
-        // Sent before the page is recorded, and again if the page is delivered again: a
-        // batch is never lost, though a redelivered page may send its batches twice.
+        // Sent before the page is recorded, and again if the page is delivered again
+        // before it is recorded: a batch is never lost, though it may be sent twice.
         self.send_batches(&batches).await?;
         let recorded = self
             .campaigns
-            .record_page(&campaign.campaign_id, page.shard, page.cursor.as_deref(), members.next.as_deref(), &counts)
+            .record_page(
+                &campaign.campaign_id,
+                page.shard,
+                page.cursor.as_deref(),
+                members.next.as_deref(),
+                &counts,
+                message_id,
+            )
             .await?;
-        match (members.next, recorded) {
-            // Sent again even when the page had been recorded: the delivery that recorded
-            // it may have stopped before sending it.
-            (Some(next), _) => {
-                let next = DispatchPage { cursor: Some(next), ..page.clone() };
-                self.dispatch.dispatch(&[next], Duration::ZERO).await?;
-            }
-            (None, Some(shards_done)) if shards_done >= MEMBER_SHARDS => {
-                let from = [CampaignState::Dispatching, CampaignState::Scheduled];
-                self.campaigns.set_state(&campaign.campaign_id, CampaignState::Sending, &from).await?;
-            }
-            (None, _) => {}
+        // Not recorded: another copy of the page recorded it meanwhile, and follows it up.
+        if let Some(shards_done) = recorded {
+            self.follow_up(&campaign, page, members.next, shards_done, message_id).await?;
         }
         Ok(DispatchOutcome::Dispatched {
             queued: counts.queued,
             deferred: counts.deferred,
             recorded: recorded.is_some(),
         })
+    }
+
+    /// What follows a recorded page: the shard's next page; after the campaign's last
+    /// page (every shard done), the move to `sending` and the first settle check. Then the
+    /// record is marked followed up (see [`Self::run`]).
+    async fn follow_up(
+        &self,
+        campaign: &Campaign,
+        page: &DispatchPage,
+        next: Option<String>,
+        shards_done: u32,
+        message_id: &str,
+    ) -> Result<(), DispatchError> {
+        match next {
+            Some(next) => {
+                let next = DispatchPage { cursor: Some(next), ..page.clone() };
+                self.dispatch.dispatch(&[next], Duration::ZERO).await?;
+            }
+            None if shards_done >= MEMBER_SHARDS => {
+                // The check first: should this message stop before moving the campaign
+                // on, the check finds every shard done and moves it itself.
+                self.dispatch.check(&SettleCheck::first(&campaign.campaign_id), self.settle_every).await?;
+                let from = [CampaignState::Dispatching, CampaignState::Scheduled];
+                self.campaigns.set_state(&campaign.campaign_id, CampaignState::Sending, &from).await?;
+            }
+            None => {}
+        }
+        self.campaigns.page_followed_up(&campaign.campaign_id, page.shard, page.cursor.as_deref(), message_id).await?;
+        Ok(())
     }
 
     /// Plans a due deferred batch: exactly its users, their profiles and the filter read

@@ -19,6 +19,8 @@ pub struct MemoryCampaigns {
     pub campaigns: Mutex<BTreeMap<String, crate::campaigns::Campaign>>,
     /// (campaign, shard) → the cursor of the next page to record; absent: the shard's start.
     pub cursors: Mutex<HashMap<(String, u32), Option<String>>>,
+    /// (campaign, shard) → the shard's last recorded page.
+    pub last_pages: Mutex<HashMap<(String, u32), crate::campaigns::PageRecord>>,
 }
 
 fn add_counters(into: &mut crate::campaigns::CampaignCounters, counts: &crate::campaigns::CampaignCounters) {
@@ -54,6 +56,22 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
         Ok(self.campaigns.lock().unwrap().get(campaign_id).cloned())
     }
 
+    async fn get_with_shard(
+        &self,
+        campaign_id: &str,
+        shard: u32,
+    ) -> Result<Option<(crate::campaigns::Campaign, crate::campaigns::ShardProgress)>, StoreError> {
+        let key = (campaign_id.to_owned(), shard);
+        let next = match self.cursors.lock().unwrap().get(&key) {
+            None => crate::campaigns::ShardCursor::Start,
+            Some(Some(c)) if c == DONE => crate::campaigns::ShardCursor::Done,
+            Some(Some(c)) => crate::campaigns::ShardCursor::At(c.clone()),
+            Some(None) => crate::campaigns::ShardCursor::Start,
+        };
+        let last = self.last_pages.lock().unwrap().get(&key).cloned();
+        Ok(self.get(campaign_id).await?.map(|c| (c, crate::campaigns::ShardProgress { next, last })))
+    }
+
     async fn set_state(
         &self,
         campaign_id: &str,
@@ -78,6 +96,7 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
         cursor: Option<&str>,
         next: Option<&str>,
         counts: &crate::campaigns::CampaignCounters,
+        message_id: &str,
     ) -> Result<Option<u32>, StoreError> {
         let mut cursors = self.cursors.lock().unwrap();
         let mut campaigns = self.campaigns.lock().unwrap();
@@ -97,13 +116,36 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
         if current != expected {
             return Ok(None);
         }
-        cursors.insert(key, Some(next.unwrap_or(DONE).to_owned()));
+        cursors.insert(key.clone(), Some(next.unwrap_or(DONE).to_owned()));
+        let record = crate::campaigns::PageRecord {
+            cursor: cursor.map(str::to_owned),
+            message_id: message_id.to_owned(),
+            followed_up: false,
+        };
+        self.last_pages.lock().unwrap().insert(key, record);
         add_counters(&mut campaign.counters, counts);
         campaign.updated_at = chrono::Utc::now();
         if next.is_none() {
             campaign.shards_done += 1;
         }
         Ok(Some(campaign.shards_done))
+    }
+
+    async fn page_followed_up(
+        &self,
+        campaign_id: &str,
+        shard: u32,
+        cursor: Option<&str>,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut last_pages = self.last_pages.lock().unwrap();
+        if let Some(last) = last_pages.get_mut(&(campaign_id.to_owned(), shard))
+            && last.cursor.as_deref() == cursor
+            && last.message_id == message_id
+        {
+            last.followed_up = true;
+        }
+        Ok(())
     }
 
     async fn add_counts(
@@ -116,6 +158,36 @@ impl crate::campaigns::CampaignStore for MemoryCampaigns {
         }
         Ok(())
     }
+
+    async fn add_outcomes(
+        &self,
+        campaign_id: &str,
+        counts: &crate::campaigns::CampaignCounters,
+    ) -> Result<bool, StoreError> {
+        match self.campaigns.lock().unwrap().get_mut(campaign_id) {
+            Some(campaign) if campaign.state != crate::campaigns::CampaignState::Done => {
+                add_counters(&mut campaign.counters, counts);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn settle(
+        &self,
+        campaign_id: &str,
+        outcomes: &crate::campaigns::CampaignCounters,
+    ) -> Result<bool, StoreError> {
+        match self.campaigns.lock().unwrap().get_mut(campaign_id) {
+            Some(campaign) if campaign.state == crate::campaigns::CampaignState::Sending => {
+                campaign.counters = campaign.counters.with_outcomes(outcomes);
+                campaign.state = crate::campaigns::CampaignState::Done;
+                campaign.updated_at = chrono::Utc::now();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 const DONE: &str = "\u{0}done";
@@ -126,6 +198,7 @@ const DONE: &str = "\u{0}done";
 pub struct MemoryQueues {
     pub jobs: Mutex<Vec<crate::notifications::ChannelMessage>>,
     pub pages: Mutex<Vec<(crate::campaigns::DispatchPage, std::time::Duration)>>,
+    pub checks: Mutex<Vec<(crate::campaigns::SettleCheck, std::time::Duration)>>,
     pub requests: AtomicUsize,
     /// Keeps only the counts (benchmarks of millions of recipients).
     pub discard: bool,
@@ -159,6 +232,12 @@ impl crate::campaigns::DispatchQueue for MemoryQueues {
     ) -> Result<(), StoreError> {
         self.requests.fetch_add(pages.len().div_ceil(10), Ordering::SeqCst);
         self.pages.lock().unwrap().extend(pages.iter().map(|p| (p.clone(), delay)));
+        Ok(())
+    }
+
+    async fn check(&self, check: &crate::campaigns::SettleCheck, delay: std::time::Duration) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.checks.lock().unwrap().push((check.clone(), delay));
         Ok(())
     }
 }

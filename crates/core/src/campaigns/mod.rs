@@ -1,10 +1,11 @@
 //! Campaigns: one template sent to a segment's members. The model and its validation, the
 //! service behind the API, and the dispatcher that fans a campaign out onto the channel
-//! queues.
+//! queues, and the reconciler that settles it.
 
 pub mod dispatcher;
 mod model;
 mod ports;
+pub mod reconciler;
 mod service;
 
 pub use model::*;

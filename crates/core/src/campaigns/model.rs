@@ -65,6 +65,30 @@ impl CampaignCounters {
             + self.skipped_cancelled
     }
 
+    /// The counters a worker adds as it settles deliveries (what a recount of the
+    /// deliveries gives back): (name, value) pairs.
+    pub fn outcomes(&self) -> [(&'static str, u64); 5] {
+        [
+            ("sent", self.sent),
+            ("failed", self.failed),
+            ("skipped_opted_out", self.skipped_opted_out),
+            ("skipped_rate_limited", self.skipped_rate_limited),
+            ("skipped_suppressed", self.skipped_suppressed),
+        ]
+    }
+
+    /// These counters with the outcome counters of `outcomes` in place of their own.
+    pub fn with_outcomes(&self, outcomes: &CampaignCounters) -> CampaignCounters {
+        CampaignCounters {
+            sent: outcomes.sent,
+            failed: outcomes.failed,
+            skipped_opted_out: outcomes.skipped_opted_out,
+            skipped_rate_limited: outcomes.skipped_rate_limited,
+            skipped_suppressed: outcomes.skipped_suppressed,
+            ..self.clone()
+        }
+    }
+
     /// Members waiting in deferred batches for their local time window.
     pub fn pending_deferred(&self) -> u64 {
         self.deferred.saturating_sub(self.deferred_planned)
@@ -346,4 +370,122 @@ impl DispatchPage {
     pub fn is_deferred_batch(&self) -> bool {
         self.not_before.is_some()
     }
+}
+
+/// Where a members shard's fan-out stands: the next page to record, and the last page
+/// recorded, by which message (see `Dispatcher::run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardProgress {
+    pub next: ShardCursor,
+    pub last: Option<PageRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ShardCursor {
+    /// No page recorded yet: the next is the shard's first.
+    #[default]
+    Start,
+    /// The cursor of the next page to record.
+    At(String),
+    /// The shard's last page is recorded.
+    Done,
+}
+
+/// A shard's last recorded page: the cursor it read from (None: the shard's start), the id
+/// of the queue message that recorded it, and whether that message then sent the next
+/// page (or, for a shard's last page, did what the campaign's last page does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRecord {
+    pub cursor: Option<String>,
+    pub message_id: String,
+    pub followed_up: bool,
+}
+
+/// What a page message finds of its page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageState {
+    /// Not recorded yet: the message is to dispatch it.
+    ToRecord,
+    /// Recorded by this very message, delivered again: only its follow-up may be left.
+    RecordedByThis { followed_up: bool },
+    /// Recorded by another copy of the page (or the shard is past it): nothing to do.
+    RecordedElsewhere,
+}
+
+impl ShardProgress {
+    /// What the page that reads from `cursor`, in the message `message_id`, finds.
+    pub fn page(&self, cursor: Option<&str>, message_id: &str) -> PageState {
+        let to_record = match &self.next {
+            ShardCursor::Start => cursor.is_none(),
+            ShardCursor::At(next) => cursor == Some(next.as_str()),
+            ShardCursor::Done => false,
+        };
+        if to_record {
+            return PageState::ToRecord;
+        }
+        match &self.last {
+            Some(last) if last.cursor.as_deref() == cursor && last.message_id == message_id => {
+                PageState::RecordedByThis { followed_up: last.followed_up }
+            }
+            _ => PageState::RecordedElsewhere,
+        }
+    }
+
+    /// The cursor the shard's next page reads from; None when the shard is done (or not
+    /// started).
+    pub fn next_cursor(&self) -> Option<&str> {
+        match &self.next {
+            ShardCursor::At(next) => Some(next),
+            ShardCursor::Start | ShardCursor::Done => None,
+        }
+    }
+}
+
+/// The reconciler's message on the dispatch queue: `{"job": "settle", "campaign_id": …}`,
+/// sent by the page that ends a campaign's fan-out and again by each check until the
+/// campaign is done (see `campaigns::reconciler`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleCheck {
+    pub job: SettleJob,
+    pub campaign_id: String,
+    /// The settled deliveries the campaign's counters showed at the previous check (None:
+    /// the first check). Unchanged at the next check, the counts have stalled: recount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<u64>,
+    /// A recount under way, continued in a new message when the invocation's time ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recount: Option<Recount>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettleJob {
+    Settle,
+}
+
+/// How far a recount of a campaign's deliveries got: where to go on from, and what the
+/// deliveries before it came to (the workers' outcome counters only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recount {
+    /// The last delivery id counted (None: none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    pub deliveries: u64,
+    pub counted: CampaignCounters,
+}
+
+impl SettleCheck {
+    /// The first check of a campaign.
+    pub fn first(campaign_id: impl Into<String>) -> Self {
+        Self { job: SettleJob::Settle, campaign_id: campaign_id.into(), seen: None, recount: None }
+    }
+}
+
+/// A message of the dispatch queue: a page (or deferred batch), or a settle check.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DispatchMessage {
+    Settle(SettleCheck),
+    Page(DispatchPage),
 }

@@ -338,7 +338,7 @@ mod tests {
         let f = fixture().await;
         f.service.create(request(spring()), Utc::now()).await.unwrap();
         let counts = CampaignCounters { targeted: 3, queued: 3, ..Default::default() };
-        f.campaigns.record_page("c_spring", 0, None, Some("u3"), &counts).await.unwrap();
+        f.campaigns.record_page("c_spring", 0, None, Some("u3"), &counts, "m1").await.unwrap();
         f.service.create(request(spring()), Utc::now()).await.unwrap();
         assert_eq!(f.queues.pages.lock().unwrap().len(), 16, "the first pages were sent again");
     }

@@ -67,6 +67,33 @@ impl DeliveryStore for MemoryDeliveries {
         Ok(items.values().filter(|(d, _)| d.notification_id == notification_id).map(|(d, _)| d.clone()).collect())
     }
 
+    async fn list_page(
+        &self,
+        notification_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<crate::delivery::DeliveryPage, StoreError> {
+        let items = self.items.lock().unwrap();
+        let final_errors = self.final_errors.lock().unwrap();
+        let mut ids: Vec<&String> = items
+            .iter()
+            .filter(|(id, (d, _))| d.notification_id == notification_id && after.is_none_or(|a| id.as_str() > a))
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let more = ids.len() > limit as usize;
+        ids.truncate(limit as usize);
+        let deliveries: Vec<crate::delivery::ListedDelivery> = ids
+            .iter()
+            .map(|id| crate::delivery::ListedDelivery {
+                delivery: items[*id].0.clone(),
+                final_error: final_errors.contains(*id),
+            })
+            .collect();
+        let next = more.then(|| deliveries.last().map(|d| d.delivery.delivery_id.clone())).flatten();
+        Ok(crate::delivery::DeliveryPage { deliveries, next })
+    }
+
     async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
         let mut items = self.items.lock().unwrap();
         let mut counters = self.rate_counters.lock().unwrap();

@@ -74,6 +74,20 @@ pub struct NewDelivery {
     pub channel: Channel,
 }
 
+/// A page of deliveries (see `DeliveryStore::list_page`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<ListedDelivery>,
+    pub next: Option<String>,
+}
+
+/// A delivery as a page lists it: with whether its `error` is final (never claimed again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedDelivery {
+    pub delivery: Delivery,
+    pub final_error: bool,
+}
+
 /// What claiming a delivery for sending found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -98,6 +112,15 @@ pub trait DeliveryStore: Send + Sync {
     /// a request that stopped half-way; true when it was written.
     async fn create_if_absent(&self, delivery: &Delivery) -> Result<bool, StoreError>;
     async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// One page of a notification's (or campaign's) deliveries: at most `limit`, from
+    /// after the delivery id `after` (None: the first page), in the store's order; `next`
+    /// is where the following page starts, None after the last. Eventually consistent.
+    async fn list_page(
+        &self,
+        notification_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<DeliveryPage, StoreError>;
     /// Claims a job's deliveries at once (adapters make it one conditional batch write):
     /// each request moves its delivery from `created` or `error` (or, with `create`, from
     /// not existing) to `pending`, or to its `settle` status, and counts its rate limit.
