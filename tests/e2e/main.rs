@@ -20,3 +20,4 @@ mod segment_stores;
 mod segmenter;
 mod segments_api;
 mod stores;
+mod strict_limits;
