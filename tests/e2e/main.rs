@@ -10,6 +10,7 @@ mod delivery_faults;
 mod import_stores;
 mod importer;
 mod imports_api;
+mod limit_scenarios;
 mod local_esm;
 mod notifications;
 mod producer_sdk;
