@@ -7,14 +7,26 @@
   touches, once per item of the transaction: a transaction of 25 items on a 10,000-item
   table copies 250,000 items and takes seconds. The patch keeps moto's own transaction
   code and semantics but backs up only the items the transaction touches.
+- AWS's limits that moto does not enforce (or enforces at another value) for the requests
+  Herald makes, refused with AWS's own error: see "AWS's limits" below. What moto already
+  enforces as AWS does is left to moto: PutEvents' 10 entries, a malformed Detail (the
+  entry's MalformedDetail), BatchGetItem's 100 keys and 16 MB (UnprocessedKeys),
+  TransactWriteItems' 100 actions.
 """
 
+import base64
 import copy
 import threading
 
+import moto.dynamodb.responses as dynamodb_responses
+from moto.dynamodb.exceptions import ItemSizeTooLarge, MockValidationException
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.responses import DynamoHandler
+from moto.events.exceptions import ValidationException as EventsValidationException
+from moto.events.responses import EventsHandler
 
 _dynamodb = threading.RLock()
 _in_transaction = threading.local()
@@ -82,7 +94,119 @@ def call_action(self):
         return _original_call_action(self)
 
 
+# --- AWS's limits (Herald's table of them: crates/core/src/limits.rs) ---
+
+# EventBridge PutEvents: the entries of one request together at most 1 MB (1,048,576
+# bytes), each entry counted as AWS documents it (Time 14 bytes, Source, DetailType,
+# Detail and each Resource in UTF-8):
+# https://docs.aws.amazon.com/eventbridge/latest/userguide/calculate-putevents-entry-size.html
+PUT_EVENTS_BYTES = 1024 * 1024
+
+
+def _put_events_entry_bytes(entry):
+    size = 14 if entry.get("Time") is not None else 0
+    for name in ("Source", "DetailType", "Detail"):
+        size += len((entry.get(name) or "").encode("utf-8"))
+    return size + sum(len(r.encode("utf-8")) for r in entry.get("Resources") or [])
+
+
+_original_put_events = EventsHandler.put_events
+
+
+def put_events(self):
+    entries = self._get_param("Entries") or []
+    # Over 10 entries is moto's own refusal (the count is checked first, as AWS does).
+    if len(entries) <= 10 and sum(map(_put_events_entry_bytes, entries)) > PUT_EVENTS_BYTES:
+        raise EventsValidationException("Total size of the entries in the request is over the limit.")
+    return _original_put_events(self)
+
+
+# DynamoDB item: at most 400 KB (409,600 bytes), attribute names and values, as AWS sizes
+# them (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html):
+# a list or map is 3 bytes plus 1 a member, binary counts its raw bytes. moto refuses
+# over 405,000 and counts no list or map overhead; numbers keep moto's count, by their
+# text (at least AWS's).
+ITEM_BYTES = 400 * 1024
+
+
+def _value_bytes(value):
+    if not isinstance(value, DynamoType):
+        return bytesize(str(value))
+    if value.is_list():
+        return 3 + sum(1 + _value_bytes(v) for v in value.value)
+    if value.is_map():
+        return 3 + sum(1 + bytesize(k) + _value_bytes(v) for k, v in value.value.items())
+    if value.type == "B":
+        return len(base64.b64decode(value.value)) if isinstance(value.value, str) else len(value.value)
+    if value.type == "BS":
+        return sum(len(base64.b64decode(v)) for v in value.value)
+    return value.size()
+
+
+def _item_bytes(attrs):
+    return sum(bytesize(k) + _value_bytes(v if isinstance(v, DynamoType) else DynamoType(v)) for k, v in attrs.items())
+
+
+def _limited_setitem(self, key, value):
+    others = sum(bytesize(k) + _value_bytes(v) for k, v in self.items() if k != key)
+    if others + bytesize(key) + _value_bytes(value) > ITEM_BYTES:
+        raise ItemSizeTooLarge  # "Item size has exceeded the maximum allowed size"
+    dict.__setitem__(self, key, value)
+
+
+# DynamoDB BatchWriteItem: at most 25 put and delete requests
+# (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html),
+# refused whole, and an item over 400 KB refuses the whole request before anything is
+# written (moto wrote the requests before it). Its 16 MB cannot be reached by 25 items
+# within 400 KB each.
+BATCH_WRITE_REQUESTS = 25
+
+_original_batch_write_item = DynamoHandler.batch_write_item
+
+
+def batch_write_item(self):
+    batches = self.body.get("RequestItems") or {}
+    if sum(len(requests) for requests in batches.values()) > BATCH_WRITE_REQUESTS:
+        raise MockValidationException("Too many items requested for the BatchWriteItem call")
+    for requests in batches.values():
+        for request in requests:
+            if "PutRequest" in request and _item_bytes(request["PutRequest"]["Item"]) > ITEM_BYTES:
+                raise ItemSizeTooLarge
+    return _original_batch_write_item(self)
+
+
+# DynamoDB TransactWriteItems: the items of one transaction together at most 4 MB
+# (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html),
+# read, as Herald does, as the smaller 4,000,000 bytes: a Put counts its item, the other
+# actions their key and values. Refused before any condition is looked at.
+TRANSACT_BYTES = 4_000_000
+
+_original_handler_transact_write_items = DynamoHandler.transact_write_items
+
+
+def handler_transact_write_items(self):
+    total = 0
+    for entry in self.body.get("TransactItems") or []:
+        for kind, action in entry.items():
+            if kind == "Put":
+                total += _item_bytes(action.get("Item") or {})
+            else:
+                total += _item_bytes(action.get("Key") or {})
+                total += _item_bytes(action.get("ExpressionAttributeValues") or {})
+    if total > TRANSACT_BYTES:
+        raise MockValidationException("Transaction request cannot be larger than 4 MB")
+    return _original_handler_transact_write_items(self)
+
+
 def apply():
     Table.__deepcopy__ = _table_deepcopy
     DynamoDBBackend.transact_write_items = transact_write_items
     DynamoHandler.call_action = call_action
+    EventsHandler.put_events = put_events
+    LimitedSizeDict.__setitem__ = _limited_setitem
+    DynamoHandler.batch_write_item = batch_write_item
+    DynamoHandler.transact_write_items = handler_transact_write_items
+    # DynamoDB TransactGetItems takes 100 items since 2022
+    # (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactGetItems.html);
+    # moto still refuses over 25, in AWS's own words.
+    dynamodb_responses.TRANSACTION_MAX_ITEMS = 100

@@ -80,7 +80,8 @@ pub struct Options {
     /// Prefix of every resource name, so several stacks can share one endpoint.
     pub stack_name: String,
     pub template: PathBuf,
-    /// Extra variables for every worker, over the template's (e.g. a test's webhook CA).
+    /// Extra variables for every worker and the importer, over the template's (e.g. a
+    /// test's webhook CA, an import's slice size).
     pub worker_environment: BTreeMap<String, String>,
     /// Extra variables for the dispatcher, over the template's (e.g. a test's short
     /// `SETTLE_CHECK_SECONDS`).
@@ -204,7 +205,7 @@ impl LocalStack {
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-importer") {
-                let function = Arc::new(importer_for(&deployment, &clients)?);
+                let function = Arc::new(importer_for(&deployment, &clients, &options.worker_environment)?);
                 handlers.push(Arc::new(esm::RealS3Events(function.clone())));
                 importer = Some(function);
                 event_sources.push(mapping);
@@ -367,8 +368,13 @@ fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<Segmenter
 }
 
 /// The importer, configured from the environment the template gives its function.
-fn importer_for(deployment: &Deployment, clients: &Clients) -> Result<ImporterHandler, LocalError> {
-    let environment = deployment.function_environment("herald-importer")?;
+fn importer_for(
+    deployment: &Deployment,
+    clients: &Clients,
+    extra_environment: &BTreeMap<String, String>,
+) -> Result<ImporterHandler, LocalError> {
+    let mut environment = deployment.function_environment("herald-importer")?;
+    environment.extend(extra_environment.clone());
     let config = ImporterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-importer"))?;
     Ok(ImporterHandler::from_aws(clients, &config))
