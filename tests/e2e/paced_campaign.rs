@@ -59,10 +59,8 @@ async fn paced_campaign(members: usize) {
     let campaign_id = created.body["campaign_id"].as_str().unwrap().to_owned();
 
     let path = format!("/v1/campaigns/{campaign_id}");
-    eventually("the campaign is done", Duration::from_secs(900), async || {
-        api.get(&path).await.body["state"] == "done"
-    })
-    .await;
+    eventually("the campaign is done", Duration::from_secs(900), async || api.get(&path).await.body["state"] == "done")
+        .await;
     let mut emails: BTreeMap<String, usize> = BTreeMap::new();
     for (_, to, _, _) in sent_by_moto(&aws_endpoint()).await.emails {
         for address in to.into_iter().filter(|a| a.ends_with(&domain)) {

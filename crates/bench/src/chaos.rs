@@ -40,6 +40,7 @@ pub async fn chaos_figures() {
         stack_name: format!("chaos{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
+        dispatcher_environment: Default::default(),
         provider_endpoint: Some(providers.url.clone()),
         request_counter: None,
     })
