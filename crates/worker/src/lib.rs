@@ -460,23 +460,43 @@ impl SqsHandler for WorkerHandler {
         .into_iter()
         .collect();
         let shares = self.shares(&jobs, invocation.deadline);
-        let done = futures_util::future::join_all(messages.iter().zip(&jobs).zip(shares).map(
-            async |((message, job), share)| {
-                let Some(job) = job else { return false };
-                let job = match share {
-                    Share::Whole => job.clone(),
-                    // Back to the queue unclaimed: this invocation would not finish it.
-                    Share::None => return false,
-                    Share::First(n) => match self.hand_on(sqs::message_id(message), job, n).await {
-                        Some(first) => first,
-                        None => return false,
-                    },
-                };
-                let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
-                self.handle_job(sqs::message_id(message), &job, check, invocation.deadline).await
-            },
-        ))
-        .await;
+        // One message after the other, each started only if it can end before the
+        // deadline, judging by the slowest so far, so the invocation is never stopped
+        // mid-message with its counts unrecorded.
+        let mut done = vec![false; messages.len()];
+        let mut later: Vec<(usize, ChannelMessage)> = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for (position, ((message, job), share)) in messages.iter().zip(&jobs).zip(shares).enumerate() {
+            let Some(job) = job else { continue };
+            let late = invocation.deadline.is_some_and(|d| Instant::now() + slowest + RECORDING_MARGIN > d);
+            let started = Instant::now();
+            let job = match share {
+                _ if late => None,
+                Share::Whole => Some(job.clone()),
+                Share::None => None,
+                Share::First(n) => match self.hand_on(sqs::message_id(message), job, n).await {
+                    Some(first) => Some(first),
+                    None => continue,
+                },
+            };
+            let Some(job) = job else {
+                later.push((position, jobs[position].clone().expect("a parsed job")));
+                continue;
+            };
+            let check = job.campaign_id.as_deref().map_or(CampaignCheck::Deliver, |id| checks[id]);
+            done[position] = self.handle_job(sqs::message_id(message), &job, check, invocation.deadline).await;
+            slowest = slowest.max(started.elapsed());
+        }
+        // Messages this invocation would not finish go back to the channel queue as new
+        // messages, unclaimed: handed back to SQS instead, each would use up one of its
+        // receives, and a busy paced channel would send good messages to the DLQ.
+        if !later.is_empty() {
+            let (positions, unstarted): (Vec<usize>, Vec<ChannelMessage>) = later.into_iter().unzip();
+            match self.queues.enqueue(&unstarted, Duration::ZERO).await {
+                Ok(()) => positions.into_iter().for_each(|p| done[p] = true),
+                Err(e) => tracing::error!(error = %e, "the messages past the deadline were not handed on"),
+            }
+        }
         Retry::from_handled(done)
     }
 }

@@ -24,6 +24,8 @@ use super::*;
 struct FlakySender {
     failing: Mutex<BTreeSet<String>>,
     sent: Mutex<Vec<String>>,
+    /// How long each send takes.
+    hold: Mutex<Duration>,
 }
 
 #[async_trait::async_trait]
@@ -33,6 +35,8 @@ impl Sender for FlakySender {
     }
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
+        let hold = *self.hold.lock().unwrap();
+        tokio::time::sleep(hold).await;
         if self.failing.lock().unwrap().contains(message.delivery_id) {
             return Err(SendError::Retryable("throttled".into()));
         }
@@ -201,15 +205,47 @@ async fn a_paced_worker_claims_only_what_it_can_send_before_its_deadline() {
 
     assert_eq!(w.sender.sent.lock().unwrap().len(), 22);
     // The third message's last 8 recipients are handed on, unclaimed, in a message of
-    // their own; the fourth message goes back to the queue whole.
+    // their own, and so is the fourth message, whole: none goes back to SQS, where each
+    // return would use up one of its receives.
     let handed_on = w.queues.jobs.lock().unwrap().clone();
-    assert_eq!(handed_on.len(), 1);
+    assert_eq!(handed_on.len(), 2);
     assert_eq!(handed_on[0].recipients, jobs[2].recipients[2..]);
+    assert_eq!(handed_on[1], jobs[3]);
     assert_eq!(handed_on[0].attempt, 0);
-    assert_eq!(retry.positions().collect::<Vec<_>>(), [3]);
+    assert!(retry.is_empty());
     for r in handed_on[0].recipients.iter().chain(&jobs[3].recipients) {
         assert_eq!(w.deliveries.status(&r.delivery_id), None, "claimed past the deadline");
     }
+}
+
+#[tokio::test]
+async fn a_worker_starts_no_message_it_cannot_finish_before_its_deadline_and_hands_them_on() {
+    let w = world();
+    *w.sender.hold.lock().unwrap() = Duration::from_millis(600);
+    let jobs: Vec<ChannelMessage> = ["0001", "0002", "0003"].iter().map(|u| campaign_job("c1", &[u])).collect();
+    let records = event(&jobs.iter().collect::<Vec<_>>()).records;
+    // The first message takes 0.6 s; a second would end past 3 s less the 2 s margin.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+
+    let retry = w.worker.handle_batch(&records, Invocation { deadline: Some(deadline) }).await;
+
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 1);
+    assert_eq!(*w.queues.jobs.lock().unwrap(), jobs[1..], "handed on as new messages");
+    assert!(retry.is_empty());
+    for job in &jobs[1..] {
+        assert_eq!(w.deliveries.status(&job.recipients[0].delivery_id), None, "claimed past the deadline");
+    }
+}
+
+#[tokio::test]
+async fn messages_past_the_deadline_go_back_to_sqs_when_they_cannot_be_handed_on() {
+    let w = world_with(Arc::new(BrokenQueues));
+    *w.sender.hold.lock().unwrap() = Duration::from_millis(600);
+    let jobs: Vec<ChannelMessage> = ["0001", "0002"].iter().map(|u| campaign_job("c1", &[u])).collect();
+    let records = event(&jobs.iter().collect::<Vec<_>>()).records;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let retry = w.worker.handle_batch(&records, Invocation { deadline: Some(deadline) }).await;
+    assert_eq!(retry.positions().collect::<Vec<_>>(), [1]);
 }
 
 #[tokio::test]
