@@ -144,7 +144,8 @@ async fn a_failed_record_is_redelivered_alone_and_the_rest_of_its_batch_deleted(
             && r.attributes.get("ApproximateReceiveCount").map(String::as_str) == Some("1")
     });
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), mapping(&url, &arn), handler, stop);
+    let mapping = mapping(&url, &arn);
+    let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(handler, &mapping), stop);
     wait_until(Duration::from_secs(20), "the failed record's redelivery", || deliveries(&seen).len() >= 4).await;
     // Long enough for a wrongly kept message to come back once more.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -191,7 +192,8 @@ async fn a_message_that_always_fails_lands_in_the_dead_letter_queue_after_max_re
 
     let (handler, seen) = fake_handler(|_| true);
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), mapping(&url, &arn), handler, stop);
+    let mapping = mapping(&url, &arn);
+    let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(handler, &mapping), stop);
     let deadline = Instant::now() + Duration::from_secs(30);
     let dead = loop {
         let answer = sqs.receive_message().queue_url(&dlq_url).wait_time_seconds(1).send().await.unwrap();
@@ -250,7 +252,7 @@ async fn a_function_slower_than_its_timeout_is_stopped_there_and_its_messages_co
     let timeout = Duration::from_secs(1);
     let (stopper, stop) = esm::stop_signal();
     let mapping = EventSourceMapping { timeout, ..mapping(&url, &arn) };
-    let poller = esm::spawn_poller(sqs.clone(), mapping, slow.clone(), stop);
+    let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(slow.clone(), &mapping), stop);
     wait_until(Duration::from_secs(10), "the message's second delivery", || {
         slow.invocations.lock().unwrap().len() >= 2
     })
@@ -301,7 +303,8 @@ async fn a_mapping_runs_as_many_invocations_at_once_as_its_maximum_concurrency()
     });
     let source = QueueSource { batch_size: 1, max_concurrency: Some(3), concurrency: 3, ..source(&url, &arn) };
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), EventSourceMapping::new("FakeFunction", source), handler, stop);
+    let mapping = EventSourceMapping::new("FakeFunction", source);
+    let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(handler, &mapping), stop);
     wait_until(Duration::from_secs(10), "the six messages", || handled.load(Ordering::SeqCst) >= 6).await;
     stop_poller(stopper, poller).await;
 
@@ -387,7 +390,8 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
 
     let (handler, seen) = fake_handler(|_| false);
     let (stopper, stop) = esm::stop_signal();
-    let poller = esm::spawn_poller(sqs.clone(), mapping(&copy_url, &copy_arn), handler, stop);
+    let mapping = mapping(&copy_url, &copy_arn);
+    let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(handler, &mapping), stop);
     wait_until(Duration::from_secs(15), "the email event", || !deliveries(&seen).is_empty()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_poller(stopper, poller).await;

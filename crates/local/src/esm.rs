@@ -330,23 +330,30 @@ impl StopToken {
     }
 }
 
-/// Starts the mapping's pollers (its source's `concurrency`) for `handler` until `stop`;
-/// the handle ends when they all have. A receive in flight is finished (not abandoned,
-/// which would hide its messages for the visibility timeout), so stopping takes up to a
-/// second plus the function's timeout.
+/// Starts the mapping's pollers until `stop`, one per handler in `environments` (one per
+/// concurrent invocation, as Lambda runs each in an environment of its own; at most the
+/// source's `concurrency`); the handle ends when they all have. A receive in flight is
+/// finished (not abandoned, which would hide its messages for the visibility timeout), so
+/// stopping takes up to a second plus the function's timeout.
 pub fn spawn_poller(
     sqs: aws_sdk_sqs::Client,
     mapping: EventSourceMapping,
-    handler: Arc<dyn SqsHandler>,
+    environments: Vec<Arc<dyn SqsHandler>>,
     stop: StopToken,
 ) -> JoinHandle<()> {
     let mapping = Arc::new(mapping);
     let mut pollers = JoinSet::new();
-    for _ in 0..mapping.source.concurrency.max(1) {
-        pollers.spawn(poll_until_stopped(sqs.clone(), mapping.clone(), handler.clone(), stop.clone()));
+    for handler in environments.into_iter().take(mapping.source.concurrency.max(1) as usize) {
+        pollers.spawn(poll_until_stopped(sqs.clone(), mapping.clone(), handler, stop.clone()));
     }
     // Dropping the set (this task aborted) aborts the pollers with it.
     tokio::spawn(async move { while pollers.join_next().await.is_some() {} })
+}
+
+/// One handler for every concurrent invocation of `mapping` (handlers without state of
+/// their own per environment).
+pub fn shared(handler: Arc<dyn SqsHandler>, mapping: &EventSourceMapping) -> Vec<Arc<dyn SqsHandler>> {
+    vec![handler; mapping.source.concurrency.max(1) as usize]
 }
 
 async fn poll_until_stopped(

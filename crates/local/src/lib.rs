@@ -191,36 +191,47 @@ impl LocalStack {
         let retry_delay = esm::retry_delay_from_env()?;
         let concurrency_cap = esm::max_concurrency_from_env()?;
         let mut event_sources = Vec::new();
-        let mut handlers: Vec<Arc<dyn SqsHandler>> = Vec::new();
+        // Per mapping, the handler of each concurrent invocation.
+        let mut handlers: Vec<Vec<Arc<dyn SqsHandler>>> = Vec::new();
         let mut workers = Vec::new();
         let mut segmenter = None;
         let mut importer = None;
         let mut dispatcher = None;
         for mapping in esm::sqs_event_sources(&deployment, retry_delay, concurrency_cap)? {
+            let each = |handler: Arc<dyn SqsHandler>| esm::shared(handler, &mapping);
             if mapping.binary.as_deref() == Some("herald-segmenter") {
                 let function = Arc::new(segmenter_for(&deployment, &clients)?);
-                handlers.push(function.clone());
+                handlers.push(each(function.clone()));
                 segmenter = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-importer") {
                 let function = Arc::new(importer_for(&deployment, &clients, &options.worker_environment)?);
-                handlers.push(Arc::new(esm::RealS3Events(function.clone())));
+                handlers.push(each(Arc::new(esm::RealS3Events(function.clone()))));
                 importer = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-dispatcher") {
                 let function = Arc::new(dispatcher_for(&deployment, &clients, &options.dispatcher_environment)?);
-                handlers.push(function.clone());
+                handlers.push(each(function.clone()));
                 dispatcher = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
             match worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)? {
                 Some(worker) => {
-                    handlers.push(worker.1.clone());
+                    // One worker per concurrent invocation, as Lambda runs each in an
+                    // environment of its own: its pacer and campaign cache are its own.
+                    let mut environments: Vec<Arc<dyn SqsHandler>> = vec![worker.1.clone()];
+                    for _ in 1..mapping.source.concurrency.max(1) {
+                        let (_, other) =
+                            worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)?
+                                .expect("the same worker again");
+                        environments.push(other);
+                    }
+                    handlers.push(environments);
                     workers.push(worker);
                     event_sources.push(mapping);
                 }
@@ -263,7 +274,7 @@ impl LocalStack {
         let mut pollers: Vec<JoinHandle<()>> = event_sources
             .iter()
             .zip(handlers)
-            .map(|(mapping, handler)| esm::spawn_poller(clients.sqs.clone(), mapping.clone(), handler, stop.clone()))
+            .map(|(mapping, handlers)| esm::spawn_poller(clients.sqs.clone(), mapping.clone(), handlers, stop.clone()))
             .collect();
         let stream_client = aws_sdk_dynamodbstreams::Client::new(&herald_aws::local_sdk_config(&endpoint).await);
         pollers.extend(
