@@ -26,7 +26,7 @@ use herald_core::{
     segments::MEMBER_SHARDS,
     store::StoreError,
 };
-use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack, tracking_links};
+use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack_with, tracking_links};
 use herald_local::LocalStack;
 use serde_json::{Value, json};
 
@@ -41,7 +41,12 @@ struct World {
 }
 
 async fn world() -> World {
-    let stack = start_stack().await;
+    // A settle check every 5 s (the template waits 300): a count lost by a worker stopped
+    // at its timeout is recounted within the test's wait.
+    let stack = start_stack_with(|o| {
+        o.dispatcher_environment.insert("SETTLE_CHECK_SECONDS".into(), "5".into());
+    })
+    .await;
     let api = Api::new(&stack);
     let clients = Clients::new(&local_sdk_config(&aws_endpoint()).await);
     let domain = format!("{}.example.com", &uuid::Uuid::new_v4().simple().to_string()[..10]);
