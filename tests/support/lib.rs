@@ -39,6 +39,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
         dispatcher_environment: Default::default(),
+        timeout_scale: 1.0,
         provider_endpoint: None,
         request_counter: None,
     };

@@ -41,6 +41,7 @@ pub async fn chaos_figures() {
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
         dispatcher_environment: Default::default(),
+        timeout_scale: 1.0,
         provider_endpoint: Some(providers.url.clone()),
         request_counter: None,
     })

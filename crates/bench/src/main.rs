@@ -26,6 +26,7 @@ pub async fn local_stack(request_counter: Option<herald_aws::RequestCounter>) ->
         template: repo_root().join("infra/template.yaml"),
         worker_environment: Default::default(),
         dispatcher_environment: Default::default(),
+        timeout_scale: 1.0,
         provider_endpoint: None,
         request_counter,
     })

@@ -86,6 +86,10 @@ pub struct Options {
     /// Extra variables for the dispatcher, over the template's (e.g. a test's short
     /// `SETTLE_CHECK_SECONDS`).
     pub dispatcher_environment: BTreeMap<String, String>,
+    /// Stretches every function's template `Timeout` (1: as deployed). moto is far slower
+    /// than the services it plays, most of all under a whole suite: a test about
+    /// something else than timeouts may give its functions more time.
+    pub timeout_scale: f64,
     /// Where workers reach SES and SNS, when not at `endpoint` (e.g. a fault-injecting
     /// proxy in front of it).
     pub provider_endpoint: Option<String>,
@@ -112,6 +116,7 @@ impl Options {
                 .unwrap_or_else(|| repo_root().join("infra/template.yaml")),
             worker_environment: BTreeMap::new(),
             dispatcher_environment: BTreeMap::new(),
+            timeout_scale: 1.0,
             provider_endpoint: None,
             request_counter: None,
         })
@@ -197,7 +202,8 @@ impl LocalStack {
         let mut segmenter = None;
         let mut importer = None;
         let mut dispatcher = None;
-        for mapping in esm::sqs_event_sources(&deployment, retry_delay, concurrency_cap)? {
+        for mut mapping in esm::sqs_event_sources(&deployment, retry_delay, concurrency_cap)? {
+            mapping.timeout = mapping.timeout.mul_f64(options.timeout_scale);
             let each = |handler: Arc<dyn SqsHandler>| esm::shared(handler, &mapping);
             if mapping.binary.as_deref() == Some("herald-segmenter") {
                 let function = Arc::new(segmenter_for(&deployment, &clients)?);
