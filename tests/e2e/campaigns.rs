@@ -45,10 +45,10 @@ async fn world() -> World {
     // at its timeout is recounted within the test's wait. These tests are about fan-out,
     // counts and crashes, not timeouts (paced_campaign.rs is): on moto, slowed by the
     // whole suite, a 50-recipient message can take longer than a worker's 10 s, so the
-    // functions get three times their template's timeouts.
+    // functions get ten times their template's timeouts.
     let stack = start_stack_with(|o| {
         o.dispatcher_environment.insert("SETTLE_CHECK_SECONDS".into(), "5".into());
-        o.timeout_scale = 3.0;
+        o.timeout_scale = 10.0;
     })
     .await;
     let api = Api::new(&stack);
