@@ -9,7 +9,7 @@ use herald_aws::{
 };
 use herald_core::{
     activity::ActivityRecorded,
-    events::{DomainEvent, EventPublisher, ProfileChanged, ProfilesImported, PublishError, detail_type},
+    events::{ProfileChanged, ProfilesImported, detail_type},
     segments::{Change, DEFAULT_BACKFILL_PARTS, Segmenter, Work},
 };
 use herald_edge::{
@@ -50,15 +50,7 @@ impl SegmenterConfig {
 
 pub struct SegmenterHandler {
     pub segmenter: Segmenter,
-    /// Where the users of an import's slice this invocation does not take are handed on.
-    pub events: Arc<dyn EventPublisher>,
-    /// The most imported users one invocation evaluates.
-    pub users_per_invocation: usize,
 }
-
-/// Imported users one invocation evaluates, so that it ends well within its 30 s: a
-/// slice of the import (1,000 users by default) is taken a part at a time.
-pub const USERS_PER_INVOCATION: usize = 250;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -106,8 +98,6 @@ impl SegmenterHandler {
     pub fn from_aws(clients: &Clients, config: &SegmenterConfig) -> Self {
         let db = || clients.dynamodb.clone();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
-        let events: Arc<dyn EventPublisher> =
-            Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name));
         let mut segmenter = Segmenter::new(
             profiles.clone(),
             profiles,
@@ -119,10 +109,10 @@ impl SegmenterHandler {
                 &config.profiles_table,
                 &config.activity_table,
             )),
-            events.clone(),
+            Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)),
         );
         segmenter.backfill_parts = config.backfill_parts;
-        Self { segmenter, events, users_per_invocation: USERS_PER_INVOCATION }
+        Self { segmenter }
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -131,28 +121,6 @@ impl SegmenterHandler {
         clients.warm_up(&config.members_table, None).await;
         Self::from_aws(&clients, config)
     }
-}
-
-impl SegmenterHandler {
-    /// Publishes the `profiles.imported` of `body` again for the users of `rest` only.
-    async fn hand_on(&self, body: &str, rest: &[Work]) -> Result<(), HandOnError> {
-        let envelope = Envelope::parse(body)?;
-        let mut imported: ProfilesImported = serde_json::from_value(envelope.detail)?;
-        imported.user_ids = rest
-            .iter()
-            .filter_map(|w| if let Work::Change { user_id, .. } = w { Some(user_id.clone()) } else { None })
-            .collect();
-        self.events.publish(&[DomainEvent::ProfilesImported(imported)]).await?;
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum HandOnError {
-    #[error(transparent)]
-    Unreadable(#[from] serde_json::Error),
-    #[error(transparent)]
-    Publish(#[from] PublishError),
 }
 
 /// The work of a whole batch goes to the segmenter in one run, which evaluates each user
@@ -166,21 +134,9 @@ impl SqsHandler for SegmenterHandler {
         let mut work = Vec::new();
         // The position of the message each item of `work` came from.
         let mut positions = Vec::new();
-        let mut budget = self.users_per_invocation;
         for (position, message) in messages.iter().enumerate() {
             match parse_work(sqs::body(message)) {
-                Ok(mut items) => {
-                    // An import's slice past the budget: the rest of its users go on in
-                    // an event of their own, published before any is evaluated.
-                    if items.len() > 1 && items.len() > budget {
-                        let rest = items.split_off(budget.max(1));
-                        if let Err(e) = self.hand_on(sqs::body(message), &rest).await {
-                            tracing::warn!(message_id = sqs::message_id(message), error = %e, "imported users not handed on; SQS retries the message");
-                            retry.insert(position);
-                            continue;
-                        }
-                    }
-                    budget = budget.saturating_sub(items.len());
+                Ok(items) => {
                     positions.extend(std::iter::repeat_n(position, items.len()));
                     work.extend(items);
                 }
@@ -205,66 +161,7 @@ impl SqsHandler for SegmenterHandler {
 
 #[cfg(test)]
 mod tests {
-    use herald_core::{
-        activity::memory::MemoryActivity,
-        events::memory::MemoryBus,
-        profiles::memory::MemoryProfiles,
-        segments::memory::{MemoryMemberships, MemorySegments},
-    };
-
     use super::*;
-
-    fn handler(bus: Arc<MemoryBus>) -> SegmenterHandler {
-        let profiles = Arc::new(MemoryProfiles::default());
-        let segmenter = Segmenter::new(
-            profiles.clone(),
-            profiles,
-            Arc::new(MemoryActivity::default()),
-            Arc::new(MemorySegments::default()),
-            Arc::new(MemoryMemberships::default()),
-            bus.clone(),
-        );
-        SegmenterHandler { segmenter, events: bus, users_per_invocation: 250 }
-    }
-
-    fn imported(users: usize) -> SqsMessage {
-        let user_ids: Vec<String> = (0..users).map(|i| format!("u{i:04}")).collect();
-        let mut message = SqsMessage::default();
-        message.message_id = Some("m1".into());
-        message.body = Some(
-            serde_json::json!({"source": "herald", "detail-type": "profiles.imported", "detail": {
-                "job_id": "j1", "user_ids": user_ids, "changed_attributes": ["tier"], "changed_fields": [],
-                "everything": false}})
-            .to_string(),
-        );
-        message
-    }
-
-    #[tokio::test]
-    async fn an_invocation_evaluates_its_budget_of_imported_users_and_hands_the_rest_on() {
-        let bus = Arc::new(MemoryBus::default());
-        let retry = handler(bus.clone()).handle_batch(&[imported(600)], Invocation::default()).await;
-        assert!(retry.is_empty());
-        let published = bus.published.lock().unwrap().clone();
-        let handed_on: Vec<_> = published
-            .iter()
-            .filter_map(|e| if let DomainEvent::ProfilesImported(i) = e { Some(i.clone()) } else { None })
-            .collect();
-        assert_eq!(handed_on.len(), 1);
-        assert_eq!(handed_on[0].user_ids.first().map(String::as_str), Some("u0250"));
-        assert_eq!(handed_on[0].user_ids.len(), 350);
-        assert_eq!(
-            (handed_on[0].job_id.as_str(), &handed_on[0].changed_attributes[..]),
-            ("j1", &["tier".to_owned()][..])
-        );
-    }
-
-    #[tokio::test]
-    async fn imported_users_that_cannot_be_handed_on_bring_the_message_back() {
-        let bus = Arc::new(MemoryBus { fail: true, ..Default::default() });
-        let retry = handler(bus).handle_batch(&[imported(600)], Invocation::default()).await;
-        assert_eq!(retry.positions().collect::<Vec<_>>(), [0]);
-    }
 
     #[test]
     fn a_profile_change_of_a_created_profile_affects_every_segment() {
