@@ -1,6 +1,6 @@
 //! A campaign larger than any invocation can send: members on a channel paced to 3 sends
 //! a second per invocation, workers stopped at their template `Timeout` (10 s), so an
-//! invocation sends 24 at most (400 in the suite; 2,000 in `scripts/bench paced`).
+//! invocation sends 24 at most (400 and 2,000 members, both in `scripts/bench paced`).
 //! Each invocation claims only what it can send before its deadline and hands the rest
 //! on, so every member gets exactly one email, none is left `interrupted`, and the
 //! campaign ends `done` with counters that add up.
@@ -17,7 +17,11 @@ use serde_json::json;
 /// 3 sends a second per invocation over the channel's 5 concurrent invocations.
 const SENDS_PER_SECOND: &str = "15";
 
+/// Timing-bound: on moto shared with the whole suite, the store calls around a message's
+/// sends take longer than the 2 s an invocation keeps for them, so it runs in
+/// `scripts/bench paced`, on a moto of its own.
 #[tokio::test]
+#[ignore = "timing-bound: run by scripts/bench paced"]
 async fn a_paced_campaign_of_400_sends_each_member_once_within_the_workers_timeouts() {
     paced_campaign(400).await;
 }
