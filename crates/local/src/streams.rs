@@ -230,7 +230,8 @@ async fn invoke(source: &StreamSource, records: &[Record], handler: &Arc<dyn Str
     let event: Event = match serde_json::from_value(payload) {
         Ok(event) => event,
         Err(e) => {
-            tracing::error!(function = %source.function, error = %e, "the stream event does not deserialize");
+            // The category only: serde's message may quote an attribute value.
+            tracing::error!(function = %source.function, category = ?e.classify(), "the stream event does not deserialize");
             return 0;
         }
     };
