@@ -28,6 +28,19 @@ impl Pacer {
         (budget.saturating_sub(backlog).as_secs_f64() / self.interval.as_secs_f64()).floor() as usize
     }
 
+    /// The sends of one second, at least one: what a paced worker claims at a time.
+    pub fn sends_per_second(&self) -> usize {
+        ((1.0 / self.interval.as_secs_f64()).ceil() as usize).max(1)
+    }
+
+    /// Waits until the next slot is due, without taking it.
+    pub async fn free(&self) {
+        let next = *self.next.lock().expect("pacer lock");
+        if let Some(at) = next {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
     /// Waits for this send's slot.
     pub async fn ready(&self) {
         let at = {
@@ -60,6 +73,24 @@ mod tests {
         }
         // The next free slot is a second away.
         assert_eq!(pacer.sends_within(Duration::from_secs(5)), 4);
+    }
+
+    #[test]
+    fn a_second_of_sends_is_rounded_up_and_at_least_one() {
+        assert_eq!(Pacer::new(2.8).unwrap().sends_per_second(), 3);
+        assert_eq!(Pacer::new(0.5).unwrap().sends_per_second(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_free_slot_takes_none() {
+        let pacer = Pacer::new(1.0).unwrap();
+        pacer.ready().await;
+        let before = tokio::time::Instant::now();
+        pacer.free().await;
+        pacer.free().await;
+        assert_eq!(before.elapsed(), Duration::from_secs(1));
+        pacer.ready().await;
+        assert_eq!(before.elapsed(), Duration::from_secs(1), "the slot waited for is still free");
     }
 
     #[test]

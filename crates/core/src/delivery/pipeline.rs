@@ -140,8 +140,8 @@ impl Pipeline {
 
     /// Processes every recipient of a job, each on its own: one failure never holds back
     /// the others. The content is rendered once per job, every recipient is screened
-    /// (preferences, suppression), then the whole job is claimed in one conditional
-    /// batch write (with the rate-limit counters), and the claimed ones are sent.
+    /// (preferences, suppression), then the job is claimed in conditional batch writes
+    /// (with the rate-limit counters), and the claimed ones are sent.
     pub async fn process(&self, job: &ChannelMessage) -> Vec<(String, Outcome)> {
         self.process_until(job, None).await
     }
@@ -167,26 +167,42 @@ impl Pipeline {
                 Ok(settle) => requests.push((i, self.claim_request(job, recipient, settle, now))),
             }
         }
-        let claims = self.deliveries.claim_all(&requests.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), now).await;
-        let claimed: Vec<(usize, Claim)> = match claims {
-            Ok(claims) => requests.iter().map(|(i, _)| *i).zip(claims).collect(),
-            Err(e) => {
-                for (i, _) in &requests {
-                    outcomes[*i] = Some(Outcome::Retry(format!("store: {e}")));
-                }
-                Vec::new()
+        // Unpaced, every claimed send starts at once. Paced, a job is claimed a wave at a
+        // time, each when the pacer is ready for it, so that a claim precedes its send by
+        // at most a wave's pacing: a function stopped meanwhile leaves the rest unclaimed,
+        // for its message's redelivery to send, rather than claimed and never sent.
+        let wave = self.pacing.as_ref().map_or(requests.len(), |p| p.sends_per_second()).max(1);
+        for requests in requests.chunks(wave) {
+            if let Some(pacer) = &self.pacing {
+                pacer.free().await;
             }
-        };
-        let delivered = futures_util::future::join_all(claimed.into_iter().map(async |(i, claim)| {
-            let outcome = match self.deliver(job, recipients[i], claim, &content, deadline).await {
-                Ok(outcome) => outcome,
-                Err(e) => Outcome::Retry(format!("store: {e}")),
+            if deadline.is_some_and(|d| Instant::now() + RECORDING_MARGIN >= d) {
+                for (i, _) in requests {
+                    outcomes[*i] = Some(Outcome::Retry("the invocation's deadline came before the claim".into()));
+                }
+                continue;
+            }
+            let wanted: Vec<ClaimRequest> = requests.iter().map(|(_, r)| r.clone()).collect();
+            let claimed: Vec<(usize, Claim)> = match self.deliveries.claim_all(&wanted, Utc::now()).await {
+                Ok(claims) => requests.iter().map(|(i, _)| *i).zip(claims).collect(),
+                Err(e) => {
+                    for (i, _) in requests {
+                        outcomes[*i] = Some(Outcome::Retry(format!("store: {e}")));
+                    }
+                    continue;
+                }
             };
-            (i, outcome)
-        }))
-        .await;
-        for (i, outcome) in delivered {
-            outcomes[i] = Some(outcome);
+            let delivered = futures_util::future::join_all(claimed.into_iter().map(async |(i, claim)| {
+                let outcome = match self.deliver(job, recipients[i], claim, &content, deadline).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Outcome::Retry(format!("store: {e}")),
+                };
+                (i, outcome)
+            }))
+            .await;
+            for (i, outcome) in delivered {
+                outcomes[i] = Some(outcome);
+            }
         }
         recipients
             .iter()
@@ -795,6 +811,29 @@ mod tests {
         let outcomes = w.pipeline.process_until(&job, in_seconds(10)).await;
         assert!(matches!(statuses(&outcomes)[0], Outcome::Retry(_)));
         assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "no second attempt");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_job_stopped_mid_way_leaves_its_unsent_recipients_unclaimed_for_the_redelivery() {
+        let mut w = world(ScriptedSender::named("ses"), None);
+        w.pipeline.pacing = crate::delivery::pacing::Pacer::new(1.0);
+        let pipeline = Arc::new(w.pipeline);
+        let job = campaign_job(&["a", "b", "c", "d"]);
+        // Lambda stops the invocation between its second and third sends.
+        let running = tokio::spawn({
+            let (pipeline, job) = (pipeline.clone(), job.clone());
+            async move { pipeline.process(&job).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        running.abort();
+        assert_eq!(w.primary.sent().len(), 2);
+        let unsent = &job.recipients[2..];
+        assert!(unsent.iter().all(|r| w.deliveries.status(&r.delivery_id).is_none()), "claimed, never sent");
+        // The redelivery sends exactly the two that were not.
+        let outcomes = pipeline.process(&job).await;
+        let sent_now = outcomes.iter().filter(|(_, o)| *o == Outcome::Done(DeliveryStatus::Sent)).count();
+        assert_eq!(sent_now, 2, "{outcomes:?}");
+        assert_eq!(w.primary.sent().len(), 4);
     }
 
     #[tokio::test]
