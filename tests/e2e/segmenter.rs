@@ -231,6 +231,40 @@ fn bus_message(id: &str, detail_type: &str, detail: Value) -> SqsMessage {
 }
 
 #[tokio::test]
+async fn an_imported_slice_past_the_deadline_is_handed_on_through_the_queue_and_evaluated_later() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    ready_segment(&api, "handed-gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
+    let users: Vec<String> = (0..600).map(|i| format!("handed-{i:04}")).collect();
+    let profiles: Vec<Profile> = users
+        .iter()
+        .map(|user_id| {
+            let mut profile = Profile::new(user_id.clone());
+            profile.version = 1;
+            profile.attributes.insert("tier".into(), ["gold".to_owned()].into());
+            profile
+        })
+        .collect();
+    write_profiles(&stack, &profiles).await;
+    let slice = json!({"job_id": "imp_handed", "user_ids": users, "changed_attributes": ["tier"],
+        "changed_fields": [], "everything": false});
+    // An invocation that is as good as out of time evaluates none of it and hands it on.
+    let invocation = herald_local::esm::Invocation { deadline: Some(Instant::now() + Duration::from_secs(1)) };
+    let segmenter = stack.segmenter().expect("the stack runs the segmenter");
+    let retry = segmenter.handle_batch(&[bus_message("m1", "profiles.imported", slice)], invocation).await;
+    assert!(retry.is_empty());
+    // The queue's next invocations evaluate every user of the slice (the profiles were
+    // written without events: nothing else would).
+    eventually("the handed-on users are members", WAIT, || async {
+        all_members(&api, "handed-gold").await.len() == users.len()
+    })
+    .await;
+    let members: BTreeSet<String> = all_members(&api, "handed-gold").await.into_iter().collect();
+    assert_eq!(members, users.iter().cloned().collect());
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn redelivered_and_out_of_order_changes_leave_membership_right() {
     let stack = start_stack().await;
     let api = Api::new(&stack);

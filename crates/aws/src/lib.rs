@@ -25,7 +25,10 @@ pub use dynamo::{
 pub use eventbridge::EventBridgePublisher;
 pub use request_counter::RequestCounter;
 pub use s3::import_files::S3ImportFiles;
-pub use sqs::{channel_queues::SqsChannelQueues, dispatch_queue::SqsDispatchQueue, import_queue::SqsImportQueue};
+pub use sqs::{
+    channel_queues::SqsChannelQueues, dispatch_queue::SqsDispatchQueue, import_queue::SqsImportQueue,
+    segmenter_queue::SqsSegmenterQueue,
+};
 
 /// A request the SDK would not build: a bug of ours, never cured by sending it again.
 pub(crate) fn unbuildable(e: aws_sdk_dynamodb::error::BuildError) -> herald_core::store::StoreError {

@@ -1,16 +1,21 @@
 //! The segmenter Lambda: fed by the bus through its SQS queue, it re-evaluates the
 //! segments each `profile.changed` and `activity.recorded` can affect, and runs the
-//! segment jobs (backfills, cleanups, the daily sweep).
+//! segment jobs (backfills, cleanups, the daily sweep). What an invocation has no time
+//! for it hands on through its own queue.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use herald_aws::{
     Clients, DynamoActivityStore, DynamoMembershipStore, DynamoProfileStore, DynamoSegmentStore, EventBridgePublisher,
+    SqsSegmenterQueue,
 };
 use herald_core::{
     activity::ActivityRecorded,
     events::{ProfileChanged, ProfilesImported, detail_type},
-    segments::{Change, DEFAULT_BACKFILL_PARTS, Segmenter, Work},
+    segments::{Change, DEFAULT_BACKFILL_PARTS, HandedOn, Segmenter, SegmenterQueue, Work},
 };
 use herald_edge::{
     config::{ConfigError, Env},
@@ -25,6 +30,8 @@ pub struct SegmenterConfig {
     pub segments_table: String,
     pub members_table: String,
     pub event_bus_name: String,
+    /// The segmenter's own queue, for the work an invocation hands on.
+    pub queue_url: String,
     /// Parallel parts of a backfill's profile scan (`BACKFILL_PARTS`, default 4).
     pub backfill_parts: u32,
 }
@@ -43,6 +50,7 @@ impl SegmenterConfig {
             segments_table: env.required("SEGMENTS_TABLE")?,
             members_table: env.required("MEMBERS_TABLE")?,
             event_bus_name: env.required("EVENT_BUS_NAME")?,
+            queue_url: env.required("SEGMENTER_QUEUE_URL")?,
             backfill_parts,
         })
     }
@@ -50,7 +58,19 @@ impl SegmenterConfig {
 
 pub struct SegmenterHandler {
     pub segmenter: Segmenter,
+    /// Where the work past the invocation's deadline goes on.
+    pub queue: Arc<dyn SegmenterQueue>,
+    /// Work items evaluated together; between runs the deadline is checked.
+    pub work_per_run: usize,
 }
+
+/// Work items one run evaluates: a slice of an import (1,000 users by default) is
+/// evaluated a run at a time, so that an invocation can stop between runs in time. A
+/// multiple of BatchGetItem's 100 keys.
+pub const WORK_PER_RUN: usize = 200;
+
+/// What an invocation keeps, past its last run, for handing on the rest.
+pub const HAND_ON_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -90,6 +110,7 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
             return Ok(users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect());
         }
         detail_type::SEGMENT_JOB => Work::Task(serde_json::from_value(envelope.detail)?),
+        detail_type::SEGMENT_WORK => return Ok(serde_json::from_value::<HandedOn>(envelope.detail)?.work),
         other => return Err(MessageError::UnknownType(other.to_owned())),
     }])
 }
@@ -112,7 +133,8 @@ impl SegmenterHandler {
             Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)),
         );
         segmenter.backfill_parts = config.backfill_parts;
-        Self { segmenter }
+        let queue = Arc::new(SqsSegmenterQueue::new(clients.sqs.clone(), &config.queue_url));
+        Self { segmenter, queue, work_per_run: WORK_PER_RUN }
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -123,13 +145,15 @@ impl SegmenterHandler {
     }
 }
 
-/// The work of a whole batch goes to the segmenter in one run, which evaluates each user
-/// once however many of the batch's messages name them. A message is retried if it is
-/// unreadable (after maxReceiveCount SQS moves it to the dead-letter queue) or if any of
-/// its work failed.
+/// The work of a batch goes to the segmenter a run of `work_per_run` items at a time;
+/// each run evaluates each of its users once however many messages name them. A run
+/// starts only if it can end before the deadline, judging by the slowest so far; the
+/// work left is handed on through the segmenter's queue. A message is retried if it is
+/// unreadable (after maxReceiveCount SQS moves it to the dead-letter queue), if any of its
+/// work failed, or if its work left could not be handed on.
 #[async_trait::async_trait]
 impl SqsHandler for SegmenterHandler {
-    async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+    async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
         let mut retry = Retry::default();
         let mut work = Vec::new();
         // The position of the message each item of `work` came from.
@@ -146,13 +170,36 @@ impl SqsHandler for SegmenterHandler {
                 }
             }
         }
-        let results = self.segmenter.run(&work, chrono::Utc::now()).await;
-        for (position, result) in positions.into_iter().zip(results) {
-            if let Err(e) = result {
-                // Ids and the error only: no attribute values in logs.
-                let message_id = sqs::message_id(&messages[position]);
-                tracing::warn!(message_id, error = %e, "segmenter work failed; SQS retries it");
-                retry.insert(position);
+        let mut done = 0;
+        let mut slowest = Duration::ZERO;
+        while done < work.len() {
+            if invocation.deadline.is_some_and(|d| Instant::now() + slowest + HAND_ON_MARGIN > d) {
+                break;
+            }
+            let run = done..(done + self.work_per_run.max(1)).min(work.len());
+            let started = Instant::now();
+            let results = self.segmenter.run(&work[run.clone()], chrono::Utc::now()).await;
+            slowest = slowest.max(started.elapsed());
+            for (position, result) in positions[run.clone()].iter().zip(results) {
+                if let Err(e) = result {
+                    // Ids and the error only: no attribute values in logs.
+                    let message_id = sqs::message_id(&messages[*position]);
+                    tracing::warn!(message_id, error = %e, "segmenter work failed; SQS retries it");
+                    retry.insert(*position);
+                }
+            }
+            done = run.end;
+        }
+        if done < work.len() {
+            let left = &work[done..];
+            match self.queue.hand_on(left).await {
+                Ok(()) => tracing::info!(evaluated = done, handed_on = left.len(), "work past the deadline handed on"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "work past the deadline not handed on; SQS retries its messages");
+                    for position in &positions[done..] {
+                        retry.insert(*position);
+                    }
+                }
             }
         }
         retry
@@ -161,7 +208,78 @@ impl SqsHandler for SegmenterHandler {
 
 #[cfg(test)]
 mod tests {
+    use herald_core::{
+        activity::memory::MemoryActivity,
+        events::memory::MemoryBus,
+        profiles::memory::MemoryProfiles,
+        segments::memory::{MemoryMemberships, MemorySegmenterQueue, MemorySegments},
+    };
+
     use super::*;
+
+    fn handler(queue: Arc<MemorySegmenterQueue>) -> SegmenterHandler {
+        let profiles = Arc::new(MemoryProfiles::default());
+        let segmenter = Segmenter::new(
+            profiles.clone(),
+            profiles,
+            Arc::new(MemoryActivity::default()),
+            Arc::new(MemorySegments::default()),
+            Arc::new(MemoryMemberships::default()),
+            Arc::new(MemoryBus::default()),
+        );
+        SegmenterHandler { segmenter, queue, work_per_run: WORK_PER_RUN }
+    }
+
+    fn imported(users: usize) -> SqsMessage {
+        let user_ids: Vec<String> = (0..users).map(|i| format!("u{i:04}")).collect();
+        let mut message = SqsMessage::default();
+        message.message_id = Some("m1".into());
+        message.body = Some(
+            serde_json::json!({"source": "herald", "detail-type": "profiles.imported", "detail": {
+                "job_id": "j1", "user_ids": user_ids, "changed_attributes": ["tier"], "changed_fields": [],
+                "everything": false}})
+            .to_string(),
+        );
+        message
+    }
+
+    fn deadline_in(time: Duration) -> Invocation {
+        Invocation { deadline: Some(Instant::now() + time) }
+    }
+
+    #[tokio::test]
+    async fn work_an_invocation_has_no_time_for_is_handed_on_through_its_queue() {
+        let queue = Arc::new(MemorySegmenterQueue::default());
+        let retry = handler(queue.clone()).handle_batch(&[imported(1_000)], deadline_in(Duration::from_secs(1))).await;
+        assert!(retry.is_empty());
+        let handed_on = queue.handed_on.lock().unwrap().clone();
+        assert_eq!(handed_on, parse_work(imported(1_000).body.as_deref().unwrap()).unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_invocation_with_time_left_evaluates_all_its_work_and_hands_nothing_on() {
+        let queue = Arc::new(MemorySegmenterQueue::default());
+        let retry = handler(queue.clone()).handle_batch(&[imported(1_000)], deadline_in(Duration::from_secs(30))).await;
+        assert!(retry.is_empty());
+        assert!(queue.handed_on.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn work_that_cannot_be_handed_on_brings_its_message_back() {
+        let queue = Arc::new(MemorySegmenterQueue::default());
+        queue.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let retry = handler(queue).handle_batch(&[imported(1_000)], deadline_in(Duration::from_secs(1))).await;
+        assert_eq!(retry.positions().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn handed_on_work_is_read_back_item_by_item() {
+        let change = Change { attributes: ["tier".to_owned()].into(), ..Default::default() };
+        let work = vec![Work::Change { user_id: "u1".into(), change }];
+        let body = serde_json::json!({"source": "herald", "detail-type": "segment.work",
+            "detail": HandedOn { work: work.clone() }});
+        assert_eq!(parse_work(&body.to_string()).unwrap(), work);
+    }
 
     #[test]
     fn a_profile_change_of_a_created_profile_affects_every_segment() {

@@ -4,3 +4,4 @@ pub mod batch;
 pub mod channel_queues;
 pub mod dispatch_queue;
 pub mod import_queue;
+pub mod segmenter_queue;

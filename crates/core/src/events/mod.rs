@@ -23,6 +23,9 @@ pub mod detail_type {
     pub const SEGMENT_ENTERED: &str = "segment.entered";
     pub const SEGMENT_EXITED: &str = "segment.exited";
     pub const SEGMENT_JOB: &str = "segment.job";
+    /// Work one segmenter invocation handed on to the next, on the segmenter's own queue
+    /// only (never on the bus).
+    pub const SEGMENT_WORK: &str = "segment.work";
     /// Followed by the channel: `notification.email`, `notification.sms`, …
     pub const NOTIFICATION_PREFIX: &str = "notification.";
 }

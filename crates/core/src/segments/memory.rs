@@ -227,3 +227,21 @@ impl crate::segments::MembershipStore for MemoryMemberships {
         Ok(segment_ids.iter().filter(|s| rows.get(*s).is_some_and(|r| r.contains(user_id))).cloned().collect())
     }
 }
+
+/// The segmenter's queue: what was handed on, in order; `fail` refuses every hand-on.
+#[derive(Default)]
+pub struct MemorySegmenterQueue {
+    pub handed_on: Mutex<Vec<crate::segments::Work>>,
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl crate::segments::SegmenterQueue for MemorySegmenterQueue {
+    async fn hand_on(&self, work: &[crate::segments::Work]) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Transient("the queue is unavailable".into()));
+        }
+        self.handed_on.lock().unwrap().extend_from_slice(work);
+        Ok(())
+    }
+}

@@ -204,7 +204,8 @@ pub struct Catalog {
 }
 
 /// What changed for one user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Change {
     pub attributes: BTreeSet<String>,
     pub fields: BTreeSet<String>,

@@ -129,3 +129,22 @@ pub trait MembershipStore: Send + Sync {
 /// Rows one `MembershipWrite` may change: a DynamoDB transaction holds 100 items, three
 /// of them being the user's record and the guard's two checks (profile and activity).
 pub const MAX_ROWS_PER_WRITE: usize = 97;
+
+/// The segmenter's own queue: the work an invocation has no time left for, handed on to
+/// a later one (as [`HandedOn`] messages) rather than back to SQS, where it would use up
+/// its message's receives.
+#[async_trait]
+pub trait SegmenterQueue: Send + Sync {
+    async fn hand_on(&self, work: &[crate::segments::Work]) -> Result<(), StoreError>;
+}
+
+/// A message of handed-on work on the segmenter's queue, as the detail of a
+/// `segment.work` envelope, so that the queue carries one shape.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandedOn {
+    pub work: Vec<crate::segments::Work>,
+}
+
+impl HandedOn {
+    pub const DETAIL_TYPE: &str = crate::events::detail_type::SEGMENT_WORK;
+}

@@ -22,7 +22,8 @@ use crate::{
 };
 
 /// One piece of the segmenter's input.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Work {
     /// Something about a user changed: re-evaluate the segments it can affect.
     Change {
