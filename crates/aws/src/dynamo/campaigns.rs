@@ -173,6 +173,40 @@ impl DynamoCampaignStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
+
+    /// Adds `counts` to an existing campaign's counters (never a stray item for a campaign
+    /// that is not there), and with `unless_done` only while it is not done: false if the
+    /// condition failed and nothing was added.
+    async fn add(&self, campaign_id: &str, counts: &CampaignCounters, unless_done: bool) -> Result<bool, StoreError> {
+        let Additions { clauses, mut names, mut values } = Additions::of(counts);
+        if clauses.is_empty() {
+            return Ok(true);
+        }
+        let mut condition = "attribute_exists(#counters)".to_owned();
+        if unless_done {
+            condition.push_str(" AND #state <> :done");
+            names.insert("#state".into(), "state".into());
+            values.insert(":done".into(), state(CampaignState::Done));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(campaign_id))
+            .update_expression(format!("ADD {}", clauses.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Ok(false),
+                other => Err(unavailable(other)),
+            },
+        }
+    }
 }
 
 #[async_trait]
@@ -328,30 +362,7 @@ impl CampaignStore for DynamoCampaignStore {
     }
 
     async fn add_outcomes(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<bool, StoreError> {
-        let Additions { clauses, mut names, mut values } = Additions::of(counts);
-        if clauses.is_empty() {
-            return Ok(true);
-        }
-        names.insert("#state".into(), "state".into());
-        values.insert(":done".into(), state(CampaignState::Done));
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("job_id", s(campaign_id))
-            .update_expression(format!("ADD {}", clauses.join(", ")))
-            .condition_expression("attribute_exists(#counters) AND #state <> :done")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => Ok(false),
-                other => Err(unavailable(other)),
-            },
-        }
+        self.add(campaign_id, counts, true).await
     }
 
     async fn settle(&self, campaign_id: &str, outcomes: &CampaignCounters) -> Result<bool, StoreError> {
@@ -386,31 +397,9 @@ impl CampaignStore for DynamoCampaignStore {
     }
 
     async fn add_counts(&self, campaign_id: &str, counts: &CampaignCounters) -> Result<(), StoreError> {
-        let Additions { clauses, names, values } = Additions::of(counts);
-        if clauses.is_empty() {
-            return Ok(());
+        if !self.add(campaign_id, counts, false).await? {
+            tracing::warn!(campaign_id, "counts for an unknown campaign were dropped");
         }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("job_id", s(campaign_id))
-            .update_expression(format!("ADD {}", clauses.join(", ")))
-            // Never a stray item for a campaign that is not there.
-            .condition_expression("attribute_exists(#counters)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => {
-                    tracing::warn!(campaign_id, "counts for an unknown campaign were dropped");
-                    Ok(())
-                }
-                other => Err(unavailable(other)),
-            },
-        }
+        Ok(())
     }
 }
