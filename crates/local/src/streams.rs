@@ -476,6 +476,10 @@ mod tests {
     fn exact_values_and_absence_match_as_lambda_s_patterns_do() {
         let by_name = source(&[r#"{"eventName": ["MODIFY", "INSERT"]}"#]);
         assert!(by_name.delivers(&with_image(&[])));
+        assert!(!source(&[r#"{"eventName": ["REMOVE"]}"#]).delivers(&with_image(&[])));
+        let pro = source(&[r#"{"dynamodb": {"NewImage": {"plan": {"S": ["pro"]}}}}"#]);
+        assert!(pro.delivers(&with_image(&[("plan", AttributeValue::S("pro".into()))])));
+        assert!(!pro.delivers(&with_image(&[])), "a value that is not there is not matched");
         let absent = source(&[r#"{"dynamodb": {"NewImage": {"outbox": {"M": {"id": {"S": [{"exists": false}]}}}}}}"#]);
         assert!(absent.delivers(&with_image(&[])));
         assert!(source(&[]).delivers(&with_image(&[])), "no filter delivers everything");
