@@ -7,6 +7,11 @@
   touches, once per item of the transaction: a transaction of 25 items on a 10,000-item
   table copies 250,000 items and takes seconds. The patch keeps moto's own transaction
   code and semantics but backs up only the items the transaction touches.
+- A cancelled TransactWriteItems leaves stream records behind in moto: it applies the
+  items one by one (each write recorded on the table's stream) and rolls back with more
+  writes. DynamoDB records a transaction on the stream only when it commits, and the
+  outbox relay publishes what the stream carries, so the patch drops the records of a
+  transaction that did not commit; stream reads wait for a transaction to end.
 - AWS's limits that moto does not enforce (or enforces at another value) for the requests
   Herald makes, refused with AWS's own error: see "AWS's limits" below. What moto already
   enforces as AWS does is left to moto: PutEvents' 10 entries, a malformed Detail (the
@@ -19,6 +24,7 @@ import copy
 import threading
 
 import moto.dynamodb.responses as dynamodb_responses
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.dynamodb.exceptions import ItemSizeTooLarge, MockValidationException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
@@ -60,6 +66,16 @@ _original_transact_write_items = DynamoDBBackend.transact_write_items
 
 def transact_write_items(self, transact_items):
     with _dynamodb:
+        # Each touched stream's length, to drop what a cancelled transaction recorded.
+        streams = {}
+        for entry in transact_items:
+            try:
+                _, op = next(iter(entry.items()))
+                shard = self.get_table(op["TableName"]).stream_shard
+                if shard is not None:
+                    streams[id(shard)] = (shard, len(shard.items))
+            except Exception:
+                pass
         backups = []
         for entry in transact_items:
             try:
@@ -81,6 +97,8 @@ def transact_write_items(self, transact_items):
                         pass
                 else:
                     self.put_item(table_name, attrs)
+            for shard, length in streams.values():
+                del shard.items[length:]
             raise
         finally:
             _in_transaction.active = False
@@ -92,6 +110,14 @@ _original_call_action = DynamoHandler.call_action
 def call_action(self):
     with _dynamodb:
         return _original_call_action(self)
+
+
+_original_streams_call_action = DynamoDBStreamsHandler.call_action
+
+
+def streams_call_action(self):
+    with _dynamodb:
+        return _original_streams_call_action(self)
 
 
 # --- AWS's limits (Herald's table of them: crates/core/src/limits.rs) ---
@@ -202,6 +228,7 @@ def apply():
     Table.__deepcopy__ = _table_deepcopy
     DynamoDBBackend.transact_write_items = transact_write_items
     DynamoHandler.call_action = call_action
+    DynamoDBStreamsHandler.call_action = streams_call_action
     EventsHandler.put_events = put_events
     LimitedSizeDict.__setitem__ = _limited_setitem
     DynamoHandler.batch_write_item = batch_write_item

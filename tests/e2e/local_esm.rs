@@ -443,3 +443,20 @@ async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updat
     assert_eq!(queue_attribute(&stack.clients.sqs, email_queue, QueueAttributeName::VisibilityTimeout).await, "45");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn the_relay_reads_the_profiles_and_members_streams_the_members_one_filtered_to_outboxes() {
+    let stack = start_stack().await;
+    let sources = herald_local::streams::stream_event_sources(&stack.deployment, Duration::from_secs(1)).unwrap();
+    let names = stack.deployment.names();
+    let relayed: Vec<(&str, usize)> = sources
+        .iter()
+        .filter(|s| s.binary.as_deref() == Some("herald-relay"))
+        .map(|s| {
+            let table = names.iter().find(|(_, name)| s.stream_arn.contains(&format!("table/{name}/"))).unwrap().0;
+            (table.as_str(), s.filters.len())
+        })
+        .collect();
+    assert_eq!(relayed, [("ProfilesTable", 0), ("MembersTable", 1)]);
+    stack.stop().await;
+}

@@ -144,11 +144,17 @@ async fn the_sample_relay_event_publishes_the_new_outbox_only() {
         serde_json::from_str(&read_event("relay-dynamodb-stream.json")).unwrap();
     let response = stack.relay().expect("the stack runs the relay").handle(event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
-    let events = capture.collect(2, std::time::Duration::from_secs(5)).await;
-    assert_eq!(events.len(), 1, "{events:?}");
+    // A profile write and a membership record write: each new outbox, once.
+    let mut events = capture.collect(3, std::time::Duration::from_secs(5)).await;
+    events.sort_by_key(|e| e["detail-type"].as_str().map(str::to_owned));
+    assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(
         (events[0]["detail-type"].as_str(), events[0]["detail"]["version"].as_u64()),
         (Some("profile.changed"), Some(2))
+    );
+    assert_eq!(
+        (events[1]["detail-type"].as_str(), events[1]["detail"]["segment_id"].as_str()),
+        (Some("segment.entered"), Some("pro-users"))
     );
     stack.stop().await;
 }

@@ -418,3 +418,56 @@ async fn profile_changes_during_a_20_s_bus_outage_reach_the_segmenter_after_it()
     assert_eq!(members, gold);
     stack.stop().await;
 }
+
+/// PutEvents refused while the segmenter moves 20 users into a segment: it writes their
+/// memberships at once (it publishes nothing itself), and every `segment.entered` reaches
+/// the bus once it is back, from the membership records' outboxes, each once.
+#[tokio::test]
+async fn entered_events_written_during_a_bus_outage_reach_the_bus_after_it() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use herald_e2e::chaos::{ChaosProxy, Fault};
+
+    let down = Arc::new(AtomicBool::new(false));
+    let fault = Fault::Outage { target: "AWSEvents.PutEvents".into(), on: down.clone() };
+    let proxy = ChaosProxy::start(&herald_e2e::aws_endpoint(), fault).await;
+    let stack = start_stack_with(|o| o.endpoint = Some(proxy.url.clone())).await;
+    let api = Api::new(&stack);
+    ready_segment(&api, "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
+    let capture = EventCapture::attach(&stack).await;
+
+    down.store(true, Ordering::SeqCst);
+    let users: Vec<String> = (0..20).map(|i| format!("g{i:02}")).collect();
+    for user_id in &users {
+        let answer = api.put(&format!("/v1/users/{user_id}"), &json!({"attributes": {"tier": ["gold"]}})).await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+    }
+    // Their changes, as the segmenter's queue would hand them over.
+    let mut event = SqsEvent::default();
+    event.records = users
+        .iter()
+        .map(|user_id| {
+            let change = json!({"user_id": user_id, "version": 1, "changed_attributes": ["tier"],
+                "changed_fields": [], "created": true, "erased": false});
+            bus_message(&format!("m-{user_id}"), "profile.changed", change)
+        })
+        .collect();
+    let answer = stack.segmenter().expect("the stack runs the segmenter").handle(event).await;
+    assert!(answer.batch_item_failures.is_empty(), "the segmenter does not wait for the bus");
+    let mut members = all_members(&api, "gold").await;
+    members.sort();
+    assert_eq!(members, users);
+    assert!(unexpected_memberships(&capture).await.is_empty(), "nothing is published while the bus is down");
+    assert!(proxy.injected.load(Ordering::SeqCst) > 0, "the relay tried the bus and was refused");
+    down.store(false, Ordering::SeqCst);
+
+    let mut published = wait_for_memberships(&capture, users.len()).await;
+    published.extend(unexpected_memberships(&capture).await);
+    published.sort();
+    let expected: Vec<_> = users.iter().map(|user_id| entered("gold", user_id)).collect();
+    assert_eq!(published, expected, "each entered once");
+    stack.stop().await;
+}

@@ -71,9 +71,6 @@ impl MembershipStore for Members {
     async fn write_many(&self, _: &[MembershipWrite]) -> Result<Vec<bool>, StoreError> {
         unimplemented!("not written by the dispatcher")
     }
-    async fn clear_pending(&self, _: &str, _: u64) -> Result<bool, StoreError> {
-        unimplemented!("not written by the dispatcher")
-    }
     async fn add_static(&self, _: &str, _: &[String]) -> Result<(), StoreError> {
         unimplemented!("not written by the dispatcher")
     }

@@ -249,11 +249,15 @@ impl LocalStack {
         }
 
         let mut streams = Vec::new();
-        let mut relay = None;
+        let mut relay: Option<Arc<RelayHandler>> = None;
         for source in streams::stream_event_sources(&deployment, retry_delay)? {
             match source.binary.as_deref() {
                 Some("herald-relay") => {
-                    let function = Arc::new(relay_for(&deployment, &clients)?);
+                    // One relay for both tables' streams, as one function is deployed.
+                    let function = match &relay {
+                        Some(function) => function.clone(),
+                        None => Arc::new(relay_for(&deployment, &clients)?),
+                    };
                     relay = Some(function.clone());
                     streams.push((source, function as Arc<dyn streams::StreamHandler>));
                 }
@@ -313,7 +317,7 @@ impl LocalStack {
         })
     }
 
-    /// The outbox relay the stack runs on the profiles table's stream.
+    /// The outbox relay the stack runs on the profiles and members tables' streams.
     pub fn relay(&self) -> Option<&RelayHandler> {
         self.relay.as_deref()
     }

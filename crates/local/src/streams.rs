@@ -3,7 +3,10 @@
 //! (`StartingPosition: TRIM_HORIZON`), invokes the handler with the payload Lambda sends,
 //! and, with `ReportBatchItemFailures`, delivers the stream again from the record the
 //! handler names (or the whole batch, when the handler fails), as Lambda does; a
-//! shard's later records wait behind it, so the stream stays in order.
+//! shard's later records wait behind it, so the stream stays in order. A mapping's
+//! `FilterCriteria` drop the records no pattern matches before any invocation, as Lambda
+//! does; patterns may nest fields and test exact values and `exists` (what the template
+//! uses), anything else is refused when the stack starts.
 //!
 //! Each invocation is stopped at the function's template `Timeout`, its batch failed.
 //! Local deviations: a failed batch is retried after `HERALD_LOCAL_RETRY_DELAY_SECONDS`
@@ -55,6 +58,62 @@ pub struct StreamSource {
     pub retry_delay: Duration,
     /// When the function is stopped: its template `Timeout`.
     pub timeout: Duration,
+    /// The mapping's filter patterns: a record is delivered if one matches (all without
+    /// any).
+    pub filters: Vec<Value>,
+}
+
+impl StreamSource {
+    /// Whether the mapping delivers `record` to the function.
+    pub fn delivers(&self, record: &Record) -> bool {
+        if self.filters.is_empty() {
+            return true;
+        }
+        let payload = lambda_event(std::slice::from_ref(record), &self.stream_arn);
+        let record = &payload["Records"][0];
+        self.filters.iter().any(|pattern| matches(pattern, Some(record)))
+    }
+}
+
+/// A `FilterCriteria` pattern, checked to use only what `matches` knows.
+fn filter_pattern(text: &str, context: &str) -> Result<Value, LocalError> {
+    fn supported(pattern: &Value) -> bool {
+        match pattern {
+            Value::Object(fields) => fields.values().all(supported),
+            Value::Array(tests) => tests.iter().all(|test| match test {
+                Value::Object(test) => test.len() == 1 && test.get("exists").is_some_and(Value::is_boolean),
+                Value::Array(_) => false,
+                _ => true,
+            }),
+            _ => false,
+        }
+    }
+    let pattern: Value = serde_json::from_str(text)
+        .map_err(|e| LocalError::Template(format!("{context}: a filter pattern that is not JSON: {e}")))?;
+    if !pattern.is_object() || !supported(&pattern) {
+        return Err(LocalError::Template(format!(
+            "{context}: the local stack filters on nested fields, exact values and exists only"
+        )));
+    }
+    Ok(pattern)
+}
+
+/// Whether `value` (absent: `None`) matches `pattern`: every field of an object pattern
+/// matches the value's field; an array of tests matches a leaf one of them names (an
+/// exact value, or `{"exists": bool}`).
+fn matches(pattern: &Value, value: Option<&Value>) -> bool {
+    match pattern {
+        Value::Object(fields) => fields.iter().all(|(name, field)| matches(field, value.and_then(|v| v.get(name)))),
+        Value::Array(tests) => tests.iter().any(|test| match test.get("exists").and_then(Value::as_bool) {
+            Some(exists) => value.is_some_and(|v| !v.is_object()) == exists,
+            None => match value {
+                Some(Value::Array(values)) => values.contains(test),
+                Some(value) => value == test,
+                None => false,
+            },
+        }),
+        _ => false,
+    }
 }
 
 /// Every enabled DynamoDB stream event source of the template's functions.
@@ -95,7 +154,23 @@ pub fn stream_event_sources(deployment: &Deployment, retry_delay: Duration) -> R
                 .and_then(serde_norway::Value::as_sequence)
                 .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
             let timeout = template.timeout(function, &deployment.physical, &deployment.stack_name)?;
+            let filters = match properties.get("FilterCriteria") {
+                None => Vec::new(),
+                Some(criteria) => criteria
+                    .get("Filters")
+                    .and_then(serde_norway::Value::as_sequence)
+                    .ok_or_else(|| LocalError::Template(format!("{context}: FilterCriteria without Filters")))?
+                    .iter()
+                    .map(|filter| {
+                        let text = filter.get("Pattern").and_then(serde_norway::Value::as_str).ok_or_else(|| {
+                            LocalError::Template(format!("{context}: a filter without a Pattern string"))
+                        })?;
+                        filter_pattern(text, &context)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             sources.push(StreamSource {
+                filters,
                 timeout,
                 function: function.logical_id.clone(),
                 binary: function.binary().map(str::to_owned),
@@ -169,7 +244,7 @@ async fn read_shard(
             match next_records(client, source, shard, iterator.take()).await {
                 Ok((records, next)) => {
                     iterator = next;
-                    pending = records;
+                    pending = records.into_iter().filter(|r| source.delivers(r)).collect();
                 }
                 Err(e) => {
                     tracing::warn!(stream = %source.stream_arn, error = %e, "reading the stream");
@@ -361,6 +436,60 @@ mod tests {
                     .build(),
             )
             .build()
+    }
+
+    fn source(patterns: &[&str]) -> StreamSource {
+        StreamSource {
+            function: "F".into(),
+            binary: None,
+            stream_arn: ARN.into(),
+            batch_size: 100,
+            report_batch_item_failures: true,
+            retry_delay: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            filters: patterns.iter().map(|p| filter_pattern(p, "F").unwrap()).collect(),
+        }
+    }
+
+    /// A record whose new image is `image`.
+    fn with_image(image: &[(&str, AttributeValue)]) -> Record {
+        let mut change = StreamRecord::builder().keys("pk", AttributeValue::S("k".into())).sequence_number("1");
+        for (name, value) in image {
+            change = change.new_image(*name, value.clone());
+        }
+        Record::builder().event_name(OperationType::Insert).dynamodb(change.build()).build()
+    }
+
+    const OUTBOX_FILTER: &str = r#"{"dynamodb": {"NewImage": {"outbox": {"M": {"id": {"S": [{"exists": true}]}}}}}}"#;
+
+    #[test]
+    fn a_filter_delivers_only_the_records_it_matches() {
+        let source = source(&[OUTBOX_FILTER]);
+        let outbox = AttributeValue::M([("id".to_owned(), AttributeValue::S("2".into()))].into());
+        assert!(source.delivers(&with_image(&[("outbox", outbox)])));
+        assert!(!source.delivers(&with_image(&[("sk", AttributeValue::S("u1".into()))])), "no outbox");
+        assert!(!source.delivers(&with_image(&[("outbox", AttributeValue::S("2".into()))])), "not the outbox's shape");
+        assert!(!source.delivers(&with_image(&[])));
+    }
+
+    #[test]
+    fn exact_values_and_absence_match_as_lambda_s_patterns_do() {
+        let by_name = source(&[r#"{"eventName": ["MODIFY", "INSERT"]}"#]);
+        assert!(by_name.delivers(&with_image(&[])));
+        assert!(!source(&[r#"{"eventName": ["REMOVE"]}"#]).delivers(&with_image(&[])));
+        let pro = source(&[r#"{"dynamodb": {"NewImage": {"plan": {"S": ["pro"]}}}}"#]);
+        assert!(pro.delivers(&with_image(&[("plan", AttributeValue::S("pro".into()))])));
+        assert!(!pro.delivers(&with_image(&[])), "a value that is not there is not matched");
+        let absent = source(&[r#"{"dynamodb": {"NewImage": {"outbox": {"M": {"id": {"S": [{"exists": false}]}}}}}}"#]);
+        assert!(absent.delivers(&with_image(&[])));
+        assert!(source(&[]).delivers(&with_image(&[])), "no filter delivers everything");
+    }
+
+    #[test]
+    fn a_pattern_the_local_stack_cannot_honour_is_refused() {
+        for pattern in [r#"{"eventName": [{"prefix": "MOD"}]}"#, r#"{"eventName": "MODIFY"}"#, "[1]"] {
+            assert!(filter_pattern(pattern, "F").is_err(), "{pattern}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The outbox relay Lambda: fed by a table's DynamoDB stream (old and new images), it
-//! publishes to the bus the events each write put in its item's outbox
-//! (`herald_core::events::Outbox`), in stream order. When publishing fails it answers
+//! The outbox relay Lambda: fed by the DynamoDB streams (old and new images) of the
+//! profiles table (`profile.changed`) and the members table (`segment.entered`/`exited`
+//! on each user's membership record), it publishes to the bus the events each write put
+//! in its item's outbox (`herald_core::events::Outbox`), in stream order. It reads no
+//! table and knows no key: any item with an `outbox` attribute is relayed the same way,
+//! and an item without one (a members row) publishes nothing. When publishing fails it answers
 //! the first record not published as the batch's failure: Lambda delivers the stream
 //! again from that record (`ReportBatchItemFailures`), so a change's event is delayed
 //! while the bus is down, never lost.
@@ -135,6 +138,46 @@ mod tests {
         })
     }
 
+    /// A members table record: the user's membership record with an outbox of one
+    /// `segment.entered` under `revision`, or a members row (no outbox).
+    fn members_record(sequence: &str, name: &str, revision: Option<&str>) -> Value {
+        let (keys, new_image) = match revision {
+            Some(revision) => {
+                let keys = json!({"pk": {"S": "user#u1"}, "sk": {"S": "segments"}});
+                let mut image = keys.clone();
+                image["revision"] = json!({"N": revision});
+                image["outbox"] = json!({"M": {
+                    "id": {"S": revision},
+                    "events": {"L": [{"M": {
+                        "detail_type": {"S": "segment.entered"},
+                        "detail": {"S": format!("{{\"segment_id\":\"gold\",\"user_id\":\"u1\",\"revision\":{revision}}}")}
+                    }}]}
+                }});
+                (keys, image)
+            }
+            None => {
+                let keys = json!({"pk": {"S": "gold#3"}, "sk": {"S": "u1"}});
+                (keys.clone(), keys)
+            }
+        };
+        json!({
+            "eventID": format!("m{sequence}"),
+            "eventName": name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/s-Members/stream/2026-12-01T00:00:00.000",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1764547200.0,
+                "Keys": keys,
+                "NewImage": new_image,
+                "SequenceNumber": sequence,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            }
+        })
+    }
+
     fn event(records: Vec<Value>) -> Event {
         serde_json::from_value(json!({ "Records": records })).unwrap()
     }
@@ -182,5 +225,22 @@ mod tests {
         let failed: Vec<_> = answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
         assert_eq!(failed, [Some("200".to_owned())]);
         assert_eq!(details(&bus), [r#"{"user_id":"u1","version":1}"#], "the records before it are published");
+    }
+
+    #[tokio::test]
+    async fn a_membership_record_s_outbox_is_published_and_a_members_row_publishes_nothing() {
+        let bus = Arc::new(MemoryBus::default());
+        let answer = RelayHandler::new(bus.clone())
+            .handle(event(vec![
+                members_record("100", "INSERT", Some("1")),
+                members_record("200", "INSERT", None),
+                members_record("300", "REMOVE", None),
+            ]))
+            .await;
+        assert!(answer.batch_item_failures.is_empty());
+        let published = bus.published.lock().unwrap().clone();
+        let types: Vec<String> = published.iter().map(DomainEvent::detail_type).collect();
+        assert_eq!(types, ["segment.entered"]);
+        assert_eq!(details(&bus), [r#"{"segment_id":"gold","user_id":"u1","revision":1}"#]);
     }
 }

@@ -1,7 +1,8 @@
 //! `SegmentStore` and `MembershipStore`: segments with a catalog revision and tombstones,
 //! backfill progress counted once per finished part; each user's memberships moved with
 //! their members rows in one conditional step, guarded by the profile version and activity
-//! revision a backfill read; members paged per shard.
+//! revision a backfill read; each step's changes published once from its outbox (on moto,
+//! what the relay publishes from the members table's stream); members paged per shard.
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -9,6 +10,7 @@ use chrono::Utc;
 use herald_aws::{DynamoActivityStore, DynamoMembershipStore, DynamoProfileStore, DynamoSegmentStore};
 use herald_core::{
     activity::{ActivityEvent, ActivityStore, memory::MemoryActivity},
+    events::memory::MemoryBus,
     profiles::{Profile, ProfileStore, memory::MemoryProfiles},
     segments::{
         Backfill, BackfillProgress, Evaluated, MEMBER_SHARDS, MembershipChange, MembershipStore, MembershipWrite,
@@ -37,7 +39,8 @@ contract!(membership_store: memory_members, aws_members;
     write_many_applies_each_write_whose_revision_holds,
     members_pages_through_a_shard_in_user_id_order,
     rows_among_finds_static_rows_and_remove_rows_removes_them,
-    clear_pending_empties_the_outbox_only_at_the_same_revision,
+    each_write_publishes_the_changes_of_its_outbox_once_in_order,
+    only_the_changes_of_committed_writes_are_published,
     user_segments_many_returns_the_users_written_and_omits_the_others,
 );
 
@@ -52,15 +55,64 @@ async fn aws_segments() -> Box<dyn SegmentStore> {
 
 /// The membership store with the profile and activity stores its guards read.
 struct Members {
-    memberships: Box<dyn MembershipStore>,
+    memberships: Arc<dyn MembershipStore>,
     profiles: Arc<dyn ProfileStore>,
     activity: Arc<dyn ActivityStore>,
+    outboxes: Outboxes,
+}
+
+/// Where the events the writes' outboxes published are seen.
+enum Outboxes {
+    Memory(Arc<MemoryMemberships>),
+    /// The members table's stream, read from its start and handed to the relay.
+    Stream {
+        dynamodb: aws_sdk_dynamodb::Client,
+        streams: aws_sdk_dynamodbstreams::Client,
+        table: String,
+    },
+}
+
+impl Members {
+    /// Every membership event the writes so far published, in order.
+    async fn published(&self) -> Vec<MembershipChange> {
+        let (dynamodb, streams, table) = match &self.outboxes {
+            Outboxes::Memory(store) => return store.membership_changes(),
+            Outboxes::Stream { dynamodb, streams, table } => (dynamodb, streams, table),
+        };
+        let described = dynamodb.describe_table().table_name(table).send().await.unwrap();
+        let arn = described.table.and_then(|t| t.latest_stream_arn).expect("the members table has a stream");
+        let stream = streams.describe_stream().stream_arn(&arn).send().await.unwrap();
+        let mut records = Vec::new();
+        for shard in stream.stream_description.and_then(|d| d.shards).unwrap_or_default() {
+            let mut iterator = streams
+                .get_shard_iterator()
+                .stream_arn(&arn)
+                .shard_id(shard.shard_id.unwrap())
+                .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .unwrap()
+                .shard_iterator;
+            while let Some(current) = iterator {
+                let read = streams.get_records().shard_iterator(current).send().await.unwrap();
+                let got = read.records.unwrap_or_default();
+                iterator = if got.is_empty() { None } else { read.next_shard_iterator };
+                records.extend(got);
+            }
+        }
+        let event = serde_json::from_value(herald_local::streams::lambda_event(&records, &arn)).unwrap();
+        let bus = Arc::new(MemoryBus::default());
+        let answer = herald_relay::RelayHandler::new(bus.clone()).handle(event).await;
+        assert!(answer.batch_item_failures.is_empty(), "the relay reads every record");
+        let published = bus.published.lock().unwrap();
+        published.iter().map(|e| serde_json::from_str(&e.detail_json()).unwrap()).collect()
+    }
 }
 
 async fn memory_members() -> Box<Members> {
     let profiles = Arc::new(MemoryProfiles::default());
     let activity = Arc::new(MemoryActivity::default());
-    let memberships = MemoryMemberships::default();
+    let memberships = Arc::new(MemoryMemberships::default());
     let (p, a) = (profiles.clone(), activity.clone());
     // The guard as the adapter checks it: the stored profile version (0: no record) and,
     // when the guard names one, the activity revision (0: no activity).
@@ -69,14 +121,15 @@ async fn memory_members() -> Box<Members> {
         let revision = a.users.lock().unwrap().get(user_id).map_or(0, |(activity, _)| activity.revision);
         version == guard.profile_version && guard.activity_revision.is_none_or(|r| r == revision)
     }));
-    Box::new(Members { memberships: Box::new(memberships), profiles, activity })
+    let outboxes = Outboxes::Memory(memberships.clone());
+    Box::new(Members { memberships, profiles, activity, outboxes })
 }
 
 async fn aws_members() -> Box<Members> {
     let (clients, tables) = super::moto_tables(&["MembersTable", "ProfilesTable", "ActivityTable"]).await;
     let db = &clients.dynamodb;
     Box::new(Members {
-        memberships: Box::new(DynamoMembershipStore::new(
+        memberships: Arc::new(DynamoMembershipStore::new(
             db.clone(),
             &tables["MembersTable"],
             &tables["ProfilesTable"],
@@ -84,6 +137,11 @@ async fn aws_members() -> Box<Members> {
         )),
         profiles: Arc::new(DynamoProfileStore::new(db.clone(), &tables["ProfilesTable"])),
         activity: Arc::new(DynamoActivityStore::new(db.clone(), &tables["ActivityTable"])),
+        outboxes: Outboxes::Stream {
+            dynamodb: db.clone(),
+            streams: aws_sdk_dynamodbstreams::Client::new(&clients.sdk_config),
+            table: tables["MembersTable"].clone(),
+        },
     })
 }
 
@@ -215,8 +273,9 @@ async fn a_part_finished_on_a_ready_segment_counts_but_does_not_finish_it_again(
     assert_eq!(store.get("s1").await.unwrap().unwrap(), now);
 }
 
-fn change(segment: &str, user: &str, revision: u64) -> MembershipChange {
-    MembershipChange { segment_id: segment.into(), user_id: user.into(), entered: true, revision, at: Utc::now() }
+fn change(segment: &str, user: &str, entered: bool, revision: u64) -> MembershipChange {
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    MembershipChange { segment_id: segment.into(), user_id: user.into(), entered, revision, at }
 }
 
 fn step(user: &str, expected: u64, segments: &[&str], entered: &[&str], exited: &[&str]) -> MembershipWrite {
@@ -226,7 +285,9 @@ fn step(user: &str, expected: u64, segments: &[&str], entered: &[&str], exited: 
         segments: segments.iter().map(|s| (*s).to_owned()).collect(),
         entered: entered.iter().map(|s| (*s).to_owned()).collect(),
         exited: exited.iter().map(|s| (*s).to_owned()).collect(),
-        pending: entered.iter().map(|s| change(s, user, expected + 1)).collect(),
+        outbox: (entered.iter().map(|s| change(s, user, true, expected + 1)))
+            .chain(exited.iter().map(|s| change(s, user, false, expected + 1)))
+            .collect(),
         guard: None,
     }
 }
@@ -254,7 +315,7 @@ async fn a_membership_write_moves_the_record_and_its_rows_together(subject: &Mem
     store.write(&first).await.unwrap();
     let record = store.user_segments("u1").await.unwrap();
     assert_eq!((record.revision, record.segments.clone()), (1, ["a".to_owned(), "b".to_owned()].into()));
-    assert_eq!(record.pending, first.pending);
+    assert!(record.legacy_pending.is_empty());
     assert_eq!(all_members(store, "a").await, ["u1".to_owned()].into());
 
     store.write(&step("u1", 1, &[], &[], &["a", "b"])).await.unwrap();
@@ -361,17 +422,36 @@ async fn rows_among_finds_static_rows_and_remove_rows_removes_them(subject: &Mem
     assert_eq!(store.rows_among("u1", &asked).await.unwrap(), ["small".to_owned()].into());
 }
 
-async fn clear_pending_empties_the_outbox_only_at_the_same_revision(subject: &Members) {
+async fn each_write_publishes_the_changes_of_its_outbox_once_in_order(subject: &Members) {
     let store = &*subject.memberships;
-    assert!(!store.clear_pending("u1", 0).await.unwrap());
-    store.write(&step("u1", 0, &["a"], &["a"], &[])).await.unwrap();
-    store.write(&step("u1", 1, &["a", "b"], &["b"], &[])).await.unwrap();
-    assert!(!store.clear_pending("u1", 1).await.unwrap());
-    assert_eq!(store.user_segments("u1").await.unwrap().pending.len(), 1);
-    assert!(store.clear_pending("u1", 2).await.unwrap());
-    let record = store.user_segments("u1").await.unwrap();
-    assert!(record.pending.is_empty());
-    assert_eq!((record.revision, record.segments.len()), (2, 2));
+    store.write(&step("u1", 0, &["a", "b"], &["a", "b"], &[])).await.unwrap();
+    store.write(&step("u1", 1, &["b"], &[], &["a"])).await.unwrap();
+
+    let published = subject.published().await;
+
+    let expected = [change("a", "u1", true, 1), change("b", "u1", true, 1), change("a", "u1", false, 2)];
+    assert_eq!(published, expected);
+}
+
+async fn only_the_changes_of_committed_writes_are_published(subject: &Members) {
+    let store = &*subject.memberships;
+    // A step that only forgets a deleted segment.
+    store.write(&MembershipWrite { outbox: Vec::new(), ..step("u1", 0, &[], &[], &[]) }).await.unwrap();
+    let stale = store.write(&step("u1", 0, &["a"], &["a"], &[])).await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    // The record's revision holds, its guard does not (the profile was never stored).
+    let moved = MembershipWrite {
+        guard: Some(Evaluated { profile_version: 3, activity_revision: None }),
+        ..step("u1", 1, &["a"], &["a"], &[])
+    };
+    assert!(matches!(store.write(&moved).await, Err(StoreError::Conflict)));
+    assert_eq!(store.write_many(&[step("u2", 0, &["a"], &["a"], &[]), moved]).await.unwrap(), [true, false]);
+    store.add_static("vip", &["u1".to_owned(), "u2".to_owned()]).await.unwrap();
+    store.remove_rows("vip", &["u2".to_owned()]).await.unwrap();
+
+    // A write without changes, conflicting ones and members rows publish nothing; the
+    // step written in the same transaction as a failed guard's, once that is left out.
+    assert_eq!(subject.published().await, [change("a", "u2", true, 1)]);
 }
 
 async fn user_segments_many_returns_the_users_written_and_omits_the_others(subject: &Members) {

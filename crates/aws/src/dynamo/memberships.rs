@@ -2,12 +2,17 @@
 //! - members rows: `pk = "<segment_id>#<shard>"` (the user's `shard_of`), `sk = user_id`,
 //!   so that a segment's members spread over `MEMBER_SHARDS` partitions;
 //! - each user's record of their dynamic segments: `pk = "user#<user_id>"`,
-//!   `sk = "segments"`, with `revision` (N), `segments` (a list of S) and `pending` (the
-//!   outbox, a list of maps).
+//!   `sk = "segments"`, with `revision` (N), `segments` (a list of S) and, when the write
+//!   published changes, `outbox` (`dynamo::outbox`, under the new revision), which the
+//!   relay publishes from the table's stream.
 //!
-//! A membership step is one transaction: the record (conditional on its revision), the
-//! members rows it changes and, for backfills, condition checks on the profile version and
-//! the activity revision the evaluation read.
+//! A membership step is one transaction: the record (conditional on its revision) with its
+//! outbox, the members rows it changes and, for backfills, condition checks on the profile
+//! version and the activity revision the evaluation read.
+//!
+//! Records written before the outbox may hold a `pending` list of changes never
+//! published: it is read as `legacy_pending`, and the user's next write, which replaces
+//! the item, carries it in its outbox.
 //!
 //! The helpers for tables with a composite key (batched reads and deletes) and for
 //! cancelled transactions live here too; the activity store uses them.
@@ -22,6 +27,7 @@ use aws_sdk_dynamodb::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
     backoff::Backoff,
+    events::DomainEvent,
     segments::{MembersPage, MembershipChange, MembershipStore, MembershipWrite, UserSegments, shard_of},
     store::StoreError,
 };
@@ -32,12 +38,14 @@ use super::{
     transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
 };
 use crate::{
-    dynamo::{Item, activity::REVISION_SK, batch, n, s},
+    dynamo::{Item, activity::REVISION_SK, batch, n, outbox, s},
     unavailable,
 };
 
 /// The sort key of a user's record.
 const RECORD_SK: &str = "segments";
+/// A record's changes from before the outbox (read, never written).
+const LEGACY_PENDING: &str = "pending";
 
 #[derive(Clone, Debug)]
 pub struct DynamoMembershipStore {
@@ -84,12 +92,29 @@ fn user_segments(item: Item) -> Result<UserSegments, StoreError> {
         None => BTreeSet::new(),
         Some(_) => return Err(StoreError::Transient("segments is not a list".into())),
     };
-    let pending: Vec<MembershipChange> = match item.get("pending") {
+    let legacy_pending: Vec<MembershipChange> = match item.get(LEGACY_PENDING) {
+        // Not the error's text: it may quote what the item holds.
         Some(value) => serde_dynamo::from_attribute_value(value.clone())
-            .map_err(|e| StoreError::Fatal(format!("unreadable outbox: {e}")))?,
+            .map_err(|_| StoreError::Fatal("an unreadable legacy pending list".into()))?,
         None => Vec::new(),
     };
-    Ok(UserSegments { revision, segments, pending })
+    Ok(UserSegments { revision, segments, legacy_pending })
+}
+
+/// The user's record a step writes: the whole item (so a legacy `pending` goes), its
+/// changes in its outbox under the new revision.
+fn record(write: &MembershipWrite) -> Result<Item, StoreError> {
+    let revision = write.expected_revision + 1;
+    let mut item: Item = [
+        ("pk".to_owned(), s(record_pk(&write.user_id))),
+        ("sk".to_owned(), s(RECORD_SK)),
+        ("revision".to_owned(), n(revision)),
+        ("segments".to_owned(), AttributeValue::L(write.segments.iter().map(s).collect())),
+    ]
+    .into();
+    let events: Vec<DomainEvent> = write.outbox.iter().cloned().map(DomainEvent::Membership).collect();
+    outbox::fill(&mut item, revision.to_string(), &events)?;
+    Ok(item)
 }
 
 impl DynamoMembershipStore {
@@ -114,16 +139,7 @@ impl DynamoMembershipStore {
     }
 
     fn record_item(&self, write: &MembershipWrite) -> Result<TransactWriteItem, StoreError> {
-        let pending = serde_dynamo::to_attribute_value(&write.pending)
-            .map_err(|e| StoreError::Fatal(format!("unwritable outbox: {e}")))?;
-        let item: Item = [
-            ("pk".to_owned(), s(record_pk(&write.user_id))),
-            ("sk".to_owned(), s(RECORD_SK)),
-            ("revision".to_owned(), n(write.expected_revision + 1)),
-            ("segments".to_owned(), AttributeValue::L(write.segments.iter().map(s).collect())),
-            ("pending".to_owned(), pending),
-        ]
-        .into();
+        let item = record(write)?;
         let put = Put::builder().table_name(&self.table).set_item(Some(item));
         let put = if write.expected_revision == 0 {
             put.condition_expression("attribute_not_exists(pk)")
@@ -293,28 +309,6 @@ impl MembershipStore for DynamoMembershipStore {
         Ok(applied)
     }
 
-    async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(record_pk(user_id)))
-            .key("sk", s(RECORD_SK))
-            .update_expression("SET #p = :empty")
-            .condition_expression("#r = :r")
-            .expression_attribute_names("#p", "pending")
-            .expression_attribute_names("#r", "revision")
-            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":r", n(revision))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
     async fn members(
         &self,
         segment_id: &str,
@@ -398,5 +392,66 @@ impl MembershipStore for DynamoMembershipStore {
                     .ok_or_else(|| StoreError::Transient("a members row that was not asked for".into()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use herald_core::events::{Outbox, StoredEvent};
+
+    use super::*;
+
+    fn step(expected_revision: u64, entered: &[&str]) -> MembershipWrite {
+        let change = |segment: &&str| MembershipChange {
+            segment_id: (*segment).into(),
+            user_id: "u1".into(),
+            entered: true,
+            revision: expected_revision + 1,
+            at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        };
+        MembershipWrite {
+            user_id: "u1".into(),
+            expected_revision,
+            segments: entered.iter().map(|s| (*s).to_owned()).collect(),
+            entered: entered.iter().map(|s| (*s).to_owned()).collect(),
+            exited: Vec::new(),
+            outbox: entered.iter().map(change).collect(),
+            guard: None,
+        }
+    }
+
+    #[test]
+    fn a_record_s_changes_read_back_from_its_stream_image_as_the_outbox_of_its_revision() {
+        let write = step(4, &["a", "b"]);
+        let image: serde_dynamo::Item = record(&write).unwrap().into();
+
+        let outbox = outbox::in_image(&image).unwrap().expect("an outbox");
+
+        let events: Vec<DomainEvent> = write.outbox.iter().cloned().map(DomainEvent::Membership).collect();
+        assert_eq!(outbox, Outbox::new("5", &events));
+        assert_eq!(outbox.events[0], StoredEvent::of(&events[0]));
+        assert_eq!(outbox.events[0].detail_type, "segment.entered");
+    }
+
+    #[test]
+    fn a_record_without_changes_has_no_outbox_and_no_legacy_pending() {
+        let item = record(&step(1, &[])).unwrap();
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["pk", "revision", "segments", "sk"]);
+    }
+
+    #[test]
+    fn a_legacy_pending_list_is_read_as_changes_to_publish() {
+        let write = step(0, &["a"]);
+        let mut item = record(&write).unwrap();
+        item.remove(outbox::ATTRIBUTE);
+        item.insert(LEGACY_PENDING.into(), serde_dynamo::to_attribute_value(&write.outbox).unwrap());
+
+        let read = user_segments(item).unwrap();
+
+        assert_eq!(read.legacy_pending, write.outbox);
+        assert_eq!(read.revision, 1);
     }
 }

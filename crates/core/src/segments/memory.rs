@@ -103,16 +103,28 @@ impl crate::segments::SegmentStore for MemorySegments {
 /// Tells whether a guarded write's evaluation is still current (user id, guard).
 pub type GuardCheck = Box<dyn Fn(&str, &crate::segments::Evaluated) -> bool + Send>;
 
-/// Memberships: each user's record and the members rows, segment → user ids.
+/// Memberships: each user's record and the members rows, segment → user ids. Each
+/// write's outbox is published the moment the write is made, as the relay publishes it
+/// from the table's stream.
 #[derive(Default)]
 pub struct MemoryMemberships {
     pub users: Mutex<HashMap<String, crate::segments::UserSegments>>,
     pub rows: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
     /// Profile versions and activity revisions guards are checked against.
     pub guard_check: Mutex<Option<GuardCheck>>,
+    pub published: Mutex<Vec<crate::events::DomainEvent>>,
 }
 
 impl MemoryMemberships {
+    /// The `segment.entered`/`segment.exited` events the writes published, in order.
+    pub fn membership_changes(&self) -> Vec<crate::segments::MembershipChange> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| if let crate::events::DomainEvent::Membership(m) = e { Some(m.clone()) } else { None })
+            .collect()
+    }
+
     pub fn members_of(&self, segment_id: &str) -> std::collections::BTreeSet<String> {
         self.rows.lock().unwrap().get(segment_id).cloned().unwrap_or_default()
     }
@@ -148,9 +160,10 @@ impl crate::segments::MembershipStore for MemoryMemberships {
             crate::segments::UserSegments {
                 revision: write.expected_revision + 1,
                 segments: write.segments.clone(),
-                pending: write.pending.clone(),
+                legacy_pending: Vec::new(),
             },
         );
+        self.published.lock().unwrap().extend(write.outbox.iter().cloned().map(crate::events::DomainEvent::Membership));
         let mut rows = self.rows.lock().unwrap();
         for segment_id in &write.entered {
             rows.entry(segment_id.clone()).or_default().insert(write.user_id.clone());
@@ -171,17 +184,6 @@ impl crate::segments::MembershipStore for MemoryMemberships {
             });
         }
         Ok(applied)
-    }
-
-    async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError> {
-        let mut users = self.users.lock().unwrap();
-        match users.get_mut(user_id).filter(|u| u.revision == revision) {
-            Some(user) => {
-                user.pending.clear();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
     }
 
     async fn members(

@@ -57,8 +57,9 @@ pub struct UserSegments {
     /// Grows with every write; 0 when never written.
     pub revision: u64,
     pub segments: std::collections::BTreeSet<String>,
-    /// Changes written but not yet published (an outbox): published, then cleared.
-    pub pending: Vec<crate::segments::MembershipChange>,
+    /// Changes a record written before memberships had an outbox still holds unpublished
+    /// (its legacy `pending`): the user's next write carries them in its outbox.
+    pub legacy_pending: Vec<crate::segments::MembershipChange>,
 }
 
 /// Conditions a backfill's write holds to: the profile and activity it evaluated are
@@ -73,6 +74,8 @@ pub struct Evaluated {
 
 /// One atomic step of a user's membership: the new set, the members rows that change
 /// with it, and the outbox, written only if the revision is still `expected_revision`.
+/// The outbox is published from the table's stream once the write is made (the relay),
+/// so a change's event is never lost between the write and the bus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipWrite {
     pub user_id: String,
@@ -80,7 +83,9 @@ pub struct MembershipWrite {
     pub segments: std::collections::BTreeSet<String>,
     pub entered: Vec<String>,
     pub exited: Vec<String>,
-    pub pending: Vec<crate::segments::MembershipChange>,
+    /// The changes this write publishes, under its new revision; none: it publishes
+    /// nothing.
+    pub outbox: Vec<crate::segments::MembershipChange>,
     pub guard: Option<Evaluated>,
 }
 
@@ -98,14 +103,12 @@ pub trait MembershipStore: Send + Sync {
     /// Several users at once (batched, eventually consistent; users never written are
     /// absent).
     async fn user_segments_many(&self, user_ids: &[String]) -> Result<HashMap<String, UserSegments>, StoreError>;
-    /// Writes one step (at most `MAX_ROWS_PER_WRITE` rows); Conflict if the revision
-    /// moved or the guard no longer holds.
+    /// Writes one step (at most `MAX_ROWS_PER_WRITE` rows) with its outbox; Conflict if
+    /// the revision moved or the guard no longer holds (nothing written or published).
     async fn write(&self, write: &MembershipWrite) -> Result<(), StoreError>;
     /// Writes several users' steps with as few transactions as fit (a backfill page);
     /// one answer per write, in order: applied, or not (a conflict, as `write` would say).
     async fn write_many(&self, writes: &[MembershipWrite]) -> Result<Vec<bool>, StoreError>;
-    /// Clears the outbox if the revision is still `revision` (false otherwise).
-    async fn clear_pending(&self, user_id: &str, revision: u64) -> Result<bool, StoreError>;
     /// One page of a shard of a segment's members, in user id order.
     async fn members(
         &self,

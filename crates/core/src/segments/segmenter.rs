@@ -1,5 +1,7 @@
 //! The segmenter: keeps every user's memberships current as profiles and behaviour change,
-//! backfills new segments page by page, and publishes entered/exited events.
+//! and backfills new segments page by page. Its entered/exited events ride on each
+//! membership write's outbox (the relay publishes them from the members table's stream);
+//! it publishes only its own jobs (backfill pages, cleanups).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -7,7 +9,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 
 use super::service::*;
 use crate::{
@@ -202,13 +204,7 @@ impl Segmenter {
                 self.leave_static_segments(catalog, user_id).await?;
             }
             match self.write_all(&writes).await {
-                Ok(()) => {
-                    let (revision, pending) = match writes.last() {
-                        Some(last) => (last.expected_revision + 1, last.pending.clone()),
-                        None => (current.revision, current.pending.clone()),
-                    };
-                    return self.publish_pending(user_id, revision, &pending).await;
-                }
+                Ok(()) => return Ok(()),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -235,28 +231,11 @@ impl Segmenter {
         Ok(())
     }
 
-    /// Publishes the outbox, then clears it (if nobody wrote since; else the next writer
-    /// publishes it: at least once).
-    async fn publish_pending(
-        &self,
-        user_id: &str,
-        revision: u64,
-        pending: &[MembershipChange],
-    ) -> Result<(), SegmentError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let events: Vec<DomainEvent> = pending.iter().cloned().map(DomainEvent::Membership).collect();
-        self.events.publish(&events).await?;
-        self.members.clear_pending(user_id, revision).await?;
-        Ok(())
-    }
-
     /// One page of a backfill (or sweep): evaluates the segment for each profile of the
     /// page and writes the memberships that differ, each guarded by the profile version
-    /// and activity revision it evaluated. A backfill publishes no entered/exited events:
-    /// it sets up a new rule's members, nothing the users did. A sweep does: its users
-    /// enter or leave because time passed.
+    /// and activity revision it evaluated. A backfill's writes carry no entered/exited
+    /// events: it sets up a new rule's members, nothing the users did. A sweep's do: its
+    /// users enter or leave because time passed.
     pub async fn backfill_page(
         &self,
         catalog: &Catalog,
@@ -305,26 +284,8 @@ impl Segmenter {
             }
         }
         let applied = self.members.write_many(&writes).await?;
-        let (written, conflicted): (Vec<_>, Vec<_>) = writes.into_iter().zip(applied).partition(|(_, ok)| *ok);
-        let conflicted: Vec<String> = conflicted.into_iter().map(|(w, _)| w.user_id).collect();
-        // A sweep's changes: published together, then each outbox cleared.
-        let published: Vec<DomainEvent> =
-            written.iter().flat_map(|(w, _)| w.pending.iter().cloned().map(DomainEvent::Membership)).collect();
-        if !published.is_empty() {
-            self.events.publish(&published).await?;
-            // Owned items: streams over borrowed ones are not Send-general enough for
-            // callers inside async_trait methods.
-            let outboxes: Vec<(String, u64)> = written
-                .into_iter()
-                .filter(|(w, _)| !w.pending.is_empty())
-                .map(|(w, _)| (w.user_id, w.expected_revision + 1))
-                .collect();
-            stream::iter(outboxes)
-                .map(|(user_id, revision)| async move { self.members.clear_pending(&user_id, revision).await })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<bool>>()
-                .await?;
-        }
+        let conflicted: Vec<String> =
+            writes.into_iter().zip(applied).filter(|(_, ok)| !*ok).map(|(w, _)| w.user_id).collect();
         // The profile or activity moved on since the scan read it: evaluate it afresh.
         let everything = Change { everything: true, ..Default::default() };
         for user_id in &conflicted {
@@ -353,7 +314,9 @@ impl Segmenter {
 /// The writes that move a user's memberships from `current` to `members` over the
 /// `affected` segments: one step per `MAX_ROWS_PER_WRITE` rows, each step a consistent
 /// state (its set matches its rows). Segments no longer `known` leave silently (their
-/// rows are removed by the deletion's cleanup). `publish` adds the changes to the outbox.
+/// rows are removed by the deletion's cleanup). `publish` puts each step's changes in its
+/// outbox; a record's legacy `pending` goes in the first step's, so even a user with
+/// nothing else to change gets a write that publishes it.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_writes(
     user_id: &str,
@@ -369,7 +332,7 @@ pub fn plan_writes(
     let exited: Vec<String> =
         current.segments.iter().filter(|s| affected.contains(*s) && !members.contains(*s)).cloned().collect();
     let forgotten: Vec<String> = current.segments.iter().filter(|s| !known.contains(*s)).cloned().collect();
-    if entered.is_empty() && exited.is_empty() && forgotten.is_empty() {
+    if entered.is_empty() && exited.is_empty() && forgotten.is_empty() && current.legacy_pending.is_empty() {
         return Vec::new();
     }
     let rows: Vec<(String, bool)> =
@@ -378,7 +341,7 @@ pub fn plan_writes(
     for gone in &forgotten {
         set.remove(gone);
     }
-    let mut pending = current.pending.clone();
+    let mut legacy = current.legacy_pending.clone();
     let mut writes = Vec::new();
     let chunks: Vec<&[(String, bool)]> =
         if rows.is_empty() { vec![&[]] } else { rows.chunks(MAX_ROWS_PER_WRITE).collect() };
@@ -389,7 +352,7 @@ pub fn plan_writes(
             segments: BTreeSet::new(),
             entered: Vec::new(),
             exited: Vec::new(),
-            pending: Vec::new(),
+            outbox: std::mem::take(&mut legacy),
             guard: guard.clone(),
         };
         for (segment_id, entered) in chunk {
@@ -401,7 +364,7 @@ pub fn plan_writes(
                 write.exited.push(segment_id.clone());
             }
             if publish {
-                pending.push(MembershipChange {
+                write.outbox.push(MembershipChange {
                     segment_id: segment_id.clone(),
                     user_id: user_id.to_owned(),
                     entered: *entered,
@@ -411,7 +374,6 @@ pub fn plan_writes(
             }
         }
         write.segments = set.clone();
-        write.pending = pending.clone();
         writes.push(write);
     }
     writes
