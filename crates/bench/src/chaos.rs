@@ -22,6 +22,10 @@ const RECIPIENTS: usize = 5_000;
 const SEND_EMAIL: &str = "/v2/email/outbound-emails";
 
 pub async fn chaos_figures() {
+    // The local stack's warnings (functions stopped at their timeout, messages out of
+    // attempts) on stderr, to read a run by; RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let started = Instant::now();
     let moto = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL names the moto server");
     let bus = ChaosProxy::start(&moto, Fault::Throttle { share: 0.2, matching: "AWSEvents.PutEvents".into() }).await;
