@@ -402,6 +402,18 @@ async fn templates_read_a_version_from_the_query() {
 }
 
 #[tokio::test]
+async fn a_template_with_nested_100000_step_loops_is_refused() {
+    let app = app(&[]);
+    let body = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let template = json!({"channels": {"sms": {"body": body}}});
+    let answer = call("PUT", "/v1/templates/loops").admin().json(template).send(&app).await;
+    // Validation errors are 400 invalid-request throughout the API (README, "Errors").
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(answer.body["errors"][0]["field"], "channels.sms.body");
+    assert!(answer.body["errors"][0]["message"].as_str().unwrap().contains("more work than a render may"));
+}
+
+#[tokio::test]
 async fn the_openapi_document_needs_any_key() {
     let app = app(&[("narrow", &[Scope::EventsWrite])]);
     let answer = call("GET", "/v1/openapi.json").key("narrow").send(&app).await;
