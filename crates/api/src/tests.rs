@@ -414,6 +414,16 @@ async fn a_template_with_nested_100000_step_loops_is_refused() {
 }
 
 #[tokio::test]
+async fn a_click_link_to_a_url_with_a_control_character_is_refused() {
+    use herald_core::delivery::tracking::{Action, Token};
+    let app = app(&[]);
+    let token = Token { delivery_id: "d_1".into(), action: Action::Click { url: "https://x.example/a\u{7}b".into() } };
+    let answer = call("GET", &format!("/v1/t/{}", token.sign(b"secret"))).send(&app).await;
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(answer.body["errors"][0]["field"], "token");
+}
+
+#[tokio::test]
 async fn the_openapi_document_needs_any_key() {
     let app = app(&[("narrow", &[Scope::EventsWrite])]);
     let answer = call("GET", "/v1/openapi.json").key("narrow").send(&app).await;

@@ -11,9 +11,10 @@ use herald_core::{
     campaigns::CampaignCounters,
     delivery::{
         DeliveryStatus,
-        tracking::{Action, Token},
+        tracking::{Action, Token, redirect_target},
     },
     notifications::StatusChange,
+    validation::ValidationErrors,
 };
 
 use crate::{Access, AppState, Routes, Services, problem::Problem};
@@ -39,10 +40,17 @@ async fn track(State(app): State<AppState>, Path(token): Path<String>) -> Result
                 .header("cache-control", "no-store")
                 .body(Body::from(PIXEL)),
         ),
-        Action::Click { url } => (
-            DeliveryStatus::Clicked,
-            Response::builder().status(StatusCode::FOUND).header("location", url.as_str()).body(Body::empty()),
-        ),
+        Action::Click { url } => {
+            // A signed link to a URL no Location header can carry (a control character):
+            // refused, and the delivery is not marked clicked.
+            let target = redirect_target(url).ok_or_else(|| {
+                Problem::from(ValidationErrors::single("token", "the link's target is not a valid http(s) URL"))
+            })?;
+            (
+                DeliveryStatus::Clicked,
+                Response::builder().status(StatusCode::FOUND).header("location", target).body(Body::empty()),
+            )
+        }
         Action::Unsubscribe { user_id, notification_type, channel } => {
             let mut preferences = app.preferences.get(user_id).await?;
             preferences.opt_out(notification_type, *channel);
