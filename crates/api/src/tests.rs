@@ -217,7 +217,7 @@ async fn known_paths_with_another_method_are_405_before_the_key_is_checked() {
         ("OPTIONS", "/v1/templates/t", "GET, PUT"),
         // axum would answer HEAD with the GET handler; this API does not.
         ("HEAD", "/v1/users/a", "GET, PUT, DELETE"),
-        ("HEAD", "/v1/t/x", "GET"),
+        ("HEAD", "/v1/t/x", "GET, POST"),
     ] {
         let answer = call(method, path).send(&app).await;
         assert_eq!(answer.status, 405, "{method} {path}");
@@ -399,6 +399,60 @@ async fn templates_read_a_version_from_the_query() {
     assert_eq!(answer.body["errors"][0]["field"], "version");
     let answer = call("GET", "/v1/templates/spring").admin().query("version=3").send(&app).await;
     assert_eq!(answer.problem().2, "No such template");
+}
+
+#[tokio::test]
+async fn a_template_with_nested_100000_step_loops_is_refused() {
+    let app = app(&[]);
+    let body = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let template = json!({"channels": {"sms": {"body": body}}});
+    let answer = call("PUT", "/v1/templates/loops").admin().json(template).send(&app).await;
+    // Validation errors are 400 invalid-request throughout the API (README, "Errors").
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(answer.body["errors"][0]["field"], "channels.sms.body");
+    assert!(answer.body["errors"][0]["message"].as_str().unwrap().contains("more work than a render may"));
+}
+
+#[tokio::test]
+async fn a_click_link_to_a_url_with_a_control_character_is_refused() {
+    use herald_core::delivery::tracking::{Action, Token};
+    let app = app(&[]);
+    let token = Token { delivery_id: "d_1".into(), action: Action::Click { url: "https://x.example/a\u{7}b".into() } };
+    let answer = call("GET", &format!("/v1/t/{}", token.sign(b"secret"))).send(&app).await;
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(answer.body["errors"][0]["field"], "token");
+}
+
+fn unsubscribe_link() -> String {
+    use herald_core::delivery::{
+        Channel,
+        tracking::{Action, Token},
+    };
+    let action =
+        Action::Unsubscribe { user_id: "ana".into(), notification_type: "news".into(), channel: Channel::Email };
+    format!("/v1/t/{}", Token { delivery_id: "d_1".into(), action }.sign(b"secret"))
+}
+
+#[tokio::test]
+async fn an_unsubscribe_get_shows_a_form_and_changes_nothing() {
+    let app = app(&[]);
+    let answer = call("GET", &unsubscribe_link()).send(&app).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.as_str().unwrap().contains("<form method=\"post\">"), "{answer:?}");
+    let preferences = call("GET", "/v1/users/ana/preferences").admin().send(&app).await;
+    assert_eq!(preferences.body, json!({"opt_outs": {}}));
+}
+
+#[tokio::test]
+async fn an_unsubscribe_post_opts_the_user_out() {
+    let app = app(&[]);
+    let answer = call("POST", &unsubscribe_link())
+        .body("application/x-www-form-urlencoded", "List-Unsubscribe=One-Click")
+        .send(&app)
+        .await;
+    assert_eq!(answer.status, 200);
+    let preferences = call("GET", "/v1/users/ana/preferences").admin().send(&app).await;
+    assert_eq!(preferences.body, json!({"opt_outs": {"news": ["email"]}}));
 }
 
 #[tokio::test]

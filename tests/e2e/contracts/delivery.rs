@@ -54,6 +54,7 @@ contract!(preference_store: memory_preferences, aws_preferences;
     preferences_never_saved_are_the_defaults,
     saved_preferences_replace_the_previous_ones,
     get_many_returns_the_users_who_saved_preferences,
+    a_write_from_a_stale_read_is_a_conflict_and_changes_nothing,
 );
 
 contract!(suppression_store: memory_suppressions, aws_suppressions;
@@ -441,6 +442,16 @@ async fn saved_preferences_replace_the_previous_ones(store: &dyn PreferenceStore
     assert_eq!(store.get("u1").await.unwrap(), second);
     store.put("u1", &Preferences::default()).await.unwrap();
     assert_eq!(store.get("u1").await.unwrap(), Preferences::default());
+}
+
+async fn a_write_from_a_stale_read_is_a_conflict_and_changes_nothing(store: &dyn PreferenceStore) {
+    let (_, never) = store.get_versioned("u1").await.unwrap();
+    store.put_if("u1", &opted_out(&[("news", Channel::Sms)]), never).await.unwrap();
+    let stale = store.put_if("u1", &opted_out(&[("marketing", Channel::Email)]), never).await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    let (stored, version) = store.get_versioned("u1").await.unwrap();
+    assert_eq!((stored, version), (opted_out(&[("news", Channel::Sms)]), never + 1));
+    assert_eq!(store.get("u1").await.unwrap(), opted_out(&[("news", Channel::Sms)]));
 }
 
 async fn get_many_returns_the_users_who_saved_preferences(store: &dyn PreferenceStore) {

@@ -5,7 +5,11 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use herald_core::{delivery::preferences::Preferences, keys::Scope, validation::check_user_id};
+use herald_core::{
+    delivery::preferences::{Preferences, update},
+    keys::Scope,
+    validation::check_user_id,
+};
 
 use crate::{
     AppState, Routes,
@@ -31,6 +35,6 @@ async fn put(State(app): State<AppState>, Path(id): Path<String>, request: Reque
     check_user_id(&id)?;
     let Json(preferences) = Json::<Preferences>::from_request(request, &()).await?;
     preferences.validate()?;
-    app.preferences.put(&id, &preferences).await?;
-    Ok(json(StatusCode::OK, &preferences))
+    let stored = update(&*app.preferences, &id, |p| *p = preferences.clone()).await?;
+    Ok(json(StatusCode::OK, &stored))
 }

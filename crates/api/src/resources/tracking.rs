@@ -11,15 +11,17 @@ use herald_core::{
     campaigns::CampaignCounters,
     delivery::{
         DeliveryStatus,
-        tracking::{Action, Token},
+        preferences::update,
+        tracking::{Action, Token, redirect_target},
     },
     notifications::StatusChange,
+    validation::ValidationErrors,
 };
 
 use crate::{Access, AppState, Routes, Services, problem::Problem};
 
 pub fn routes() -> Routes {
-    Routes::new().get("/v1/t/{token}", Access::Public, track)
+    Routes::new().get("/v1/t/{token}", Access::Public, track).post("/v1/t/{token}", Access::Public, unsubscribe)
 }
 
 /// A transparent 1×1 GIF: the open pixel.
@@ -39,25 +41,19 @@ async fn track(State(app): State<AppState>, Path(token): Path<String>) -> Result
                 .header("cache-control", "no-store")
                 .body(Body::from(PIXEL)),
         ),
-        Action::Click { url } => (
-            DeliveryStatus::Clicked,
-            Response::builder().status(StatusCode::FOUND).header("location", url.as_str()).body(Body::empty()),
-        ),
-        Action::Unsubscribe { user_id, notification_type, channel } => {
-            let mut preferences = app.preferences.get(user_id).await?;
-            preferences.opt_out(notification_type, *channel);
-            app.preferences.put(user_id, &preferences).await?;
-            let page = format!(
-                "<!doctype html><title>Unsubscribed</title><p>You will no longer get {notification_type} messages by {channel}.</p>"
-            );
+        Action::Click { url } => {
+            // A signed link to a URL no Location header can carry (a control character):
+            // refused, and the delivery is not marked clicked.
+            let target = redirect_target(url).ok_or_else(|| {
+                Problem::from(ValidationErrors::single("token", "the link's target is not a valid http(s) URL"))
+            })?;
             (
-                DeliveryStatus::Unsubscribed,
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .header("content-type", "text/html; charset=utf-8")
-                    .body(Body::from(page)),
+                DeliveryStatus::Clicked,
+                Response::builder().status(StatusCode::FOUND).header("location", target).body(Body::empty()),
             )
         }
+        // Mail scanners follow links: a GET only shows a form that POSTs back.
+        Action::Unsubscribe { .. } => return Ok(html(CONFIRM_PAGE)),
     };
     let change = StatusChange { status, at: chrono::Utc::now(), reason: None };
     // A repeated open or a click after an unsubscribe changes nothing: statuses only
@@ -67,6 +63,34 @@ async fn track(State(app): State<AppState>, Path(token): Path<String>) -> Result
         count_engagement(&app, &token.delivery_id, status).await?;
     }
     Ok(response.expect("a valid response"))
+}
+
+/// The unsubscribe confirmation: a form posting to the same URL (a relative action, so
+/// nothing from the token is echoed into the page).
+const CONFIRM_PAGE: &str = "<!doctype html><title>Unsubscribe</title><form method=\"post\"><p>Stop these messages?</p><button type=\"submit\">Unsubscribe</button></form>";
+const DONE_PAGE: &str = "<!doctype html><title>Unsubscribed</title><p>You are unsubscribed from these messages.</p>";
+
+fn html(page: &'static str) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Body::from(page))
+        .expect("a static response")
+}
+
+/// `POST /v1/t/{token}` of an unsubscribe token: the form's submit, or a mailbox's RFC 8058
+/// one-click (`List-Unsubscribe=One-Click` body, which needs no reading). Opts the user out
+/// with a conditional write, so concurrent opt-outs all stand.
+async fn unsubscribe(State(app): State<AppState>, Path(token): Path<String>) -> Result<Response, Problem> {
+    let token = Token::verify(&token, &app.signing_secret).ok_or_else(|| Problem::not_found("Unknown link"))?;
+    let Action::Unsubscribe { user_id, notification_type, channel } = &token.action else {
+        return Err(Problem::not_found("Unknown link"));
+    };
+    update(&*app.preferences, user_id, |p| p.opt_out(notification_type, *channel)).await?;
+    let change = StatusChange { status: DeliveryStatus::Unsubscribed, at: chrono::Utc::now(), reason: None };
+    app.deliveries.advance(&token.delivery_id, &change).await?;
+    Ok(html(DONE_PAGE))
 }
 
 /// Adds a campaign delivery's first open or click to its campaign's counters (a

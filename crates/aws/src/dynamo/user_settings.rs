@@ -30,17 +30,7 @@ impl DynamoPreferenceStore {
 #[async_trait]
 impl PreferenceStore for DynamoPreferenceStore {
     async fn get(&self, user_id: &str) -> Result<Preferences, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("user_id", AttributeValue::S(user_id.to_owned()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(mut item) = output.item else { return Ok(Preferences::default()) };
-        item.remove("user_id");
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable preferences: {e}")))
+        Ok(self.get_versioned(user_id).await?.0)
     }
 
     async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError> {
@@ -51,9 +41,7 @@ impl PreferenceStore for DynamoPreferenceStore {
                 let Some(AttributeValue::S(user_id)) = item.remove("user_id") else {
                     return Err(StoreError::Fatal("preferences without a user id".into()));
                 };
-                let preferences = serde_dynamo::from_item(item)
-                    .map_err(|e| StoreError::Fatal(format!("unreadable preferences: {e}")))?;
-                Ok((user_id, preferences))
+                Ok((user_id, read(item)?.0))
             })
             .collect()
     }
@@ -65,6 +53,68 @@ impl PreferenceStore for DynamoPreferenceStore {
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
     }
+
+    async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("user_id", AttributeValue::S(user_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match output.item {
+            Some(mut item) => {
+                item.remove("user_id");
+                read(item)
+            }
+            None => Ok((Preferences::default(), 0)),
+        }
+    }
+
+    async fn put_if(&self, user_id: &str, preferences: &Preferences, version: u64) -> Result<(), StoreError> {
+        let mut item: crate::dynamo::Item = serde_dynamo::to_item(preferences)
+            .map_err(|e| StoreError::Fatal(format!("unwritable preferences: {e}")))?;
+        item.insert("user_id".into(), AttributeValue::S(user_id.to_owned()));
+        item.insert(VERSION.into(), AttributeValue::N((version + 1).to_string()));
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_names("#v", VERSION);
+        // Version 0 is an item never written with a version (or no item at all).
+        let request = if version == 0 {
+            request.condition_expression("attribute_not_exists(#v)")
+        } else {
+            request
+                .condition_expression("#v = :v")
+                .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// The attribute that orders preference writes; not part of `Preferences`.
+const VERSION: &str = "version";
+
+fn read(mut item: crate::dynamo::Item) -> Result<(Preferences, u64), StoreError> {
+    let version = match item.remove(VERSION) {
+        Some(AttributeValue::N(n)) => {
+            n.parse().map_err(|_| StoreError::Fatal("unreadable preferences version".into()))?
+        }
+        _ => 0,
+    };
+    let preferences =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable preferences: {e}")))?;
+    Ok((preferences, version))
 }
 
 /// The suppression list is keyed by a hash of the normalised address, so the table holds

@@ -184,7 +184,7 @@ impl DeliveryStore for MemoryDeliveries {
 }
 
 #[derive(Default)]
-pub struct MemoryPreferences(pub Mutex<HashMap<String, Preferences>>);
+pub struct MemoryPreferences(pub Mutex<HashMap<String, Preferences>>, pub Mutex<HashMap<String, u64>>);
 
 #[async_trait]
 impl PreferenceStore for MemoryPreferences {
@@ -199,6 +199,24 @@ impl PreferenceStore for MemoryPreferences {
 
     async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
         self.0.lock().unwrap().insert(user_id.to_owned(), preferences.clone());
+        self.1.lock().unwrap().remove(user_id);
+        Ok(())
+    }
+
+    async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError> {
+        let all = self.0.lock().unwrap();
+        let version = self.1.lock().unwrap().get(user_id).copied().unwrap_or(0);
+        Ok((all.get(user_id).cloned().unwrap_or_default(), version))
+    }
+
+    async fn put_if(&self, user_id: &str, preferences: &Preferences, version: u64) -> Result<(), StoreError> {
+        let mut all = self.0.lock().unwrap();
+        let mut versions = self.1.lock().unwrap();
+        if versions.get(user_id).copied().unwrap_or(0) != version {
+            return Err(StoreError::Conflict);
+        }
+        all.insert(user_id.to_owned(), preferences.clone());
+        versions.insert(user_id.to_owned(), version + 1);
         Ok(())
     }
 }

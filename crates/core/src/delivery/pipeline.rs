@@ -740,6 +740,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_render_out_of_fuel_ends_as_a_permanent_error_and_sends_nothing() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let mut job = job(&w, &["a"], "{% for i in n %}{% for j in n %}x{% endfor %}{% endfor %}");
+        job.params.insert("n".into(), serde_json::json!((0..100_000).collect::<Vec<u32>>()));
+        let started = Instant::now();
+        assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
+        assert!(started.elapsed() < Duration::from_secs(5), "the render held the worker");
+        let d = w.deliveries.delivery(&job.recipients[0].delivery_id).unwrap();
+        assert!(d.history.last().unwrap().reason.as_deref().unwrap().contains("more work"), "{d:?}");
+        assert!(w.primary.sent().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_stored_template_renders_the_pinned_version() {
         let w = world(ScriptedSender::named("ses"), None);
         let content = |body: &str| {

@@ -4,7 +4,34 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{delivery::Channel, validation::ValidationErrors};
+use crate::{
+    delivery::{Channel, PreferenceStore},
+    store::StoreError,
+    validation::ValidationErrors,
+};
+
+/// Attempts of one read-modify-write before a conflict is reported: concurrent writes
+/// to one user's preferences are rare, a handful of retries outlasts them.
+pub const UPDATE_ATTEMPTS: usize = 5;
+
+/// Applies `change` to a user's stored preferences with a conditional write, reading and
+/// applying again when another write came first, so concurrent changes all stand.
+pub async fn update(
+    store: &dyn PreferenceStore,
+    user_id: &str,
+    change: impl Fn(&mut Preferences),
+) -> Result<Preferences, StoreError> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let (mut preferences, version) = store.get_versioned(user_id).await?;
+        change(&mut preferences);
+        match store.put_if(user_id, &preferences, version).await {
+            Ok(()) => return Ok(preferences),
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict)
+}
 
 /// Stands for every notification type in `opt_outs`.
 pub const ALL_TYPES: &str = "*";
@@ -61,6 +88,45 @@ mod tests {
         p.opt_out(ALL_TYPES, Channel::Sms);
         assert!(!p.allows("payment_due", Channel::Sms));
         assert!(p.allows("payment_due", Channel::Push));
+    }
+
+    /// Reads like any store, but lets another opt-out land between each read and write.
+    struct Racing {
+        inner: crate::delivery::memory::MemoryPreferences,
+        rival: std::sync::Mutex<Option<(&'static str, Channel)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl PreferenceStore for Racing {
+        async fn get(&self, user_id: &str) -> Result<Preferences, StoreError> {
+            self.inner.get(user_id).await
+        }
+        async fn get_many(&self, ids: &[String]) -> Result<std::collections::HashMap<String, Preferences>, StoreError> {
+            self.inner.get_many(ids).await
+        }
+        async fn put(&self, user_id: &str, p: &Preferences) -> Result<(), StoreError> {
+            self.inner.put(user_id, p).await
+        }
+        async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError> {
+            let read = self.inner.get_versioned(user_id).await?;
+            let rival = self.rival.lock().unwrap().take();
+            if let Some((notification_type, channel)) = rival {
+                update(&self.inner, user_id, |p| p.opt_out(notification_type, channel)).await?;
+            }
+            Ok(read)
+        }
+        async fn put_if(&self, user_id: &str, p: &Preferences, version: u64) -> Result<(), StoreError> {
+            self.inner.put_if(user_id, p, version).await
+        }
+    }
+
+    #[tokio::test]
+    async fn two_concurrent_opt_outs_both_stand() {
+        let store = Racing { inner: Default::default(), rival: std::sync::Mutex::new(Some(("news", Channel::Sms))) };
+        update(&store, "u1", |p| p.opt_out("marketing", Channel::Email)).await.unwrap();
+        let stored = store.get("u1").await.unwrap();
+        assert!(!stored.allows("marketing", Channel::Email));
+        assert!(!stored.allows("news", Channel::Sms), "the concurrent opt-out was lost: {stored:?}");
     }
 
     #[test]

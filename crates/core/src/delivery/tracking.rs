@@ -50,6 +50,16 @@ impl Token {
     }
 }
 
+/// Where a click link may redirect: an http(s) URL without control characters, in the
+/// ASCII form (percent-encoded, punycode) a `Location` header can carry. None refuses it.
+pub fn redirect_target(url: &str) -> Option<String> {
+    if url.chars().any(char::is_control) {
+        return None;
+    }
+    let parsed = url::Url::parse(url).ok()?;
+    matches!(parsed.scheme(), "http" | "https").then(|| parsed.into())
+}
+
 /// What an email needs to carry tracking: where the API is, and the signing key.
 pub struct EmailTracking<'a> {
     pub base_url: &'a str,
@@ -86,9 +96,11 @@ impl EmailTracking<'_> {
             let Some(len) = rest[value_start..].find('"') else { break };
             let url = &rest[value_start..value_start + len];
             out.push_str(&rest[..value_start]);
-            if url.starts_with("http://") || url.starts_with("https://") {
-                // The HTML escaping of the href (e.g. &amp;) is undone for the stored URL.
-                out.push_str(&self.link(Action::Click { url: url.replace("&amp;", "&") }));
+            // The HTML escaping of the href (e.g. &amp;) is undone for the stored URL. A
+            // link no redirect can carry is left as written.
+            let target = url.replace("&amp;", "&");
+            if (url.starts_with("http://") || url.starts_with("https://")) && redirect_target(&target).is_some() {
+                out.push_str(&self.link(Action::Click { url: target }));
             } else {
                 out.push_str(url);
             }
@@ -165,6 +177,20 @@ mod tests {
             ]
         );
         assert!(html.contains("https://api.example/v1/t/"));
+    }
+
+    #[test]
+    fn a_url_with_a_control_character_is_no_redirect_target() {
+        assert_eq!(redirect_target("https://shop.example/a\u{7}b"), None);
+        assert_eq!(redirect_target("https://shop.example/\r\nSet-Cookie: x"), None);
+        assert_eq!(redirect_target("javascript:alert(1)"), None);
+        assert_eq!(redirect_target("https://shop.example/ü?a=1").as_deref(), Some("https://shop.example/%C3%BC?a=1"));
+    }
+
+    #[test]
+    fn a_link_with_a_control_character_is_left_as_written() {
+        let html = tracking().decorate_html("<a href=\"https://shop.example/\u{1}\">x</a>");
+        assert!(html.contains("href=\"https://shop.example/\u{1}\""));
     }
 
     #[test]
