@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use herald_e2e::{
-    Api, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries, webhook_sink::WebhookSink,
+    Api, assert_problem, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries,
+    webhook_sink::WebhookSink,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -261,6 +262,29 @@ async fn the_same_idempotency_key_returns_the_same_id_and_sends_nothing_new() {
     wait_for_deliveries(&api, &first, WAIT, settled).await;
     let second = api.notify(&body).await;
     assert_eq!(first, second);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sms_to_number().await - before, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_with_another_body_is_refused_and_sends_nothing() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let body = |code: &str| {
+        json!({"type": "otp", "recipients": [{"phone": "+14155550101"}], "channels": ["sms"],
+            "content": {"sms": {"body": code}}, "idempotency_key": "otp-2"})
+    };
+    let sms_to_number =
+        async || sent_by_moto(&stack.endpoint).await.sms.iter().filter(|s| s.1 == "+14155550101").count();
+    let before = sms_to_number().await;
+    let first = api.notify(&body("code 1")).await;
+    wait_for_deliveries(&api, &first, WAIT, settled).await;
+
+    let other = api.post("/v1/notifications", &body("code 2")).await;
+
+    assert_problem(&other, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.body["type"], "urn:herald:problem:idempotency-key-reused");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sms_to_number().await - before, 1);
     stack.stop().await;
