@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use herald_core::keys::Scope;
 use herald_e2e::{
-    Api, assert_problem, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries,
+    Api, assert_problem, key_with, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries,
     webhook_sink::WebhookSink,
 };
 use reqwest::StatusCode;
@@ -134,6 +135,28 @@ async fn a_webhook_receiver_failing_with_5xx_is_retried_until_it_accepts() {
     let posts = sink.received();
     assert_eq!(posts.len(), 3);
     assert!(posts.iter().all(|p| p.headers["idempotency-key"] == posts[0].headers["idempotency-key"]));
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_direct_webhook_url_is_read_back_without_its_path() {
+    let sink = WebhookSink::start(vec![200]).await;
+    let stack = stack_trusting(&sink).await;
+    let api = Api::new(&stack);
+    let id = api
+        .notify(
+            &json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/services/T0/B0/s3cret", sink.url)}],
+        "channels": ["webhook"], "content": {"webhook": {"body": "x"}}}),
+        )
+        .await;
+    let reader = api.with_key(Some(&key_with(&stack, [Scope::NotificationsRead]).await));
+
+    let answer = wait_for_deliveries(&reader, &id, WAIT, settled).await;
+
+    assert_eq!(delivery(&answer, "webhook")["recipient"], format!("webhook_url:{}/…", sink.url), "{answer}");
+    assert!(!answer.to_string().contains("s3cret"), "{answer}");
+    assert_eq!(sink.received().len(), 1, "the send still goes to the whole URL");
     sink.stop();
     stack.stop().await;
 }

@@ -232,6 +232,29 @@ impl Delivery {
             provider_message_id: None,
         }
     }
+
+    /// The delivery as a reader of notifications sees it: a direct webhook URL may carry
+    /// a secret in its path or query (Slack's do), so only its scheme and host are shown.
+    pub fn for_readers(mut self) -> Self {
+        if let Some(url) = self.recipient.strip_prefix(WEBHOOK_KEY) {
+            self.recipient = format!("{WEBHOOK_KEY}{}", origin_of(url));
+        }
+        self
+    }
+}
+
+/// How a direct webhook recipient's key begins (`webhook_url:https://…`).
+const WEBHOOK_KEY: &str = "webhook_url:";
+
+/// `https://host[:port]/…` of a URL, without user, path, query or fragment.
+fn origin_of(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/…", url.scheme(), url.host_str().unwrap_or_default())
+        }
+        Err(_) => "…".into(),
+    }
 }
 
 /// One recipient of a delivery job.

@@ -201,12 +201,13 @@ impl NotificationService {
             .collect())
     }
 
+    /// The notification's deliveries, as its readers may see them (`Delivery::for_readers`).
     pub async fn deliveries(&self, notification_id: &str) -> Result<Vec<Delivery>, NotificationError> {
         let deliveries = self.deliveries.list(notification_id).await?;
         if deliveries.is_empty() {
             return Err(NotificationError::NotFound);
         }
-        Ok(deliveries)
+        Ok(deliveries.into_iter().map(Delivery::for_readers).collect())
     }
 }
 
@@ -311,6 +312,19 @@ mod tests {
         assert_ne!(second.notification_id, first.notification_id);
         assert!(!second.repeated);
         assert_eq!(jobs(&bus).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_direct_webhook_url_is_read_back_as_its_scheme_and_host_only() {
+        let (service, _, _) = service();
+        let url = "https://user:pw@hooks.slack.com:8443/services/T0/B0/s3cret?token=t#f";
+        let body = json!({"type": "t", "recipients": [{"webhook_url": url}, {"phone": "+14155550100"}],
+            "channels": ["webhook", "sms"], "content": {"webhook": {"body": "x"}, "sms": {"body": "x"}}});
+        let accepted = service.accept(request(body), "caller").await.unwrap();
+        let mut recipients: Vec<String> =
+            service.deliveries(&accepted.notification_id).await.unwrap().into_iter().map(|d| d.recipient).collect();
+        recipients.sort();
+        assert_eq!(recipients, ["phone:+14155550100", "webhook_url:https://hooks.slack.com:8443/…"]);
     }
 
     #[tokio::test]
