@@ -87,6 +87,15 @@ async fn malformed_json_is_400() {
 }
 
 #[tokio::test]
+async fn a_json_array_as_a_profile_is_400() {
+    let answer = assert_refused_and_nothing_written(StatusCode::BAD_REQUEST, async |api: &Api| {
+        api.send(Method::PUT, "/v1/users/u1", Some(b"[null, null]".to_vec())).await
+    })
+    .await;
+    assert_eq!(answer.fields_at_fault(), ["body"]);
+}
+
+#[tokio::test]
 async fn a_wrong_type_is_400_naming_the_field() {
     let answer = assert_refused_and_nothing_written(StatusCode::BAD_REQUEST, async |api: &Api| {
         api.put("/v1/users/u1", &json!({"email": "b@example.com", "attributes": {"tags": [1]}})).await

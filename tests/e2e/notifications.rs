@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use herald_core::keys::Scope;
 use herald_e2e::{
-    Api, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries, webhook_sink::WebhookSink,
+    Api, assert_problem, key_with, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries,
+    webhook_sink::WebhookSink,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -138,6 +140,28 @@ async fn a_webhook_receiver_failing_with_5xx_is_retried_until_it_accepts() {
 }
 
 #[tokio::test]
+async fn a_direct_webhook_url_is_read_back_without_its_path() {
+    let sink = WebhookSink::start(vec![200]).await;
+    let stack = stack_trusting(&sink).await;
+    let api = Api::new(&stack);
+    let id = api
+        .notify(
+            &json!({"type": "alert", "recipients": [{"webhook_url": format!("{}/services/T0/B0/s3cret", sink.url)}],
+        "channels": ["webhook"], "content": {"webhook": {"body": "x"}}}),
+        )
+        .await;
+    let reader = api.with_key(Some(&key_with(&stack, [Scope::NotificationsRead]).await));
+
+    let answer = wait_for_deliveries(&reader, &id, WAIT, settled).await;
+
+    assert_eq!(delivery(&answer, "webhook")["recipient"], format!("webhook_url:{}/…", sink.url), "{answer}");
+    assert!(!answer.to_string().contains("s3cret"), "{answer}");
+    assert_eq!(sink.received().len(), 1, "the send still goes to the whole URL");
+    sink.stop();
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_webhook_receiver_refusing_with_4xx_is_recorded_and_not_retried() {
     let sink = WebhookSink::start(vec![410]).await;
     let stack = stack_trusting(&sink).await;
@@ -261,6 +285,29 @@ async fn the_same_idempotency_key_returns_the_same_id_and_sends_nothing_new() {
     wait_for_deliveries(&api, &first, WAIT, settled).await;
     let second = api.notify(&body).await;
     assert_eq!(first, second);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sms_to_number().await - before, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_with_another_body_is_refused_and_sends_nothing() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let body = |code: &str| {
+        json!({"type": "otp", "recipients": [{"phone": "+14155550101"}], "channels": ["sms"],
+            "content": {"sms": {"body": code}}, "idempotency_key": "otp-2"})
+    };
+    let sms_to_number =
+        async || sent_by_moto(&stack.endpoint).await.sms.iter().filter(|s| s.1 == "+14155550101").count();
+    let before = sms_to_number().await;
+    let first = api.notify(&body("code 1")).await;
+    wait_for_deliveries(&api, &first, WAIT, settled).await;
+
+    let other = api.post("/v1/notifications", &body("code 2")).await;
+
+    assert_problem(&other, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.body["type"], "urn:herald:problem:idempotency-key-reused");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sms_to_number().await - before, 1);
     stack.stop().await;

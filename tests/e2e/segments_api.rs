@@ -244,6 +244,19 @@ async fn a_segment_reads_lists_replaces_and_deletes() {
 }
 
 #[tokio::test]
+async fn the_segment_id_user_is_refused_as_the_key_of_users_records() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+
+    let answer = api.post("/v1/segments", &json!({"segment_id": "user", "name": "Users", "kind": "static"})).await;
+
+    assert_problem(&answer, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.fields_at_fault(), ["segment_id"]);
+    assert_eq!(api.get("/v1/segments/user").await.status, StatusCode::NOT_FOUND);
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_taken_segment_id_is_409() {
     let stack = start_stack().await;
     let api = Api::new(&stack);

@@ -20,6 +20,8 @@ pub struct Config {
     pub dispatch_queue_url: String,
     /// Key of the HMAC on tracking links.
     pub signing_secret: String,
+    /// How long an idempotency key holds (`IDEMPOTENCY_TTL_SECONDS`, default 24 h).
+    pub idempotency_ttl: chrono::Duration,
 }
 
 pub use herald_edge::config::ConfigError;
@@ -49,6 +51,11 @@ impl Config {
             jobs_table: get("JOBS_TABLE")?,
             dispatch_queue_url: get("DISPATCH_QUEUE_URL")?,
             signing_secret: get("SIGNING_SECRET")?,
+            idempotency_ttl: env
+                .parse("IDEMPOTENCY_TTL_SECONDS", "a positive number of seconds", |v| {
+                    v.parse::<i64>().ok().filter(|s| *s > 0).map(chrono::Duration::seconds)
+                })?
+                .unwrap_or(herald_core::notifications::DEFAULT_IDEMPOTENCY_TTL),
         })
     }
 }

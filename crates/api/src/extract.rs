@@ -42,10 +42,16 @@ pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, Problem>
     axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| Problem::too_large(limit))
 }
 
-/// Parses a JSON body: blank is malformed, the rest as `deserialize_fields`.
+/// Parses a JSON body: blank is malformed, JSON other than an object is a shape error of
+/// `body`, the rest as `deserialize_fields`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(Problem::malformed_json("The body must be a JSON object"));
+    };
+    // serde fills a struct from an array too, field by field in order ([null, null] is a
+    // patch removing attributes and email): every body of this API is an object.
+    if *first != b'{' && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Err(ValidationErrors::single("body", "must be a JSON object").into());
     }
     deserialize_fields(&mut serde_json::Deserializer::from_slice(body))
 }

@@ -112,6 +112,7 @@ impl Services {
                 deliveries: deliveries.clone(),
                 notifications: Arc::new(DynamoNotificationStore::new(db(), &config.notifications_table)),
                 events,
+                idempotency_ttl: config.idempotency_ttl,
             },
             templates,
             preferences: Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),

@@ -101,6 +101,11 @@ impl Problem {
         Self::new(StatusCode::CONFLICT, "urn:herald:problem:conflict", "Conflict", detail)
     }
 
+    /// 422: the request is well formed but contradicts what was stored before.
+    pub fn unprocessable(kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, kind, title, detail)
+    }
+
     /// A backing service refused the request for good: retrying the same request cannot
     /// help, so no Retry-After.
     pub fn internal() -> Self {
@@ -164,6 +169,11 @@ impl From<NotificationError> for Problem {
         match e {
             NotificationError::Invalid(errors) => Problem::invalid(errors.0),
             NotificationError::NotFound => Problem::not_found("No such notification"),
+            NotificationError::KeyReused => Problem::unprocessable(
+                "urn:herald:problem:idempotency-key-reused",
+                "Idempotency key reused",
+                "This idempotency key was used for another request; use a new key for a new notification",
+            ),
             NotificationError::Store(_) | NotificationError::Publish(_) => {
                 tracing::error!(error = %e, "backing service failed");
                 Problem::unavailable()

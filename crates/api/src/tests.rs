@@ -62,6 +62,7 @@ fn app(keys: &[(&str, &[Scope])]) -> App {
             deliveries: deliveries.clone(),
             notifications: Arc::new(MemoryNotifications::default()),
             events: bus.clone(),
+            idempotency_ttl: herald_core::notifications::DEFAULT_IDEMPOTENCY_TTL,
         },
         templates: templates.clone(),
         preferences: Arc::new(MemoryPreferences::default()),

@@ -28,7 +28,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
     backoff::Backoff,
     events::DomainEvent,
-    segments::{MembersPage, MembershipChange, MembershipStore, MembershipWrite, UserSegments, shard_of},
+    segments::{MembersPage, MembershipChange, MembershipStore, MembershipWrite, USER_RECORDS, UserSegments, shard_of},
     store::StoreError,
 };
 
@@ -58,8 +58,9 @@ pub struct DynamoMembershipStore {
     conflict_backoff: Backoff,
 }
 
+/// Never a segment's rows: `USER_RECORDS` is no segment id.
 fn record_pk(user_id: &str) -> String {
-    format!("user#{user_id}")
+    format!("{USER_RECORDS}#{user_id}")
 }
 
 fn rows_pk(segment_id: &str, shard: u32) -> String {

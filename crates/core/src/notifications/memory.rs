@@ -6,21 +6,29 @@ use std::{collections::HashMap, sync::Mutex};
 use async_trait::async_trait;
 
 use crate::{
-    notifications::{NotificationStore, Reservation},
+    notifications::{KeyClaim, NotificationStore, Reservation},
     store::StoreError,
 };
 
+/// Each key's claim and whether it completed.
 #[derive(Default)]
-pub struct MemoryNotifications(pub Mutex<HashMap<String, (String, bool)>>);
+pub struct MemoryNotifications(pub Mutex<HashMap<String, (KeyClaim, bool)>>);
 
 #[async_trait]
 impl NotificationStore for MemoryNotifications {
-    async fn reserve(&self, key: &str, notification_id: &str) -> Result<Reservation, StoreError> {
+    async fn reserve(&self, key: &str, claim: &KeyClaim) -> Result<Reservation, StoreError> {
         let mut keys = self.0.lock().unwrap();
-        if let Some((existing, complete)) = keys.get(key) {
-            return Ok(Reservation::Existing { notification_id: existing.clone(), complete: *complete });
+        // To the second, as DynamoDB's TTL attribute holds it.
+        if let Some((existing, complete)) = keys.get(key)
+            && existing.expires_at.timestamp() > claim.now.timestamp()
+        {
+            return Ok(Reservation::Existing {
+                notification_id: existing.notification_id.clone(),
+                request_hash: existing.request_hash.clone(),
+                complete: *complete,
+            });
         }
-        keys.insert(key.to_owned(), (notification_id.to_owned(), false));
+        keys.insert(key.to_owned(), (claim.clone(), false));
         Ok(Reservation::New)
     }
 

@@ -20,7 +20,7 @@ pub const MAX_RECIPIENTS: usize = 100;
 pub const RECIPIENTS_PER_MESSAGE: usize = 10;
 
 /// The body of `POST /v1/notifications`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     /// e.g. `payment_due`; names the template when no inline content is given, and the
@@ -35,12 +35,13 @@ pub struct NotificationRequest {
     /// Template parameters.
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
+    /// Not part of the request's fingerprint: the header may give it instead.
+    #[serde(default, skip_serializing)]
     pub idempotency_key: Option<String>,
 }
 
 /// A user of Herald, or a direct address for a one-off send.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientInput {
     pub user_id: Option<String>,
@@ -73,6 +74,15 @@ fn valid_type(name: &str) -> Result<(), String> {
 }
 
 impl NotificationRequest {
+    /// SHA-256 (hex) of the request re-serialized, without its idempotency key: the same
+    /// request hashes the same whatever its whitespace, key order or where the key came
+    /// from, so a key reused for another request can be told apart.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::to_vec(self).expect("a request serializes");
+        hex::encode(Sha256::digest(canonical))
+    }
+
     /// Checks the whole request and returns its recipients, or every fault at once.
     pub fn validate(&self) -> Result<Vec<Recipient>, ValidationErrors> {
         let mut errors = ValidationErrors::default();
@@ -221,6 +231,29 @@ impl Delivery {
             provider: None,
             provider_message_id: None,
         }
+    }
+
+    /// The delivery as a reader of notifications sees it: a direct webhook URL may carry
+    /// a secret in its path or query (Slack's do), so only its scheme and host are shown.
+    pub fn for_readers(mut self) -> Self {
+        if let Some(url) = self.recipient.strip_prefix(WEBHOOK_KEY) {
+            self.recipient = format!("{WEBHOOK_KEY}{}", origin_of(url));
+        }
+        self
+    }
+}
+
+/// How a direct webhook recipient's key begins (`webhook_url:https://…`).
+const WEBHOOK_KEY: &str = "webhook_url:";
+
+/// `https://host[:port]/…` of a URL, without user, path, query or fragment.
+fn origin_of(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/…", url.scheme(), url.host_str().unwrap_or_default())
+        }
+        Err(_) => "…".into(),
     }
 }
 

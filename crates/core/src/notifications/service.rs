@@ -9,7 +9,7 @@ use crate::{
     delivery::{Channel, DeliveryStatus, DeliveryStore, TemplateStore},
     events::{DomainEvent, EventPublisher, PublishError},
     notifications::{
-        ChannelMessage, ChannelRecipient, ContentRef, Delivery, NotificationRequest, NotificationStore,
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, KeyClaim, NotificationRequest, NotificationStore,
         RECIPIENTS_PER_MESSAGE, Recipient, Reservation, target_of,
     },
     profiles::ProfileStore,
@@ -23,6 +23,9 @@ pub enum NotificationError {
     Invalid(#[from] ValidationErrors),
     #[error("no such notification")]
     NotFound,
+    /// The idempotency key names a notification made by another request.
+    #[error("the idempotency key was used for another request")]
+    KeyReused,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -43,7 +46,12 @@ pub struct NotificationService {
     pub deliveries: Arc<dyn DeliveryStore>,
     pub notifications: Arc<dyn NotificationStore>,
     pub events: Arc<dyn EventPublisher>,
+    /// How long an idempotency key holds: a repeat after that is a new notification.
+    pub idempotency_ttl: chrono::Duration,
 }
+
+/// How long an idempotency key holds unless configured otherwise.
+pub const DEFAULT_IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 
 pub fn new_notification_id() -> String {
     format!("n_{}", hex::encode(rand::random::<[u8; 16]>()))
@@ -59,14 +67,27 @@ impl NotificationService {
         let mut resumed = false;
         let key = request.idempotency_key.as_ref().map(|k| format!("{caller}:{k}"));
         if let Some(key) = &key {
-            match self.notifications.reserve(key, &notification_id).await? {
+            let now = Utc::now();
+            let request_hash = request.fingerprint();
+            let claim = KeyClaim {
+                notification_id: notification_id.clone(),
+                request_hash: request_hash.clone(),
+                now,
+                expires_at: now + self.idempotency_ttl,
+            };
+            match self.notifications.reserve(key, &claim).await? {
                 Reservation::New => {}
-                Reservation::Existing { notification_id: existing, complete: true } => {
+                // Answering with the first id would tell the caller its other request
+                // was accepted when nothing of it was sent.
+                Reservation::Existing { request_hash: first, .. } if first != request_hash => {
+                    return Err(NotificationError::KeyReused);
+                }
+                Reservation::Existing { notification_id: existing, complete: true, .. } => {
                     return Ok(Accepted { notification_id: existing, repeated: true });
                 }
                 // The first request stopped half-way: finish its work. Every step below
                 // is safe to repeat, and workers skip deliveries already sent.
-                Reservation::Existing { notification_id: existing, complete: false } => {
+                Reservation::Existing { notification_id: existing, complete: false, .. } => {
                     notification_id = existing;
                     resumed = true;
                 }
@@ -180,12 +201,13 @@ impl NotificationService {
             .collect())
     }
 
+    /// The notification's deliveries, as its readers may see them (`Delivery::for_readers`).
     pub async fn deliveries(&self, notification_id: &str) -> Result<Vec<Delivery>, NotificationError> {
         let deliveries = self.deliveries.list(notification_id).await?;
         if deliveries.is_empty() {
             return Err(NotificationError::NotFound);
         }
-        Ok(deliveries)
+        Ok(deliveries.into_iter().map(Delivery::for_readers).collect())
     }
 }
 
@@ -205,6 +227,7 @@ mod tests {
             deliveries: deliveries.clone(),
             notifications: Arc::new(MemoryNotifications::default()),
             events: bus.clone(),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
         };
         (service, deliveries, bus)
     }
@@ -250,6 +273,58 @@ mod tests {
         assert_eq!(jobs(&bus).len(), 1);
         let other_caller = service.accept(request(body), "someone else").await.unwrap();
         assert_ne!(other_caller.notification_id, first.notification_id);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_with_the_same_request_in_another_layout_is_a_repeat() {
+        let (service, _, bus) = service();
+        let first = r#"{"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+            "content": {"sms": {"body": "x"}}, "params": {"a": 1, "b": 2}, "idempotency_key": "k1"}"#;
+        let second = r#"{"params":{"b":2,"a":1},"idempotency_key":"k1","channels":["sms"],
+            "content":{"sms":{"body":"x"}},"recipients":[{"phone":"+14155550100"}],"type":"t"}"#;
+        let first = service.accept(serde_json::from_str(first).unwrap(), "caller").await.unwrap();
+        let second = service.accept(serde_json::from_str(second).unwrap(), "caller").await.unwrap();
+        assert_eq!((second.notification_id, second.repeated), (first.notification_id, true));
+        assert_eq!(jobs(&bus).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_with_another_request_is_refused_and_sends_nothing() {
+        let (service, _, bus) = service();
+        let body = |text: &str| {
+            request(json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+                "content": {"sms": {"body": text}}, "idempotency_key": "k1"}))
+        };
+        service.accept(body("x"), "caller").await.unwrap();
+        let other = service.accept(body("y"), "caller").await;
+        assert!(matches!(other, Err(NotificationError::KeyReused)), "{other:?}");
+        assert_eq!(jobs(&bus).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_idempotency_key_makes_a_new_notification() {
+        let (service, _, bus) = service();
+        let service = NotificationService { idempotency_ttl: chrono::Duration::seconds(-1), ..service };
+        let body = json!({"type": "t", "recipients": [{"phone": "+14155550100"}], "channels": ["sms"],
+            "content": {"sms": {"body": "x"}}, "idempotency_key": "k1"});
+        let first = service.accept(request(body.clone()), "caller").await.unwrap();
+        let second = service.accept(request(body), "caller").await.unwrap();
+        assert_ne!(second.notification_id, first.notification_id);
+        assert!(!second.repeated);
+        assert_eq!(jobs(&bus).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_direct_webhook_url_is_read_back_as_its_scheme_and_host_only() {
+        let (service, _, _) = service();
+        let url = "https://user:pw@hooks.slack.com:8443/services/T0/B0/s3cret?token=t#f";
+        let body = json!({"type": "t", "recipients": [{"webhook_url": url}, {"phone": "+14155550100"}],
+            "channels": ["webhook", "sms"], "content": {"webhook": {"body": "x"}, "sms": {"body": "x"}}});
+        let accepted = service.accept(request(body), "caller").await.unwrap();
+        let mut recipients: Vec<String> =
+            service.deliveries(&accepted.notification_id).await.unwrap().into_iter().map(|d| d.recipient).collect();
+        recipients.sort();
+        assert_eq!(recipients, ["phone:+14155550100", "webhook_url:https://hooks.slack.com:8443/…"]);
     }
 
     #[tokio::test]

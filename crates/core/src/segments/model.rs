@@ -28,10 +28,22 @@ pub fn shard_of(user_id: &str) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % MEMBER_SHARDS
 }
 
+/// The prefix under which stores keep each user's own records beside segments' rows:
+/// the members table keys a segment's rows `<segment_id>#<shard>` and a user's record
+/// `user#<user_id>`, so a segment of this id would share the partitions of users `0` to
+/// `15` (and deleting it would delete their records). It is no segment id.
+pub const USER_RECORDS: &str = "user";
+
 pub fn check_segment_id(id: &str) -> Result<(), String> {
     let valid =
         (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if valid { Ok(()) } else { Err("segment ids are 1 to 64 characters of A-Z, a-z, 0-9, _ and -".into()) }
+    if !valid {
+        return Err("segment ids are 1 to 64 characters of A-Z, a-z, 0-9, _ and -".into());
+    }
+    if id == USER_RECORDS {
+        return Err(format!("{USER_RECORDS} is reserved; choose another segment id"));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
