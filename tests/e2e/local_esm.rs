@@ -276,6 +276,36 @@ async fn a_function_slower_than_its_timeout_is_stopped_there_and_its_messages_co
 }
 
 #[tokio::test]
+async fn a_chaos_stop_ends_an_invocation_before_its_deadline_and_its_messages_come_back() {
+    let sqs = sqs().await;
+    let (url, arn) =
+        create_queue(&sqs, &unique("stopped"), &[(QueueAttributeName::VisibilityTimeout, "60".into())]).await;
+    sqs.send_message().queue_url(&url).message_body("stopped").send().await.unwrap();
+
+    let slow = Arc::new(Slow::default());
+    // Shorter than the handler's 3 s sleep: a stop at the timeout would end it too, so
+    // the test tells the two apart by when it ended.
+    let timeout = Duration::from_secs(2);
+    let (stopper, stop) = esm::stop_signal();
+    let mapping = EventSourceMapping { timeout, stop_share: 1.0, ..mapping(&url, &arn) };
+    let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(slow.clone(), &mapping), stop);
+    wait_until(Duration::from_secs(15), "the message's second delivery", || {
+        slow.invocations.lock().unwrap().len() >= 2
+    })
+    .await;
+    stop_poller(stopper, poller).await;
+
+    let invocations = slow.invocations.lock().unwrap().clone();
+    let (started, deadline, _) = &invocations[0];
+    assert!(deadline.is_some_and(|d| d >= *started + timeout - Duration::from_millis(200)), "told its true deadline");
+    let dropped = slow.dropped.lock().unwrap().expect("the invocation's future was dropped");
+    let ran = dropped.duration_since(*started);
+    assert!(ran < timeout.mul_f64(0.95), "stopped after {ran:?}, not before its timeout");
+    assert!(!slow.finished.load(Ordering::SeqCst), "the invocation went on past its stop");
+    assert_eq!(invocations[1].2, "2", "the message came back, failed once");
+}
+
+#[tokio::test]
 async fn a_mapping_runs_as_many_invocations_at_once_as_its_maximum_concurrency() {
     let sqs = sqs().await;
     let (url, arn) = create_queue(&sqs, &unique("concurrent"), &[]).await;

@@ -1,8 +1,9 @@
 //! `scripts/bench chaos`: a 5,000-recipient email campaign through the whole local stack
-//! while providers throttle 30 % of sends and hold 1 % of them for 15 s (longer than a
-//! worker's 10 s timeout, so the local stack stops workers mid-batch), and PutEvents
-//! refuses 20 % of its calls. Prints how many recipients got no email, how many got more
-//! than one, and whether the campaign ended `done` with counters that add up.
+//! while providers throttle 30 % of sends and hold 1 % of them past a worker's timeout,
+//! PutEvents refuses 20 % of its calls, and a tenth of the worker invocations are stopped
+//! at a random point (the local stack aborts them, unknown to the handler, as Lambda ends
+//! an environment). Prints how many recipients got no email, how many got more than one,
+//! and whether the campaign ended `done` with counters that add up.
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +19,10 @@ use herald_local::{LocalStack, Options, repo_root};
 use serde_json::{Value, json};
 
 const RECIPIENTS: usize = 5_000;
+/// A held send outlasts a worker's 10 s timeout.
+const HOLD: Duration = Duration::from_secs(15);
+/// The share of worker invocations stopped at a random point.
+const STOPPED: f64 = 0.1;
 /// SES v2's SendEmail, as the workers call it.
 const SEND_EMAIL: &str = "/v2/email/outbound-emails";
 
@@ -32,7 +37,7 @@ pub async fn chaos_figures() {
     let providers = ChaosProxy::start(
         &moto,
         Fault::All(vec![
-            Fault::Delay { share: 0.01, matching: SEND_EMAIL.into(), by: Duration::from_secs(15) },
+            Fault::Delay { share: 0.01, matching: SEND_EMAIL.into(), by: HOLD },
             Fault::Throttle { share: 0.3, matching: SEND_EMAIL.into() },
         ]),
     )
@@ -48,6 +53,7 @@ pub async fn chaos_figures() {
         timeout_scale: 1.0,
         provider_endpoint: Some(providers.url.clone()),
         request_counter: None,
+        worker_stop_share: STOPPED,
     })
     .await
     .expect("the local stack starts");
@@ -85,7 +91,7 @@ pub async fn chaos_figures() {
     let path = format!("/v1/campaigns/{campaign_id}");
     let done = wait_until(Duration::from_secs(1_800), async || api.get(&path).await["state"] == "done").await;
     // Stragglers (a worker's send held past its timeout) settle within the hold.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(HOLD + Duration::from_secs(5)).await;
     let campaign = api.get(&path).await;
 
     let mut received: BTreeMap<String, usize> = BTreeMap::new();

@@ -95,6 +95,9 @@ pub struct Options {
     pub provider_endpoint: Option<String>,
     /// Counts every AWS request the stack's handlers send (benchmarks).
     pub request_counter: Option<herald_aws::RequestCounter>,
+    /// The share of channel worker invocations stopped at a random point before their
+    /// deadline, unknown to them, as a function ended mid-batch (chaos; 0 as deployed).
+    pub worker_stop_share: f64,
 }
 
 impl Options {
@@ -119,6 +122,7 @@ impl Options {
             timeout_scale: 1.0,
             provider_endpoint: None,
             request_counter: None,
+            worker_stop_share: 0.0,
         })
     }
 }
@@ -239,6 +243,7 @@ impl LocalStack {
                     }
                     handlers.push(environments);
                     workers.push(worker);
+                    mapping.stop_share = options.worker_stop_share;
                     event_sources.push(mapping);
                 }
                 None => tracing::warn!(
