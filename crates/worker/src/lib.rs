@@ -143,6 +143,18 @@ impl WorkerConfig {
 /// dead-letter queue.
 pub const MAX_ATTEMPTS: u32 = 5;
 
+/// Receives after which a message that keeps coming back (its invocations stopped, as by
+/// their timeout) is handed on as a new message, one attempt later, before it is tried
+/// again. What it settled is recorded, so it made progress; left to SQS, its receives
+/// would park it in the dead-letter queue (maxReceiveCount 5) with recipients never sent.
+/// `MAX_ATTEMPTS` bounds the hand-ons: a message that cannot be handled still ends there.
+pub const HAND_ON_AFTER_RECEIVES: u32 = 3;
+
+/// How many times SQS has delivered `message`, this time included.
+fn receive_count(message: &SqsMessage) -> u32 {
+    message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1)
+}
+
 /// What of one message an invocation takes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Share {
@@ -285,6 +297,29 @@ impl WorkerHandler {
                 }
             })
             .collect()
+    }
+
+    /// Hands on the messages that came back `HAND_ON_AFTER_RECEIVES` times, as new
+    /// messages one attempt later, before anything else: this invocation may be stopped
+    /// as the earlier ones were. Each handed on is done (and its job taken out of `jobs`);
+    /// one that could not be is tried here as it is.
+    async fn hand_on_worn(&self, messages: &[SqsMessage], jobs: &mut [Option<ChannelMessage>], done: &mut [bool]) {
+        for (position, message) in messages.iter().enumerate() {
+            let Some(job) = &jobs[position] else { continue };
+            if receive_count(message) < HAND_ON_AFTER_RECEIVES || job.attempt + 1 >= MAX_ATTEMPTS {
+                continue;
+            }
+            let fresh = ChannelMessage { attempt: job.attempt + 1, ..job.clone() };
+            let message_id = sqs::message_id(message);
+            match self.queues.enqueue(std::slice::from_ref(&fresh), self.retry_delay.delay(job.attempt)).await {
+                Ok(()) => {
+                    tracing::info!(message_id, attempt = fresh.attempt, "a message back too often handed on anew");
+                    done[position] = true;
+                    jobs[position] = None;
+                }
+                Err(e) => tracing::warn!(message_id, error = %e, "a message back too often not handed on"),
+            }
+        }
     }
 
     /// Queues the recipients of `job` after the first `n` as a message of their own, before
@@ -434,7 +469,7 @@ pub fn parse_job(body: &str) -> Result<ChannelMessage, serde_json::Error> {
 #[async_trait::async_trait]
 impl SqsHandler for WorkerHandler {
     async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
-        let jobs: Vec<Option<ChannelMessage>> = messages
+        let mut jobs: Vec<Option<ChannelMessage>> = messages
             .iter()
             .map(|message| {
                 let message_id = sqs::message_id(message);
@@ -452,6 +487,8 @@ impl SqsHandler for WorkerHandler {
                 }
             })
             .collect();
+        let mut done = vec![false; messages.len()];
+        self.hand_on_worn(messages, &mut jobs, &mut done).await;
         let campaign_ids: BTreeSet<&str> = jobs.iter().flatten().filter_map(|j| j.campaign_id.as_deref()).collect();
         let checks: HashMap<&str, CampaignCheck> = futures_util::future::join_all(
             campaign_ids.into_iter().map(async |id| (id, self.campaign_check(id).await)),
@@ -463,7 +500,6 @@ impl SqsHandler for WorkerHandler {
         // One message after the other, each started only if it can end before the
         // deadline, judging by the slowest so far, so the invocation is never stopped
         // mid-message with its counts unrecorded.
-        let mut done = vec![false; messages.len()];
         let mut later: Vec<(usize, ChannelMessage)> = Vec::new();
         let mut slowest = Duration::ZERO;
         for (position, ((message, job), share)) in messages.iter().zip(&jobs).zip(shares).enumerate() {

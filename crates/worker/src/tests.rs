@@ -306,6 +306,45 @@ async fn a_job_out_of_attempts_is_handed_back_to_sqs() {
     assert_eq!(counters(&w, "c1").await.sent, 1);
 }
 
+/// `job`'s message as SQS delivers it for the `count`th time.
+fn received(job: &ChannelMessage, count: u32) -> SqsEvent {
+    let mut event = event(&[job]);
+    event.records[0].attributes.insert("ApproximateReceiveCount".into(), count.to_string());
+    event
+}
+
+#[tokio::test]
+async fn a_message_back_too_often_is_handed_on_anew_one_attempt_later_before_it_is_tried() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002"]);
+    let response = w.worker.handle(received(&job, HAND_ON_AFTER_RECEIVES)).await;
+    assert!(failed(&response).is_empty());
+    assert!(w.sender.sent.lock().unwrap().is_empty(), "tried before it was handed on");
+    assert_eq!(*w.queues.jobs.lock().unwrap(), [ChannelMessage { attempt: 1, ..job }]);
+}
+
+#[tokio::test]
+async fn a_message_back_less_often_is_tried_where_it_is() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let job = campaign_job("c1", &["0001"]);
+    assert!(failed(&w.worker.handle(received(&job, HAND_ON_AFTER_RECEIVES - 1)).await).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 1);
+    assert!(w.queues.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_message_back_too_often_on_its_last_attempt_is_tried_and_left_to_the_dead_letter_queue() {
+    let w = world();
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let mut job = campaign_job("c1", &["0001"]);
+    job.attempt = MAX_ATTEMPTS - 1;
+    assert!(failed(&w.worker.handle(received(&job, HAND_ON_AFTER_RECEIVES)).await).is_empty());
+    assert_eq!(w.sender.sent.lock().unwrap().len(), 1);
+    assert!(w.queues.jobs.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_retry_that_cannot_be_queued_fails_the_message_and_its_redelivery_resends_nothing_settled() {
     let w = world_with(Arc::new(BrokenQueues));
