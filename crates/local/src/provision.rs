@@ -154,6 +154,9 @@ const QUEUE_JSON_ATTRIBUTES: [&str; 2] = ["RedrivePolicy", "RedriveAllowPolicy"]
 /// endpoint and deploying twice changes nothing.
 pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Result<Deployment, LocalError> {
     let mut template = template.clone();
+    for (parameter, name) in unset_bucket_names(&template, stack) {
+        template.set_parameter(&parameter, name);
+    }
     let mut physical = Physical::default();
     for table in template.resources_of_type("AWS::DynamoDB::Table") {
         let name = format!("{stack}-{}", table.logical_id);
@@ -437,6 +440,23 @@ pub fn bucket_name(stack: &str, logical_id: &str) -> String {
     if name.len() >= 3 { name.to_owned() } else { format!("{name}-bucket") }
 }
 
+/// Buckets named by a parameter (`BucketName: !Ref P`) that has no value: P and the name
+/// CloudFormation would generate. A deployment passes a globally unique name; the local
+/// stack derives one per stack, as for unnamed buckets.
+pub fn unset_bucket_names(template: &Template, stack: &str) -> Vec<(String, String)> {
+    template
+        .resources_of_type("AWS::S3::Bucket")
+        .filter_map(|bucket| {
+            let serde_norway::Value::Tagged(tagged) = bucket.properties.get("BucketName")? else { return None };
+            let parameter = tagged.value.as_str().filter(|_| tagged.tag == "!Ref")?;
+            template
+                .parameter(parameter)
+                .is_none()
+                .then(|| (parameter.to_owned(), bucket_name(stack, &bucket.logical_id)))
+        })
+        .collect()
+}
+
 /// Creates a bucket (or finds it, when this account owns it) and sets its notifications
 /// to queues. The endpoint's region decides the location constraint, as the CLI does.
 async fn create_bucket(
@@ -617,4 +637,25 @@ async fn create_table(
             .map_err(|e| LocalError::Aws(format!("enabling TTL on {name}: {}", describe(&e))))?;
     }
     Ok((arn, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUCKETS: &str = r#"
+Parameters:
+  Unset: {Type: String}
+  Given: {Type: String, Default: chosen-bucket}
+Resources:
+  ByUnset: {Type: AWS::S3::Bucket, Properties: {BucketName: !Ref Unset}}
+  ByGiven: {Type: AWS::S3::Bucket, Properties: {BucketName: !Ref Given}}
+  Unnamed: {Type: AWS::S3::Bucket, Properties: {}}
+"#;
+
+    #[test]
+    fn a_bucket_named_by_an_unset_parameter_gets_the_stacks_derived_name() {
+        let template = Template::parse(BUCKETS).unwrap();
+        assert_eq!(unset_bucket_names(&template, "S1"), vec![("Unset".to_owned(), "s1-byunset".to_owned())]);
+    }
 }
