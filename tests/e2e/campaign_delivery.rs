@@ -64,6 +64,7 @@ fn campaign_job(campaign_id: &str, phones: &[String]) -> ChannelMessage {
             .collect(),
         campaign_id: Some(campaign_id.into()),
         attempt: 0,
+        transactional: false,
     }
 }
 

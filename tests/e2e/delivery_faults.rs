@@ -40,6 +40,7 @@ async fn sms_job(stack: &LocalStack, notification_id: &str, phone: &str) -> Chan
         }],
         campaign_id: None,
         attempt: 0,
+        transactional: false,
     }
 }
 

@@ -445,10 +445,37 @@ async fn email_tracking_links_move_the_delivery_forward_and_unsubscribe_sets_the
     http.get(open).send().await.unwrap();
     assert_eq!(status_now().await, "clicked");
 
+    // A scanner's GET of the unsubscribe link only shows the form; the mailbox's RFC 8058
+    // one-click POST (what the List-Unsubscribe headers name) opts out.
     assert_eq!(http.get(unsubscribe).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(status_now().await, "clicked");
+    let one_click = http
+        .post(unsubscribe)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one_click.status(), StatusCode::OK);
     assert_eq!(status_now().await, "unsubscribed");
     let preferences = api.get("/v1/users/dee/preferences").await.body;
     assert_eq!(preferences["opt_outs"]["newsletter"], json!(["email"]));
+    stack.stop().await;
+}
+
+/// moto keeps no message headers (the SES sender's unit tests check them on the request):
+/// here, a transactional notification is taken by the API and its email sent all the same.
+#[tokio::test]
+async fn a_transactional_email_is_accepted_and_sent() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    api.put("/v1/users/tia", &json!({"email": "tia@example.com"})).await;
+    let id = api
+        .notify(&json!({"type": "receipt", "recipients": [{"user_id": "tia"}], "channels": ["email"],
+        "transactional": true, "content": {"email": {"subject": "Receipt", "body": "Paid"}}}))
+        .await;
+    let answer = wait_for_deliveries(&api, &id, WAIT, settled).await;
+    assert_eq!(delivery(&answer, "email")["status"], "sent", "{answer}");
     stack.stop().await;
 }
 

@@ -106,6 +106,7 @@ pub fn deliveries_per_second_per_core() {
                     recipients,
                     campaign_id: None,
                     attempt: 0,
+                    transactional: false,
                 }
             })
             .collect();

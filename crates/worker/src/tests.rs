@@ -161,6 +161,7 @@ fn campaign_job(campaign_id: &str, users: &[&str]) -> ChannelMessage {
             .collect(),
         campaign_id: Some(campaign_id.into()),
         attempt: 0,
+        transactional: false,
     }
 }
 

@@ -509,6 +509,7 @@ fn job(notification_id: &str, channel: Channel, recipients: usize) -> ChannelMes
             .collect(),
         campaign_id: Some("c_1".into()),
         attempt: 1,
+        transactional: false,
     }
 }
 

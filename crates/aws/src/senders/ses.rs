@@ -1,7 +1,7 @@
 //! Email through SES v2.
 
 use async_trait::async_trait;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader};
 use herald_core::{
     delivery::{Outgoing, SendError, Sender},
     notifications::Target,
@@ -11,6 +11,21 @@ use super::{classify, provider_name};
 
 fn content(text: &str) -> Content {
     Content::builder().data(text).charset("UTF-8").build().expect("data is set")
+}
+
+/// The most a header value may take in SES (less the name's share of its 996 characters).
+const MAX_HEADER_VALUE: usize = 995;
+
+/// RFC 8058 one-click unsubscribe: mailbox providers POST `List-Unsubscribe=One-Click` to
+/// the URL. None when the URL, with its brackets, is over what SES takes in a header (a
+/// very long user id): the mail then goes without them rather than being refused.
+fn list_unsubscribe_headers(url: &str) -> Option<[MessageHeader; 2]> {
+    let value = format!("<{url}>");
+    if value.len() > MAX_HEADER_VALUE || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let header = |name: &str, value: &str| MessageHeader::builder().name(name).value(value).build().expect("both set");
+    Some([header("List-Unsubscribe", &value), header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")])
 }
 
 #[derive(Clone, Debug)]
@@ -41,9 +56,20 @@ impl Sender for SesEmailSender {
         if let Some(html) = &message.content.html {
             body = body.html(content(html));
         }
+        let headers = message.list_unsubscribe.map(|url| {
+            let headers = list_unsubscribe_headers(url);
+            if headers.is_none() {
+                tracing::warn!(
+                    delivery_id = message.delivery_id,
+                    "unsubscribe URL too long for a header; sent without"
+                );
+            }
+            headers.map(Vec::from)
+        });
         let email = Message::builder()
             .subject(content(message.content.subject.as_deref().unwrap_or_default()))
             .body(body.build())
+            .set_headers(headers.flatten())
             .build();
         let output = self
             .client
@@ -55,5 +81,93 @@ impl Sender for SesEmailSender {
             .await
             .map_err(classify)?;
         Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_runtime_api::{
+        box_error::BoxError,
+        client::{
+            interceptors::{Intercept, context::BeforeTransmitInterceptorContextRef},
+            runtime_components::RuntimeComponents,
+        },
+    };
+    use aws_smithy_types::config_bag::ConfigBag;
+    use herald_core::delivery::rendering::Rendered;
+
+    use super::*;
+
+    /// Keeps the JSON body of the request the SDK would transmit, and stops it there.
+    #[derive(Debug, Default, Clone)]
+    struct Capture(Arc<Mutex<Option<serde_json::Value>>>);
+
+    impl Intercept for Capture {
+        fn name(&self) -> &'static str {
+            "Capture"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let body = context.request().body().bytes().expect("an in-memory body");
+            *self.0.lock().unwrap() = Some(serde_json::from_slice(body)?);
+            Err("captured, not sent".into())
+        }
+    }
+
+    /// The `Content.Simple.Headers` of the SendEmail request the sender makes.
+    async fn headers_sent(list_unsubscribe: Option<&str>) -> serde_json::Value {
+        let capture = Capture::default();
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::for_tests())
+            .interceptor(capture.clone())
+            .build();
+        let sender = SesEmailSender::new(aws_sdk_sesv2::Client::from_conf(config), "from@example.com");
+        let content = Rendered { subject: Some("s".into()), body: "b".into(), html: None };
+        let target = Target::Email("a@example.com".into());
+        let outgoing = Outgoing {
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+            target: &target,
+            content: &content,
+            list_unsubscribe,
+        };
+        assert!(sender.send(&outgoing).await.is_err(), "the capture stops the request");
+        let request = capture.0.lock().unwrap().take().expect("a request was built");
+        assert_eq!(request["Content"]["Simple"]["Body"]["Text"]["Data"], "b", "the email itself");
+        request["Content"]["Simple"]["Headers"].clone()
+    }
+
+    #[tokio::test]
+    async fn an_email_with_an_unsubscribe_url_carries_the_one_click_headers() {
+        let headers = headers_sent(Some("https://api.example/v1/t/abc.def")).await;
+        assert_eq!(
+            headers,
+            serde_json::json!([
+                {"Name": "List-Unsubscribe", "Value": "<https://api.example/v1/t/abc.def>"},
+                {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_email_without_an_unsubscribe_url_carries_no_headers() {
+        assert_eq!(headers_sent(None).await, serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn an_unsubscribe_url_too_long_for_a_header_is_left_out_and_the_email_still_goes() {
+        let url = format!("https://api.example/v1/t/{}", "a".repeat(MAX_HEADER_VALUE));
+        assert_eq!(headers_sent(Some(&url)).await, serde_json::Value::Null);
     }
 }

@@ -350,6 +350,8 @@ impl Dispatcher {
                     recipients: Vec::new(),
                     campaign_id: Some(campaign.campaign_id.clone()),
                     attempt: 0,
+                    // Bulk mail: it carries the one-click unsubscribe headers.
+                    transactional: false,
                 };
                 message.pack(&recipients, self.recipients_per_job)
             })

@@ -283,6 +283,8 @@ pub struct ScriptedSender {
     pub sent: Mutex<Vec<String>>,
     /// What each accepted message said.
     pub contents: Mutex<Vec<crate::delivery::rendering::Rendered>>,
+    /// The List-Unsubscribe URL each accepted message carried.
+    pub list_unsubscribe: Mutex<Vec<Option<String>>>,
     pub calls: AtomicUsize,
     /// How long each send waits before it answers.
     pub hold: Mutex<std::time::Duration>,
@@ -318,6 +320,7 @@ impl crate::delivery::Sender for ScriptedSender {
         self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))?;
         self.sent.lock().unwrap().push(message.delivery_id.to_owned());
         self.contents.lock().unwrap().push(message.content.clone());
+        self.list_unsubscribe.lock().unwrap().push(message.list_unsubscribe.map(str::to_owned));
         Ok(format!("{}-{}", self.name, message.delivery_id))
     }
 }

@@ -316,21 +316,35 @@ impl Pipeline {
         rendering::render(&content, &params).map_err(|e| e.to_string())
     }
 
-    /// The email with its tracking links, when tracking is on.
-    fn decorate(&self, job: &ChannelMessage, recipient: &ChannelRecipient, rendered: &Rendered) -> Option<Rendered> {
+    /// The tracking links of an email to `recipient`, when tracking is on.
+    fn links<'a>(&'a self, job: &'a ChannelMessage, recipient: &'a ChannelRecipient) -> Option<EmailTracking<'a>> {
         let tracking = self.tracking.as_ref().filter(|_| self.channel == Channel::Email)?;
-        let links = EmailTracking {
+        Some(EmailTracking {
             base_url: &tracking.base_url,
             secret: &tracking.secret,
             delivery_id: &recipient.delivery_id,
             user_id: recipient.user_id.as_deref(),
             notification_type: &job.notification_type,
-        };
+        })
+    }
+
+    /// The email with its tracking links, when tracking is on.
+    fn decorate(&self, job: &ChannelMessage, recipient: &ChannelRecipient, rendered: &Rendered) -> Option<Rendered> {
+        let links = self.links(job, recipient)?;
         Some(Rendered {
             subject: rendered.subject.clone(),
             body: links.decorate_text(&rendered.body),
             html: rendered.html.as_deref().map(|h| links.decorate_html(h)),
         })
+    }
+
+    /// The URL of the List-Unsubscribe headers: the body's unsubscribe link, for mail
+    /// that is not transactional (RFC 8058; bulk senders must give it).
+    fn list_unsubscribe(&self, job: &ChannelMessage, recipient: &ChannelRecipient) -> Option<String> {
+        if job.transactional {
+            return None;
+        }
+        self.links(job, recipient)?.unsubscribe_link()
     }
 
     /// Records a final outcome: sent, or an error no later attempt will send again.
@@ -377,12 +391,14 @@ impl Pipeline {
         };
         let decorated = self.decorate(job, recipient, rendered);
         let rendered = decorated.as_ref().unwrap_or(rendered);
+        let list_unsubscribe = self.list_unsubscribe(job, recipient);
         let outgoing = Outgoing {
             delivery_id: id,
             user_id: recipient.user_id.as_deref(),
             notification_type: &job.notification_type,
             target: &recipient.target,
             content: rendered,
+            list_unsubscribe: list_unsubscribe.as_deref(),
         };
         let mut retry = 0;
         loop {
@@ -514,6 +530,7 @@ mod tests {
             recipients,
             campaign_id: None,
             attempt: 0,
+            transactional: false,
         }
     }
 
@@ -536,6 +553,7 @@ mod tests {
             recipients,
             campaign_id: Some("c1".into()),
             attempt: 0,
+            transactional: false,
         }
     }
 
@@ -892,5 +910,47 @@ mod tests {
         assert!(!html.contains("href=\"https://pay.example\""), "{html}");
         assert_eq!(html.matches("https://api.example/v1/t/").count(), 3, "{html}");
         assert!(sent.body.contains("Unsubscribe: https://api.example/v1/t/"));
+    }
+
+    fn tracked_world() -> World {
+        let mut w = world(ScriptedSender::named("ses"), None);
+        w.pipeline.tracking = Some(Tracking { base_url: "https://api.example".into(), secret: b"k".repeat(32) });
+        w
+    }
+
+    #[tokio::test]
+    async fn a_tracked_email_that_is_not_transactional_carries_the_one_click_unsubscribe_url() {
+        let w = tracked_world();
+        w.pipeline.process(&job(&w, &["a"], "Pay")).await;
+        let url = w.primary.list_unsubscribe.lock().unwrap()[0].clone().expect("a List-Unsubscribe URL");
+        let body = w.primary.contents.lock().unwrap()[0].body.clone();
+        assert!(body.ends_with(&format!("Unsubscribe: {url}")), "the body's own link: {body}");
+        let token = url.strip_prefix("https://api.example/v1/t/").expect("the API's tracking path");
+        let token = crate::delivery::tracking::Token::verify(token, &b"k".repeat(32)).expect("signed");
+        assert!(matches!(token.action, crate::delivery::tracking::Action::Unsubscribe { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_transactional_email_carries_no_list_unsubscribe_url() {
+        let w = tracked_world();
+        let job = ChannelMessage { transactional: true, ..job(&w, &["a"], "Your receipt") };
+        w.pipeline.process(&job).await;
+        assert_eq!(w.primary.list_unsubscribe.lock().unwrap().as_slice(), [None]);
+    }
+
+    #[tokio::test]
+    async fn an_email_to_a_direct_address_carries_no_list_unsubscribe_url() {
+        let w = tracked_world();
+        let mut job = job(&w, &["a"], "Hi");
+        job.recipients[0].user_id = None;
+        w.pipeline.process(&job).await;
+        assert_eq!(w.primary.list_unsubscribe.lock().unwrap().as_slice(), [None]);
+    }
+
+    #[tokio::test]
+    async fn without_tracking_an_email_carries_no_list_unsubscribe_url() {
+        let w = world(ScriptedSender::named("ses"), None);
+        w.pipeline.process(&job(&w, &["a"], "Hi")).await;
+        assert_eq!(w.primary.list_unsubscribe.lock().unwrap().as_slice(), [None]);
     }
 }

@@ -190,6 +190,10 @@ pub struct Outgoing<'a> {
     pub notification_type: &'a str,
     pub target: &'a Target,
     pub content: &'a Rendered,
+    /// The one-click unsubscribe URL (RFC 8058: it takes a POST) an email gives in its
+    /// List-Unsubscribe headers; None for transactional mail, direct addresses, other
+    /// channels, or without tracking.
+    pub list_unsubscribe: Option<&'a str>,
 }
 
 /// A provider of one channel: SES for email, SNS for SMS and push, HTTPS for webhooks.

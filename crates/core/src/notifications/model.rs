@@ -35,6 +35,11 @@ pub struct NotificationRequest {
     /// Template parameters.
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// A receipt, reset or alert the user asked for: its email carries no
+    /// List-Unsubscribe headers. Left out when false, so the fingerprint of a request
+    /// that does not name it stays what it was.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transactional: bool,
     /// Not part of the request's fingerprint: the header may give it instead.
     #[serde(default, skip_serializing)]
     pub idempotency_key: Option<String>,
@@ -283,10 +288,18 @@ pub struct ChannelMessage {
     /// How many times a worker put these recipients back on the queue to try again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// The notification is transactional: no List-Unsubscribe headers on its email.
+    /// Campaigns never are. False when absent, as in messages queued before it existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transactional: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Room for what the bus wraps a channel message in on its way to the queue (the event's
@@ -339,6 +352,7 @@ mod tests {
             recipients: Vec::new(),
             campaign_id: None,
             attempt: 0,
+            transactional: false,
         }
     }
 
@@ -374,6 +388,29 @@ mod tests {
 
     fn request(value: serde_json::Value) -> NotificationRequest {
         serde_json::from_value(value).expect("request parses")
+    }
+
+    #[test]
+    fn a_message_queued_without_the_transactional_flag_is_not_transactional() {
+        let queued = json!({"notification_id": "n1", "notification_type": "t", "channel": "email",
+            "content": {"template": {"template_id": "t", "version": 1}}, "recipients": []});
+        let message: ChannelMessage = serde_json::from_value(queued).unwrap();
+        assert!(!message.transactional);
+    }
+
+    #[test]
+    fn a_request_is_not_transactional_unless_it_says_so_and_then_fingerprints_as_before() {
+        let without = json!({"type": "t", "recipients": [{"user_id": "u"}], "channels": ["sms"]});
+        let mut with_false = without.clone();
+        with_false["transactional"] = json!(false);
+        let mut with_true = without.clone();
+        with_true["transactional"] = json!(true);
+        assert!(!request(without.clone()).transactional);
+        assert!(request(with_true.clone()).transactional);
+        assert_eq!(request(with_false).fingerprint(), request(without.clone()).fingerprint());
+        let serialized = serde_json::to_value(request(without.clone())).unwrap();
+        assert!(serialized.get("transactional").is_none(), "the fingerprinted form gains nothing: {serialized}");
+        assert_ne!(request(with_true).fingerprint(), request(without).fingerprint());
     }
 
     fn faults(value: serde_json::Value) -> Vec<String> {

@@ -162,6 +162,7 @@ impl NotificationService {
                     recipients: Vec::new(),
                     campaign_id: None,
                     attempt: 0,
+                    transactional: request.transactional,
                 };
                 message.pack(&recipients, RECIPIENTS_PER_MESSAGE).into_iter().map(DomainEvent::ChannelMessage)
             })
@@ -260,6 +261,19 @@ mod tests {
         service.accept(request(body), "caller").await.unwrap();
         let sizes: Vec<usize> = jobs(&bus).iter().map(|j| j.recipients.len()).collect();
         assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_transactional_request_makes_transactional_jobs_and_others_do_not() {
+        let (service, _, bus) = service();
+        let body = |transactional: bool| {
+            request(json!({"type": "t", "recipients": [{"email": "a@example.com"}], "channels": ["email"],
+                "content": {"email": {"subject": "s", "body": "x"}}, "transactional": transactional}))
+        };
+        service.accept(body(true), "caller").await.unwrap();
+        service.accept(body(false), "caller").await.unwrap();
+        let flags: Vec<bool> = jobs(&bus).iter().map(|j| j.transactional).collect();
+        assert_eq!(flags, [true, false]);
     }
 
     #[tokio::test]
