@@ -276,18 +276,17 @@ async fn a_function_slower_than_its_timeout_is_stopped_there_and_its_messages_co
 }
 
 #[tokio::test]
-async fn a_chaos_stop_ends_an_invocation_before_its_deadline_and_its_messages_come_back() {
+async fn a_random_timeout_is_told_to_the_invocation_and_stops_it_there() {
     let sqs = sqs().await;
     let (url, arn) =
-        create_queue(&sqs, &unique("stopped"), &[(QueueAttributeName::VisibilityTimeout, "60".into())]).await;
-    sqs.send_message().queue_url(&url).message_body("stopped").send().await.unwrap();
+        create_queue(&sqs, &unique("random"), &[(QueueAttributeName::VisibilityTimeout, "60".into())]).await;
+    sqs.send_message().queue_url(&url).message_body("random").send().await.unwrap();
 
     let slow = Arc::new(Slow::default());
-    // Shorter than the handler's 3 s sleep: a stop at the timeout would end it too, so
-    // the test tells the two apart by when it ended.
+    // Shorter than the handler's 3 s sleep, so every draw stops it.
     let timeout = Duration::from_secs(2);
     let (stopper, stop) = esm::stop_signal();
-    let mapping = EventSourceMapping { timeout, stop_share: 1.0, ..mapping(&url, &arn) };
+    let mapping = EventSourceMapping { timeout, random_timeout_share: 1.0, ..mapping(&url, &arn) };
     let poller = esm::spawn_poller(sqs.clone(), mapping.clone(), esm::shared(slow.clone(), &mapping), stop);
     wait_until(Duration::from_secs(15), "the message's second delivery", || {
         slow.invocations.lock().unwrap().len() >= 2
@@ -297,11 +296,12 @@ async fn a_chaos_stop_ends_an_invocation_before_its_deadline_and_its_messages_co
 
     let invocations = slow.invocations.lock().unwrap().clone();
     let (started, deadline, _) = &invocations[0];
-    assert!(deadline.is_some_and(|d| d >= *started + timeout - Duration::from_millis(200)), "told its true deadline");
+    let given = deadline.expect("a deadline").duration_since(*started);
+    let slack = Duration::from_millis(100);
+    assert!(given + slack >= timeout / 10 && given <= timeout.mul_f64(0.9) + slack, "a deadline {given:?} in");
     let dropped = slow.dropped.lock().unwrap().expect("the invocation's future was dropped");
     let ran = dropped.duration_since(*started);
-    assert!(ran < timeout.mul_f64(0.95), "stopped after {ran:?}, not before its timeout");
-    assert!(!slow.finished.load(Ordering::SeqCst), "the invocation went on past its stop");
+    assert!(ran >= given && ran < given + Duration::from_millis(300), "stopped after {ran:?}, told {given:?}");
     assert_eq!(invocations[1].2, "2", "the message came back, failed once");
 }
 

@@ -42,7 +42,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         timeout_scale: 1.0,
         provider_endpoint: None,
         request_counter: None,
-        worker_stop_share: 0.0,
+        worker_random_timeout_share: 0.0,
     };
     configure(&mut options);
     LocalStack::start(options).await.expect("the local stack starts")

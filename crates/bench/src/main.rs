@@ -29,7 +29,7 @@ pub async fn local_stack(request_counter: Option<herald_aws::RequestCounter>) ->
         timeout_scale: 1.0,
         provider_endpoint: None,
         request_counter,
-        worker_stop_share: 0.0,
+        worker_random_timeout_share: 0.0,
     })
     .await
     .expect("the local stack starts")

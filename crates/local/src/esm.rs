@@ -200,16 +200,16 @@ pub struct EventSourceMapping {
     pub binary: Option<String>,
     /// When the function is stopped: its template `Timeout`.
     pub timeout: Duration,
-    /// The share of invocations stopped at a random point within 90 % of `timeout`, without the
-    /// handler knowing (chaos: an environment ended mid-batch); 0 as Lambda runs them.
-    pub stop_share: f64,
+    /// The share of invocations whose timeout is drawn at random, from a tenth of `timeout`
+    /// to nine tenths (chaos: timeouts that strike at any point of the work); 0 as deployed.
+    pub random_timeout_share: f64,
     pub source: QueueSource,
 }
 
 impl EventSourceMapping {
     /// A mapping for `function` (a name for the logs) with Lambda's default timeout.
     pub fn new(function: impl Into<String>, source: QueueSource) -> Self {
-        Self { function: function.into(), binary: None, timeout: DEFAULT_TIMEOUT, stop_share: 0.0, source }
+        Self { function: function.into(), binary: None, timeout: DEFAULT_TIMEOUT, random_timeout_share: 0.0, source }
     }
 }
 
@@ -275,7 +275,7 @@ pub fn sqs_event_sources(
                 function: function.logical_id.clone(),
                 binary: function.binary().map(str::to_owned),
                 timeout,
-                stop_share: 0.0,
+                random_timeout_share: 0.0,
                 source: QueueSource {
                     queue_url: url.to_owned(),
                     queue_arn: queue,
@@ -413,7 +413,13 @@ pub async fn poll_once(
             receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
         })
         .collect();
-    let deadline = Instant::now() + mapping.timeout;
+    // Chaos: a share of invocations get a timeout drawn at random, from a tenth of the
+    // template's to nine tenths, told to them as their deadline as Lambda tells its own.
+    let timeout = match mapping.random_timeout_share > 0.0 && rand::random::<f64>() < mapping.random_timeout_share {
+        true => mapping.timeout.mul_f64(0.1 + 0.8 * rand::random::<f64>()),
+        false => mapping.timeout,
+    };
+    let deadline = Instant::now() + timeout;
     let invocation = Invocation { deadline: Some(deadline) };
     // In its own task, so that a handler that panics fails its batch, as a function error
     // does in Lambda, instead of ending the poller; and so that it can be stopped.
@@ -421,13 +427,7 @@ pub async fn poll_once(
         let handler = handler.clone();
         async move { handler.invoke(event, invocation).await }
     });
-    let stopped_early = mapping.stop_share > 0.0 && rand::random::<f64>() < mapping.stop_share;
-    let stop_at = match stopped_early {
-        // Within the first 90 % of the timeout, so a stop is never taken for the timeout.
-        true => Instant::now() + mapping.timeout.mul_f64(0.9 * rand::random::<f64>()),
-        false => deadline,
-    };
-    let response = match tokio::time::timeout_at(stop_at.into(), &mut invoked).await {
+    let response = match tokio::time::timeout_at(deadline.into(), &mut invoked).await {
         Ok(Ok(response)) => Some(response),
         Ok(Err(e)) => {
             tracing::error!(function = %mapping.function, error = %e, "the handler failed the whole batch");
@@ -437,16 +437,12 @@ pub async fn poll_once(
             invoked.abort();
             // Settled only once the invocation is gone, as Lambda ends it before retrying.
             let _ = invoked.await;
-            if stopped_early {
-                tracing::warn!(function = %mapping.function, messages = messages.len(), "stopped at a random point (chaos)");
-            } else {
-                tracing::warn!(
-                    function = %mapping.function,
-                    messages = messages.len(),
-                    "Task timed out after {:.2} seconds",
-                    mapping.timeout.as_secs_f64()
-                );
-            }
+            tracing::warn!(
+                function = %mapping.function,
+                messages = messages.len(),
+                "Task timed out after {:.2} seconds",
+                timeout.as_secs_f64()
+            );
             None
         }
     };

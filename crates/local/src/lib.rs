@@ -95,9 +95,10 @@ pub struct Options {
     pub provider_endpoint: Option<String>,
     /// Counts every AWS request the stack's handlers send (benchmarks).
     pub request_counter: Option<herald_aws::RequestCounter>,
-    /// The share of channel worker invocations stopped at a random point before their
-    /// deadline, unknown to them, as a function ended mid-batch (chaos; 0 as deployed).
-    pub worker_stop_share: f64,
+    /// The share of channel worker invocations whose timeout is drawn at random, from a
+    /// tenth of the template's to nine tenths, and told to them as their deadline (chaos:
+    /// timeouts that strike at any point of the work; 0 as deployed).
+    pub worker_random_timeout_share: f64,
 }
 
 impl Options {
@@ -122,7 +123,7 @@ impl Options {
             timeout_scale: 1.0,
             provider_endpoint: None,
             request_counter: None,
-            worker_stop_share: 0.0,
+            worker_random_timeout_share: 0.0,
         })
     }
 }
@@ -243,7 +244,7 @@ impl LocalStack {
                     }
                     handlers.push(environments);
                     workers.push(worker);
-                    mapping.stop_share = options.worker_stop_share;
+                    mapping.random_timeout_share = options.worker_random_timeout_share;
                     event_sources.push(mapping);
                 }
                 None => tracing::warn!(
