@@ -3,6 +3,10 @@
 
 use std::{
     collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -375,24 +379,26 @@ async fn concurrent_changes_to_one_user_end_with_the_latest_state() {
     stack.stop().await;
 }
 
-/// PutEvents refused for 20 s while 200 profiles change: every change waits in its
-/// profile's outbox, reaches the segmenter once the bus is back, and memberships end
-/// exactly right.
-#[tokio::test]
-async fn profile_changes_during_a_20_s_bus_outage_reach_the_segmenter_after_it() {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    };
-
+/// A stack whose PutEvents `down` refuses while set (behind the proxy that does it), with
+/// a ready segment `gold` of the tier `gold`.
+async fn stack_with_a_bus_switch() -> (Arc<AtomicBool>, herald_e2e::chaos::ChaosProxy, LocalStack) {
     use herald_e2e::chaos::{ChaosProxy, Fault};
 
     let down = Arc::new(AtomicBool::new(false));
     let fault = Fault::Outage { target: "AWSEvents.PutEvents".into(), on: down.clone() };
     let proxy = ChaosProxy::start(&herald_e2e::aws_endpoint(), fault).await;
     let stack = start_stack_with(|o| o.endpoint = Some(proxy.url.clone())).await;
+    ready_segment(&Api::new(&stack), "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
+    (down, proxy, stack)
+}
+
+/// PutEvents refused for 20 s while 200 profiles change: every change waits in its
+/// profile's outbox, reaches the segmenter once the bus is back, and memberships end
+/// exactly right.
+#[tokio::test]
+async fn profile_changes_during_a_20_s_bus_outage_reach_the_segmenter_after_it() {
+    let (down, proxy, stack) = stack_with_a_bus_switch().await;
     let api = Api::new(&stack);
-    ready_segment(&api, "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
 
     down.store(true, Ordering::SeqCst);
     let outage = Instant::now();
@@ -424,19 +430,8 @@ async fn profile_changes_during_a_20_s_bus_outage_reach_the_segmenter_after_it()
 /// the bus once it is back, from the membership records' outboxes, each once.
 #[tokio::test]
 async fn entered_events_written_during_a_bus_outage_reach_the_bus_after_it() {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    };
-
-    use herald_e2e::chaos::{ChaosProxy, Fault};
-
-    let down = Arc::new(AtomicBool::new(false));
-    let fault = Fault::Outage { target: "AWSEvents.PutEvents".into(), on: down.clone() };
-    let proxy = ChaosProxy::start(&herald_e2e::aws_endpoint(), fault).await;
-    let stack = start_stack_with(|o| o.endpoint = Some(proxy.url.clone())).await;
+    let (down, proxy, stack) = stack_with_a_bus_switch().await;
     let api = Api::new(&stack);
-    ready_segment(&api, "gold", json!({"attribute": "tier", "any_of": ["gold"]}), WAIT).await;
     let capture = EventCapture::attach(&stack).await;
 
     down.store(true, Ordering::SeqCst);
