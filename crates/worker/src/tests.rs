@@ -222,11 +222,11 @@ async fn a_paced_worker_claims_only_what_it_can_send_before_its_deadline() {
 #[tokio::test]
 async fn a_worker_starts_no_message_it_cannot_finish_before_its_deadline_and_hands_them_on() {
     let w = world();
-    *w.sender.hold.lock().unwrap() = Duration::from_millis(600);
+    *w.sender.hold.lock().unwrap() = Duration::from_millis(1_500);
     let jobs: Vec<ChannelMessage> = ["0001", "0002", "0003"].iter().map(|u| campaign_job("c1", &[u])).collect();
     let records = event(&jobs.iter().collect::<Vec<_>>()).records;
-    // The first message takes 0.6 s; a second would end past 3 s less the 2 s margin.
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // The first message takes 1.5 s; a second would end past 4 s less the 2 s margin.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
 
     let retry = w.worker.handle_batch(&records, Invocation { deadline: Some(deadline) }).await;
 
@@ -241,10 +241,10 @@ async fn a_worker_starts_no_message_it_cannot_finish_before_its_deadline_and_han
 #[tokio::test]
 async fn messages_past_the_deadline_go_back_to_sqs_when_they_cannot_be_handed_on() {
     let w = world_with(Arc::new(BrokenQueues));
-    *w.sender.hold.lock().unwrap() = Duration::from_millis(600);
+    *w.sender.hold.lock().unwrap() = Duration::from_millis(1_500);
     let jobs: Vec<ChannelMessage> = ["0001", "0002"].iter().map(|u| campaign_job("c1", &[u])).collect();
     let records = event(&jobs.iter().collect::<Vec<_>>()).records;
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
     let retry = w.worker.handle_batch(&records, Invocation { deadline: Some(deadline) }).await;
     assert_eq!(retry.positions().collect::<Vec<_>>(), [1]);
 }

@@ -111,6 +111,11 @@ pub struct Pipeline {
 /// What an invocation keeps, past its last send, for recording outcomes and counts.
 pub const RECORDING_MARGIN: Duration = Duration::from_secs(2);
 
+/// The least time a send is started with (a provider answers in well under it): with
+/// less left before the margin, the send would likely be cut and end uncertain, so the
+/// recipient is handed back unsent instead.
+pub const MIN_SEND_TIME: Duration = Duration::from_secs(1);
+
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -176,7 +181,7 @@ impl Pipeline {
             if let Some(pacer) = &self.pacing {
                 pacer.free().await;
             }
-            if deadline.is_some_and(|d| Instant::now() + RECORDING_MARGIN >= d) {
+            if deadline.is_some_and(|d| Instant::now() + RECORDING_MARGIN + MIN_SEND_TIME >= d) {
                 for (i, _) in requests {
                     outcomes[*i] = Some(Outcome::Retry("the invocation's deadline came before the claim".into()));
                 }
@@ -412,7 +417,7 @@ impl Pipeline {
             }
             // What is left of the invocation once its outcomes are recorded.
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).saturating_sub(RECORDING_MARGIN));
-            if left == Some(Duration::ZERO) {
+            if left.is_some_and(|left| left < MIN_SEND_TIME) {
                 return self.hand_back(id, "the invocation's deadline came before the send".into()).await;
             }
             let result = match left {
@@ -831,6 +836,16 @@ mod tests {
         assert!(matches!(statuses(&outcomes)[0], Outcome::Retry(_)));
         assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
+    }
+
+    #[tokio::test]
+    async fn a_send_with_less_than_its_minimum_time_left_is_handed_back_unsent() {
+        let w = world(ScriptedSender::named("ses"), None);
+        let job = job(&w, &["a"], "x");
+        let deadline = Some(Instant::now() + RECORDING_MARGIN + MIN_SEND_TIME / 2);
+        let outcomes = w.pipeline.process_until(&job, deadline).await;
+        assert!(matches!(statuses(&outcomes)[0], Outcome::Retry(_)));
+        assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "a send raced against the deadline");
     }
 
     #[tokio::test]
