@@ -2,19 +2,20 @@
 //! record holds its notification (`target`), the request's hash (`request_hash`), whether it
 //! completed, and `expires_at` (epoch seconds, the table's TTL attribute). TTL deletes
 //! lazily, so an expired record still there counts as absent: the conditional put replaces
-//! it, and a read that finds one claims again.
+//! it.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use aws_sdk_dynamodb::{
+    Client,
+    operation::put_item::PutItemError,
+    types::{AttributeValue, ReturnValuesOnConditionCheckFailure},
+};
 use herald_core::{
     notifications::{KeyClaim, NotificationStore, Reservation},
     store::StoreError,
 };
 
 use crate::unavailable;
-
-/// Claims tried before giving up, when each read finds the record gone or expired again.
-const ATTEMPTS: usize = 3;
 
 #[derive(Clone, Debug)]
 pub struct DynamoNotificationStore {
@@ -35,8 +36,27 @@ impl DynamoNotificationStore {
         Self { client, table: table.into() }
     }
 
-    /// Puts the claim unless an unexpired record holds the key; true if it was put.
-    async fn claim(&self, key: &str, claim: &KeyClaim) -> Result<bool, StoreError> {
+    /// The record a refused claim found: the condition held it unexpired.
+    fn existing(item: &crate::dynamo::Item) -> Result<Reservation, StoreError> {
+        match (item.get("target"), item.get("request_hash"), item.get("complete")) {
+            (Some(AttributeValue::S(id)), Some(AttributeValue::S(hash)), Some(AttributeValue::Bool(complete))) => {
+                Ok(Reservation::Existing {
+                    notification_id: id.clone(),
+                    request_hash: hash.clone(),
+                    complete: *complete,
+                })
+            }
+            _ => Err(StoreError::Fatal("an unreadable idempotency key".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationStore for DynamoNotificationStore {
+    /// One conditional put: it claims the key unless an unexpired record holds it, and a
+    /// refusal returns that record (`ReturnValuesOnConditionCheckFailure`), so no read
+    /// follows and nothing can change in between.
+    async fn reserve(&self, key: &str, claim: &KeyClaim) -> Result<Reservation, StoreError> {
         let put = self
             .client
             .put_item()
@@ -51,63 +71,20 @@ impl DynamoNotificationStore {
                 "attribute_not_exists(notification_id) OR attribute_not_exists(expires_at) OR expires_at <= :now",
             )
             .expression_attribute_values(":now", seconds(claim.now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match put {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(unavailable(e)),
+            Ok(_) => Ok(Reservation::New),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(refused) => {
+                    Self::existing(refused.item.as_ref().ok_or_else(|| {
+                        StoreError::Transient("a refused idempotency claim returned no record".into())
+                    })?)
+                }
+                other => Err(unavailable(other)),
+            },
         }
-    }
-
-    /// The unexpired record under `key`, if any.
-    async fn existing(&self, key: &str, claim: &KeyClaim) -> Result<Option<Reservation>, StoreError> {
-        let Some(item) = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("notification_id", key_id(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?
-            .item
-        else {
-            return Ok(None);
-        };
-        let expires_at = match item.get("expires_at") {
-            Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
-            _ => None,
-        };
-        if expires_at.is_none_or(|at| at <= claim.now.timestamp()) {
-            return Ok(None);
-        }
-        match (item.get("target"), item.get("request_hash"), item.get("complete")) {
-            (Some(AttributeValue::S(id)), Some(AttributeValue::S(hash)), Some(AttributeValue::Bool(complete))) => {
-                Ok(Some(Reservation::Existing {
-                    notification_id: id.clone(),
-                    request_hash: hash.clone(),
-                    complete: *complete,
-                }))
-            }
-            _ => Err(StoreError::Fatal("an unreadable idempotency key".into())),
-        }
-    }
-}
-
-#[async_trait]
-impl NotificationStore for DynamoNotificationStore {
-    async fn reserve(&self, key: &str, claim: &KeyClaim) -> Result<Reservation, StoreError> {
-        // The record may expire or vanish between the refused put and the read.
-        for _ in 0..ATTEMPTS {
-            if self.claim(key, claim).await? {
-                return Ok(Reservation::New);
-            }
-            if let Some(existing) = self.existing(key, claim).await? {
-                return Ok(existing);
-            }
-        }
-        Err(StoreError::Transient("an idempotency key kept changing".into()))
     }
 
     async fn complete(&self, key: &str) -> Result<(), StoreError> {
