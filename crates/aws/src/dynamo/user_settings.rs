@@ -46,14 +46,6 @@ impl PreferenceStore for DynamoPreferenceStore {
             .collect()
     }
 
-    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
-        let mut item: crate::dynamo::Item = serde_dynamo::to_item(preferences)
-            .map_err(|e| StoreError::Fatal(format!("unwritable preferences: {e}")))?;
-        item.insert("user_id".into(), AttributeValue::S(user_id.to_owned()));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
-        Ok(())
-    }
-
     async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError> {
         let output = self
             .client

@@ -197,12 +197,6 @@ impl PreferenceStore for MemoryPreferences {
         Ok(user_ids.iter().filter_map(|u| Some((u.clone(), all.get(u)?.clone()))).collect())
     }
 
-    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(user_id.to_owned(), preferences.clone());
-        self.1.lock().unwrap().remove(user_id);
-        Ok(())
-    }
-
     async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError> {
         let all = self.0.lock().unwrap();
         let version = self.1.lock().unwrap().get(user_id).copied().unwrap_or(0);

@@ -478,10 +478,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        delivery::{
-            PreferenceStore, SuppressionStore, TemplateStore, memory::*, preferences::Preferences,
-            rendering::ChannelContent,
-        },
+        delivery::{SuppressionStore, TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
         notifications::Delivery,
     };
 
@@ -625,7 +622,7 @@ mod tests {
         let w = world(ScriptedSender::named("ses"), None);
         let mut prefs = Preferences::default();
         prefs.opt_out("spring_sale", Channel::Email);
-        w.preferences.put("a", &prefs).await.unwrap();
+        crate::delivery::preferences::update(&*w.preferences, "a", |p| *p = prefs.clone()).await.unwrap();
         let job = campaign_job(&["a"]);
         let outcomes = w.pipeline.process(&job).await;
         assert_eq!(statuses(&outcomes), [Outcome::Done(DeliveryStatus::Unsubscribed)]);
@@ -720,7 +717,7 @@ mod tests {
         let w = world(ScriptedSender::named("ses"), None);
         let mut prefs = Preferences::default();
         prefs.opt_out("payment_due", Channel::Email);
-        w.preferences.put("a", &prefs).await.unwrap();
+        crate::delivery::preferences::update(&*w.preferences, "a", |p| *p = prefs.clone()).await.unwrap();
         let job = job(&w, &["a", "b"], "x");
         let outcomes = w.pipeline.process(&job).await;
         assert_eq!(

@@ -39,9 +39,6 @@ pub trait PreferenceStore: Send + Sync {
     /// The preferences of several users at once (adapters batch the reads); users who saved
     /// none are absent from the map.
     async fn get_many(&self, user_ids: &[String]) -> Result<HashMap<String, Preferences>, StoreError>;
-    /// Replaces them unconditionally (seeding, tests); the API writes through
-    /// [`preferences::update`](crate::delivery::preferences::update).
-    async fn put(&self, user_id: &str, preferences: &Preferences) -> Result<(), StoreError>;
     /// The preferences with their version: 0 when none were saved with one.
     async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError>;
     /// Writes them as version `version + 1` if the stored version is still `version`;

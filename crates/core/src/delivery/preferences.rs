@@ -104,9 +104,6 @@ mod tests {
         async fn get_many(&self, ids: &[String]) -> Result<std::collections::HashMap<String, Preferences>, StoreError> {
             self.inner.get_many(ids).await
         }
-        async fn put(&self, user_id: &str, p: &Preferences) -> Result<(), StoreError> {
-            self.inner.put(user_id, p).await
-        }
         async fn get_versioned(&self, user_id: &str) -> Result<(Preferences, u64), StoreError> {
             let read = self.inner.get_versioned(user_id).await?;
             let rival = self.rival.lock().unwrap().take();
