@@ -48,11 +48,24 @@ pub struct ApiKey {
     pub name: String,
     pub scopes: BTreeSet<Scope>,
     pub created_at: DateTime<Utc>,
+    /// From this instant on the key is refused as if unknown; absent, it never expires.
+    /// RFC 3339 in the table, like `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKey {
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    /// The same key, refused from `at` on.
+    pub fn expiring_at(self, at: DateTime<Utc>) -> Self {
+        Self { expires_at: Some(at), ..self }
+    }
+
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
     }
 }
 
@@ -72,6 +85,7 @@ pub fn new_key(secret: &str, name: &str, scopes: impl IntoIterator<Item = Scope>
         name: name.to_owned(),
         scopes: scopes.into_iter().collect(),
         created_at: Utc::now(),
+        expires_at: None,
     }
 }
 
@@ -98,6 +112,29 @@ mod tests {
         assert!(admin.allows(Scope::ProfilesWrite));
         assert!(reader.allows(Scope::ProfilesRead));
         assert!(!reader.allows(Scope::ProfilesWrite));
+    }
+
+    #[test]
+    fn a_key_without_an_expiry_never_expires() {
+        let key = new_key("s", "forever", [Scope::ProfilesRead]);
+        assert!(!key.is_expired_at(DateTime::<Utc>::MAX_UTC));
+    }
+
+    #[test]
+    fn a_key_expires_at_its_instant_and_not_before() {
+        let at = Utc::now();
+        let key = new_key("s", "temporary", [Scope::ProfilesRead]).expiring_at(at);
+        assert!(!key.is_expired_at(at - chrono::Duration::seconds(1)));
+        assert!(key.is_expired_at(at));
+    }
+
+    #[test]
+    fn the_expiry_is_stored_as_rfc_3339_and_omitted_when_absent() {
+        let forever = serde_json::to_value(new_key("s", "k", [Scope::Admin])).unwrap();
+        assert!(forever.get("expires_at").is_none());
+        let at = "2026-12-31T23:59:59Z".parse::<DateTime<Utc>>().unwrap();
+        let expiring = serde_json::to_value(new_key("s", "k", [Scope::Admin]).expiring_at(at)).unwrap();
+        assert_eq!(expiring["expires_at"], "2026-12-31T23:59:59Z");
     }
 
     #[test]
