@@ -2,7 +2,11 @@
 //! Lambda would receive, decoded by lambda_http and answered by the API's router exactly
 //! as in the deployed function.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use axum::{body::Body as AxumBody, extract::ConnectInfo, http::StatusCode, response::Response};
 use base64::Engine as _;
@@ -12,11 +16,105 @@ use serde_json::{Map, Value, json};
 
 use herald_core::limits::api_gateway::PAYLOAD_BYTES as GATEWAY_MAX_BODY;
 
-pub fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new().fallback(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, request: axum::extract::Request| {
-        let app = app.clone();
-        async move { invoke(&app, peer, request).await }
-    })
+use crate::{
+    LocalError,
+    template::{Physical, Template},
+};
+
+/// The API as the stage serves it: throttled as the template's `DefaultRouteSettings` say
+/// (none: unthrottled), then each request handed to the function.
+pub fn router(app: Arc<App>, throttle: Option<Throttle>) -> axum::Router {
+    let router = axum::Router::new().fallback(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, request: axum::extract::Request| {
+            let app = app.clone();
+            async move { invoke(&app, peer, request).await }
+        },
+    );
+    match throttle {
+        Some(throttle) => throttled(router, throttle),
+        None => router,
+    }
+}
+
+/// Answers 429 as API Gateway does, before the function is invoked, to what is over the
+/// bucket.
+pub fn throttled(router: axum::Router, throttle: Throttle) -> axum::Router {
+    let bucket = Arc::new(Mutex::new(throttle.bucket()));
+    router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let admitted = bucket.lock().expect("bucket lock").admit(Instant::now());
+        async move {
+            if admitted {
+                next.run(request).await
+            } else {
+                Response::builder()
+                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .header("content-type", "application/json")
+                    .body(AxumBody::from(r#"{"message":"Too Many Requests"}"#))
+                    .expect("a valid response")
+            }
+        }
+    }))
+}
+
+/// An HTTP API stage's route throttling: a token bucket of `burst` tokens, refilled at
+/// `rate` a second, one token per request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    pub rate: f64,
+    pub burst: f64,
+}
+
+impl Throttle {
+    /// The `DefaultRouteSettings` of the template's HTTP API, parameters resolved; None
+    /// when it sets no throttling (API Gateway then applies only the account's quota,
+    /// which the local stack does not play).
+    pub fn from_template(template: &Template) -> Result<Option<Self>, LocalError> {
+        let Some(api) = template.resources_of_type("AWS::Serverless::HttpApi").next() else {
+            return Ok(None);
+        };
+        let settings = &api.properties["DefaultRouteSettings"];
+        let number = |name: &str| -> Result<Option<f64>, LocalError> {
+            let Some(value) = settings.get(name) else { return Ok(None) };
+            let text = template.resolve(value, &Physical::default(), "")?;
+            let number = text.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0);
+            number.map(Some).ok_or_else(|| {
+                LocalError::Template(format!("{}: {name} {text:?} is not a number of requests", api.logical_id))
+            })
+        };
+        Ok(match (number("ThrottlingRateLimit")?, number("ThrottlingBurstLimit")?) {
+            (None, None) => None,
+            // One set alone leaves the other unbounded, as API Gateway does.
+            (rate, burst) => Some(Self { rate: rate.unwrap_or(f64::INFINITY), burst: burst.unwrap_or(f64::INFINITY) }),
+        })
+    }
+
+    fn bucket(self) -> TokenBucket {
+        TokenBucket { throttle: self, tokens: self.burst, filled_at: None }
+    }
+}
+
+/// Starts full; `admit` takes a token if there is one.
+#[derive(Debug)]
+struct TokenBucket {
+    throttle: Throttle,
+    tokens: f64,
+    filled_at: Option<Instant>,
+}
+
+impl TokenBucket {
+    fn admit(&mut self, now: Instant) -> bool {
+        if let Some(filled_at) = self.filled_at {
+            let refill = now.saturating_duration_since(filled_at).as_secs_f64() * self.throttle.rate;
+            self.tokens = (self.tokens + refill).min(self.throttle.burst);
+        }
+        self.filled_at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 async fn invoke(app: &App, peer: SocketAddr, request: axum::extract::Request) -> Response {
@@ -118,4 +216,90 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 
 fn plain(status: StatusCode, message: &str) -> Response {
     Response::builder().status(status).body(AxumBody::from(message.to_owned())).expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn bucket(rate: f64, burst: f64) -> TokenBucket {
+        Throttle { rate, burst }.bucket()
+    }
+
+    #[test]
+    fn a_full_bucket_admits_its_burst_at_once_then_refuses() {
+        let mut bucket = bucket(1.0, 3.0);
+        let now = Instant::now();
+        assert_eq!((0..4).map(|_| bucket.admit(now)).collect::<Vec<_>>(), [true, true, true, false]);
+    }
+
+    #[test]
+    fn the_bucket_refills_at_its_rate() {
+        let mut bucket = bucket(10.0, 1.0);
+        let start = Instant::now();
+        assert!(bucket.admit(start));
+        assert!(!bucket.admit(start + Duration::from_millis(50)));
+        assert!(bucket.admit(start + Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn an_idle_bucket_holds_no_more_than_its_burst() {
+        let mut bucket = bucket(100.0, 2.0);
+        let later = Instant::now() + Duration::from_secs(3600);
+        bucket.admit(later - Duration::from_secs(3600));
+        assert_eq!((0..3).map(|_| bucket.admit(later)).collect::<Vec<_>>(), [true, true, false]);
+    }
+
+    #[test]
+    fn a_burst_of_zero_refuses_everything() {
+        assert!(!bucket(100.0, 0.0).admit(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_limit_is_answered_429_as_api_gateway_does_without_invoking() {
+        let invoked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = invoked.clone();
+        let function = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "invoked" }
+        });
+        let router = throttled(function, Throttle { rate: 0.001, burst: 1.0 });
+        let get = || axum::http::Request::get("/v1/users/u").body(AxumBody::empty()).unwrap();
+
+        assert_eq!(router.clone().oneshot(get()).await.unwrap().status(), StatusCode::OK);
+        let refused = router.oneshot(get()).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["content-type"], "application/json");
+        let body = axum::body::to_bytes(refused.into_body(), 1024).await.unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"message": "Too Many Requests"}));
+        assert_eq!(invoked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    fn real_template() -> Template {
+        Template::load(&crate::repo_root().join("infra/template.yaml")).unwrap()
+    }
+
+    #[test]
+    fn the_template_throttles_the_api_at_100_a_second_in_bursts_of_200_by_default() {
+        assert_eq!(Throttle::from_template(&real_template()).unwrap(), Some(Throttle { rate: 100.0, burst: 200.0 }));
+    }
+
+    #[test]
+    fn the_throttle_follows_the_template_parameters() {
+        let mut template = real_template();
+        template.set_parameter("ApiThrottlingRateLimit", "5");
+        template.set_parameter("ApiThrottlingBurstLimit", "7");
+        assert_eq!(Throttle::from_template(&template).unwrap(), Some(Throttle { rate: 5.0, burst: 7.0 }));
+    }
+
+    #[test]
+    fn an_api_without_route_settings_is_not_throttled() {
+        let template =
+            Template::parse("Resources:\n  Api: {Type: AWS::Serverless::HttpApi, Properties: {}}\n").unwrap();
+        assert_eq!(Throttle::from_template(&template).unwrap(), None);
+    }
 }

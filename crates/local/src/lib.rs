@@ -155,6 +155,7 @@ pub struct LocalStack {
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, LocalError> {
         let mut template = Template::load(&options.template)?;
+        let throttle = gateway::Throttle::from_template(&template)?;
         // Bound first: tracking links in email point at this address.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
@@ -276,7 +277,7 @@ impl LocalStack {
 
         let app = Arc::new(App::from_aws(&clients, &api_config));
         let (shutdown, stopped) = oneshot::channel();
-        let service = gateway::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        let service = gateway::router(app, throttle).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, service).with_graceful_shutdown(async {
                 let _ = stopped.await;
