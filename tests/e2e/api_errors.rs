@@ -60,6 +60,25 @@ async fn a_request_with_an_unknown_key_is_401() {
 }
 
 #[tokio::test]
+async fn a_stored_key_past_its_expiry_is_401_and_writes_nothing() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    api.put("/v1/users/u1", &json!({"email": "a@example.com"})).await;
+    let secret = keys::generate_secret();
+    let expired = keys::new_key(&secret, "expired", [Scope::Admin]).expiring_at(chrono::Utc::now());
+    DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
+        .put(&expired)
+        .await
+        .unwrap();
+    let before = profile_items(&stack).await;
+    let answer = api.with_key(Some(&secret)).put("/v1/users/u1", &json!({"email": "b@example.com"})).await;
+    assert_problem(&answer, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.body["detail"], "Expired API key");
+    assert_eq!(profile_items(&stack).await, before);
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_key_without_the_write_scope_is_403_on_put_and_delete_but_may_read() {
     let stack = start_stack().await;
     let api = Api::new(&stack);

@@ -1,5 +1,6 @@
 //! End-to-end suites against the local stack on the moto endpoint `scripts/test` starts.
 
+mod api_edge;
 mod api_errors;
 mod campaign_delivery;
 mod campaign_stores;
