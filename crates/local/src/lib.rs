@@ -8,6 +8,7 @@
 
 pub mod esm;
 pub mod gateway;
+pub mod key_command;
 pub mod moto;
 pub mod provision;
 pub mod s3;
