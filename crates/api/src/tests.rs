@@ -573,3 +573,15 @@ async fn a_segment_kind_given_as_an_object_is_refused_and_creates_nothing() {
     assert_eq!(answer.body["errors"][0]["field"], "kind", "{answer:?}");
     assert_eq!(call("GET", "/v1/segments/s1").admin().send(&app).await.status, 404);
 }
+
+#[tokio::test]
+async fn a_null_where_the_document_allows_none_is_refused() {
+    let app = app(&[]);
+    let template = json!({"channels": {"email": {"subject": "Hi", "body": "Hello", "html": null}}});
+    let answer = call("PUT", "/v1/templates/welcome").admin().json(template).send(&app).await;
+    assert_eq!(
+        answer.body["errors"],
+        json!([{"field": "channels.email.html", "message": "must be a string, not null"}]),
+        "{answer:?}"
+    );
+}
