@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Request},
+    extract::{FromRequest, FromRequestParts, MatchedPath, Request},
     http::{HeaderMap, StatusCode, request::Parts},
     response::Response,
 };
@@ -13,11 +13,12 @@ use herald_core::validation::ValidationErrors;
 use lambda_http::{RequestExt, aws_lambda_events::query_map::QueryMap};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{MAX_BODY_BYTES, problem::Problem};
+use crate::{MAX_BODY_BYTES, problem::Problem, shape};
 
 /// A JSON body of `T`, at most `LIMIT` bytes. Refused, in this order: a larger body 413,
 /// another media type 415, a blank body or malformed JSON 400, a wrong type or unknown
-/// field 400 naming its path.
+/// field 400 naming its path, a shape the route's schema in the OpenAPI document refuses
+/// 400 naming its path (see `shape`).
 ///
 /// The limit is applied here rather than by `DefaultBodyLimit` because the 413 names it,
 /// and because only the routes that read a body refuse a large one (after the key check).
@@ -28,12 +29,24 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
 
     async fn from_request(request: Request, _: &S) -> Result<Self, Problem> {
         let media_type = media_type(request.headers());
+        let schema = body_schema(&request);
         let body = read_body(request, LIMIT).await?;
         if media_type.is_some_and(|essence| essence != "application/json") {
             return Err(Problem::unsupported_media_type());
         }
-        parse_json(&body).map(Json)
+        let value = parse_json(&body)?;
+        if let Some(schema) = schema {
+            let json: serde_json::Value = serde_json::from_slice(&body).expect("parsed as T already");
+            shape::check(schema, &json)?;
+        }
+        Ok(Json(value))
     }
+}
+
+/// The OpenAPI document's schema of the body of the route `request` matched.
+pub fn body_schema(request: &Request) -> Option<&'static serde_json::Value> {
+    let path = request.extensions().get::<MatchedPath>()?;
+    shape::request_schema(request.method(), path.as_str())
 }
 
 /// The whole body, or 413 if it is over `limit` bytes.

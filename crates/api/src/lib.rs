@@ -7,6 +7,7 @@ pub mod config;
 pub mod extract;
 pub mod problem;
 pub mod resources;
+pub mod shape;
 #[cfg(test)]
 mod tests;
 

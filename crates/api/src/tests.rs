@@ -512,3 +512,76 @@ async fn each_request_is_logged_by_its_route_template_and_never_its_ids() {
     );
     assert!(!text.contains("ana"), "{text}");
 }
+
+// serde fills a struct from an array, field by field, and a unit variant from
+// `{"name": null}`: the OpenAPI document refuses both, and so does the API.
+
+#[tokio::test]
+async fn a_device_token_given_as_an_array_is_refused_and_stores_nothing() {
+    let app = app(&[]);
+    let token = "7c5e6b1a9f0d4e3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a1908f7e6d5c4b";
+    let answer = call("PUT", "/v1/users/u1").admin().json(json!({"device_tokens": [[token, "apns"]]})).send(&app).await;
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(
+        answer.body["errors"],
+        json!([{"field": "device_tokens[0]", "message": "must be an object, not an array"}])
+    );
+    assert_eq!(call("GET", "/v1/users/u1").admin().send(&app).await.status, 404);
+}
+
+#[tokio::test]
+async fn an_external_channel_given_as_an_array_is_refused() {
+    let app = app(&[]);
+    let channels = json!({"external_channels": [["slack", "https://hooks.slack.com/services/T0/B0/X", true]]});
+    let answer = call("PUT", "/v1/users/u1").admin().json(channels).send(&app).await;
+    assert_eq!(answer.body["errors"][0]["field"], "external_channels[0]", "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_notification_channel_given_as_an_object_is_refused() {
+    let app = app(&[]);
+    let request = json!({"type": "otp", "recipients": [{"phone": "+14155552671"}], "channels": [{"sms": null}],
+                         "content": {"sms": {"body": "Your code"}}});
+    let answer = call("POST", "/v1/notifications").admin().json(request).send(&app).await;
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(answer.body["errors"], json!([{"field": "channels[0]", "message": "must be a string, not an object"}]));
+}
+
+#[tokio::test]
+async fn an_event_given_as_an_array_is_refused() {
+    let app = app(&[]);
+    let batch = json!({"events": [["e1", "u1", "order", "2026-12-01T00:00:00Z"]]});
+    let answer = call("POST", "/v1/events").admin().json(batch).send(&app).await;
+    assert_eq!(answer.body["errors"][0]["field"], "events[0]", "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_campaign_window_given_as_an_array_is_refused() {
+    let app = app(&[]);
+    let request = json!({"name": "n", "segment_id": "s1", "template_id": "t", "channels": ["sms"],
+                         "local_window": ["09:00", "17:00"]});
+    let answer = call("POST", "/v1/campaigns").admin().json(request).send(&app).await;
+    assert_eq!(answer.body["errors"], json!([{"field": "local_window", "message": "must be an object, not an array"}]));
+}
+
+#[tokio::test]
+async fn a_segment_kind_given_as_an_object_is_refused_and_creates_nothing() {
+    let app = app(&[]);
+    let segment = json!({"segment_id": "s1", "name": "n", "kind": {"static": null}, "user_ids": ["u1"]});
+    let answer = call("POST", "/v1/segments").admin().json(segment).send(&app).await;
+    assert_eq!(answer.problem().0, 400);
+    assert_eq!(answer.body["errors"][0]["field"], "kind", "{answer:?}");
+    assert_eq!(call("GET", "/v1/segments/s1").admin().send(&app).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_null_where_the_document_allows_none_is_refused() {
+    let app = app(&[]);
+    let template = json!({"channels": {"email": {"subject": "Hi", "body": "Hello", "html": null}}});
+    let answer = call("PUT", "/v1/templates/welcome").admin().json(template).send(&app).await;
+    assert_eq!(
+        answer.body["errors"],
+        json!([{"field": "channels.email.html", "message": "must be a string, not null"}]),
+        "{answer:?}"
+    );
+}

@@ -15,9 +15,12 @@ use serde_json::Value;
 
 use crate::{
     AppState, MAX_BODY_BYTES, Routes,
-    extract::{Json, Query, deserialize_fields, json, json_at, media_type, no_content, parse_json, read_body},
+    extract::{
+        Json, Query, body_schema, deserialize_fields, json, json_at, media_type, no_content, parse_json, read_body,
+    },
     problem::Problem,
     resources::segment_upload,
+    shape,
 };
 
 /// Members a page of `GET /v1/segments/{id}/members` holds unless `limit` says otherwise,
@@ -51,14 +54,20 @@ async fn list(State(app): State<AppState>) -> Result<Response, Problem> {
 async fn post(State(app): State<AppState>, Query(query): Query, request: Request) -> Result<Response, Problem> {
     let (segment_id, input) = match media_type(request.headers()).as_deref() {
         None | Some("application/json") => {
-            let mut body: serde_json::Map<String, Value> = parse_json(&read_body(request, MAX_BODY_BYTES).await?)?;
+            let schema = body_schema(&request);
+            let whole: serde_json::Map<String, Value> = parse_json(&read_body(request, MAX_BODY_BYTES).await?)?;
+            let mut body = whole.clone();
             let segment_id = match body.remove("segment_id") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(id)) => Some(id),
                 Some(_) => return Err(ValidationErrors::single("segment_id", "must be a string").into()),
             };
             // SegmentInput refuses unknown fields and names the path of a wrong type.
-            (segment_id, deserialize_fields(Value::Object(body))?)
+            let input = deserialize_fields(Value::Object(body))?;
+            if let Some(schema) = schema {
+                shape::check(schema, &Value::Object(whole))?;
+            }
+            (segment_id, input)
         }
         Some("text/csv" | "text/plain") => segment_upload::segment(&read_body(request, MAX_BODY_BYTES).await?, &query)?,
         Some(_) => {
