@@ -432,6 +432,53 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
     stack.stop().await;
 }
 
+/// The value of the template's secret `logical_id`, as Secrets Manager holds it.
+async fn secret_value(stack: &herald_local::LocalStack, logical_id: &str) -> String {
+    let arn = stack.deployment.physical.reference(logical_id).unwrap();
+    let answer = stack.clients.secretsmanager.get_secret_value().secret_id(arn).send().await.unwrap();
+    answer.secret_string().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn each_secret_is_generated_as_a_one_key_ring_and_functions_get_only_the_arns_they_need() {
+    let stack = start_stack().await;
+    let tracking = secret_value(&stack, "TrackingKeysSecret").await;
+    let webhook = secret_value(&stack, "WebhookSigningKeysSecret").await;
+    for value in [&tracking, &webhook] {
+        let ring = herald_core::signing::KeyRing::parse(value).unwrap();
+        assert_eq!(ring.current().id, "k1");
+        assert_eq!(ring.current().secret().len(), 48);
+    }
+    assert_ne!(tracking, webhook, "a secret per purpose");
+    let names = ["TRACKING_KEYS_SECRET_ARN", "WEBHOOK_SIGNING_KEYS_SECRET_ARN"];
+    let functions = [
+        ("herald-api", &names[..]),
+        ("herald-worker-email", &names[..1]),
+        ("herald-worker-webhook", &names[1..]),
+        ("herald-worker-sms", &[][..]),
+        ("herald-worker-push", &[][..]),
+        ("herald-segmenter", &[][..]),
+        ("herald-importer", &[][..]),
+        ("herald-dispatcher", &[][..]),
+        ("herald-relay", &[][..]),
+    ];
+    for (binary, expected) in functions {
+        let environment = stack.deployment.function_environment(binary).unwrap();
+        let held: Vec<&str> = names.iter().copied().filter(|n| environment.contains_key(*n)).collect();
+        assert_eq!(held, expected, "{binary}");
+        for name in held {
+            assert!(environment[name].starts_with("arn:aws:secretsmanager:us-east-1:"), "{binary}: {name}");
+        }
+        let secret_of = |value: &str| herald_core::signing::KeyRing::parse(value).unwrap().current().clone();
+        for value in environment.values() {
+            for secret in [secret_of(&tracking), secret_of(&webhook)] {
+                assert!(!value.as_bytes().windows(secret.secret().len()).any(|w| w == secret.secret()), "{binary}");
+            }
+        }
+    }
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updates_changed_queues() {
     let stack = start_stack().await;
@@ -454,10 +501,11 @@ async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updat
         "{sender} is an identity"
     );
 
-    let mut template = Template::load(&repo_root().join("infra/template.yaml")).unwrap();
-    template.set_parameter("SigningSecret", first.template.parameter("SigningSecret").unwrap());
+    let template = Template::load(&repo_root().join("infra/template.yaml")).unwrap();
+    let tracking_keys = secret_value(&stack, "TrackingKeysSecret").await;
     let again = herald_local::provision::deploy(&stack.clients, &template, &first.stack_name).await.unwrap();
     assert_eq!(again.physical, first.physical);
+    assert_eq!(secret_value(&stack, "TrackingKeysSecret").await, tracking_keys, "a secret keeps its value");
     assert_eq!(
         again.function_environment("herald-worker-push").unwrap()["APNS_PLATFORM_APPLICATION_ARN"],
         push["APNS_PLATFORM_APPLICATION_ARN"]

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use herald_core::keys::Scope;
+use herald_core::{
+    keys::Scope,
+    signing::webhook::{PublicKey, verify},
+};
 use herald_e2e::{
     Api, assert_problem, key_with, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries,
     webhook_sink::WebhookSink,
@@ -47,9 +50,12 @@ async fn stack_trusting(sink: &WebhookSink) -> herald_local::LocalStack {
     .await
 }
 
-/// The stack's signing key, to check webhook signatures.
-fn signing_secret(stack: &herald_local::LocalStack) -> String {
-    stack.deployment.template.parameter("SigningSecret").unwrap().to_owned()
+/// The keys a receiver verifies webhook signatures with, as the API publishes them (no
+/// API key needed).
+async fn webhook_keys(stack: &herald_local::LocalStack) -> Vec<PublicKey> {
+    let answer = Api::new(stack).with_key(None).get("/v1/webhook-keys").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    serde_json::from_value(answer.body["keys"].clone()).unwrap()
 }
 
 #[tokio::test]
@@ -105,17 +111,18 @@ async fn a_notification_reaches_every_channel_of_a_user_once() {
     expected.sort();
     assert_eq!(tokens, expected);
 
-    // The webhook went once, to the enabled channel only, signed with the stack's key.
+    // The webhook went once, to the enabled channel only, signed by the stack's current
+    // key, which verifies with its published public key (and not the body altered).
     let posts = sink.received();
     assert_eq!(posts.len(), 1, "{posts:?}");
     let body: Value = serde_json::from_str(&posts[0].body).unwrap();
     assert_eq!(body["text"], "Payment of 12.50 due");
     let signature = posts[0].headers["x-herald-signature"].to_str().unwrap();
-    let timestamp: i64 = signature.trim_start_matches("t=").split(',').next().unwrap().parse().unwrap();
-    assert_eq!(
-        signature,
-        herald_aws::senders::webhook::signature(signing_secret(&stack).as_bytes(), timestamp, &posts[0].body)
-    );
+    let keys = webhook_keys(&stack).await;
+    assert!(signature.contains(&format!(",kid={},", keys[0].kid)), "{signature}");
+    let signed_at = verify(signature, &posts[0].body, &keys).expect("a signature by a published key");
+    assert!((chrono::Utc::now().timestamp() - signed_at).abs() < 300);
+    assert_eq!(verify(signature, &posts[0].body.replace("12.50", "1250"), &keys), None);
     assert_eq!(posts[0].headers["idempotency-key"], delivery(&answer, "webhook")["delivery_id"].as_str().unwrap());
     sink.stop();
     stack.stop().await;
