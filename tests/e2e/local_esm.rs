@@ -480,6 +480,33 @@ async fn each_secret_is_generated_as_a_one_key_ring_and_functions_get_only_the_a
 }
 
 #[tokio::test]
+async fn a_function_whose_secret_holds_no_key_ring_stops_at_init_naming_the_variable_never_the_value() {
+    let stack = start_stack().await;
+    let value = r#"{"id":"k1","secret":"too-short-to-sign"}"#;
+    let name = herald_e2e::tables::unique("bad-ring");
+    let created = stack.clients.secretsmanager.create_secret().name(&name).secret_string(value).send().await;
+    let arn = created.unwrap().arn.unwrap();
+
+    let config = herald_api::Config { tracking_keys_secret: arn.clone(), ..stack.api_config.clone() };
+    let api = herald_api::App::from_aws(&stack.clients, &config).await.err().expect("refused at init").to_string();
+    assert!(api.contains("TRACKING_KEYS_SECRET_ARN") && api.contains("shorter than 32"), "{api}");
+
+    let mut environment = stack.deployment.function_environment("herald-worker-webhook").unwrap();
+    environment.insert("WEBHOOK_SIGNING_KEYS_SECRET_ARN".into(), arn);
+    let config = herald_worker::WorkerConfig::from_lookup(|n| environment.get(n).cloned()).unwrap();
+    let worker = herald_worker::WorkerHandler::from_aws(&stack.clients, &config)
+        .await
+        .err()
+        .expect("refused at init")
+        .to_string();
+    assert!(worker.contains("WEBHOOK_SIGNING_KEYS_SECRET_ARN"), "{worker}");
+    for message in [api, worker] {
+        assert!(!message.contains("too-short-to-sign"), "{message}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updates_changed_queues() {
     let stack = start_stack().await;
     let first = &stack.deployment;
