@@ -128,7 +128,7 @@ async fn the_first_pages_are_one_per_shard_from_its_start_and_due_now() {
     let name = format!("{}-pages", stack.deployment.stack_name);
     let queue_url = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
     let config = Config { dispatch_queue_url: queue_url.clone(), ..stack.api_config.clone() };
-    let app = App::from_aws(&stack.clients, &config);
+    let app = App::from_aws(&stack.clients, &config).await.unwrap();
 
     let response = app.handle(gateway_event("POST", "/v1/campaigns", &campaign("c_now", None), &stack.admin_key)).await;
     assert_eq!(response.status().as_u16(), 202, "{:?}", response.body());

@@ -432,6 +432,80 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
     stack.stop().await;
 }
 
+/// The value of the template's secret `logical_id`, as Secrets Manager holds it.
+async fn secret_value(stack: &herald_local::LocalStack, logical_id: &str) -> String {
+    let arn = stack.deployment.physical.reference(logical_id).unwrap();
+    let answer = stack.clients.secretsmanager.get_secret_value().secret_id(arn).send().await.unwrap();
+    answer.secret_string().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn each_secret_is_generated_as_a_one_key_ring_and_functions_get_only_the_arns_they_need() {
+    let stack = start_stack().await;
+    let tracking = secret_value(&stack, "TrackingKeysSecret").await;
+    let webhook = secret_value(&stack, "WebhookSigningKeysSecret").await;
+    for value in [&tracking, &webhook] {
+        let ring = herald_core::signing::KeyRing::parse(value).unwrap();
+        assert_eq!(ring.current().id, "k1");
+        assert_eq!(ring.current().secret().len(), 48);
+    }
+    assert_ne!(tracking, webhook, "a secret per purpose");
+    let names = ["TRACKING_KEYS_SECRET_ARN", "WEBHOOK_SIGNING_KEYS_SECRET_ARN"];
+    let functions = [
+        ("herald-api", &names[..]),
+        ("herald-worker-email", &names[..1]),
+        ("herald-worker-webhook", &names[1..]),
+        ("herald-worker-sms", &[][..]),
+        ("herald-worker-push", &[][..]),
+        ("herald-segmenter", &[][..]),
+        ("herald-importer", &[][..]),
+        ("herald-dispatcher", &[][..]),
+        ("herald-relay", &[][..]),
+    ];
+    for (binary, expected) in functions {
+        let environment = stack.deployment.function_environment(binary).unwrap();
+        let held: Vec<&str> = names.iter().copied().filter(|n| environment.contains_key(*n)).collect();
+        assert_eq!(held, expected, "{binary}");
+        for name in held {
+            assert!(environment[name].starts_with("arn:aws:secretsmanager:us-east-1:"), "{binary}: {name}");
+        }
+        let secret_of = |value: &str| herald_core::signing::KeyRing::parse(value).unwrap().current().clone();
+        for value in environment.values() {
+            for secret in [secret_of(&tracking), secret_of(&webhook)] {
+                assert!(!value.as_bytes().windows(secret.secret().len()).any(|w| w == secret.secret()), "{binary}");
+            }
+        }
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_function_whose_secret_holds_no_key_ring_stops_at_init_naming_the_variable_never_the_value() {
+    let stack = start_stack().await;
+    let value = r#"{"id":"k1","secret":"too-short-to-sign"}"#;
+    let name = herald_e2e::tables::unique("bad-ring");
+    let created = stack.clients.secretsmanager.create_secret().name(&name).secret_string(value).send().await;
+    let arn = created.unwrap().arn.unwrap();
+
+    let config = herald_api::Config { tracking_keys_secret: arn.clone(), ..stack.api_config.clone() };
+    let api = herald_api::App::from_aws(&stack.clients, &config).await.err().expect("refused at init").to_string();
+    assert!(api.contains("TRACKING_KEYS_SECRET_ARN") && api.contains("shorter than 32"), "{api}");
+
+    let mut environment = stack.deployment.function_environment("herald-worker-webhook").unwrap();
+    environment.insert("WEBHOOK_SIGNING_KEYS_SECRET_ARN".into(), arn);
+    let config = herald_worker::WorkerConfig::from_lookup(|n| environment.get(n).cloned()).unwrap();
+    let worker = herald_worker::WorkerHandler::from_aws(&stack.clients, &config)
+        .await
+        .err()
+        .expect("refused at init")
+        .to_string();
+    assert!(worker.contains("WEBHOOK_SIGNING_KEYS_SECRET_ARN"), "{worker}");
+    for message in [api, worker] {
+        assert!(!message.contains("too-short-to-sign"), "{message}");
+    }
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updates_changed_queues() {
     let stack = start_stack().await;
@@ -454,10 +528,11 @@ async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updat
         "{sender} is an identity"
     );
 
-    let mut template = Template::load(&repo_root().join("infra/template.yaml")).unwrap();
-    template.set_parameter("SigningSecret", first.template.parameter("SigningSecret").unwrap());
+    let template = Template::load(&repo_root().join("infra/template.yaml")).unwrap();
+    let tracking_keys = secret_value(&stack, "TrackingKeysSecret").await;
     let again = herald_local::provision::deploy(&stack.clients, &template, &first.stack_name).await.unwrap();
     assert_eq!(again.physical, first.physical);
+    assert_eq!(secret_value(&stack, "TrackingKeysSecret").await, tracking_keys, "a secret keeps its value");
     assert_eq!(
         again.function_environment("herald-worker-push").unwrap()["APNS_PLATFORM_APPLICATION_ARN"],
         push["APNS_PLATFORM_APPLICATION_ARN"]

@@ -3,7 +3,22 @@
 
 use std::time::Duration;
 
-use herald_core::keys::Scope;
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use herald_aws::SecretsManagerKeyRings;
+use herald_core::{
+    delivery::{
+        Channel,
+        tracking::{Action, Token},
+    },
+    keys::Scope,
+    signing::{
+        KeyRing, KeyRingStore,
+        webhook::{PublicKey, WebhookSigner, verify},
+    },
+};
 use herald_e2e::{
     Api, assert_problem, key_with, sent_by_moto, start_stack, start_stack_with, tracking_links, wait_for_deliveries,
     webhook_sink::WebhookSink,
@@ -47,9 +62,12 @@ async fn stack_trusting(sink: &WebhookSink) -> herald_local::LocalStack {
     .await
 }
 
-/// The stack's signing key, to check webhook signatures.
-fn signing_secret(stack: &herald_local::LocalStack) -> String {
-    stack.deployment.template.parameter("SigningSecret").unwrap().to_owned()
+/// The keys a receiver verifies webhook signatures with, as the API publishes them (no
+/// API key needed).
+async fn webhook_keys(stack: &herald_local::LocalStack) -> Vec<PublicKey> {
+    let answer = Api::new(stack).with_key(None).get("/v1/webhook-keys").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    serde_json::from_value(answer.body["keys"].clone()).unwrap()
 }
 
 #[tokio::test]
@@ -105,17 +123,18 @@ async fn a_notification_reaches_every_channel_of_a_user_once() {
     expected.sort();
     assert_eq!(tokens, expected);
 
-    // The webhook went once, to the enabled channel only, signed with the stack's key.
+    // The webhook went once, to the enabled channel only, signed by the stack's current
+    // key, which verifies with its published public key (and not the body altered).
     let posts = sink.received();
     assert_eq!(posts.len(), 1, "{posts:?}");
     let body: Value = serde_json::from_str(&posts[0].body).unwrap();
     assert_eq!(body["text"], "Payment of 12.50 due");
     let signature = posts[0].headers["x-herald-signature"].to_str().unwrap();
-    let timestamp: i64 = signature.trim_start_matches("t=").split(',').next().unwrap().parse().unwrap();
-    assert_eq!(
-        signature,
-        herald_aws::senders::webhook::signature(signing_secret(&stack).as_bytes(), timestamp, &posts[0].body)
-    );
+    let keys = webhook_keys(&stack).await;
+    assert!(signature.contains(&format!(",kid={},", keys[0].kid)), "{signature}");
+    let signed_at = verify(signature, &posts[0].body, &keys).expect("a signature by a published key");
+    assert!((chrono::Utc::now().timestamp() - signed_at).abs() < 300);
+    assert_eq!(verify(signature, &posts[0].body.replace("12.50", "1250"), &keys), None);
     assert_eq!(posts[0].headers["idempotency-key"], delivery(&answer, "webhook")["delivery_id"].as_str().unwrap());
     sink.stop();
     stack.stop().await;
@@ -406,6 +425,51 @@ async fn a_type_without_a_template_and_without_inline_content_is_400() {
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.fields_at_fault(), ["type"]);
+    stack.stop().await;
+}
+
+/// The key ring the stack keeps in its secret `logical_id`, read as the functions read it.
+async fn key_ring(stack: &herald_local::LocalStack, logical_id: &str) -> KeyRing {
+    let arn = stack.deployment.physical.reference(logical_id).unwrap();
+    SecretsManagerKeyRings::new(stack.clients.secretsmanager.clone()).key_ring(arn).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_unsubscribe_token_minted_with_the_webhook_keys_is_refused_and_changes_nothing() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    api.put("/v1/users/eve", &json!({"email": "eve@example.com"})).await;
+    let token = Token {
+        delivery_id: "d_forged".into(),
+        action: Action::Unsubscribe {
+            user_id: "eve".into(),
+            notification_type: "news".into(),
+            channel: Channel::Email,
+        },
+    };
+    // What a receiver holds: the published public key (and its kid); a signature it got,
+    // as the token's signature. Then the webhook ring itself, which no receiver sees.
+    let published = &webhook_keys(&stack).await[0];
+    let by_public_key = token.sign(&KeyRing::new([(published.kid.clone(), published.public_key.clone())]).unwrap());
+    let webhook_ring = key_ring(&stack, "WebhookSigningKeysSecret").await;
+    let (kid_and_payload, _) = by_public_key.rsplit_once('.').unwrap();
+    let received = WebhookSigner::new(&webhook_ring).sign(0, kid_and_payload);
+    let signature = STANDARD.decode(received.rsplit_once("v1=").unwrap().1).unwrap();
+    let by_signature = format!("{kid_and_payload}.{}", URL_SAFE_NO_PAD.encode(signature));
+    let by_webhook_ring = token.sign(&webhook_ring);
+    let http = reqwest::Client::new();
+    let unsubscribe = async |token: &str| {
+        let url = format!("{}/v1/t/{token}", stack.api_url);
+        http.post(url).body("List-Unsubscribe=One-Click").send().await.unwrap().status()
+    };
+    for forged in [&by_public_key, &by_signature, &by_webhook_ring] {
+        assert_eq!(unsubscribe(forged).await, StatusCode::NOT_FOUND, "{forged}");
+    }
+    assert_eq!(api.get("/v1/users/eve/preferences").await.body, json!({"opt_outs": {}}));
+
+    // Signed with the stack's tracking ring, as the email worker signs, it is accepted.
+    assert_eq!(unsubscribe(&token.sign(&key_ring(&stack, "TrackingKeysSecret").await)).await, StatusCode::OK);
+    assert_eq!(api.get("/v1/users/eve/preferences").await.body, json!({"opt_outs": {"news": ["email"]}}));
     stack.stop().await;
 }
 

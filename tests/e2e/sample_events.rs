@@ -45,7 +45,7 @@ fn with_send_at(event: &str, send_at: chrono::DateTime<chrono::Utc>) -> String {
 #[tokio::test]
 async fn every_sample_api_event_gets_its_expected_answer() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
-    let app = App::from_aws(&stack.clients, &stack.api_config);
+    let app = App::from_aws(&stack.clients, &stack.api_config).await.unwrap();
     let expectations = [
         ("api-put-template.json", 201),
         ("api-get-template.json", 200),
@@ -162,7 +162,7 @@ async fn the_sample_relay_event_publishes_the_new_outbox_only() {
 #[tokio::test]
 async fn the_sample_import_events_list_and_read_a_job() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
-    let app = App::from_aws(&stack.clients, &stack.api_config);
+    let app = App::from_aws(&stack.clients, &stack.api_config).await.unwrap();
     let event: serde_json::Value = serde_json::from_str(&read_event("api-get-import.json")).unwrap();
     let job_id = event["rawPath"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     let at = chrono::Utc::now();

@@ -18,13 +18,18 @@ pub struct Config {
     pub jobs_table: String,
     /// The dispatcher's queue, which a new campaign's first pages are sent to.
     pub dispatch_queue_url: String,
-    /// Key of the HMAC on tracking links.
-    pub signing_secret: String,
+    /// The secret holding the tracking keys (HMAC of tracking links), by ARN.
+    pub tracking_keys_secret: String,
+    /// The secret holding the webhook signing keys, whose public halves the API publishes.
+    pub webhook_keys_secret: String,
     /// How long an idempotency key holds (`IDEMPOTENCY_TTL_SECONDS`, default 24 h).
     pub idempotency_ttl: chrono::Duration,
 }
 
 pub use herald_edge::config::ConfigError;
+
+pub const TRACKING_KEYS_SECRET_ARN: &str = "TRACKING_KEYS_SECRET_ARN";
+pub const WEBHOOK_SIGNING_KEYS_SECRET_ARN: &str = "WEBHOOK_SIGNING_KEYS_SECRET_ARN";
 use herald_edge::config::{Env, process_env};
 
 impl Config {
@@ -50,7 +55,8 @@ impl Config {
             members_table: get("MEMBERS_TABLE")?,
             jobs_table: get("JOBS_TABLE")?,
             dispatch_queue_url: get("DISPATCH_QUEUE_URL")?,
-            signing_secret: get("SIGNING_SECRET")?,
+            tracking_keys_secret: get(TRACKING_KEYS_SECRET_ARN)?,
+            webhook_keys_secret: get(WEBHOOK_SIGNING_KEYS_SECRET_ARN)?,
             idempotency_ttl: env
                 .parse("IDEMPOTENCY_TTL_SECONDS", "a positive number of seconds", |v| {
                     v.parse::<i64>().ok().filter(|s| *s > 0).map(chrono::Duration::seconds)

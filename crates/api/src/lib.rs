@@ -25,7 +25,7 @@ use axum::{
 use herald_aws::{
     Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoCampaignStore, DynamoDeliveryStore, DynamoImportJobStore,
     DynamoMembershipStore, DynamoNotificationStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSegmentStore,
-    DynamoTemplateStore, EventBridgePublisher, SqsDispatchQueue,
+    DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
 };
 use herald_core::{
     activity::MAX_BATCH_BYTES,
@@ -36,12 +36,16 @@ use herald_core::{
     notifications::NotificationService,
     profiles::ProfileService,
     segments::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
+    signing::{
+        KeyRing, KeyRingStore,
+        webhook::{PublicKey, WebhookSigner},
+    },
 };
 use lambda_http::RequestExt;
 use tower::{ServiceExt, util::MapRequest};
 
 pub use auth::{Access, Authenticator};
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use problem::Problem;
 
 /// The largest request body the API reads, but for `POST /v1/events`.
@@ -66,8 +70,10 @@ pub struct Services {
     pub segments: SegmentService,
     pub import_jobs: Arc<dyn ImportJobStore>,
     pub campaigns: CampaignService,
-    /// Key of the HMAC on tracking links.
-    pub signing_secret: Vec<u8>,
+    /// The keys of the HMAC on tracking links.
+    pub tracking_keys: KeyRing,
+    /// The webhook signing keys' public halves, published at `GET /v1/webhook-keys`.
+    pub webhook_keys: Vec<PublicKey>,
     pub auth: Arc<Authenticator>,
 }
 
@@ -75,8 +81,15 @@ pub struct Services {
 pub type AppState = Arc<Services>;
 
 impl Services {
-    /// The services over the AWS adapters named by `config`.
-    pub fn from_aws(clients: &Clients, config: &Config) -> Self {
+    /// The services over the AWS adapters named by `config`, the key rings read once from
+    /// Secrets Manager (an error names the variable, never the secret's value).
+    pub async fn from_aws(clients: &Clients, config: &Config) -> Result<Self, ConfigError> {
+        let secrets = SecretsManagerKeyRings::new(clients.secretsmanager.clone());
+        let ring = async |var: &'static str, arn: &str| {
+            secrets.key_ring(arn).await.map_err(|e| ConfigError::invalid(var, e.to_string()))
+        };
+        let tracking_keys = ring(config::TRACKING_KEYS_SECRET_ARN, &config.tracking_keys_secret).await?;
+        let webhook_keys = ring(config::WEBHOOK_SIGNING_KEYS_SECRET_ARN, &config.webhook_keys_secret).await?;
         let db = || clients.dynamodb.clone();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
         let events = Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name));
@@ -105,7 +118,7 @@ impl Services {
             events.clone(),
             DEFAULT_BACKFILL_PARTS,
         );
-        Self {
+        Ok(Self {
             profiles: ProfileService::new(profiles.clone()),
             notifications: NotificationService {
                 profiles,
@@ -122,9 +135,10 @@ impl Services {
             segments,
             import_jobs: Arc::new(DynamoImportJobStore::new(db(), &config.jobs_table)),
             campaigns,
-            signing_secret: config.signing_secret.as_bytes().to_vec(),
+            tracking_keys,
+            webhook_keys: WebhookSigner::new(&webhook_keys).public_keys(),
             auth: Arc::new(Authenticator::new(keys)),
-        }
+        })
     }
 }
 
@@ -138,8 +152,8 @@ pub struct App {
 
 impl App {
     /// The app over the AWS adapters named by `config`.
-    pub fn from_aws(clients: &Clients, config: &Config) -> Self {
-        Self::new(Services::from_aws(clients, config))
+    pub async fn from_aws(clients: &Clients, config: &Config) -> Result<Self, ConfigError> {
+        Ok(Self::new(Services::from_aws(clients, config).await?))
     }
 
     pub fn new(services: Services) -> Self {

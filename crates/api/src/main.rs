@@ -7,7 +7,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let clients = herald_aws::Clients::new(&herald_aws::sdk_config().await);
     clients.warm_up(&config.profiles_table, Some(&config.event_bus_name)).await;
-    let app = App::from_aws(&clients, &config);
+    let app = App::from_aws(&clients, &config).await?;
     // The runtime's http-axum shape: lambda_http serves the router (on the raw path).
     lambda_http::run(app.service()).await
 }

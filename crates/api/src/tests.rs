@@ -30,6 +30,15 @@ use super::*;
 
 const ADMIN: &str = "hk_admin";
 
+/// The app's tracking keys, and its webhook keys under the same id: the secrets differ.
+fn tracking_keys() -> KeyRing {
+    KeyRing::new([("k1", "tracking-secret-0123456789abcdef0123456789")]).unwrap()
+}
+
+fn webhook_keys() -> KeyRing {
+    KeyRing::new([("k1", "webhook-secret-0123456789abcdef0123456789")]).unwrap()
+}
+
 struct Keys(HashMap<String, ApiKey>);
 
 #[async_trait::async_trait]
@@ -76,7 +85,8 @@ fn app(keys: &[(&str, &[Scope])]) -> App {
             templates,
             segments,
         },
-        signing_secret: b"secret".to_vec(),
+        tracking_keys: tracking_keys(),
+        webhook_keys: WebhookSigner::new(&webhook_keys()).public_keys(),
         auth: Arc::new(Authenticator::new(Arc::new(Keys(stored)))),
     })
 }
@@ -306,7 +316,7 @@ async fn campaign_routes_name_their_ids_and_scopes() {
 async fn every_route_in_the_table_answers_each_of_its_methods() {
     let app = app(&[]);
     let table = route_table();
-    assert_eq!(table.len(), 17);
+    assert_eq!(table.len(), 18);
     for (template, methods) in table {
         let path = template.replace("{id}", "x").replace("{token}", "x");
         for method in methods {
@@ -314,6 +324,8 @@ async fn every_route_in_the_table_answers_each_of_its_methods() {
             let answer = call(method, &path).send(&app).await;
             if template == "/v1/t/{token}" {
                 assert_eq!(answer.problem().2, "Unknown link", "public: {method} {path}");
+            } else if template == "/v1/webhook-keys" {
+                assert_eq!(answer.status, 200, "public: {method} {path}");
             } else {
                 assert_eq!(answer.problem().0, 401, "{method} {path}");
                 assert_eq!(answer.headers["www-authenticate"], "Bearer");
@@ -419,7 +431,7 @@ async fn a_click_link_to_a_url_with_a_control_character_is_refused() {
     use herald_core::delivery::tracking::{Action, Token};
     let app = app(&[]);
     let token = Token { delivery_id: "d_1".into(), action: Action::Click { url: "https://x.example/a\u{7}b".into() } };
-    let answer = call("GET", &format!("/v1/t/{}", token.sign(b"secret"))).send(&app).await;
+    let answer = call("GET", &format!("/v1/t/{}", token.sign(&tracking_keys()))).send(&app).await;
     assert_eq!(answer.problem().0, 400);
     assert_eq!(answer.body["errors"][0]["field"], "token");
 }
@@ -431,7 +443,7 @@ fn unsubscribe_link() -> String {
     };
     let action =
         Action::Unsubscribe { user_id: "ana".into(), notification_type: "news".into(), channel: Channel::Email };
-    format!("/v1/t/{}", Token { delivery_id: "d_1".into(), action }.sign(b"secret"))
+    format!("/v1/t/{}", Token { delivery_id: "d_1".into(), action }.sign(&tracking_keys()))
 }
 
 #[tokio::test]
@@ -454,6 +466,75 @@ async fn an_unsubscribe_post_opts_the_user_out() {
     assert_eq!(answer.status, 200);
     let preferences = call("GET", "/v1/users/ana/preferences").admin().send(&app).await;
     assert_eq!(preferences.body, json!({"opt_outs": {"news": ["email"]}}));
+}
+
+#[tokio::test]
+async fn the_webhook_public_keys_are_published_without_a_key_and_verify_a_signature() {
+    use herald_core::signing::webhook::{PublicKey, verify};
+    let app = app(&[]);
+    let answer = call("GET", "/v1/webhook-keys").send(&app).await;
+    assert_eq!(answer.status, 200);
+    let keys: Vec<PublicKey> = serde_json::from_value(answer.body["keys"].clone()).unwrap();
+    assert_eq!((keys[0].kid.as_str(), keys[0].alg.as_str()), ("k1", "Ed25519"));
+    let header = WebhookSigner::new(&webhook_keys()).sign(1_700_000_000, "{}");
+    assert_eq!(verify(&header, "{}", &keys), Some(1_700_000_000));
+    assert_eq!(verify(&header, "{ }", &keys), None);
+}
+
+/// `kid.payload.signature` of an unsubscribe of ana from news, signed as `sign` says.
+fn forged_unsubscribe(kid: &str, sign: impl FnOnce(&str) -> Vec<u8>) -> String {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let token = serde_json::to_vec(
+        &json!({"d": "d_1", "a": "unsubscribe", "user_id": "ana", "notification_type": "news", "channel": "email"}),
+    )
+    .unwrap();
+    let payload = URL_SAFE_NO_PAD.encode(token);
+    let signature = URL_SAFE_NO_PAD.encode(sign(&format!("{kid}.{payload}")));
+    format!("/v1/t/{kid}.{payload}.{signature}")
+}
+
+#[tokio::test]
+async fn a_tracking_token_minted_with_anything_of_the_webhook_keys_is_refused_and_changes_nothing() {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    use herald_core::delivery::{
+        Channel,
+        tracking::{Action, Token},
+    };
+    use hmac::{Hmac, Mac};
+    let app = app(&[]);
+    let published = call("GET", "/v1/webhook-keys").send(&app).await.body["keys"][0]["public_key"].clone();
+    let public_key = published.as_str().unwrap().to_owned();
+    let hmac = |key: Vec<u8>| {
+        move |signed: &str| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+            mac.update(signed.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+    };
+    let signer = WebhookSigner::new(&webhook_keys());
+    let unsubscribe =
+        Action::Unsubscribe { user_id: "ana".into(), notification_type: "news".into(), channel: Channel::Email };
+    let forged = [
+        // What every receiver holds: the published public key, as text and as bytes.
+        forged_unsubscribe("k1", hmac(public_key.clone().into_bytes())),
+        forged_unsubscribe("k1", hmac(STANDARD.decode(&public_key).unwrap())),
+        // A signature a receiver got, over the token's text.
+        forged_unsubscribe("k1", |signed| {
+            let header = signer.sign(0, signed);
+            STANDARD.decode(header.rsplit_once("v1=").unwrap().1).unwrap()
+        }),
+        // Even the webhook ring's secret itself (receivers never see it), under its kid.
+        format!("/v1/t/{}", Token { delivery_id: "d_1".into(), action: unsubscribe }.sign(&webhook_keys())),
+    ];
+    for link in forged {
+        assert_eq!(call("POST", &link).send(&app).await.problem().2, "Unknown link", "{link}");
+        assert_eq!(call("GET", &link).send(&app).await.problem().0, 404, "{link}");
+    }
+    let preferences = call("GET", "/v1/users/ana/preferences").admin().send(&app).await;
+    assert_eq!(preferences.body, json!({"opt_outs": {}}));
+    // The same forgery with the tracking key is accepted: the refusals were about the key.
+    let genuine = forged_unsubscribe("k1", hmac(tracking_keys().current().secret().to_vec()));
+    assert_eq!(call("POST", &genuine).send(&app).await.status, 200);
 }
 
 #[tokio::test]

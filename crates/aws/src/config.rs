@@ -33,6 +33,7 @@ pub struct Clients {
     pub sesv2: aws_sdk_sesv2::Client,
     pub sns: aws_sdk_sns::Client,
     pub s3: aws_sdk_s3::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
     /// What the clients were built from, to derive clients for another region.
     pub sdk_config: SdkConfig,
 }
@@ -78,6 +79,7 @@ impl Clients {
                 }
                 aws_sdk_s3::Client::from_conf(builder.build())
             },
+            secretsmanager: client!(aws_sdk_secretsmanager),
             sdk_config: config.clone(),
         }
     }

@@ -5,6 +5,7 @@ pub mod dynamo;
 pub mod eventbridge;
 pub mod request_counter;
 pub mod s3;
+pub mod secretsmanager;
 pub mod senders;
 pub mod sqs;
 
@@ -25,6 +26,7 @@ pub use dynamo::{
 pub use eventbridge::EventBridgePublisher;
 pub use request_counter::RequestCounter;
 pub use s3::import_files::S3ImportFiles;
+pub use secretsmanager::SecretsManagerKeyRings;
 pub use sqs::{
     channel_queues::SqsChannelQueues, dispatch_queue::SqsDispatchQueue, import_queue::SqsImportQueue,
     segmenter_queue::SqsSegmenterQueue,

@@ -13,5 +13,6 @@ pub mod limits;
 pub mod notifications;
 pub mod profiles;
 pub mod segments;
+pub mod signing;
 pub mod store;
 pub mod validation;

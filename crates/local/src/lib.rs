@@ -163,8 +163,6 @@ impl LocalStack {
             .map_err(|e| LocalError::Config(format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
         let address = listener.local_addr().map_err(|e| LocalError::Config(e.to_string()))?;
         template.set_parameter("TrackingBaseUrl", format!("http://{address}"));
-        // A fresh secret per local stack; deployments pass their own.
-        template.set_parameter("SigningSecret", keys::generate_secret());
         let (moto, endpoint) = match options.endpoint {
             Some(endpoint) => (None, endpoint),
             None => {
@@ -198,8 +196,12 @@ impl LocalStack {
         };
         // Only the providers (SES, SNS) go through the provider endpoint: a worker's tables
         // and its own queue (re-enqueued recipients) stay on the stack's endpoint.
-        let provider_clients =
-            Clients { dynamodb: clients.dynamodb.clone(), sqs: clients.sqs.clone(), ..provider_clients };
+        let provider_clients = Clients {
+            dynamodb: clients.dynamodb.clone(),
+            sqs: clients.sqs.clone(),
+            secretsmanager: clients.secretsmanager.clone(),
+            ..provider_clients
+        };
         let retry_delay = esm::retry_delay_from_env()?;
         let concurrency_cap = esm::max_concurrency_from_env()?;
         let mut event_sources = Vec::new();
@@ -233,14 +235,15 @@ impl LocalStack {
                 event_sources.push(mapping);
                 continue;
             }
-            match worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)? {
+            match worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment).await? {
                 Some(worker) => {
                     // One worker per concurrent invocation, as Lambda runs each in an
                     // environment of its own: its pacer and campaign cache are its own.
                     let mut environments: Vec<Arc<dyn SqsHandler>> = vec![worker.1.clone()];
                     for _ in 1..mapping.source.concurrency.max(1) {
                         let (_, other) =
-                            worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)?
+                            worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)
+                                .await?
                                 .expect("the same worker again");
                         environments.push(other);
                     }
@@ -276,7 +279,11 @@ impl LocalStack {
             }
         }
 
-        let app = Arc::new(App::from_aws(&clients, &api_config));
+        let app = Arc::new(
+            App::from_aws(&clients, &api_config)
+                .await
+                .map_err(|e| LocalError::Config(e.to_string()).context("herald-api"))?,
+        );
         let (shutdown, stopped) = oneshot::channel();
         let service = gateway::router(app, throttle).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -432,7 +439,7 @@ fn relay_for(deployment: &Deployment, clients: &Clients) -> Result<RelayHandler,
 
 /// The handler the deployed function runs, for the functions the local stack knows how to
 /// run: the herald-worker-* binaries, configured from the environment the template gives.
-fn worker_for(
+async fn worker_for(
     deployment: &Deployment,
     clients: &Clients,
     mapping: &EventSourceMapping,
@@ -445,7 +452,8 @@ fn worker_for(
     environment.extend(extra_environment.clone());
     let config = WorkerConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
-    let worker =
-        WorkerHandler::from_aws(clients, &config).map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
+    let worker = WorkerHandler::from_aws(clients, &config)
+        .await
+        .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
     Ok(Some((config.channel, Arc::new(worker))))
 }

@@ -41,6 +41,8 @@ const EMAIL_WORKER: Calls = &[
     // SesEmailSender: SendEmail from the sender's identity, in any region the worker
     // fails over to (SECONDARY_PROVIDER_REGION); no configuration set.
     ("arn:${AWS::Partition}:ses:*:${AWS::AccountId}:identity/${SenderAddress}", &["ses:SendEmail"]),
+    // SecretsManagerKeyRings at init (`from_aws`): the tracking keys sign links.
+    ("TrackingKeysSecret", &["secretsmanager:GetSecretValue"]),
 ];
 
 const SMS_WORKER: Calls = &[
@@ -60,8 +62,10 @@ const PUSH_WORKER: Calls = &[
     ("ProfilesTable", &["dynamodb:GetItem", "dynamodb:PutItem"]),
 ];
 
-/// The webhook worker calls user-chosen URLs, never AWS, beyond the stores.
-const WEBHOOK_WORKER: Calls = &[("WebhookQueue", &["sqs:SendMessage"])];
+/// The webhook worker calls user-chosen URLs, never AWS, beyond the stores and its signing
+/// keys (read at init).
+const WEBHOOK_WORKER: Calls =
+    &[("WebhookQueue", &["sqs:SendMessage"]), ("WebhookSigningKeysSecret", &["secretsmanager:GetSecretValue"])];
 
 const SEGMENTER: Calls = &[
     ("SegmenterQueue", &["sqs:SendMessage"]),
@@ -148,6 +152,10 @@ const API: Calls = &[
     // Import jobs are read and listed (by_kind); campaigns created, read and cancelled.
     ("JobsTable", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
     ("JobsTable/index/by_kind", &["dynamodb:Query"]),
+    // SecretsManagerKeyRings at init (`Services::from_aws`): tracking keys verify links,
+    // the webhook keys' public halves are published.
+    ("TrackingKeysSecret", &["secretsmanager:GetSecretValue"]),
+    ("WebhookSigningKeysSecret", &["secretsmanager:GetSecretValue"]),
 ];
 
 /// Function (logical id) → the calls of its code.

@@ -10,7 +10,7 @@ use std::{
 
 use herald_aws::{
     Clients, DynamoCampaignStore, DynamoDeliveryStore, DynamoPreferenceStore, DynamoProfileStore,
-    DynamoSuppressionStore, DynamoTemplateStore, SqsChannelQueues,
+    DynamoSuppressionStore, DynamoTemplateStore, SecretsManagerKeyRings, SqsChannelQueues,
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender, webhook::Destinations},
 };
 use herald_core::{
@@ -23,6 +23,7 @@ use herald_core::{
     },
     notifications::ChannelMessage,
     profiles::ProfileService,
+    signing::{KeyRing, KeyRingStore, webhook::WebhookSigner},
 };
 use herald_edge::{
     config::{ConfigError, Env},
@@ -45,7 +46,10 @@ pub struct WorkerConfig {
     pub apns_application: Option<String>,
     pub apns_sandbox_application: Option<String>,
     pub fcm_application: Option<String>,
-    pub signing_secret: String,
+    /// The secret (ARN) holding the tracking keys: email with tracking only.
+    pub tracking_keys_secret: Option<String>,
+    /// The secret (ARN) holding the webhook signing keys: webhooks only.
+    pub webhook_keys_secret: Option<String>,
     pub rate_limit: Option<RateLimit>,
     /// An extra trusted CA for webhook receivers (local stacks and tests only).
     pub webhook_root_pem: Option<String>,
@@ -70,6 +74,15 @@ impl WorkerConfig {
     pub fn sends_per_second_per_invocation(&self) -> Option<f64> {
         self.sends_per_second.map(|rate| rate / f64::from(self.max_concurrency.max(1)))
     }
+}
+
+pub const TRACKING_KEYS_SECRET_ARN: &str = "TRACKING_KEYS_SECRET_ARN";
+pub const WEBHOOK_SIGNING_KEYS_SECRET_ARN: &str = "WEBHOOK_SIGNING_KEYS_SECRET_ARN";
+
+/// The key ring in the secret `arn`, read once (an error names `var`, never the value).
+async fn key_ring(clients: &Clients, var: &'static str, arn: &str) -> Result<KeyRing, ConfigError> {
+    let secrets = SecretsManagerKeyRings::new(clients.secretsmanager.clone());
+    secrets.key_ring(arn).await.map_err(|e| ConfigError::invalid(var, e.to_string()))
 }
 
 fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, ConfigError> {
@@ -97,7 +110,7 @@ impl WorkerConfig {
                 _ => None,
             })?
             .ok_or(ConfigError::Missing("CHANNEL"))?;
-        Ok(Self {
+        let config = Self {
             channel,
             queue_url: env.required("QUEUE_URL")?,
             jobs_table: env.required("JOBS_TABLE")?,
@@ -110,7 +123,8 @@ impl WorkerConfig {
             apns_application: env.optional("APNS_PLATFORM_APPLICATION_ARN"),
             apns_sandbox_application: env.optional("APNS_SANDBOX_PLATFORM_APPLICATION_ARN"),
             fcm_application: env.optional("FCM_PLATFORM_APPLICATION_ARN"),
-            signing_secret: env.required("SIGNING_SECRET")?,
+            tracking_keys_secret: env.optional(TRACKING_KEYS_SECRET_ARN),
+            webhook_keys_secret: env.optional(WEBHOOK_SIGNING_KEYS_SECRET_ARN),
             rate_limit: parse_rate_limit(&env.optional("RATE_LIMIT_PER_USER").unwrap_or_default())?,
             webhook_root_pem: env.optional("WEBHOOK_ROOT_CA_PEM"),
             webhook_destinations: env
@@ -125,7 +139,18 @@ impl WorkerConfig {
             max_concurrency: env
                 .parse("MAX_CONCURRENCY", "a whole number from 1", |v| v.parse().ok().filter(|n| *n >= 1))?
                 .unwrap_or(1),
-        })
+        };
+        // Each key ring only where it is used: tracked email signs links, webhooks bodies.
+        if config.channel == Channel::Email
+            && config.tracking_base_url.is_some()
+            && config.tracking_keys_secret.is_none()
+        {
+            return Err(ConfigError::Missing(TRACKING_KEYS_SECRET_ARN));
+        }
+        if config.channel == Channel::Webhook && config.webhook_keys_secret.is_none() {
+            return Err(ConfigError::Missing(WEBHOOK_SIGNING_KEYS_SECRET_ARN));
+        }
+        Ok(config)
     }
 
     /// The configuration, if it is for `channel`: each channel's binary delivers that
@@ -199,11 +224,24 @@ impl WorkerHandler {
         }
     }
 
-    pub fn from_aws(clients: &Clients, config: &WorkerConfig) -> Result<Self, ConfigError> {
+    /// The handler over `clients`, its key rings read from Secrets Manager once, here.
+    pub async fn from_aws(clients: &Clients, config: &WorkerConfig) -> Result<Self, ConfigError> {
         let db = || clients.dynamodb.clone();
-        let primary = sender(clients, config)?;
+        let webhook_signer = match &config.webhook_keys_secret {
+            Some(arn) if config.channel == Channel::Webhook => {
+                Some(WebhookSigner::new(&key_ring(clients, WEBHOOK_SIGNING_KEYS_SECRET_ARN, arn).await?))
+            }
+            _ => None,
+        };
+        let tracking_keys = match (&config.tracking_keys_secret, &config.tracking_base_url) {
+            (Some(arn), Some(_)) if config.channel == Channel::Email => {
+                Some(key_ring(clients, TRACKING_KEYS_SECRET_ARN, arn).await?)
+            }
+            _ => None,
+        };
+        let primary = sender(clients, config, webhook_signer.clone())?;
         let secondary = match &config.secondary_region {
-            Some(region) => Some(sender(&clients.in_region(region), config)?),
+            Some(region) => Some(sender(&clients.in_region(region), config, webhook_signer)?),
             None => None,
         };
         let mut pipeline = Pipeline::new(
@@ -218,10 +256,8 @@ impl WorkerHandler {
             config.rate_limit,
         );
         pipeline.pacing = config.sends_per_second_per_invocation().and_then(herald_core::delivery::pacing::Pacer::new);
-        pipeline.tracking = config
-            .tracking_base_url
-            .clone()
-            .map(|base_url| Tracking { base_url, secret: config.signing_secret.as_bytes().to_vec() });
+        pipeline.tracking =
+            config.tracking_base_url.clone().zip(tracking_keys).map(|(base_url, keys)| Tracking { base_url, keys });
         let queues =
             SqsChannelQueues::new(clients.sqs.clone(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
         let campaigns = DynamoCampaignStore::new(db(), &config.jobs_table);
@@ -232,7 +268,7 @@ impl WorkerHandler {
     pub async fn connect(config: &WorkerConfig) -> Result<Self, ConfigError> {
         let clients = Clients::new(&herald_aws::sdk_config().await);
         clients.warm_up(&config.deliveries_table, None).await;
-        Self::from_aws(&clients, config)
+        Self::from_aws(&clients, config).await
     }
 
     pub fn channel(&self) -> Channel {
@@ -422,7 +458,11 @@ impl WorkerHandler {
 }
 
 /// The channel's provider over `clients`.
-fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, ConfigError> {
+fn sender(
+    clients: &Clients,
+    config: &WorkerConfig,
+    webhook_signer: Option<WebhookSigner>,
+) -> Result<Arc<dyn Sender>, ConfigError> {
     Ok(match config.channel {
         Channel::Email => Arc::new(SesEmailSender::new(clients.sesv2.clone(), &config.sender_address)),
         Channel::Sms => Arc::new(SnsSmsSender::new(clients.sns.clone())),
@@ -446,7 +486,7 @@ fn sender(clients: &Clients, config: &WorkerConfig) -> Result<Arc<dyn Sender>, C
         }
         Channel::Webhook => Arc::new(
             herald_aws::senders::webhook::WebhookSender::new(
-                &config.signing_secret,
+                webhook_signer.ok_or(ConfigError::Missing(WEBHOOK_SIGNING_KEYS_SECRET_ARN))?,
                 config.webhook_root_pem.as_deref(),
                 config.webhook_destinations,
             )

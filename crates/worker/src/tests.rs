@@ -435,7 +435,6 @@ fn the_worker_needs_its_queue_and_the_jobs_table() {
         ("SUPPRESSIONS_TABLE", "s"),
         ("RATE_LIMITS_TABLE", "r"),
         ("TEMPLATES_TABLE", "t"),
-        ("SIGNING_SECRET", "k"),
     ];
     let config = |without: &str| {
         WorkerConfig::from_lookup(|name| {
@@ -450,6 +449,31 @@ fn the_worker_needs_its_queue_and_the_jobs_table() {
 }
 
 #[test]
+fn a_worker_needs_the_key_ring_of_its_channel_only() {
+    let config = |pairs: &[(&'static str, &'static str)]| {
+        let base = [
+            ("QUEUE_URL", "q"),
+            ("JOBS_TABLE", "j"),
+            ("DELIVERIES_TABLE", "d"),
+            ("PREFERENCES_TABLE", "p"),
+            ("SUPPRESSIONS_TABLE", "s"),
+            ("RATE_LIMITS_TABLE", "r"),
+            ("TEMPLATES_TABLE", "t"),
+        ];
+        let all: Vec<(&str, &str)> = base.iter().chain(pairs).copied().collect();
+        WorkerConfig::from_lookup(move |name| all.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+    };
+    let missing = |name| Err(ConfigError::Missing(name));
+    assert_eq!(config(&[("CHANNEL", "webhook")]), missing("WEBHOOK_SIGNING_KEYS_SECRET_ARN"));
+    assert!(config(&[("CHANNEL", "webhook"), ("WEBHOOK_SIGNING_KEYS_SECRET_ARN", "arn:w")]).is_ok());
+    let tracked = [("CHANNEL", "email"), ("TRACKING_BASE_URL", "https://api.example")];
+    assert_eq!(config(&tracked), missing("TRACKING_KEYS_SECRET_ARN"));
+    assert!(config(&[tracked[0], tracked[1], ("TRACKING_KEYS_SECRET_ARN", "arn:t")]).is_ok());
+    assert!(config(&[("CHANNEL", "email")]).is_ok(), "untracked email signs nothing");
+    assert!(config(&[("CHANNEL", "sms")]).is_ok());
+}
+
+#[test]
 fn an_invocation_sends_its_share_of_the_channels_quota() {
     let base = [
         ("CHANNEL", "email"),
@@ -460,7 +484,6 @@ fn an_invocation_sends_its_share_of_the_channels_quota() {
         ("SUPPRESSIONS_TABLE", "s"),
         ("RATE_LIMITS_TABLE", "r"),
         ("TEMPLATES_TABLE", "t"),
-        ("SIGNING_SECRET", "k"),
     ];
     let config = |extra: &[(&'static str, &'static str)]| {
         let all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
@@ -489,11 +512,4 @@ fn jobs_are_read_from_the_eventbridge_envelope_or_bare() {
     let envelope = serde_json::json!({"detail-type": "notification.sms", "source": "herald", "detail": job});
     assert_eq!(parse_job(&envelope.to_string()).unwrap(), parse_job(&job.to_string()).unwrap());
     assert!(parse_job("{\"nope\": 1}").is_err());
-}
-
-#[test]
-fn webhook_signatures_are_hmac_sha256_of_timestamp_and_body() {
-    // Known answer, computed independently: printf '1700000000.{}' | openssl dgst -sha256 -hmac secret
-    let sig = herald_aws::senders::webhook::signature(b"secret", 1_700_000_000, "{}");
-    assert_eq!(sig, "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163");
 }

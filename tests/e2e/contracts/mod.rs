@@ -47,6 +47,7 @@ pub(crate) mod imports;
 mod notifications;
 mod profiles;
 mod segments;
+mod signing;
 
 /// Clients on the moto endpoint `scripts/with-moto` started.
 async fn moto() -> Clients {

@@ -11,6 +11,7 @@ pub mod segments;
 pub mod templates;
 pub mod tracking;
 pub mod users;
+pub mod webhook_keys;
 
 use crate::Routes;
 
@@ -27,4 +28,5 @@ pub fn routes() -> Routes {
         .merge(imports::routes())
         .merge(campaigns::routes())
         .merge(tracking::routes())
+        .merge(webhook_keys::routes())
 }

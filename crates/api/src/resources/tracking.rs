@@ -31,7 +31,7 @@ const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xf
 /// a valid one moves its delivery forward (never back) and answers as the link
 /// promised: the pixel, the redirect, or the unsubscribe confirmation.
 async fn track(State(app): State<AppState>, Path(token): Path<String>) -> Result<Response, Problem> {
-    let token = Token::verify(&token, &app.signing_secret).ok_or_else(|| Problem::not_found("Unknown link"))?;
+    let token = Token::verify(&token, &app.tracking_keys).ok_or_else(|| Problem::not_found("Unknown link"))?;
     let (status, response) = match &token.action {
         Action::Open => (
             DeliveryStatus::Opened,
@@ -83,7 +83,7 @@ fn html(page: &'static str) -> Response {
 /// one-click (`List-Unsubscribe=One-Click` body, which needs no reading). Opts the user out
 /// with a conditional write, so concurrent opt-outs all stand.
 async fn unsubscribe(State(app): State<AppState>, Path(token): Path<String>) -> Result<Response, Problem> {
-    let token = Token::verify(&token, &app.signing_secret).ok_or_else(|| Problem::not_found("Unknown link"))?;
+    let token = Token::verify(&token, &app.tracking_keys).ok_or_else(|| Problem::not_found("Unknown link"))?;
     let Action::Unsubscribe { user_id, notification_type, channel } = &token.action else {
         return Err(Problem::not_found("Unknown link"));
     };

@@ -1,5 +1,6 @@
-//! Webhook delivery: an HTTPS POST of the rendered message, signed with HMAC-SHA256 so the
-//! receiver can tell it came from Herald and was not altered or replayed.
+//! Webhook delivery: an HTTPS POST of the rendered message, signed with Ed25519
+//! (`herald_core::signing::webhook`) so the receiver can tell, with Herald's published
+//! public key, that it came from Herald and was not altered or replayed.
 //!
 //! Destinations are public addresses only: a webhook URL is the user's input, and a
 //! function inside the account must not become a way to reach loopback, private networks
@@ -18,9 +19,8 @@ use async_trait::async_trait;
 use herald_core::{
     delivery::{Outgoing, SendError, Sender},
     notifications::Target,
+    signing::webhook::{SIGNATURE_HEADER, WebhookSigner},
 };
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 /// Deliveries whose accepted URLs one sender remembers at most.
 const MAX_REMEMBERED: usize = 10_000;
@@ -30,7 +30,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct WebhookSender {
     http: reqwest::Client,
-    secret: Vec<u8>,
+    signer: WebhookSigner,
     destinations: Destinations,
     /// The URLs that accepted each delivery still retrying. An entry lives until its
     /// delivery settles, so it is bounded by the deliveries in flight.
@@ -103,17 +103,14 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, the header receivers verify.
-pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any size");
-    mac.update(format!("{timestamp}.{body}").as_bytes());
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 impl WebhookSender {
     /// `extra_root_pem` adds a trusted certificate authority (local stacks and tests that
     /// run their own HTTPS receiver); production uses the system's roots only.
-    pub fn new(secret: &str, extra_root_pem: Option<&str>, destinations: Destinations) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        signer: WebhookSigner,
+        extra_root_pem: Option<&str>,
+        destinations: Destinations,
+    ) -> Result<Self, reqwest::Error> {
         // No redirects: a 307 or 308 would replay the signed body to whatever host the
         // receiver names; a redirect is the receiver's answer, recorded as such. No proxy
         // either: the address connected to is the one the resolver checked.
@@ -128,12 +125,7 @@ impl WebhookSender {
         if let Some(pem) = extra_root_pem {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
         }
-        Ok(Self {
-            http: builder.build()?,
-            secret: secret.as_bytes().to_vec(),
-            destinations,
-            accepted: Mutex::default(),
-        })
+        Ok(Self { http: builder.build()?, signer, destinations, accepted: Mutex::default() })
     }
 
     /// An address given as the URL's host is not resolved, so it is checked here.
@@ -153,12 +145,12 @@ impl WebhookSender {
 
     async fn post(&self, url: &str, body: &str, delivery_id: &str) -> Result<(), SendError> {
         self.check_literal(url)?;
-        let signature = signature(&self.secret, chrono::Utc::now().timestamp(), body);
+        let signature = self.signer.sign(chrono::Utc::now().timestamp(), body);
         let response = self
             .http
             .post(url)
             .header("content-type", "application/json")
-            .header("x-herald-signature", signature)
+            .header(SIGNATURE_HEADER, signature)
             // Receivers that dedup on it make a retried POST harmless.
             .header("idempotency-key", delivery_id)
             .body(body.to_owned())

@@ -24,11 +24,11 @@ use crate::{
     store::StoreError,
 };
 
-/// Where tracking links point and how they are signed.
+/// Where tracking links point and the keys that sign them.
 #[derive(Clone, Debug)]
 pub struct Tracking {
     pub base_url: String,
-    pub secret: Vec<u8>,
+    pub keys: crate::signing::KeyRing,
 }
 
 /// What became of one recipient of a job.
@@ -326,7 +326,7 @@ impl Pipeline {
         let tracking = self.tracking.as_ref().filter(|_| self.channel == Channel::Email)?;
         Some(EmailTracking {
             base_url: &tracking.base_url,
-            secret: &tracking.secret,
+            keys: &tracking.keys,
             delivery_id: &recipient.delivery_id,
             user_id: recipient.user_id.as_deref(),
             notification_type: &job.notification_type,
@@ -909,7 +909,10 @@ mod tests {
     #[tokio::test]
     async fn email_carries_signed_tracking_links_when_tracking_is_on() {
         let mut w = world(ScriptedSender::named("ses"), None);
-        w.pipeline.tracking = Some(Tracking { base_url: "https://api.example".into(), secret: b"k".repeat(32) });
+        w.pipeline.tracking = Some(Tracking {
+            base_url: "https://api.example".into(),
+            keys: crate::signing::KeyRing::new([("k1", "k".repeat(32))]).unwrap(),
+        });
         let mut job = job(&w, &["a"], "Pay");
         job.content = ContentRef::Inline(ChannelContent {
             subject: Some("s".into()),
@@ -926,7 +929,10 @@ mod tests {
 
     fn tracked_world() -> World {
         let mut w = world(ScriptedSender::named("ses"), None);
-        w.pipeline.tracking = Some(Tracking { base_url: "https://api.example".into(), secret: b"k".repeat(32) });
+        w.pipeline.tracking = Some(Tracking {
+            base_url: "https://api.example".into(),
+            keys: crate::signing::KeyRing::new([("k1", "k".repeat(32))]).unwrap(),
+        });
         w
     }
 
@@ -938,7 +944,8 @@ mod tests {
         let body = w.primary.contents.lock().unwrap()[0].body.clone();
         assert!(body.ends_with(&format!("Unsubscribe: {url}")), "the body's own link: {body}");
         let token = url.strip_prefix("https://api.example/v1/t/").expect("the API's tracking path");
-        let token = crate::delivery::tracking::Token::verify(token, &b"k".repeat(32)).expect("signed");
+        let token = crate::delivery::tracking::Token::verify(token, &w.pipeline.tracking.as_ref().unwrap().keys)
+            .expect("signed");
         assert!(matches!(token.action, crate::delivery::tracking::Action::Unsubscribe { .. }));
     }
 

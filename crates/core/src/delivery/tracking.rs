@@ -1,12 +1,16 @@
 //! Tracking links in email: an open pixel, click redirects and an unsubscribe link. Each
-//! carries an HMAC-signed token, so a forged or altered link is refused and changes nothing.
+//! carries an HMAC-signed token naming its key, so a forged or altered link is refused and
+//! changes nothing, and keys rotate without breaking links already sent.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::delivery::Channel;
+use crate::{
+    delivery::Channel,
+    signing::{KeyRing, LEGACY_KEY_ID},
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "a", rename_all = "snake_case")]
@@ -30,22 +34,42 @@ fn mac(secret: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any size")
 }
 
+/// Whether `signature` is the HMAC of `signed` under `secret` (in constant time).
+fn signs(secret: &[u8], signed: &str, signature: &str) -> bool {
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else { return false };
+    let mut m = mac(secret);
+    m.update(signed.as_bytes());
+    m.verify_slice(&signature).is_ok()
+}
+
 impl Token {
-    /// `<payload>.<signature>`, both base64url: safe in a URL path segment.
-    pub fn sign(&self, secret: &[u8]) -> String {
+    /// `<kid>.<payload>.<signature>`, payload and signature base64url: safe in a URL path
+    /// segment. Signed by the ring's current key, over `<kid>.<payload>`, so the key id
+    /// cannot be swapped either.
+    pub fn sign(&self, keys: &KeyRing) -> String {
+        let key = keys.current();
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("tokens serialize"));
-        let mut m = mac(secret);
-        m.update(payload.as_bytes());
-        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+        let signed = format!("{}.{payload}", key.id);
+        let mut m = mac(key.secret());
+        m.update(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
     }
 
-    /// The token, if `text` was signed with `secret` and not altered.
-    pub fn verify(text: &str, secret: &[u8]) -> Option<Token> {
-        let (payload, signature) = text.split_once('.')?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        let mut m = mac(secret);
-        m.update(payload.as_bytes());
-        m.verify_slice(&signature).ok()?;
+    /// The token, if `text` was signed by the ring's key it names and not altered. A token
+    /// of before key ids (`<payload>.<signature>`, in links already sent) verifies only
+    /// with the ring's `legacy` key, if the operator put one in.
+    pub fn verify(text: &str, keys: &KeyRing) -> Option<Token> {
+        let mut parts = text.split('.');
+        let (payload, verified) = match (parts.next()?, parts.next()?, parts.next(), parts.next()) {
+            (payload, signature, None, None) => (payload, signs(keys.get(LEGACY_KEY_ID)?.secret(), payload, signature)),
+            (kid, payload, Some(signature), None) => {
+                (payload, signs(keys.get(kid)?.secret(), &format!("{kid}.{payload}"), signature))
+            }
+            _ => return None,
+        };
+        if !verified {
+            return None;
+        }
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
     }
 }
@@ -60,10 +84,10 @@ pub fn redirect_target(url: &str) -> Option<String> {
     matches!(parsed.scheme(), "http" | "https").then(|| parsed.into())
 }
 
-/// What an email needs to carry tracking: where the API is, and the signing key.
+/// What an email needs to carry tracking: where the API is, and the tracking keys.
 pub struct EmailTracking<'a> {
     pub base_url: &'a str,
-    pub secret: &'a [u8],
+    pub keys: &'a KeyRing,
     pub delivery_id: &'a str,
     /// Set for users (unsubscribe sets their preference); None for direct addresses.
     pub user_id: Option<&'a str>,
@@ -72,7 +96,7 @@ pub struct EmailTracking<'a> {
 
 impl EmailTracking<'_> {
     fn link(&self, action: Action) -> String {
-        let token = Token { delivery_id: self.delivery_id.to_owned(), action }.sign(self.secret);
+        let token = Token { delivery_id: self.delivery_id.to_owned(), action }.sign(self.keys);
         format!("{}/v1/t/{token}", self.base_url.trim_end_matches('/'))
     }
 
@@ -126,12 +150,35 @@ impl EmailTracking<'_> {
 mod tests {
     use super::*;
 
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const S1: &str = "0123456789abcdef0123456789abcdef-one";
+    const S2: &str = "0123456789abcdef0123456789abcdef-two";
+    const OLD: &str = "the signing secret of before key ids";
+
+    fn ring(keys: &[(&str, &str)]) -> KeyRing {
+        KeyRing::new(keys.iter().copied()).unwrap()
+    }
+
+    fn keys() -> &'static KeyRing {
+        static KEYS: std::sync::OnceLock<KeyRing> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| ring(&[("k1", S1)]))
+    }
+
+    fn open() -> Token {
+        Token { delivery_id: "d_1".into(), action: Action::Open }
+    }
+
+    /// A token as signed before key ids: `<payload>.<HMAC of payload>`.
+    fn legacy_token(token: &Token, secret: &str) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap());
+        let mut m = mac(secret.as_bytes());
+        m.update(payload.as_bytes());
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+    }
 
     fn tracking() -> EmailTracking<'static> {
         EmailTracking {
             base_url: "https://api.example/",
-            secret: SECRET,
+            keys: keys(),
             delivery_id: "d_1",
             user_id: Some("u1"),
             notification_type: "news",
@@ -141,25 +188,59 @@ mod tests {
     fn tokens_in(html: &str) -> Vec<Token> {
         html.split("/v1/t/")
             .skip(1)
-            .map(|rest| Token::verify(&rest[..rest.find('"').unwrap()], SECRET).unwrap())
+            .map(|rest| Token::verify(&rest[..rest.find('"').unwrap()], keys()).unwrap())
             .collect()
     }
 
     #[test]
-    fn a_signed_token_verifies_to_itself() {
+    fn a_signed_token_names_the_current_key_and_verifies_to_itself() {
         let token = Token { delivery_id: "d_1".into(), action: Action::Click { url: "https://x.example/?a=1".into() } };
-        assert_eq!(Token::verify(&token.sign(SECRET), SECRET), Some(token));
+        let signed = token.sign(keys());
+        assert!(signed.starts_with("k1."), "{signed}");
+        assert_eq!(signed.split('.').count(), 3);
+        assert_eq!(Token::verify(&signed, keys()), Some(token));
     }
 
     #[test]
     fn an_altered_or_foreign_token_is_refused() {
-        let signed = Token { delivery_id: "d_1".into(), action: Action::Open }.sign(SECRET);
-        let (payload, signature) = signed.split_once('.').unwrap();
+        let signed = open().sign(keys());
+        let [kid, payload, signature]: [&str; 3] = signed.split('.').collect::<Vec<_>>().try_into().unwrap();
         let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"d":"d_2","a":"open"}"#);
-        assert_eq!(Token::verify(&format!("{forged_payload}.{signature}"), SECRET), None);
-        assert_eq!(Token::verify(&format!("{payload}.{}", &signature[1..]), SECRET), None);
-        assert_eq!(Token::verify(&signed, b"another secret of the same length!"), None);
-        assert_eq!(Token::verify("garbage", SECRET), None);
+        assert_eq!(Token::verify(&format!("{kid}.{forged_payload}.{signature}"), keys()), None);
+        assert_eq!(Token::verify(&format!("{kid}.{payload}.{}", &signature[1..]), keys()), None);
+        assert_eq!(Token::verify(&signed, &ring(&[("k1", S2)])), None);
+        assert_eq!(Token::verify("garbage", keys()), None);
+        assert_eq!(Token::verify(&format!("{signed}.extra"), keys()), None);
+    }
+
+    #[test]
+    fn a_token_naming_a_key_the_ring_lacks_is_refused() {
+        let signed = open().sign(&ring(&[("k9", S1)]));
+        assert_eq!(Token::verify(&signed, keys()), None);
+    }
+
+    #[test]
+    fn the_key_id_is_signed_too() {
+        let both = ring(&[("k1", S1), ("k2", S1)]);
+        let signed = open().sign(&both);
+        assert_eq!(Token::verify(&signed.replacen("k1.", "k2.", 1), &both), None);
+    }
+
+    #[test]
+    fn a_verify_only_key_still_verifies_what_it_signed() {
+        let before = open().sign(&ring(&[("k1", S1)]));
+        let rotated = ring(&[("k2", S2), ("k1", S1)]);
+        assert_eq!(Token::verify(&before, &rotated), Some(open()));
+        assert!(open().sign(&rotated).starts_with("k2."));
+    }
+
+    #[test]
+    fn a_token_of_before_key_ids_verifies_only_with_a_legacy_key() {
+        let old = legacy_token(&open(), OLD);
+        assert_eq!(Token::verify(&old, &ring(&[("k1", S1)])), None);
+        assert_eq!(Token::verify(&old, &ring(&[("k1", OLD)])), None, "only the key named legacy");
+        assert_eq!(Token::verify(&old, &ring(&[("k1", S1), (LEGACY_KEY_ID, OLD)])), Some(open()));
+        assert_eq!(Token::verify(&legacy_token(&open(), S1), &ring(&[("k1", S1), (LEGACY_KEY_ID, OLD)])), None);
     }
 
     #[test]

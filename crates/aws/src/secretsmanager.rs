@@ -1,0 +1,33 @@
+//! Key rings in AWS Secrets Manager: one secret per purpose, its value the ring's JSON
+//! (parsed by core). Functions read each once at init and keep it for the environment's
+//! life; a rotation reaches them as environments are recycled.
+
+use async_trait::async_trait;
+use herald_core::signing::{KeyRing, KeyRingError, KeyRingStore};
+
+pub struct SecretsManagerKeyRings {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsManagerKeyRings {
+    pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl KeyRingStore for SecretsManagerKeyRings {
+    async fn key_ring(&self, secret_id: &str) -> Result<KeyRing, KeyRingError> {
+        let answer = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| KeyRingError::Unavailable(crate::unavailable(e)))?;
+        // A binary secret is no ring either: rings are JSON text.
+        let text =
+            answer.secret_string().ok_or_else(|| KeyRingError::Malformed("the secret has no string value".into()))?;
+        KeyRing::parse(text)
+    }
+}
