@@ -73,7 +73,14 @@ fn access_logs_go_to_a_log_group_of_the_template_that_expires_them() {
     let group = tagged.value.as_str().unwrap().strip_suffix(".Arn").expect("the group's Arn");
     let group = &template["Resources"][group];
     assert_eq!(group["Type"], "AWS::Logs::LogGroup");
-    assert!(group["Properties"]["RetentionInDays"].as_u64().is_some_and(|days| days <= 365), "{group:?}");
+    // A number, or a parameter whose default is one.
+    let retention = match &group["Properties"]["RetentionInDays"] {
+        Value::Tagged(tagged) if tagged.tag.to_string() == "!Ref" => {
+            &template["Parameters"][tagged.value.as_str().expect("a parameter name")]["Default"]
+        }
+        days => days,
+    };
+    assert!(retention.as_u64().is_some_and(|days| days <= 365), "{group:?}");
 }
 
 /// A value as CloudFormation resolves it against `parameter`'s value: `!If` over the
