@@ -43,6 +43,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         provider_endpoint: None,
         request_counter: None,
         worker_random_timeout_share: 0.0,
+        parameters: Default::default(),
     };
     configure(&mut options);
     LocalStack::start(options).await.expect("the local stack starts")

@@ -54,6 +54,7 @@ pub async fn chaos_figures() {
         provider_endpoint: Some(providers.url.clone()),
         request_counter: None,
         worker_random_timeout_share: SHORT_TIMEOUTS,
+        parameters: Default::default(),
     })
     .await
     .expect("the local stack starts");

@@ -100,11 +100,14 @@ pub struct Options {
     /// tenth of the template's to nine tenths, and told to them as their deadline (chaos:
     /// timeouts that strike at any point of the work; 0 as deployed).
     pub worker_random_timeout_share: f64,
+    /// Template parameter values, as `sam deploy --parameter-overrides` gives them.
+    pub parameters: BTreeMap<String, String>,
 }
 
 impl Options {
     /// `AWS_ENDPOINT_URL`, `HERALD_PORT` (default 3000), `HERALD_ADMIN_KEY`,
-    /// `HERALD_STACK` (default `herald`) and `HERALD_TEMPLATE`.
+    /// `HERALD_STACK` (default `herald`), `HERALD_TEMPLATE` and `HERALD_PARAMETERS`
+    /// (`Name=Value` pairs apart by spaces, e.g. `ApiThrottlingBurstLimit=1000`).
     pub fn from_env() -> Result<Self, LocalError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let port = match var("HERALD_PORT") {
@@ -125,8 +128,19 @@ impl Options {
             provider_endpoint: None,
             request_counter: None,
             worker_random_timeout_share: 0.0,
+            parameters: parse_parameters(&var("HERALD_PARAMETERS").unwrap_or_default())?,
         })
     }
+}
+
+/// `Name=Value Name=Value`, as `sam deploy --parameter-overrides` takes them.
+fn parse_parameters(text: &str) -> Result<BTreeMap<String, String>, LocalError> {
+    text.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+            _ => Err(LocalError::Config("HERALD_PARAMETERS holds a pair that is not Name=Value".into())),
+        })
+        .collect()
 }
 
 pub struct LocalStack {
@@ -156,6 +170,9 @@ pub struct LocalStack {
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, LocalError> {
         let mut template = Template::load(&options.template)?;
+        for (name, value) in &options.parameters {
+            template.set_parameter(name, value.clone());
+        }
         let throttle = gateway::Throttle::from_template(&template)?;
         // Bound first: tracking links in email point at this address.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
@@ -456,4 +473,27 @@ async fn worker_for(
         .await
         .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
     Ok(Some((config.channel, Arc::new(worker))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_name_value_pairs_apart_by_spaces() {
+        let parameters = parse_parameters(" ApiThrottlingBurstLimit=1000  LogRetentionDays=7 ").unwrap();
+        assert_eq!(
+            parameters,
+            BTreeMap::from([
+                ("ApiThrottlingBurstLimit".into(), "1000".into()),
+                ("LogRetentionDays".into(), "7".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn a_parameter_without_a_value_is_refused() {
+        assert!(matches!(parse_parameters("LogRetentionDays"), Err(LocalError::Config(_))));
+        assert!(matches!(parse_parameters("=7"), Err(LocalError::Config(_))));
+    }
 }

@@ -75,7 +75,7 @@ fn access_logs_go_to_a_log_group_of_the_template_that_expires_them() {
     assert_eq!(group["Type"], "AWS::Logs::LogGroup");
     // A number, or a parameter whose default is one.
     let retention = match &group["Properties"]["RetentionInDays"] {
-        Value::Tagged(tagged) if tagged.tag.to_string() == "!Ref" => {
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => {
             &template["Parameters"][tagged.value.as_str().expect("a parameter name")]["Default"]
         }
         days => days,
