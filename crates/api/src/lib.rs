@@ -88,8 +88,11 @@ impl Services {
         let ring = async |var: &'static str, arn: &str| {
             secrets.key_ring(arn).await.map_err(|e| ConfigError::invalid(var, e.to_string()))
         };
-        let tracking_keys = ring(config::TRACKING_KEYS_SECRET_ARN, &config.tracking_keys_secret).await?;
-        let webhook_keys = ring(config::WEBHOOK_SIGNING_KEYS_SECRET_ARN, &config.webhook_keys_secret).await?;
+        // Both at once: init time is cold-start latency.
+        let (tracking_keys, webhook_keys) = tokio::try_join!(
+            ring(config::TRACKING_KEYS_SECRET_ARN, &config.tracking_keys_secret),
+            ring(config::WEBHOOK_SIGNING_KEYS_SECRET_ARN, &config.webhook_keys_secret),
+        )?;
         let db = || clients.dynamodb.clone();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
         let events = Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name));
