@@ -1,7 +1,8 @@
 //! The herald binary as an operator runs it against the local stack (herald-local, in
 //! process, with its outputs file): a key it creates works on the API over real HTTP
 //! until it is revoked, then is refused; a rotated key's successor works and the old one
-//! ends with its grace; a key ring rotates, lists and retires, its values never printed.
+//! ends with its grace; a key ring rotates, lists and retires, its values never printed;
+//! and `--stack` finds the keys table in a CloudFormation stack's outputs (on moto).
 
 use std::{
     path::PathBuf,
@@ -146,5 +147,34 @@ async fn a_key_ring_rotates_lists_and_retires_and_its_values_are_never_printed()
     for key in ring.keys() {
         assert!(!everything_printed.contains(std::str::from_utf8(key.secret()).unwrap()), "a value was printed");
     }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn with_stack_the_resources_are_found_in_the_deployed_stacks_outputs() {
+    let stack = stack().await;
+    // A CloudFormation stack on moto whose only outputs name the local stack's keys table.
+    let name = format!("{}-cfn", stack.stack.deployment.stack_name);
+    let body = format!(
+        "Resources:\n  Marker: {{Type: AWS::SQS::Queue, Properties: {{QueueName: {name}}}}}\n\
+         Outputs:\n  ApiKeysTableName: {{Value: {}}}\n",
+        stack.stack.outputs()["ApiKeysTableName"]
+    );
+    let config = herald_aws::local_sdk_config(&stack.stack.endpoint).await;
+    let cloudformation = aws_sdk_cloudformation::Client::new(&config);
+    cloudformation.create_stack().stack_name(&name).template_body(body).send().await.expect("the stack is created");
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--stack", &name, "keys", "create", "--name", "deployed", "--scopes", "imports:read"])
+        .env("AWS_ENDPOINT_URL", &stack.stack.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stack.status(line(&created, "secret")).await.0, 200, "the key is in the stack's table");
     stack.stop().await;
 }
