@@ -54,7 +54,7 @@ pub async fn require(
 }
 
 /// How long a key found in the table is trusted without reading it again: a revoked
-/// (deleted) key stops working within this bound in every warm environment.
+/// (or deleted) key stops working within this bound in every warm environment.
 pub const KNOWN_KEY_TTL: Duration = Duration::from_secs(10);
 
 /// How long a hash that names no key is refused without reading again: a flood of bogus
@@ -102,6 +102,9 @@ impl Authenticator {
     pub async fn authorize(&self, headers: &HeaderMap, scope: Option<Scope>) -> Result<ApiKey, Problem> {
         let secret = bearer(headers)?;
         let key = self.find(&hash_secret(secret)).await?;
+        if key.is_revoked() {
+            return Err(Problem::unauthenticated("Revoked API key"));
+        }
         // Checked on every request, cached or not: a key stops at its instant.
         if key.is_expired_at(Utc::now()) {
             return Err(Problem::unauthenticated("Expired API key"));
@@ -283,6 +286,14 @@ mod tests {
         assert_eq!(status(&auth, "hk_good").await, 200);
         store.revoke("hk_good");
         assert_eq!(status(&auth, "hk_good").await, 401);
+    }
+
+    #[tokio::test]
+    async fn a_key_marked_revoked_is_refused_as_unauthenticated() {
+        let revoked = ApiKey { revoked_at: Some(Utc::now()), ..new_key("hk_revoked", "k", [Scope::Admin]) };
+        let auth = Authenticator::new(CountingKeys::with([revoked]));
+        let problem = auth.authorize(&bearer_of("hk_revoked"), None).await.unwrap_err();
+        assert_eq!((problem.status, problem.detail.as_str()), (401, "Revoked API key"));
     }
 
     #[test]

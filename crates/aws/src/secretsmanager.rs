@@ -1,9 +1,13 @@
 //! Key rings in AWS Secrets Manager: one secret per purpose, its value the ring's JSON
 //! (parsed by core). Functions read each once at init and keep it for the environment's
-//! life; a rotation reaches them as environments are recycled.
+//! life; a rotation reaches them as environments are recycled. `herald secrets` writes
+//! them (PutSecretValue: a new version, made current).
 
 use async_trait::async_trait;
-use herald_core::signing::{KeyRing, KeyRingError, KeyRingStore};
+use herald_core::{
+    signing::{KeyRing, KeyRingError, KeyRingStore, KeyRingWriter},
+    store::StoreError,
+};
 
 pub struct SecretsManagerKeyRings {
     client: aws_sdk_secretsmanager::Client,
@@ -29,5 +33,20 @@ impl KeyRingStore for SecretsManagerKeyRings {
         let text =
             answer.secret_string().ok_or_else(|| KeyRingError::Malformed("the secret has no string value".into()))?;
         KeyRing::parse(text)
+    }
+}
+
+#[async_trait]
+impl KeyRingWriter for SecretsManagerKeyRings {
+    async fn put_key_ring(&self, secret_id: &str, ring: &KeyRing) -> Result<(), StoreError> {
+        // The SDK's errors name the secret's id at most, never the value sent.
+        self.client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(ring.to_secret_value())
+            .send()
+            .await
+            .map_err(crate::unavailable)?;
+        Ok(())
     }
 }

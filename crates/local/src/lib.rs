@@ -8,7 +8,6 @@
 
 pub mod esm;
 pub mod gateway;
-pub mod key_command;
 pub mod moto;
 pub mod provision;
 pub mod s3;
@@ -395,6 +394,38 @@ impl LocalStack {
     /// Logical id → physical name of every resource the stack created.
     pub fn physical_names(&self) -> &BTreeMap<String, String> {
         self.deployment.names()
+    }
+
+    /// The stack's outputs as a deployed stack has them (`ApiUrl` this stack's gateway).
+    pub fn outputs(&self) -> BTreeMap<String, String> {
+        let mut outputs = self.deployment.outputs();
+        outputs.insert("ApiUrl".into(), self.api_url.clone());
+        outputs
+    }
+
+    /// What `herald --outputs <file>` reads: the stack's outputs in the shape of
+    /// `aws cloudformation describe-stacks`, with the AWS endpoint beside them
+    /// (`Endpoint`, which CloudFormation has not), so the CLI finds the stack's resources
+    /// and the endpoint that holds them.
+    pub fn outputs_document(&self) -> serde_json::Value {
+        let outputs: Vec<serde_json::Value> = self
+            .outputs()
+            .into_iter()
+            .map(|(key, value)| serde_json::json!({"OutputKey": key, "OutputValue": value}))
+            .collect();
+        serde_json::json!({
+            "Stacks": [{"StackName": self.deployment.stack_name, "Outputs": outputs}],
+            "Endpoint": self.endpoint,
+        })
+    }
+
+    /// Writes [`Self::outputs_document`] to `path`, its folder made if missing.
+    pub fn write_outputs(&self, path: &Path) -> Result<(), LocalError> {
+        let failed = |e: std::io::Error| LocalError::Config(format!("cannot write {}: {e}", path.display()));
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(failed)?;
+        }
+        std::fs::write(path, format!("{:#}\n", self.outputs_document())).map_err(failed)
     }
 
     /// Stops the pollers (each finishes the batch in hand, within its function's timeout),

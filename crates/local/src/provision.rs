@@ -54,6 +54,18 @@ impl Deployment {
         self.physical.attribute(logical_id, "QueueUrl")
     }
 
+    /// The template's outputs as they resolve against what was created; an output of a
+    /// resource the local stack does not create (the HTTP API) is left out.
+    pub fn outputs(&self) -> BTreeMap<String, String> {
+        self.template
+            .outputs
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.clone(), self.template.resolve(value, &self.physical, &self.stack_name).ok()?))
+            })
+            .collect()
+    }
+
     /// The ARN of a created table, bus, queue or rule.
     pub fn arn(&self, logical_id: &str) -> Option<&str> {
         self.physical.attribute(logical_id, "Arn")

@@ -26,6 +26,8 @@ impl Resource {
 #[derive(Clone, Debug)]
 pub struct Template {
     pub resources: Vec<Resource>,
+    /// The stack's outputs: name → its `Value`, unresolved.
+    pub outputs: BTreeMap<String, Value>,
     parameters: BTreeMap<String, String>,
     global_environment: Mapping,
     /// `Globals: Function: Timeout`, unresolved.
@@ -71,10 +73,17 @@ impl Template {
             .flatten()
             .filter_map(|(name, p)| Some((name.as_str()?.to_owned(), scalar(p.get("Default")?)?)))
             .collect();
+        let outputs = doc
+            .get("Outputs")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, o)| Some((name.as_str()?.to_owned(), o.get("Value")?.clone())))
+            .collect();
         let global_function = doc.get("Globals").and_then(|g| g.get("Function"));
         let global_environment = environment_of(global_function);
         let global_timeout = global_function.and_then(|f| f.get("Timeout")).cloned();
-        Ok(Self { resources, parameters, global_environment, global_timeout })
+        Ok(Self { resources, outputs, parameters, global_environment, global_timeout })
     }
 
     /// Sets parameter values, as `sam deploy --parameter-overrides` would.

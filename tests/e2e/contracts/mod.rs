@@ -44,6 +44,7 @@ mod activity;
 pub(crate) mod campaigns;
 mod delivery;
 pub(crate) mod imports;
+mod keys;
 mod notifications;
 mod profiles;
 mod segments;

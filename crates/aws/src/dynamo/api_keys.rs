@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use chrono::{DateTime, SecondsFormat, Utc};
 use herald_core::{
-    keys::{ApiKey, ApiKeyStore},
+    keys::{ApiKey, ApiKeyCatalog, ApiKeyStore},
     store::StoreError,
 };
 
@@ -19,6 +20,33 @@ impl DynamoApiKeyStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
+
+    /// Sets one instant attribute of an existing key (never creates one): false when no
+    /// key has the hash.
+    async fn set_instant(&self, key_hash: &str, attribute: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        // RFC 3339 as serde writes `created_at`, so the item reads back as an `ApiKey`.
+        let at = at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("key_hash", AttributeValue::S(key_hash.to_owned()))
+            .update_expression("SET #at = :at")
+            .condition_expression("attribute_exists(key_hash)")
+            .expression_attribute_names("#at", attribute)
+            .expression_attribute_values(":at", AttributeValue::S(at))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn from_item(item: std::collections::HashMap<String, AttributeValue>) -> Result<ApiKey, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable key item: {e}")))
 }
 
 #[async_trait]
@@ -32,17 +60,40 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .send()
             .await
             .map_err(unavailable)?;
-        output
-            .item
-            .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable key item: {e}")))
-            })
-            .transpose()
+        output.item.map(from_item).transpose()
     }
 
     async fn put(&self, key: &ApiKey) -> Result<(), StoreError> {
         let item = serde_dynamo::to_item(key).map_err(|e| StoreError::Fatal(format!("unwritable key: {e}")))?;
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ApiKeyCatalog for DynamoApiKeyStore {
+    /// A strongly consistent scan, page after page: an operator sees the key just made
+    /// or revoked.
+    async fn list(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let items: Vec<_> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(unavailable)?;
+        items.into_iter().map(from_item).collect()
+    }
+
+    async fn revoke(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.set_instant(key_hash, "revoked_at", at).await
+    }
+
+    async fn set_expiry(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.set_instant(key_hash, "expires_at", at).await
     }
 }

@@ -52,6 +52,10 @@ pub struct ApiKey {
     /// RFC 3339 in the table, like `created_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// When an operator revoked the key: it is refused from then on, and kept so that
+    /// `herald keys list` still shows it. Absent on a key in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKey {
@@ -67,6 +71,23 @@ impl ApiKey {
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// The name operators use for the key (`herald keys revoke <id>`): derived from the
+    /// hash, so every key has one, those stored before ids existed too, and nothing about
+    /// the hash or the secret can be read back from it.
+    pub fn id(&self) -> String {
+        key_id(&self.key_hash)
+    }
+}
+
+/// `key_` and 16 hex digits of the SHA-256 of `key-id:` and the key's hash.
+pub fn key_id(key_hash: &str) -> String {
+    let digest = Sha256::digest(format!("key-id:{key_hash}").as_bytes());
+    format!("key_{}", &hex::encode(digest)[..16])
 }
 
 /// A new random secret, e.g. `hk_3f9a…` (32 random bytes, hex).
@@ -86,6 +107,7 @@ pub fn new_key(secret: &str, name: &str, scopes: impl IntoIterator<Item = Scope>
         scopes: scopes.into_iter().collect(),
         created_at: Utc::now(),
         expires_at: None,
+        revoked_at: None,
     }
 }
 
@@ -135,6 +157,23 @@ mod tests {
         let at = "2026-12-31T23:59:59Z".parse::<DateTime<Utc>>().unwrap();
         let expiring = serde_json::to_value(new_key("s", "k", [Scope::Admin]).expiring_at(at)).unwrap();
         assert_eq!(expiring["expires_at"], "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_key_id_is_stable_and_neither_the_hash_nor_a_part_of_it() {
+        let key = new_key("secret", "ci", [Scope::ProfilesRead]);
+        assert_eq!(key.id(), key_id(&key.key_hash));
+        assert_eq!(key.id(), new_key("secret", "other", [Scope::Admin]).id());
+        assert_ne!(key.id(), new_key("other secret", "ci", [Scope::ProfilesRead]).id());
+        let digits = key.id().strip_prefix("key_").unwrap().to_owned();
+        assert_eq!(digits.len(), 16);
+        assert!(!key.key_hash.contains(&digits));
+    }
+
+    #[test]
+    fn a_key_in_use_has_no_revocation_stored() {
+        let key = serde_json::to_value(new_key("s", "k", [Scope::Admin])).unwrap();
+        assert!(key.get("revoked_at").is_none());
     }
 
     #[test]

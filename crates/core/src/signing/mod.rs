@@ -4,10 +4,14 @@
 //! names each key with an id: the first key signs, the others still verify, so a key
 //! rotates without breaking what was signed before.
 
+pub mod admin;
 mod ring;
 pub mod webhook;
 
-pub use ring::{KeyRing, KeyRingError, KeyRingStore, LEGACY_KEY_ID, MIN_SECRET_CHARS, SigningKey};
+pub use ring::{
+    GENERATED_SECRET_CHARS, KeyRing, KeyRingError, KeyRingStore, KeyRingWriter, LEGACY_KEY_ID, MIN_SECRET_CHARS,
+    RetireRefusal, SigningKey,
+};
 
 #[cfg(feature = "memory")]
 pub mod memory {

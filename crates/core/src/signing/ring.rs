@@ -139,6 +139,55 @@ impl KeyRing {
     pub fn keys(&self) -> &[SigningKey] {
         &self.keys
     }
+
+    /// The ring as a secret's value, `{"keys":[{"id":…,"secret":…},…]}` (what `parse`
+    /// reads): for writing to the secret store, never for showing.
+    pub fn to_secret_value(&self) -> String {
+        let keys: Vec<Value> =
+            self.keys.iter().map(|k| serde_json::json!({"id": k.id, "secret": k.secret})).collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    /// The ring with a new random key put first (it signs from now on), every key before
+    /// it kept (what they signed still verifies). Its id is `k` and one more than the
+    /// highest `k<n>` of the ring; its secret is as long as the template's generated ones.
+    pub fn with_new_key(&self) -> Self {
+        let highest = self.keys.iter().filter_map(|k| k.id.strip_prefix('k')?.parse::<u64>().ok()).max().unwrap_or(0);
+        let secret: String =
+            rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(GENERATED_SECRET_CHARS).map(char::from).collect();
+        let mut keys = vec![SigningKey { id: format!("k{}", highest + 1), secret }];
+        keys.extend(self.keys.iter().cloned());
+        Self { keys }
+    }
+
+    /// The ring without the key `id`: what it signed stops verifying. The signing key
+    /// (and so the last) is never retired: rotate first.
+    pub fn without(&self, id: &str) -> Result<Self, RetireRefusal> {
+        if self.get(id).is_none() {
+            return Err(RetireRefusal::Unknown(id.to_owned()));
+        }
+        if self.keys.len() == 1 {
+            return Err(RetireRefusal::LastKey(id.to_owned()));
+        }
+        if self.current().id == id {
+            return Err(RetireRefusal::SigningKey(id.to_owned()));
+        }
+        Ok(Self { keys: self.keys.iter().filter(|k| k.id != id).cloned().collect() })
+    }
+}
+
+/// The length of a secret `with_new_key` makes: the template's `PasswordLength`.
+pub const GENERATED_SECRET_CHARS: usize = 48;
+
+/// Why a key is not taken out of a ring.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetireRefusal {
+    #[error("the ring has no key {0}")]
+    Unknown(String),
+    #[error("{0} is the ring's last key")]
+    LastKey(String),
+    #[error("{0} is the key that signs; rotate first, then retire it")]
+    SigningKey(String),
 }
 
 /// Where key rings are kept (a secret store), each under its own id.
@@ -148,24 +197,56 @@ pub trait KeyRingStore: Send + Sync {
     async fn key_ring(&self, secret_id: &str) -> Result<KeyRing, KeyRingError>;
 }
 
+/// Writing rings (`herald secrets`): apart from [`KeyRingStore`], so that what only reads
+/// a ring cannot change it.
+#[async_trait]
+pub trait KeyRingWriter: KeyRingStore {
+    /// Stores `ring` as the value of the existing secret `secret_id`.
+    async fn put_key_ring(&self, secret_id: &str, ring: &KeyRing) -> Result<(), StoreError>;
+}
+
 #[cfg(feature = "memory")]
 pub mod memory {
     use std::collections::HashMap;
 
     use super::*;
 
+    use std::sync::Mutex;
+
     /// Secrets' values by id, parsed as the adapter parses them.
     #[derive(Default)]
-    pub struct MemoryKeyRings(pub HashMap<String, String>);
+    pub struct MemoryKeyRings(Mutex<HashMap<String, String>>);
+
+    impl MemoryKeyRings {
+        pub fn new(values: HashMap<String, String>) -> Self {
+            Self(Mutex::new(values))
+        }
+
+        /// The value stored as `secret_id`, as the secret store holds it.
+        pub fn value(&self, secret_id: &str) -> Option<String> {
+            self.0.lock().expect("rings lock").get(secret_id).cloned()
+        }
+    }
+
+    fn no_such_secret() -> StoreError {
+        StoreError::Fatal("no such secret".into())
+    }
 
     #[async_trait]
     impl KeyRingStore for MemoryKeyRings {
         async fn key_ring(&self, secret_id: &str) -> Result<KeyRing, KeyRingError> {
-            let value = self
-                .0
-                .get(secret_id)
-                .ok_or_else(|| KeyRingError::Unavailable(StoreError::Fatal("no such secret".into())))?;
-            KeyRing::parse(value)
+            let value = self.value(secret_id).ok_or_else(|| KeyRingError::Unavailable(no_such_secret()))?;
+            KeyRing::parse(&value)
+        }
+    }
+
+    #[async_trait]
+    impl KeyRingWriter for MemoryKeyRings {
+        async fn put_key_ring(&self, secret_id: &str, ring: &KeyRing) -> Result<(), StoreError> {
+            let mut values = self.0.lock().expect("rings lock");
+            let value = values.get_mut(secret_id).ok_or_else(no_such_secret)?;
+            *value = ring.to_secret_value();
+            Ok(())
         }
     }
 }
@@ -221,6 +302,42 @@ mod tests {
             assert!(!message.contains("0123456789abcdef") && !message.contains("short-secret"), "{message}");
             assert!(!error.is_retryable());
         }
+    }
+
+    #[test]
+    fn a_ring_reads_back_from_its_secret_value() {
+        let ring = KeyRing::new([("k2", S2), ("k1", S1)]).unwrap();
+        assert_eq!(KeyRing::parse(&ring.to_secret_value()).unwrap(), ring);
+    }
+
+    #[test]
+    fn a_new_key_goes_first_with_the_next_id_and_every_old_key_stays() {
+        let ring = KeyRing::new([("legacy", S2), ("k1", S1)]).unwrap();
+        let rotated = ring.with_new_key();
+        let ids: Vec<&str> = rotated.keys().iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["k2", "legacy", "k1"]);
+        assert_eq!(rotated.current().secret().len(), GENERATED_SECRET_CHARS);
+        assert!(rotated.current().secret().iter().all(u8::is_ascii_alphanumeric));
+        assert_eq!(rotated.get("k1"), ring.get("k1"));
+        assert_ne!(ring.with_new_key().current().secret(), rotated.current().secret());
+        // What a secret store holds is a ring again.
+        assert_eq!(KeyRing::parse(&rotated.to_secret_value()).unwrap(), rotated);
+    }
+
+    #[test]
+    fn a_key_that_only_verifies_is_retired() {
+        let ring = KeyRing::new([("k2", S2), ("k1", S1)]).unwrap();
+        let retired = ring.without("k1").unwrap();
+        assert_eq!(retired.keys().iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["k2"]);
+    }
+
+    #[test]
+    fn the_signing_key_the_last_key_and_an_unknown_key_are_not_retired() {
+        let two = KeyRing::new([("k2", S2), ("k1", S1)]).unwrap();
+        assert_eq!(two.without("k2"), Err(RetireRefusal::SigningKey("k2".into())));
+        assert_eq!(two.without("k9"), Err(RetireRefusal::Unknown("k9".into())));
+        let one = KeyRing::new([("k1", S1)]).unwrap();
+        assert_eq!(one.without("k1"), Err(RetireRefusal::LastKey("k1".into())));
     }
 
     #[test]
