@@ -44,6 +44,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         request_counter: None,
         worker_random_timeout_share: 0.0,
         parameters: Default::default(),
+        functions: Default::default(),
     };
     configure(&mut options);
     LocalStack::start(options).await.expect("the local stack starts")

@@ -31,6 +31,7 @@ pub async fn local_stack(request_counter: Option<herald_aws::RequestCounter>) ->
         request_counter,
         worker_random_timeout_share: 0.0,
         parameters: Default::default(),
+        functions: Default::default(),
     })
     .await
     .expect("the local stack starts")
