@@ -133,6 +133,8 @@ pub struct Function {
     idle: Mutex<Vec<Environment>>,
     slots: Semaphore,
     cold_starts: Mutex<Vec<ColdStart>>,
+    /// The process id of every environment started.
+    started: Mutex<Vec<u32>>,
 }
 
 impl Function {
@@ -143,7 +145,13 @@ impl Function {
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(max_environments.max(1) as usize),
             cold_starts: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The process id of every environment started so far.
+    pub fn started_processes(&self) -> Vec<u32> {
+        self.started.lock().expect("started lock").clone()
     }
 
     /// The cold starts so far, in the order they ended their first invocation.
@@ -234,11 +242,12 @@ impl Function {
         }
         let started = Instant::now();
         let child = command.spawn().map_err(|e| failed(e.to_string()))?;
+        self.started.lock().expect("started lock").extend(child.id());
         Ok(Environment { api, child, started, invocations: 0 })
     }
 
     /// The invocation's deadline: the caller's, or the function's timeout from now.
-    fn deadline(&self, invocation: Option<Instant>) -> Instant {
+    pub fn deadline(&self, invocation: Option<Instant>) -> Instant {
         invocation.unwrap_or_else(|| Instant::now() + self.bootstrap.timeout)
     }
 }
