@@ -7,6 +7,7 @@ mod campaigns;
 mod chaos;
 mod client;
 mod import;
+mod runtime;
 mod segments;
 mod segments_local;
 mod worker;
@@ -70,6 +71,9 @@ fn main() {
     }
     if wanted("chaos") {
         multi_threaded().block_on(chaos::chaos_figures());
+    }
+    if wanted("runtime") {
+        multi_threaded().block_on(runtime::runtime_figures());
     }
 }
 
