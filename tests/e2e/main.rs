@@ -18,6 +18,7 @@ mod paced_campaign;
 mod producer_sdk;
 mod profile_events;
 mod profiles_api;
+mod real_binaries;
 mod sample_events;
 mod segment_stores;
 mod segmenter;

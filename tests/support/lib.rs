@@ -44,6 +44,7 @@ pub async fn start_stack_with(configure: impl FnOnce(&mut Options)) -> LocalStac
         request_counter: None,
         worker_random_timeout_share: 0.0,
         parameters: Default::default(),
+        functions: Default::default(),
     };
     configure(&mut options);
     LocalStack::start(options).await.expect("the local stack starts")
@@ -339,4 +340,16 @@ pub fn tracking_links(html: &str) -> Vec<String> {
         .filter(|rest| rest.contains("/v1/t/"))
         .map(|rest| format!("http://127.0.0.1:{}", &rest[..rest.find('"').unwrap()]))
         .collect()
+}
+
+/// The shell block of README.md between the walkthrough markers.
+pub fn readme_walkthrough() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
+    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    readme[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -55,6 +55,7 @@ pub async fn chaos_figures() {
         request_counter: None,
         worker_random_timeout_share: SHORT_TIMEOUTS,
         parameters: Default::default(),
+        functions: Default::default(),
     })
     .await
     .expect("the local stack starts");

@@ -7,6 +7,7 @@ mod campaigns;
 mod chaos;
 mod client;
 mod import;
+mod runtime;
 mod segments;
 mod segments_local;
 mod worker;
@@ -31,6 +32,7 @@ pub async fn local_stack(request_counter: Option<herald_aws::RequestCounter>) ->
         request_counter,
         worker_random_timeout_share: 0.0,
         parameters: Default::default(),
+        functions: Default::default(),
     })
     .await
     .expect("the local stack starts")
@@ -69,6 +71,9 @@ fn main() {
     }
     if wanted("chaos") {
         multi_threaded().block_on(chaos::chaos_figures());
+    }
+    if wanted("runtime") {
+        multi_threaded().block_on(runtime::runtime_figures());
     }
 }
 

@@ -66,7 +66,7 @@ pub use herald_edge::sqs::SqsHandler;
 /// The importer as Lambda feeds it: the bucket's notifications as real S3 sends them
 /// (moto's are completed, see [`crate::s3::lambda_body`]), and never the `s3:TestEvent`,
 /// which is settled (deleted) with the batch without reaching it.
-pub struct RealS3Events(pub Arc<herald_importer::ImporterHandler>);
+pub struct RealS3Events(pub Arc<dyn SqsHandler>);
 
 #[async_trait]
 impl SqsHandler for RealS3Events {

@@ -21,13 +21,46 @@ use crate::{
     template::{Physical, Template},
 };
 
+/// What the API's integration invokes with each request's payload 2.0 event: the
+/// router in-process, or the function's process ([`crate::processes`]).
+#[async_trait::async_trait]
+pub trait HttpFunction: Send + Sync {
+    async fn call(&self, event: Value) -> Response;
+}
+
+/// The API's router in this process, decoding the event as lambda_http does in the
+/// deployed function.
+#[async_trait::async_trait]
+impl HttpFunction for App {
+    async fn call(&self, event: Value) -> Response {
+        let request = match lambda_http::request::from_str(&event.to_string()) {
+            Ok(r) => r,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("not a valid API Gateway event: {e}")),
+        };
+        let response = self.handle(request).await;
+        let (parts, body) = response.into_parts();
+        let body = match body {
+            Body::Empty => AxumBody::empty(),
+            Body::Text(t) => AxumBody::from(t),
+            Body::Binary(b) => AxumBody::from(b),
+            _ => AxumBody::empty(),
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
 /// The API as the stage serves it: throttled as the template's `DefaultRouteSettings` say
 /// (none: unthrottled), then each request handed to the function.
 pub fn router(app: Arc<App>, throttle: Option<Throttle>) -> axum::Router {
+    router_to(app, throttle)
+}
+
+/// [`router`] for any function behind the API.
+pub fn router_to(function: Arc<dyn HttpFunction>, throttle: Option<Throttle>) -> axum::Router {
     let router = axum::Router::new().fallback(
         move |ConnectInfo(peer): ConnectInfo<SocketAddr>, request: axum::extract::Request| {
-            let app = app.clone();
-            async move { invoke(&app, peer, request).await }
+            let function = function.clone();
+            async move { invoke(function.as_ref(), peer, request).await }
         },
     );
     match throttle {
@@ -117,25 +150,12 @@ impl TokenBucket {
     }
 }
 
-async fn invoke(app: &App, peer: SocketAddr, request: axum::extract::Request) -> Response {
+async fn invoke(function: &dyn HttpFunction, peer: SocketAddr, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, GATEWAY_MAX_BODY).await else {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
-    let event = api_gateway_v2_event(&parts, &body, peer);
-    let request = match lambda_http::request::from_str(&event.to_string()) {
-        Ok(r) => r,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("not a valid API Gateway event: {e}")),
-    };
-    let response = app.handle(request).await;
-    let (parts, body) = response.into_parts();
-    let body = match body {
-        Body::Empty => AxumBody::empty(),
-        Body::Text(t) => AxumBody::from(t),
-        Body::Binary(b) => AxumBody::from(b),
-        _ => AxumBody::empty(),
-    };
-    Response::from_parts(parts, body)
+    function.call(api_gateway_v2_event(&parts, &body, peer)).await
 }
 
 /// The payload API Gateway sends a Lambda for an HTTP API `$default` route.

@@ -9,7 +9,9 @@
 pub mod esm;
 pub mod gateway;
 pub mod moto;
+pub mod processes;
 pub mod provision;
+pub mod runtime_api;
 pub mod s3;
 pub mod schedule;
 pub mod streams;
@@ -101,6 +103,33 @@ pub struct Options {
     pub worker_random_timeout_share: f64,
     /// Template parameter values, as `sam deploy --parameter-overrides` gives them.
     pub parameters: BTreeMap<String, String>,
+    /// How the functions run: in this process (the default) or as their real binaries.
+    pub functions: Functions,
+}
+
+/// How the stack runs its functions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Functions {
+    /// Each handler is called in this process (what the suites use).
+    #[default]
+    InProcess,
+    /// Each invocation goes to the function's real `bootstrap` binary, a process of its
+    /// own against an emulated Lambda Runtime API ([`processes`]).
+    Processes(processes::Settings),
+}
+
+impl Functions {
+    /// `HERALD_LOCAL_FUNCTIONS`: `in-process` (or unset) or `processes` (then
+    /// `HERALD_LOCAL_BINARIES` and `HERALD_LOCAL_FUNCTION_LOGS`, see [`processes::Settings`]).
+    pub fn from_env() -> Result<Self, LocalError> {
+        match std::env::var("HERALD_LOCAL_FUNCTIONS").ok().filter(|v| !v.is_empty()).as_deref() {
+            None | Some("in-process") => Ok(Functions::InProcess),
+            Some("processes") => Ok(Functions::Processes(processes::Settings::from_env())),
+            Some(other) => {
+                Err(LocalError::Config(format!("HERALD_LOCAL_FUNCTIONS={other:?} is neither in-process nor processes")))
+            }
+        }
+    }
 }
 
 impl Options {
@@ -128,6 +157,7 @@ impl Options {
             request_counter: None,
             worker_random_timeout_share: 0.0,
             parameters: parse_parameters(&var("HERALD_PARAMETERS").unwrap_or_default())?,
+            functions: Functions::from_env()?,
         })
     }
 }
@@ -161,6 +191,7 @@ pub struct LocalStack {
     importer: Option<Arc<ImporterHandler>>,
     dispatcher: Option<Arc<DispatcherHandler>>,
     relay: Option<Arc<RelayHandler>>,
+    processes: Option<processes::Processes>,
     schedules: Vec<schedule::Schedule>,
     pollers: Vec<JoinHandle<()>>,
     stop_pollers: esm::Stopper,
@@ -169,6 +200,10 @@ pub struct LocalStack {
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, LocalError> {
         let mut template = Template::load(&options.template)?;
+        let extra = ExtraEnvironment {
+            workers: options.worker_environment.clone(),
+            dispatcher: options.dispatcher_environment.clone(),
+        };
         for (name, value) in &options.parameters {
             template.set_parameter(name, value.clone());
         }
@@ -227,8 +262,28 @@ impl LocalStack {
         let mut segmenter = None;
         let mut importer = None;
         let mut dispatcher = None;
+        let mut processes = match &options.functions {
+            Functions::InProcess => None,
+            Functions::Processes(settings) => Some(processes::Processes::new(
+                settings.clone(),
+                &endpoint,
+                options.provider_endpoint.as_deref(),
+                options.timeout_scale,
+            )),
+        };
         for mut mapping in esm::sqs_event_sources(&deployment, retry_delay, concurrency_cap)? {
             mapping.timeout = mapping.timeout.mul_f64(options.timeout_scale);
+            if let Some(processes) = processes.as_mut() {
+                let binary = binary_of(&mapping.function, mapping.binary.as_deref())?;
+                let environment = function_environment(&deployment, binary, &extra)?;
+                let function = processes.function(&deployment, binary, environment, mapping.source.concurrency)?;
+                handlers.push(processes::SqsFunction::environments(function, &mapping));
+                if binary.starts_with("herald-worker-") {
+                    mapping.random_timeout_share = options.worker_random_timeout_share;
+                }
+                event_sources.push(mapping);
+                continue;
+            }
             let each = |handler: Arc<dyn SqsHandler>| esm::shared(handler, &mapping);
             if mapping.binary.as_deref() == Some("herald-segmenter") {
                 let function = Arc::new(segmenter_for(&deployment, &clients)?);
@@ -238,29 +293,28 @@ impl LocalStack {
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-importer") {
-                let function = Arc::new(importer_for(&deployment, &clients, &options.worker_environment)?);
+                let function = Arc::new(importer_for(&deployment, &clients, &extra)?);
                 handlers.push(each(Arc::new(esm::RealS3Events(function.clone()))));
                 importer = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-dispatcher") {
-                let function = Arc::new(dispatcher_for(&deployment, &clients, &options.dispatcher_environment)?);
+                let function = Arc::new(dispatcher_for(&deployment, &clients, &extra)?);
                 handlers.push(each(function.clone()));
                 dispatcher = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
-            match worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment).await? {
+            match worker_for(&deployment, &provider_clients, &mapping, &extra).await? {
                 Some(worker) => {
                     // One worker per concurrent invocation, as Lambda runs each in an
                     // environment of its own: its pacer and campaign cache are its own.
                     let mut environments: Vec<Arc<dyn SqsHandler>> = vec![worker.1.clone()];
                     for _ in 1..mapping.source.concurrency.max(1) {
-                        let (_, other) =
-                            worker_for(&deployment, &provider_clients, &mapping, &options.worker_environment)
-                                .await?
-                                .expect("the same worker again");
+                        let (_, other) = worker_for(&deployment, &provider_clients, &mapping, &extra)
+                            .await?
+                            .expect("the same worker again");
                         environments.push(other);
                     }
                     handlers.push(environments);
@@ -278,6 +332,14 @@ impl LocalStack {
         let mut streams = Vec::new();
         let mut relay: Option<Arc<RelayHandler>> = None;
         for source in streams::stream_event_sources(&deployment, retry_delay)? {
+            if let Some(processes) = processes.as_mut() {
+                let binary = binary_of(&source.function, source.binary.as_deref())?;
+                let environment = function_environment(&deployment, binary, &extra)?;
+                let function = processes.function(&deployment, binary, environment, 1)?;
+                streams
+                    .push((source, Arc::new(processes::StreamFunction(function)) as Arc<dyn streams::StreamHandler>));
+                continue;
+            }
             match source.binary.as_deref() {
                 Some("herald-relay") => {
                     // One relay for both tables' streams, as one function is deployed.
@@ -295,13 +357,25 @@ impl LocalStack {
             }
         }
 
-        let app = Arc::new(
-            App::from_aws(&clients, &api_config)
-                .await
-                .map_err(|e| LocalError::Config(e.to_string()).context("herald-api"))?,
-        );
+        let api: Arc<dyn gateway::HttpFunction> = match processes.as_mut() {
+            Some(processes) => {
+                let environment = function_environment(&deployment, "herald-api", &extra)?;
+                let concurrency = esm::local_concurrency(None, concurrency_cap);
+                Arc::new(processes::HttpApiFunction(processes.function(
+                    &deployment,
+                    "herald-api",
+                    environment,
+                    concurrency,
+                )?))
+            }
+            None => Arc::new(
+                App::from_aws(&clients, &api_config)
+                    .await
+                    .map_err(|e| LocalError::Config(e.to_string()).context("herald-api"))?,
+            ),
+        };
         let (shutdown, stopped) = oneshot::channel();
-        let service = gateway::router(app, throttle).into_make_service_with_connect_info::<SocketAddr>();
+        let service = gateway::router_to(api, throttle).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, service).with_graceful_shutdown(async {
                 let _ = stopped.await;
@@ -342,6 +416,7 @@ impl LocalStack {
             importer,
             dispatcher,
             relay,
+            processes,
             schedules,
             pollers,
             stop_pollers,
@@ -351,6 +426,11 @@ impl LocalStack {
     /// The outbox relay the stack runs on the profiles and members tables' streams.
     pub fn relay(&self) -> Option<&RelayHandler> {
         self.relay.as_deref()
+    }
+
+    /// The functions' processes, in process mode ([`Functions::Processes`]).
+    pub fn processes(&self) -> Option<&processes::Processes> {
+        self.processes.as_ref()
     }
 
     /// The worker the stack runs for `channel`, to invoke directly (with a sample event).
@@ -451,14 +531,43 @@ fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<Segmenter
     Ok(SegmenterHandler::from_aws(clients, &config))
 }
 
+/// The variables `Options` adds over the template's, by function.
+struct ExtraEnvironment {
+    /// For every channel worker and the importer.
+    workers: BTreeMap<String, String>,
+    dispatcher: BTreeMap<String, String>,
+}
+
+/// The environment the stack gives the function built from `binary`, in either mode:
+/// the template's, with the `Options`' extra variables over it.
+fn function_environment(
+    deployment: &Deployment,
+    binary: &str,
+    extra: &ExtraEnvironment,
+) -> Result<BTreeMap<String, String>, LocalError> {
+    let mut environment = deployment.function_environment(binary)?;
+    if binary.starts_with("herald-worker-") || binary == "herald-importer" {
+        environment.extend(extra.workers.clone());
+    }
+    if binary == "herald-dispatcher" {
+        environment.extend(extra.dispatcher.clone());
+    }
+    Ok(environment)
+}
+
+/// The Cargo binary of a function (its `BuildProperties: Binary`), which the process mode
+/// runs.
+fn binary_of<'a>(function: &str, binary: Option<&'a str>) -> Result<&'a str, LocalError> {
+    binary.ok_or_else(|| LocalError::Template(format!("{function} names no Metadata.BuildProperties.Binary")))
+}
+
 /// The importer, configured from the environment the template gives its function.
 fn importer_for(
     deployment: &Deployment,
     clients: &Clients,
-    extra_environment: &BTreeMap<String, String>,
+    extra: &ExtraEnvironment,
 ) -> Result<ImporterHandler, LocalError> {
-    let mut environment = deployment.function_environment("herald-importer")?;
-    environment.extend(extra_environment.clone());
+    let environment = function_environment(deployment, "herald-importer", extra)?;
     let config = ImporterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-importer"))?;
     Ok(ImporterHandler::from_aws(clients, &config))
@@ -468,10 +577,9 @@ fn importer_for(
 fn dispatcher_for(
     deployment: &Deployment,
     clients: &Clients,
-    extra_environment: &BTreeMap<String, String>,
+    extra: &ExtraEnvironment,
 ) -> Result<DispatcherHandler, LocalError> {
-    let mut environment = deployment.function_environment("herald-dispatcher")?;
-    environment.extend(extra_environment.clone());
+    let environment = function_environment(deployment, "herald-dispatcher", extra)?;
     let config = DispatcherConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-dispatcher"))?;
     Ok(DispatcherHandler::from_aws(clients, &config))
@@ -491,13 +599,12 @@ async fn worker_for(
     deployment: &Deployment,
     clients: &Clients,
     mapping: &EventSourceMapping,
-    extra_environment: &BTreeMap<String, String>,
+    extra: &ExtraEnvironment,
 ) -> Result<Option<(Channel, Arc<WorkerHandler>)>, LocalError> {
     let Some(binary) = mapping.binary.as_deref().filter(|b| b.starts_with("herald-worker-")) else {
         return Ok(None);
     };
-    let mut environment = deployment.function_environment(binary)?;
-    environment.extend(extra_environment.clone());
+    let environment = function_environment(deployment, binary, extra)?;
     let config = WorkerConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context(binary))?;
     let worker = WorkerHandler::from_aws(clients, &config)

@@ -32,10 +32,14 @@ pub struct Template {
     global_environment: Mapping,
     /// `Globals: Function: Timeout`, unresolved.
     global_timeout: Option<Value>,
+    /// `Globals: Function: MemorySize`, unresolved.
+    global_memory_size: Option<Value>,
 }
 
 /// Lambda's timeout for a function whose template sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Lambda's memory for a function whose template sets none.
+pub const DEFAULT_MEMORY_SIZE_MB: u32 = 128;
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self, LocalError> {
@@ -83,7 +87,8 @@ impl Template {
         let global_function = doc.get("Globals").and_then(|g| g.get("Function"));
         let global_environment = environment_of(global_function);
         let global_timeout = global_function.and_then(|f| f.get("Timeout")).cloned();
-        Ok(Self { resources, outputs, parameters, global_environment, global_timeout })
+        let global_memory_size = global_function.and_then(|f| f.get("MemorySize")).cloned();
+        Ok(Self { resources, outputs, parameters, global_environment, global_timeout, global_memory_size })
     }
 
     /// Sets parameter values, as `sam deploy --parameter-overrides` would.
@@ -138,6 +143,21 @@ impl Template {
             LocalError::Template(format!("{}: Timeout {text:?} is not a number from 1 to 900", function.logical_id))
         })?;
         Ok(Duration::from_secs(seconds))
+    }
+
+    /// A function's memory in MB: its `MemorySize`, else `Globals: Function: MemorySize`,
+    /// else Lambda's default of 128; 128 to 10,240, as Lambda accepts.
+    pub fn memory_size(&self, function: &Resource, physical: &Physical, stack: &str) -> Result<u32, LocalError> {
+        let Some(value) = function.properties.get("MemorySize").or(self.global_memory_size.as_ref()) else {
+            return Ok(DEFAULT_MEMORY_SIZE_MB);
+        };
+        let text = self.resolve(value, physical, stack)?;
+        text.parse::<u32>().ok().filter(|m| (128..=10_240).contains(m)).ok_or_else(|| {
+            LocalError::Template(format!(
+                "{}: MemorySize {text:?} is not a number from 128 to 10240",
+                function.logical_id
+            ))
+        })
     }
 
     /// Resolves the intrinsic functions the local stack needs to a string: plain scalars,
