@@ -80,6 +80,16 @@ impl Emf {
         Self::new(namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()), function, Sink::Stdout)
     }
 
+    /// Writes to stdout when the process runs in Lambda (which sets
+    /// `AWS_LAMBDA_FUNCTION_NAME`), else nowhere: the local stack and tests call handlers
+    /// in-process, where stdout is a terminal or a test's output.
+    pub fn for_function(function: &'static str) -> Self {
+        match crate::config::process_env("AWS_LAMBDA_FUNCTION_NAME") {
+            Some(_) => Self::stdout(function),
+            None => Self::discard(function),
+        }
+    }
+
     /// Keeps its lines in memory; the vector they go to is returned beside it.
     pub fn in_memory(function: &'static str) -> (Self, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
