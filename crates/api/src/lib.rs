@@ -160,7 +160,24 @@ impl App {
     }
 
     pub fn new(services: Services) -> Self {
-        Self { router: resources::routes().into_router(Arc::new(services)) }
+        Self::with_metrics(services, Arc::new(herald_edge::metrics::Emf::for_function("Api")))
+    }
+
+    /// The app writing each request's outcome to `metrics` (`Invocations`: `ok` below
+    /// 500, `failed` from 500), flushed with the response: an invocation is one request.
+    pub fn with_metrics(services: Services, metrics: Arc<herald_edge::metrics::Emf>) -> Self {
+        let router = resources::routes().into_router(Arc::new(services));
+        let router = router.layer(axum::middleware::map_response(move |response: axum::response::Response| {
+            let metrics = metrics.clone();
+            async move {
+                use herald_edge::metrics::{Dimension, Metric, Metrics};
+                let outcome = if response.status().is_server_error() { "failed" } else { "ok" };
+                metrics.record(Metric::Invocations, &[Dimension::Outcome(outcome)], 1.0);
+                metrics.flush();
+                response
+            }
+        }));
+        Self { router }
     }
 
     /// The router itself (it routes on the request's URI path).

@@ -10,6 +10,7 @@ pub mod events;
 pub mod imports;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod notifications;
 pub mod profiles;
 pub mod segments;

@@ -111,6 +111,21 @@ async fn a_csv_file_creates_its_profiles_and_counts_its_rows() {
 }
 
 #[tokio::test]
+async fn each_slice_counts_its_rows_and_rejects_in_the_metrics() {
+    use herald_core::metrics::{Metric, memory::MemoryMetrics};
+    let mut h = harness();
+    let metrics = Arc::new(MemoryMetrics::default());
+    h.service.metrics = metrics.clone();
+    h.service.options.users_per_slice = 2;
+    h.import("imports/m.csv", "user_id,email\nu1,a@example.com\nu2,not-an-email\nu3,c@example.com\nu4,d@example.com\n")
+        .await;
+    assert_eq!(metrics.total(Metric::ImportRows, &[]), 3.0);
+    assert_eq!(metrics.total(Metric::ImportRejects, &[]), 1.0);
+    let slices = metrics.recorded.lock().unwrap().iter().filter(|(m, ..)| *m == Metric::ImportRows).count();
+    assert_eq!(slices, 2, "one count per slice, not per row");
+}
+
+#[tokio::test]
 async fn bad_rows_go_to_the_errors_object_with_line_and_reason_and_the_rest_is_imported() {
     let h = harness();
     let job = h

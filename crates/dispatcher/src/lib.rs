@@ -10,11 +10,16 @@ use herald_aws::{
     SqsChannelQueues, SqsDispatchQueue,
 };
 use herald_core::{
-    campaigns::{DispatchMessage, DispatchPage, SettleCheck, dispatcher::Dispatcher, reconciler::Reconciler},
+    campaigns::{
+        DispatchMessage, DispatchPage, SettleCheck,
+        dispatcher::{DispatchOutcome, Dispatcher},
+        reconciler::Reconciler,
+    },
     delivery::Channel,
 };
 use herald_edge::{
     config::{ConfigError, Env},
+    metrics::{Emf, Metric, Metrics},
     sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
 };
 
@@ -68,6 +73,8 @@ impl DispatcherConfig {
 pub struct DispatcherHandler {
     pub dispatcher: Dispatcher,
     pub reconciler: Reconciler,
+    /// Campaign fan-out (recipients queued), invocations and queue age.
+    pub metrics: Emf,
 }
 
 impl DispatcherHandler {
@@ -94,7 +101,7 @@ impl DispatcherHandler {
             dispatcher.settle_every = every;
             reconciler.every = every;
         }
-        Self { dispatcher, reconciler }
+        Self { dispatcher, reconciler, metrics: Emf::for_function("Dispatcher") }
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -123,6 +130,11 @@ impl DispatcherHandler {
         match self.dispatcher.run(page, message_id, now).await {
             Ok(outcome) => {
                 tracing::info!(message_id, campaign_id = %page.campaign_id, shard = page.shard, ?outcome, "page");
+                if let DispatchOutcome::Dispatched { queued, .. } | DispatchOutcome::DeferredBatch { queued, .. } =
+                    outcome
+                {
+                    self.metrics.count(Metric::CampaignRecipientsQueued, &[], queued);
+                }
                 true
             }
             Err(e) => {
@@ -152,6 +164,10 @@ impl SqsHandler for DispatcherHandler {
     async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
         let now = chrono::Utc::now();
         sqs::each_concurrently(messages, |message| self.handle(message, now, invocation)).await
+    }
+
+    fn metrics(&self) -> Option<&Emf> {
+        Some(&self.metrics)
     }
 }
 

@@ -12,12 +12,14 @@
 use std::{
     collections::BTreeSet,
     future::Future,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 pub use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{LambdaEvent, service_fn};
+
+use crate::metrics::{Dimension, Emf, Metric, Metrics};
 
 /// What an invocation gives a batch besides its messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +73,12 @@ pub trait SqsHandler: Send + Sync {
     /// data.
     async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry;
 
+    /// Where the function's metrics go: [`handle_event`] records the invocation's outcome
+    /// and its messages' queue age there, then flushes what the batch recorded.
+    fn metrics(&self) -> Option<&Emf> {
+        None
+    }
+
     /// Handles one batch as Lambda invokes the function, without a deadline.
     async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         self.invoke(event, Invocation::default()).await
@@ -90,8 +98,32 @@ pub async fn handle_event<H: SqsHandler + ?Sized>(
     event: SqsEvent,
     invocation: Invocation,
 ) -> SqsBatchResponse {
+    let received = SystemTime::now();
     let retry = handler.handle_batch(&event.records, invocation).await;
-    response(&event.records, &retry)
+    let response = response(&event.records, &retry);
+    if let Some(metrics) = handler.metrics() {
+        record_invocation(metrics, &event.records, &response, received);
+        metrics.flush();
+    }
+    response
+}
+
+/// The invocation's outcome (`ok`, `partial`: some messages retried, `failed`: all) and
+/// each message's time in its queue, from its `SentTimestamp` attribute to `received`.
+pub fn record_invocation(metrics: &Emf, messages: &[SqsMessage], response: &SqsBatchResponse, received: SystemTime) {
+    let failed = response.batch_item_failures.len();
+    let outcome = match failed {
+        0 => "ok",
+        n if n >= messages.len() => "failed",
+        _ => "partial",
+    };
+    metrics.record(Metric::Invocations, &[Dimension::Outcome(outcome)], 1.0);
+    let received = received.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    for message in messages {
+        if let Some(sent) = message.attributes.get("SentTimestamp").and_then(|t| t.parse::<u64>().ok()) {
+            metrics.record(Metric::QueueAge, &[], received.saturating_sub(sent) as f64);
+        }
+    }
 }
 
 /// The answer to Lambda for `messages` of which `retry` failed.
@@ -219,6 +251,49 @@ mod tests {
             assert_eq!(*handler.seen.lock().unwrap(), ["a", "b", "c", "d"]);
             assert!(handler.handle(batch(&[])).await.batch_item_failures.is_empty());
         }
+    }
+
+    /// Fails the messages whose body ends with `b`, and writes its metrics to memory.
+    struct Metered(Emf);
+
+    #[async_trait]
+    impl SqsHandler for Metered {
+        async fn handle_batch(&self, messages: &[SqsMessage], _: Invocation) -> Retry {
+            Retry::from_handled(messages.iter().map(|m| !body(m).ends_with('b')))
+        }
+
+        fn metrics(&self) -> Option<&Emf> {
+            Some(&self.0)
+        }
+    }
+
+    fn written(lines: &Mutex<Vec<String>>) -> Vec<serde_json::Value> {
+        lines.lock().unwrap().drain(..).map(|l| serde_json::from_str(&l).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_invocation_writes_its_outcome_and_queue_ages_in_one_document() {
+        let (emf, lines) = Emf::in_memory("Segmenter");
+        let handler = Metered(emf);
+        let mut event = batch(&["a", "b"]);
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 - 4_000;
+        for message in &mut event.records {
+            message.attributes.insert("SentTimestamp".into(), sent.to_string());
+        }
+        handler.handle(event).await;
+        let documents = written(&lines);
+        assert_eq!(documents.len(), 1);
+        let document = &documents[0];
+        assert_eq!((&document["function"], &document["outcome"]), (&"Segmenter".into(), &"partial".into()));
+        assert_eq!(document["Invocations"], 1.0);
+        let ages: Vec<f64> = document["QueueAge"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+        assert_eq!(ages.len(), 2);
+        assert!(ages.iter().all(|age| (4_000.0..60_000.0).contains(age)), "{ages:?}");
+
+        handler.handle(batch(&["c"])).await;
+        assert_eq!(written(&lines)[0]["outcome"], "ok");
+        handler.handle(batch(&["b"])).await;
+        assert_eq!(written(&lines)[0]["outcome"], "failed");
     }
 
     #[test]

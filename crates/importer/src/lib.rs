@@ -16,6 +16,7 @@ use herald_core::imports::{
 };
 use herald_edge::{
     config::{ConfigError, Env},
+    metrics::Emf,
     sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
 };
 use serde::Deserialize;
@@ -83,6 +84,8 @@ pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(840);
 
 pub struct ImporterHandler {
     pub service: ImportService,
+    /// Rows and rejects (through the service), invocations and queue age.
+    pub metrics: Arc<Emf>,
 }
 
 /// What a message on the importer's queue asks for.
@@ -149,6 +152,13 @@ fn decode_key(key: &str) -> String {
 }
 
 impl ImporterHandler {
+    /// The handler over `service`, whose rows it counts in its metrics.
+    pub fn new(mut service: ImportService) -> Self {
+        let metrics = Arc::new(Emf::for_function("Importer"));
+        service.metrics = metrics.clone();
+        Self { service, metrics }
+    }
+
     pub fn from_aws(clients: &Clients, config: &ImporterConfig) -> Self {
         let mut service = ImportService::new(
             Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), &config.profiles_table)),
@@ -158,7 +168,7 @@ impl ImporterHandler {
             Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)),
         );
         service.options = config.options();
-        Self { service }
+        Self::new(service)
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -198,6 +208,10 @@ impl SqsHandler for ImporterHandler {
             }
         })
         .await
+    }
+
+    fn metrics(&self) -> Option<&Emf> {
+        Some(&self.metrics)
     }
 }
 

@@ -59,3 +59,128 @@ fn the_alarm_topic_emails_the_alarm_address_when_one_is_given() {
     assert!(matches!(template["Conditions"][condition], Value::Tagged(_)), "{condition} is not a condition");
     assert_eq!(template["Parameters"]["AlarmEmail"]["Default"], "");
 }
+
+fn functions(template: &Value) -> Vec<&str> {
+    resources_of_type(template, "AWS::Serverless::Function").map(|(id, _)| id).collect()
+}
+
+/// The functions whose Lambda `metric` an alarm watches, directly or in its metric math.
+fn functions_alarmed_on<'a>(template: &'a Value, metric: &str) -> Vec<&'a str> {
+    let mut watched = Vec::new();
+    for (_, alarm) in resources_of_type(template, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        let mut stats: Vec<&Value> = vec![properties];
+        if let Some(metrics) = properties["Metrics"].as_sequence() {
+            stats.extend(metrics.iter().map(|m| &m["MetricStat"]["Metric"]));
+        }
+        for stat in stats {
+            if stat["Namespace"] != "AWS/Lambda" || stat["MetricName"] != metric {
+                continue;
+            }
+            for dimension in stat["Dimensions"].as_sequence().into_iter().flatten() {
+                if dimension["Name"] == "FunctionName"
+                    && let Value::Tagged(t) = &dimension["Value"]
+                    && t.tag == "!Ref"
+                {
+                    watched.push(t.value.as_str().unwrap());
+                }
+            }
+        }
+    }
+    watched
+}
+
+#[test]
+fn every_function_has_an_errors_alarm_and_a_throttles_alarm() {
+    let template = template();
+    let functions = functions(&template);
+    assert_eq!(functions.len(), 9);
+    for metric in ["Errors", "Throttles"] {
+        let watched = functions_alarmed_on(&template, metric);
+        for function in &functions {
+            assert!(watched.contains(function), "no alarm on {function}'s {metric}");
+        }
+    }
+}
+
+#[test]
+fn a_metric_math_alarm_adds_up_every_metric_it_reads() {
+    let template = template();
+    for (id, alarm) in resources_of_type(&template, "AWS::CloudWatch::Alarm") {
+        let Some(metrics) = alarm["Properties"]["Metrics"].as_sequence() else { continue };
+        let returned: Vec<&Value> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
+        assert_eq!(returned.len(), 1, "{id} returns one series");
+        let expression = returned[0]["Expression"].as_str().unwrap();
+        for metric in metrics.iter().filter(|m| m["ReturnData"] == false) {
+            let metric_id = metric["Id"].as_str().unwrap();
+            assert!(expression.contains(metric_id), "{id}'s expression leaves {metric_id} out");
+        }
+    }
+}
+
+#[test]
+fn the_http_apis_5xx_has_an_alarm() {
+    let template = template();
+    let alarmed = resources_of_type(&template, "AWS::CloudWatch::Alarm").any(|(_, alarm)| {
+        let p = &alarm["Properties"];
+        p["Namespace"] == "AWS/ApiGateway"
+            && p["MetricName"] == "5xx"
+            && p["Dimensions"]
+                .as_sequence()
+                .is_some_and(|ds| ds.iter().any(|d| d["Name"] == "ApiId" && is_ref_to(&d["Value"], "HttpApi")))
+    });
+    assert!(alarmed, "no alarm on the HTTP API's 5xx");
+}
+
+/// The dashboard's body with `${…}` resolved to the name inside, as JSON.
+fn dashboard(template: &Value) -> (String, serde_json::Value) {
+    let body = &template["Resources"]["Dashboard"]["Properties"]["DashboardBody"];
+    let Value::Tagged(sub) = body else { panic!("the dashboard body is a !Sub") };
+    assert_eq!(sub.tag, "!Sub");
+    let text = sub.value.as_str().unwrap().to_owned();
+    let mut resolved = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').unwrap();
+        resolved.push_str(&rest[..start]);
+        resolved.push_str(&rest[start + 2..end]);
+        rest = &rest[end + 1..];
+    }
+    resolved.push_str(rest);
+    let json = serde_json::from_str(&resolved).unwrap_or_else(|e| panic!("the dashboard body is not JSON: {e}"));
+    (text, json)
+}
+
+#[test]
+fn the_dashboard_names_every_function_and_every_metric_herald_writes() {
+    let template = template();
+    let (text, json) = dashboard(&template);
+    assert!(json["widgets"].as_array().is_some_and(|w| !w.is_empty()));
+    for function in functions(&template) {
+        for metric in ["Errors", "Throttles", "Duration"] {
+            let named = json["widgets"].as_array().unwrap().iter().any(|w| {
+                w["properties"]["metrics"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m[0] == "AWS/Lambda" && m[1] == metric && m[3] == function)
+            });
+            assert!(named, "the dashboard has no {metric} of {function}");
+        }
+    }
+    for metric in herald_edge::metrics::Metric::ALL {
+        assert!(
+            text.contains(&format!("\"{}\"", metric.name())) || text.contains(&format!("\\\"{}\\\"", metric.name())),
+            "the dashboard shows no {}",
+            metric.name()
+        );
+    }
+    assert!(text.contains("Herald/${AWS::StackName}"), "the functions' namespace");
+}
+
+#[test]
+fn the_functions_write_their_metrics_under_the_stacks_namespace() {
+    let template = template();
+    let namespace = &template["Globals"]["Function"]["Environment"]["Variables"]["METRICS_NAMESPACE"];
+    assert!(matches!(namespace, Value::Tagged(t) if t.tag == "!Sub" && t.value == "Herald/${AWS::StackName}"));
+}

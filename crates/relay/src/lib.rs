@@ -33,11 +33,13 @@ impl RelayConfig {
 
 pub struct RelayHandler {
     relay: OutboxRelay,
+    /// Invocations by outcome, flushed at each invocation's end.
+    pub metrics: herald_edge::metrics::Emf,
 }
 
 impl RelayHandler {
     pub fn new(events: Arc<dyn EventPublisher>) -> Self {
-        Self { relay: OutboxRelay::new(events) }
+        Self { relay: OutboxRelay::new(events), metrics: herald_edge::metrics::Emf::for_function("Relay") }
     }
 
     pub fn from_aws(clients: &Clients, config: &RelayConfig) -> Self {
@@ -80,6 +82,14 @@ impl RelayHandler {
             failure.item_identifier = record.change.sequence_number.clone();
             response.batch_item_failures.push(failure);
         }
+        let outcome = match failed {
+            None => "ok",
+            Some(0) => "failed",
+            Some(_) => "partial",
+        };
+        use herald_edge::metrics::{Dimension, Metric, Metrics};
+        self.metrics.record(Metric::Invocations, &[Dimension::Outcome(outcome)], 1.0);
+        self.metrics.flush();
         response
     }
 

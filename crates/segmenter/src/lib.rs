@@ -20,6 +20,7 @@ use herald_core::{
 use herald_edge::{
     config::{ConfigError, Env},
     eventbridge::Envelope,
+    metrics::{Emf, Metric, Metrics},
     sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
 };
 
@@ -62,6 +63,8 @@ pub struct SegmenterHandler {
     pub queue: Arc<dyn SegmenterQueue>,
     /// Work items evaluated together; between runs the deadline is checked.
     pub work_per_run: usize,
+    /// Evaluations and change-to-membership latency, invocations and queue age.
+    pub metrics: Emf,
 }
 
 /// Work items one run evaluates: a slice of an import (1,000 users by default) is
@@ -115,6 +118,17 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
     }])
 }
 
+/// When the change a message carries happened: its bus event's `time` (a second's
+/// precision), for changes only (not handed-on work or jobs, whose time is not a change's).
+pub fn change_time(body: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let envelope: Envelope<serde::de::IgnoredAny> = Envelope::parse(body).ok()?;
+    let change = [detail_type::PROFILE_CHANGED, detail_type::ACTIVITY_RECORDED, detail_type::PROFILES_IMPORTED];
+    if !change.contains(&envelope.detail_type.as_str()) {
+        return None;
+    }
+    chrono::DateTime::parse_from_rfc3339(envelope.time.as_deref()?).ok().map(|t| t.to_utc())
+}
+
 impl SegmenterHandler {
     pub fn from_aws(clients: &Clients, config: &SegmenterConfig) -> Self {
         let db = || clients.dynamodb.clone();
@@ -134,7 +148,7 @@ impl SegmenterHandler {
         );
         segmenter.backfill_parts = config.backfill_parts;
         let queue = Arc::new(SqsSegmenterQueue::new(clients.sqs.clone(), &config.queue_url));
-        Self { segmenter, queue, work_per_run: WORK_PER_RUN }
+        Self { segmenter, queue, work_per_run: WORK_PER_RUN, metrics: Emf::for_function("Segmenter") }
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -170,6 +184,10 @@ impl SqsHandler for SegmenterHandler {
                 }
             }
         }
+        // The position of each message's last item, and the time of its change.
+        let mut last_item = vec![None; messages.len()];
+        positions.iter().enumerate().for_each(|(item, position)| last_item[*position] = Some(item));
+        let changed_at: Vec<_> = messages.iter().map(|m| change_time(sqs::body(m))).collect();
         let mut done = 0;
         let mut slowest = Duration::ZERO;
         while done < work.len() {
@@ -188,6 +206,15 @@ impl SqsHandler for SegmenterHandler {
                     retry.insert(*position);
                 }
             }
+            self.metrics.count(Metric::SegmentEvaluations, &[], run.len() as u64);
+            let now = chrono::Utc::now();
+            for (position, changed_at) in changed_at.iter().enumerate() {
+                let (Some(last), Some(changed_at)) = (last_item[position], changed_at) else { continue };
+                if run.contains(&last) && !retry.contains(position) {
+                    let ms = (now - *changed_at).num_milliseconds().max(0);
+                    self.metrics.record(Metric::ChangeToMembershipLatency, &[], ms as f64);
+                }
+            }
             done = run.end;
         }
         if done < work.len() {
@@ -203,6 +230,10 @@ impl SqsHandler for SegmenterHandler {
             }
         }
         retry
+    }
+
+    fn metrics(&self) -> Option<&Emf> {
+        Some(&self.metrics)
     }
 }
 
@@ -227,7 +258,7 @@ mod tests {
             Arc::new(MemoryMemberships::default()),
             Arc::new(MemoryBus::default()),
         );
-        SegmenterHandler { segmenter, queue, work_per_run: WORK_PER_RUN }
+        SegmenterHandler { segmenter, queue, work_per_run: WORK_PER_RUN, metrics: Emf::discard("Segmenter") }
     }
 
     fn imported(users: usize) -> SqsMessage {
@@ -270,6 +301,33 @@ mod tests {
         queue.fail.store(true, std::sync::atomic::Ordering::SeqCst);
         let retry = handler(queue).handle_batch(&[imported(1_000)], deadline_in(Duration::from_secs(1))).await;
         assert_eq!(retry.positions().collect::<Vec<_>>(), [0]);
+    }
+
+    #[tokio::test]
+    async fn an_invocation_writes_its_evaluations_and_each_changes_latency_to_its_membership() {
+        let mut handler = handler(Arc::new(MemorySegmenterQueue::default()));
+        let (emf, lines) = Emf::in_memory("Segmenter");
+        handler.metrics = emf;
+        let mut changed = imported(3);
+        let time =
+            (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut body: serde_json::Value = serde_json::from_str(changed.body.as_deref().unwrap()).unwrap();
+        body["time"] = time.into();
+        changed.body = Some(body.to_string());
+        let mut sweep = SqsMessage::default();
+        sweep.message_id = Some("m2".into());
+        sweep.body = Some(r#"{"source":"herald","detail-type":"segment.job","detail":{"job":"sweep"}}"#.into());
+        let mut event = herald_edge::sqs::SqsEvent::default();
+        event.records = vec![changed, sweep];
+        handler.handle(event).await;
+
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1);
+        let document: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(document["SegmentEvaluations"], 4.0, "three users and a sweep");
+        let latencies = document["ChangeToMembershipLatency"].as_array().unwrap();
+        assert_eq!(latencies.len(), 1, "one per change message, none for a job");
+        assert!((4_000.0..60_000.0).contains(&latencies[0].as_f64().unwrap()), "{latencies:?}");
     }
 
     #[test]

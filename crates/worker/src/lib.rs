@@ -27,6 +27,7 @@ use herald_core::{
 };
 use herald_edge::{
     config::{ConfigError, Env},
+    metrics::{Dimension, Emf, Metric, Metrics},
     sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
 };
 
@@ -211,16 +212,70 @@ pub struct WorkerHandler {
     pub retry_delay: Backoff,
     /// Campaign id → when its state was read, and the state (None: no such campaign).
     campaign_states: Mutex<HashMap<String, (Instant, Option<CampaignState>)>>,
+    /// Deliveries by status, campaign progress; the providers' latency (`from_aws`).
+    pub metrics: Arc<Emf>,
+}
+
+/// The function's name in its metrics: the template's logical id less `Function`.
+pub fn function_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "EmailWorker",
+        Channel::Sms => "SmsWorker",
+        Channel::Push => "PushWorker",
+        Channel::Webhook => "WebhookWorker",
+    }
+}
+
+/// A provider whose every call's time is recorded (`ProviderLatency`, by channel).
+pub struct TimedSender {
+    inner: Arc<dyn Sender>,
+    channel: Channel,
+    metrics: Arc<dyn Metrics>,
+}
+
+impl TimedSender {
+    pub fn new(inner: Arc<dyn Sender>, channel: Channel, metrics: Arc<dyn Metrics>) -> Self {
+        Self { inner, channel, metrics }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sender for TimedSender {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn send(
+        &self,
+        message: &herald_core::delivery::Outgoing<'_>,
+    ) -> Result<String, herald_core::delivery::SendError> {
+        let started = Instant::now();
+        let sent = self.inner.send(message).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.record(Metric::ProviderLatency, &[Dimension::Channel(self.channel)], ms);
+        sent
+    }
+}
+
+/// What a delivery's outcome is called in `Deliveries`' status dimension.
+fn outcome_status(outcome: &herald_core::delivery::pipeline::Outcome) -> &'static str {
+    match outcome {
+        herald_core::delivery::pipeline::Outcome::Done(status) => status.as_str(),
+        herald_core::delivery::pipeline::Outcome::AlreadySettled(_) => "already_settled",
+        herald_core::delivery::pipeline::Outcome::Retry(_) => "retry",
+    }
 }
 
 impl WorkerHandler {
     pub fn new(pipeline: Pipeline, queues: Arc<dyn ChannelQueues>, campaigns: Arc<dyn CampaignStore>) -> Self {
+        let metrics = Arc::new(Emf::for_function(function_name(pipeline.channel)));
         Self {
             pipeline,
             queues,
             campaigns,
             retry_delay: Backoff::new(Duration::from_secs(10), Duration::from_secs(900), MAX_ATTEMPTS + 1),
             campaign_states: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -239,9 +294,11 @@ impl WorkerHandler {
             }
             _ => None,
         };
-        let primary = sender(clients, config, webhook_signer.clone())?;
+        let metrics = Arc::new(Emf::for_function(function_name(config.channel)));
+        let timed = |sender| -> Arc<dyn Sender> { Arc::new(TimedSender::new(sender, config.channel, metrics.clone())) };
+        let primary = timed(sender(clients, config, webhook_signer.clone())?);
         let secondary = match &config.secondary_region {
-            Some(region) => Some(sender(&clients.in_region(region), config, webhook_signer)?),
+            Some(region) => Some(timed(sender(&clients.in_region(region), config, webhook_signer)?)),
             None => None,
         };
         let mut pipeline = Pipeline::new(
@@ -261,7 +318,7 @@ impl WorkerHandler {
         let queues =
             SqsChannelQueues::new(clients.sqs.clone(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
         let campaigns = DynamoCampaignStore::new(db(), &config.jobs_table);
-        Ok(Self::new(pipeline, Arc::new(queues), Arc::new(campaigns)))
+        Ok(Self { metrics, ..Self::new(pipeline, Arc::new(queues), Arc::new(campaigns)) })
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -394,6 +451,12 @@ impl WorkerHandler {
                 herald_core::delivery::pipeline::Outcome::Retry(_) => ("retry", None),
             };
             tracing::info!(message_id, delivery_id, attempt = job.attempt, outcome = kind, status = ?status, "delivery");
+            let channel = Dimension::Channel(self.channel());
+            let status = Dimension::Status(outcome_status(outcome));
+            self.metrics.count(Metric::Deliveries, &[channel, status], 1);
+            if job.campaign_id.is_some() && !outcome.is_retry() {
+                self.metrics.count(Metric::CampaignRecipientsSettled, &[channel, status], 1);
+            }
         }
         if let Some(campaign_id) = &job.campaign_id {
             let counts = campaign_counts(outcomes.iter().map(|(_, o)| o));
@@ -574,6 +637,10 @@ impl SqsHandler for WorkerHandler {
             }
         }
         Retry::from_handled(done)
+    }
+
+    fn metrics(&self) -> Option<&Emf> {
+        Some(&self.metrics)
     }
 }
 

@@ -513,3 +513,63 @@ fn jobs_are_read_from_the_eventbridge_envelope_or_bare() {
     assert_eq!(parse_job(&envelope.to_string()).unwrap(), parse_job(&job.to_string()).unwrap());
     assert!(parse_job("{\"nope\": 1}").is_err());
 }
+
+/// The documents a worker wrote, read back from its writer's memory.
+fn written(lines: &Mutex<Vec<String>>) -> Vec<serde_json::Value> {
+    lines.lock().unwrap().drain(..).map(|line| serde_json::from_str(&line).unwrap()).collect()
+}
+
+/// The value of `metric` in the document whose dimension `name` is `value`.
+fn value_where<'a>(documents: &'a [serde_json::Value], metric: &str, name: &str, value: &str) -> &'a serde_json::Value {
+    documents
+        .iter()
+        .find(|d| d[name] == value && d.get(metric).is_some())
+        .map_or(&serde_json::Value::Null, |d| &d[metric])
+}
+
+#[tokio::test]
+async fn an_invocation_writes_its_deliveries_by_status_and_its_campaigns_progress() {
+    let mut w = world();
+    let (emf, lines) = Emf::in_memory(function_name(Channel::Sms));
+    w.worker.metrics = Arc::new(emf);
+    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+    let job = campaign_job("c1", &["0001", "0002", "0003"]);
+    w.sender.failing.lock().unwrap().insert(job.recipients[1].delivery_id.clone());
+    w.worker.handle(event(&[&job])).await;
+
+    let documents = written(&lines);
+    assert_eq!(documents.len(), 2, "one document per status: {documents:?}");
+    assert!(documents.iter().all(|d| d["function"] == "SmsWorker" && d["channel"] == "sms"));
+    assert_eq!(*value_where(&documents, "Deliveries", "status", "sent"), 2.0);
+    assert_eq!(*value_where(&documents, "Deliveries", "status", "retry"), 1.0);
+    assert_eq!(*value_where(&documents, "CampaignRecipientsSettled", "status", "sent"), 2.0);
+    assert_eq!(*value_where(&documents, "Invocations", "outcome", "ok"), 1.0);
+    let text = lines.lock().unwrap().concat();
+    assert!(!text.contains("0001") && !text.contains("c1"), "no id nor phone in metrics");
+}
+
+#[tokio::test]
+async fn a_timed_provider_records_each_calls_latency_by_channel() {
+    let (emf, lines) = Emf::in_memory("SmsWorker");
+    let emf = Arc::new(emf);
+    let flaky = Arc::new(FlakySender::default());
+    *flaky.hold.lock().unwrap() = Duration::from_millis(20);
+    let timed = TimedSender::new(flaky, Channel::Sms, emf.clone());
+    let content = herald_core::delivery::rendering::Rendered { subject: None, body: "hi".into(), html: None };
+    let outgoing = Outgoing {
+        delivery_id: "d1",
+        user_id: None,
+        notification_type: "t",
+        target: &Target::Phone("+14155550001".into()),
+        content: &content,
+        list_unsubscribe: None,
+    };
+    timed.send(&outgoing).await.unwrap();
+    timed.send(&outgoing).await.unwrap();
+    emf.flush();
+    let documents = written(&lines);
+    let latencies = documents[0]["ProviderLatency"].as_array().unwrap();
+    assert_eq!(latencies.len(), 2);
+    assert!(latencies.iter().all(|ms| ms.as_f64().unwrap() >= 20.0), "{latencies:?}");
+    assert_eq!(documents[0]["channel"], "sms");
+}

@@ -48,6 +48,21 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// The status as stored and serialized (`rate_limited`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Created => "created",
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Opened => "opened",
+            DeliveryStatus::Clicked => "clicked",
+            DeliveryStatus::Error => "error",
+            DeliveryStatus::RateLimited => "rate_limited",
+            DeliveryStatus::Suppressed => "suppressed",
+            DeliveryStatus::Unsubscribed => "unsubscribed",
+        }
+    }
+
     /// Whether a delivery in this status may move to `next`. Statuses move forward only,
     /// so a late or repeated message can never undo what already happened.
     pub fn can_become(self, next: DeliveryStatus) -> bool {
@@ -102,6 +117,13 @@ pub fn delivery_id(source_id: &str, user_id: &str, channel: Channel) -> String {
 #[cfg(test)]
 mod tests {
     use super::{DeliveryStatus::*, *};
+
+    #[test]
+    fn a_status_names_itself_as_it_serializes() {
+        for status in DeliveryStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
 
     #[test]
     fn the_same_triple_always_names_the_same_delivery() {

@@ -117,6 +117,8 @@ pub struct ImportService {
     queue: Arc<dyn ImportQueue>,
     events: Arc<dyn EventPublisher>,
     pub options: ImportOptions,
+    /// Where each committed slice's rows and rejects are counted.
+    pub metrics: Arc<dyn crate::metrics::Metrics>,
 }
 
 /// The job id of one write of a file: stable across redelivered notifications.
@@ -159,7 +161,8 @@ impl ImportService {
         queue: Arc<dyn ImportQueue>,
         events: Arc<dyn EventPublisher>,
     ) -> Self {
-        Self { profiles, jobs, files, queue, events, options: ImportOptions::default() }
+        let metrics = Arc::new(crate::metrics::NoMetrics);
+        Self { profiles, jobs, files, queue, events, options: ImportOptions::default(), metrics }
     }
 
     /// Imports a file the bucket reported, or goes on with its job if it was started.
@@ -304,6 +307,8 @@ impl ImportService {
             let key = format!("{}{:020}.csv", error_parts_prefix(job), slice.start.offset);
             self.files.put(&job.bucket, &key, error_rows_csv(&errors)).await?;
         }
+        self.metrics.count(crate::metrics::Metric::ImportRows, &[], applied.imported);
+        self.metrics.count(crate::metrics::Metric::ImportRejects, &[], rejected);
         job.rows_read += slice.records;
         job.imported += applied.imported;
         job.unchanged += applied.unchanged;
