@@ -182,8 +182,9 @@ mod tests {
 
     #[test]
     fn a_key_takes_its_name_scopes_and_expiry() {
-        let created =
-            command("--stack s keys create --name ci --scopes profiles:read,events:write --expires-at 2027-06-30T02:00:00+02:00");
+        let created = command(
+            "--stack s keys create --name ci --scopes profiles:read,events:write --expires-at 2027-06-30T02:00:00+02:00",
+        );
         assert_eq!(
             created,
             Command::CreateKey {
@@ -199,14 +200,19 @@ mod tests {
         let stack = parse("keys list --stack prod").unwrap();
         assert_eq!(stack, Invocation::Run { target: Target::Stack("prod".into()), command: Command::ListKeys });
         let file = parse("--outputs o.json keys list").unwrap();
-        assert!(matches!(file, Invocation::Run { target: Target::OutputsFile(p), .. } if p == PathBuf::from("o.json")));
+        assert!(
+            matches!(file, Invocation::Run { target: Target::OutputsFile(p), .. } if p == std::path::Path::new("o.json"))
+        );
         assert_eq!(parse("keys list"), Err("--stack <name> or --outputs <file> is required".into()));
         assert_eq!(parse("--stack a --outputs b keys list"), Err("give --stack or --outputs, not both".into()));
     }
 
     #[test]
     fn an_unknown_scope_is_refused_by_name() {
-        assert_eq!(parse("--stack s keys create --name n --scopes admin,everything"), Err("unknown scope everything".into()));
+        assert_eq!(
+            parse("--stack s keys create --name n --scopes admin,everything"),
+            Err("unknown scope everything".into())
+        );
     }
 
     #[test]
@@ -217,11 +223,17 @@ mod tests {
 
     #[test]
     fn a_rotation_keeps_the_old_key_a_day_unless_told() {
-        assert_eq!(command("--stack s keys rotate key_1"), Command::RotateKey { id: "key_1".into(), grace: DEFAULT_GRACE });
+        assert_eq!(
+            command("--stack s keys rotate key_1"),
+            Command::RotateKey { id: "key_1".into(), grace: DEFAULT_GRACE }
+        );
         assert_eq!(DEFAULT_GRACE, Duration::hours(24));
         let told = command("--stack s keys rotate key_1 --grace 90m");
         assert_eq!(told, Command::RotateKey { id: "key_1".into(), grace: Duration::minutes(90) });
-        assert_eq!(command("--stack s keys rotate k --grace 0s"), Command::RotateKey { id: "k".into(), grace: Duration::zero() });
+        assert_eq!(
+            command("--stack s keys rotate k --grace 0s"),
+            Command::RotateKey { id: "k".into(), grace: Duration::zero() }
+        );
         assert!(parse("--stack s keys rotate k --grace 1w").unwrap_err().contains("not a duration"));
         assert!(parse("--stack s keys rotate k --grace h").unwrap_err().contains("not a duration"));
     }
@@ -230,7 +242,10 @@ mod tests {
     fn the_rings_are_tracking_and_webhook() {
         assert_eq!(command("--stack s secrets list tracking"), Command::ListRing(Ring::Tracking));
         assert_eq!(command("--stack s secrets rotate webhook"), Command::RotateRing(Ring::Webhook));
-        assert_eq!(command("--stack s secrets retire tracking k1"), Command::RetireRingKey(Ring::Tracking, "k1".into()));
+        assert_eq!(
+            command("--stack s secrets retire tracking k1"),
+            Command::RetireRingKey(Ring::Tracking, "k1".into())
+        );
         assert_eq!(parse("--stack s secrets list email"), Err("unknown key ring email (tracking or webhook)".into()));
     }
 

@@ -152,9 +152,12 @@ fn write_keys(out: &mut dyn Write, keys: &[ApiKey]) -> std::io::Result<()> {
 /// The ring's key ids in order, the signing one first; never a value.
 fn write_ring(out: &mut dyn Write, ring: &KeyRing) -> std::io::Result<()> {
     let mut rows = vec![["KID", "ROLE"].map(str::to_owned)];
-    rows.extend(ring.keys().iter().enumerate().map(|(i, k)| {
-        [k.id.clone(), if i == 0 { "signs and verifies" } else { "verifies" }.to_owned()]
-    }));
+    rows.extend(
+        ring.keys()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| [k.id.clone(), if i == 0 { "signs and verifies" } else { "verifies" }.to_owned()]),
+    );
     write_table(out, &rows)
 }
 

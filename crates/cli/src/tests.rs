@@ -78,7 +78,8 @@ async fn create_prints_the_id_and_on_a_line_of_its_own_the_secret_whose_hash_is_
 async fn list_shows_every_key_with_its_state_and_never_a_hash() {
     let stores = memory();
     let kept = herald(&stores, "keys create --name ci --scopes profiles:read,events:write").await.unwrap();
-    let gone = herald(&stores, "keys create --name old --scopes admin --expires-at 2027-01-01T00:00:00Z").await.unwrap();
+    let gone =
+        herald(&stores, "keys create --name old --scopes admin --expires-at 2027-01-01T00:00:00Z").await.unwrap();
     herald(&stores, &format!("keys revoke {}", line(&gone, "id"))).await.unwrap();
     let listed = herald(&stores, "keys list").await.unwrap();
     let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split_whitespace().collect()).collect();

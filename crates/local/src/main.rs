@@ -26,9 +26,12 @@ async fn main() -> ExitCode {
     println!("herald-local: admin key {}", stack.admin_key);
     // For `herald --outputs <file>`: the stack's outputs and endpoint, as a deployed
     // stack's DescribeStacks gives them.
-    let outputs = std::env::var_os("HERALD_OUTPUTS_FILE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(
-        || herald_local::repo_root().join("target/herald-local").join(format!("{}.outputs.json", stack.deployment.stack_name)),
-    );
+    let outputs =
+        std::env::var_os("HERALD_OUTPUTS_FILE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+            herald_local::repo_root()
+                .join("target/herald-local")
+                .join(format!("{}.outputs.json", stack.deployment.stack_name))
+        });
     match stack.write_outputs(&outputs) {
         Ok(()) => println!("herald-local: stack outputs in {}", outputs.display()),
         Err(e) => eprintln!("herald-local: {e}"),

@@ -1,5 +1,6 @@
-//! The herald-local binary as a new user runs it: it starts moto itself, serves the
-//! README's walkthrough as written, and stops moto when it gets SIGTERM.
+//! The herald-local binary as a new user runs it: it starts moto itself, writes its stack
+//! outputs for `herald --outputs`, serves the README's walkthrough as written, and stops
+//! moto when it gets SIGTERM.
 
 use std::{process::Stdio, time::Duration};
 
@@ -30,8 +31,10 @@ fn readme_walkthrough() -> String {
 #[tokio::test]
 async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm() {
     let port = free_port();
+    let outputs = std::env::temp_dir().join(format!("herald-local-{port}.outputs.json"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald-local"))
         .env_remove("AWS_ENDPOINT_URL")
+        .env("HERALD_OUTPUTS_FILE", &outputs)
         .env("HERALD_PORT", port.to_string())
         .env("HERALD_ADMIN_KEY", ADMIN_KEY)
         .env("HERALD_STACK", format!("bin{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
@@ -43,7 +46,7 @@ async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm(
     let mut printed = Vec::new();
     let read_banner = async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            let done = line.contains("admin key");
+            let done = line.contains("stack outputs in");
             printed.push(line);
             if done {
                 break;
@@ -58,6 +61,17 @@ async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm(
         .find_map(|l| l.split("AWS endpoint http://").nth(1))
         .expect("the endpoint is printed")
         .to_owned();
+    assert!(printed.iter().any(|l| l.ends_with(&format!("stack outputs in {}", outputs.display()))), "{printed:?}");
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&outputs).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&outputs);
+    assert_eq!(written["Endpoint"], format!("http://{moto}"));
+    let output = |key: &str| {
+        let all = written["Stacks"][0]["Outputs"].as_array().expect("outputs as DescribeStacks lists them");
+        all.iter().find(|o| o["OutputKey"] == key).map(|o| o["OutputValue"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(output("ApiUrl"), Some(format!("http://127.0.0.1:{port}")));
+    assert!(output("ApiKeysTableName").is_some_and(|t| t.ends_with("-ApiKeysTable")), "{written}");
+    assert!(output("TrackingKeysSecretArn").is_some_and(|a| a.starts_with("arn:aws:secretsmanager:")), "{written}");
 
     let walkthrough = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &readme_walkthrough()])

@@ -30,7 +30,10 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 fn key(secret: &str) -> ApiKey {
-    ApiKey { created_at: at("2026-12-01T10:00:00Z"), ..new_key(secret, "ci", [Scope::ProfilesRead, Scope::EventsWrite]) }
+    ApiKey {
+        created_at: at("2026-12-01T10:00:00Z"),
+        ..new_key(secret, "ci", [Scope::ProfilesRead, Scope::EventsWrite])
+    }
 }
 
 async fn a_key_round_trips_by_its_hash_with_its_expiry(keys: &dyn ApiKeyCatalog) {

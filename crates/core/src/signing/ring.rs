@@ -143,8 +143,7 @@ impl KeyRing {
     /// The ring as a secret's value, `{"keys":[{"id":…,"secret":…},…]}` (what `parse`
     /// reads): for writing to the secret store, never for showing.
     pub fn to_secret_value(&self) -> String {
-        let keys: Vec<Value> =
-            self.keys.iter().map(|k| serde_json::json!({"id": k.id, "secret": k.secret})).collect();
+        let keys: Vec<Value> = self.keys.iter().map(|k| serde_json::json!({"id": k.id, "secret": k.secret})).collect();
         serde_json::json!({ "keys": keys }).to_string()
     }
 
@@ -153,8 +152,10 @@ impl KeyRing {
     /// highest `k<n>` of the ring; its secret is as long as the template's generated ones.
     pub fn with_new_key(&self) -> Self {
         let highest = self.keys.iter().filter_map(|k| k.id.strip_prefix('k')?.parse::<u64>().ok()).max().unwrap_or(0);
-        let secret: String =
-            rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(GENERATED_SECRET_CHARS).map(char::from).collect();
+        let secret: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
+            .take(GENERATED_SECRET_CHARS)
+            .map(char::from)
+            .collect();
         let mut keys = vec![SigningKey { id: format!("k{}", highest + 1), secret }];
         keys.extend(self.keys.iter().cloned());
         Self { keys }
