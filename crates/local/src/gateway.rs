@@ -117,6 +117,9 @@ impl TokenBucket {
     }
 }
 
+/// The API function's logical id in the template (what its invocations are billed as).
+pub const API_FUNCTION: &str = "ApiFunction";
+
 async fn invoke(app: &App, peer: SocketAddr, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, GATEWAY_MAX_BODY).await else {
@@ -127,7 +130,9 @@ async fn invoke(app: &App, peer: SocketAddr, request: axum::extract::Request) ->
         Ok(r) => r,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("not a valid API Gateway event: {e}")),
     };
+    let started = std::time::Instant::now();
     let response = app.handle(request).await;
+    crate::billed::record(API_FUNCTION, started);
     let (parts, body) = response.into_parts();
     let body = match body {
         Body::Empty => AxumBody::empty(),

@@ -30,7 +30,12 @@ pub struct Template {
     global_environment: Mapping,
     /// `Globals: Function: Timeout`, unresolved.
     global_timeout: Option<Value>,
+    /// `Globals: Function: MemorySize`, if a number.
+    global_memory_mb: Option<u64>,
 }
+
+/// Lambda's memory size for a function whose template sets none.
+pub const DEFAULT_MEMORY_MB: u64 = 128;
 
 /// Lambda's timeout for a function whose template sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -74,7 +79,8 @@ impl Template {
         let global_function = doc.get("Globals").and_then(|g| g.get("Function"));
         let global_environment = environment_of(global_function);
         let global_timeout = global_function.and_then(|f| f.get("Timeout")).cloned();
-        Ok(Self { resources, parameters, global_environment, global_timeout })
+        let global_memory_mb = global_function.and_then(|f| f.get("MemorySize")).and_then(Value::as_u64);
+        Ok(Self { resources, parameters, global_environment, global_timeout, global_memory_mb })
     }
 
     /// Sets parameter values, as `sam deploy --parameter-overrides` would.
@@ -129,6 +135,18 @@ impl Template {
             LocalError::Template(format!("{}: Timeout {text:?} is not a number from 1 to 900", function.logical_id))
         })?;
         Ok(Duration::from_secs(seconds))
+    }
+
+    /// The memory Lambda gives the function logical id `function` (what its duration is
+    /// billed by): its `MemorySize`, else `Globals: Function: MemorySize`, else 128 MB.
+    pub fn memory_mb(&self, function: &str) -> u64 {
+        self.resources
+            .iter()
+            .find(|r| r.logical_id == function)
+            .and_then(|r| r.properties.get("MemorySize"))
+            .and_then(Value::as_u64)
+            .or(self.global_memory_mb)
+            .unwrap_or(DEFAULT_MEMORY_MB)
     }
 
     /// Resolves the intrinsic functions the local stack needs to a string: plain scalars,
