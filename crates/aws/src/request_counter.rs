@@ -214,7 +214,11 @@ impl RequestCounter {
                         .unwrap_or_default();
                     // Keys not found still cost the least a read costs.
                     let missing = keys.saturating_sub(found.len());
-                    let units: f64 = found.iter().chain(std::iter::repeat_n(&0, missing)).map(|b| read_units(*b, consistent(request))).sum();
+                    let units: f64 = found
+                        .iter()
+                        .chain(std::iter::repeat_n(&0, missing))
+                        .map(|b| read_units(*b, consistent(request)))
+                        .sum();
                     read(table.clone(), units);
                 }
             }
@@ -253,7 +257,8 @@ pub fn index_write_units(items: u64, bytes: usize) -> f64 {
 /// An item's size in DynamoDB's JSON wire form (`{"name": {"S": "..."}}`), reckoned as
 /// [`crate::dynamo`]'s `item_size` does: attribute names plus values.
 pub fn item_bytes(item: &Value) -> usize {
-    item.as_object().map_or(0, |attributes| attributes.iter().map(|(name, value)| name.len() + value_bytes(value)).sum())
+    item.as_object()
+        .map_or(0, |attributes| attributes.iter().map(|(name, value)| name.len() + value_bytes(value)).sum())
 }
 
 fn value_bytes(value: &Value) -> usize {
@@ -353,14 +358,16 @@ mod tests {
 
     #[test]
     fn a_batch_get_charges_the_least_read_for_keys_not_found() {
-        let body = json!({"RequestItems": {"t": {"Keys": [{"k": {"S": "a"}}, {"k": {"S": "b"}}], "ConsistentRead": true}}});
+        let body =
+            json!({"RequestItems": {"t": {"Keys": [{"k": {"S": "a"}}, {"k": {"S": "b"}}], "ConsistentRead": true}}});
         let counter = counted("BatchGetItem", body, json!({"Responses": {"t": [{"k": {"S": "a"}}]}}));
         assert_eq!(counter.capacity(&BTreeMap::new())["t"].read_units, 2.0);
     }
 
     #[test]
     fn item_sizes_count_names_and_values_as_dynamodb_does() {
-        let item = json!({"id": {"S": "abc"}, "n": {"N": "12"}, "l": {"L": [{"S": "x"}]}, "m": {"M": {"a": {"BOOL": true}}}});
+        let item =
+            json!({"id": {"S": "abc"}, "n": {"N": "12"}, "l": {"L": [{"S": "x"}]}, "m": {"M": {"a": {"BOOL": true}}}});
         // id 2+3, n 1+2, l 1+(3+1+1), m 1+(3+1+1+1)
         assert_eq!(item_bytes(&item), 5 + 3 + 6 + 7);
     }

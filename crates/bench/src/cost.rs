@@ -76,7 +76,15 @@ async fn largest_items(
     let mut largest = BTreeMap::new();
     let mut logical = BTreeMap::new();
     for (id, name) in names {
-        let Ok(items) = clients.dynamodb.scan().table_name(name).into_paginator().items().send().collect::<Result<Vec<_>, _>>().await
+        let Ok(items) = clients
+            .dynamodb
+            .scan()
+            .table_name(name)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
         else {
             continue; // not a table
         };
@@ -88,11 +96,7 @@ async fn largest_items(
 }
 
 /// Prices what `counter` and Lambda's meter saw on `stack`'s resources.
-async fn bill(
-    stack: &herald_local::LocalStack,
-    counter: &RequestCounter,
-    uncounted: &herald_aws::Clients,
-) -> Bill {
+async fn bill(stack: &herald_local::LocalStack, counter: &RequestCounter, uncounted: &herald_aws::Clients) -> Bill {
     let (largest, logical) = largest_items(uncounted, stack.physical_names()).await;
     let capacity = counter.capacity(&largest);
     let written = counter.items_written();
@@ -117,7 +121,8 @@ async fn bill(
         let memory_gb = stack.deployment.template.memory_mb(&function) as f64 / 1024.0;
         let seconds = billed.duration.as_secs_f64();
         eprintln!("  {function}: {} invocations, {seconds:.2} s at {memory_gb} GB", billed.invocations);
-        bill.lambda += billed.invocations as f64 * prices::LAMBDA_REQUEST + seconds * memory_gb * prices::LAMBDA_ARM_GB_SECOND;
+        bill.lambda +=
+            billed.invocations as f64 * prices::LAMBDA_REQUEST + seconds * memory_gb * prices::LAMBDA_ARM_GB_SECOND;
         if function == herald_local::gateway::API_FUNCTION {
             bill.http_api += billed.invocations as f64 * prices::HTTP_API_REQUEST;
         }
@@ -171,7 +176,8 @@ pub async fn cost_per_million(channel: Channel) -> f64 {
             .unwrap();
         assert!(answer.status().is_success(), "the profile is stored: {}", answer.status());
     }
-    let deliveries = herald_aws::DynamoDeliveryStore::new(uncounted.dynamodb.clone(), &stack.api_config.deliveries_table);
+    let deliveries =
+        herald_aws::DynamoDeliveryStore::new(uncounted.dynamodb.clone(), &stack.api_config.deliveries_table);
     // Let the profile writes' own work (relay, segmenter) finish before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     counter.reset();
@@ -224,7 +230,11 @@ pub async fn cost_per_million(channel: Channel) -> f64 {
     );
     let name = channel.name();
     report(&format!("infra cost per million {name} usd"), per_million(bill.total()), "USD");
-    report(&format!("dynamodb write units per {name} delivery"), bill.dynamodb_writes / prices::DYNAMODB_WRITE_UNIT / total, "WRU");
+    report(
+        &format!("dynamodb write units per {name} delivery"),
+        bill.dynamodb_writes / prices::DYNAMODB_WRITE_UNIT / total,
+        "WRU",
+    );
     let pinpoint = match channel {
         Channel::Push => prices::PINPOINT_PUSH,
         Channel::Email => prices::PINPOINT_EMAIL,

@@ -118,7 +118,10 @@ mod phone {
             let mut compiled = compiled.borrow_mut();
             let regex = compiled.entry(source.as_ptr() as usize).or_insert_with(|| {
                 // As phonenumber's database builds them.
-                regex::RegexBuilder::new(source).ignore_whitespace(true).build().expect("phonenumber's patterns compile")
+                regex::RegexBuilder::new(source)
+                    .ignore_whitespace(true)
+                    .build()
+                    .expect("phonenumber's patterns compile")
             });
             regex.find(value).is_some_and(|m| m.start() == 0)
         })

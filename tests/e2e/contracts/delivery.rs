@@ -310,7 +310,10 @@ async fn a_claim_of_a_delivery_claimed_before_counts_against_no_rate_limit(store
     assert_eq!(store.claim_all(&[limited(claim(&d1), 2)], at(1)).await.unwrap(), [Claim::Claimed]);
 
     // A redelivered job claims d1 again: it is in flight, and its window keeps one send.
-    assert_eq!(store.claim_all(&[limited(claim(&d1), 2)], at(2)).await.unwrap(), [Claim::InFlight { claimed_at: at(1) }]);
+    assert_eq!(
+        store.claim_all(&[limited(claim(&d1), 2)], at(2)).await.unwrap(),
+        [Claim::InFlight { claimed_at: at(1) }]
+    );
     assert_eq!(store.claim_all(&[limited(claim(&d2), 2)], at(3)).await.unwrap(), [Claim::Claimed]);
 }
 
