@@ -6,6 +6,7 @@
 mod campaigns;
 mod chaos;
 mod client;
+mod cost;
 mod import;
 mod runtime;
 mod segments;
@@ -53,6 +54,9 @@ fn main() {
     if wanted("worker") {
         worker::deliveries_per_second_per_core();
         multi_threaded().block_on(worker::local_delivery_costs());
+    }
+    if wanted("cost") {
+        multi_threaded().block_on(cost::infra_costs());
     }
     if wanted("import") {
         in_own_process(import::STUBBED_IMPORT);

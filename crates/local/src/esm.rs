@@ -425,7 +425,13 @@ pub async fn poll_once(
     // does in Lambda, instead of ending the poller; and so that it can be stopped.
     let mut invoked = tokio::spawn({
         let handler = handler.clone();
-        async move { handler.invoke(event, invocation).await }
+        let function = mapping.function.clone();
+        async move {
+            let started = Instant::now();
+            let response = handler.invoke(event, invocation).await;
+            crate::billed::record(&function, started);
+            response
+        }
     });
     let response = match tokio::time::timeout_at(deadline.into(), &mut invoked).await {
         Ok(Ok(response)) => Some(response),

@@ -150,12 +150,18 @@ impl TokenBucket {
     }
 }
 
+/// The API function's logical id in the template (what its invocations are billed as).
+pub const API_FUNCTION: &str = "ApiFunction";
+
 async fn invoke(function: &dyn HttpFunction, peer: SocketAddr, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, GATEWAY_MAX_BODY).await else {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     };
-    function.call(api_gateway_v2_event(&parts, &body, peer)).await
+    let started = std::time::Instant::now();
+    let response = function.call(api_gateway_v2_event(&parts, &body, peer)).await;
+    crate::billed::record(API_FUNCTION, started);
+    response
 }
 
 /// The payload API Gateway sends a Lambda for an HTTP API `$default` route.

@@ -6,6 +6,7 @@
 //! and the dispatcher's (campaign pages). Files written under a bucket's notified prefix
 //! reach the importer the same way, as real S3 events.
 
+pub mod billed;
 pub mod esm;
 pub mod gateway;
 pub mod moto;

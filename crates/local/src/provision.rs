@@ -38,6 +38,18 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The memory Lambda gives the function logical id `function` (what its duration is
+    /// billed by).
+    pub fn memory_size(&self, function: &str) -> Result<u32, LocalError> {
+        let resource = self
+            .template
+            .resources
+            .iter()
+            .find(|r| r.logical_id == function)
+            .ok_or_else(|| LocalError::Template(format!("no resource {function}")))?;
+        self.template.memory_size(resource, &self.physical, &self.stack_name)
+    }
+
     /// The environment the template gives the function built from `binary`.
     pub fn function_environment(&self, binary: &str) -> Result<BTreeMap<String, String>, LocalError> {
         let function = self.template.function_by_binary(binary)?;

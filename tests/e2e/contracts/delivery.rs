@@ -35,6 +35,7 @@ contract!(delivery_store: memory_deliveries, aws_deliveries;
     a_claim_with_create_records_a_delivery_that_was_not_there,
     claiming_a_delivery_that_is_not_there_fails,
     claims_past_a_rate_limit_settle_as_the_limit_says,
+    a_claim_of_a_delivery_claimed_before_counts_against_no_rate_limit,
     a_settled_claim_counts_against_no_rate_limit,
     finish_records_the_outcome_of_a_claimed_delivery,
     finish_of_a_delivery_not_claimed_is_a_conflict,
@@ -301,6 +302,19 @@ async fn claims_past_a_rate_limit_settle_as_the_limit_says(store: &dyn DeliveryS
     assert_eq!(over.history.last().unwrap().reason.as_deref(), Some("rate limit"));
     // The refused claim counted nothing: a higher limit on the window lets one more through.
     assert_eq!(store.claim_all(&[limited(claim(&ds[3]), 3)], at(3)).await.unwrap(), [Claim::Claimed]);
+}
+
+async fn a_claim_of_a_delivery_claimed_before_counts_against_no_rate_limit(store: &dyn DeliveryStore) {
+    let (d1, d2) = (delivery("n1", "u1"), delivery("n2", "u1"));
+    store.create(&[d1.clone(), d2.clone()]).await.unwrap();
+    assert_eq!(store.claim_all(&[limited(claim(&d1), 2)], at(1)).await.unwrap(), [Claim::Claimed]);
+
+    // A redelivered job claims d1 again: it is in flight, and its window keeps one send.
+    assert_eq!(
+        store.claim_all(&[limited(claim(&d1), 2)], at(2)).await.unwrap(),
+        [Claim::InFlight { claimed_at: at(1) }]
+    );
+    assert_eq!(store.claim_all(&[limited(claim(&d2), 2)], at(3)).await.unwrap(), [Claim::Claimed]);
 }
 
 async fn a_settled_claim_counts_against_no_rate_limit(store: &dyn DeliveryStore) {

@@ -31,7 +31,7 @@ pub(crate) fn number_of(item: &Item, name: &str) -> Result<u64, StoreError> {
 
 /// An item's size as DynamoDB reckons it against its limits: attribute names plus values,
 /// numbers by their text (an overestimate), lists and maps with their small overhead.
-pub(crate) fn item_size(item: &Item) -> usize {
+pub fn item_size(item: &Item) -> usize {
     item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
 }
 

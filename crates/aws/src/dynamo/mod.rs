@@ -18,5 +18,5 @@ pub mod templates;
 pub(crate) mod transaction;
 pub mod user_settings;
 
-pub use item::Item;
-pub(crate) use item::{item_size, n, number_of, s};
+pub use item::{Item, item_size};
+pub(crate) use item::{n, number_of, s};
