@@ -118,7 +118,8 @@ async fn bill(stack: &herald_local::LocalStack, counter: &RequestCounter, uncoun
     bill.sqs = sqs_requests as f64 * prices::SQS_REQUEST;
     bill.eventbridge = counter.events_put() as f64 * prices::EVENTBRIDGE_EVENT;
     for (function, billed) in herald_local::billed::snapshot() {
-        let memory_gb = f64::from(stack.deployment.memory_size(&function).expect("a function of the template")) / 1024.0;
+        let memory_gb =
+            f64::from(stack.deployment.memory_size(&function).expect("a function of the template")) / 1024.0;
         let seconds = billed.duration.as_secs_f64();
         eprintln!("  {function}: {} invocations, {seconds:.2} s at {memory_gb} GB", billed.invocations);
         bill.lambda +=
