@@ -143,63 +143,106 @@ printf 'GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: runtime\r\n\r\
 exec sleep 600
 "#;
 
+/// A bootstrap that takes its first event and exits, as a crashing function does.
+const CRASHES: &str = r#"#!/bin/bash
+exec 3<>"/dev/tcp/${AWS_LAMBDA_RUNTIME_API%:*}/${AWS_LAMBDA_RUNTIME_API#*:}"
+printf 'GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: runtime\r\n\r\n' >&3
+sleep 0.2
+exit 3
+"#;
+
 /// Whether the process `pid` still runs (not gone, not a zombie).
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"))
 }
 
-#[tokio::test]
-async fn a_process_past_its_timeout_is_killed_and_its_batch_fails() {
-    let dir = std::env::temp_dir().join(format!("herald-runtime-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path: PathBuf = dir.join("bootstrap");
-    std::fs::write(&path, NEVER_ANSWERS).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+/// A queue with one message, and a mapping of it (failed messages back at once) to a
+/// function whose bootstrap is `script`, stopped at `timeout`.
+struct FakeFunction {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    dir: PathBuf,
+    function: Arc<Function>,
+    mapping: EventSourceMapping,
+}
 
-    let sqs = aws_sdk_sqs::Client::new(&herald_aws::local_sdk_config(&aws_endpoint()).await);
-    let name = format!("slow-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
-    sqs.send_message().queue_url(&url).message_body("{}").send().await.unwrap();
-
-    let timeout = Duration::from_secs(1);
-    let function = Arc::new(Function::new(
-        Bootstrap {
-            function: "SlowFunction".into(),
+impl FakeFunction {
+    async fn new(script: &str, timeout: Duration) -> Self {
+        let dir = std::env::temp_dir().join(format!("herald-runtime-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path: PathBuf = dir.join("bootstrap");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let sqs = aws_sdk_sqs::Client::new(&herald_aws::local_sdk_config(&aws_endpoint()).await);
+        let name = format!("fake-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+        sqs.send_message().queue_url(&url).message_body("{}").send().await.unwrap();
+        let bootstrap = Bootstrap {
+            function: "FakeFunction".into(),
             binary: "bootstrap".into(),
             path,
             environment: Default::default(),
             timeout,
-            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:slow".into(),
-        },
-        None,
-        1,
-    ));
-    let mut source = QueueSource::new(&url, format!("arn:aws:sqs:us-east-1:123456789012:{name}"));
-    source.retry_delay = Duration::ZERO;
-    let mapping = EventSourceMapping { timeout, ..EventSourceMapping::new("SlowFunction", source) };
-    let handler = SqsFunction::environments(function.clone(), &mapping).remove(0);
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:fake".into(),
+        };
+        let function = Arc::new(Function::new(bootstrap, None, 1));
+        let mut source = QueueSource::new(&url, format!("arn:aws:sqs:us-east-1:123456789012:{name}"));
+        source.retry_delay = Duration::ZERO;
+        let mapping = EventSourceMapping { timeout, ..EventSourceMapping::new("FakeFunction", source) };
+        Self { sqs, url, dir, function, mapping }
+    }
 
+    /// One poll of the mapping: a batch received, invoked and settled.
+    async fn poll(&self) {
+        let handler = SqsFunction::environments(self.function.clone(), &self.mapping).remove(0);
+        assert_eq!(esm::poll_once(&self.sqs, &self.mapping, &handler).await.unwrap(), 1);
+    }
+
+    /// How many times the message was received, once it is back on the queue.
+    async fn receives_of_the_message_back(&self) -> String {
+        let again = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .wait_time_seconds(5)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .unwrap();
+        let message = again.messages.unwrap_or_default().pop().expect("the message is back");
+        let attributes = message.attributes.unwrap_or_default();
+        attributes[&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount].clone()
+    }
+
+    async fn remove(self) {
+        self.sqs.delete_queue().queue_url(&self.url).send().await.unwrap();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_process_past_its_timeout_is_killed_and_its_batch_fails() {
+    let timeout = Duration::from_secs(1);
+    let fake = FakeFunction::new(NEVER_ANSWERS, timeout).await;
     let started = Instant::now();
-    assert_eq!(esm::poll_once(&sqs, &mapping, &handler).await.unwrap(), 1);
+    fake.poll().await;
     let took = started.elapsed();
     assert!(took >= timeout, "stopped at its timeout, not before: {took:?}");
-    let pids = function.started_processes();
+    let pids = fake.function.started_processes();
     assert_eq!(pids.len(), 1);
     eventually("the process is killed", || async { !running(pids[0]) }).await;
+    assert_eq!(fake.receives_of_the_message_back().await, "2", "the batch failed");
+    fake.remove().await;
+}
 
-    // The batch failed: its message is back, received a second time.
-    let again = sqs
-        .receive_message()
-        .queue_url(&url)
-        .wait_time_seconds(5)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
-        .send()
-        .await
-        .unwrap();
-    let message = again.messages.unwrap_or_default().pop().expect("the message is back");
-    let receives = message.attributes.unwrap_or_default();
-    assert_eq!(receives[&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount], "2");
-    sqs.delete_queue().queue_url(&url).send().await.unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+#[tokio::test]
+async fn a_process_that_exits_during_its_invocation_fails_its_batch() {
+    let timeout = Duration::from_secs(30);
+    let fake = FakeFunction::new(CRASHES, timeout).await;
+    let started = Instant::now();
+    fake.poll().await;
+    assert!(started.elapsed() < timeout / 2, "the exit ends the invocation, not its timeout");
+    assert_eq!(fake.receives_of_the_message_back().await, "2", "the batch failed");
+    fake.remove().await;
 }
