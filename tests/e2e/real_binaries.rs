@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use herald_e2e::{Api, aws_endpoint, readme_walkthrough, sent_by_moto, start_stack_with};
+use herald_e2e::{Api, aws_endpoint, sent_by_moto, start_stack_with};
 use herald_local::{
     Functions, LocalStack,
     esm::{self, EventSourceMapping, QueueSource},
@@ -54,7 +54,7 @@ fn binaries_invoked(stack: &LocalStack) -> Vec<String> {
 async fn the_readme_walkthrough_and_a_segment_run_on_the_real_binaries() {
     let stack = stack_of_processes().await;
     let walkthrough = tokio::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &readme_walkthrough()])
+        .args(["-euo", "pipefail", "-c", &herald_local::readme_walkthrough().unwrap()])
         .env("HERALD_URL", &stack.api_url)
         .env("HERALD_KEY", &stack.admin_key)
         .output()

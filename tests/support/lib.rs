@@ -342,14 +342,3 @@ pub fn tracking_links(html: &str) -> Vec<String> {
         .collect()
 }
 
-/// The shell block of README.md between the walkthrough markers.
-pub fn readme_walkthrough() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
-    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
-    readme[start..end]
-        .lines()
-        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}

@@ -72,6 +72,18 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
+/// The shell block of README.md between the walkthrough markers: what the tests run as a
+/// user would, so the README's commands cannot go stale.
+pub fn readme_walkthrough() -> std::io::Result<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md"))?;
+    let block = readme
+        .find("<!-- walkthrough:start -->")
+        .zip(readme.find("<!-- walkthrough:end -->"))
+        .map(|(start, end)| &readme[start..end])
+        .ok_or_else(|| std::io::Error::other("README.md has no walkthrough markers"))?;
+    Ok(block.lines().filter(|l| !l.starts_with("```") && !l.starts_with("<!--")).collect::<Vec<_>>().join("\n"))
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// An AWS-compatible endpoint to join; None starts moto.

@@ -16,18 +16,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The shell block of README.md between the walkthrough markers.
-fn readme_walkthrough() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
-    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
-    readme[start..end]
-        .lines()
-        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test]
 async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm() {
     let port = free_port();
@@ -74,7 +62,7 @@ async fn herald_local_runs_the_readme_walkthrough_and_stops_its_moto_on_sigterm(
     assert!(output("TrackingKeysSecretArn").is_some_and(|a| a.starts_with("arn:aws:secretsmanager:")), "{written}");
 
     let walkthrough = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &readme_walkthrough()])
+        .args(["-euo", "pipefail", "-c", &herald_local::readme_walkthrough().unwrap()])
         .env("HERALD_URL", format!("http://127.0.0.1:{port}"))
         .env("HERALD_KEY", ADMIN_KEY)
         .output()

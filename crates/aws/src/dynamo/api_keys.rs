@@ -75,17 +75,7 @@ impl ApiKeyCatalog for DynamoApiKeyStore {
     /// A strongly consistent scan, page after page: an operator sees the key just made
     /// or revoked.
     async fn list(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let items: Vec<_> = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(unavailable)?;
+        let items = crate::dynamo::scan_consistent(&self.client, &self.table).await?;
         items.into_iter().map(from_item).collect()
     }
 

@@ -46,3 +46,18 @@ fn value_size(value: &AttributeValue) -> usize {
         _ => 1,
     }
 }
+
+/// Every item of `table`, page after page, read strongly consistent: for the lists that
+/// must be at least as new as a write just made (segments, API keys).
+pub(crate) async fn scan_consistent(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, StoreError> {
+    client
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(crate::unavailable)
+}

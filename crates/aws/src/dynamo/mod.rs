@@ -19,4 +19,4 @@ pub(crate) mod transaction;
 pub mod user_settings;
 
 pub use item::{Item, item_size};
-pub(crate) use item::{n, number_of, s};
+pub(crate) use item::{n, number_of, s, scan_consistent};

@@ -205,17 +205,7 @@ impl SegmentStore for DynamoSegmentStore {
     /// A strongly consistent scan: the segmenter caches the list under the revision it
     /// read just before, so the list must be at least as new.
     async fn list(&self) -> Result<Vec<Segment>, StoreError> {
-        let items: Vec<Item> = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(unavailable)?;
+        let items = crate::dynamo::scan_consistent(&self.client, &self.table).await?;
         items
             .into_iter()
             .filter(|item| !matches!(item.get("segment_id"), Some(AttributeValue::S(id)) if id == CATALOG))
