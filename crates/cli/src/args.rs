@@ -19,7 +19,8 @@ commands:
   keys revoke <key id>
   keys rotate <key id> [--grace <duration, e.g. 24h, 30m, 7d; default 24h>]
   secrets list <tracking|webhook>
-  secrets rotate <tracking|webhook>
+  secrets rotate <tracking|webhook>          (a new key that verifies; promote it later)
+  secrets promote <tracking|webhook> <kid>   (the key signs from then on)
   secrets retire <tracking|webhook> <kid>";
 
 /// Where the stack's resources are named.
@@ -47,6 +48,14 @@ impl Ring {
         }
     }
 
+    /// The ring's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ring::Tracking => "tracking",
+            Ring::Webhook => "webhook",
+        }
+    }
+
     /// The stack output holding the ring's secret ARN.
     pub fn output(self) -> &'static str {
         match self {
@@ -64,6 +73,7 @@ pub enum Command {
     RotateKey { id: String, grace: Duration },
     ListRing(Ring),
     RotateRing(Ring),
+    PromoteRingKey(Ring, String),
     RetireRingKey(Ring, String),
 }
 
@@ -118,6 +128,7 @@ impl Invocation {
             },
             ["secrets", "list", ring] => Command::ListRing(Ring::parse(ring)?),
             ["secrets", "rotate", ring] => Command::RotateRing(Ring::parse(ring)?),
+            ["secrets", "promote", ring, kid] => Command::PromoteRingKey(Ring::parse(ring)?, kid.to_string()),
             ["secrets", "retire", ring, kid] => Command::RetireRingKey(Ring::parse(ring)?, kid.to_string()),
             [] => return Err("no command given".into()),
             other => return Err(format!("unknown command: {}", other.join(" "))),
@@ -242,6 +253,10 @@ mod tests {
     fn the_rings_are_tracking_and_webhook() {
         assert_eq!(command("--stack s secrets list tracking"), Command::ListRing(Ring::Tracking));
         assert_eq!(command("--stack s secrets rotate webhook"), Command::RotateRing(Ring::Webhook));
+        assert_eq!(
+            command("--stack s secrets promote webhook k2"),
+            Command::PromoteRingKey(Ring::Webhook, "k2".into())
+        );
         assert_eq!(
             command("--stack s secrets retire tracking k1"),
             Command::RetireRingKey(Ring::Tracking, "k1".into())

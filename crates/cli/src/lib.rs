@@ -1,5 +1,5 @@
 //! `herald`, the admin CLI: API keys (create, list, revoke, rotate) and the stack's two
-//! signing key rings (list, rotate, retire), found through the stack's CloudFormation
+//! signing key rings (list, rotate, promote, retire), found through the stack's CloudFormation
 //! outputs or a file of them (herald-local writes one). Secrets are printed once, by
 //! `keys create` and `keys rotate`, and never appear in an error; a ring's values are
 //! never printed at all.
@@ -14,7 +14,7 @@ use herald_core::{
     keys::{ApiKey, ApiKeyCatalog, CreatedKey, KeyAdmin, KeyAdminError, Scope},
     signing::{
         KeyRing, KeyRingError, KeyRingWriter,
-        admin::{RingChangeError, retire_key, rotate_ring},
+        admin::{RingChangeError, promote_key, retire_key, rotate_ring},
     },
 };
 
@@ -106,12 +106,18 @@ pub async fn run(
             let rings = stores.rings();
             let rotated = rotate_ring(&*rings, outputs.get(ring.output())?).await?;
             write_ring(out, &rotated)?;
+            let added = rotated.keys().get(1).map_or("", |k| k.id.as_str());
             writeln!(
                 out,
-                "{} signs from now on in every function environment started after this; \
-                 the others still verify what they signed.",
-                rotated.current().id
+                "{added} verifies in every function environment started after this. Once every function \
+                 has restarted, `secrets promote {} {added}` makes it sign.",
+                ring.name()
             )?;
+        }
+        Command::PromoteRingKey(ring, kid) => {
+            let rings = stores.rings();
+            write_ring(out, &promote_key(&*rings, outputs.get(ring.output())?, kid).await?)?;
+            writeln!(out, "{kid} signs in every function environment started after this.")?;
         }
         Command::RetireRingKey(ring, kid) => {
             let rings = stores.rings();

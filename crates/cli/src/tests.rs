@@ -127,7 +127,7 @@ async fn secrets_list_shows_the_ids_in_order_and_never_a_value() {
     let stores = memory();
     herald(&stores, "secrets rotate tracking").await.unwrap();
     let listed = herald(&stores, "secrets list tracking").await.unwrap();
-    assert_eq!(listed, "KID  ROLE\nk2   signs and verifies\nk1   verifies\n");
+    assert_eq!(listed, "KID  ROLE\nk1   signs and verifies\nk2   verifies\n");
     let ring = stores.rings.key_ring("arn:tracking").await.unwrap();
     for key in ring.keys() {
         assert!(!listed.contains(std::str::from_utf8(key.secret()).unwrap()));
@@ -135,13 +135,25 @@ async fn secrets_list_shows_the_ids_in_order_and_never_a_value() {
 }
 
 #[tokio::test]
-async fn secrets_rotate_keeps_the_old_key_to_verify_and_never_prints_a_value() {
+async fn secrets_rotate_adds_a_key_that_verifies_while_the_old_one_signs_and_never_prints_a_value() {
     let stores = memory();
     let printed = herald(&stores, "secrets rotate tracking").await.unwrap();
     let ring = stores.rings.key_ring("arn:tracking").await.unwrap();
-    assert_eq!((ring.current().id.as_str(), ring.get("k1").unwrap().secret()), ("k2", SECRET_ONE.as_bytes()));
-    assert!(printed.contains("k2 signs from now on"), "{printed}");
-    assert!(!printed.contains(SECRET_ONE) && !printed.contains(std::str::from_utf8(ring.current().secret()).unwrap()));
+    assert_eq!((ring.current().id.as_str(), ring.current().secret()), ("k1", SECRET_ONE.as_bytes()));
+    let added = ring.get("k2").expect("the new key verifies");
+    assert!(printed.contains("`secrets promote tracking k2`"), "{printed}");
+    assert!(!printed.contains(SECRET_ONE) && !printed.contains(std::str::from_utf8(added.secret()).unwrap()));
+}
+
+#[tokio::test]
+async fn secrets_promote_makes_a_key_sign_and_refuses_an_unknown_one() {
+    let stores = memory();
+    herald(&stores, "secrets rotate tracking").await.unwrap();
+    let printed = herald(&stores, "secrets promote tracking k2").await.unwrap();
+    assert!(printed.starts_with("KID  ROLE\nk2   signs and verifies\nk1   verifies\n"), "{printed}");
+    assert_eq!(stores.rings.key_ring("arn:tracking").await.unwrap().current().id, "k2");
+    let refused = herald(&stores, "secrets promote tracking k9").await.unwrap_err();
+    assert_eq!(refused.to_string(), "the ring has no key k9");
 }
 
 #[tokio::test]
@@ -150,6 +162,7 @@ async fn secrets_retire_refuses_the_signing_key_and_removes_an_old_one() {
     let refused = herald(&stores, "secrets retire tracking k1").await.unwrap_err();
     assert_eq!(refused.to_string(), "k1 is the ring's last key");
     herald(&stores, "secrets rotate tracking").await.unwrap();
+    herald(&stores, "secrets promote tracking k2").await.unwrap();
     let refused = herald(&stores, "secrets retire tracking k2").await.unwrap_err();
     assert!(refused.to_string().starts_with("k2 is the key that signs"), "{refused}");
     let printed = herald(&stores, "secrets retire tracking k1").await.unwrap();

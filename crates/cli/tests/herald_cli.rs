@@ -1,7 +1,7 @@
 //! The herald binary as an operator runs it against the local stack (herald-local, in
 //! process, with its outputs file): a key it creates works on the API over real HTTP
 //! until it is revoked, then is refused; a rotated key's successor works and the old one
-//! ends with its grace; a key ring rotates, lists and retires, its values never printed;
+//! ends with its grace; a key ring rotates, lists, promotes and retires, its values never printed;
 //! and `--stack` finds the keys table in a CloudFormation stack's outputs (on moto).
 
 use std::{
@@ -124,7 +124,7 @@ async fn a_rotated_keys_successor_works_and_the_old_key_ends_with_its_grace() {
 }
 
 #[tokio::test]
-async fn a_key_ring_rotates_lists_and_retires_and_its_values_are_never_printed() {
+async fn a_key_ring_rotates_lists_promotes_and_retires_and_its_values_are_never_printed() {
     let stack = stack().await;
     let secret_arn = stack.stack.outputs()["WebhookSigningKeysSecretArn"].clone();
     let value = async || {
@@ -134,16 +134,20 @@ async fn a_key_ring_rotates_lists_and_retires_and_its_values_are_never_printed()
     let first = value().await;
 
     let rotated = stack.ok("secrets rotate webhook").await;
-    assert!(rotated.starts_with("KID  ROLE\nk2   signs and verifies\nk1   verifies\n"), "{rotated}");
+    assert!(rotated.starts_with("KID  ROLE\nk1   signs and verifies\nk2   verifies\n"), "{rotated}");
+    assert!(rotated.contains("`secrets promote webhook k2`"), "{rotated}");
     let ring = herald_core::signing::KeyRing::parse(&value().await).unwrap();
     assert_eq!(ring.get("k1"), herald_core::signing::KeyRing::parse(&first).unwrap().get("k1"), "k1 is kept as it was");
-    assert_eq!(stack.ok("secrets list webhook").await, "KID  ROLE\nk2   signs and verifies\nk1   verifies\n");
+    assert_eq!(stack.ok("secrets list webhook").await, "KID  ROLE\nk1   signs and verifies\nk2   verifies\n");
+
+    let promoted = stack.ok("secrets promote webhook k2").await;
+    assert!(promoted.starts_with("KID  ROLE\nk2   signs and verifies\nk1   verifies\n"), "{promoted}");
 
     let (refused, stdout, stderr) = stack.herald("secrets retire webhook k2").await;
     assert!(!refused && stderr.contains("k2 is the key that signs"), "{stdout}{stderr}");
     assert_eq!(stack.ok("secrets retire webhook k1").await, "KID  ROLE\nk2   signs and verifies\n");
 
-    let everything_printed = [rotated, stdout, stderr].concat();
+    let everything_printed = [rotated, promoted, stdout, stderr].concat();
     for key in ring.keys() {
         assert!(!everything_printed.contains(std::str::from_utf8(key.secret()).unwrap()), "a value was printed");
     }

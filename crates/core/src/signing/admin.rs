@@ -1,8 +1,10 @@
-//! What an operator does with a ring (`herald secrets`): rotate it (a new signing key,
-//! the old ones kept to verify what they signed) and retire a key that only verifies.
+//! What an operator does with a ring (`herald secrets`): rotate it (a new key that
+//! verifies at once), promote a key (it signs), and retire a key that only verifies.
+//! Functions read their rings at init, so each step reaches an environment when it
+//! starts: a new key is promoted only once every environment knows it.
 
 use crate::{
-    signing::{KeyRing, KeyRingError, KeyRingWriter, RetireRefusal},
+    signing::{KeyRing, KeyRingError, KeyRingWriter, RingRefusal},
     store::StoreError,
 };
 
@@ -12,7 +14,7 @@ pub enum RingChangeError {
     #[error(transparent)]
     Read(#[from] KeyRingError),
     #[error(transparent)]
-    Refused(#[from] RetireRefusal),
+    Refused(#[from] RingRefusal),
     #[error("the key ring could not be written: {0}")]
     Write(StoreError),
 }
@@ -27,9 +29,17 @@ impl RingChangeError {
     }
 }
 
-/// Puts a new random key first in the ring stored as `secret_id`; the ring as stored.
+/// Puts a new random key second in the ring stored as `secret_id` (it verifies, the
+/// signing key still signs); the ring as stored.
 pub async fn rotate_ring(store: &dyn KeyRingWriter, secret_id: &str) -> Result<KeyRing, RingChangeError> {
     let ring = store.key_ring(secret_id).await?.with_new_key();
+    store.put_key_ring(secret_id, &ring).await.map_err(RingChangeError::Write)?;
+    Ok(ring)
+}
+
+/// Puts the key `id` first in the ring stored as `secret_id`: it signs from then on.
+pub async fn promote_key(store: &dyn KeyRingWriter, secret_id: &str, id: &str) -> Result<KeyRing, RingChangeError> {
+    let ring = store.key_ring(secret_id).await?.promoted(id)?;
     store.put_key_ring(secret_id, &ring).await.map_err(RingChangeError::Write)?;
     Ok(ring)
 }
@@ -59,27 +69,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rotation_stores_a_new_signing_key_before_the_old() {
+    async fn a_rotation_stores_a_new_key_after_the_signing_one() {
         let store = store();
         let rotated = rotate_ring(&store, "tracking").await.unwrap();
         let stored = store.key_ring("tracking").await.unwrap();
         assert_eq!(stored, rotated);
-        assert_eq!(ids(&stored), ["k2", "k1"]);
+        assert_eq!(ids(&stored), ["k1", "k2"]);
+    }
+
+    #[tokio::test]
+    async fn a_promotion_stores_the_key_first() {
+        let store = store();
+        rotate_ring(&store, "tracking").await.unwrap();
+        promote_key(&store, "tracking", "k2").await.unwrap();
+        assert_eq!(ids(&store.key_ring("tracking").await.unwrap()), ["k2", "k1"]);
     }
 
     #[tokio::test]
     async fn a_retired_key_is_gone_from_the_stored_ring() {
         let store = store();
         rotate_ring(&store, "tracking").await.unwrap();
-        retire_key(&store, "tracking", "k1").await.unwrap();
-        assert_eq!(ids(&store.key_ring("tracking").await.unwrap()), ["k2"]);
+        retire_key(&store, "tracking", "k2").await.unwrap();
+        assert_eq!(ids(&store.key_ring("tracking").await.unwrap()), ["k1"]);
     }
 
     #[tokio::test]
     async fn a_refused_retirement_stores_nothing() {
         let store = store();
         let error = retire_key(&store, "tracking", "k1").await.unwrap_err();
-        assert!(matches!(error, RingChangeError::Refused(RetireRefusal::LastKey(_))), "{error}");
+        assert!(matches!(error, RingChangeError::Refused(RingRefusal::LastKey(_))), "{error}");
         assert!(!error.is_retryable());
         assert_eq!(store.value("tracking").as_deref(), Some(RING));
     }

@@ -10,7 +10,7 @@ pub mod webhook;
 
 pub use ring::{
     GENERATED_SECRET_CHARS, KeyRing, KeyRingError, KeyRingStore, KeyRingWriter, LEGACY_KEY_ID, MIN_SECRET_CHARS,
-    RetireRefusal, SigningKey,
+    RingRefusal, SigningKey,
 };
 
 #[cfg(feature = "memory")]

@@ -147,31 +147,42 @@ impl KeyRing {
         serde_json::json!({ "keys": keys }).to_string()
     }
 
-    /// The ring with a new random key put first (it signs from now on), every key before
-    /// it kept (what they signed still verifies). Its id is `k` and one more than the
-    /// highest `k<n>` of the ring; its secret is as long as the template's generated ones.
+    /// The ring with a new random key second: it verifies at once and signs only once
+    /// promoted, so no environment signs with a key that environments started before the
+    /// rotation (the API verifying links, the key list receivers fetch) do not know. Every
+    /// key is kept. Its id is `k` and one more than the highest `k<n>` of the ring; its
+    /// secret is as long as the template's generated ones.
     pub fn with_new_key(&self) -> Self {
         let highest = self.keys.iter().filter_map(|k| k.id.strip_prefix('k')?.parse::<u64>().ok()).max().unwrap_or(0);
         let secret: String = rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric)
             .take(GENERATED_SECRET_CHARS)
             .map(char::from)
             .collect();
-        let mut keys = vec![SigningKey { id: format!("k{}", highest + 1), secret }];
-        keys.extend(self.keys.iter().cloned());
+        let mut keys = self.keys.clone();
+        keys.insert(1, SigningKey { id: format!("k{}", highest + 1), secret });
         Self { keys }
     }
 
+    /// The ring with the key `id` first: it signs from now on, the others verify.
+    pub fn promoted(&self, id: &str) -> Result<Self, RingRefusal> {
+        let position = self.keys.iter().position(|k| k.id == id).ok_or_else(|| RingRefusal::Unknown(id.to_owned()))?;
+        let mut keys = self.keys.clone();
+        let key = keys.remove(position);
+        keys.insert(0, key);
+        Ok(Self { keys })
+    }
+
     /// The ring without the key `id`: what it signed stops verifying. The signing key
-    /// (and so the last) is never retired: rotate first.
-    pub fn without(&self, id: &str) -> Result<Self, RetireRefusal> {
+    /// (and so the last) is never retired: rotate and promote first.
+    pub fn without(&self, id: &str) -> Result<Self, RingRefusal> {
         if self.get(id).is_none() {
-            return Err(RetireRefusal::Unknown(id.to_owned()));
+            return Err(RingRefusal::Unknown(id.to_owned()));
         }
         if self.keys.len() == 1 {
-            return Err(RetireRefusal::LastKey(id.to_owned()));
+            return Err(RingRefusal::LastKey(id.to_owned()));
         }
         if self.current().id == id {
-            return Err(RetireRefusal::SigningKey(id.to_owned()));
+            return Err(RingRefusal::SigningKey(id.to_owned()));
         }
         Ok(Self { keys: self.keys.iter().filter(|k| k.id != id).cloned().collect() })
     }
@@ -180,14 +191,14 @@ impl KeyRing {
 /// The length of a secret `with_new_key` makes: the template's `PasswordLength`.
 pub const GENERATED_SECRET_CHARS: usize = 48;
 
-/// Why a key is not taken out of a ring.
+/// Why a ring is not changed as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RetireRefusal {
+pub enum RingRefusal {
     #[error("the ring has no key {0}")]
     Unknown(String),
     #[error("{0} is the ring's last key")]
     LastKey(String),
-    #[error("{0} is the key that signs; rotate first, then retire it")]
+    #[error("{0} is the key that signs; promote another first, then retire it")]
     SigningKey(String),
 }
 
@@ -258,6 +269,7 @@ mod tests {
 
     const S1: &str = "0123456789abcdef0123456789abcdef-one";
     const S2: &str = "0123456789abcdef0123456789abcdef-two";
+    const S3: &str = "0123456789abcdef0123456789abcdef-three";
 
     #[test]
     fn a_single_key_value_is_a_ring_of_that_key() {
@@ -312,17 +324,28 @@ mod tests {
     }
 
     #[test]
-    fn a_new_key_goes_first_with_the_next_id_and_every_old_key_stays() {
+    fn a_new_key_goes_second_with_the_next_id_and_every_old_key_stays() {
         let ring = KeyRing::new([("legacy", S2), ("k1", S1)]).unwrap();
         let rotated = ring.with_new_key();
         let ids: Vec<&str> = rotated.keys().iter().map(|k| k.id.as_str()).collect();
-        assert_eq!(ids, ["k2", "legacy", "k1"]);
-        assert_eq!(rotated.current().secret().len(), GENERATED_SECRET_CHARS);
-        assert!(rotated.current().secret().iter().all(u8::is_ascii_alphanumeric));
+        assert_eq!(ids, ["legacy", "k2", "k1"]);
+        let new = rotated.get("k2").unwrap();
+        assert_eq!(new.secret().len(), GENERATED_SECRET_CHARS);
+        assert!(new.secret().iter().all(u8::is_ascii_alphanumeric));
+        assert_eq!(rotated.current(), ring.current());
         assert_eq!(rotated.get("k1"), ring.get("k1"));
-        assert_ne!(ring.with_new_key().current().secret(), rotated.current().secret());
+        assert_ne!(ring.with_new_key().get("k2").unwrap().secret(), new.secret());
         // What a secret store holds is a ring again.
         assert_eq!(KeyRing::parse(&rotated.to_secret_value()).unwrap(), rotated);
+    }
+
+    #[test]
+    fn a_promoted_key_signs_and_the_others_keep_their_order() {
+        let ring = KeyRing::new([("k1", S1), ("k3", S3), ("k2", S2)]).unwrap();
+        let promoted = ring.promoted("k2").unwrap();
+        assert_eq!(promoted.keys().iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["k2", "k1", "k3"]);
+        assert_eq!(promoted.current(), ring.get("k2").unwrap());
+        assert_eq!(ring.promoted("k9"), Err(RingRefusal::Unknown("k9".into())));
     }
 
     #[test]
@@ -335,10 +358,10 @@ mod tests {
     #[test]
     fn the_signing_key_the_last_key_and_an_unknown_key_are_not_retired() {
         let two = KeyRing::new([("k2", S2), ("k1", S1)]).unwrap();
-        assert_eq!(two.without("k2"), Err(RetireRefusal::SigningKey("k2".into())));
-        assert_eq!(two.without("k9"), Err(RetireRefusal::Unknown("k9".into())));
+        assert_eq!(two.without("k2"), Err(RingRefusal::SigningKey("k2".into())));
+        assert_eq!(two.without("k9"), Err(RingRefusal::Unknown("k9".into())));
         let one = KeyRing::new([("k1", S1)]).unwrap();
-        assert_eq!(one.without("k1"), Err(RetireRefusal::LastKey("k1".into())));
+        assert_eq!(one.without("k1"), Err(RingRefusal::LastKey("k1".into())));
     }
 
     #[test]
