@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, Update},
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, TransactWriteItem, Update},
 };
 use chrono::{DateTime, Utc};
 use herald_core::{
@@ -21,6 +22,9 @@ use crate::{
     dynamo::{Item, batch},
     unavailable,
 };
+
+/// A transaction holds at most 100 items: a claim and its rate-limit count are two.
+const CLAIMS_PER_TRANSACTION: usize = super::transaction::MAX_ITEMS / 2;
 
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryStore {
@@ -54,8 +58,8 @@ impl DynamoDeliveryStore {
     }
 
     /// The delivery's move out of `created` or `error` (or, for a request that creates
-    /// it, out of not existing), as a conditional update.
-    fn claim_update(&self, request: &ClaimRequest, at: DateTime<Utc>) -> Update {
+    /// it, out of not existing), as a transaction item.
+    fn claim_item(&self, request: &ClaimRequest, at: DateTime<Utc>) -> TransactWriteItem {
         let (change, claimed_at) = match &request.settle {
             Some(settle) => (settle.clone(), None),
             None => (StatusChange { status: DeliveryStatus::Pending, at, reason: None }, Some(at)),
@@ -103,31 +107,11 @@ impl DynamoDeliveryStore {
                     serde_dynamo::to_attribute_value(new.channel).expect("channels serialize"),
                 );
         }
-        update.build().expect("the update is complete")
+        TransactWriteItem::builder().update(update.build().expect("the update is complete")).build()
     }
 
-    /// Sends `update` as one UpdateItem: false if its condition failed.
-    async fn conditional_update(&self, update: Update) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(update.table_name)
-            .set_key(Some(update.key))
-            .update_expression(update.update_expression)
-            .set_condition_expression(update.condition_expression)
-            .set_expression_attribute_names(update.expression_attribute_names)
-            .set_expression_attribute_values(update.expression_attribute_values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
-    /// One more send in a rate-limit window: false, counting nothing, once it is full.
-    async fn count_send(&self, table: &str, limit: &RateLimitClaim) -> Result<bool, StoreError> {
+    /// One more send in a rate-limit window, refused once the window is full.
+    fn count_item(&self, table: &str, limit: &RateLimitClaim) -> TransactWriteItem {
         let update = Update::builder()
             .table_name(table)
             .key("window_key", AttributeValue::S(limit.window.key.clone()))
@@ -138,24 +122,7 @@ impl DynamoDeliveryStore {
             .expression_attribute_values(":expires", AttributeValue::N(limit.window.expires_at.to_string()))
             .build()
             .expect("the update is complete");
-        self.conditional_update(update).await
-    }
-
-    /// Gives back a send counted for a claim that then did not happen. Should this fail,
-    /// the window stays one send fuller than it is: stricter, never looser.
-    async fn uncount_send(&self, table: &str, limit: &RateLimitClaim) {
-        let update = Update::builder()
-            .table_name(table)
-            .key("window_key", AttributeValue::S(limit.window.key.clone()))
-            .update_expression("ADD sends :minus_one")
-            .condition_expression("sends > :zero")
-            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .build()
-            .expect("the update is complete");
-        if let Err(e) = self.conditional_update(update).await {
-            tracing::warn!(error = %e, "a rate-limit count could not be given back");
-        }
+        TransactWriteItem::builder().update(update).build()
     }
 
     /// What a delivery whose claim condition failed is doing now.
@@ -179,38 +146,73 @@ impl DynamoDeliveryStore {
         Ok(Claim::InFlight { claimed_at })
     }
 
-    /// Claims one delivery (see `claim_all`): its rate-limit count first, then the claim,
-    /// each a conditional UpdateItem.
-    async fn claim_one(&self, request: &ClaimRequest, at: DateTime<Utc>) -> Result<Claim, StoreError> {
-        let mut settle = request.settle.clone();
-        let mut counted = None;
-        if let (Some(limit), None) = (&request.rate_limit, &settle) {
-            let table = self
-                .rate_limits_table
-                .as_deref()
-                .ok_or_else(|| StoreError::Fatal("a rate-limited claim, but no rate-limit table".into()))?;
-            if self.count_send(table, limit).await? {
-                counted = Some((table, limit));
-            } else {
-                // The window is full: the claim settles as the limit says, counting nothing.
-                settle = Some(limit.over.clone());
+    /// Claims up to `CLAIMS_PER_TRANSACTION` deliveries in one transaction (see `claim_all`).
+    async fn claim_chunk(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
+        let mut requests: Vec<(usize, ClaimRequest)> = requests.iter().cloned().enumerate().collect();
+        let mut claims: Vec<Option<Claim>> = vec![None; requests.len()];
+        let mut retry = 0;
+        while !requests.is_empty() {
+            // Each transaction item: (request position, whether it is the rate-limit count).
+            let mut items = Vec::new();
+            let mut owners = Vec::new();
+            for (position, request) in requests.iter().enumerate() {
+                items.push(self.claim_item(&request.1, at));
+                owners.push((position, false));
+                if let (Some(limit), None) = (&request.1.rate_limit, &request.1.settle) {
+                    let table = self
+                        .rate_limits_table
+                        .as_deref()
+                        .ok_or_else(|| StoreError::Fatal("a rate-limited claim, but no rate-limit table".into()))?;
+                    items.push(self.count_item(table, limit));
+                    owners.push((position, true));
+                }
+            }
+            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let reasons = match result {
+                Ok(_) => {
+                    for (index, request) in requests.drain(..) {
+                        claims[index] = Some(match request.settle {
+                            Some(settle) => Claim::Settled(settle.status),
+                            None => Claim::Claimed,
+                        });
+                    }
+                    break;
+                }
+                Err(e) => match e.into_service_error() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                        cancelled.cancellation_reasons.unwrap_or_default()
+                    }
+                    other => return Err(unavailable(other)),
+                },
+            };
+            // The items whose condition failed: a delivery claimed or settled elsewhere, or
+            // a full rate-limit window.
+            let failed: Vec<(usize, bool)> = owners
+                .iter()
+                .zip(&reasons)
+                .filter(|(_, r)| r.code.as_deref() == Some("ConditionalCheckFailed"))
+                .map(|(owner, _)| *owner)
+                .collect();
+            let claimed_elsewhere: Vec<usize> = failed.iter().filter(|(_, count)| !count).map(|(p, _)| *p).collect();
+            let windows_full: Vec<usize> = failed.iter().filter(|(_, count)| *count).map(|(p, _)| *p).collect();
+            if claimed_elsewhere.is_empty() && windows_full.is_empty() {
+                // Conflicts with concurrent transactions or throttling: write it all again.
+                if !self.backoff.wait(retry).await {
+                    return Err(StoreError::Transient("claims kept being cancelled".into()));
+                }
+                retry += 1;
+                continue;
+            }
+            for &position in &windows_full {
+                let request = &mut requests[position].1;
+                request.settle = request.rate_limit.take().map(|limit| limit.over);
+            }
+            for &position in claimed_elsewhere.iter().rev() {
+                let (index, request) = requests.remove(position);
+                claims[index] = Some(self.current_claim(&request.delivery_id, at).await?);
             }
         }
-        let claim = ClaimRequest { settle: settle.clone(), ..request.clone() };
-        let claimed = self.conditional_update(self.claim_update(&claim, at)).await;
-        if !matches!(claimed, Ok(true))
-            && let Some((table, limit)) = counted
-        {
-            self.uncount_send(table, limit).await;
-        }
-        match claimed? {
-            true => Ok(match settle {
-                Some(settle) => Claim::Settled(settle.status),
-                None => Claim::Claimed,
-            }),
-            // Claimed or settled elsewhere (a redelivered message): what it is doing now.
-            false => self.current_claim(&request.delivery_id, at).await,
-        }
+        Ok(claims.into_iter().map(|c| c.expect("every request is answered")).collect())
     }
 
     fn item(delivery: &Delivery) -> Result<Item, StoreError> {
@@ -358,18 +360,18 @@ impl DeliveryStore for DynamoDeliveryStore {
         Ok(DeliveryPage { deliveries, next })
     }
 
-    /// Every claim at once, each its own conditional UpdateItems (not a transaction, which
-    /// DynamoDB charges twice): a rate-limited claim first adds its send to its window
-    /// (refused once the window is full, when the claim settles as the limit says instead),
-    /// then moves the delivery. A delivery already claimed or settled is read and reported,
-    /// and gives back the send it counted. Only a crash between the two writes leaves a
-    /// window one send fuller than what was sent: a limit is never exceeded, and the claim
-    /// is still the one conditional write that lets a delivery be sent.
+    /// One TransactWriteItems for the whole job (or per 50 claims, a transaction's limit
+    /// being 100 items: a claim and its rate-limit count): every claim and its count, all
+    /// conditional. If any condition fails, DynamoDB cancels the transaction and says which
+    /// items failed: a delivery already claimed or settled leaves the batch (its state is
+    /// read and reported), a full window turns its claim into a `rate_limited` settle, and
+    /// the rest is written again.
     async fn claim_all(&self, requests: &[ClaimRequest], at: DateTime<Utc>) -> Result<Vec<Claim>, StoreError> {
-        futures_util::future::join_all(requests.iter().map(|request| self.claim_one(request, at)))
-            .await
-            .into_iter()
-            .collect()
+        let mut claims = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(CLAIMS_PER_TRANSACTION) {
+            claims.extend(self.claim_chunk(chunk, at).await?);
+        }
+        Ok(claims)
     }
 
     async fn finish(
