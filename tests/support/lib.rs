@@ -341,4 +341,3 @@ pub fn tracking_links(html: &str) -> Vec<String> {
         .map(|rest| format!("http://127.0.0.1:{}", &rest[..rest.find('"').unwrap()]))
         .collect()
 }
-
