@@ -4,7 +4,6 @@
 
 use std::{process::Stdio, time::Duration};
 
-use herald_local::repo_root;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
