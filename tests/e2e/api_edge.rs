@@ -40,7 +40,7 @@ async fn requests_over_the_templates_burst_are_429_from_the_gateway_and_reach_no
         (StatusCode::TOO_MANY_REQUESTS, &json!({"message": "Too Many Requests"}))
     );
     let profiles =
-        stack.clients.dynamodb.scan().table_name(&stack.api_config.profiles_table).send().await.unwrap().count;
+        stack.clients.dynamodb().scan().table_name(&stack.api_config.profiles_table).send().await.unwrap().count;
     assert_eq!(profiles, 0, "the refused PUT reached the function");
     stack.stop().await;
 }

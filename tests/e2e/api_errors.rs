@@ -15,7 +15,7 @@ use serde_json::json;
 async fn profile_items(stack: &LocalStack) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let mut items = stack
         .clients
-        .dynamodb
+        .dynamodb()
         .scan()
         .table_name(&stack.api_config.profiles_table)
         .consistent_read(true)
@@ -66,10 +66,7 @@ async fn a_stored_key_past_its_expiry_is_401_and_writes_nothing() {
     api.put("/v1/users/u1", &json!({"email": "a@example.com"})).await;
     let secret = keys::generate_secret();
     let expired = keys::new_key(&secret, "expired", [Scope::Admin]).expiring_at(chrono::Utc::now());
-    DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
-        .put(&expired)
-        .await
-        .unwrap();
+    DynamoApiKeyStore::new(stack.clients.dynamodb(), &stack.api_config.api_keys_table).put(&expired).await.unwrap();
     let before = profile_items(&stack).await;
     let answer = api.with_key(Some(&secret)).put("/v1/users/u1", &json!({"email": "b@example.com"})).await;
     assert_problem(&answer, StatusCode::UNAUTHORIZED);
@@ -84,7 +81,7 @@ async fn a_key_without_the_write_scope_is_403_on_put_and_delete_but_may_read() {
     let api = Api::new(&stack);
     api.put("/v1/users/u1", &json!({"email": "a@example.com"})).await;
     let secret = keys::generate_secret();
-    DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
+    DynamoApiKeyStore::new(stack.clients.dynamodb(), &stack.api_config.api_keys_table)
         .put(&keys::new_key(&secret, "reader", [Scope::ProfilesRead]))
         .await
         .unwrap();
@@ -196,8 +193,16 @@ async fn another_method_on_a_known_route_is_405_with_allow() {
 #[tokio::test]
 async fn api_keys_are_stored_only_as_sha256_hashes() {
     let stack = start_stack().await;
-    let items =
-        stack.clients.dynamodb.scan().table_name(&stack.api_config.api_keys_table).send().await.unwrap().items.unwrap();
+    let items = stack
+        .clients
+        .dynamodb()
+        .scan()
+        .table_name(&stack.api_config.api_keys_table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
     assert_eq!(items.len(), 1);
     let item = format!("{:?}", items[0]);
     assert!(!item.contains(&stack.admin_key), "the secret is stored in clear");

@@ -29,7 +29,7 @@ use herald_local::LocalStack;
 const WAIT: Duration = Duration::from_secs(90);
 
 fn campaigns(stack: &LocalStack) -> DynamoCampaignStore {
-    DynamoCampaignStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table)
+    DynamoCampaignStore::new(stack.clients.dynamodb(), &stack.api_config.jobs_table)
 }
 
 /// A campaign in `state`, recorded as the API would.
@@ -79,7 +79,7 @@ async fn send_to_sms_queue(stack: &LocalStack, bodies: Vec<String>) {
         .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build().unwrap());
     stack
         .clients
-        .sqs
+        .sqs()
         .send_message_batch()
         .queue_url(stack.queue_url("SmsQueue").unwrap())
         .set_entries(Some(entries.collect()))
@@ -238,7 +238,7 @@ async fn a_count_a_worker_lost_is_recounted_and_the_campaign_settled_with_counts
     // A worker that died after settling a delivery and before counting it.
     stack
         .clients
-        .dynamodb
+        .dynamodb()
         .update_item()
         .table_name(&stack.api_config.jobs_table)
         .key("job_id", aws_sdk_dynamodb::types::AttributeValue::S(campaign_id.clone()))
@@ -253,7 +253,7 @@ async fn a_count_a_worker_lost_is_recounted_and_the_campaign_settled_with_counts
     let check = serde_json::to_string(&SettleCheck::first(&campaign_id)).unwrap();
     stack
         .clients
-        .sqs
+        .sqs()
         .send_message()
         .queue_url(stack.queue_url("DispatchQueue").unwrap())
         .message_body(check)

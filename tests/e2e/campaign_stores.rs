@@ -19,7 +19,7 @@ async fn store() -> (DynamoCampaignStore, Clients, String, RequestCounter) {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let table = jobs_table(&clients).await;
-    (DynamoCampaignStore::new(clients.dynamodb.clone(), &table), clients, table, counter)
+    (DynamoCampaignStore::new(clients.dynamodb(), &table), clients, table, counter)
 }
 
 #[tokio::test]
@@ -30,11 +30,11 @@ async fn a_campaign_item_carries_the_keys_of_the_index_and_is_never_taken_for_an
 
     // Listed by kind, as imports are, and never mistaken for an import (nor one for it).
     let id = aws_sdk_dynamodb::types::AttributeValue::S("c_once".into());
-    let item = clients.dynamodb.get_item().table_name(&table).key("job_id", id).send().await;
+    let item = clients.dynamodb().get_item().table_name(&table).key("job_id", id).send().await;
     let item = item.unwrap().item.unwrap();
     assert_eq!(item["kind"].as_s().unwrap(), "campaign");
     assert_eq!(item["started"].as_s().unwrap(), "2026-11-24T09:00:00.123456Z#c_once");
-    let imports = DynamoImportJobStore::new(clients.dynamodb.clone(), &table);
+    let imports = DynamoImportJobStore::new(clients.dynamodb(), &table);
     assert!(imports.list(10, None).await.unwrap().jobs.is_empty());
     let at = Utc::now();
     let job = ImportJob {
@@ -107,7 +107,7 @@ async fn dispatch_pages_are_sent_as_json_ten_per_request_and_delayed() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let queue_url = clients
-        .sqs
+        .sqs()
         .create_queue()
         .queue_name(unique("dispatch"))
         .send()
@@ -115,7 +115,7 @@ async fn dispatch_pages_are_sent_as_json_ten_per_request_and_delayed() {
         .expect("queue")
         .queue_url
         .expect("queue url");
-    let queue = SqsDispatchQueue::new(clients.sqs.clone(), &queue_url);
+    let queue = SqsDispatchQueue::new(clients.sqs(), &queue_url);
     let pages: Vec<DispatchPage> = (0..16)
         .map(|shard| DispatchPage {
             cursor: (shard == 7).then(|| "user-7".to_owned()),
@@ -127,16 +127,16 @@ async fn dispatch_pages_are_sent_as_json_ten_per_request_and_delayed() {
     queue.dispatch(&pages, Duration::ZERO).await.unwrap();
     assert_eq!(counter.count("SQS", &["SendMessageBatch"]), 2, "16 pages are two batches");
     let mut received: Vec<DispatchPage> =
-        receive_all(&clients.sqs, &queue_url, 1).await.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+        receive_all(&clients.sqs(), &queue_url, 1).await.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
     received.sort_by_key(|p| p.shard);
     assert_eq!(received, pages);
 
     // A delayed page waits; a delay over SQS's 15 minutes is sent at the most.
     queue.dispatch(&pages[..1], Duration::from_secs(2)).await.unwrap();
     queue.dispatch(&pages[1..2], Duration::from_secs(3600)).await.unwrap();
-    assert!(receive_all(&clients.sqs, &queue_url, 0).await.is_empty(), "delayed pages are not visible yet");
+    assert!(receive_all(&clients.sqs(), &queue_url, 0).await.is_empty(), "delayed pages are not visible yet");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let bodies = receive_all(&clients.sqs, &queue_url, 1).await;
+    let bodies = receive_all(&clients.sqs(), &queue_url, 1).await;
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert_eq!(serde_json::from_str::<DispatchPage>(&bodies[0]).unwrap(), pages[0]);
 }

@@ -71,7 +71,7 @@ impl World {
     }
 
     fn campaigns(&self) -> DynamoCampaignStore {
-        DynamoCampaignStore::new(self.clients.dynamodb.clone(), self.name("JobsTable"))
+        DynamoCampaignStore::new(self.clients.dynamodb(), self.name("JobsTable"))
     }
 
     /// `count` users with an email each (every third on plan `pro`), imported from a CSV,
@@ -84,7 +84,7 @@ impl World {
         }
         let bucket = self.name("ImportsBucket");
         self.clients
-            .s3
+            .s3()
             .put_object()
             .bucket(&bucket)
             .key("imports/audience.csv")
@@ -170,7 +170,7 @@ async fn a_campaign_to_5000_members_emails_each_once_despite_a_dispatcher_crash_
     .map(|(channel, queue)| (channel, w.stack.queue_url(queue).unwrap().to_owned()))
     .collect();
     let dispatch_queue = w.stack.queue_url("DispatchQueue").unwrap().to_owned();
-    let db = || w.clients.dynamodb.clone();
+    let db = || w.clients.dynamodb();
     let dying = Dispatcher::new(
         Arc::new(w.campaigns()),
         Arc::new(DynamoMembershipStore::new(
@@ -182,11 +182,11 @@ async fn a_campaign_to_5000_members_emails_each_once_despite_a_dispatcher_crash_
         Arc::new(DynamoProfileStore::new(db(), w.name("ProfilesTable"))),
         Arc::new(DynamoActivityStore::new(db(), w.name("ActivityTable"))),
         Arc::new(DyingQueues {
-            inner: SqsChannelQueues::new(w.clients.sqs.clone(), channel_queues),
+            inner: SqsChannelQueues::new(w.clients.sqs(), channel_queues),
             calls: AtomicUsize::new(0),
             fail_at: 6,
         }),
-        Arc::new(SqsDispatchQueue::new(w.clients.sqs.clone(), &dispatch_queue)),
+        Arc::new(SqsDispatchQueue::new(w.clients.sqs(), &dispatch_queue)),
     );
     // Five pages go out (their next pages reach the stack's dispatcher), then it dies.
     let pages = first_pages("c_crash");
@@ -200,7 +200,7 @@ async fn a_campaign_to_5000_members_emails_each_once_despite_a_dispatcher_crash_
     assert_eq!(died_at, Some(5), "the sixth page fails");
     // SQS delivers the unfinished pages again, and one finished page a second time.
     let redelivered: Vec<DispatchPage> = pages[4..].to_vec();
-    SqsDispatchQueue::new(w.clients.sqs.clone(), &dispatch_queue).dispatch(&redelivered, Duration::ZERO).await.unwrap();
+    SqsDispatchQueue::new(w.clients.sqs(), &dispatch_queue).dispatch(&redelivered, Duration::ZERO).await.unwrap();
 
     eventually("5000 emails are sent", || async { w.counters("c_crash").await.sent >= 5000 }).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -273,10 +273,7 @@ async fn a_cancelled_campaign_sends_nothing_more() {
     assert_eq!(answer.status, 202, "{:?}", answer.body);
     // Its pages come back (as when the delay ends): the dispatcher sees the cancel.
     let dispatch_queue = w.stack.queue_url("DispatchQueue").unwrap().to_owned();
-    SqsDispatchQueue::new(w.clients.sqs.clone(), &dispatch_queue)
-        .dispatch(&first_pages(&id), Duration::ZERO)
-        .await
-        .unwrap();
+    SqsDispatchQueue::new(w.clients.sqs(), &dispatch_queue).dispatch(&first_pages(&id), Duration::ZERO).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(w.api.get(&format!("/v1/campaigns/{id}")).await.body["state"], "cancelled");
     assert_eq!(w.counters(&id).await.queued, 0);
@@ -293,11 +290,11 @@ async fn pages_sqs_delivers_twice_run_each_shards_chain_once() {
     let w = world().await;
     w.audience(30).await;
     w.campaigns().create(&campaign("c_twice")).await.unwrap();
-    let sqs = &w.clients.sqs;
+    let sqs = &w.clients.sqs();
     let queue = sqs.create_queue().queue_name(format!("{}-pages", w.stack.deployment.stack_name)).send().await;
     let queue_url = queue.unwrap().queue_url.unwrap();
     let channel_queues = BTreeMap::from([(Channel::Email, w.stack.queue_url("EmailQueue").unwrap().to_owned())]);
-    let db = || w.clients.dynamodb.clone();
+    let db = || w.clients.dynamodb();
     let members =
         DynamoMembershipStore::new(db(), w.name("MembersTable"), w.name("ProfilesTable"), w.name("ActivityTable"));
     let mut dispatcher = Dispatcher::new(
@@ -385,7 +382,7 @@ async fn pages_sqs_delivers_twice_run_each_shards_chain_once() {
 /// What a function that stopped before marking a page's record followed up leaves.
 async fn unmark_followed_up(w: &World, campaign_id: &str, shard: u32) {
     w.clients
-        .dynamodb
+        .dynamodb()
         .update_item()
         .table_name(w.name("JobsTable"))
         .key("job_id", aws_sdk_dynamodb::types::AttributeValue::S(campaign_id.into()))

@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn store(stack: &LocalStack) -> DynamoCampaignStore {
-    DynamoCampaignStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table)
+    DynamoCampaignStore::new(stack.clients.dynamodb(), &stack.api_config.jobs_table)
 }
 
 /// A static segment `vip` of two users and a template `spring` with email content.
@@ -55,7 +55,7 @@ fn later() -> Option<DateTime<Utc>> {
 async fn delayed_messages(stack: &LocalStack, queue: &str) -> String {
     let name = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed;
     let url = stack.queue_url(queue).unwrap();
-    let answer = stack.clients.sqs.get_queue_attributes().queue_url(url).attribute_names(name.clone()).send().await;
+    let answer = stack.clients.sqs().get_queue_attributes().queue_url(url).attribute_names(name.clone()).send().await;
     answer.unwrap().attributes.and_then(|mut a| a.remove(&name)).unwrap_or_default()
 }
 
@@ -124,7 +124,7 @@ async fn the_first_pages_are_one_per_shard_from_its_start_and_due_now() {
     let stack = start_stack().await;
     let api = Api::new(&stack);
     segment_and_template(&api).await;
-    let sqs = &stack.clients.sqs;
+    let sqs = &stack.clients.sqs();
     let name = format!("{}-pages", stack.deployment.stack_name);
     let queue_url = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
     let config = Config { dispatch_queue_url: queue_url.clone(), ..stack.api_config.clone() };

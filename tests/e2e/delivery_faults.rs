@@ -51,7 +51,7 @@ async fn send_to_queue(stack: &LocalStack, queue: &str, bodies: Vec<String>) {
         .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build().unwrap());
     stack
         .clients
-        .sqs
+        .sqs()
         .send_message_batch()
         .queue_url(stack.queue_url(queue).unwrap())
         .set_entries(Some(entries.collect()))
@@ -88,7 +88,7 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_its_batch_is_delive
     let dlq = stack.queue_url("SmsDeadLetterQueue").unwrap().to_owned();
     let deadline = Instant::now() + WAIT;
     let poison = loop {
-        let received = stack.clients.sqs.receive_message().queue_url(&dlq).wait_time_seconds(1).send().await.unwrap();
+        let received = stack.clients.sqs().receive_message().queue_url(&dlq).wait_time_seconds(1).send().await.unwrap();
         if let Some(message) = received.messages.unwrap_or_default().into_iter().next() {
             break message;
         }

@@ -23,7 +23,7 @@ use herald_e2e::tables::{clients, jobs_table, key, string_attribute, unique};
 async fn profiles_table(clients: &Clients) -> String {
     let table = unique("profiles");
     clients
-        .dynamodb
+        .dynamodb()
         .create_table()
         .table_name(&table)
         .billing_mode(BillingMode::PayPerRequest)
@@ -37,21 +37,21 @@ async fn profiles_table(clients: &Clients) -> String {
 
 async fn bucket(clients: &Clients) -> String {
     let bucket = unique("imports");
-    clients.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    clients.s3().create_bucket().bucket(&bucket).send().await.expect("bucket");
     bucket
 }
 
 async fn put_object(clients: &Clients, bucket: &str, key: &str, body: &[u8]) {
-    clients.s3.put_object().bucket(bucket).key(key).body(body.to_vec().into()).send().await.expect("put object");
+    clients.s3().put_object().bucket(bucket).key(key).body(body.to_vec().into()).send().await.expect("put object");
 }
 
 async fn object(clients: &Clients, bucket: &str, key: &str) -> Vec<u8> {
-    let output = clients.s3.get_object().bucket(bucket).key(key).send().await.expect("get object");
+    let output = clients.s3().get_object().bucket(bucket).key(key).send().await.expect("get object");
     output.body.collect().await.expect("object body").into_bytes().to_vec()
 }
 
 async fn keys(clients: &Clients, bucket: &str) -> Vec<String> {
-    let output = clients.s3.list_objects_v2().bucket(bucket).send().await.expect("list objects");
+    let output = clients.s3().list_objects_v2().bucket(bucket).send().await.expect("list objects");
     output.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
 }
 
@@ -71,7 +71,7 @@ fn transactions(counter: &RequestCounter) -> u64 {
 async fn save_many_with_a_stale_write_sends_the_transaction_again_without_it() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    let store = DynamoProfileStore::new(clients.dynamodb(), profiles_table(&clients).await);
     store.save(&profile("existing", 1), 0, &[]).await.unwrap();
     store.save(&profile("raced", 2), 0, &[]).await.unwrap();
     counter.reset();
@@ -91,7 +91,7 @@ async fn save_many_with_a_stale_write_sends_the_transaction_again_without_it() {
 async fn save_many_of_more_than_100_writes_uses_a_transaction_per_100() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    let store = DynamoProfileStore::new(clients.dynamodb(), profiles_table(&clients).await);
     let writes: Vec<_> = (0..250).map(|i| write(&format!("u{i:03}"), 1, 0)).collect();
 
     let saved = store.save_many(&writes).await.unwrap();
@@ -106,7 +106,7 @@ async fn save_many_of_more_than_100_writes_uses_a_transaction_per_100() {
 async fn save_many_keeps_each_transaction_under_4_mb() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), profiles_table(&clients).await);
+    let store = DynamoProfileStore::new(clients.dynamodb(), profiles_table(&clients).await);
     // 15 items of 300 KB: 4.5 MB, over one transaction's 4 MB.
     let big = "x".repeat(300_000);
     let writes: Vec<_> = (0..15)
@@ -127,7 +127,7 @@ async fn save_many_keeps_each_transaction_under_4_mb() {
 async fn save_many_of_nothing_sends_nothing() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), "never-created");
+    let store = DynamoProfileStore::new(clients.dynamodb(), "never-created");
 
     // Saving nothing is the contract's (contracts::profiles); sending no request for it, the adapter's.
     assert_eq!(store.save_many(&[]).await.unwrap(), Vec::<bool>::new());
@@ -138,7 +138,7 @@ async fn save_many_of_nothing_sends_nothing() {
 async fn save_many_into_a_missing_table_fails_for_good() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), unique("missing"));
+    let store = DynamoProfileStore::new(clients.dynamodb(), unique("missing"));
 
     let result = store.save_many(&[write("u1", 1, 0)]).await;
 
@@ -150,7 +150,7 @@ async fn put_writes_the_object() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let bucket = bucket(&clients).await;
-    let files = S3ImportFiles::new(clients.s3.clone());
+    let files = S3ImportFiles::new(clients.s3());
 
     files.put(&bucket, "errors/job/0001", b"line,reason\n".to_vec()).await.unwrap();
 
@@ -166,7 +166,7 @@ async fn concatenate_joins_the_parts_in_key_order_after_the_head_and_deletes_the
         put_object(&clients, &bucket, key, body.as_bytes()).await;
     }
     put_object(&clients, &bucket, "parts/j10/0001", b"another job\n").await;
-    let files = S3ImportFiles::new(clients.s3.clone());
+    let files = S3ImportFiles::new(clients.s3());
 
     files.concatenate(&bucket, "parts/j1/", b"line,reason\n".to_vec(), "errors/j1.csv").await.unwrap();
 
@@ -181,7 +181,7 @@ async fn concatenate_with_nothing_under_the_prefix_leaves_the_joined_object_as_i
     let clients = clients(&counter).await;
     let bucket = bucket(&clients).await;
     put_object(&clients, &bucket, "errors/j1.csv", b"line,reason\n7,bad email\n").await;
-    let files = S3ImportFiles::new(clients.s3.clone());
+    let files = S3ImportFiles::new(clients.s3());
 
     files.concatenate(&bucket, "parts/j1/", b"line,reason\n".to_vec(), "errors/j1.csv").await.unwrap();
 
@@ -199,7 +199,7 @@ async fn concatenate_of_more_than_5_mib_streams_a_multipart_upload() {
     for (i, part) in parts.iter().enumerate() {
         put_object(&clients, &bucket, &format!("parts/big/{i:04}"), part).await;
     }
-    let files = S3ImportFiles::new(clients.s3.clone());
+    let files = S3ImportFiles::new(clients.s3());
     counter.reset();
 
     files.concatenate(&bucket, "parts/big/", b"line,reason\n".to_vec(), "errors/big.csv").await.unwrap();
@@ -226,9 +226,9 @@ async fn the_id_of_a_campaign_in_the_same_table_names_no_import_job() {
         "created_at": "2026-11-24T10:00:00Z", "updated_at": "2026-11-24T10:00:00Z"
     }))
     .unwrap();
-    let campaigns = herald_aws::DynamoCampaignStore::new(clients.dynamodb.clone(), table.clone());
+    let campaigns = herald_aws::DynamoCampaignStore::new(clients.dynamodb(), table.clone());
     herald_core::campaigns::CampaignStore::create(&campaigns, &campaign).await.unwrap();
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), table);
+    let store = DynamoImportJobStore::new(clients.dynamodb(), table);
 
     assert_eq!(store.get("c_1").await.unwrap(), None);
 }
@@ -237,7 +237,7 @@ async fn the_id_of_a_campaign_in_the_same_table_names_no_import_job() {
 async fn list_pages_through_the_jobs_with_cursors_it_can_read_back() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
-    let store = DynamoImportJobStore::new(clients.dynamodb.clone(), jobs_table(&clients).await);
+    let store = DynamoImportJobStore::new(clients.dynamodb(), jobs_table(&clients).await);
     // Created out of order; the order of the pages is the contract's (contracts::imports).
     for (id, minute) in [("j2", 2), ("j0", 0), ("j4", 4), ("j1", 1), ("j3", 3)] {
         store.create(&job(id, started(minute))).await.unwrap();
@@ -273,7 +273,7 @@ async fn continue_job_sends_the_job_id_as_json() {
     let counter = RequestCounter::default();
     let clients = clients(&counter).await;
     let queue_url = clients
-        .sqs
+        .sqs()
         .create_queue()
         .queue_name(unique("importer"))
         .send()
@@ -281,12 +281,12 @@ async fn continue_job_sends_the_job_id_as_json() {
         .expect("queue")
         .queue_url
         .expect("queue url");
-    let queue = SqsImportQueue::new(clients.sqs.clone(), &queue_url);
+    let queue = SqsImportQueue::new(clients.sqs(), &queue_url);
 
     queue.continue_job("job-1").await.unwrap();
 
     let output = clients
-        .sqs
+        .sqs()
         .receive_message()
         .queue_url(&queue_url)
         .max_number_of_messages(10)

@@ -42,7 +42,7 @@ async fn imports() -> Imports {
 impl Imports {
     async fn drop_file(&self, key: &str, body: impl Into<Vec<u8>>) {
         let body = body.into();
-        self.clients.s3.put_object().bucket(&self.bucket).key(key).body(body.into()).send().await.unwrap();
+        self.clients.s3().put_object().bucket(&self.bucket).key(key).body(body.into()).send().await.unwrap();
     }
 
     /// Waits for the newest job of `key` to finish, and returns it as the API shows it.
@@ -79,7 +79,7 @@ impl Imports {
     }
 
     async fn object(&self, key: &str) -> String {
-        let object = self.clients.s3.get_object().bucket(&self.bucket).key(key).send().await.unwrap();
+        let object = self.clients.s3().get_object().bucket(&self.bucket).key(key).send().await.unwrap();
         String::from_utf8(object.body.collect().await.unwrap().to_vec()).unwrap()
     }
 }
@@ -236,26 +236,26 @@ async fn an_import_that_dies_mid_file_is_resumed_by_the_stack_with_no_duplicate_
     let names = h.stack.physical_names();
     // A bucket without a notification: only this test's importer reads the file at first.
     let bucket = format!("{}-side", h.bucket);
-    h.clients.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    h.clients.s3().create_bucket().bucket(&bucket).send().await.unwrap();
     let mut csv = String::from("user_id,email\n");
     for i in 0..250 {
         csv.push_str(&format!("c{i:03},c{i}@example.com\n"));
     }
     csv.push_str("bad,not-an-email\n");
     let key = "imports/crash.csv";
-    h.clients.s3.put_object().bucket(&bucket).key(key).body(csv.clone().into_bytes().into()).send().await.unwrap();
+    h.clients.s3().put_object().bucket(&bucket).key(key).body(csv.clone().into_bytes().into()).send().await.unwrap();
 
     let jobs_table = names["JobsTable"].clone();
     let mut dying = ImportService::new(
-        Arc::new(DynamoProfileStore::new(h.clients.dynamodb.clone(), names["ProfilesTable"].clone())),
+        Arc::new(DynamoProfileStore::new(h.clients.dynamodb(), names["ProfilesTable"].clone())),
         Arc::new(DyingJobs {
-            inner: DynamoImportJobStore::new(h.clients.dynamodb.clone(), jobs_table.clone()),
+            inner: DynamoImportJobStore::new(h.clients.dynamodb(), jobs_table.clone()),
             saves: AtomicUsize::new(0),
             fail_at: 2,
         }),
-        Arc::new(S3ImportFiles::new(h.clients.s3.clone())),
-        Arc::new(SqsImportQueue::new(h.clients.sqs.clone(), h.stack.queue_url("ImporterQueue").unwrap())),
-        Arc::new(EventBridgePublisher::new(h.clients.eventbridge.clone(), names["EventBus"].clone())),
+        Arc::new(S3ImportFiles::new(h.clients.s3())),
+        Arc::new(SqsImportQueue::new(h.clients.sqs(), h.stack.queue_url("ImporterQueue").unwrap())),
+        Arc::new(EventBridgePublisher::new(h.clients.eventbridge(), names["EventBus"].clone())),
     );
     dying.options.users_per_slice = 100;
     let file = DroppedFile { bucket: bucket.clone(), key: key.into(), size: csv.len() as u64, sequencer: "01".into() };
@@ -265,7 +265,7 @@ async fn an_import_that_dies_mid_file_is_resumed_by_the_stack_with_no_duplicate_
     // SQS delivers the message again; here, as the continuation the stack's importer reads.
     let job_id = job_id_for(&file);
     h.clients
-        .sqs
+        .sqs()
         .send_message()
         .queue_url(h.stack.queue_url("ImporterQueue").unwrap())
         .message_body(json!({"continue_job": job_id}).to_string())
@@ -289,7 +289,7 @@ async fn an_import_that_dies_mid_file_is_resumed_by_the_stack_with_no_duplicate_
         let user = h.user(&format!("c{i:03}")).await;
         assert_eq!(user["version"], 1, "written once: {user}");
     }
-    let errors = h.clients.s3.get_object().bucket(&bucket).key("imports/errors/crash.csv").send().await.unwrap();
+    let errors = h.clients.s3().get_object().bucket(&bucket).key("imports/errors/crash.csv").send().await.unwrap();
     let errors = String::from_utf8(errors.body.collect().await.unwrap().to_vec()).unwrap();
     assert_eq!(errors.lines().count(), 2, "{errors}");
     assert!(errors.contains("252,"), "{errors}");

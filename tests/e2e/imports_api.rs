@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn store(stack: &LocalStack) -> DynamoImportJobStore {
-    DynamoImportJobStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table)
+    DynamoImportJobStore::new(stack.clients.dynamodb(), &stack.api_config.jobs_table)
 }
 
 fn started(minute: u32) -> DateTime<Utc> {

@@ -107,7 +107,7 @@ async fn a_campaign_to_profiles_near_the_size_limit_is_delivered() {
     })
     .await;
 
-    let campaigns = DynamoCampaignStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table);
+    let campaigns = DynamoCampaignStore::new(stack.clients.dynamodb(), &stack.api_config.jobs_table);
     let counters = campaigns.get(&id).await.unwrap().expect("the campaign").counters;
     assert_eq!((counters.targeted, counters.sent, counters.failed), (20, 20, 0));
     let emails = emails_to(&domain).await;
@@ -138,7 +138,7 @@ async fn an_import_of_one_10000_user_slice_imports_all_and_publishes_every_user_
         csv.push_str(&format!("{id},pro\n"));
     }
     let bucket = stack.physical_names()["ImportsBucket"].clone();
-    let s3 = clients.s3.put_object().bucket(&bucket).key("imports/many.csv").body(csv.into_bytes().into());
+    let s3 = clients.s3().put_object().bucket(&bucket).key("imports/many.csv").body(csv.into_bytes().into());
     s3.send().await.unwrap();
 
     let deadline = Instant::now() + WAIT;

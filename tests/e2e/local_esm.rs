@@ -346,7 +346,7 @@ async fn a_mapping_runs_as_many_invocations_at_once_as_its_maximum_concurrency()
 async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there() {
     let stack = start_stack().await;
     let deployment = &stack.deployment;
-    let sqs = &stack.clients.sqs;
+    let sqs = &stack.clients.sqs();
 
     let mut polled: Vec<(&str, &str)> =
         stack.event_sources.iter().map(|m| (m.function.as_str(), m.source.queue_url.as_str())).collect();
@@ -398,7 +398,8 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
 
     let bus = &stack.physical_names()["EventBus"];
     let rule = &stack.physical_names()["EmailRule"];
-    let targets = stack.clients.eventbridge.list_targets_by_rule().rule(rule).event_bus_name(bus).send().await.unwrap();
+    let targets =
+        stack.clients.eventbridge().list_targets_by_rule().rule(rule).event_bus_name(bus).send().await.unwrap();
     let targets: Vec<(&str, &str)> = targets.targets().iter().map(|t| (t.id(), t.arn())).collect();
     assert_eq!(targets, [("email-queue", deployment.arn("EmailQueue").unwrap())]);
 
@@ -406,7 +407,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
     // lets through without racing the stack's own email worker for the EmailQueue.
     let (copy_url, copy_arn) = create_queue(sqs, &unique("email-copy"), &[]).await;
     let copy = Target::builder().id("copy").arn(&copy_arn).build().unwrap();
-    stack.clients.eventbridge.put_targets().rule(rule).event_bus_name(bus).targets(copy).send().await.unwrap();
+    stack.clients.eventbridge().put_targets().rule(rule).event_bus_name(bus).targets(copy).send().await.unwrap();
     let events = ["notification.sms", "notification.email", "profile.changed"].map(|detail_type| {
         PutEventsRequestEntry::builder()
             .event_bus_name(bus)
@@ -415,7 +416,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
             .detail(json!({"test": detail_type}).to_string())
             .build()
     });
-    let put = stack.clients.eventbridge.put_events().set_entries(Some(events.to_vec())).send().await.unwrap();
+    let put = stack.clients.eventbridge().put_events().set_entries(Some(events.to_vec())).send().await.unwrap();
     assert_eq!(put.failed_entry_count, 0);
 
     let (handler, seen) = fake_handler(|_| false);
@@ -435,7 +436,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
 /// The value of the template's secret `logical_id`, as Secrets Manager holds it.
 async fn secret_value(stack: &herald_local::LocalStack, logical_id: &str) -> String {
     let arn = stack.deployment.physical.reference(logical_id).unwrap();
-    let answer = stack.clients.secretsmanager.get_secret_value().secret_id(arn).send().await.unwrap();
+    let answer = stack.clients.secretsmanager().get_secret_value().secret_id(arn).send().await.unwrap();
     answer.secret_string().unwrap().to_owned()
 }
 
@@ -484,7 +485,7 @@ async fn a_function_whose_secret_holds_no_key_ring_stops_at_init_naming_the_vari
     let stack = start_stack().await;
     let value = r#"{"id":"k1","secret":"too-short-to-sign"}"#;
     let name = herald_e2e::tables::unique("bad-ring");
-    let created = stack.clients.secretsmanager.create_secret().name(&name).secret_string(value).send().await;
+    let created = stack.clients.secretsmanager().create_secret().name(&name).secret_string(value).send().await;
     let arn = created.unwrap().arn.unwrap();
 
     let config = herald_api::Config { tracking_keys_secret: arn.clone(), ..stack.api_config.clone() };
@@ -519,12 +520,12 @@ async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updat
         let arn = &push[variable];
         assert!(arn.starts_with("arn:aws:sns:") && arn.contains(&format!(":app/{platform}/")), "{variable}={arn}");
         let attributes =
-            stack.clients.sns.get_platform_application_attributes().platform_application_arn(arn).send().await;
+            stack.clients.sns().get_platform_application_attributes().platform_application_arn(arn).send().await;
         assert!(attributes.is_ok(), "{arn} exists");
     }
     let sender = first.template.parameter("SenderAddress").unwrap();
     assert!(
-        stack.clients.sesv2.get_email_identity().email_identity(sender).send().await.is_ok(),
+        stack.clients.sesv2().get_email_identity().email_identity(sender).send().await.is_ok(),
         "{sender} is an identity"
     );
 
@@ -545,7 +546,7 @@ async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updat
     let updated = herald_local::provision::deploy(&stack.clients, &changed, &first.stack_name).await.unwrap();
     assert_eq!(updated.physical, first.physical);
     let email_queue = stack.queue_url("EmailQueue").unwrap();
-    assert_eq!(queue_attribute(&stack.clients.sqs, email_queue, QueueAttributeName::VisibilityTimeout).await, "45");
+    assert_eq!(queue_attribute(&stack.clients.sqs(), email_queue, QueueAttributeName::VisibilityTimeout).await, "45");
     stack.stop().await;
 }
 

@@ -409,7 +409,7 @@ async fn an_invalid_notification_is_400_with_every_field_and_records_nothing() {
     let mut fields = answer.fields_at_fault();
     fields.sort();
     assert_eq!(fields, ["recipients[0].email", "type"]);
-    let items = stack.clients.dynamodb.scan().table_name(&stack.api_config.deliveries_table).send().await.unwrap();
+    let items = stack.clients.dynamodb().scan().table_name(&stack.api_config.deliveries_table).send().await.unwrap();
     assert_eq!(items.count, 0);
     stack.stop().await;
 }
@@ -431,7 +431,7 @@ async fn a_type_without_a_template_and_without_inline_content_is_400() {
 /// The key ring the stack keeps in its secret `logical_id`, read as the functions read it.
 async fn key_ring(stack: &herald_local::LocalStack, logical_id: &str) -> KeyRing {
     let arn = stack.deployment.physical.reference(logical_id).unwrap();
-    SecretsManagerKeyRings::new(stack.clients.secretsmanager.clone()).key_ring(arn).await.unwrap()
+    SecretsManagerKeyRings::new(stack.clients.secretsmanager()).key_ring(arn).await.unwrap()
 }
 
 #[tokio::test]
@@ -560,7 +560,7 @@ async fn a_device_whose_endpoint_sns_disabled_leaves_the_profile_and_the_others_
     let apns_app = stack.deployment.template.parameter("ApnsPlatformApplicationArn").unwrap().to_owned();
     let endpoint = stack
         .clients
-        .sns
+        .sns()
         .create_platform_endpoint()
         .platform_application_arn(apns_app)
         .token(&apns_token)
@@ -571,7 +571,7 @@ async fn a_device_whose_endpoint_sns_disabled_leaves_the_profile_and_the_others_
         .unwrap();
     stack
         .clients
-        .sns
+        .sns()
         .set_endpoint_attributes()
         .endpoint_arn(endpoint)
         .attributes("Enabled", "false")

@@ -46,7 +46,7 @@ async fn paced_campaign(members: usize) {
         csv.push_str(&format!("{id},{id}@{domain}\n"));
     }
     let bucket = stack.physical_names()["ImportsBucket"].clone();
-    let put = stack.clients.s3.put_object().bucket(&bucket).key("imports/paced.csv").body(csv.into_bytes().into());
+    let put = stack.clients.s3().put_object().bucket(&bucket).key("imports/paced.csv").body(csv.into_bytes().into());
     put.send().await.unwrap();
     eventually("the audience is imported", Duration::from_secs(300), async || {
         let answer = api.get("/v1/imports").await;

@@ -77,8 +77,7 @@ impl Seen {
 /// The events of `name` the activity table counted for `users` (today and yesterday, in
 /// case the test runs across midnight UTC).
 async fn stored_count(stack: &LocalStack, users: &[String], name: &str) -> u64 {
-    let store =
-        DynamoActivityStore::new(stack.clients.dynamodb.clone(), stack.physical_names()["ActivityTable"].clone());
+    let store = DynamoActivityStore::new(stack.clients.dynamodb(), stack.physical_names()["ActivityTable"].clone());
     let total = CounterKey::total(name);
     let query = ActivityQuery { counters: [total.clone()].into(), days: 2, last_seen: Default::default() };
     let loaded = store.load_many(users, &query, chrono::Utc::now().date_naive()).await.unwrap();

@@ -99,7 +99,7 @@ async fn delete_erases_the_profile_and_a_new_one_continues_its_versions() {
 
     let item = stack
         .clients
-        .dynamodb
+        .dynamodb()
         .get_item()
         .table_name(&stack.api_config.profiles_table)
         .key("user_id", aws_sdk_dynamodb::types::AttributeValue::S("gone".into()))

@@ -99,7 +99,7 @@ async fn an_import_and_a_campaign_run_on_the_real_binaries() {
     let bucket = &stack.physical_names()["ImportsBucket"];
     stack
         .clients
-        .s3
+        .s3()
         .put_object()
         .bucket(bucket)
         .key("imports/audience.csv")

@@ -106,8 +106,7 @@ async fn the_sample_worker_event_delivers_its_email() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
     let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&read_event("worker-email-sqs.json")).unwrap();
     let job = herald_worker::parse_job(event.records[0].body.as_deref().unwrap()).unwrap();
-    let deliveries =
-        herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table);
+    let deliveries = herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table);
     let delivery_id = &job.recipients[0].delivery_id;
     let mut delivery = Delivery::new(
         &job.notification_id,
@@ -187,7 +186,7 @@ async fn the_sample_import_events_list_and_read_a_job() {
         finished_at: Some(at),
         resume: Resume::default(),
     };
-    let jobs = herald_aws::DynamoImportJobStore::new(stack.clients.dynamodb.clone(), &stack.api_config.jobs_table);
+    let jobs = herald_aws::DynamoImportJobStore::new(stack.clients.dynamodb(), &stack.api_config.jobs_table);
     assert!(jobs.create(&job).await.unwrap());
     for file in ["api-get-imports.json", "api-get-import.json"] {
         let request = lambda_http::request::from_str(&read_event(file))

@@ -14,7 +14,7 @@ async fn the_rule_is_kept_as_json_text_and_the_catalog_revision_in_an_item_of_it
     let clients = clients(&RequestCounter::default()).await;
     let tables = template_tables(&clients, &["SegmentsTable"]).await;
     let table = &tables["SegmentsTable"];
-    let store = DynamoSegmentStore::new(clients.dynamodb.clone(), table);
+    let store = DynamoSegmentStore::new(clients.dynamodb(), table);
     let now = Utc::now();
     let rule = json!({"attribute": "plan", "in": ["pro"], "weights": [1.0, 2.5]});
     let segment = Segment {
@@ -32,8 +32,9 @@ async fn the_rule_is_kept_as_json_text_and_the_catalog_revision_in_an_item_of_it
     };
     store.create(&segment).await.unwrap();
 
-    let get =
-        |id: &str| clients.dynamodb.get_item().table_name(table).key("segment_id", AttributeValue::S(id.into())).send();
+    let get = |id: &str| {
+        clients.dynamodb().get_item().table_name(table).key("segment_id", AttributeValue::S(id.into())).send()
+    };
     let item = get("s1").await.unwrap().item.unwrap();
     assert_eq!(item["rule_json"], AttributeValue::S(rule.to_string()));
     assert!(!item.contains_key("rule"));
@@ -56,13 +57,13 @@ async fn a_legacy_pending_list_is_read_and_gone_after_the_next_write() {
     let tables = template_tables(&clients, &["MembersTable", "ProfilesTable", "ActivityTable"]).await;
     let table = &tables["MembersTable"];
     let store =
-        DynamoMembershipStore::new(clients.dynamodb.clone(), table, &tables["ProfilesTable"], &tables["ActivityTable"]);
+        DynamoMembershipStore::new(clients.dynamodb(), table, &tables["ProfilesTable"], &tables["ActivityTable"]);
     let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
     let legacy = MembershipChange { segment_id: "a".into(), user_id: "u1".into(), entered: true, revision: 1, at };
     let key = |item: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder| {
         item.item("pk", AttributeValue::S("user#u1".into())).item("sk", AttributeValue::S("segments".into()))
     };
-    key(clients.dynamodb.put_item().table_name(table))
+    key(clients.dynamodb().put_item().table_name(table))
         .item("revision", AttributeValue::N("1".into()))
         .item("segments", AttributeValue::L(vec![AttributeValue::S("a".into())]))
         .item("pending", serde_dynamo::to_attribute_value(vec![legacy.clone()]).unwrap())
@@ -85,7 +86,7 @@ async fn a_legacy_pending_list_is_read_and_gone_after_the_next_write() {
     store.write(&write).await.unwrap();
 
     let item = clients
-        .dynamodb
+        .dynamodb()
         .get_item()
         .table_name(table)
         .key("pk", AttributeValue::S("user#u1".into()))

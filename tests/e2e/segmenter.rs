@@ -180,7 +180,7 @@ async fn tag_1_never_matches_tag_11() {
 async fn write_profiles(stack: &LocalStack, profiles: &[Profile]) {
     let table = &stack.api_config.profiles_table;
     let items = profiles.iter().map(|p| serde_dynamo::to_item(p).unwrap()).collect();
-    herald_aws::dynamo::batch::put_all(&stack.clients.dynamodb, table, items, &Default::default()).await.unwrap();
+    herald_aws::dynamo::batch::put_all(&stack.clients.dynamodb(), table, items, &Default::default()).await.unwrap();
 }
 
 #[tokio::test]

@@ -11,14 +11,14 @@ async fn a_tombstone_item_holds_only_the_id_the_version_and_the_erased_mark() {
     let clients = clients(&RequestCounter::default()).await;
     let tables = template_tables(&clients, &["ProfilesTable"]).await;
     let table = &tables["ProfilesTable"];
-    let store = DynamoProfileStore::new(clients.dynamodb.clone(), table);
+    let store = DynamoProfileStore::new(clients.dynamodb(), table);
     store
         .save(&Profile { version: 1, email: Some("a@example.com".into()), ..Profile::new("u1") }, 0, &[])
         .await
         .unwrap();
     store.erase("u1", 2, 1, &[]).await.unwrap();
 
-    let item = clients.dynamodb.get_item().table_name(table).key("user_id", AttributeValue::S("u1".into())).send();
+    let item = clients.dynamodb().get_item().table_name(table).key("user_id", AttributeValue::S("u1".into())).send();
     let item = item.await.unwrap().item.unwrap();
 
     let mut names: Vec<&str> = item.keys().map(String::as_str).collect();

@@ -28,7 +28,7 @@ fn validation_exception() -> (u16, String) {
 async fn table(clients: &Clients) -> String {
     let name = unique("limits");
     clients
-        .dynamodb
+        .dynamodb()
         .create_table()
         .table_name(&name)
         .billing_mode(BillingMode::PayPerRequest)
@@ -73,7 +73,7 @@ fn entries_of(count: usize, total: usize) -> Vec<PutEventsRequestEntry> {
 #[tokio::test]
 async fn put_events_takes_ten_entries_and_refuses_eleven() {
     let clients = clients(&RequestCounter::default()).await;
-    let put = |entries| clients.eventbridge.put_events().set_entries(Some(entries)).send();
+    let put = |entries| clients.eventbridge().put_events().set_entries(Some(entries)).send();
 
     let accepted = put(entries_of(eventbridge::PUT_EVENTS_ENTRIES, 1000)).await.expect("ten entries are accepted");
     assert_eq!(accepted.failed_entry_count, 0);
@@ -84,7 +84,7 @@ async fn put_events_takes_ten_entries_and_refuses_eleven() {
 #[tokio::test]
 async fn put_events_takes_one_mebibyte_of_entries_and_refuses_a_byte_more() {
     let clients = clients(&RequestCounter::default()).await;
-    let put = |entries| clients.eventbridge.put_events().set_entries(Some(entries)).send();
+    let put = |entries| clients.eventbridge().put_events().set_entries(Some(entries)).send();
     let (count, limit) = (eventbridge::PUT_EVENTS_ENTRIES, eventbridge::PUT_EVENTS_BYTES);
 
     let accepted = put(entries_of(count, limit)).await.expect("1 MB in ten entries is accepted");
@@ -97,7 +97,7 @@ async fn put_events_takes_one_mebibyte_of_entries_and_refuses_a_byte_more() {
 async fn put_events_reports_an_entry_whose_detail_is_not_json_as_malformed() {
     let clients = clients(&RequestCounter::default()).await;
     let entry = PutEventsRequestEntry::builder().source(SOURCE).detail_type(DETAIL_TYPE).detail("{not json").build();
-    let answer = clients.eventbridge.put_events().entries(entry).send().await.expect("the request is taken");
+    let answer = clients.eventbridge().put_events().entries(entry).send().await.expect("the request is taken");
     assert_eq!(answer.failed_entry_count, 1);
     assert_eq!(answer.entries()[0].error_code(), Some("MalformedDetail"));
 }
@@ -106,7 +106,7 @@ async fn put_events_reports_an_entry_whose_detail_is_not_json_as_malformed() {
 async fn put_item_takes_an_item_of_400_kb_and_refuses_a_byte_more() {
     let clients = clients(&RequestCounter::default()).await;
     let table = table(&clients).await;
-    let put = |item| clients.dynamodb.put_item().table_name(&table).set_item(Some(item)).send();
+    let put = |item| clients.dynamodb().put_item().table_name(&table).set_item(Some(item)).send();
 
     put(item_of("at", dynamodb::ITEM_BYTES)).await.expect("400 KB is accepted");
     let refused = put(item_of("over", dynamodb::ITEM_BYTES + 1)).await.unwrap_err();
@@ -122,10 +122,10 @@ async fn a_list_counts_its_overhead_against_the_item_size() {
     let mut item = item_of("listed", dynamodb::ITEM_BYTES - 4);
     let AttributeValue::S(body) = item.remove("body").unwrap() else { unreachable!() };
     item.insert("body".into(), AttributeValue::L(vec![AttributeValue::S(body.clone())]));
-    clients.dynamodb.put_item().table_name(&table).set_item(Some(item.clone())).send().await.expect("at the limit");
+    clients.dynamodb().put_item().table_name(&table).set_item(Some(item.clone())).send().await.expect("at the limit");
 
     item.insert("body".into(), AttributeValue::L(vec![AttributeValue::S(format!("{body}x"))]));
-    let refused = clients.dynamodb.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap_err();
+    let refused = clients.dynamodb().put_item().table_name(&table).set_item(Some(item)).send().await.unwrap_err();
     assert_eq!(refusal(refused), validation_exception());
 }
 
@@ -134,7 +134,7 @@ async fn update_item_refuses_an_update_that_makes_the_item_over_400_kb() {
     let clients = clients(&RequestCounter::default()).await;
     let table = table(&clients).await;
     clients
-        .dynamodb
+        .dynamodb()
         .put_item()
         .table_name(&table)
         .set_item(Some(item_of("u", dynamodb::ITEM_BYTES - 6)))
@@ -143,7 +143,7 @@ async fn update_item_refuses_an_update_that_makes_the_item_over_400_kb() {
         .unwrap();
     let update = |value: &str| {
         clients
-            .dynamodb
+            .dynamodb()
             .update_item()
             .table_name(&table)
             .set_key(Some(key_of("u")))
@@ -167,14 +167,14 @@ async fn batch_write_item_takes_25_requests_and_refuses_26() {
     let table = table(&clients).await;
     let write = |n: usize, prefix: &'static str| {
         let requests = (0..n).map(|i| put_request(key_of(&format!("{prefix}{i}")))).collect();
-        clients.dynamodb.batch_write_item().request_items(&table, requests).send()
+        clients.dynamodb().batch_write_item().request_items(&table, requests).send()
     };
 
     write(dynamodb::BATCH_WRITE_REQUESTS, "a").await.expect("25 requests are accepted");
     let refused = write(dynamodb::BATCH_WRITE_REQUESTS + 1, "b").await.unwrap_err();
     assert!(refused.as_service_error().and_then(|e| e.message()).unwrap().contains("Too many items requested"));
     assert_eq!(refusal(refused), validation_exception());
-    let b0 = clients.dynamodb.get_item().table_name(&table).set_key(Some(key_of("b0"))).send().await.unwrap();
+    let b0 = clients.dynamodb().get_item().table_name(&table).set_key(Some(key_of("b0"))).send().await.unwrap();
     assert!(b0.item.is_none(), "a refused batch writes nothing");
 }
 
@@ -184,9 +184,9 @@ async fn batch_write_item_with_an_item_over_400_kb_is_refused_whole() {
     let table = table(&clients).await;
     let requests = vec![put_request(key_of("first")), put_request(item_of("big", dynamodb::ITEM_BYTES + 1))];
 
-    let refused = clients.dynamodb.batch_write_item().request_items(&table, requests).send().await.unwrap_err();
+    let refused = clients.dynamodb().batch_write_item().request_items(&table, requests).send().await.unwrap_err();
     assert_eq!(refusal(refused), validation_exception());
-    let first = clients.dynamodb.get_item().table_name(&table).set_key(Some(key_of("first"))).send().await.unwrap();
+    let first = clients.dynamodb().get_item().table_name(&table).set_key(Some(key_of("first"))).send().await.unwrap();
     assert!(first.item.is_none(), "nothing of a refused batch is written");
 }
 
@@ -199,7 +199,7 @@ async fn batch_get_item_takes_100_keys_and_refuses_101() {
             .set_keys(Some((0..n).map(|i| key_of(&format!("k{i}"))).collect()))
             .build()
             .unwrap();
-        clients.dynamodb.batch_get_item().request_items(&table, keys).send()
+        clients.dynamodb().batch_get_item().request_items(&table, keys).send()
     };
 
     get(dynamodb::BATCH_GET_KEYS).await.expect("100 keys are accepted");
@@ -217,7 +217,7 @@ async fn transact_write_items_takes_100_actions_and_refuses_101() {
     let table = table(&clients).await;
     let transact = |n: usize, prefix: &'static str| {
         let items = (0..n).map(|i| transact_put(&table, key_of(&format!("{prefix}{i}")))).collect();
-        clients.dynamodb.transact_write_items().set_transact_items(Some(items)).send()
+        clients.dynamodb().transact_write_items().set_transact_items(Some(items)).send()
     };
 
     transact(dynamodb::TRANSACT_ITEMS, "a").await.expect("100 actions are accepted");
@@ -239,7 +239,7 @@ async fn transact_write_items_takes_4_mb_of_items_and_refuses_a_byte_more() {
                 transact_put(&table, item_of(&pk, bytes))
             })
             .collect();
-        clients.dynamodb.transact_write_items().set_transact_items(Some(items)).send()
+        clients.dynamodb().transact_write_items().set_transact_items(Some(items)).send()
     };
 
     transact(dynamodb::TRANSACT_BYTES, "a").await.expect("4,000,000 bytes of items are accepted");
@@ -259,7 +259,7 @@ async fn transact_get_items_takes_100_items_and_refuses_101() {
                 TransactGetItem::builder().get(get).build()
             })
             .collect();
-        clients.dynamodb.transact_get_items().set_transact_items(Some(items)).send()
+        clients.dynamodb().transact_get_items().set_transact_items(Some(items)).send()
     };
 
     get(dynamodb::TRANSACT_ITEMS).await.expect("100 items are accepted");

@@ -107,7 +107,15 @@ async fn a_walkthrough_logs_no_email_phone_token_key_attribute_value_or_url() {
     let bucket = stack.physical_names().get("ImportsBucket").unwrap().clone();
     let csv =
         format!("user_id,email,city\nimp1,{IMPORTED_EMAIL},{IMPORTED_CITY}\nimp2,not-an-email-scan,{IMPORTED_CITY}\n");
-    clients.s3.put_object().bucket(&bucket).key("imports/scan.csv").body(csv.into_bytes().into()).send().await.unwrap();
+    clients
+        .s3()
+        .put_object()
+        .bucket(&bucket)
+        .key("imports/scan.csv")
+        .body(csv.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
         let jobs = api.get("/v1/imports?limit=10").await.body;

@@ -73,7 +73,7 @@ pub fn assert_problem(answer: &Answer, status: StatusCode) {
 pub async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = herald_core::keys::Scope>) -> String {
     use herald_core::{keys, keys::ApiKeyStore};
     let secret = keys::generate_secret();
-    herald_aws::DynamoApiKeyStore::new(stack.clients.dynamodb.clone(), &stack.api_config.api_keys_table)
+    herald_aws::DynamoApiKeyStore::new(stack.clients.dynamodb(), &stack.api_config.api_keys_table)
         .put(&keys::new_key(&secret, "scoped", scopes))
         .await
         .unwrap();
@@ -82,7 +82,7 @@ pub async fn key_with(stack: &LocalStack, scopes: impl IntoIterator<Item = heral
 
 /// The stack's deliveries table.
 pub fn deliveries(stack: &LocalStack) -> herald_aws::DynamoDeliveryStore {
-    herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table)
+    herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table)
 }
 
 /// Waits until the delivery has `status`, at most `limit`.
@@ -207,7 +207,7 @@ impl EventCapture {
             .expect("queue arn");
         stack
             .clients
-            .eventbridge
+            .eventbridge()
             .put_rule()
             .name("capture-all")
             .event_bus_name(bus)
@@ -217,7 +217,7 @@ impl EventCapture {
             .expect("capture rule");
         stack
             .clients
-            .eventbridge
+            .eventbridge()
             .put_targets()
             .rule("capture-all")
             .event_bus_name(bus)

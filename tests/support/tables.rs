@@ -37,7 +37,7 @@ pub async fn jobs_table(clients: &Clients) -> String {
         .build()
         .unwrap();
     clients
-        .dynamodb
+        .dynamodb()
         .create_table()
         .table_name(&table)
         .billing_mode(BillingMode::PayPerRequest)

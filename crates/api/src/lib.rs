@@ -84,7 +84,7 @@ impl Services {
     /// The services over the AWS adapters named by `config`, the key rings read once from
     /// Secrets Manager (an error names the variable, never the secret's value).
     pub async fn from_aws(clients: &Clients, config: &Config) -> Result<Self, ConfigError> {
-        let secrets = SecretsManagerKeyRings::new(clients.secretsmanager.clone());
+        let secrets = SecretsManagerKeyRings::new(clients.secretsmanager());
         let ring = async |var: &'static str, arn: &str| {
             secrets.key_ring(arn).await.map_err(|e| ConfigError::invalid(var, e.to_string()))
         };
@@ -93,9 +93,9 @@ impl Services {
             ring(config::TRACKING_KEYS_SECRET_ARN, &config.tracking_keys_secret),
             ring(config::WEBHOOK_SIGNING_KEYS_SECRET_ARN, &config.webhook_keys_secret),
         )?;
-        let db = || clients.dynamodb.clone();
+        let db = || clients.dynamodb();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
-        let events = Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name));
+        let events = Arc::new(EventBridgePublisher::new(clients.eventbridge(), &config.event_bus_name));
         let templates: Arc<dyn TemplateStore> = Arc::new(DynamoTemplateStore::new(db(), &config.templates_table));
         let keys: Arc<dyn ApiKeyStore> = Arc::new(DynamoApiKeyStore::new(db(), &config.api_keys_table));
         let deliveries: Arc<dyn DeliveryStore> = Arc::new(DynamoDeliveryStore::new(db(), &config.deliveries_table));
@@ -106,7 +106,7 @@ impl Services {
         let segment_store: Arc<dyn SegmentStore> = Arc::new(DynamoSegmentStore::new(db(), &config.segments_table));
         let campaigns = CampaignService {
             campaigns: Arc::new(DynamoCampaignStore::new(db(), &config.jobs_table)),
-            dispatch: Arc::new(SqsDispatchQueue::new(clients.sqs.clone(), &config.dispatch_queue_url)),
+            dispatch: Arc::new(SqsDispatchQueue::new(clients.sqs(), &config.dispatch_queue_url)),
             templates: templates.clone(),
             segments: segment_store.clone(),
         };

@@ -1,5 +1,7 @@
 //! SDK configuration and clients, built once per Lambda execution environment.
 
+use std::sync::OnceLock;
+
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
 use aws_sdk_dynamodb::config::{Credentials, Region};
 
@@ -24,70 +26,115 @@ pub async fn local_sdk_config(endpoint_url: &str) -> SdkConfig {
         .await
 }
 
-/// The SDK clients a function holds for its lifetime.
+/// The SDK clients a function holds for its lifetime, each built on first use and then
+/// shared (one connection pool per service). Built lazily so that a function links only
+/// the SDK crates it calls: a client that is never asked for is dead code to the linker,
+/// endpoint rules and all (the S3 client alone is about a megabyte of a bootstrap).
 #[derive(Clone, Debug)]
 pub struct Clients {
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub eventbridge: aws_sdk_eventbridge::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub sesv2: aws_sdk_sesv2::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub secretsmanager: aws_sdk_secretsmanager::Client,
-    /// What the clients were built from, to derive clients for another region.
+    /// What the clients are built from, to derive clients for another region.
     pub sdk_config: SdkConfig,
+    counter: Option<RequestCounter>,
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    eventbridge: OnceLock<aws_sdk_eventbridge::Client>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    sesv2: OnceLock<aws_sdk_sesv2::Client>,
+    sns: OnceLock<aws_sdk_sns::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    secretsmanager: OnceLock<aws_sdk_secretsmanager::Client>,
+}
+
+/// A client built from the shared configuration, with the benchmark's counter if any.
+macro_rules! client {
+    ($self:ident . $field:ident, $sdk:ident $(, $configure:expr)?) => {{
+        $self
+            .$field
+            .get_or_init(|| {
+                let mut builder = $sdk::config::Builder::from(&$self.sdk_config);
+                $(builder = $configure(builder);)?
+                if let Some(counter) = &$self.counter {
+                    builder = builder.interceptor(counter.clone());
+                }
+                $sdk::Client::from_conf(builder.build())
+            })
+            .clone()
+    }};
 }
 
 impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
-        Self::build(config, None)
+        Self::build(config.clone(), None)
     }
 
     /// Clients whose every request is counted by `counter` (benchmarks).
     pub fn counted(config: &SdkConfig, counter: &RequestCounter) -> Self {
-        Self::build(config, Some(counter))
+        Self::build(config.clone(), Some(counter.clone()))
     }
 
-    fn build(config: &SdkConfig, counter: Option<&RequestCounter>) -> Self {
-        // Provider calls make one attempt each: the delivery pipeline's retries (with
-        // backoff and full jitter, and failover) are the only layer, so a send is never
-        // repeated by the SDK behind the pipeline's back, and a throttled message waits
-        // out one backoff, not the SDK's three attempts inside each of the pipeline's.
-        let provider = RetryConfig::disabled();
-        macro_rules! client {
-            ($sdk:ident $(, $retry:expr)?) => {{
-                let mut builder = $sdk::config::Builder::from(config);
-                $(builder = builder.retry_config($retry);)?
-                if let Some(counter) = counter {
-                    builder = builder.interceptor(counter.clone());
-                }
-                $sdk::Client::from_conf(builder.build())
-            }};
-        }
+    fn build(sdk_config: SdkConfig, counter: Option<RequestCounter>) -> Self {
         Self {
-            dynamodb: client!(aws_sdk_dynamodb),
-            eventbridge: client!(aws_sdk_eventbridge),
-            sqs: client!(aws_sdk_sqs),
-            sesv2: client!(aws_sdk_sesv2, provider.clone()),
-            sns: client!(aws_sdk_sns, provider),
-            s3: {
-                // An endpoint on loopback has no per-bucket host names: address buckets by path.
-                let mut builder =
-                    aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
-                if let Some(counter) = counter {
-                    builder = builder.interceptor(counter.clone());
-                }
-                aws_sdk_s3::Client::from_conf(builder.build())
-            },
-            secretsmanager: client!(aws_sdk_secretsmanager),
-            sdk_config: config.clone(),
+            sdk_config,
+            counter,
+            dynamodb: OnceLock::new(),
+            eventbridge: OnceLock::new(),
+            sqs: OnceLock::new(),
+            sesv2: OnceLock::new(),
+            sns: OnceLock::new(),
+            s3: OnceLock::new(),
+            secretsmanager: OnceLock::new(),
         }
     }
 
-    /// The same clients in another region (a secondary provider).
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        client!(self.dynamodb, aws_sdk_dynamodb)
+    }
+
+    pub fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
+        client!(self.eventbridge, aws_sdk_eventbridge)
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        client!(self.sqs, aws_sdk_sqs)
+    }
+
+    /// Provider calls make one attempt each: the delivery pipeline's retries (with
+    /// backoff and full jitter, and failover) are the only layer, so a send is never
+    /// repeated by the SDK behind the pipeline's back, and a throttled message waits out
+    /// one backoff, not the SDK's three attempts inside each of the pipeline's.
+    pub fn sesv2(&self) -> aws_sdk_sesv2::Client {
+        client!(self.sesv2, aws_sdk_sesv2, |b: aws_sdk_sesv2::config::Builder| b.retry_config(RetryConfig::disabled()))
+    }
+
+    /// One attempt per call, as for [`Clients::sesv2`].
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        client!(self.sns, aws_sdk_sns, |b: aws_sdk_sns::config::Builder| b.retry_config(RetryConfig::disabled()))
+    }
+
+    /// An endpoint on loopback has no per-bucket host names: buckets are addressed by path.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let path_style = self.sdk_config.endpoint_url().is_some();
+        client!(self.s3, aws_sdk_s3, |b: aws_sdk_s3::config::Builder| b.force_path_style(path_style))
+    }
+
+    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        client!(self.secretsmanager, aws_sdk_secretsmanager)
+    }
+
+    /// The same clients in another region (a secondary provider), counted alike.
     pub fn in_region(&self, region: &str) -> Self {
         let config = self.sdk_config.to_builder().region(Region::new(region.to_owned())).build();
-        Self::new(&config)
+        Self::build(config, self.counter.clone())
+    }
+
+    /// These clients (the providers': SES and SNS, here and in other regions) with the
+    /// tables', queues' and secrets' clients of `stores`: a local stack whose providers are
+    /// emulated at an endpoint of their own.
+    pub fn with_stores_of(&self, stores: &Clients) -> Self {
+        let mixed = Self::build(self.sdk_config.clone(), self.counter.clone());
+        let _ = mixed.dynamodb.set(stores.dynamodb());
+        let _ = mixed.sqs.set(stores.sqs());
+        let _ = mixed.secretsmanager.set(stores.secretsmanager());
+        mixed
     }
 
     /// Opens the connections during init, so that the first request after a cold start
@@ -97,7 +144,7 @@ impl Clients {
         let bus_call = async {
             match bus {
                 Some(bus) => self
-                    .eventbridge
+                    .eventbridge()
                     .describe_event_bus()
                     .name(bus)
                     .send()
@@ -108,7 +155,7 @@ impl Clients {
             }
         };
         let (table_result, bus_result) =
-            tokio::join!(self.dynamodb.describe_table().table_name(table).send(), bus_call);
+            tokio::join!(self.dynamodb().describe_table().table_name(table).send(), bus_call);
         if let Err(e) = table_result {
             tracing::warn!(error = %crate::describe(&e), "warm-up of DynamoDB failed");
         }
@@ -126,8 +173,8 @@ mod tests {
     async fn provider_clients_make_one_attempt_per_call() {
         let clients = Clients::new(&local_sdk_config("http://127.0.0.1:9").await);
         let attempts = |retry: Option<&RetryConfig>| retry.map(RetryConfig::max_attempts);
-        assert_eq!(attempts(clients.sesv2.config().retry_config()), Some(1));
-        assert_eq!(attempts(clients.sns.config().retry_config()), Some(1));
-        assert!(attempts(clients.dynamodb.config().retry_config()) > Some(1), "stores keep the SDK's retries");
+        assert_eq!(attempts(clients.sesv2().config().retry_config()), Some(1));
+        assert_eq!(attempts(clients.sns().config().retry_config()), Some(1));
+        assert!(attempts(clients.dynamodb().config().retry_config()) > Some(1), "stores keep the SDK's retries");
     }
 }

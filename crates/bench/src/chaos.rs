@@ -69,7 +69,7 @@ pub async fn chaos_figures() {
     }
     stack
         .clients
-        .s3
+        .s3()
         .put_object()
         .bucket(&stack.physical_names()["ImportsBucket"])
         .key("imports/chaos.csv")

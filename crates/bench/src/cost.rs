@@ -77,7 +77,7 @@ async fn largest_items(
     let mut logical = BTreeMap::new();
     for (id, name) in names {
         let Ok(items) = clients
-            .dynamodb
+            .dynamodb()
             .scan()
             .table_name(name)
             .into_paginator()
@@ -177,8 +177,7 @@ pub async fn cost_per_million(channel: Channel) -> f64 {
             .unwrap();
         assert!(answer.status().is_success(), "the profile is stored: {}", answer.status());
     }
-    let deliveries =
-        herald_aws::DynamoDeliveryStore::new(uncounted.dynamodb.clone(), &stack.api_config.deliveries_table);
+    let deliveries = herald_aws::DynamoDeliveryStore::new(uncounted.dynamodb(), &stack.api_config.deliveries_table);
     // Let the profile writes' own work (relay, segmenter) finish before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     counter.reset();

@@ -168,14 +168,14 @@ pub async fn hundred_thousand_rows_local() {
     let function = herald_importer::ImporterHandler::from_aws(&clients, &config);
 
     let bucket = format!("bench-imports-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    clients.s3.create_bucket().bucket(&bucket).send().await.expect("a bucket");
+    clients.s3().create_bucket().bucket(&bucket).send().await.expect("a bucket");
     let path = std::env::temp_dir().join(format!("herald-bench-import-local-{}.csv", std::process::id()));
     write_csv(&path, ROWS);
     let body = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
     let size = body.len() as u64;
     let key = "imports/bench.csv";
-    clients.s3.put_object().bucket(&bucket).key(key).body(body.into()).send().await.expect("the file is stored");
+    clients.s3().put_object().bucket(&bucket).key(key).body(body.into()).send().await.expect("the file is stored");
     counter.reset();
 
     let file = DroppedFile { bucket, key: key.into(), size, sequencer: "1".into() };
@@ -185,7 +185,7 @@ pub async fn hundred_thousand_rows_local() {
     assert_eq!(outcome, RunOutcome::Done);
     let dynamodb = counter.count("DynamoDB", &[]);
     eprintln!("import local: {:?}", counter.snapshot());
-    let job = herald_aws::DynamoImportJobStore::new(clients.dynamodb.clone(), config.jobs_table.clone());
+    let job = herald_aws::DynamoImportJobStore::new(clients.dynamodb(), config.jobs_table.clone());
     let job = job.get(&job_id_for(&file)).await.unwrap().expect("the job");
     assert_eq!((job.state, job.imported), (ImportState::Done, ROWS));
     report("import 100k rows local seconds", seconds, "s");

@@ -96,7 +96,7 @@ pub async fn runtime_figures() {
     let csv = "user_id,email\nrt2,rt2@example.com\n";
     stack
         .clients
-        .s3
+        .s3()
         .put_object()
         .bucket(bucket)
         .key("imports/rt.csv")

@@ -83,7 +83,7 @@ pub async fn local_segment_figures() {
         })
         .collect();
     let table = &stack.api_config.profiles_table;
-    herald_aws::dynamo::batch::put_all(&stack.clients.dynamodb, table, items, &Default::default()).await.unwrap();
+    herald_aws::dynamo::batch::put_all(&stack.clients.dynamodb(), table, items, &Default::default()).await.unwrap();
     let started = client.create_segment("pro", json!({"attribute": "plan", "any_of": ["pro"]})).await;
     let seconds = started.elapsed().as_secs_f64();
     println!("backfill profiles per second local: {:.0} profiles/s", profiles as f64 / seconds);

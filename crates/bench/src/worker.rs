@@ -141,8 +141,7 @@ pub async fn local_delivery_costs() {
             .await
             .unwrap();
     }
-    let deliveries =
-        herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb.clone(), &stack.api_config.deliveries_table);
+    let deliveries = herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table);
     // Waits until the notification's `count` deliveries are sent; their created → sent times.
     let sent_after = async |id: &str, count: usize| -> Vec<f64> {
         let deadline = Instant::now() + Duration::from_secs(600);

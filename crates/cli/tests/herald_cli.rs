@@ -128,7 +128,7 @@ async fn a_key_ring_rotates_lists_promotes_and_retires_and_its_values_are_never_
     let stack = stack().await;
     let secret_arn = stack.stack.outputs()["WebhookSigningKeysSecretArn"].clone();
     let value = async || {
-        let answer = stack.stack.clients.secretsmanager.get_secret_value().secret_id(&secret_arn).send().await;
+        let answer = stack.stack.clients.secretsmanager().get_secret_value().secret_id(&secret_arn).send().await;
         answer.unwrap().secret_string().unwrap().to_owned()
     };
     let first = value().await;

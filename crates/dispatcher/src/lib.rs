@@ -79,9 +79,9 @@ pub struct DispatcherHandler {
 
 impl DispatcherHandler {
     pub fn from_aws(clients: &Clients, config: &DispatcherConfig) -> Self {
-        let db = || clients.dynamodb.clone();
+        let db = || clients.dynamodb();
         let campaigns = Arc::new(DynamoCampaignStore::new(db(), &config.jobs_table));
-        let dispatch = Arc::new(SqsDispatchQueue::new(clients.sqs.clone(), &config.dispatch_queue_url));
+        let dispatch = Arc::new(SqsDispatchQueue::new(clients.sqs(), &config.dispatch_queue_url));
         let mut dispatcher = Dispatcher::new(
             campaigns.clone(),
             Arc::new(DynamoMembershipStore::new(
@@ -92,7 +92,7 @@ impl DispatcherHandler {
             )),
             Arc::new(DynamoProfileStore::new(db(), &config.profiles_table)),
             Arc::new(DynamoActivityStore::new(db(), &config.activity_table)),
-            Arc::new(SqsChannelQueues::new(clients.sqs.clone(), config.channel_queue_urls.clone())),
+            Arc::new(SqsChannelQueues::new(clients.sqs(), config.channel_queue_urls.clone())),
             dispatch.clone(),
         );
         let mut reconciler =

@@ -161,11 +161,11 @@ impl ImporterHandler {
 
     pub fn from_aws(clients: &Clients, config: &ImporterConfig) -> Self {
         let mut service = ImportService::new(
-            Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), &config.profiles_table)),
-            Arc::new(DynamoImportJobStore::new(clients.dynamodb.clone(), &config.jobs_table)),
-            Arc::new(S3ImportFiles::new(clients.s3.clone())),
-            Arc::new(SqsImportQueue::new(clients.sqs.clone(), &config.queue_url)),
-            Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)),
+            Arc::new(DynamoProfileStore::new(clients.dynamodb(), &config.profiles_table)),
+            Arc::new(DynamoImportJobStore::new(clients.dynamodb(), &config.jobs_table)),
+            Arc::new(S3ImportFiles::new(clients.s3())),
+            Arc::new(SqsImportQueue::new(clients.sqs(), &config.queue_url)),
+            Arc::new(EventBridgePublisher::new(clients.eventbridge(), &config.event_bus_name)),
         );
         service.options = config.options();
         Self::new(service)

@@ -249,7 +249,7 @@ impl LocalStack {
             .map_err(|e| LocalError::Config(e.to_string()))?;
 
         let admin_key = options.admin_key.unwrap_or_else(keys::generate_secret);
-        DynamoApiKeyStore::new(clients.dynamodb.clone(), &api_config.api_keys_table)
+        DynamoApiKeyStore::new(clients.dynamodb(), &api_config.api_keys_table)
             .put(&keys::new_key(&admin_key, "local admin", [Scope::Admin]))
             .await
             .map_err(|e| LocalError::Aws(e.to_string()))?;
@@ -260,12 +260,7 @@ impl LocalStack {
         };
         // Only the providers (SES, SNS) go through the provider endpoint: a worker's tables
         // and its own queue (re-enqueued recipients) stay on the stack's endpoint.
-        let provider_clients = Clients {
-            dynamodb: clients.dynamodb.clone(),
-            sqs: clients.sqs.clone(),
-            secretsmanager: clients.secretsmanager.clone(),
-            ..provider_clients
-        };
+        let provider_clients = provider_clients.with_stores_of(&clients);
         let retry_delay = esm::retry_delay_from_env()?;
         let concurrency_cap = esm::max_concurrency_from_env()?;
         let mut event_sources = Vec::new();
@@ -402,7 +397,7 @@ impl LocalStack {
         let mut pollers: Vec<JoinHandle<()>> = event_sources
             .iter()
             .zip(handlers)
-            .map(|(mapping, handlers)| esm::spawn_poller(clients.sqs.clone(), mapping.clone(), handlers, stop.clone()))
+            .map(|(mapping, handlers)| esm::spawn_poller(clients.sqs(), mapping.clone(), handlers, stop.clone()))
             .collect();
         let stream_client = aws_sdk_dynamodbstreams::Client::new(&herald_aws::local_sdk_config(&endpoint).await);
         pollers.extend(
@@ -411,7 +406,7 @@ impl LocalStack {
                 .map(|(source, handler)| streams::spawn_poller(stream_client.clone(), source, handler, stop.clone())),
         );
         let schedules = schedule::schedules(&deployment)?;
-        pollers.extend(schedules.iter().map(|s| schedule::spawn(clients.sqs.clone(), s.clone(), stop.clone())));
+        pollers.extend(schedules.iter().map(|s| schedule::spawn(clients.sqs(), s.clone(), stop.clone())));
 
         Ok(Self {
             endpoint,
@@ -476,7 +471,7 @@ impl LocalStack {
             .iter()
             .find(|s| s.rule == logical_id)
             .ok_or_else(|| LocalError::Template(format!("{logical_id} is not a scheduled rule of the template")))?;
-        schedule::fire(&self.clients.sqs, schedule).await
+        schedule::fire(&self.clients.sqs(), schedule).await
     }
 
     /// The URL of the template's queue `logical_id` (e.g. `EmailQueue`).

@@ -217,7 +217,7 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
             Some(value) => template.resolve(value, &physical, stack)?,
             None => return Err(LocalError::Template(format!("{} has no EmailIdentity", identity.logical_id))),
         };
-        match clients.sesv2.create_email_identity().email_identity(&address).send().await {
+        match clients.sesv2().create_email_identity().email_identity(&address).send().await {
             Ok(_) => {}
             Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {}
             Err(e) => return Err(LocalError::Aws(format!("creating SES identity {address}: {}", describe(&e)))),
@@ -240,10 +240,10 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
 
 async fn create_bus(clients: &Clients, name: &str) -> Result<String, LocalError> {
     let failed = |e: String| LocalError::Aws(format!("creating bus {name}: {e}"));
-    match clients.eventbridge.create_event_bus().name(name).send().await {
+    match clients.eventbridge().create_event_bus().name(name).send().await {
         Ok(out) => out.event_bus_arn.ok_or_else(|| failed("no EventBusArn in the answer".into())),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {
-            let out = clients.eventbridge.describe_event_bus().name(name).send().await;
+            let out = clients.eventbridge().describe_event_bus().name(name).send().await;
             out.map_err(|e| failed(describe(&e)))?.arn.ok_or_else(|| failed("the bus has no Arn".into()))
         }
         Err(e) => Err(failed(describe(&e))),
@@ -266,7 +266,7 @@ async fn create_platform_applications(
         // Creating an application again with the same name and attributes answers the
         // same ARN, so this is idempotent.
         let created = clients
-            .sns
+            .sns()
             .create_platform_application()
             .name(&name)
             .platform(platform)
@@ -358,7 +358,7 @@ async fn create_queue(
         None => format!("{stack}-{}", queue.logical_id),
     };
     let failed = |e: String| LocalError::Aws(format!("creating queue {name}: {e}"));
-    let sqs = &clients.sqs;
+    let sqs = &clients.sqs();
     let url = match sqs.create_queue().queue_name(&name).set_attributes(Some(attributes.clone())).send().await {
         Ok(out) => out.queue_url.ok_or_else(|| failed("no QueueUrl in the answer".into()))?,
         // The queue exists with other attributes (the template changed): update it.
@@ -419,7 +419,7 @@ async fn create_rule(
     };
     let failed = |e: String| LocalError::Aws(format!("creating rule {name}: {e}"));
     let created = clients
-        .eventbridge
+        .eventbridge()
         .put_rule()
         .name(&name)
         .set_event_bus_name(bus.clone())
@@ -445,7 +445,7 @@ async fn create_rule(
     }
     if !targets.is_empty() {
         let answer = clients
-            .eventbridge
+            .eventbridge()
             .put_targets()
             .rule(&name)
             .set_event_bus_name(bus)
@@ -506,8 +506,8 @@ async fn create_bucket(
         None => bucket_name(stack, &bucket.logical_id),
     };
     let failed = |e: String| LocalError::Aws(format!("creating bucket {name}: {e}"));
-    let region = clients.s3.config().region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
-    let mut request = clients.s3.create_bucket().bucket(&name);
+    let region = clients.s3().config().region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
+    let mut request = clients.s3().create_bucket().bucket(&name);
     if !region.is_empty() && region != "us-east-1" {
         request = request.create_bucket_configuration(
             CreateBucketConfiguration::builder()
@@ -523,7 +523,7 @@ async fn create_bucket(
     let notifications = bucket_notifications(template, bucket, physical, stack)?;
     if let Some(notifications) = notifications {
         clients
-            .s3
+            .s3()
             .put_bucket_notification_configuration()
             .bucket(&name)
             .notification_configuration(notifications)
@@ -647,7 +647,7 @@ async fn create_secret(
     stack: &str,
 ) -> Result<String, LocalError> {
     let failed = |e: String| LocalError::Aws(format!("creating secret {name}: {e}"));
-    match clients.secretsmanager.describe_secret().secret_id(name).send().await {
+    match clients.secretsmanager().describe_secret().secret_id(name).send().await {
         Ok(found) => return found.arn.ok_or_else(|| failed("the secret has no ARN".into())),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
         Err(e) => return Err(failed(describe(&e))),
@@ -659,7 +659,7 @@ async fn create_secret(
         (None, Some(value)) => template.resolve(value, physical, stack)?,
         _ => return Err(LocalError::Template("a secret has one of GenerateSecretString and SecretString".into())),
     };
-    let created = clients.secretsmanager.create_secret().name(name).secret_string(value).send().await;
+    let created = clients.secretsmanager().create_secret().name(name).secret_string(value).send().await;
     created.map_err(|e| failed(describe(&e)))?.arn.ok_or_else(|| failed("no ARN in the answer".into()))
 }
 
@@ -672,7 +672,7 @@ async fn create_table(
     let props: TableProperties = serde_norway::from_value(properties.clone())
         .map_err(|e| LocalError::Template(format!("table properties: {e}")))?;
     let mut request = clients
-        .dynamodb
+        .dynamodb()
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
@@ -714,7 +714,7 @@ async fn create_table(
     let created = match request.send().await {
         Ok(out) => out.table_description,
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
-            let described = clients.dynamodb.describe_table().table_name(name).send().await;
+            let described = clients.dynamodb().describe_table().table_name(name).send().await;
             let table = described.map_err(|e| LocalError::Aws(format!("describing table {name}: {}", describe(&e))))?;
             let table = table.table.ok_or_else(|| LocalError::Aws(format!("{name} is not described")))?;
             let arn = table.table_arn.ok_or_else(|| LocalError::Aws(format!("{name} has no ARN")))?;
@@ -727,7 +727,7 @@ async fn create_table(
     let stream = created.latest_stream_arn;
     if let Some(ttl) = props.time_to_live_specification.filter(|t| t.enabled) {
         clients
-            .dynamodb
+            .dynamodb()
             .update_time_to_live()
             .table_name(name)
             .time_to_live_specification(

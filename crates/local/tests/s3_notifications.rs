@@ -25,7 +25,7 @@ async fn drain(clients: &Clients, queue_url: &str) -> Vec<String> {
     let mut bodies = Vec::new();
     for _ in 0..10 {
         let received =
-            clients.sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await.unwrap();
+            clients.sqs().receive_message().queue_url(queue_url).max_number_of_messages(10).send().await.unwrap();
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
             break;
@@ -33,7 +33,7 @@ async fn drain(clients: &Clients, queue_url: &str) -> Vec<String> {
         for message in messages {
             bodies.push(message.body.unwrap_or_default());
             clients
-                .sqs
+                .sqs()
                 .delete_message()
                 .queue_url(queue_url)
                 .receipt_handle(message.receipt_handle.unwrap())
@@ -68,7 +68,7 @@ async fn a_file_dropped_under_imports_reaches_the_importer_queue_as_a_real_s3_ev
     }
 
     let put = |key: &'static str, bytes: &'static [u8]| {
-        clients.s3.put_object().bucket(&bucket).key(key).body(bytes.to_vec().into()).send()
+        clients.s3().put_object().bucket(&bucket).key(key).body(bytes.to_vec().into()).send()
     };
     put("imports/users (1).csv", FILE).await.unwrap();
     put("elsewhere/users.csv", b"user_id\nben\n").await.unwrap();

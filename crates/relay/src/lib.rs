@@ -43,7 +43,7 @@ impl RelayHandler {
     }
 
     pub fn from_aws(clients: &Clients, config: &RelayConfig) -> Self {
-        Self::new(Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)))
+        Self::new(Arc::new(EventBridgePublisher::new(clients.eventbridge(), &config.event_bus_name)))
     }
 
     pub async fn connect(config: &RelayConfig) -> Self {

@@ -131,7 +131,7 @@ pub fn change_time(body: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 
 impl SegmenterHandler {
     pub fn from_aws(clients: &Clients, config: &SegmenterConfig) -> Self {
-        let db = || clients.dynamodb.clone();
+        let db = || clients.dynamodb();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
         let mut segmenter = Segmenter::new(
             profiles.clone(),
@@ -144,10 +144,10 @@ impl SegmenterHandler {
                 &config.profiles_table,
                 &config.activity_table,
             )),
-            Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), &config.event_bus_name)),
+            Arc::new(EventBridgePublisher::new(clients.eventbridge(), &config.event_bus_name)),
         );
         segmenter.backfill_parts = config.backfill_parts;
-        let queue = Arc::new(SqsSegmenterQueue::new(clients.sqs.clone(), &config.queue_url));
+        let queue = Arc::new(SqsSegmenterQueue::new(clients.sqs(), &config.queue_url));
         Self { segmenter, queue, work_per_run: WORK_PER_RUN, metrics: Emf::for_function("Segmenter") }
     }
 

@@ -82,7 +82,7 @@ pub const WEBHOOK_SIGNING_KEYS_SECRET_ARN: &str = "WEBHOOK_SIGNING_KEYS_SECRET_A
 
 /// The key ring in the secret `arn`, read once (an error names `var`, never the value).
 async fn key_ring(clients: &Clients, var: &'static str, arn: &str) -> Result<KeyRing, ConfigError> {
-    let secrets = SecretsManagerKeyRings::new(clients.secretsmanager.clone());
+    let secrets = SecretsManagerKeyRings::new(clients.secretsmanager());
     secrets.key_ring(arn).await.map_err(|e| ConfigError::invalid(var, e.to_string()))
 }
 
@@ -279,9 +279,19 @@ impl WorkerHandler {
         }
     }
 
-    /// The handler over `clients`, its key rings read from Secrets Manager once, here.
+    /// The handler over `clients` with every channel's sender linked (the local stack).
     pub async fn from_aws(clients: &Clients, config: &WorkerConfig) -> Result<Self, ConfigError> {
-        let db = || clients.dynamodb.clone();
+        Self::from_aws_with(clients, config, senders::for_channel(config.channel)).await
+    }
+
+    /// The handler over `clients` and the sender `sender` builds, its key rings read from
+    /// Secrets Manager once, here.
+    pub async fn from_aws_with(
+        clients: &Clients,
+        config: &WorkerConfig,
+        sender: SenderFactory,
+    ) -> Result<Self, ConfigError> {
+        let db = || clients.dynamodb();
         let webhook_signer = match &config.webhook_keys_secret {
             Some(arn) if config.channel == Channel::Webhook => {
                 Some(WebhookSigner::new(&key_ring(clients, WEBHOOK_SIGNING_KEYS_SECRET_ARN, arn).await?))
@@ -315,17 +325,17 @@ impl WorkerHandler {
         pipeline.pacing = config.sends_per_second_per_invocation().and_then(herald_core::delivery::pacing::Pacer::new);
         pipeline.tracking =
             config.tracking_base_url.clone().zip(tracking_keys).map(|(base_url, keys)| Tracking { base_url, keys });
-        let queues =
-            SqsChannelQueues::new(clients.sqs.clone(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
+        let queues = SqsChannelQueues::new(clients.sqs(), BTreeMap::from([(config.channel, config.queue_url.clone())]));
         let campaigns = DynamoCampaignStore::new(db(), &config.jobs_table);
         Ok(Self { metrics, ..Self::new(pipeline, Arc::new(queues), Arc::new(campaigns)) })
     }
 
-    /// The handler on the account's AWS clients, its table's connections warmed up.
-    pub async fn connect(config: &WorkerConfig) -> Result<Self, ConfigError> {
+    /// The handler on the account's AWS clients and the sender `sender` builds (the
+    /// binary's own channel's), its table's connections warmed up.
+    pub async fn connect(config: &WorkerConfig, sender: SenderFactory) -> Result<Self, ConfigError> {
         let clients = Clients::new(&herald_aws::sdk_config().await);
         clients.warm_up(&config.deliveries_table, None).await;
-        Self::from_aws(&clients, config).await
+        Self::from_aws_with(&clients, config, sender).await
     }
 
     pub fn channel(&self) -> Channel {
@@ -520,42 +530,74 @@ impl WorkerHandler {
     }
 }
 
-/// The channel's provider over `clients`.
-fn sender(
-    clients: &Clients,
-    config: &WorkerConfig,
-    webhook_signer: Option<WebhookSigner>,
-) -> Result<Arc<dyn Sender>, ConfigError> {
-    Ok(match config.channel {
-        Channel::Email => Arc::new(SesEmailSender::new(clients.sesv2.clone(), &config.sender_address)),
-        Channel::Sms => Arc::new(SnsSmsSender::new(clients.sns.clone())),
-        Channel::Push => {
-            let sender = SnsPushSender::new(
-                clients.sns.clone(),
-                PlatformApplications {
-                    apns: config.apns_application.clone(),
-                    apns_sandbox: config.apns_sandbox_application.clone(),
-                    fcm: config.fcm_application.clone(),
-                },
-            );
-            match &config.profiles_table {
-                Some(table) => {
-                    let profiles =
-                        ProfileService::new(Arc::new(DynamoProfileStore::new(clients.dynamodb.clone(), table)));
-                    Arc::new(sender.on_disabled(Arc::new(profiles)))
-                }
-                None => Arc::new(sender),
-            }
+/// Builds a channel's provider over the clients. Each worker binary names its own
+/// channel's, so that it links that provider's SDK only (an SES worker has no SNS
+/// client, no webhook HTTP client): [`senders::for_channel`] links them all.
+pub type SenderFactory = fn(&Clients, &WorkerConfig, Option<WebhookSigner>) -> Result<Arc<dyn Sender>, ConfigError>;
+
+pub mod senders {
+    use super::*;
+
+    /// Every channel's factory, chosen at run time (the local stack, which runs them all).
+    pub fn for_channel(channel: Channel) -> SenderFactory {
+        match channel {
+            Channel::Email => email,
+            Channel::Sms => sms,
+            Channel::Push => push,
+            Channel::Webhook => webhook,
         }
-        Channel::Webhook => Arc::new(
+    }
+
+    pub fn email(
+        clients: &Clients,
+        config: &WorkerConfig,
+        _: Option<WebhookSigner>,
+    ) -> Result<Arc<dyn Sender>, ConfigError> {
+        Ok(Arc::new(SesEmailSender::new(clients.sesv2(), &config.sender_address)))
+    }
+
+    pub fn sms(clients: &Clients, _: &WorkerConfig, _: Option<WebhookSigner>) -> Result<Arc<dyn Sender>, ConfigError> {
+        Ok(Arc::new(SnsSmsSender::new(clients.sns())))
+    }
+
+    /// A push sender that marks a device the platform reports disabled on its profile
+    /// (when the worker knows the profiles table).
+    pub fn push(
+        clients: &Clients,
+        config: &WorkerConfig,
+        _: Option<WebhookSigner>,
+    ) -> Result<Arc<dyn Sender>, ConfigError> {
+        let sender = SnsPushSender::new(
+            clients.sns(),
+            PlatformApplications {
+                apns: config.apns_application.clone(),
+                apns_sandbox: config.apns_sandbox_application.clone(),
+                fcm: config.fcm_application.clone(),
+            },
+        );
+        Ok(match &config.profiles_table {
+            Some(table) => {
+                let profiles = ProfileService::new(Arc::new(DynamoProfileStore::new(clients.dynamodb(), table)));
+                Arc::new(sender.on_disabled(Arc::new(profiles)))
+            }
+            None => Arc::new(sender),
+        })
+    }
+
+    pub fn webhook(
+        _: &Clients,
+        config: &WorkerConfig,
+        webhook_signer: Option<WebhookSigner>,
+    ) -> Result<Arc<dyn Sender>, ConfigError> {
+        Ok(Arc::new(
             herald_aws::senders::webhook::WebhookSender::new(
                 webhook_signer.ok_or(ConfigError::Missing(WEBHOOK_SIGNING_KEYS_SECRET_ARN))?,
                 config.webhook_root_pem.as_deref(),
                 config.webhook_destinations,
             )
             .map_err(|e| ConfigError::invalid("WEBHOOK_ROOT_CA_PEM", format!("the webhook client refuses it: {e}")))?,
-        ),
-    })
+        ))
+    }
 }
 
 /// A job arrives wrapped in the EventBridge envelope (from the bus) or bare (sent to the

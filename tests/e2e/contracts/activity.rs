@@ -25,7 +25,7 @@ async fn memory_store() -> Box<dyn ActivityStore> {
 
 async fn aws_store() -> Box<dyn ActivityStore> {
     let (clients, tables) = super::moto_tables(&["ActivityTable"]).await;
-    Box::new(DynamoActivityStore::new(clients.dynamodb.clone(), &tables["ActivityTable"]))
+    Box::new(DynamoActivityStore::new(clients.dynamodb(), &tables["ActivityTable"]))
 }
 
 fn today() -> NaiveDate {

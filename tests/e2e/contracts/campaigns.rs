@@ -44,7 +44,7 @@ async fn memory_store() -> Box<dyn CampaignStore> {
 
 async fn aws_store() -> Box<dyn CampaignStore> {
     let (clients, tables) = super::moto_tables(&["JobsTable"]).await;
-    Box::new(DynamoCampaignStore::new(clients.dynamodb.clone(), &tables["JobsTable"]))
+    Box::new(DynamoCampaignStore::new(clients.dynamodb(), &tables["JobsTable"]))
 }
 
 struct Dispatch {
@@ -92,13 +92,13 @@ async fn aws_dispatch() -> Box<Dispatch> {
     let clients = super::moto().await;
     let queue_url = super::sqs_queue(&clients, "dispatch").await;
     Box::new(Dispatch {
-        queue: Box::new(SqsDispatchQueue::new(clients.sqs.clone(), &queue_url)),
+        queue: Box::new(SqsDispatchQueue::new(clients.sqs(), &queue_url)),
         inbox: Box::new(SqsInbox {
-            sqs: clients.sqs.clone(),
+            sqs: clients.sqs(),
             queue_url: queue_url.clone(),
             parse: |b| serde_json::from_str(b).unwrap(),
         }),
-        checks: Box::new(SqsInbox { sqs: clients.sqs.clone(), queue_url, parse: |b| serde_json::from_str(b).unwrap() }),
+        checks: Box::new(SqsInbox { sqs: clients.sqs(), queue_url, parse: |b| serde_json::from_str(b).unwrap() }),
     })
 }
 

@@ -73,7 +73,7 @@ async fn memory_deliveries() -> Box<dyn DeliveryStore> {
 
 async fn aws_deliveries() -> Box<dyn DeliveryStore> {
     let (clients, tables) = super::moto_tables(&["DeliveriesTable", "RateLimitsTable"]).await;
-    let store = DynamoDeliveryStore::new(clients.dynamodb.clone(), &tables["DeliveriesTable"]);
+    let store = DynamoDeliveryStore::new(clients.dynamodb(), &tables["DeliveriesTable"]);
     Box::new(store.with_rate_limits(&tables["RateLimitsTable"]))
 }
 
@@ -83,7 +83,7 @@ async fn memory_templates() -> Box<dyn TemplateStore> {
 
 async fn aws_templates() -> Box<dyn TemplateStore> {
     let (clients, tables) = super::moto_tables(&["TemplatesTable"]).await;
-    Box::new(DynamoTemplateStore::new(clients.dynamodb.clone(), &tables["TemplatesTable"]))
+    Box::new(DynamoTemplateStore::new(clients.dynamodb(), &tables["TemplatesTable"]))
 }
 
 async fn memory_preferences() -> Box<dyn PreferenceStore> {
@@ -92,7 +92,7 @@ async fn memory_preferences() -> Box<dyn PreferenceStore> {
 
 async fn aws_preferences() -> Box<dyn PreferenceStore> {
     let (clients, tables) = super::moto_tables(&["PreferencesTable"]).await;
-    Box::new(DynamoPreferenceStore::new(clients.dynamodb.clone(), &tables["PreferencesTable"]))
+    Box::new(DynamoPreferenceStore::new(clients.dynamodb(), &tables["PreferencesTable"]))
 }
 
 async fn memory_suppressions() -> Box<dyn SuppressionStore> {
@@ -101,7 +101,7 @@ async fn memory_suppressions() -> Box<dyn SuppressionStore> {
 
 async fn aws_suppressions() -> Box<dyn SuppressionStore> {
     let (clients, tables) = super::moto_tables(&["SuppressionsTable"]).await;
-    Box::new(DynamoSuppressionStore::new(clients.dynamodb.clone(), &tables["SuppressionsTable"]))
+    Box::new(DynamoSuppressionStore::new(clients.dynamodb(), &tables["SuppressionsTable"]))
 }
 
 struct Queues {
@@ -153,10 +153,10 @@ async fn aws_queues() -> Box<Queues> {
         let queue_url = super::sqs_queue(&clients, channel.as_str()).await;
         urls.insert(channel, queue_url.clone());
         let parse = |body: &str| serde_json::from_str(body).expect("a delivery job");
-        inboxes.push((channel, SqsInbox { sqs: clients.sqs.clone(), queue_url, parse }));
+        inboxes.push((channel, SqsInbox { sqs: clients.sqs(), queue_url, parse }));
     }
     Box::new(Queues {
-        queues: Box::new(SqsChannelQueues::new(clients.sqs.clone(), urls)),
+        queues: Box::new(SqsChannelQueues::new(clients.sqs(), urls)),
         inbox: Box::new(ChannelInboxes(inboxes)),
     })
 }

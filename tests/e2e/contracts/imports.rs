@@ -50,7 +50,7 @@ async fn memory_jobs() -> Box<dyn ImportJobStore> {
 
 async fn aws_jobs() -> Box<dyn ImportJobStore> {
     let (clients, tables) = super::moto_tables(&["JobsTable"]).await;
-    Box::new(DynamoImportJobStore::new(clients.dynamodb.clone(), &tables["JobsTable"]))
+    Box::new(DynamoImportJobStore::new(clients.dynamodb(), &tables["JobsTable"]))
 }
 
 /// The files port and the bucket it reads (which exists).
@@ -66,8 +66,8 @@ async fn memory_files() -> Box<Files> {
 async fn aws_files() -> Box<Files> {
     let clients = super::moto().await;
     let bucket = herald_e2e::tables::unique("imports");
-    clients.s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
-    Box::new(Files { files: Box::new(S3ImportFiles::new(clients.s3.clone())), bucket })
+    clients.s3().create_bucket().bucket(&bucket).send().await.expect("bucket");
+    Box::new(Files { files: Box::new(S3ImportFiles::new(clients.s3())), bucket })
 }
 
 struct Continued {
@@ -107,8 +107,8 @@ async fn aws_queue() -> Box<Continued> {
         message["continue_job"].as_str().expect("a job id").to_owned()
     };
     Box::new(Continued {
-        queue: Box::new(SqsImportQueue::new(clients.sqs.clone(), &queue_url)),
-        inbox: Box::new(SqsInbox { sqs: clients.sqs.clone(), queue_url, parse }),
+        queue: Box::new(SqsImportQueue::new(clients.sqs(), &queue_url)),
+        inbox: Box::new(SqsInbox { sqs: clients.sqs(), queue_url, parse }),
     })
 }
 

@@ -21,7 +21,7 @@ async fn memory_catalog() -> Box<dyn ApiKeyCatalog> {
 
 async fn aws_catalog() -> Box<dyn ApiKeyCatalog> {
     let (clients, tables) = super::moto_tables(&["ApiKeysTable"]).await;
-    Box::new(DynamoApiKeyStore::new(clients.dynamodb.clone(), &tables["ApiKeysTable"]))
+    Box::new(DynamoApiKeyStore::new(clients.dynamodb(), &tables["ApiKeysTable"]))
 }
 
 /// A whole-second instant: what the table keeps is RFC 3339.

@@ -72,7 +72,7 @@ trait Inbox<T>: Send + Sync {
 
 /// A queue made for the test alone.
 async fn sqs_queue(clients: &Clients, prefix: &str) -> String {
-    let created = clients.sqs.create_queue().queue_name(herald_e2e::tables::unique(prefix)).send().await;
+    let created = clients.sqs().create_queue().queue_name(herald_e2e::tables::unique(prefix)).send().await;
     created.expect("queue").queue_url.expect("queue url")
 }
 

@@ -21,7 +21,7 @@ async fn memory_store() -> Box<dyn NotificationStore> {
 
 async fn aws_store() -> Box<dyn NotificationStore> {
     let (clients, tables) = super::moto_tables(&["NotificationsTable"]).await;
-    Box::new(DynamoNotificationStore::new(clients.dynamodb.clone(), &tables["NotificationsTable"]))
+    Box::new(DynamoNotificationStore::new(clients.dynamodb(), &tables["NotificationsTable"]))
 }
 
 fn t0() -> DateTime<Utc> {

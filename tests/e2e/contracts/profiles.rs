@@ -39,7 +39,7 @@ async fn aws_store() -> Box<dyn ProfileStore> {
 
 async fn aws_profiles() -> DynamoProfileStore {
     let (clients, tables) = super::moto_tables(&["ProfilesTable"]).await;
-    DynamoProfileStore::new(clients.dynamodb.clone(), &tables["ProfilesTable"])
+    DynamoProfileStore::new(clients.dynamodb(), &tables["ProfilesTable"])
 }
 
 /// A store and the scan over what it holds.

@@ -50,7 +50,7 @@ async fn memory_segments() -> Box<dyn SegmentStore> {
 
 async fn aws_segments() -> Box<dyn SegmentStore> {
     let (clients, tables) = super::moto_tables(&["SegmentsTable"]).await;
-    Box::new(DynamoSegmentStore::new(clients.dynamodb.clone(), &tables["SegmentsTable"]))
+    Box::new(DynamoSegmentStore::new(clients.dynamodb(), &tables["SegmentsTable"]))
 }
 
 /// The membership store with the profile and activity stores its guards read.
@@ -127,7 +127,7 @@ async fn memory_members() -> Box<Members> {
 
 async fn aws_members() -> Box<Members> {
     let (clients, tables) = super::moto_tables(&["MembersTable", "ProfilesTable", "ActivityTable"]).await;
-    let db = &clients.dynamodb;
+    let db = &clients.dynamodb();
     Box::new(Members {
         memberships: Arc::new(DynamoMembershipStore::new(
             db.clone(),

@@ -41,12 +41,12 @@ async fn aws_store() -> Box<Secrets> {
     let clients = super::moto().await;
     let create = async |value: &str| {
         let name = herald_e2e::tables::unique("ring");
-        let created = clients.secretsmanager.create_secret().name(&name).secret_string(value).send().await;
+        let created = clients.secretsmanager().create_secret().name(&name).secret_string(value).send().await;
         created.expect("secret").arn.expect("an ARN")
     };
     let (rotating, not_a_ring) = (create(ROTATING).await, create(NOT_A_RING).await);
     Box::new(Secrets {
-        store: Box::new(SecretsManagerKeyRings::new(clients.secretsmanager.clone())),
+        store: Box::new(SecretsManagerKeyRings::new(clients.secretsmanager())),
         rotating,
         not_a_ring,
         missing: herald_e2e::tables::unique("missing"),
