@@ -1,17 +1,64 @@
 //! SDK configuration and clients, built once per Lambda execution environment.
 
-use std::sync::OnceLock;
+use std::{collections::BTreeMap, sync::OnceLock};
 
-use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
-use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_config::{
+    BehaviorVersion, SdkConfig, environment::EnvironmentVariableCredentialsProvider, retry::RetryConfig,
+};
+use aws_sdk_dynamodb::config::{Credentials, IdentityCache, Region, SharedCredentialsProvider};
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
 use crate::request_counter::RequestCounter;
 
-/// The configuration a deployed function uses: region and credentials from the Lambda
-/// environment, `AWS_ENDPOINT_URL` honoured, and adaptive retries, which back off the
-/// whole client when a service throttles.
+/// The configuration of the admin CLI: the SDK's whole default chain (profiles, SSO,
+/// web identity, instance roles), and adaptive retries, which back off the whole client
+/// when a service throttles.
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::adaptive()).load().await
+}
+
+/// The configuration a deployed function uses, from what Lambda sets in its environment
+/// and nothing else: `AWS_REGION`, the execution role's credentials (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), `AWS_ENDPOINT_URL` when set, and adaptive
+/// retries. The default chain's loader (profile files, SSO, STS, IMDS) is never linked:
+/// a Lambda has no use for it, and it is half a megabyte of each bootstrap.
+pub fn function_sdk_config() -> SdkConfig {
+    function_sdk_config_from(|name| std::env::var(name).ok())
+}
+
+fn function_sdk_config_from(env: impl Fn(&str) -> Option<String>) -> SdkConfig {
+    let env = |name: &str| env(name).filter(|value| !value.is_empty());
+    let mut builder = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).map(Region::new))
+        .credentials_provider(SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()))
+        .identity_cache(IdentityCache::lazy().build())
+        .retry_config(RetryConfig::adaptive());
+    builder.set_endpoint_url(env("AWS_ENDPOINT_URL"));
+    let endpoints: BTreeMap<String, String> = SERVICES
+        .iter()
+        .filter_map(|service| env(&format!("AWS_ENDPOINT_URL_{service}")).map(|url| (service.to_string(), url)))
+        .collect();
+    builder.service_config(ServiceEndpoints(endpoints)).build()
+}
+
+/// The services whose `AWS_ENDPOINT_URL_<SERVICE>` a function honours (the SDK's service
+/// ids, upper-cased), as the SDK's loader does: the local stack sends the providers' calls
+/// (SES, SNS) to an endpoint of their own.
+const SERVICES: [&str; 7] = ["DYNAMODB", "EVENTBRIDGE", "SQS", "SESV2", "SNS", "S3", "SECRETS_MANAGER"];
+
+/// Service-specific endpoint URLs, read once: a client asks for its service's at build
+/// time and falls back to the shared `AWS_ENDPOINT_URL`.
+#[derive(Debug)]
+struct ServiceEndpoints(BTreeMap<String, String>);
+
+impl LoadServiceConfig for ServiceEndpoints {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        if key.env() != "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        self.0.get(&key.service_id().to_uppercase().replace(' ', "_")).cloned()
+    }
 }
 
 /// The configuration for an AWS-compatible endpoint on this machine (moto), with static
@@ -168,6 +215,43 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_function_reads_its_region_and_endpoint_from_the_lambda_environment() {
+        let env = |name: &str| match name {
+            "AWS_REGION" => Some("eu-west-1".to_owned()),
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:5000".to_owned()),
+            _ => None,
+        };
+        let config = function_sdk_config_from(env);
+        assert_eq!(config.region().map(Region::as_ref), Some("eu-west-1"));
+        assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:5000"));
+        assert!(config.credentials_provider().is_some());
+    }
+
+    #[test]
+    fn a_service_endpoint_url_overrides_the_shared_one_for_that_service_only() {
+        let env = |name: &str| match name {
+            "AWS_REGION" => Some("us-east-1".to_owned()),
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:5000".to_owned()),
+            "AWS_ENDPOINT_URL_SESV2" => Some("http://127.0.0.1:6000".to_owned()),
+            _ => None,
+        };
+        let config = function_sdk_config_from(env);
+        let endpoint = |service_id| {
+            let key = ServiceConfigKey::builder().service_id(service_id).env("AWS_ENDPOINT_URL").profile("endpoint_url");
+            config.service_config().and_then(|c| c.load_config(key.build().expect("a whole key")))
+        };
+        assert_eq!(endpoint("SESv2").as_deref(), Some("http://127.0.0.1:6000"));
+        assert_eq!(endpoint("SNS"), None, "the shared AWS_ENDPOINT_URL, which the client falls back to");
+        assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn a_function_without_an_endpoint_url_uses_the_service_endpoints() {
+        let config = function_sdk_config_from(|name| (name == "AWS_REGION").then(|| "us-east-1".to_owned()));
+        assert_eq!(config.endpoint_url(), None);
+    }
 
     #[tokio::test]
     async fn provider_clients_make_one_attempt_per_call() {

@@ -9,7 +9,7 @@ pub mod secretsmanager;
 pub mod senders;
 pub mod sqs;
 
-pub use config::{Clients, local_sdk_config, sdk_config};
+pub use config::{Clients, function_sdk_config, local_sdk_config, sdk_config};
 pub use dynamo::{
     activity::DynamoActivityStore,
     api_keys::DynamoApiKeyStore,

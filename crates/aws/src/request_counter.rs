@@ -119,15 +119,13 @@ impl RequestCounter {
         tables
     }
 
-    /// Items written per table, and how many of them in transactions.
-    pub fn items_written(&self) -> BTreeMap<String, (u64, u64)> {
+    /// Items put (written whole: PutItem, a BatchWriteItem or transaction's Put) per table.
+    pub fn items_put(&self) -> BTreeMap<String, u64> {
         let counts = self.0.lock().expect("counter lock");
         counts
             .writes
             .iter()
-            .map(|(table, writes)| {
-                (table.clone(), (writes.len() as u64, writes.iter().filter(|w| w.transactional).count() as u64))
-            })
+            .map(|(table, writes)| (table.clone(), writes.iter().filter(|w| w.bytes.is_some()).count() as u64))
             .collect()
     }
 
@@ -246,12 +244,12 @@ pub fn read_units(bytes: usize, consistent: bool) -> f64 {
     if consistent { units } else { units / 2.0 }
 }
 
-/// The index writes `items` writes of items of up to `bytes` cost on a global secondary
-/// index projecting the whole item (`ProjectionType: ALL`) whose key none of them
-/// changes: each write that changes the item rewrites its index entry, one unit per KB
-/// begun, never doubled by a transaction.
-pub fn index_write_units(items: u64, bytes: usize) -> f64 {
-    (items * write_units(bytes)) as f64
+/// The index writes that `puts` cost on a global secondary index projecting the keys only
+/// (`ProjectionType: KEYS_ONLY`): one unit per item put (its entry, a few dozen bytes).
+/// An update that changes no key writes nothing to it; a put over an item, its keys
+/// unchanged, is counted all the same (an upper bound).
+pub fn index_write_units(puts: u64) -> f64 {
+    puts as f64
 }
 
 /// An item's size in DynamoDB's JSON wire form (`{"name": {"S": "..."}}`), reckoned as
@@ -345,6 +343,16 @@ mod tests {
         let counter = counted("TransactWriteItems", body, json!({}));
         let capacity = counter.capacity(&BTreeMap::from([("deliveries".to_owned(), 2100)]));
         assert_eq!((capacity["deliveries"].write_units, capacity["limits"].write_units), (6.0, 2.0));
+    }
+
+    #[test]
+    fn only_puts_count_as_items_put() {
+        let body = json!({"TransactItems": [
+            {"Update": {"TableName": "deliveries", "Key": {"delivery_id": {"S": "d"}}}},
+            {"Put": {"TableName": "deliveries", "Item": {"delivery_id": {"S": "e"}}}},
+        ]});
+        let counter = counted("TransactWriteItems", body, json!({}));
+        assert_eq!(counter.items_put()["deliveries"], 1);
     }
 
     #[test]

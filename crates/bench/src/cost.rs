@@ -42,8 +42,8 @@ pub mod prices {
     pub const PINPOINT_EMAIL: f64 = 0.10 / 1e3;
 }
 
-/// The deliveries table: its `by-notification` index projects the whole item, so every
-/// write that changes an item also rewrites its index entry.
+/// The deliveries table: its `by-notification` index projects the keys, so each delivery
+/// put writes an index entry too.
 const DELIVERIES_TABLE: &str = "DeliveriesTable";
 
 fn report(name: &str, value: f64, unit: &str) {
@@ -99,14 +99,13 @@ async fn largest_items(
 async fn bill(stack: &herald_local::LocalStack, counter: &RequestCounter, uncounted: &herald_aws::Clients) -> Bill {
     let (largest, logical) = largest_items(uncounted, stack.physical_names()).await;
     let capacity = counter.capacity(&largest);
-    let written = counter.items_written();
+    let put = counter.items_put();
     let mut bill = Bill::default();
     for (table, used) in &capacity {
         let id = logical.get(table).map_or(table.as_str(), String::as_str);
         let mut write_units = used.write_units;
         if id == DELIVERIES_TABLE {
-            let items = written.get(table).map_or(0, |(items, _)| *items);
-            write_units += request_counter::index_write_units(items, largest.get(table).copied().unwrap_or(0));
+            write_units += request_counter::index_write_units(put.get(table).copied().unwrap_or(0));
         }
         eprintln!("  {id}: {write_units:.1} write units, {:.1} read units", used.read_units);
         bill.dynamodb_writes += write_units * prices::DYNAMODB_WRITE_UNIT;

@@ -173,7 +173,7 @@ impl ImporterHandler {
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
     pub async fn connect(config: &ImporterConfig) -> Self {
-        let clients = Clients::new(&herald_aws::sdk_config().await);
+        let clients = Clients::new(&herald_aws::function_sdk_config());
         clients.warm_up(&config.jobs_table, None).await;
         Self::from_aws(&clients, config)
     }

@@ -47,7 +47,7 @@ impl RelayHandler {
     }
 
     pub async fn connect(config: &RelayConfig) -> Self {
-        Self::from_aws(&Clients::new(&herald_aws::sdk_config().await), config)
+        Self::from_aws(&Clients::new(&herald_aws::function_sdk_config()), config)
     }
 
     /// Publishes the batch's due events; answers the first record to deliver again, if

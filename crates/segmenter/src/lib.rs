@@ -153,7 +153,7 @@ impl SegmenterHandler {
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
     pub async fn connect(config: &SegmenterConfig) -> Self {
-        let clients = Clients::new(&herald_aws::sdk_config().await);
+        let clients = Clients::new(&herald_aws::function_sdk_config());
         clients.warm_up(&config.members_table, None).await;
         Self::from_aws(&clients, config)
     }

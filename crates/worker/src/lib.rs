@@ -333,7 +333,7 @@ impl WorkerHandler {
     /// The handler on the account's AWS clients and the sender `sender` builds (the
     /// binary's own channel's), its table's connections warmed up.
     pub async fn connect(config: &WorkerConfig, sender: SenderFactory) -> Result<Self, ConfigError> {
-        let clients = Clients::new(&herald_aws::sdk_config().await);
+        let clients = Clients::new(&herald_aws::function_sdk_config());
         clients.warm_up(&config.deliveries_table, None).await;
         Self::from_aws_with(&clients, config, sender).await
     }

@@ -1,6 +1,11 @@
 //! The deliveries table: one item per delivery, keyed by `delivery_id`, with a GSI on
 //! `notification_id`. Status moves are conditional writes: the dedup of redelivered
 //! messages and the guard that keeps statuses moving forward.
+//!
+//! The index projects the keys only: a status move then writes the table alone (an index
+//! projecting the item would be written again at every claim and outcome, one unit each),
+//! and a listing reads the items it names from the table, consistently, in BatchGetItem
+//! calls of 100.
 
 use std::collections::HashMap;
 
@@ -55,6 +60,27 @@ impl DynamoDeliveryStore {
     /// Counts claims' rate limits in `table` (keyed by `window_key`, expiring by TTL).
     pub fn with_rate_limits(self, table: impl Into<String>) -> Self {
         Self { rate_limits_table: Some(table.into()), ..self }
+    }
+
+    /// The items the index's `keys` name, read from the table in the index's order; one
+    /// gone since the index was read is left out.
+    async fn items_of(&self, keys: &[Item]) -> Result<Vec<Item>, StoreError> {
+        let ids: Vec<String> = keys
+            .iter()
+            .filter_map(|key| match key.get("delivery_id") {
+                Some(AttributeValue::S(id)) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut items: HashMap<String, Item> = batch::get_all(&self.client, &self.table, "delivery_id", &ids, true, &self.backoff)
+            .await?
+            .into_iter()
+            .filter_map(|item| match item.get("delivery_id") {
+                Some(AttributeValue::S(id)) => Some((id.clone(), item)),
+                _ => None,
+            })
+            .collect();
+        Ok(ids.iter().filter_map(|id| items.remove(id)).collect())
     }
 
     /// The delivery's move out of `created` or `error` (or, for a request that creates
@@ -297,7 +323,7 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        let items: Vec<Item> = self
+        let keys: Vec<Item> = self
             .client
             .query()
             .table_name(&self.table)
@@ -310,7 +336,8 @@ impl DeliveryStore for DynamoDeliveryStore {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(unavailable)?;
-        items
+        self.items_of(&keys)
+            .await?
             .into_iter()
             .map(|item| {
                 serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable delivery: {e}")))
@@ -346,9 +373,9 @@ impl DeliveryStore for DynamoDeliveryStore {
             Some(AttributeValue::S(id)) => Some(id.clone()),
             _ => None,
         };
-        let deliveries = output
-            .items
-            .unwrap_or_default()
+        let deliveries = self
+            .items_of(&output.items.unwrap_or_default())
+            .await?
             .into_iter()
             .map(|item| {
                 let final_error = matches!(item.get(FINAL_ERROR), Some(AttributeValue::Bool(true)));
