@@ -2,9 +2,7 @@
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
-use aws_config::{
-    BehaviorVersion, SdkConfig, environment::EnvironmentVariableCredentialsProvider, retry::RetryConfig,
-};
+use aws_config::{BehaviorVersion, SdkConfig, environment::EnvironmentVariableCredentialsProvider, retry::RetryConfig};
 use aws_sdk_dynamodb::config::{Credentials, IdentityCache, Region, SharedCredentialsProvider};
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
@@ -239,7 +237,8 @@ mod tests {
         };
         let config = function_sdk_config_from(env);
         let endpoint = |service_id| {
-            let key = ServiceConfigKey::builder().service_id(service_id).env("AWS_ENDPOINT_URL").profile("endpoint_url");
+            let key =
+                ServiceConfigKey::builder().service_id(service_id).env("AWS_ENDPOINT_URL").profile("endpoint_url");
             config.service_config().and_then(|c| c.load_config(key.build().expect("a whole key")))
         };
         assert_eq!(endpoint("SESv2").as_deref(), Some("http://127.0.0.1:6000"));

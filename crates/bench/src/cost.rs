@@ -188,17 +188,7 @@ pub async fn cost_per_million(channel: Channel) -> f64 {
             (0..PER_NOTIFICATION).map(|i| json!({"user_id": format!("c{}", n * PER_NOTIFICATION + i)})).collect();
         let body = json!({"type": "news", "recipients": recipients, "channels": [channel.name()],
             "content": {channel.name(): {"subject": "News", "body": "Hello {{ name }}"}}, "params": {"name": "you"}});
-        let answer: Value = http
-            .post(url("/v1/notifications"))
-            .bearer_auth(&stack.admin_key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(answer["notification_id"].as_str().unwrap_or_else(|| panic!("not accepted: {answer}")).to_owned());
+        ids.push(crate::notify(&http, &stack, &body).await);
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     for id in &ids {

@@ -90,3 +90,19 @@ fn in_own_process(argument: &str) {
         .expect("the benchmark process runs");
     assert!(status.success(), "{argument} failed");
 }
+
+/// Posts a notification to the local stack's API as its admin and answers its id; a
+/// notification not accepted ends the benchmark.
+async fn notify(http: &reqwest::Client, stack: &herald_local::LocalStack, body: &serde_json::Value) -> String {
+    let answer: serde_json::Value = http
+        .post(format!("{}/v1/notifications", stack.api_url))
+        .bearer_auth(&stack.admin_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["notification_id"].as_str().unwrap_or_else(|| panic!("not accepted: {answer}")).to_owned()
+}

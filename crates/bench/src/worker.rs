@@ -164,17 +164,7 @@ pub async fn local_delivery_costs() {
     let notify = async |recipients: Vec<Value>| -> String {
         let body = json!({"type": "otp", "recipients": recipients, "channels": ["sms"],
             "content": {"sms": {"body": "code {{ c }}"}}, "params": {"c": "42"}});
-        let answer: Value = http
-            .post(url("/v1/notifications"))
-            .bearer_auth(&stack.admin_key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["notification_id"].as_str().unwrap_or_else(|| panic!("not accepted: {answer}")).to_owned()
+        crate::notify(&http, &stack, &body).await
     };
 
     // Cost and throughput: a burst of 40 notifications to 10 users each.

@@ -38,6 +38,7 @@ use aws_lambda_events::{dynamodb::Event, sqs::BatchItemFailure, streams::DynamoD
 use axum::{body::Bytes, http::StatusCode, response::Response};
 use base64::Engine as _;
 use herald_edge::sqs::{Invocation, Retry, SqsBatchResponse, SqsEvent, SqsHandler, SqsMessage};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::{process::Child, sync::Semaphore};
 
@@ -47,7 +48,7 @@ use crate::{
     gateway::HttpFunction,
     provision::Deployment,
     runtime_api::{Outcome, RuntimeApi},
-    streams::{StreamHandler, StreamSource},
+    streams::StreamHandler,
 };
 
 /// Where the process mode finds the binaries and puts their logs.
@@ -157,6 +158,25 @@ impl Function {
     /// The cold starts so far, in the order they ended their first invocation.
     pub fn cold_starts(&self) -> Vec<ColdStart> {
         self.cold_starts.lock().expect("cold starts lock").clone()
+    }
+
+    /// Invokes the function with a batch `event` and reads its batch response; None (and
+    /// a warning) when the invocation failed or answered something else, which fails the
+    /// whole batch.
+    async fn invoke_batch<E: Serialize, R: DeserializeOwned>(&self, event: &E, deadline: Instant) -> Option<R> {
+        let answer = match serde_json::to_vec(event) {
+            Ok(payload) => self.invoke(payload.into(), deadline).await,
+            Err(e) => Err(InvokeError::Function { error_type: format!("the event does not serialize: {e}") }),
+        };
+        let parsed = answer.and_then(|body| {
+            serde_json::from_slice::<R>(&body)
+                .map_err(|_| InvokeError::Function { error_type: "an answer that is not a batch response".into() })
+        });
+        parsed
+            .inspect_err(|e| {
+                tracing::warn!(function = %self.bootstrap.function, error = %e, "the invocation failed its whole batch");
+            })
+            .ok()
     }
 
     /// Invokes the function with `payload`, in a warm environment or a new one; kills
@@ -396,16 +416,7 @@ impl SqsHandler for SqsFunction {
 
     async fn invoke(&self, event: SqsEvent, invocation: Invocation) -> SqsBatchResponse {
         let deadline = self.0.deadline(invocation.deadline);
-        let answer = match serde_json::to_vec(&event) {
-            Ok(payload) => self.0.invoke(payload.into(), deadline).await,
-            Err(e) => Err(InvokeError::Function { error_type: format!("the event does not serialize: {e}") }),
-        };
-        let parsed = answer.and_then(|body| {
-            serde_json::from_slice::<SqsBatchResponse>(&body)
-                .map_err(|_| InvokeError::Function { error_type: "an answer that is not a batch response".into() })
-        });
-        parsed.unwrap_or_else(|e| {
-            tracing::warn!(function = %self.0.bootstrap.function, error = %e, "the invocation failed its whole batch");
+        self.0.invoke_batch(&event, deadline).await.unwrap_or_else(|| {
             let mut response = SqsBatchResponse::default();
             for record in &event.records {
                 let mut failure = BatchItemFailure::default();
@@ -421,26 +432,11 @@ impl SqsHandler for SqsFunction {
 /// failure naming no record).
 pub struct StreamFunction(pub Arc<Function>);
 
-impl StreamFunction {
-    pub fn for_source(function: Arc<Function>, _source: &StreamSource) -> Arc<dyn StreamHandler> {
-        Arc::new(StreamFunction(function))
-    }
-}
-
 #[async_trait]
 impl StreamHandler for StreamFunction {
     async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let deadline = self.0.deadline(None);
-        let answer = match serde_json::to_vec(&event) {
-            Ok(payload) => self.0.invoke(payload.into(), deadline).await,
-            Err(e) => Err(InvokeError::Function { error_type: format!("the event does not serialize: {e}") }),
-        };
-        let parsed = answer.and_then(|body| {
-            serde_json::from_slice::<DynamoDbEventResponse>(&body)
-                .map_err(|_| InvokeError::Function { error_type: "an answer that is not a batch response".into() })
-        });
-        parsed.unwrap_or_else(|e| {
-            tracing::warn!(function = %self.0.bootstrap.function, error = %e, "the invocation failed its whole batch");
+        self.0.invoke_batch(&event, deadline).await.unwrap_or_else(|| {
             let mut response = DynamoDbEventResponse::default();
             response.batch_item_failures.push(Default::default());
             response

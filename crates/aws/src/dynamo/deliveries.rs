@@ -72,14 +72,15 @@ impl DynamoDeliveryStore {
                 _ => None,
             })
             .collect();
-        let mut items: HashMap<String, Item> = batch::get_all(&self.client, &self.table, "delivery_id", &ids, true, &self.backoff)
-            .await?
-            .into_iter()
-            .filter_map(|item| match item.get("delivery_id") {
-                Some(AttributeValue::S(id)) => Some((id.clone(), item)),
-                _ => None,
-            })
-            .collect();
+        let mut items: HashMap<String, Item> =
+            batch::get_all(&self.client, &self.table, "delivery_id", &ids, true, &self.backoff)
+                .await?
+                .into_iter()
+                .filter_map(|item| match item.get("delivery_id") {
+                    Some(AttributeValue::S(id)) => Some((id.clone(), item)),
+                    _ => None,
+                })
+                .collect();
         Ok(ids.iter().filter_map(|id| items.remove(id)).collect())
     }
 
