@@ -74,7 +74,8 @@ pub async fn local_sdk_config(endpoint_url: &str) -> SdkConfig {
 /// The SDK clients a function holds for its lifetime, each built on first use and then
 /// shared (one connection pool per service). Built lazily so that a function links only
 /// the SDK crates it calls: a client that is never asked for is dead code to the linker,
-/// endpoint rules and all (the S3 client alone is about a megabyte of a bootstrap).
+/// endpoint rules and all (the relay, which asks for EventBridge alone, shrank by 1.7 MiB).
+/// A clone made before a client's first use builds that client anew.
 #[derive(Clone, Debug)]
 pub struct Clients {
     /// What the clients are built from, to derive clients for another region.

@@ -42,7 +42,7 @@ pub mod prices {
     pub const PINPOINT_EMAIL: f64 = 0.10 / 1e3;
 }
 
-/// The deliveries table: its `by-notification` index projects the keys, so each delivery
+/// The deliveries table: its `by-notification-keys` index projects the keys, so each delivery
 /// put writes an index entry too.
 const DELIVERIES_TABLE: &str = "DeliveriesTable";
 

@@ -29,7 +29,7 @@ pub struct DispatcherConfig {
     pub activity_table: String,
     pub members_table: String,
     pub jobs_table: String,
-    /// Read by the reconciler (its by-notification index only).
+    /// Read by the reconciler (its by-notification-keys index only).
     pub deliveries_table: String,
     pub dispatch_queue_url: String,
     /// `SETTLE_CHECK_SECONDS`: how long between two settle checks of a campaign; None:

@@ -108,8 +108,10 @@ const DISPATCHER: Calls = &[
     ("MembersTable", &["dynamodb:DescribeTable", "dynamodb:Query"]),
     // DynamoCampaignStore: get, and the page / settle updates.
     ("JobsTable", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
-    // The reconciler recounts a campaign's deliveries.
-    ("DeliveriesTable/index/by-notification", &["dynamodb:Query"]),
+    // The reconciler recounts a campaign's deliveries: their keys from the index, then
+    // their items.
+    ("DeliveriesTable/index/by-notification-keys", &["dynamodb:Query"]),
+    ("DeliveriesTable", &["dynamodb:BatchGetItem"]),
     ("DispatchQueue", &["sqs:SendMessage"]),
     ("EmailQueue", &["sqs:SendMessage"]),
     ("SmsQueue", &["sqs:SendMessage"]),
@@ -138,9 +140,18 @@ const API: Calls = &[
     ("ApiKeysTable", &["dynamodb:DescribeTable", "dynamodb:GetItem"]),
     ("EventBus", &["events:DescribeEventBus", "events:PutEvents"]),
     // create (BatchWriteItem), create_if_absent (PutItem), get, advance (UpdateItem);
-    // a notification's deliveries are listed by the index.
-    ("DeliveriesTable", &["dynamodb:BatchWriteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
-    ("DeliveriesTable/index/by-notification", &["dynamodb:Query"]),
+    // a notification's deliveries are listed by the index's keys, then read (BatchGetItem).
+    (
+        "DeliveriesTable",
+        &[
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+        ],
+    ),
+    ("DeliveriesTable/index/by-notification-keys", &["dynamodb:Query"]),
     ("NotificationsTable", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
     ("TemplatesTable", &["dynamodb:GetItem", "dynamodb:PutItem"]),
     ("PreferencesTable", &["dynamodb:GetItem", "dynamodb:PutItem"]),

@@ -28,6 +28,11 @@ use crate::{
     unavailable,
 };
 
+/// The index of a notification's deliveries, keys only. (Renamed from `by-notification`,
+/// which projected the whole item: CloudFormation changes no projection in place, it
+/// drops the old index and creates this one.)
+const BY_NOTIFICATION: &str = "by-notification-keys";
+
 /// A transaction holds at most 100 items: a claim and its rate-limit count are two.
 const CLAIMS_PER_TRANSACTION: usize = super::transaction::MAX_ITEMS / 2;
 
@@ -96,7 +101,7 @@ impl DynamoDeliveryStore {
         let mut expression = "SET #s = :status".to_owned();
         if request.create.is_some() {
             // A new item gets what a `Delivery` is read with: its notification (the key of
-            // the by-notification index), recipient, channel, and a history that starts
+            // the by-notification-keys index), recipient, channel, and a history that starts
             // with `created`, as the rows the API records do.
             condition = format!("attribute_not_exists(delivery_id) OR {condition}");
             expression.push_str(
@@ -328,7 +333,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .client
             .query()
             .table_name(&self.table)
-            .index_name("by-notification")
+            .index_name(BY_NOTIFICATION)
             .key_condition_expression("notification_id = :n")
             .expression_attribute_values(":n", AttributeValue::S(notification_id.to_owned()))
             .into_paginator()
@@ -362,7 +367,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .client
             .query()
             .table_name(&self.table)
-            .index_name("by-notification")
+            .index_name(BY_NOTIFICATION)
             .key_condition_expression("notification_id = :n")
             .expression_attribute_values(":n", AttributeValue::S(notification_id.to_owned()))
             .set_exclusive_start_key(start)
