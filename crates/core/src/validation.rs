@@ -86,6 +86,9 @@ pub fn phone_e164(number: &str) -> Result<String, String> {
     if !number.trim_start().starts_with('+') {
         return Err("must be in international format, starting with + and the country code".into());
     }
+    if let Some(e164) = phone::valid_plain_e164(number) {
+        return Ok(e164);
+    }
     let parsed = phonenumber::parse(None, number).map_err(|e| format!("is not a phone number ({e})"))?;
     if !phone::is_valid(&parsed) {
         return Err("is not a valid phone number for its country".into());
@@ -93,14 +96,16 @@ pub fn phone_e164(number: &str) -> Result<String, String> {
     Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
 }
 
-/// `phonenumber::is_valid`, rule for rule over the same metadata, but with each regular
-/// expression compiled once per thread and found by the address of its pattern:
-/// phonenumber's own look every use up in a shared LRU cache of 100, hashing the whole
-/// pattern each time (a quarter of an import's instructions went there). Its agreement
-/// with phonenumber is checked over every example number of every region and their
-/// neighbours (`tests::phone_validity_agrees_with_phonenumber`).
+/// `phonenumber::is_valid`, and `phonenumber::parse` for numbers written `+` and digits
+/// only, rule for rule over the same metadata, but with each regular expression compiled
+/// once per thread and found by the address of its pattern: phonenumber's own look every
+/// use up in a shared LRU cache of 100, hashing and comparing the whole pattern each time
+/// (a third of an import's CPU went there). Their agreement with phonenumber is checked
+/// over every example number of every region, their neighbours and their national-prefix
+/// forms (`tests::phone_validity_agrees_with_phonenumber`,
+/// `tests::plain_numbers_parse_as_phonenumber_parses_them`).
 mod phone {
-    use std::{cell::RefCell, collections::HashMap};
+    use std::{borrow::Cow, cell::RefCell, collections::HashMap};
 
     use phonenumber::{
         Metadata, PhoneNumber,
@@ -111,9 +116,9 @@ mod phone {
         static COMPILED: RefCell<HashMap<usize, regex::Regex>> = RefCell::new(HashMap::new());
     }
 
-    /// Whether the pattern `source` (one of the database's, which lives as long as the
-    /// process) matches `value` as phonenumber asks: a match starting at its start.
-    fn matches_at_start(source: &'static str, value: &str) -> bool {
+    /// `with` the compiled form of the pattern `source` (one of the database's, which lives
+    /// as long as the process).
+    fn with_regex<T>(source: &'static str, with: impl FnOnce(&regex::Regex) -> T) -> T {
         COMPILED.with(|compiled| {
             let mut compiled = compiled.borrow_mut();
             let regex = compiled.entry(source.as_ptr() as usize).or_insert_with(|| {
@@ -123,8 +128,13 @@ mod phone {
                     .build()
                     .expect("phonenumber's patterns compile")
             });
-            regex.find(value).is_some_and(|m| m.start() == 0)
+            with(regex)
         })
+    }
+
+    /// Whether `source` matches `value` as phonenumber asks: a match starting at its start.
+    fn matches_at_start(source: &'static str, value: &str) -> bool {
+        with_regex(source, |regex| regex.find(value).is_some_and(|m| m.start() == 0))
     }
 
     /// `Descriptor::is_match`.
@@ -180,8 +190,98 @@ mod phone {
 
     /// `phonenumber::is_valid`.
     pub(super) fn is_valid(number: &PhoneNumber) -> bool {
-        let national = number.national().to_string();
-        metadata_for(&DATABASE, number.country().code(), &national).is_some_and(|meta| has_a_type(meta, &national))
+        is_valid_national(number.country().code(), &number.national().to_string())
+    }
+
+    fn is_valid_national(code: u16, national: &str) -> bool {
+        metadata_for(&DATABASE, code, national).is_some_and(|meta| has_a_type(meta, national))
+    }
+
+    /// The E.164 form of `number` when it is written `+` and digits only (as exports and
+    /// most APIs write numbers) and is valid: what `phonenumber::parse(None, number)`,
+    /// `is_valid` and the E.164 format give, step for step. `None` for any other number,
+    /// or one that parse refuses or is not valid: the caller takes phonenumber's whole way,
+    /// and its error.
+    pub(super) fn valid_plain_e164(number: &str) -> Option<String> {
+        const MIN_LENGTH_FOR_NSN: usize = 2;
+        const MAX_LENGTH_FOR_NSN: usize = 17;
+        let digits = number.strip_prefix('+')?;
+        if digits.len() <= MIN_LENGTH_FOR_NSN || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let database: &'static Database = &DATABASE;
+        // The shortest prefix that is a country calling code (`helper::country_code`).
+        let (code, national) = (1..=3).find_map(|len| {
+            let code: u16 = digits[..len].parse().ok()?;
+            database.by_code(&code).is_some().then(|| (code, &digits[len..]))
+        })?;
+        // Without a region for the number, parse keeps it as it is.
+        let national = match metadata_for(database, code, national.trim_start_matches('0')) {
+            Some(meta) => without_national_prefix(meta, national),
+            None => Cow::Borrowed(national),
+        };
+        if !(MIN_LENGTH_FOR_NSN..=MAX_LENGTH_FOR_NSN).contains(&national.len()) {
+            return None;
+        }
+        // `NationalNumber`: leading zeros apart, the value fits in 56 bits.
+        let value: u64 = national.trim_start_matches('0').parse().ok()?;
+        if value >= 1 << 56 || !is_valid_national(code, &national) {
+            return None;
+        }
+        Some(format!("+{code}{national}"))
+    }
+
+    /// The national significant number of `national` in `meta`'s region: its national
+    /// prefix (and carrier code) taken off as phonenumber's parse does, unless what is left
+    /// would be too short.
+    fn without_national_prefix<'a>(meta: &'static Metadata, national: &'a str) -> Cow<'a, str> {
+        let mut potential = national_number(meta, national);
+        if let Some(prefix) = meta.national_prefix()
+            && potential.starts_with(prefix)
+        {
+            potential = Cow::Owned(potential[prefix.len()..].to_owned());
+        }
+        // `validator::length(meta, _, Type::Unknown) != Validation::TooShort`.
+        let general = meta.descriptors().general();
+        let length = potential.len() as u16;
+        let too_short = general
+            .possible_length()
+            .first()
+            .is_some_and(|&minimum| !general.possible_local_length().contains(&length) && length < minimum);
+        if too_short { Cow::Borrowed(national) } else { potential }
+    }
+
+    /// `parser::helper::national_number`, the carrier code left out. (Where a match at the
+    /// start has no transform rule, phonenumber takes it off whatever is left, unlike
+    /// libphonenumber; so does this.)
+    fn national_number<'a>(meta: &'static Metadata, national: &'a str) -> Cow<'a, str> {
+        let Some(parsing) = meta.national_prefix_for_parsing() else {
+            return match meta.national_prefix() {
+                Some(prefix) if national.starts_with(prefix) => Cow::Borrowed(&national[prefix.len()..]),
+                _ => Cow::Borrowed(national),
+            };
+        };
+        let (end, transformed) = match with_regex(parsing.as_str(), |parsing| {
+            let found = parsing.find(national).filter(|m| m.start() == 0)?;
+            let last = parsing.captures(national).and_then(|c| c.get(c.len() - 1));
+            let rule = meta.national_prefix_transform_rule().filter(|_| last.is_some());
+            Some((found.end(), rule.map(|rule| parsing.replace(national, rule).into_owned())))
+        }) {
+            Some(stripped) => stripped,
+            None => return Cow::Borrowed(national),
+        };
+        match transformed {
+            None => Cow::Borrowed(&national[end..]),
+            Some(transformed) => {
+                let general = meta.descriptors().general();
+                if descriptor_matches(general, national) && !descriptor_matches(general, &transformed) {
+                    Cow::Borrowed(national)
+                } else {
+                    Cow::Owned(transformed)
+                }
+            }
+        }
     }
 
     #[cfg(test)]
@@ -211,6 +311,10 @@ mod phone {
                     for example in descriptors.into_iter().flatten().filter_map(Descriptor::example) {
                         let (head, _) = example.split_at(example.len() - 1);
                         numbers.push(format!("+{code}{example}"));
+                        // Written with the national prefix, as people do.
+                        if let Some(prefix) = meta.national_prefix() {
+                            numbers.push(format!("+{code}{prefix}{example}"));
+                        }
                         numbers.push(format!("+{code}{example}5"));
                         numbers.push(format!("+{code}{head}"));
                         for digit in [0, 3, 7] {
@@ -233,6 +337,33 @@ mod phone {
             }
             // Both answers were checked, many times over.
             assert!(valid > 2000 && invalid > 2000, "{valid} valid, {invalid} invalid");
+        }
+
+        /// phonenumber's whole way: parse, validate, format.
+        fn phonenumber_e164(number: &str) -> Option<String> {
+            let parsed = phonenumber::parse(None, number).ok()?;
+            phonenumber::is_valid(&parsed).then(|| parsed.format().mode(phonenumber::Mode::E164).to_string())
+        }
+
+        #[test]
+        fn plain_numbers_parse_as_phonenumber_parses_them() {
+            let (mut taken, mut left) = (0, 0);
+            let odd = ["+", "+1", "+12", "+000", "+0441234", "+999123456", "+1 415 555 0100", "+1-415-555-0100"];
+            for number in numbers().iter().map(String::as_str).chain(odd) {
+                match valid_plain_e164(number) {
+                    Some(e164) => {
+                        assert_eq!(Some(&e164), phonenumber_e164(number).as_ref(), "{number}");
+                        taken += 1;
+                    }
+                    None => {
+                        // Left to phonenumber: only what it refuses, or what is not `+` and digits.
+                        let plain = number[1..].bytes().all(|b| b.is_ascii_digit());
+                        assert!(!plain || phonenumber_e164(number).is_none(), "{number}");
+                        left += 1;
+                    }
+                }
+            }
+            assert!(taken > 2000 && left > 2000, "{taken} taken, {left} left");
         }
     }
 }
