@@ -110,32 +110,56 @@ impl EmailTracking<'_> {
         }))
     }
 
-    /// Rewrites every `href="http…"` to a click redirect, then appends the unsubscribe
-    /// link and the open pixel.
+    /// Rewrites each link's `href` (of `<a>` elements only, however the attribute is
+    /// written) to a click redirect, then puts the unsubscribe link and the open pixel at
+    /// the end of `<body>` (or of `<html>`, or of the document, for HTML without them).
+    /// lol_html parses the HTML as a browser does, so a stylesheet's `href` is no click,
+    /// and single-quoted, unquoted or upper-case attributes are found.
     pub fn decorate_html(&self, html: &str) -> String {
-        let mut out = String::with_capacity(html.len() + 512);
-        let mut rest = html;
-        while let Some(start) = rest.find("href=\"") {
-            let value_start = start + "href=\"".len();
-            let Some(len) = rest[value_start..].find('"') else { break };
-            let url = &rest[value_start..value_start + len];
-            out.push_str(&rest[..value_start]);
-            // The HTML escaping of the href (e.g. &amp;) is undone for the stored URL. A
-            // link no redirect can carry is left as written.
-            let target = url.replace("&amp;", "&");
-            if (url.starts_with("http://") || url.starts_with("https://")) && redirect_target(&target).is_some() {
-                out.push_str(&self.link(Action::Click { url: target }));
-            } else {
-                out.push_str(url);
-            }
-            rest = &rest[value_start + len..];
-        }
-        out.push_str(rest);
+        use std::{cell::Cell, rc::Rc};
+
+        use lol_html::{RewriteStrSettings, element, end, end_tag, html_content::ContentType, rewrite_str};
+
+        let mut footer = String::new();
         if let Some(link) = self.unsubscribe_link() {
-            out.push_str(&format!("<p style=\"font-size:12px\"><a href=\"{link}\">Unsubscribe</a></p>"));
+            footer.push_str(&format!("<p style=\"font-size:12px\"><a href=\"{link}\">Unsubscribe</a></p>"));
         }
-        out.push_str(&format!("<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\">", self.link(Action::Open)));
-        out
+        footer.push_str(&format!("<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\">", self.link(Action::Open)));
+        let footer = Rc::new(footer);
+        let placed = Rc::new(Cell::new(false));
+        // Before `</body>`, else before `</html>`: end tag handlers run only for end tags
+        // the HTML writes.
+        let place_before_end = |element: &mut lol_html::html_content::Element| {
+            let (footer, placed) = (footer.clone(), placed.clone());
+            element.on_end_tag(end_tag!(move |end| {
+                if !placed.replace(true) {
+                    end.before(&footer, ContentType::Html);
+                }
+                Ok(())
+            }))
+        };
+        let settings = RewriteStrSettings::new()
+            .append_element_content_handler(element!("a[href]", |a| {
+                let raw = a.get_attribute("href").unwrap_or_default();
+                // The attribute's character references (`&amp;`) are undone for the stored
+                // URL. A link no redirect can carry is left as written.
+                let target = html_escape::decode_html_entities(&raw).into_owned();
+                if redirect_target(&target).is_some() {
+                    a.set_attribute("href", &self.link(Action::Click { url: target }))?;
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("body", place_before_end))
+            .append_element_content_handler(element!("html", place_before_end))
+            .append_document_content_handler(end!(|end| {
+                if !placed.replace(true) {
+                    end.append(&footer, ContentType::Html);
+                }
+                Ok(())
+            }));
+        // Rewriting fails only past a memory limit, and none is set: should it fail,
+        // the email still goes, its links as written.
+        rewrite_str(html, settings).unwrap_or_else(|_| format!("{html}{footer}"))
     }
 
     pub fn decorate_text(&self, text: &str) -> String {
@@ -272,6 +296,53 @@ mod tests {
     fn a_link_with_a_control_character_is_left_as_written() {
         let html = tracking().decorate_html("<a href=\"https://shop.example/\u{1}\">x</a>");
         assert!(html.contains("href=\"https://shop.example/\u{1}\""));
+    }
+
+    fn clicks_in(html: &str) -> Vec<String> {
+        tokens_in(html)
+            .into_iter()
+            .filter_map(|t| match t.action {
+                Action::Click { url } => Some(url),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stylesheet_link_is_no_click() {
+        let html = tracking().decorate_html(r#"<link rel="stylesheet" href="https://cdn.example/a.css"><p>hi</p>"#);
+        assert!(html.contains(r#"href="https://cdn.example/a.css""#), "{html}");
+        assert_eq!(clicks_in(&html), Vec::<String>::new());
+    }
+
+    #[test]
+    fn links_written_in_single_quotes_unquoted_or_upper_case_are_clicks() {
+        let html = tracking().decorate_html(
+            "<a href='https://a.example/'>a</a> <a href=https://b.example/>b</a> <A HREF=\"https://c.example/\">c</A>",
+        );
+        assert_eq!(clicks_in(&html), ["https://a.example/", "https://b.example/", "https://c.example/"]);
+    }
+
+    #[test]
+    fn character_references_in_a_link_are_undone_for_the_redirect() {
+        let html = tracking().decorate_html(r#"<a href="https://shop.example/?a=1&#38;b=2&amp;c=3">x</a>"#);
+        assert_eq!(clicks_in(&html), ["https://shop.example/?a=1&b=2&c=3"]);
+    }
+
+    #[test]
+    fn the_pixel_and_the_unsubscribe_link_go_inside_the_body() {
+        let html = tracking().decorate_html("<html><body><p>hi</p></body></html>");
+        let (inside, after) = html.split_once("</body>").unwrap();
+        assert_eq!(after, "</html>");
+        assert!(inside.contains("Unsubscribe") && inside.contains("<img src="), "{html}");
+        assert_eq!(tokens_in(&html).len(), 2, "one unsubscribe link and one pixel: {html}");
+    }
+
+    #[test]
+    fn without_a_body_end_tag_the_pixel_goes_before_the_end_of_html() {
+        let html = tracking().decorate_html("<html><body><p>hi</html>");
+        assert!(html.ends_with("\"></html>"), "{html}");
+        assert_eq!(tokens_in(&html).len(), 2, "{html}");
     }
 
     #[test]
