@@ -29,7 +29,8 @@ pub struct DispatcherConfig {
     pub activity_table: String,
     pub members_table: String,
     pub jobs_table: String,
-    /// Read by the reconciler (its by-notification-keys index only).
+    /// Read by the reconciler: its by-notification-keys index, then the items it names
+    /// (BatchGetItem).
     pub deliveries_table: String,
     pub dispatch_queue_url: String,
     /// `SETTLE_CHECK_SECONDS`: how long between two settle checks of a campaign; None:
