@@ -157,8 +157,9 @@ impl EmailTracking<'_> {
                 }
                 Ok(())
             }));
-        // Rewriting fails only past a memory limit, and none is set: should it fail,
-        // the email still goes, its links as written.
+        // Rewriting fails past a memory limit (none is set) and, in lol_html's strict mode,
+        // on the rare non-conforming HTML it cannot tokenize without ambiguity (`<xmp>` in
+        // a `<select>`): the email then goes with its links as written, the footer at the end.
         rewrite_str(html, settings).unwrap_or_else(|_| format!("{html}{footer}"))
     }
 
@@ -343,6 +344,15 @@ mod tests {
         let html = tracking().decorate_html("<html><body><p>hi</html>");
         assert!(html.ends_with("\"></html>"), "{html}");
         assert_eq!(tokens_in(&html).len(), 2, "{html}");
+    }
+
+    #[test]
+    fn html_too_ambiguous_to_rewrite_keeps_its_links_and_gets_the_footer_at_its_end() {
+        let ambiguous = r#"<select><xmp><a href="https://x.example/">x</a></xmp></select>"#;
+        let html = tracking().decorate_html(ambiguous);
+        assert!(html.starts_with(ambiguous), "{html}");
+        assert_eq!(clicks_in(&html), Vec::<String>::new());
+        assert_eq!(tokens_in(&html).len(), 2, "the unsubscribe link and the pixel: {html}");
     }
 
     #[test]
