@@ -15,7 +15,7 @@ pub mod sqs;
 /// mimalloc. glibc's malloc takes an arena's lock whenever one thread frees what another
 /// allocated, as the importer's parser and writer do for every row, and the functions run
 /// on multi-threaded runtimes: measured with `scripts/bench import` on 2 cores, 187,000 rows
-/// per second per core under glibc, 360,000 under mimalloc (README, "Benchmarks").
+/// per second per core under glibc, 340,000 under mimalloc (README, "Benchmarks").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
