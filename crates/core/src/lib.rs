@@ -16,4 +16,5 @@ pub mod profiles;
 pub mod segments;
 pub mod signing;
 pub mod store;
+pub mod suppressions;
 pub mod validation;

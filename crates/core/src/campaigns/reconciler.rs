@@ -158,7 +158,9 @@ pub fn count_outcome(counted: &mut CampaignCounters, listed: &ListedDelivery) ->
         RateLimited => &mut counted.skipped_rate_limited,
         Suppressed => &mut counted.skipped_suppressed,
         Unsubscribed => &mut counted.skipped_opted_out,
-        Created | Pending | Error | Sent | Opened | Clicked => return false,
+        // A status after `sent` has `sent` in its history (counted above).
+        Created | Pending | Error | Sent | Opened | Clicked | Delivered | Bounced | Complained | Rejected
+        | DeliveryDelayed | Failed => return false,
     };
     *counter += 1;
     true

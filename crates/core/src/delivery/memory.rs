@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     delivery::{
-        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, SuppressionStore, TemplateStore,
+        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, TemplateStore,
         preferences::Preferences, rendering::ChannelContent, templates::StoredTemplate,
     },
     notifications::{Delivery, StatusChange},
@@ -211,27 +211,6 @@ impl PreferenceStore for MemoryPreferences {
         }
         all.insert(user_id.to_owned(), preferences.clone());
         versions.insert(user_id.to_owned(), version + 1);
-        Ok(())
-    }
-}
-
-/// Normalised address (trimmed, lowercase, as the adapter keys its hashes) → reason.
-#[derive(Default)]
-pub struct MemorySuppressions(pub Mutex<HashMap<String, String>>);
-
-fn normalised(address: &str) -> String {
-    address.trim().to_lowercase()
-}
-
-#[async_trait]
-impl SuppressionStore for MemorySuppressions {
-    async fn suppressed_among(&self, addresses: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
-        let list = self.0.lock().unwrap();
-        Ok(addresses.iter().filter(|a| list.contains_key(&normalised(a))).cloned().collect())
-    }
-
-    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(normalised(address), reason.to_owned());
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! rate limit, render, send with retries and failover, record), and the pieces it uses.
 
 pub mod failover;
+pub mod feedback;
 mod model;
 pub mod pacing;
 pub mod pipeline;

@@ -45,6 +45,19 @@ pub enum DeliveryStatus {
     RateLimited,
     Suppressed,
     Unsubscribed,
+    /// The provider handed it to the recipient's server or device (its feedback says so).
+    Delivered,
+    /// The recipient's server refused it: hard (the address does not exist) or soft
+    /// (a full mailbox); `reason` says which.
+    Bounced,
+    /// The recipient marked it as spam.
+    Complained,
+    /// The provider accepted the send, then refused to deliver it (e.g. a virus).
+    Rejected,
+    /// The recipient's server has not taken it yet; the provider keeps trying.
+    DeliveryDelayed,
+    /// The provider could not deliver it (an SMS carrier's failure, a rendering failure).
+    Failed,
 }
 
 impl DeliveryStatus {
@@ -60,6 +73,12 @@ impl DeliveryStatus {
             DeliveryStatus::RateLimited => "rate_limited",
             DeliveryStatus::Suppressed => "suppressed",
             DeliveryStatus::Unsubscribed => "unsubscribed",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Bounced => "bounced",
+            DeliveryStatus::Complained => "complained",
+            DeliveryStatus::Rejected => "rejected",
+            DeliveryStatus::DeliveryDelayed => "delivery_delayed",
+            DeliveryStatus::Failed => "failed",
         }
     }
 
@@ -72,15 +91,23 @@ impl DeliveryStatus {
             // A send attempt ends in one of these; `error` may be retried.
             (Created | Pending | Error, Sent | Error | RateLimited | Suppressed | Unsubscribed) => true,
             (Error, Pending) => true,
-            // Engagement: a click implies an open; the open pixel may never load.
-            (Sent, Opened | Clicked) | (Opened, Clicked) => true,
+            // The provider's feedback on a sent message. A delay may end either way; a
+            // bounce may come after the delivery (an asynchronous bounce).
+            (Sent, Delivered | Bounced | Complained | Rejected | DeliveryDelayed | Failed) => true,
+            (DeliveryDelayed, Delivered | Bounced | Failed) => true,
+            (Delivered, Bounced) => true,
+            // Engagement: a click implies an open; the open pixel may never load; an open
+            // implies a delivery, whose feedback may come later (and is then not recorded).
+            (Sent | Delivered | DeliveryDelayed, Opened | Clicked) | (Opened, Clicked) => true,
+            // A complaint about a message read or not.
+            (Delivered | Opened | Clicked, Complained) => true,
             // The unsubscribe link of a delivered email.
-            (Sent | Opened | Clicked, Unsubscribed) => true,
+            (Sent | Delivered | Opened | Clicked, Unsubscribed) => true,
             _ => false,
         }
     }
 
-    pub const ALL: [DeliveryStatus; 9] = [
+    pub const ALL: [DeliveryStatus; 15] = [
         DeliveryStatus::Created,
         DeliveryStatus::Pending,
         DeliveryStatus::Sent,
@@ -90,6 +117,22 @@ impl DeliveryStatus {
         DeliveryStatus::RateLimited,
         DeliveryStatus::Suppressed,
         DeliveryStatus::Unsubscribed,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Bounced,
+        DeliveryStatus::Complained,
+        DeliveryStatus::Rejected,
+        DeliveryStatus::DeliveryDelayed,
+        DeliveryStatus::Failed,
+    ];
+
+    /// The statuses a provider's feedback on a sent message moves it to.
+    pub const FEEDBACK: [DeliveryStatus; 6] = [
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Bounced,
+        DeliveryStatus::Complained,
+        DeliveryStatus::Rejected,
+        DeliveryStatus::DeliveryDelayed,
+        DeliveryStatus::Failed,
     ];
 
     /// The statuses a send may be claimed from: never sent yet, or failed and retried. Any
@@ -149,6 +192,33 @@ mod tests {
     #[test]
     fn statuses_never_move_backwards() {
         for (from, to) in [(Sent, Pending), (Opened, Sent), (Clicked, Opened), (Sent, Created), (Suppressed, Sent)] {
+            assert!(!from.can_become(to), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn feedback_moves_a_sent_message_forward_once() {
+        for status in DeliveryStatus::FEEDBACK {
+            assert!(Sent.can_become(status), "{status:?}");
+            assert!(!status.can_become(Sent) && !status.can_become(Pending), "{status:?}");
+            assert!(!DeliveryStatus::CLAIMABLE.contains(&status), "{status:?}");
+        }
+        for (from, to) in [(DeliveryDelayed, Delivered), (Delivered, Bounced), (Delivered, Opened), (Opened, Complained)] {
+            assert!(from.can_become(to), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn late_feedback_never_undoes_engagement_or_an_end() {
+        for (from, to) in [
+            (Opened, Delivered),
+            (Clicked, Delivered),
+            (Bounced, Delivered),
+            (Complained, Bounced),
+            (Delivered, DeliveryDelayed),
+            (Suppressed, Bounced),
+            (Pending, Delivered),
+        ] {
             assert!(!from.can_become(to), "{from:?} -> {to:?}");
         }
     }

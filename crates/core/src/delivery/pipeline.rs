@@ -13,7 +13,7 @@ use crate::{
     campaigns::CampaignCounters,
     delivery::{
         Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, Outgoing, PreferenceStore,
-        RateLimitClaim, SendError, Sender, SuppressionStore, TemplateStore,
+        RateLimitClaim, SendError, Sender, TemplateStore,
         failover::{CircuitBreaker, Provider},
         rate_limit::RateLimit,
         rendering,
@@ -22,6 +22,7 @@ use crate::{
     },
     notifications::{ChannelMessage, ChannelRecipient, ContentRef, StatusChange, Target},
     store::StoreError,
+    suppressions::SuppressionStore,
 };
 
 /// Where tracking links point and the keys that sign them.
@@ -62,9 +63,16 @@ pub fn campaign_counts<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> C
             DeliveryStatus::Suppressed => &mut counts.skipped_suppressed,
             DeliveryStatus::Unsubscribed => &mut counts.skipped_opted_out,
             // Not an end a send attempt settles in.
-            DeliveryStatus::Created | DeliveryStatus::Pending | DeliveryStatus::Opened | DeliveryStatus::Clicked => {
-                continue;
-            }
+            DeliveryStatus::Created
+            | DeliveryStatus::Pending
+            | DeliveryStatus::Opened
+            | DeliveryStatus::Clicked
+            | DeliveryStatus::Delivered
+            | DeliveryStatus::Bounced
+            | DeliveryStatus::Complained
+            | DeliveryStatus::Rejected
+            | DeliveryStatus::DeliveryDelayed
+            | DeliveryStatus::Failed => continue,
         };
         *counter += 1;
     }
@@ -233,7 +241,7 @@ impl Pipeline {
             .collect();
         let (preferences, suppressed) = futures_util::future::join(
             self.preferences.get_many(&users),
-            self.suppressions.suppressed_among(&addresses),
+            self.suppressions.suppressed_among(self.channel, &addresses),
         )
         .await;
         let (preferences, suppressed) = match (preferences, suppressed) {
@@ -478,7 +486,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        delivery::{SuppressionStore, TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
+        delivery::{TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
+        suppressions::{Suppression, SuppressionReason, SuppressionStore, memory::MemorySuppressions},
         notifications::Delivery,
     };
 
@@ -729,7 +738,13 @@ mod tests {
     #[tokio::test]
     async fn a_suppressed_address_ends_suppressed() {
         let w = world(ScriptedSender::named("ses"), None);
-        w.suppressions.suppress("a@example.com", "bounced").await.unwrap();
+        let bounced = Suppression {
+            channel: Channel::Email,
+            reason: SuppressionReason::HardBounce,
+            suppressed_at: Utc::now(),
+            delivery_id: None,
+        };
+        w.suppressions.suppress("a@example.com", &bounced).await.unwrap();
         let job = job(&w, &["a"], "x");
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Suppressed)]);
         assert!(w.primary.sent().is_empty());

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -148,13 +148,6 @@ pub trait DeliveryStore: Send + Sync {
     /// follow its status; false when it may not.
     async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError>;
     async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
-}
-
-#[async_trait]
-pub trait SuppressionStore: Send + Sync {
-    /// Which of `addresses` are on the list (adapters batch the reads).
-    async fn suppressed_among(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError>;
-    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError>;
 }
 
 /// How a provider refused a message.

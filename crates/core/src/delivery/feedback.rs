@@ -1,0 +1,235 @@
+//! What providers report after they accepted a message: delivered, bounced, complained,
+//! rejected, delayed, failed. Each report moves its delivery forward (never back: a late
+//! report is recorded nowhere) and suppresses the address when it must not be mailed
+//! again: at once for a hard bounce or a complaint, after repeated soft bounces.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    delivery::{Channel, DeliveryStatus, DeliveryStore},
+    notifications::StatusChange,
+    store::StoreError,
+    suppressions::{SoftBouncePolicy, Suppression, SuppressionReason, SuppressionStore},
+};
+
+/// What the provider says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedbackKind {
+    Delivered,
+    /// `permanent`: the address does not exist (a hard bounce); else a soft bounce.
+    Bounced { permanent: bool },
+    Complained,
+    Rejected,
+    DeliveryDelayed,
+    Failed,
+}
+
+impl FeedbackKind {
+    pub fn status(self) -> DeliveryStatus {
+        match self {
+            FeedbackKind::Delivered => DeliveryStatus::Delivered,
+            FeedbackKind::Bounced { .. } => DeliveryStatus::Bounced,
+            FeedbackKind::Complained => DeliveryStatus::Complained,
+            FeedbackKind::Rejected => DeliveryStatus::Rejected,
+            FeedbackKind::DeliveryDelayed => DeliveryStatus::DeliveryDelayed,
+            FeedbackKind::Failed => DeliveryStatus::Failed,
+        }
+    }
+}
+
+/// One provider report about one recipient of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    pub delivery_id: String,
+    pub channel: Channel,
+    /// The recipient's address the report is about (what a suppression keys on).
+    pub address: Option<String>,
+    pub kind: FeedbackKind,
+    pub at: DateTime<Utc>,
+    /// The provider's classification (`Permanent/General`), recorded as the status's
+    /// reason. Never the provider's diagnostic text, which may quote the address.
+    pub detail: Option<String>,
+}
+
+/// What applying a report did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The delivery moved to the report's status (false: it was already past it, or is
+    /// not Herald's).
+    pub moved: bool,
+    /// The address was put on the list, and why.
+    pub suppressed: Option<SuppressionReason>,
+}
+
+pub struct FeedbackService {
+    deliveries: Arc<dyn DeliveryStore>,
+    suppressions: Arc<dyn SuppressionStore>,
+    soft_bounces: SoftBouncePolicy,
+}
+
+impl FeedbackService {
+    pub fn new(
+        deliveries: Arc<dyn DeliveryStore>,
+        suppressions: Arc<dyn SuppressionStore>,
+        soft_bounces: SoftBouncePolicy,
+    ) -> Self {
+        Self { deliveries, suppressions, soft_bounces }
+    }
+
+    /// Applies one report. Every step is idempotent (a conditional status move, a put, a
+    /// set of bounced deliveries), so a report delivered twice, or retried after a
+    /// failure half-way, ends as if applied once.
+    pub async fn apply(&self, feedback: &Feedback) -> Result<Applied, StoreError> {
+        let suppressed = match (&feedback.address, feedback.kind) {
+            (Some(address), kind) => self.suppression_for(feedback, address, kind).await?,
+            (None, _) => None,
+        };
+        if let (Some(reason), Some(address)) = (suppressed, &feedback.address) {
+            let entry = Suppression {
+                channel: feedback.channel,
+                reason,
+                suppressed_at: feedback.at,
+                delivery_id: Some(feedback.delivery_id.clone()),
+            };
+            self.suppressions.suppress(address, &entry).await?;
+        }
+        let change = StatusChange { status: feedback.kind.status(), at: feedback.at, reason: feedback.detail.clone() };
+        let moved = self.deliveries.advance(&feedback.delivery_id, &change).await?;
+        Ok(Applied { moved, suppressed })
+    }
+
+    async fn suppression_for(
+        &self,
+        feedback: &Feedback,
+        address: &str,
+        kind: FeedbackKind,
+    ) -> Result<Option<SuppressionReason>, StoreError> {
+        Ok(match kind {
+            FeedbackKind::Bounced { permanent: true } => Some(SuppressionReason::HardBounce),
+            FeedbackKind::Complained => Some(SuppressionReason::Complaint),
+            FeedbackKind::Bounced { permanent: false } => {
+                let window = self.soft_bounces.window_for(feedback.channel, address, feedback.at);
+                let count = self.suppressions.count_soft_bounce(&window, &feedback.delivery_id).await?;
+                (count >= self.soft_bounces.bounces).then_some(SuppressionReason::SoftBounces)
+            }
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        delivery::memory::MemoryDeliveries,
+        notifications::Delivery,
+        suppressions::memory::MemorySuppressions,
+    };
+
+    struct World {
+        deliveries: Arc<MemoryDeliveries>,
+        suppressions: Arc<MemorySuppressions>,
+        service: FeedbackService,
+    }
+
+    fn world() -> World {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let suppressions = Arc::new(MemorySuppressions::default());
+        let service = FeedbackService::new(
+            deliveries.clone(),
+            suppressions.clone(),
+            SoftBouncePolicy { bounces: 2, window_days: 7 },
+        );
+        World { deliveries, suppressions, service }
+    }
+
+    /// A delivery of notification `n` to user `user`, sent.
+    async fn sent(w: &World, user: &str) -> String {
+        let delivery = Delivery::new("n", user, Channel::Email, DeliveryStatus::Sent, None, Utc::now());
+        w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
+        delivery.delivery_id
+    }
+
+    fn report(delivery_id: &str, kind: FeedbackKind) -> Feedback {
+        Feedback {
+            delivery_id: delivery_id.to_owned(),
+            channel: Channel::Email,
+            address: Some("a@example.com".into()),
+            kind,
+            at: Utc::now(),
+            detail: None,
+        }
+    }
+
+    async fn is_suppressed(w: &World) -> Option<SuppressionReason> {
+        w.suppressions.get(Channel::Email, "a@example.com").await.unwrap().map(|s| s.reason)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_report_moves_the_delivery_to_delivered_and_suppresses_nothing() {
+        let w = world();
+        let id = sent(&w, "u1").await;
+        let applied = w.service.apply(&report(&id, FeedbackKind::Delivered)).await.unwrap();
+        assert_eq!(applied, Applied { moved: true, suppressed: None });
+        assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Delivered));
+        assert_eq!(is_suppressed(&w).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_hard_bounce_ends_bounced_and_suppresses_the_address_naming_the_delivery() {
+        let w = world();
+        let id = sent(&w, "u1").await;
+        let mut bounce = report(&id, FeedbackKind::Bounced { permanent: true });
+        bounce.detail = Some("Permanent/General".into());
+        w.service.apply(&bounce).await.unwrap();
+        assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Bounced));
+        let entry = w.suppressions.get(Channel::Email, "A@example.com").await.unwrap().unwrap();
+        assert_eq!((entry.reason, entry.delivery_id.as_deref()), (SuppressionReason::HardBounce, Some(id.as_str())));
+        let delivery = w.deliveries.get(&id).await.unwrap().unwrap();
+        assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("Permanent/General"));
+    }
+
+    #[tokio::test]
+    async fn a_complaint_suppresses_even_after_the_message_was_opened() {
+        let w = world();
+        let id = sent(&w, "u1").await;
+        let opened = StatusChange { status: DeliveryStatus::Opened, at: Utc::now(), reason: None };
+        w.deliveries.advance(&id, &opened).await.unwrap();
+        let applied = w.service.apply(&report(&id, FeedbackKind::Complained)).await.unwrap();
+        assert_eq!(applied, Applied { moved: true, suppressed: Some(SuppressionReason::Complaint) });
+        assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Complained));
+    }
+
+    #[tokio::test]
+    async fn soft_bounces_suppress_once_they_reach_the_policys_count_of_distinct_deliveries() {
+        let w = world();
+        let (first, second) = (sent(&w, "u1").await, sent(&w, "u2").await);
+        let soft = FeedbackKind::Bounced { permanent: false };
+        assert_eq!(w.service.apply(&report(&first, soft)).await.unwrap().suppressed, None);
+        // The same report again is the same bounce.
+        assert_eq!(w.service.apply(&report(&first, soft)).await.unwrap().suppressed, None);
+        assert_eq!(is_suppressed(&w).await, None);
+        assert_eq!(w.service.apply(&report(&second, soft)).await.unwrap().suppressed, Some(SuppressionReason::SoftBounces));
+        assert_eq!(is_suppressed(&w).await, Some(SuppressionReason::SoftBounces));
+    }
+
+    #[tokio::test]
+    async fn a_late_delivery_report_leaves_an_opened_message_opened() {
+        let w = world();
+        let id = sent(&w, "u1").await;
+        let opened = StatusChange { status: DeliveryStatus::Opened, at: Utc::now(), reason: None };
+        w.deliveries.advance(&id, &opened).await.unwrap();
+        assert!(!w.service.apply(&report(&id, FeedbackKind::Delivered)).await.unwrap().moved);
+        assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Opened));
+    }
+
+    #[tokio::test]
+    async fn a_report_for_a_delivery_herald_does_not_know_moves_nothing_but_still_suppresses() {
+        let w = world();
+        let applied = w.service.apply(&report("d_unknown", FeedbackKind::Bounced { permanent: true })).await.unwrap();
+        assert_eq!(applied, Applied { moved: false, suppressed: Some(SuppressionReason::HardBounce) });
+        assert!(w.deliveries.get("d_unknown").await.unwrap().is_none());
+    }
+}
