@@ -3,6 +3,7 @@
 pub mod config;
 pub mod dynamo;
 pub mod eventbridge;
+pub mod feedback;
 pub mod request_counter;
 pub mod s3;
 pub mod secretsmanager;
@@ -20,8 +21,9 @@ pub use dynamo::{
     notifications::DynamoNotificationStore,
     profiles::DynamoProfileStore,
     segments::DynamoSegmentStore,
+    suppressions::DynamoSuppressionStore,
     templates::DynamoTemplateStore,
-    user_settings::{DynamoPreferenceStore, DynamoSuppressionStore},
+    user_settings::DynamoPreferenceStore,
 };
 pub use eventbridge::EventBridgePublisher;
 pub use request_counter::RequestCounter;

@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     pub rate_limits_table: String,
     pub templates_table: String,
     pub sender_address: String,
+    /// The SES configuration set whose events are Herald's email feedback (email only).
+    pub configuration_set: Option<String>,
     pub apns_application: Option<String>,
     pub apns_sandbox_application: Option<String>,
     pub fcm_application: Option<String>,
@@ -121,6 +123,7 @@ impl WorkerConfig {
             rate_limits_table: env.required("RATE_LIMITS_TABLE")?,
             templates_table: env.required("TEMPLATES_TABLE")?,
             sender_address: env.optional("SENDER_ADDRESS").unwrap_or_default(),
+            configuration_set: env.optional("SES_CONFIGURATION_SET"),
             apns_application: env.optional("APNS_PLATFORM_APPLICATION_ARN"),
             apns_sandbox_application: env.optional("APNS_SANDBOX_PLATFORM_APPLICATION_ARN"),
             fcm_application: env.optional("FCM_PLATFORM_APPLICATION_ARN"),
@@ -307,8 +310,11 @@ impl WorkerHandler {
         let metrics = Arc::new(Emf::for_function(function_name(config.channel)));
         let timed = |sender| -> Arc<dyn Sender> { Arc::new(TimedSender::new(sender, config.channel, metrics.clone())) };
         let primary = timed(sender(clients, config, webhook_signer.clone())?);
+        // The configuration set is the template's region's: the other region's sends go
+        // without, so their feedback is not seen.
+        let elsewhere = WorkerConfig { configuration_set: None, ..config.clone() };
         let secondary = match &config.secondary_region {
-            Some(region) => Some(timed(sender(&clients.in_region(region), config, webhook_signer)?)),
+            Some(region) => Some(timed(sender(&clients.in_region(region), &elsewhere, webhook_signer)?)),
             None => None,
         };
         let mut pipeline = Pipeline::new(
@@ -553,7 +559,10 @@ pub mod senders {
         config: &WorkerConfig,
         _: Option<WebhookSigner>,
     ) -> Result<Arc<dyn Sender>, ConfigError> {
-        Ok(Arc::new(SesEmailSender::new(clients.sesv2(), &config.sender_address)))
+        Ok(Arc::new(
+            SesEmailSender::new(clients.sesv2(), &config.sender_address)
+                .with_configuration_set(config.configuration_set.clone()),
+        ))
     }
 
     pub fn sms(clients: &Clients, _: &WorkerConfig, _: Option<WebhookSigner>) -> Result<Arc<dyn Sender>, ConfigError> {

@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod profiles;
 pub mod segments;
+pub mod suppressions;
 pub mod templates;
 pub(crate) mod transaction;
 pub mod user_settings;

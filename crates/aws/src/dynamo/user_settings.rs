@@ -1,15 +1,14 @@
-//! Small per-user and per-address tables: preferences and the suppression list.
+//! The preferences table: a user's opt-outs, written conditionally on a version.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::{
     backoff::Backoff,
-    delivery::{PreferenceStore, SuppressionStore, preferences::Preferences},
+    delivery::{PreferenceStore, preferences::Preferences},
     store::StoreError,
 };
-use sha2::{Digest, Sha256};
 
 use crate::dynamo::batch;
 
@@ -107,51 +106,4 @@ fn read(mut item: crate::dynamo::Item) -> Result<(Preferences, u64), StoreError>
     let preferences =
         serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable preferences: {e}")))?;
     Ok((preferences, version))
-}
-
-/// The suppression list is keyed by a hash of the normalised address, so the table holds
-/// no address in clear.
-#[derive(Clone, Debug)]
-pub struct DynamoSuppressionStore {
-    client: Client,
-    table: String,
-}
-
-pub fn address_hash(address: &str) -> String {
-    hex::encode(Sha256::digest(address.trim().to_lowercase().as_bytes()))
-}
-
-impl DynamoSuppressionStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
-    }
-}
-
-#[async_trait]
-impl SuppressionStore for DynamoSuppressionStore {
-    async fn suppressed_among(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError> {
-        let by_hash: HashMap<String, &String> = addresses.iter().map(|a| (address_hash(a), a)).collect();
-        let hashes: Vec<String> = by_hash.keys().cloned().collect();
-        let items =
-            batch::get_all(&self.client, &self.table, "address_hash", &hashes, false, &Backoff::default()).await?;
-        Ok(items
-            .iter()
-            .filter_map(|item| match item.get("address_hash") {
-                Some(AttributeValue::S(hash)) => by_hash.get(hash).map(|a| (*a).clone()),
-                _ => None,
-            })
-            .collect())
-    }
-
-    async fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("address_hash", AttributeValue::S(address_hash(address)))
-            .item("reason", AttributeValue::S(reason.to_owned()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
 }

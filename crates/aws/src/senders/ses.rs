@@ -1,13 +1,14 @@
 //! Email through SES v2.
 
 use async_trait::async_trait;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader};
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag};
 use herald_core::{
     delivery::{Outgoing, SendError, Sender},
     notifications::Target,
 };
 
 use super::{classify, provider_name};
+use crate::feedback::ses::DELIVERY_TAG;
 
 fn content(text: &str) -> Content {
     Content::builder().data(text).charset("UTF-8").build().expect("data is set")
@@ -33,12 +34,19 @@ pub struct SesEmailSender {
     client: aws_sdk_sesv2::Client,
     from: String,
     name: String,
+    configuration_set: Option<String>,
 }
 
 impl SesEmailSender {
     pub fn new(client: aws_sdk_sesv2::Client, from: impl Into<String>) -> Self {
         let name = provider_name("ses", client.config().region());
-        Self { client, from: from.into(), name }
+        Self { client, from: from.into(), name, configuration_set: None }
+    }
+
+    /// Sends through `configuration_set`, whose event destination publishes each email's
+    /// deliveries, bounces and complaints (Herald's feedback).
+    pub fn with_configuration_set(self, configuration_set: Option<String>) -> Self {
+        Self { configuration_set, ..self }
     }
 }
 
@@ -77,6 +85,12 @@ impl Sender for SesEmailSender {
             .from_email_address(&self.from)
             .destination(Destination::builder().to_addresses(address).build())
             .content(EmailContent::builder().simple(email).build())
+            .set_configuration_set_name(self.configuration_set.clone())
+            // SES returns the tags in every event about this email: its feedback finds
+            // the delivery by them.
+            .email_tags(
+                MessageTag::builder().name(DELIVERY_TAG).value(message.delivery_id).build().expect("both set"),
+            )
             .send()
             .await
             .map_err(classify)?;
@@ -124,6 +138,11 @@ mod tests {
 
     /// The `Content.Simple.Headers` of the SendEmail request the sender makes.
     async fn headers_sent(list_unsubscribe: Option<&str>) -> serde_json::Value {
+        request_sent(list_unsubscribe, None).await["Content"]["Simple"]["Headers"].clone()
+    }
+
+    /// The SendEmail request the sender makes (through `configuration_set`).
+    async fn request_sent(list_unsubscribe: Option<&str>, configuration_set: Option<&str>) -> serde_json::Value {
         let capture = Capture::default();
         let config = aws_sdk_sesv2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -131,7 +150,8 @@ mod tests {
             .credentials_provider(Credentials::for_tests())
             .interceptor(capture.clone())
             .build();
-        let sender = SesEmailSender::new(aws_sdk_sesv2::Client::from_conf(config), "from@example.com");
+        let sender = SesEmailSender::new(aws_sdk_sesv2::Client::from_conf(config), "from@example.com")
+            .with_configuration_set(configuration_set.map(str::to_owned));
         let content = Rendered { subject: Some("s".into()), body: "b".into(), html: None };
         let target = Target::Email("a@example.com".into());
         let outgoing = Outgoing {
@@ -145,7 +165,14 @@ mod tests {
         assert!(sender.send(&outgoing).await.is_err(), "the capture stops the request");
         let request = capture.0.lock().unwrap().take().expect("a request was built");
         assert_eq!(request["Content"]["Simple"]["Body"]["Text"]["Data"], "b", "the email itself");
-        request["Content"]["Simple"]["Headers"].clone()
+        request
+    }
+
+    #[tokio::test]
+    async fn an_email_goes_through_the_configuration_set_tagged_with_its_delivery() {
+        let request = request_sent(None, Some("herald-feedback")).await;
+        assert_eq!(request["ConfigurationSetName"], "herald-feedback");
+        assert_eq!(request["EmailTags"], serde_json::json!([{"Name": "herald_delivery", "Value": "d_1"}]));
     }
 
     #[tokio::test]
