@@ -17,11 +17,22 @@
   enforces as AWS does is left to moto: PutEvents' 10 entries, a malformed Detail (the
   entry's MalformedDetail), BatchGetItem's 100 keys and 16 MB (UnprocessedKeys),
   TransactWriteItems' 100 actions.
+- SES's mailbox simulator and event publishing: moto records sends but publishes no
+  events. The patch keeps each configuration set's event destinations
+  (CreateConfigurationSetEventDestination, which moto's SES v2 lacks) and, for a send
+  through a set to a simulator address, puts on the destination's bus the events SES
+  would publish, in SES's format: success@ delivered, bounce@ a permanent bounce,
+  complaint@ delivered then a complaint, ooto@ delivered, suppressionlist@ a bounce for
+  the account's suppression list (https://docs.aws.amazon.com/ses/latest/dg/send-an-email-from-console.html#send-email-simulator).
+  Mail to any other address publishes nothing (SES would publish its delivery).
 """
 
 import base64
 import copy
+import datetime
+import json
 import threading
+import uuid
 
 import moto.dynamodb.responses as dynamodb_responses
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
@@ -32,7 +43,9 @@ from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.responses import DynamoHandler
 from moto.events.exceptions import ValidationException as EventsValidationException
+from moto.events.models import events_backends
 from moto.events.responses import EventsHandler
+from moto.sesv2.responses import SESV2Response
 
 _dynamodb = threading.RLock()
 _in_transaction = threading.local()
@@ -224,12 +237,109 @@ def handler_transact_write_items(self):
     return _original_handler_transact_write_items(self)
 
 
+# --- SES: the mailbox simulator's events, published as a configuration set does ---
+
+# (account, region, configuration set) -> {destination name: EventDestination}
+_event_destinations = {}
+_SIMULATOR_DOMAIN = "simulator.amazonses.com"
+
+
+def create_configuration_set_event_destination(self):
+    name = self._get_param("ConfigurationSetName") or self.uri_match.get("ConfigurationSetName")
+    params = json.loads(self.body)
+    key = (self.current_account, self.region, name)
+    _event_destinations.setdefault(key, {})[params["EventDestinationName"]] = params["EventDestination"]
+    return "{}"
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _simulated(address):
+    """The SES event types the simulator address publishes, in order (none for others)."""
+    local, _, domain = address.lower().partition("@")
+    if domain != _SIMULATOR_DOMAIN:
+        return []
+    return {
+        "success": ["Delivery"],
+        "ooto": ["Delivery"],
+        "bounce": ["Bounce"],
+        "suppressionlist": ["Bounce"],
+        "complaint": ["Delivery", "Complaint"],
+    }.get(local.split("+")[0], [])
+
+
+_DETAIL_TYPES = {"Delivery": "Email Delivered", "Bounce": "Email Bounced", "Complaint": "Email Complaint Received"}
+_MATCHING = {"Delivery": "DELIVERY", "Bounce": "BOUNCE", "Complaint": "COMPLAINT"}
+
+
+def _ses_event(event_type, address, mail):
+    at = _now()
+    detail = {"eventType": event_type, "mail": mail}
+    if event_type == "Delivery":
+        detail["delivery"] = {"timestamp": at, "processingTimeMillis": 120, "recipients": [address],
+                              "smtpResponse": "250 2.6.0 Message received", "reportingMTA": "a8-1.smtp-out.amazonses.com"}
+    elif event_type == "Bounce":
+        suppressed = address.lower().startswith("suppressionlist")
+        detail["bounce"] = {
+            "feedbackId": str(uuid.uuid4()), "bounceType": "Permanent",
+            "bounceSubType": "OnAccountSuppressionList" if suppressed else "General",
+            "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1",
+                                   "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+            "timestamp": at, "reportingMTA": "dns; amazonses.com"}
+    else:
+        detail["complaint"] = {"feedbackId": str(uuid.uuid4()), "complaintSubType": None,
+                               "complainedRecipients": [{"emailAddress": address}], "timestamp": at,
+                               "complaintFeedbackType": "abuse", "arrivalDate": at}
+    return detail
+
+
+_original_sesv2_send_email = SESV2Response.send_email
+
+
+def sesv2_send_email(self):
+    answer = _original_sesv2_send_email(self)
+    params = json.loads(self.body)
+    config_set = params.get("ConfigurationSetName")
+    destinations = _event_destinations.get((self.current_account, self.region, config_set), {})
+    if not config_set or not destinations:
+        return answer
+    to = params.get("Destination", {}).get("ToAddresses", [])
+    tags = {"ses:configuration-set": [config_set], "ses:source-ip": ["127.0.0.1"],
+            "ses:from-domain": [params.get("FromEmailAddress", "").rpartition("@")[2]],
+            "ses:caller-identity": ["local"]}
+    for tag in params.get("EmailTags", []):
+        tags[tag["Name"]] = [tag["Value"]]
+    subject = params.get("Content", {}).get("Simple", {}).get("Subject", {}).get("Data", "")
+    mail = {"timestamp": _now(), "source": params.get("FromEmailAddress", ""),
+            "sendingAccountId": self.current_account, "messageId": json.loads(answer)["MessageId"],
+            "destination": to, "headersTruncated": False,
+            "commonHeaders": {"from": [params.get("FromEmailAddress", "")], "to": to, "subject": subject},
+            "tags": tags}
+    backend = events_backends[self.current_account][self.region]
+    for address in to:
+        for event_type in _simulated(address):
+            for destination in destinations.values():
+                bus = destination.get("EventBridgeDestination", {}).get("EventBusArn")
+                if not bus or not destination.get("Enabled", False) or \
+                        _MATCHING[event_type] not in destination.get("MatchingEventTypes", []):
+                    continue
+                backend.put_events([{
+                    "Source": "aws.ses", "DetailType": _DETAIL_TYPES[event_type], "EventBusName": bus,
+                    "Resources": [f"arn:aws:ses:{self.region}:{self.current_account}:configuration-set/{config_set}"],
+                    "Detail": json.dumps(_ses_event(event_type, address, mail))}])
+    return answer
+
+
 def apply():
     Table.__deepcopy__ = _table_deepcopy
     DynamoDBBackend.transact_write_items = transact_write_items
     DynamoHandler.call_action = call_action
     DynamoDBStreamsHandler.call_action = streams_call_action
     EventsHandler.put_events = put_events
+    SESV2Response.create_configuration_set_event_destination = create_configuration_set_event_destination
+    SESV2Response.send_email = sesv2_send_email
     LimitedSizeDict.__setitem__ = _limited_setitem
     DynamoHandler.batch_write_item = batch_write_item
     DynamoHandler.transact_write_items = handler_transact_write_items

@@ -9,6 +9,8 @@ pub struct Config {
     pub notifications_table: String,
     pub templates_table: String,
     pub preferences_table: String,
+    /// The suppression list, per channel.
+    pub suppressions_table: String,
     /// Per-user daily event counters.
     pub activity_table: String,
     pub segments_table: String,
@@ -50,6 +52,7 @@ impl Config {
             notifications_table: get("NOTIFICATIONS_TABLE")?,
             templates_table: get("TEMPLATES_TABLE")?,
             preferences_table: get("PREFERENCES_TABLE")?,
+            suppressions_table: get("SUPPRESSIONS_TABLE")?,
             activity_table: get("ACTIVITY_TABLE")?,
             segments_table: get("SEGMENTS_TABLE")?,
             members_table: get("MEMBERS_TABLE")?,

@@ -25,7 +25,7 @@ use axum::{
 use herald_aws::{
     Clients, DynamoActivityStore, DynamoApiKeyStore, DynamoCampaignStore, DynamoDeliveryStore, DynamoImportJobStore,
     DynamoMembershipStore, DynamoNotificationStore, DynamoPreferenceStore, DynamoProfileStore, DynamoSegmentStore,
-    DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
+    DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
 };
 use herald_core::{
     activity::MAX_BATCH_BYTES,
@@ -36,6 +36,7 @@ use herald_core::{
     notifications::NotificationService,
     profiles::ProfileService,
     segments::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
+    suppressions::SuppressionService,
     signing::{
         KeyRing, KeyRingStore,
         webhook::{PublicKey, WebhookSigner},
@@ -65,6 +66,7 @@ pub struct Services {
     pub notifications: NotificationService,
     pub templates: Arc<dyn TemplateStore>,
     pub preferences: Arc<dyn PreferenceStore>,
+    pub suppressions: SuppressionService,
     pub deliveries: Arc<dyn DeliveryStore>,
     pub activity: ActivityService,
     pub segments: SegmentService,
@@ -133,6 +135,7 @@ impl Services {
             },
             templates,
             preferences: Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),
+            suppressions: SuppressionService::new(Arc::new(DynamoSuppressionStore::new(db(), &config.suppressions_table))),
             deliveries,
             activity,
             segments,

@@ -10,6 +10,7 @@ use herald_core::{
     profiles::ProfileError,
     segments::SegmentError,
     store::StoreError,
+    suppressions::SuppressionError,
     validation::{FieldError, ValidationErrors},
 };
 use serde::Serialize;
@@ -154,6 +155,16 @@ impl From<ProfileError> for Problem {
                 tracing::error!(error = %e, "backing service failed");
                 Problem::unavailable()
             }
+        }
+    }
+}
+
+impl From<SuppressionError> for Problem {
+    fn from(e: SuppressionError) -> Self {
+        match e {
+            SuppressionError::Invalid(errors) => Problem::invalid(errors.0),
+            SuppressionError::NotFound => Problem::not_found("The address is not on the suppression list"),
+            SuppressionError::Store(e) => e.into(),
         }
     }
 }

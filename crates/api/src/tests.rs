@@ -75,6 +75,9 @@ fn app(keys: &[(&str, &[Scope])]) -> App {
         },
         templates: templates.clone(),
         preferences: Arc::new(MemoryPreferences::default()),
+        suppressions: herald_core::suppressions::SuppressionService::new(Arc::new(
+            herald_core::suppressions::memory::MemorySuppressions::default(),
+        )),
         deliveries,
         activity: ActivityService { store: Arc::new(MemoryActivity::default()), events: bus.clone() },
         segments: SegmentService::new(segments.clone(), Arc::new(MemoryMemberships::default()), bus, 1),

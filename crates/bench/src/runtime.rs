@@ -15,7 +15,7 @@ use herald_local::{
 use serde_json::{Value, json};
 
 /// Every function of the template, by binary.
-const BINARIES: [&str; 9] = [
+const BINARIES: [&str; 10] = [
     "herald-api",
     "herald-relay",
     "herald-segmenter",
@@ -25,6 +25,7 @@ const BINARIES: [&str; 9] = [
     "herald-worker-webhook",
     "herald-importer",
     "herald-dispatcher",
+    "herald-feedback",
 ];
 
 /// Where the functions' output goes while the group runs (removed at its end).

@@ -72,7 +72,7 @@ pub fn deliveries_per_second_per_core() {
             Channel::Sms,
             deliveries.clone(),
             Arc::new(MemoryPreferences::default()),
-            Arc::new(MemorySuppressions::default()),
+            Arc::new(herald_core::suppressions::memory::MemorySuppressions::default()),
             Arc::new(MemoryTemplates::default()),
             Providers { primary: Arc::new(SnsSmsSender::new(aws_sdk_sns::Client::from_conf(config))), secondary: None },
             Some(RateLimit { limit: 1000, window: 3600 }),

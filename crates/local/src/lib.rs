@@ -34,6 +34,7 @@ use herald_core::{
 };
 use herald_dispatcher::{DispatcherConfig, DispatcherHandler};
 use herald_importer::{ImporterConfig, ImporterHandler};
+use herald_feedback::{FeedbackConfig, FeedbackHandler};
 use herald_relay::{RelayConfig, RelayHandler};
 use herald_segmenter::{SegmenterConfig, SegmenterHandler};
 use herald_worker::{WorkerConfig, WorkerHandler};
@@ -307,6 +308,11 @@ impl LocalStack {
                 event_sources.push(mapping);
                 continue;
             }
+            if mapping.binary.as_deref() == Some("herald-feedback") {
+                handlers.push(each(Arc::new(feedback_for(&deployment, &clients)?)));
+                event_sources.push(mapping);
+                continue;
+            }
             if mapping.binary.as_deref() == Some("herald-dispatcher") {
                 let function = Arc::new(dispatcher_for(&deployment, &clients, &extra)?);
                 handlers.push(each(function.clone()));
@@ -537,6 +543,14 @@ fn segmenter_for(deployment: &Deployment, clients: &Clients) -> Result<Segmenter
     let config = SegmenterConfig::from_lookup(|name| environment.get(name).cloned())
         .map_err(|e| LocalError::Config(e.to_string()).context("herald-segmenter"))?;
     Ok(SegmenterHandler::from_aws(clients, &config))
+}
+
+/// The feedback function, configured from the environment the template gives it.
+fn feedback_for(deployment: &Deployment, clients: &Clients) -> Result<FeedbackHandler, LocalError> {
+    let environment = deployment.function_environment("herald-feedback")?;
+    let config = FeedbackConfig::from_lookup(|name| environment.get(name).cloned())
+        .map_err(|e| LocalError::Config(e.to_string()).context("herald-feedback"))?;
+    Ok(FeedbackHandler::from_aws(clients, &config))
 }
 
 /// The variables `Options` adds over the template's, by function.

@@ -319,7 +319,7 @@ impl Processes {
         if !path.is_file() {
             return Err(LocalError::Config(format!(
                 "{} is not built: build the functions first (cargo build --bins -p herald-api -p herald-worker \
-                 -p herald-segmenter -p herald-importer -p herald-dispatcher -p herald-relay), or set \
+                 -p herald-segmenter -p herald-importer -p herald-dispatcher -p herald-relay -p herald-feedback), or set \
                  HERALD_LOCAL_BINARIES",
                 path.display()
             )));

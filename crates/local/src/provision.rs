@@ -224,6 +224,23 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
         }
         physical.record(&identity.logical_id, address);
     }
+    for set in template.resources_of_type("AWS::SES::ConfigurationSet") {
+        let name = match set.properties.get("Name") {
+            Some(value) => template.resolve(value, &physical, stack)?,
+            None => format!("{stack}-{}", set.logical_id),
+        };
+        match clients.sesv2().create_configuration_set().configuration_set_name(&name).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {}
+            Err(e) => return Err(LocalError::Aws(format!("creating configuration set {name}: {}", describe(&e)))),
+        }
+        physical.record(&set.logical_id, name);
+    }
+    for destination in template.resources_of_type("AWS::SES::ConfigurationSetEventDestination") {
+        create_event_destination(clients, &template, destination, &physical, stack)
+            .await
+            .map_err(|e| e.context(&destination.logical_id))?;
+    }
     create_platform_applications(clients, &mut template, stack).await?;
     create_queues(clients, &template, &mut physical, stack).await?;
     for rule in template.resources_of_type("AWS::Events::Rule") {
@@ -394,6 +411,64 @@ async fn create_queue(
     physical.record_attribute(id, "Arn", arn);
     physical.record_attribute(id, "QueueName", &name);
     physical.record_attribute(id, "QueueUrl", url);
+    Ok(())
+}
+
+/// A configuration set's event destination, EventBridge the one kind played (the moto
+/// patch publishes the mailbox simulator's events to it). Creating it again replaces it.
+async fn create_event_destination(
+    clients: &Clients,
+    template: &Template,
+    destination: &Resource,
+    physical: &Physical,
+    stack: &str,
+) -> Result<(), LocalError> {
+    use aws_sdk_sesv2::types::{EventBridgeDestination, EventDestinationDefinition, EventType};
+    let properties = &destination.properties;
+    let field = |value: Option<&Value>, name: &str| {
+        value
+            .ok_or_else(|| LocalError::Template(format!("{} has no {name}", destination.logical_id)))
+            .and_then(|v| template.resolve(v, physical, stack))
+    };
+    let set = field(properties.get("ConfigurationSetName"), "ConfigurationSetName")?;
+    let definition = properties
+        .get("EventDestination")
+        .ok_or_else(|| LocalError::Template(format!("{} has no EventDestination", destination.logical_id)))?;
+    let name = field(definition.get("Name"), "EventDestination.Name")?;
+    let bus = field(definition.get("EventBridgeDestination").and_then(|d| d.get("EventBusArn")), "an EventBusArn")?;
+    // CloudFormation names the types as SES v1 does (`deliveryDelay`), SES v2 as DELIVERY_DELAY.
+    let types: Vec<EventType> = definition
+        .get("MatchingEventTypes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|t| {
+            let mut upper = String::new();
+            for c in t.chars() {
+                if c.is_ascii_uppercase() {
+                    upper.push('_');
+                }
+                upper.push(c.to_ascii_uppercase());
+            }
+            EventType::from(upper.as_str())
+        })
+        .collect();
+    let enabled = definition.get("Enabled").and_then(Value::as_bool).unwrap_or(false);
+    let definition = EventDestinationDefinition::builder()
+        .enabled(enabled)
+        .set_matching_event_types(Some(types))
+        .event_bridge_destination(EventBridgeDestination::builder().event_bus_arn(bus).build().expect("the ARN is set"))
+        .build();
+    clients
+        .sesv2()
+        .create_configuration_set_event_destination()
+        .configuration_set_name(&set)
+        .event_destination_name(&name)
+        .event_destination(definition)
+        .send()
+        .await
+        .map_err(|e| LocalError::Aws(format!("creating event destination {name}: {}", describe(&e))))?;
     Ok(())
 }
 

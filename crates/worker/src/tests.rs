@@ -9,7 +9,7 @@ use herald_core::{
     },
     delivery::{
         DeliveryStatus, DeliveryStore, Outgoing, SendError, delivery_id,
-        memory::{MemoryDeliveries, MemoryPreferences, MemorySuppressions, MemoryTemplates},
+        memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         rendering::ChannelContent,
     },
     notifications::{ChannelRecipient, ContentRef, Target},
@@ -122,7 +122,7 @@ fn world_with(queues: Arc<dyn ChannelQueues>) -> World {
         Channel::Sms,
         deliveries.clone(),
         Arc::new(MemoryPreferences::default()),
-        Arc::new(MemorySuppressions::default()),
+        Arc::new(herald_core::suppressions::memory::MemorySuppressions::default()),
         Arc::new(MemoryTemplates::default()),
         Providers { primary: sender.clone(), secondary: None },
         None,

@@ -1,21 +1,21 @@
-//! `DeliveryStore`, `TemplateStore`, `PreferenceStore`, `SuppressionStore` and `ChannelQueues`:
+//! `DeliveryStore`, `TemplateStore`, `PreferenceStore` and `ChannelQueues`:
 //! deliveries claimed once (the dedup of redelivered messages) and counted against their
 //! rate limits, outcomes recorded only for claimed deliveries, statuses moving forward only;
-//! immutable template versions; preferences with defaults; a suppression list of
-//! normalised addresses; jobs received on their channel's queue.
+//! immutable template versions; preferences with defaults; jobs received on their
+//! channel's queue.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use herald_aws::{
-    DynamoDeliveryStore, DynamoPreferenceStore, DynamoSuppressionStore, DynamoTemplateStore, SqsChannelQueues,
+    DynamoDeliveryStore, DynamoPreferenceStore, DynamoTemplateStore, SqsChannelQueues,
 };
 use herald_core::{
     campaigns::memory::MemoryQueues,
     delivery::{
         Channel, ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, ListedDelivery, NewDelivery,
-        PreferenceStore, RateLimitClaim, SuppressionStore, TemplateStore,
-        memory::{MemoryDeliveries, MemoryPreferences, MemorySuppressions, MemoryTemplates},
+        PreferenceStore, RateLimitClaim, TemplateStore,
+        memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         preferences::Preferences,
         rate_limit::WindowKey,
         rendering::ChannelContent,
@@ -58,11 +58,6 @@ contract!(preference_store: memory_preferences, aws_preferences;
     a_write_from_a_stale_read_is_a_conflict_and_changes_nothing,
 );
 
-contract!(suppression_store: memory_suppressions, aws_suppressions;
-    suppressed_among_finds_the_suppressed_addresses_only,
-    an_address_is_suppressed_whatever_its_case_and_surrounding_space,
-);
-
 contract!(channel_queues: memory_queues, aws_queues;
     each_job_is_received_once_on_its_channels_queue,
 );
@@ -93,15 +88,6 @@ async fn memory_preferences() -> Box<dyn PreferenceStore> {
 async fn aws_preferences() -> Box<dyn PreferenceStore> {
     let (clients, tables) = super::moto_tables(&["PreferencesTable"]).await;
     Box::new(DynamoPreferenceStore::new(clients.dynamodb(), &tables["PreferencesTable"]))
-}
-
-async fn memory_suppressions() -> Box<dyn SuppressionStore> {
-    Box::new(MemorySuppressions::default())
-}
-
-async fn aws_suppressions() -> Box<dyn SuppressionStore> {
-    let (clients, tables) = super::moto_tables(&["SuppressionsTable"]).await;
-    Box::new(DynamoSuppressionStore::new(clients.dynamodb(), &tables["SuppressionsTable"]))
 }
 
 struct Queues {
@@ -484,28 +470,6 @@ async fn get_many_returns_the_users_who_saved_preferences(store: &dyn Preference
     assert_eq!(many.len(), 2, "{many:?}");
     assert_eq!((&many["u1"], &many["u2"]), (&mine, &Preferences::default()));
     assert!(store.get_many(&[]).await.unwrap().is_empty());
-}
-
-async fn suppressed_among_finds_the_suppressed_addresses_only(store: &dyn SuppressionStore) {
-    store.suppress("bounced@example.com", "bounce").await.unwrap();
-    store.suppress("+15550100", "complaint").await.unwrap();
-    store.suppress("bounced@example.com", "bounce again").await.unwrap();
-
-    let asked: Vec<String> =
-        ["bounced@example.com", "fine@example.com", "+15550100", "+15550199"].map(str::to_owned).into();
-    let found = store.suppressed_among(&asked).await.unwrap();
-
-    assert_eq!(found, ["bounced@example.com".to_owned(), "+15550100".to_owned()].into());
-    assert!(store.suppressed_among(&[]).await.unwrap().is_empty());
-}
-
-async fn an_address_is_suppressed_whatever_its_case_and_surrounding_space(store: &dyn SuppressionStore) {
-    store.suppress(" Bounced@Example.COM", "bounce").await.unwrap();
-
-    let asked = ["bounced@example.com".to_owned(), "other@example.com".to_owned()];
-    assert_eq!(store.suppressed_among(&asked).await.unwrap(), ["bounced@example.com".to_owned()].into());
-    let asked = ["BOUNCED@example.com ".to_owned()];
-    assert_eq!(store.suppressed_among(&asked).await.unwrap(), ["BOUNCED@example.com ".to_owned()].into());
 }
 
 fn job(notification_id: &str, channel: Channel, recipients: usize) -> ChannelMessage {

@@ -49,6 +49,7 @@ mod notifications;
 mod profiles;
 mod segments;
 mod signing;
+mod suppressions;
 
 /// Clients on the moto endpoint `scripts/with-moto` started.
 async fn moto() -> Clients {

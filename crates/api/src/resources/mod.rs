@@ -8,6 +8,7 @@ pub mod openapi;
 pub mod preferences;
 pub mod segment_upload;
 pub mod segments;
+pub mod suppressions;
 pub mod templates;
 pub mod tracking;
 pub mod users;
@@ -21,6 +22,7 @@ pub fn routes() -> Routes {
         .merge(openapi::routes())
         .merge(users::routes())
         .merge(preferences::routes())
+        .merge(suppressions::routes())
         .merge(notifications::routes())
         .merge(templates::routes())
         .merge(events::routes())

@@ -39,6 +39,12 @@ pub enum Scope {
     /// Create and cancel campaigns.
     #[serde(rename = "campaigns:write")]
     CampaignsWrite,
+    /// Read the suppression list.
+    #[serde(rename = "suppressions:read")]
+    SuppressionsRead,
+    /// Put addresses on the suppression list and take them off.
+    #[serde(rename = "suppressions:write")]
+    SuppressionsWrite,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

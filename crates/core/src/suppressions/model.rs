@@ -80,6 +80,19 @@ pub fn address_hash(channel: Channel, address: &str) -> String {
     format!("{channel}#{}", hex::encode(Sha256::digest(normalised(address).as_bytes())))
 }
 
+/// Whether `key` is one the suppressions table is keyed by (an entry's, or a soft-bounce
+/// counter's): what a listing's cursor must be.
+pub fn is_key(key: &str) -> bool {
+    let hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    let entry = |k: &str| {
+        k.split_once('#').is_some_and(|(channel, h)| SUPPRESSIBLE.iter().any(|c| c.as_str() == channel) && hash(h))
+    };
+    match key.strip_prefix("soft#").and_then(|rest| rest.rsplit_once('#')) {
+        Some((entry_key, start)) => entry(entry_key) && !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit()),
+        None => entry(key),
+    }
+}
+
 /// When soft bounces suppress an address: `bounces` distinct deliveries bounced soft
 /// within one fixed window of `window_days` days.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +144,16 @@ mod tests {
     fn an_entry_key_holds_no_address_in_clear() {
         let key = address_hash(Channel::Email, "bob@example.com");
         assert!(key.starts_with("email#") && !key.contains("bob"), "{key}");
+    }
+
+    #[test]
+    fn only_the_tables_keys_are_cursors() {
+        let entry = address_hash(Channel::Sms, "+33612345678");
+        let soft = SoftBouncePolicy::default().window_for(Channel::Email, "a@example.com", Utc::now()).key;
+        assert!(is_key(&entry) && is_key(&soft), "{entry} {soft}");
+        for bad in ["", "email#", "push#00", "email#xyz", "soft#email#00#1", &format!("{entry}#"), &format!("soft#{entry}#")] {
+            assert!(!is_key(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::{
     delivery::Channel,
     store::StoreError,
     suppressions::{SUPPRESSIBLE, Suppression, SuppressionPage, SuppressionReason, SuppressionStore},
-    validation,
+    validation::{self, ValidationErrors},
 };
 
 /// What the suppression routes refuse or fail with.
@@ -14,8 +14,8 @@ use crate::{
 pub enum SuppressionError {
     /// A channel without a suppression list, or an address not of its channel's form
     /// (never quoted: it is personal data).
-    #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    #[error("invalid request: {0}")]
+    Invalid(ValidationErrors),
     #[error("the address is not on the suppression list")]
     NotFound,
     #[error(transparent)]
@@ -35,15 +35,15 @@ pub struct SuppressionService {
 
 /// The channel a path names, if it has a suppression list.
 pub fn suppressible(channel: &str) -> Result<Channel, SuppressionError> {
-    SUPPRESSIBLE.into_iter().find(|c| c.as_str() == channel).ok_or_else(|| SuppressionError::Invalid {
-        field: "channel",
-        message: "must be email or sms".into(),
-    })
+    SUPPRESSIBLE
+        .into_iter()
+        .find(|c| c.as_str() == channel)
+        .ok_or_else(|| SuppressionError::Invalid(ValidationErrors::single("channel", "must be email or sms")))
 }
 
 /// The address in the form its channel's sends use it; refused when it is not one.
 fn checked(channel: Channel, address: &str) -> Result<String, SuppressionError> {
-    let invalid = |message: String| SuppressionError::Invalid { field: "address", message };
+    let invalid = |message: String| SuppressionError::Invalid(ValidationErrors::single("address", message));
     match channel {
         Channel::Email => validation::email(address).map(|()| address.to_owned()).map_err(invalid),
         _ => validation::phone_e164(address).map_err(invalid),
@@ -134,12 +134,11 @@ mod tests {
     #[tokio::test]
     async fn an_address_not_of_its_channels_form_is_refused_without_being_quoted() {
         let (service, _) = service();
-        let Err(SuppressionError::Invalid { field, message }) = service.suppress(Channel::Sms, "bob@example.com").await
-        else {
+        let Err(SuppressionError::Invalid(errors)) = service.suppress(Channel::Sms, "bob@example.com").await else {
             panic!("accepted")
         };
-        assert_eq!(field, "address");
-        assert!(!message.contains("bob"), "{message}");
+        let text = format!("{errors:?}");
+        assert!(text.contains("address") && !text.contains("bob"), "{text}");
     }
 
     #[test]
