@@ -45,6 +45,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.events.exceptions import ValidationException as EventsValidationException
 from moto.events.models import events_backends
 from moto.events.responses import EventsHandler
+import moto.sesv2.urls as sesv2_urls
 from moto.sesv2.responses import SESV2Response
 
 _dynamodb = threading.RLock()
@@ -340,6 +341,9 @@ def apply():
     EventsHandler.put_events = put_events
     SESV2Response.create_configuration_set_event_destination = create_configuration_set_event_destination
     SESV2Response.send_email = sesv2_send_email
+    sesv2_urls.url_paths[
+        "{0}/v2/email/configuration-sets/(?P<ConfigurationSetName>[^/]+)/event-destinations$"
+    ] = SESV2Response.dispatch
     LimitedSizeDict.__setitem__ = _limited_setitem
     DynamoHandler.batch_write_item = batch_write_item
     DynamoHandler.transact_write_items = handler_transact_write_items

@@ -316,12 +316,36 @@ async fn campaign_routes_name_their_ids_and_scopes() {
 }
 
 #[tokio::test]
+async fn the_suppression_routes_need_their_scopes_and_refuse_a_channel_without_a_list() {
+    let app = app(&[("reader", &[Scope::SuppressionsRead]), ("writer", &[Scope::SuppressionsWrite])]);
+    let entry = "/v1/suppressions/email/bob@example.com";
+    assert_eq!(call("PUT", entry).key("reader").send(&app).await.problem().0, 403);
+    assert_eq!(call("PUT", entry).key("writer").send(&app).await.status, 201);
+    assert_eq!(call("PUT", entry).key("writer").send(&app).await.status, 200, "already there");
+    assert_eq!(call("GET", entry).key("writer").send(&app).await.problem().0, 403);
+    let read = call("GET", entry).key("reader").send(&app).await;
+    assert_eq!(read.status, 200);
+    assert_eq!((read.body["address"].clone(), read.body["reason"].clone()), (json!("bob@example.com"), json!("manual")));
+    let listed = call("GET", "/v1/suppressions").query("channel=email").key("reader").send(&app).await;
+    assert_eq!(listed.body["suppressions"][0]["channel"], "email");
+    assert_eq!(call("DELETE", entry).key("writer").send(&app).await.status, 204);
+    assert_eq!(call("GET", entry).key("reader").send(&app).await.problem().0, 404);
+    for path in ["/v1/suppressions/push/token", "/v1/suppressions/sms/bob@example.com"] {
+        assert_eq!(call("GET", path).key("reader").send(&app).await.problem().0, 400, "{path}");
+    }
+    for query in ["cursor=x", "channel=push", "limit=0"] {
+        let refused = call("GET", "/v1/suppressions").query(query).key("reader").send(&app).await;
+        assert_eq!(refused.problem().0, 400, "{query}");
+    }
+}
+
+#[tokio::test]
 async fn every_route_in_the_table_answers_each_of_its_methods() {
     let app = app(&[]);
     let table = route_table();
-    assert_eq!(table.len(), 18);
+    assert_eq!(table.len(), 20);
     for (template, methods) in table {
-        let path = template.replace("{id}", "x").replace("{token}", "x");
+        let path = template.replace("{id}", "x").replace("{token}", "x").replace("{channel}", "x").replace("{address}", "x");
         for method in methods {
             let method = method.as_str().to_owned().leak();
             let answer = call(method, &path).send(&app).await;

@@ -310,6 +310,7 @@ fn pseudo_parameter(name: &str, stack: &str) -> Option<String> {
         "AWS::Region" => Some("us-east-1".to_owned()),
         "AWS::AccountId" => Some("123456789012".to_owned()),
         "AWS::URLSuffix" => Some("amazonaws.com".to_owned()),
+        "AWS::Partition" => Some("aws".to_owned()),
         _ => None,
     }
 }

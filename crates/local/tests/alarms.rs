@@ -94,7 +94,7 @@ fn functions_alarmed_on<'a>(template: &'a Value, metric: &str) -> Vec<&'a str> {
 fn every_function_has_an_errors_alarm_and_a_throttles_alarm() {
     let template = template();
     let functions = functions(&template);
-    assert_eq!(functions.len(), 9);
+    assert_eq!(functions.len(), 10);
     for metric in ["Errors", "Throttles"] {
         let watched = functions_alarmed_on(&template, metric);
         for function in &functions {

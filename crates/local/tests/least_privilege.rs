@@ -39,8 +39,13 @@ const WORKER_STORES: Calls = &[
 const EMAIL_WORKER: Calls = &[
     ("EmailQueue", &["sqs:SendMessage"]),
     // SesEmailSender: SendEmail from the sender's identity, in any region the worker
-    // fails over to (SECONDARY_PROVIDER_REGION); no configuration set.
+    // fails over to (SECONDARY_PROVIDER_REGION), through the feedback configuration set
+    // in the stack's region (SES authorizes the send on both).
     ("arn:${AWS::Partition}:ses:*:${AWS::AccountId}:identity/${SenderAddress}", &["ses:SendEmail"]),
+    (
+        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${FeedbackConfigurationSet}",
+        &["ses:SendEmail"],
+    ),
     // SecretsManagerKeyRings at init (`from_aws`): the tracking keys sign links.
     ("TrackingKeysSecret", &["secretsmanager:GetSecretValue"]),
 ];
@@ -134,6 +139,14 @@ const RELAY: Calls = &[
     ("RelayFailureQueue", &["sqs:SendMessage"]),
 ];
 
+const FEEDBACK: Calls = &[
+    // FeedbackService: advance (a conditional UpdateItem), get when it did not move; the
+    // warm-up.
+    ("DeliveriesTable", &["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:UpdateItem"]),
+    // suppress (PutItem), count_soft_bounce (UpdateItem).
+    ("SuppressionsTable", &["dynamodb:PutItem", "dynamodb:UpdateItem"]),
+];
+
 const API: Calls = &[
     // ProfileService: load, load_many, save (a versioned put); the warm-up.
     ("ProfilesTable", &["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem"]),
@@ -155,6 +168,8 @@ const API: Calls = &[
     ("NotificationsTable", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
     ("TemplatesTable", &["dynamodb:GetItem", "dynamodb:PutItem"]),
     ("PreferencesTable", &["dynamodb:GetItem", "dynamodb:PutItem"]),
+    // SuppressionService: get, suppress, remove, list (a Scan).
+    ("SuppressionsTable", &["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"]),
     ("ActivityTable", &["dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
     // A deleted segment leaves a tombstone (a Put), never a DeleteItem.
     ("SegmentsTable", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"]),
@@ -180,6 +195,7 @@ fn table() -> BTreeMap<&'static str, Vec<Calls>> {
         ("ImporterFunction", vec![IMPORTER]),
         ("DispatcherFunction", vec![DISPATCHER]),
         ("RelayFunction", vec![RELAY]),
+        ("FeedbackFunction", vec![FEEDBACK]),
         ("ApiFunction", vec![API]),
     ])
 }

@@ -127,7 +127,7 @@ impl SuppressionStore for DynamoSuppressionStore {
             .update_expression("ADD bounced :delivery SET expires_at = :expires")
             .expression_attribute_values(":delivery", AttributeValue::Ss(vec![delivery_id.to_owned()]))
             .expression_attribute_values(":expires", AttributeValue::N(window.expires_at.to_string()))
-            .return_values(ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(unavailable)?;

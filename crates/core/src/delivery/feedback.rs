@@ -3,11 +3,12 @@
 //! report is recorded nowhere) and suppresses the address when it must not be mailed
 //! again: at once for a hard bounce or a complaint, after repeated soft bounces.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 
 use crate::{
+    backoff::Backoff,
     delivery::{Channel, DeliveryStatus, DeliveryStore},
     notifications::StatusChange,
     store::StoreError,
@@ -67,7 +68,13 @@ pub struct FeedbackService {
     deliveries: Arc<dyn DeliveryStore>,
     suppressions: Arc<dyn SuppressionStore>,
     soft_bounces: SoftBouncePolicy,
+    /// How long a report that arrives before its send's outcome is recorded waits for it.
+    pub early: Backoff,
 }
+
+/// The wait for a send's outcome (a provider may report a delivery before the worker has
+/// recorded its answer): at most five retries, about 1.5 s in all.
+pub const EARLY_REPORT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(800), 6);
 
 impl FeedbackService {
     pub fn new(
@@ -75,12 +82,14 @@ impl FeedbackService {
         suppressions: Arc<dyn SuppressionStore>,
         soft_bounces: SoftBouncePolicy,
     ) -> Self {
-        Self { deliveries, suppressions, soft_bounces }
+        Self { deliveries, suppressions, soft_bounces, early: EARLY_REPORT_BACKOFF }
     }
 
     /// Applies one report. Every step is idempotent (a conditional status move, a put, a
     /// set of bounced deliveries), so a report delivered twice, or retried after a
-    /// failure half-way, ends as if applied once.
+    /// failure half-way, ends as if applied once. A report about a delivery whose send is
+    /// still being recorded (`pending`) waits for it, then fails as transient, so its
+    /// queue delivers it again rather than dropping it.
     pub async fn apply(&self, feedback: &Feedback) -> Result<Applied, StoreError> {
         let suppressed = match (&feedback.address, feedback.kind) {
             (Some(address), kind) => self.suppression_for(feedback, address, kind).await?,
@@ -96,8 +105,20 @@ impl FeedbackService {
             self.suppressions.suppress(address, &entry).await?;
         }
         let change = StatusChange { status: feedback.kind.status(), at: feedback.at, reason: feedback.detail.clone() };
-        let moved = self.deliveries.advance(&feedback.delivery_id, &change).await?;
-        Ok(Applied { moved, suppressed })
+        let mut retry = 0;
+        loop {
+            if self.deliveries.advance(&feedback.delivery_id, &change).await? {
+                return Ok(Applied { moved: true, suppressed });
+            }
+            let status = self.deliveries.get(&feedback.delivery_id).await?.map(|d| d.status);
+            if !matches!(status, Some(DeliveryStatus::Created | DeliveryStatus::Pending)) {
+                return Ok(Applied { moved: false, suppressed });
+            }
+            if !self.early.wait(retry).await {
+                return Err(StoreError::Transient("the send's outcome is not recorded yet".into()));
+            }
+            retry += 1;
+        }
     }
 
     async fn suppression_for(
@@ -213,6 +234,33 @@ mod tests {
         assert_eq!(is_suppressed(&w).await, None);
         assert_eq!(w.service.apply(&report(&second, soft)).await.unwrap().suppressed, Some(SuppressionReason::SoftBounces));
         assert_eq!(is_suppressed(&w).await, Some(SuppressionReason::SoftBounces));
+    }
+
+    #[tokio::test]
+    async fn a_report_that_comes_before_the_send_is_recorded_waits_for_it() {
+        let w = world();
+        let delivery = Delivery::new("n", "u1", Channel::Email, DeliveryStatus::Pending, None, Utc::now());
+        w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
+        let id = delivery.delivery_id.clone();
+        let deliveries = w.deliveries.clone();
+        let worker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let sent = StatusChange { status: DeliveryStatus::Sent, at: Utc::now(), reason: None };
+            deliveries.finish(&delivery.delivery_id, &sent, Some("ses"), Some("m1"), false).await.unwrap();
+        });
+        assert!(w.service.apply(&report(&id, FeedbackKind::Delivered)).await.unwrap().moved);
+        worker.await.unwrap();
+        assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Delivered));
+    }
+
+    #[tokio::test]
+    async fn a_report_whose_send_is_never_recorded_fails_as_transient_after_its_wait() {
+        let mut w = world();
+        w.service.early = Backoff::new(Duration::from_millis(1), Duration::from_millis(1), 3);
+        let delivery = Delivery::new("n", "u1", Channel::Email, DeliveryStatus::Pending, None, Utc::now());
+        w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
+        let error = w.service.apply(&report(&delivery.delivery_id, FeedbackKind::Delivered)).await.unwrap_err();
+        assert!(error.is_retryable(), "{error}");
     }
 
     #[tokio::test]

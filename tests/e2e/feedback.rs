@@ -1,0 +1,88 @@
+//! Delivery feedback end to end: the email worker sends through the stack's configuration
+//! set, the moto patch publishes SES's mailbox simulator events on the default bus, the
+//! template's rule takes them to the feedback queue, and the feedback function moves the
+//! delivery and fills the suppression list, which the next send honours.
+
+use std::time::Duration;
+
+use herald_e2e::{Api, start_stack, wait_for_deliveries};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One email to `address`, directly; its delivery once `done` says it has moved far enough.
+async fn email(api: &Api, address: &str, done: impl Fn(&str) -> bool) -> Value {
+    let id = api
+        .notify(&json!({"type": "news", "recipients": [{"email": address}], "channels": ["email"],
+            "content": {"email": {"subject": "News", "body": "Read it"}}}))
+        .await;
+    let answer = wait_for_deliveries(api, &id, WAIT, |d| d["status"].as_str().is_some_and(&done)).await;
+    answer["deliveries"][0].clone()
+}
+
+fn history(delivery: &Value) -> Vec<&str> {
+    delivery["history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn an_email_to_the_bounce_simulator_ends_bounced_and_the_next_one_to_it_suppressed() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let bounced = email(&api, "bounce@simulator.amazonses.com", |s| s == "bounced").await;
+    assert_eq!(history(&bounced), ["created", "pending", "sent", "bounced"], "{bounced}");
+    assert_eq!(bounced["history"][3]["reason"], "Permanent/General");
+
+    let entry = api.get("/v1/suppressions/email/bounce@simulator.amazonses.com").await;
+    assert_eq!(entry.status, StatusCode::OK);
+    assert_eq!((entry.body["reason"].as_str(), entry.body["delivery_id"].as_str()), (Some("hard_bounce"), bounced["delivery_id"].as_str()));
+
+    let next = email(&api, "Bounce@simulator.amazonses.com", |s| !matches!(s, "created" | "pending")).await;
+    assert_eq!(next["status"], "suppressed", "{next}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_email_to_the_complaint_simulator_ends_complained_and_suppresses_the_address() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let complained = email(&api, "complaint@simulator.amazonses.com", |s| s == "complained").await;
+    // SES publishes its delivery, then the complaint; events need not arrive in order, and
+    // a delivery reported after the complaint is not recorded.
+    let history = history(&complained);
+    assert_eq!((&history[..3], history.last()), (&["created", "pending", "sent"][..], Some(&"complained")), "{complained}");
+    let entry = api.get("/v1/suppressions/email/complaint@simulator.amazonses.com").await;
+    assert_eq!(entry.body["reason"], "complaint", "{:?}", entry.body);
+    let next = email(&api, "complaint@simulator.amazonses.com", |s| !matches!(s, "created" | "pending")).await;
+    assert_eq!(next["status"], "suppressed", "{next}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_email_to_the_success_simulator_ends_delivered_and_suppresses_nothing() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let delivered = email(&api, "success@simulator.amazonses.com", |s| s == "delivered").await;
+    assert_eq!(history(&delivered), ["created", "pending", "sent", "delivered"], "{delivered}");
+    let entry = api.get("/v1/suppressions/email/success@simulator.amazonses.com").await;
+    assert_eq!(entry.status, StatusCode::NOT_FOUND);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_address_taken_off_the_list_is_sent_to_again() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let put = api.put("/v1/suppressions/email/ana@example.com", &json!({})).await;
+    assert_eq!((put.status, put.body["reason"].as_str()), (StatusCode::CREATED, Some("manual")));
+    let listed = api.get("/v1/suppressions?channel=email").await;
+    assert_eq!(listed.body["suppressions"].as_array().unwrap().len(), 1, "{:?}", listed.body);
+    assert!(!listed.body.to_string().contains("ana@"), "a listing shows hashes only");
+    let suppressed = email(&api, "ana@example.com", |s| !matches!(s, "created" | "pending")).await;
+    assert_eq!(suppressed["status"], "suppressed");
+
+    assert_eq!(api.delete("/v1/suppressions/email/ana@example.com").await.status, StatusCode::NO_CONTENT);
+    let sent = email(&api, "ana@example.com", |s| !matches!(s, "created" | "pending")).await;
+    assert_eq!(sent["status"], "sent");
+    stack.stop().await;
+}
