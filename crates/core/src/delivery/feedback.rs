@@ -110,8 +110,12 @@ impl FeedbackService {
             if self.deliveries.advance(&feedback.delivery_id, &change).await? {
                 return Ok(Applied { moved: true, suppressed });
             }
+            // Still being sent, or recorded since the move was refused: try again.
             let status = self.deliveries.get(&feedback.delivery_id).await?.map(|d| d.status);
-            if !matches!(status, Some(DeliveryStatus::Created | DeliveryStatus::Pending)) {
+            let worth_again = |s: DeliveryStatus| {
+                matches!(s, DeliveryStatus::Created | DeliveryStatus::Pending) || s.can_become(change.status)
+            };
+            if !status.is_some_and(worth_again) {
                 return Ok(Applied { moved: false, suppressed });
             }
             if !self.early.wait(retry).await {
