@@ -35,7 +35,10 @@ async fn an_email_to_the_bounce_simulator_ends_bounced_and_the_next_one_to_it_su
 
     let entry = api.get("/v1/suppressions/email/bounce@simulator.amazonses.com").await;
     assert_eq!(entry.status, StatusCode::OK);
-    assert_eq!((entry.body["reason"].as_str(), entry.body["delivery_id"].as_str()), (Some("hard_bounce"), bounced["delivery_id"].as_str()));
+    assert_eq!(
+        (entry.body["reason"].as_str(), entry.body["delivery_id"].as_str()),
+        (Some("hard_bounce"), bounced["delivery_id"].as_str())
+    );
 
     let next = email(&api, "Bounce@simulator.amazonses.com", |s| !matches!(s, "created" | "pending")).await;
     assert_eq!(next["status"], "suppressed", "{next}");
@@ -50,7 +53,11 @@ async fn an_email_to_the_complaint_simulator_ends_complained_and_suppresses_the_
     // SES publishes its delivery, then the complaint; events need not arrive in order, and
     // a delivery reported after the complaint is not recorded.
     let history = history(&complained);
-    assert_eq!((&history[..3], history.last()), (&["created", "pending", "sent"][..], Some(&"complained")), "{complained}");
+    assert_eq!(
+        (&history[..3], history.last()),
+        (&["created", "pending", "sent"][..], Some(&"complained")),
+        "{complained}"
+    );
     let entry = api.get("/v1/suppressions/email/complaint@simulator.amazonses.com").await;
     assert_eq!(entry.body["reason"], "complaint", "{:?}", entry.body);
     let next = email(&api, "complaint@simulator.amazonses.com", |s| !matches!(s, "created" | "pending")).await;

@@ -2,7 +2,9 @@
 //! handlers in order, they store a template, create a user, record their behaviour
 //! events, put them in a static segment and list its members and the user's segments,
 //! send them a notification, schedule, read and cancel a campaign to the segment, read and
-//! erase the user, and deliver an email job; and list and read the job of a bulk import.
+//! erase the user, put an address on the suppression list, read, list and remove it, and
+//! deliver an email job; list and read the job of a bulk import; and apply SES's
+//! feedback on three emails.
 
 use herald_api::App;
 use herald_core::{
@@ -68,6 +70,11 @@ async fn every_sample_api_event_gets_its_expected_answer() {
         ("api-delete-user.json", 204),
         ("api-get-user.json", 404),
         ("api-get-openapi.json", 200),
+        ("api-put-suppression.json", 201),
+        ("api-get-suppression.json", 200),
+        ("api-get-suppressions.json", 200),
+        ("api-delete-suppression.json", 204),
+        ("api-get-suppression.json", 404),
     ];
     let campaign_send_at = chrono::Utc::now() + chrono::Duration::hours(1);
     for (file, status) in expectations {
@@ -95,6 +102,10 @@ async fn every_sample_api_event_gets_its_expected_answer() {
                 assert!(body.contains(r#""progress":{"shards_done":0,"shards":16}"#), "{file}: {body}");
             }
             "api-post-campaign-cancel.json" => assert!(body.contains(r#""state":"cancelled""#), "{file}: {body}"),
+            "api-get-suppression.json" if status == 200 => {
+                assert!(body.contains(r#""reason":"manual""#), "{file}: {body}")
+            }
+            "api-get-suppressions.json" => assert!(body.contains(r#""address_hash":"email#"#), "{file}: {body}"),
             _ => {}
         }
     }
@@ -122,6 +133,41 @@ async fn the_sample_worker_event_delivers_its_email() {
     let response = stack.worker(Channel::Email).expect("an email worker").handle(event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
     assert_eq!(deliveries.get(delivery_id).await.unwrap().unwrap().status, DeliveryStatus::Sent);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_sample_feedback_event_delivers_bounces_and_complains_and_suppresses() {
+    use herald_core::suppressions::{SuppressionReason, SuppressionStore};
+    let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&read_event("feedback-ses-sqs.json")).unwrap();
+    let deliveries = herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table);
+    let ids = [
+        "d_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1",
+        "d_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2",
+        "d_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3",
+    ];
+    for id in ids {
+        let mut delivery =
+            Delivery::new("n_sample", id, Channel::Email, DeliveryStatus::Sent, None, chrono::Utc::now());
+        delivery.delivery_id = id.to_owned();
+        deliveries.create(&[delivery]).await.unwrap();
+    }
+
+    let response = stack.feedback().expect("the stack runs the feedback function").handle(event).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    let statuses: Vec<_> = futures_util::future::join_all(ids.map(|id| deliveries.get(id)))
+        .await
+        .into_iter()
+        .map(|d| d.unwrap().unwrap().status)
+        .collect();
+    assert_eq!(statuses, [DeliveryStatus::Delivered, DeliveryStatus::Bounced, DeliveryStatus::Complained]);
+    let suppressions =
+        herald_aws::DynamoSuppressionStore::new(stack.clients.dynamodb(), &stack.api_config.suppressions_table);
+    let reason = async |address: &str| suppressions.get(Channel::Email, address).await.unwrap().map(|s| s.reason);
+    assert_eq!(reason("bounced@example.com").await, Some(SuppressionReason::HardBounce));
+    assert_eq!(reason("complained@example.com").await, Some(SuppressionReason::Complaint));
+    assert_eq!(reason("ana@example.com").await, None);
     stack.stop().await;
 }
 
@@ -208,6 +254,7 @@ fn every_sample_event_is_tested() {
         .collect();
     files.sort();
     let tested = [
+        "api-delete-suppression.json",
         "api-delete-user.json",
         "api-get-campaign.json",
         "api-get-import.json",
@@ -216,6 +263,8 @@ fn every_sample_event_is_tested() {
         "api-get-openapi.json",
         "api-get-preferences.json",
         "api-get-segment-members.json",
+        "api-get-suppression.json",
+        "api-get-suppressions.json",
         "api-get-template.json",
         "api-get-user-segments.json",
         "api-get-user.json",
@@ -225,11 +274,13 @@ fn every_sample_event_is_tested() {
         "api-post-notification.json",
         "api-post-segment.json",
         "api-put-preferences.json",
+        "api-put-suppression.json",
         "api-put-template.json",
         "api-put-user.json",
         // Tested with the dispatcher (crates/dispatcher), the settle check here too.
         "dispatcher-settle-sqs.json",
         "dispatcher-sqs.json",
+        "feedback-ses-sqs.json",
         // Tested with the importer (crates/importer).
         "importer-continue-sqs.json",
         "importer-s3-sqs.json",

@@ -36,11 +36,11 @@ use herald_core::{
     notifications::NotificationService,
     profiles::ProfileService,
     segments::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
-    suppressions::SuppressionService,
     signing::{
         KeyRing, KeyRingStore,
         webhook::{PublicKey, WebhookSigner},
     },
+    suppressions::SuppressionService,
 };
 use lambda_http::RequestExt;
 use tower::{ServiceExt, util::MapRequest};
@@ -135,7 +135,10 @@ impl Services {
             },
             templates,
             preferences: Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),
-            suppressions: SuppressionService::new(Arc::new(DynamoSuppressionStore::new(db(), &config.suppressions_table))),
+            suppressions: SuppressionService::new(Arc::new(DynamoSuppressionStore::new(
+                db(),
+                &config.suppressions_table,
+            ))),
             deliveries,
             activity,
             segments,

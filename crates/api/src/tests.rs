@@ -325,7 +325,10 @@ async fn the_suppression_routes_need_their_scopes_and_refuse_a_channel_without_a
     assert_eq!(call("GET", entry).key("writer").send(&app).await.problem().0, 403);
     let read = call("GET", entry).key("reader").send(&app).await;
     assert_eq!(read.status, 200);
-    assert_eq!((read.body["address"].clone(), read.body["reason"].clone()), (json!("bob@example.com"), json!("manual")));
+    assert_eq!(
+        (read.body["address"].clone(), read.body["reason"].clone()),
+        (json!("bob@example.com"), json!("manual"))
+    );
     let listed = call("GET", "/v1/suppressions").query("channel=email").key("reader").send(&app).await;
     assert_eq!(listed.body["suppressions"][0]["channel"], "email");
     assert_eq!(call("DELETE", entry).key("writer").send(&app).await.status, 204);
@@ -345,7 +348,8 @@ async fn every_route_in_the_table_answers_each_of_its_methods() {
     let table = route_table();
     assert_eq!(table.len(), 20);
     for (template, methods) in table {
-        let path = template.replace("{id}", "x").replace("{token}", "x").replace("{channel}", "x").replace("{address}", "x");
+        let path =
+            template.replace("{id}", "x").replace("{token}", "x").replace("{channel}", "x").replace("{address}", "x");
         for method in methods {
             let method = method.as_str().to_owned().leak();
             let answer = call(method, &path).send(&app).await;

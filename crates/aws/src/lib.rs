@@ -12,18 +12,10 @@ pub mod sqs;
 
 pub use config::{Clients, function_sdk_config, local_sdk_config, sdk_config};
 pub use dynamo::{
-    activity::DynamoActivityStore,
-    api_keys::DynamoApiKeyStore,
-    campaigns::DynamoCampaignStore,
-    deliveries::DynamoDeliveryStore,
-    import_jobs::DynamoImportJobStore,
-    memberships::DynamoMembershipStore,
-    notifications::DynamoNotificationStore,
-    profiles::DynamoProfileStore,
-    segments::DynamoSegmentStore,
-    suppressions::DynamoSuppressionStore,
-    templates::DynamoTemplateStore,
-    user_settings::DynamoPreferenceStore,
+    activity::DynamoActivityStore, api_keys::DynamoApiKeyStore, campaigns::DynamoCampaignStore,
+    deliveries::DynamoDeliveryStore, import_jobs::DynamoImportJobStore, memberships::DynamoMembershipStore,
+    notifications::DynamoNotificationStore, profiles::DynamoProfileStore, segments::DynamoSegmentStore,
+    suppressions::DynamoSuppressionStore, templates::DynamoTemplateStore, user_settings::DynamoPreferenceStore,
 };
 pub use eventbridge::EventBridgePublisher;
 pub use request_counter::RequestCounter;

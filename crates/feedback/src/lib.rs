@@ -36,7 +36,9 @@ impl FeedbackConfig {
             deliveries_table: env.required("DELIVERIES_TABLE")?,
             suppressions_table: env.required("SUPPRESSIONS_TABLE")?,
             soft_bounces: SoftBouncePolicy {
-                bounces: env.parse("SOFT_BOUNCES_TO_SUPPRESS", "a number from 1 to 1000", count)?.unwrap_or(defaults.bounces),
+                bounces: env
+                    .parse("SOFT_BOUNCES_TO_SUPPRESS", "a number from 1 to 1000", count)?
+                    .unwrap_or(defaults.bounces),
                 window_days: env
                     .parse("SOFT_BOUNCE_WINDOW_DAYS", "a number of days from 1 to 1000", count)?
                     .unwrap_or(defaults.window_days),
@@ -73,7 +75,8 @@ impl FeedbackHandler {
 
     /// Applies one message's reports; Err when SQS is to deliver it again.
     async fn handle(&self, message: &SqsMessage) -> Result<(), String> {
-        let envelope: Envelope = Envelope::parse(sqs::body(message)).map_err(|_| "not an event of the bus".to_owned())?;
+        let envelope: Envelope =
+            Envelope::parse(sqs::body(message)).map_err(|_| "not an event of the bus".to_owned())?;
         let reports = match ses::feedback(&envelope.detail) {
             Ok(reports) => reports,
             // Not Herald's email: nothing to move, nothing a retry could find.

@@ -33,8 +33,8 @@ use herald_core::{
     keys::{ApiKeyStore, Scope},
 };
 use herald_dispatcher::{DispatcherConfig, DispatcherHandler};
-use herald_importer::{ImporterConfig, ImporterHandler};
 use herald_feedback::{FeedbackConfig, FeedbackHandler};
+use herald_importer::{ImporterConfig, ImporterHandler};
 use herald_relay::{RelayConfig, RelayHandler};
 use herald_segmenter::{SegmenterConfig, SegmenterHandler};
 use herald_worker::{WorkerConfig, WorkerHandler};
@@ -204,6 +204,7 @@ pub struct LocalStack {
     segmenter: Option<Arc<SegmenterHandler>>,
     importer: Option<Arc<ImporterHandler>>,
     dispatcher: Option<Arc<DispatcherHandler>>,
+    feedback: Option<Arc<FeedbackHandler>>,
     relay: Option<Arc<RelayHandler>>,
     processes: Option<processes::Processes>,
     schedules: Vec<schedule::Schedule>,
@@ -271,6 +272,7 @@ impl LocalStack {
         let mut segmenter = None;
         let mut importer = None;
         let mut dispatcher = None;
+        let mut feedback = None;
         let mut processes = match &options.functions {
             Functions::InProcess => None,
             Functions::Processes(settings) => Some(processes::Processes::new(
@@ -309,7 +311,9 @@ impl LocalStack {
                 continue;
             }
             if mapping.binary.as_deref() == Some("herald-feedback") {
-                handlers.push(each(Arc::new(feedback_for(&deployment, &clients)?)));
+                let function = Arc::new(feedback_for(&deployment, &clients)?);
+                handlers.push(each(function.clone()));
+                feedback = Some(function);
                 event_sources.push(mapping);
                 continue;
             }
@@ -429,6 +433,7 @@ impl LocalStack {
             segmenter,
             importer,
             dispatcher,
+            feedback,
             relay,
             processes,
             schedules,
@@ -467,6 +472,11 @@ impl LocalStack {
     /// The dispatcher the stack runs, to invoke directly (with a sample event).
     pub fn dispatcher(&self) -> Option<&DispatcherHandler> {
         self.dispatcher.as_deref()
+    }
+
+    /// The feedback function the stack runs on its queue (in-process mode only).
+    pub fn feedback(&self) -> Option<&FeedbackHandler> {
+        self.feedback.as_deref()
     }
 
     /// Fires the template's scheduled rule `logical_id` now (e.g. `SegmentSweepSchedule`),

@@ -7,9 +7,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use herald_aws::{
-    DynamoDeliveryStore, DynamoPreferenceStore, DynamoTemplateStore, SqsChannelQueues,
-};
+use herald_aws::{DynamoDeliveryStore, DynamoPreferenceStore, DynamoTemplateStore, SqsChannelQueues};
 use herald_core::{
     campaigns::memory::MemoryQueues,
     delivery::{

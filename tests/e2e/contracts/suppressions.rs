@@ -52,9 +52,15 @@ async fn an_address_is_suppressed_whatever_its_case_and_surrounding_space(store:
     store.suppress(" Bounced@Example.COM", &entry(Channel::Email, SuppressionReason::HardBounce)).await.unwrap();
 
     let asked = ["bounced@example.com".to_owned(), "other@example.com".to_owned()];
-    assert_eq!(store.suppressed_among(Channel::Email, &asked).await.unwrap(), ["bounced@example.com".to_owned()].into());
+    assert_eq!(
+        store.suppressed_among(Channel::Email, &asked).await.unwrap(),
+        ["bounced@example.com".to_owned()].into()
+    );
     let asked = ["BOUNCED@example.com ".to_owned()];
-    assert_eq!(store.suppressed_among(Channel::Email, &asked).await.unwrap(), ["BOUNCED@example.com ".to_owned()].into());
+    assert_eq!(
+        store.suppressed_among(Channel::Email, &asked).await.unwrap(),
+        ["BOUNCED@example.com ".to_owned()].into()
+    );
 }
 
 async fn an_address_suppressed_on_one_channel_is_not_on_another(store: &dyn SuppressionStore) {

@@ -44,14 +44,20 @@ struct Page {
     next_cursor: Option<String>,
 }
 
-async fn get(State(app): State<AppState>, Path((channel, address)): Path<(String, String)>) -> Result<Response, Problem> {
+async fn get(
+    State(app): State<AppState>,
+    Path((channel, address)): Path<(String, String)>,
+) -> Result<Response, Problem> {
     let suppression = app.suppressions.get(suppressible(&channel)?, &address).await?;
     Ok(json(StatusCode::OK, &Entry { address: &address, suppression }))
 }
 
 /// 201 when the address was put on the list, 200 when it was there already (its entry,
 /// and its reason, kept).
-async fn put(State(app): State<AppState>, Path((channel, address)): Path<(String, String)>) -> Result<Response, Problem> {
+async fn put(
+    State(app): State<AppState>,
+    Path((channel, address)): Path<(String, String)>,
+) -> Result<Response, Problem> {
     let (suppression, new) = app.suppressions.suppress(suppressible(&channel)?, &address).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &Entry { address: &address, suppression }))

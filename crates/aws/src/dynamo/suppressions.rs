@@ -14,9 +14,7 @@ use herald_core::{
     backoff::Backoff,
     delivery::Channel,
     store::StoreError,
-    suppressions::{
-        ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash,
-    },
+    suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
 };
 
 use crate::{
@@ -75,8 +73,8 @@ impl SuppressionStore for DynamoSuppressionStore {
             address_hash: address_hash(suppression.channel, address),
             suppression: suppression.clone(),
         };
-        let item: Item = serde_dynamo::to_item(&listed)
-            .map_err(|e| StoreError::Fatal(format!("unwritable suppression: {e}")))?;
+        let item: Item =
+            serde_dynamo::to_item(&listed).map_err(|e| StoreError::Fatal(format!("unwritable suppression: {e}")))?;
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
     }
@@ -96,7 +94,12 @@ impl SuppressionStore for DynamoSuppressionStore {
 
     /// A Scan page of `limit` items read, the soft-bounce counters (and other channels')
     /// filtered out, so a page may hold fewer than `limit` with more to come.
-    async fn list(&self, channel: Option<Channel>, after: Option<&str>, limit: u32) -> Result<SuppressionPage, StoreError> {
+    async fn list(
+        &self,
+        channel: Option<Channel>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<SuppressionPage, StoreError> {
         let mut filter = "attribute_exists(reason)".to_owned();
         let mut request = self
             .client

@@ -91,8 +91,10 @@ struct Reject {
 /// A provider's word kept as a status's reason only when it is one (`MailboxFull`): a
 /// value of another shape could be anything, an address included.
 fn word(value: &str) -> Option<&str> {
-    (!value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-        .then_some(value)
+    (!value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    .then_some(value)
 }
 
 fn detail(parts: &[&str]) -> Option<String> {
@@ -137,7 +139,12 @@ pub fn feedback(event: &serde_json::Value) -> Result<Vec<Feedback>, FeedbackForm
         "DeliveryDelay" => {
             let delay = event.delivery_delay.ok_or_else(|| missing("deliveryDelay"))?;
             let recipients = delay.delayed_recipients.into_iter().map(|r| r.email_address).collect();
-            (FeedbackKind::DeliveryDelayed, recipients, delay.timestamp, detail(&[&delay.delay_type.unwrap_or_default()]))
+            (
+                FeedbackKind::DeliveryDelayed,
+                recipients,
+                delay.timestamp,
+                detail(&[&delay.delay_type.unwrap_or_default()]),
+            )
         }
         "Reject" => {
             let reason = event.reject.and_then(|r| r.reason).unwrap_or_default();
@@ -220,7 +227,8 @@ mod tests {
 
     #[test]
     fn a_providers_text_never_becomes_a_reason() {
-        let event = json!({"eventType": "Reject", "mail": mail(), "reject": {"reason": "Bad content: bob@example.com"}});
+        let event =
+            json!({"eventType": "Reject", "mail": mail(), "reject": {"reason": "Bad content: bob@example.com"}});
         let report = &feedback(&event).unwrap()[0];
         assert_eq!((report.kind, report.detail.as_deref()), (FeedbackKind::Rejected, None));
     }

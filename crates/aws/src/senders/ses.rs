@@ -88,9 +88,7 @@ impl Sender for SesEmailSender {
             .set_configuration_set_name(self.configuration_set.clone())
             // SES returns the tags in every event about this email: its feedback finds
             // the delivery by them.
-            .email_tags(
-                MessageTag::builder().name(DELIVERY_TAG).value(message.delivery_id).build().expect("both set"),
-            )
+            .email_tags(MessageTag::builder().name(DELIVERY_TAG).value(message.delivery_id).build().expect("both set"))
             .send()
             .await
             .map_err(classify)?;

@@ -20,7 +20,9 @@ use crate::{
 pub enum FeedbackKind {
     Delivered,
     /// `permanent`: the address does not exist (a hard bounce); else a soft bounce.
-    Bounced { permanent: bool },
+    Bounced {
+        permanent: bool,
+    },
     Complained,
     Rejected,
     DeliveryDelayed,
@@ -148,9 +150,7 @@ impl FeedbackService {
 mod tests {
     use super::*;
     use crate::{
-        delivery::memory::MemoryDeliveries,
-        notifications::Delivery,
-        suppressions::memory::MemorySuppressions,
+        delivery::memory::MemoryDeliveries, notifications::Delivery, suppressions::memory::MemorySuppressions,
     };
 
     struct World {
@@ -236,7 +236,10 @@ mod tests {
         // The same report again is the same bounce.
         assert_eq!(w.service.apply(&report(&first, soft)).await.unwrap().suppressed, None);
         assert_eq!(is_suppressed(&w).await, None);
-        assert_eq!(w.service.apply(&report(&second, soft)).await.unwrap().suppressed, Some(SuppressionReason::SoftBounces));
+        assert_eq!(
+            w.service.apply(&report(&second, soft)).await.unwrap().suppressed,
+            Some(SuppressionReason::SoftBounces)
+        );
         assert_eq!(is_suppressed(&w).await, Some(SuppressionReason::SoftBounces));
     }
 

@@ -203,7 +203,9 @@ mod tests {
             assert!(!status.can_become(Sent) && !status.can_become(Pending), "{status:?}");
             assert!(!DeliveryStatus::CLAIMABLE.contains(&status), "{status:?}");
         }
-        for (from, to) in [(DeliveryDelayed, Delivered), (Delivered, Bounced), (Delivered, Opened), (Opened, Complained)] {
+        for (from, to) in
+            [(DeliveryDelayed, Delivered), (Delivered, Bounced), (Delivered, Opened), (Opened, Complained)]
+        {
             assert!(from.can_become(to), "{from:?} -> {to:?}");
         }
     }

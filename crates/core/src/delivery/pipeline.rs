@@ -487,8 +487,8 @@ mod tests {
     use super::*;
     use crate::{
         delivery::{TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
-        suppressions::{Suppression, SuppressionReason, SuppressionStore, memory::MemorySuppressions},
         notifications::Delivery,
+        suppressions::{Suppression, SuppressionReason, SuppressionStore, memory::MemorySuppressions},
     };
 
     struct World {

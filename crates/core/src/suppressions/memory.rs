@@ -10,9 +10,7 @@ use async_trait::async_trait;
 use crate::{
     delivery::Channel,
     store::StoreError,
-    suppressions::{
-        ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash,
-    },
+    suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
 };
 
 #[derive(Default)]
@@ -41,7 +39,12 @@ impl SuppressionStore for MemorySuppressions {
         Ok(self.entries.lock().unwrap().remove(&address_hash(channel, address)).is_some())
     }
 
-    async fn list(&self, channel: Option<Channel>, after: Option<&str>, limit: u32) -> Result<SuppressionPage, StoreError> {
+    async fn list(
+        &self,
+        channel: Option<Channel>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<SuppressionPage, StoreError> {
         let entries = self.entries.lock().unwrap();
         let mut matching = entries
             .iter()

@@ -151,7 +151,9 @@ mod tests {
         let entry = address_hash(Channel::Sms, "+33612345678");
         let soft = SoftBouncePolicy::default().window_for(Channel::Email, "a@example.com", Utc::now()).key;
         assert!(is_key(&entry) && is_key(&soft), "{entry} {soft}");
-        for bad in ["", "email#", "push#00", "email#xyz", "soft#email#00#1", &format!("{entry}#"), &format!("soft#{entry}#")] {
+        for bad in
+            ["", "email#", "push#00", "email#xyz", "soft#email#00#1", &format!("{entry}#"), &format!("soft#{entry}#")]
+        {
             assert!(!is_key(bad), "{bad}");
         }
     }

@@ -21,7 +21,12 @@ pub trait SuppressionStore: Send + Sync {
     async fn remove(&self, channel: Channel, address: &str) -> Result<bool, StoreError>;
     /// One page of the list (of one channel, or all), at most `limit` entries from after
     /// the key `after`, in the store's order. Eventually consistent.
-    async fn list(&self, channel: Option<Channel>, after: Option<&str>, limit: u32) -> Result<SuppressionPage, StoreError>;
+    async fn list(
+        &self,
+        channel: Option<Channel>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<SuppressionPage, StoreError>;
     /// Counts a soft bounce of `delivery_id` in its window and returns how many distinct
     /// deliveries bounced soft in it: the same delivery counted again (a repeated event)
     /// counts once.
