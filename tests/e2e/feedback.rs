@@ -1,11 +1,11 @@
-//! Delivery feedback end to end: the email worker sends through the stack's configuration
+//! Delivery feedback and the engagement event stream end to end: the email worker sends through the stack's configuration
 //! set, the moto patch publishes SES's mailbox simulator events on the default bus, the
 //! template's rule takes them to the feedback queue, and the feedback function moves the
 //! delivery and fills the suppression list, which the next send honours.
 
 use std::time::Duration;
 
-use herald_e2e::{Api, start_stack, wait_for_deliveries};
+use herald_e2e::{Api, EventCapture, start_stack, wait_for_deliveries};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -91,5 +91,33 @@ async fn an_address_taken_off_the_list_is_sent_to_again() {
     assert_eq!(api.delete("/v1/suppressions/email/ana@example.com").await.status, StatusCode::NO_CONTENT);
     let sent = email(&api, "ana@example.com", |s| !matches!(s, "created" | "pending")).await;
     assert_eq!(sent["status"], "sent");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn every_status_change_of_a_delivery_is_on_the_bus_once_in_order() {
+    let stack = start_stack().await;
+    let capture = EventCapture::attach(&stack).await;
+    let api = Api::new(&stack);
+    let delivered = email(&api, "success@simulator.amazonses.com", |s| s == "delivered").await;
+
+    let mut changes: Vec<Value> = capture
+        .collect(4, WAIT)
+        .await
+        .into_iter()
+        .filter(|e| e["detail-type"] == "delivery.status_changed")
+        .map(|e| e["detail"].clone())
+        .collect();
+    changes.sort_by_key(|c| c["sequence"].as_u64());
+    let seen: Vec<(&str, u64)> =
+        changes.iter().map(|c| (c["status"].as_str().unwrap(), c["sequence"].as_u64().unwrap())).collect();
+    assert_eq!(seen, [("created", 1), ("pending", 2), ("sent", 3), ("delivered", 4)], "{changes:?}");
+    for change in &changes {
+        assert_eq!((change["version"].as_u64(), &change["delivery_id"]), (Some(1), &delivered["delivery_id"]));
+        assert_eq!(change["channel"], "email");
+        assert!(change.get("user_id").is_none(), "a direct address has no user: {change}");
+        assert!(!change.to_string().contains("simulator.amazonses.com"), "no address: {change}");
+    }
+    assert_eq!(changes[3]["provider_message_id"], delivered["provider_message_id"]);
     stack.stop().await;
 }

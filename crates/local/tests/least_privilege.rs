@@ -136,6 +136,10 @@ const RELAY: Calls = &[
         "MembersTable.StreamArn",
         &["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
     ),
+    (
+        "DeliveriesTable.StreamArn",
+        &["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+    ),
     ("RelayFailureQueue", &["sqs:SendMessage"]),
 ];
 

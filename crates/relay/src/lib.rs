@@ -1,9 +1,11 @@
 //! The outbox relay Lambda: fed by the DynamoDB streams (old and new images) of the
-//! profiles table (`profile.changed`) and the members table (`segment.entered`/`exited`
-//! on each user's membership record), it publishes to the bus the events each write put
-//! in its item's outbox (`herald_core::events::Outbox`), in stream order. It reads no
-//! table and knows no key: any item with an `outbox` attribute is relayed the same way,
-//! and an item without one (a members row) publishes nothing. When publishing fails it answers
+//! profiles table (`profile.changed`), the members table (`segment.entered`/`exited`
+//! on each user's membership record) and the deliveries table (`delivery.status_changed`,
+//! one per status change a write appended to a delivery's history), it publishes to the
+//! bus the events each write put in its item's outbox (`herald_core::events::Outbox`; a
+//! delivery's is its history), in stream order. It reads no table: any item with an
+//! `outbox` attribute is relayed the same way, and an item without one (a members row)
+//! publishes nothing. When publishing fails it answers
 //! the first record not published as the batch's failure: Lambda delivers the stream
 //! again from that record (`ReportBatchItemFailures`), so a change's event is delayed
 //! while the bus is down, never lost.
@@ -14,7 +16,10 @@ use aws_lambda_events::{
     dynamodb::{Event, EventRecord},
     streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse},
 };
-use herald_aws::{Clients, EventBridgePublisher, dynamo::outbox};
+use herald_aws::{
+    Clients, EventBridgePublisher,
+    dynamo::{deliveries, outbox},
+};
 use herald_core::events::{EventPublisher, OutboxRelay, OutboxWrite};
 use herald_edge::config::{ConfigError, Env};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -104,11 +109,16 @@ impl RelayHandler {
 }
 
 /// The write a stream record reports: its outbox before and after (none for a removal).
+/// A delivery's outbox is its history: the status changes the write appended.
 fn write(record: &EventRecord) -> Result<OutboxWrite, serde_dynamo::Error> {
     if record.event_name == "REMOVE" {
         return Ok(OutboxWrite::default());
     }
-    outbox::write(&record.change.old_image, &record.change.new_image)
+    let (old, new) = (&record.change.old_image, &record.change.new_image);
+    match deliveries::stream_write(old, new)? {
+        Some(write) => Ok(write),
+        None => outbox::write(old, new),
+    }
 }
 
 #[cfg(test)]
@@ -252,5 +262,61 @@ mod tests {
         let types: Vec<String> = published.iter().map(DomainEvent::detail_type).collect();
         assert_eq!(types, ["segment.entered"]);
         assert_eq!(details(&bus), [r#"{"segment_id":"gold","user_id":"u1","revision":1}"#]);
+    }
+
+    /// A deliveries table record: the delivery's history from `old` statuses to `new`.
+    fn delivery_record(sequence: &str, old: &[&str], new: &[&str]) -> Value {
+        let image = |statuses: &[&str]| {
+            if statuses.is_empty() {
+                return json!({});
+            }
+            let history: Vec<Value> = statuses
+                .iter()
+                .map(|s| json!({"M": {"status": {"S": s}, "at": {"S": "2026-12-02T10:00:00Z"}}}))
+                .collect();
+            json!({"delivery_id": {"S": "d_1"}, "notification_id": {"S": "n_1"}, "recipient": {"S": "ana"},
+                "channel": {"S": "email"}, "status": {"S": statuses.last().unwrap()}, "history": {"L": history}})
+        };
+        json!({
+            "eventID": format!("d{sequence}"),
+            "eventName": if old.is_empty() { "INSERT" } else { "MODIFY" },
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/s-Deliveries/stream/2026-12-01T00:00:00.000",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1764547200.0,
+                "Keys": {"delivery_id": {"S": "d_1"}},
+                "NewImage": image(new),
+                "OldImage": image(old),
+                "SequenceNumber": sequence,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn each_status_change_a_delivery_write_appended_is_published_once_in_order() {
+        let bus = Arc::new(MemoryBus::default());
+        let answer = RelayHandler::new(bus.clone())
+            .handle(event(vec![
+                delivery_record("100", &[], &["created"]),
+                delivery_record("200", &["created"], &["created", "pending", "sent"]),
+                // A write that appended nothing (an attribute set) publishes nothing.
+                delivery_record("300", &["created", "pending", "sent"], &["created", "pending", "sent"]),
+            ]))
+            .await;
+        assert!(answer.batch_item_failures.is_empty());
+        let published = bus.published.lock().unwrap().clone();
+        assert!(published.iter().all(|e| e.detail_type() == "delivery.status_changed"));
+        let changes: Vec<(String, u64)> = published
+            .iter()
+            .map(|e| {
+                let detail: Value = serde_json::from_str(&e.detail_json()).unwrap();
+                (detail["status"].as_str().unwrap().to_owned(), detail["sequence"].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(changes, [("created".into(), 1), ("pending".into(), 2), ("sent".into(), 3)]);
     }
 }

@@ -33,6 +33,22 @@ use crate::{
 /// drops the old index and creates this one.)
 const BY_NOTIFICATION: &str = "by-notification-keys";
 
+/// A deliveries table write as its stream reports it (old and new images): the status
+/// changes it appended, as an outbox write (`delivery::events`); None for an image of
+/// another table.
+pub fn stream_write(
+    old_image: &serde_dynamo::Item,
+    new_image: &serde_dynamo::Item,
+) -> Result<Option<herald_core::events::OutboxWrite>, serde_dynamo::Error> {
+    if !new_image.contains_key("delivery_id") {
+        return Ok(None);
+    }
+    let after: Delivery = serde_dynamo::from_item(new_image.clone())?;
+    let before: Option<Delivery> =
+        if old_image.is_empty() { None } else { Some(serde_dynamo::from_item(old_image.clone())?) };
+    Ok(Some(herald_core::delivery::events::write(before.as_ref(), &after)))
+}
+
 /// A transaction holds at most 100 items: a claim and its rate-limit count are two.
 const CLAIMS_PER_TRANSACTION: usize = super::transaction::MAX_ITEMS / 2;
 

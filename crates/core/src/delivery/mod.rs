@@ -2,6 +2,7 @@
 //! statuses, the pipeline every channel worker shares (claim, preferences, suppression,
 //! rate limit, render, send with retries and failover, record), and the pieces it uses.
 
+pub mod events;
 pub mod failover;
 pub mod feedback;
 mod model;

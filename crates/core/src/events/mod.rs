@@ -26,6 +26,9 @@ pub mod detail_type {
     /// Work one segmenter invocation handed on to the next, on the segmenter's own queue
     /// only (never on the bus).
     pub const SEGMENT_WORK: &str = "segment.work";
+    /// Every status change of a delivery (`delivery::events`), from the deliveries
+    /// table's stream.
+    pub const DELIVERY_STATUS_CHANGED: &str = "delivery.status_changed";
     /// Followed by the channel: `notification.email`, `notification.sms`, …
     pub const NOTIFICATION_PREFIX: &str = "notification.";
 }
