@@ -121,3 +121,33 @@ async fn every_status_change_of_a_delivery_is_on_the_bus_once_in_order() {
     assert_eq!(changes[3]["provider_message_id"], delivered["provider_message_id"]);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_segment_of_users_who_opened_an_email_this_week_gains_a_user_when_they_open_one() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    api.put("/v1/users/ola", &json!({"email": "ola@example.com"})).await;
+    let rule = json!({"event": "email.opened", "window": {"last_days": 7}, "count": {"gt": 0}});
+    let created = api
+        .post("/v1/segments", &json!({"segment_id": "readers", "name": "readers", "kind": "dynamic", "rule": rule}))
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{:?}", created.body);
+    let segments_of = async || api.get("/v1/users/ola/segments").await.body["segment_ids"].clone();
+    let id = api
+        .notify(&json!({"type": "news", "recipients": [{"user_id": "ola"}], "channels": ["email"],
+            "content": {"email": {"subject": "News", "body": "Read it", "html": "<p>Read it</p>"}}}))
+        .await;
+    let sent = wait_for_deliveries(&api, &id, WAIT, |d| d["status"] == "sent").await;
+    assert_eq!(segments_of().await, json!([]), "not a reader before opening");
+
+    let email_id = sent["deliveries"][0]["provider_message_id"].as_str().unwrap().to_owned();
+    let html = herald_e2e::sent_by_moto(&stack.endpoint).await.emails.into_iter().find(|e| e.0 == email_id).unwrap().3;
+    let open = herald_e2e::tracking_links(&html).pop().expect("the open pixel");
+    assert_eq!(reqwest::get(&open).await.unwrap().status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + WAIT;
+    while segments_of().await != json!(["readers"]) {
+        assert!(std::time::Instant::now() < deadline, "never a reader: {}", segments_of().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.stop().await;
+}

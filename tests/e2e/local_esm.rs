@@ -354,6 +354,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
     let expected: Vec<(&str, &str)> = [
         ("DispatcherFunction", "DispatchQueue"),
         ("EmailWorkerFunction", "EmailQueue"),
+        ("FeedbackFunction", "FeedbackQueue"),
         ("ImporterFunction", "ImporterQueue"),
         ("PushWorkerFunction", "PushQueue"),
         ("SegmenterFunction", "SegmenterQueue"),
@@ -381,7 +382,7 @@ async fn the_stack_polls_each_function_queue_and_routes_its_channel_events_there
         assert_eq!(mapping.source.concurrency, cap.min(5), "{}", mapping.function);
         // Each function's own Timeout, else the Globals' 10 s.
         let timeout = match mapping.function.as_str() {
-            "SegmenterFunction" => 30,
+            "SegmenterFunction" | "FeedbackFunction" => 30,
             "ImporterFunction" => 900,
             "DispatcherFunction" => 300,
             _ => 10,
@@ -551,7 +552,7 @@ async fn deploying_again_on_the_same_endpoint_finds_the_same_resources_and_updat
 }
 
 #[tokio::test]
-async fn the_relay_reads_the_profiles_and_members_streams_the_members_one_filtered_to_outboxes() {
+async fn the_relay_reads_the_profiles_members_and_deliveries_streams_the_members_one_filtered_to_outboxes() {
     let stack = start_stack().await;
     let sources = herald_local::streams::stream_event_sources(&stack.deployment, Duration::from_secs(1)).unwrap();
     let names = stack.deployment.names();
@@ -563,6 +564,6 @@ async fn the_relay_reads_the_profiles_and_members_streams_the_members_one_filter
             (table.as_str(), s.filters.len())
         })
         .collect();
-    assert_eq!(relayed, [("ProfilesTable", 0), ("MembersTable", 1)]);
+    assert_eq!(relayed, [("ProfilesTable", 0), ("MembersTable", 1), ("DeliveriesTable", 0)]);
     stack.stop().await;
 }

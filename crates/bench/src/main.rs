@@ -7,6 +7,7 @@ mod campaigns;
 mod chaos;
 mod client;
 mod cost;
+mod feedback;
 mod import;
 mod runtime;
 mod segments;
@@ -69,6 +70,10 @@ fn main() {
         segments::evaluate_change_against_1000_segments();
         segments::backfill_profiles_per_second_per_core();
         multi_threaded().block_on(segments_local::local_segment_figures());
+    }
+    if wanted("feedback") {
+        feedback::feedback_events_per_second_per_core();
+        multi_threaded().block_on(feedback::engagement_event_lag());
     }
     if wanted("client") {
         client::client_figures();

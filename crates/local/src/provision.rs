@@ -231,7 +231,11 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
         };
         match clients.sesv2().create_configuration_set().configuration_set_name(&name).send().await {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {}
+            // SES v2 says AlreadyExistsException; moto, v1's ConfigurationSetAlreadyExists.
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_already_exists_exception() || s.meta().code() == Some("ConfigurationSetAlreadyExistsException")
+                }) => {}
             Err(e) => return Err(LocalError::Aws(format!("creating configuration set {name}: {}", describe(&e)))),
         }
         physical.record(&set.logical_id, name);

@@ -76,7 +76,17 @@ const SEGMENTER: Calls = &[
     ("SegmenterQueue", &["sqs:SendMessage"]),
     // load, scan_page; membership transactions check the profile's version.
     ("ProfilesTable", &["dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:Scan"]),
-    ("ActivityTable", &["dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:GetItem"]),
+    // Engagement recorded (DynamoActivityStore::record: Puts and Updates in a transaction).
+    (
+        "ActivityTable",
+        &[
+            "dynamodb:BatchGetItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+        ],
+    ),
     ("SegmentsTable", &["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"]),
     (
         "MembersTable",

@@ -1,5 +1,7 @@
 //! The segmenter Lambda: fed by the bus through its SQS queue, it re-evaluates the
-//! segments each `profile.changed` and `activity.recorded` can affect, and runs the
+//! segments each `profile.changed` and `activity.recorded` can affect (and each
+//! engagement of a user's delivery, `delivery.status_changed`, recorded first as their
+//! behaviour event), and runs the
 //! segment jobs (backfills, cleanups, the daily sweep). What an invocation has no time
 //! for it hands on through its own queue.
 
@@ -13,7 +15,8 @@ use herald_aws::{
     SqsSegmenterQueue,
 };
 use herald_core::{
-    activity::ActivityRecorded,
+    activity::{ActivityEvent, ActivityRecorded, ActivityStore},
+    delivery::{self, events::DeliveryStatusChanged},
     events::{ProfileChanged, ProfilesImported, detail_type},
     segments::{Change, DEFAULT_BACKFILL_PARTS, HandedOn, Segmenter, SegmenterQueue, Work},
 };
@@ -59,6 +62,9 @@ impl SegmenterConfig {
 
 pub struct SegmenterHandler {
     pub segmenter: Segmenter,
+    /// Where engagement (opens, clicks, bounces, complaints, unsubscribes of a user's
+    /// delivery) is recorded as the user's behaviour before their segments are evaluated.
+    pub activity: Arc<dyn ActivityStore>,
     /// Where the work past the invocation's deadline goes on.
     pub queue: Arc<dyn SegmenterQueue>,
     /// Work items evaluated together; between runs the deadline is checked.
@@ -81,6 +87,17 @@ pub enum MessageError {
     Unreadable(#[from] serde_json::Error),
     #[error("no segmenter work for detail-type {0:?}")]
     UnknownType(String),
+}
+
+/// The behaviour event a `delivery.status_changed` message is for its user (an open, a
+/// click, …); None for any other message, or a change that is no engagement.
+pub fn engagement_of(body: &str) -> Result<Option<ActivityEvent>, MessageError> {
+    let envelope: Envelope = Envelope::parse(body)?;
+    if envelope.detail_type != detail_type::DELIVERY_STATUS_CHANGED {
+        return Ok(None);
+    }
+    let change: DeliveryStatusChanged = serde_json::from_value(envelope.detail)?;
+    Ok(delivery::events::engagement(&change))
 }
 
 /// The work a queue message carries: one item, or one per user of an import's slice.
@@ -112,6 +129,16 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
             let users = imported.user_ids.into_iter();
             return Ok(users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect());
         }
+        detail_type::DELIVERY_STATUS_CHANGED => {
+            let change: DeliveryStatusChanged = serde_json::from_value(envelope.detail)?;
+            match delivery::events::engagement(&change) {
+                Some(event) => Work::Change {
+                    user_id: event.user_id,
+                    change: Change { events: [event.name].into(), ..Default::default() },
+                },
+                None => return Ok(Vec::new()),
+            }
+        }
         detail_type::SEGMENT_JOB => Work::Task(serde_json::from_value(envelope.detail)?),
         detail_type::SEGMENT_WORK => return Ok(serde_json::from_value::<HandedOn>(envelope.detail)?.work),
         other => return Err(MessageError::UnknownType(other.to_owned())),
@@ -122,7 +149,12 @@ pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
 /// precision), for changes only (not handed-on work or jobs, whose time is not a change's).
 pub fn change_time(body: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let envelope: Envelope<serde::de::IgnoredAny> = Envelope::parse(body).ok()?;
-    let change = [detail_type::PROFILE_CHANGED, detail_type::ACTIVITY_RECORDED, detail_type::PROFILES_IMPORTED];
+    let change = [
+        detail_type::PROFILE_CHANGED,
+        detail_type::ACTIVITY_RECORDED,
+        detail_type::PROFILES_IMPORTED,
+        detail_type::DELIVERY_STATUS_CHANGED,
+    ];
     if !change.contains(&envelope.detail_type.as_str()) {
         return None;
     }
@@ -133,10 +165,11 @@ impl SegmenterHandler {
     pub fn from_aws(clients: &Clients, config: &SegmenterConfig) -> Self {
         let db = || clients.dynamodb();
         let profiles = Arc::new(DynamoProfileStore::new(db(), &config.profiles_table));
+        let activity = Arc::new(DynamoActivityStore::new(db(), &config.activity_table));
         let mut segmenter = Segmenter::new(
             profiles.clone(),
             profiles,
-            Arc::new(DynamoActivityStore::new(db(), &config.activity_table)),
+            activity.clone(),
             Arc::new(DynamoSegmentStore::new(db(), &config.segments_table)),
             Arc::new(DynamoMembershipStore::new(
                 db(),
@@ -148,7 +181,7 @@ impl SegmenterHandler {
         );
         segmenter.backfill_parts = config.backfill_parts;
         let queue = Arc::new(SqsSegmenterQueue::new(clients.sqs(), &config.queue_url));
-        Self { segmenter, queue, work_per_run: WORK_PER_RUN, metrics: Emf::for_function("Segmenter") }
+        Self { segmenter, activity, queue, work_per_run: WORK_PER_RUN, metrics: Emf::for_function("Segmenter") }
     }
 
     /// The handler on the account's AWS clients, its table's connections warmed up.
@@ -169,10 +202,28 @@ impl SegmenterHandler {
 impl SqsHandler for SegmenterHandler {
     async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
         let mut retry = Retry::default();
+        // Engagement is recorded first (counted once by its id however often it comes),
+        // so the evaluations below see it; a message whose event was not recorded is
+        // retried and evaluates nothing now.
+        let engagement: Vec<(usize, ActivityEvent)> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(position, m)| engagement_of(sqs::body(m)).ok().flatten().map(|e| (position, e)))
+            .collect();
+        if !engagement.is_empty() {
+            let events: Vec<ActivityEvent> = engagement.iter().map(|(_, e)| e.clone()).collect();
+            if let Err(e) = self.activity.record(&events).await {
+                tracing::warn!(error = %e, "engagement not recorded; SQS retries its messages");
+                engagement.iter().for_each(|(position, _)| retry.insert(*position));
+            }
+        }
         let mut work = Vec::new();
         // The position of the message each item of `work` came from.
         let mut positions = Vec::new();
         for (position, message) in messages.iter().enumerate() {
+            if retry.contains(position) {
+                continue;
+            }
             match parse_work(sqs::body(message)) {
                 Ok(items) => {
                     positions.extend(std::iter::repeat_n(position, items.len()));
@@ -250,15 +301,16 @@ mod tests {
 
     fn handler(queue: Arc<MemorySegmenterQueue>) -> SegmenterHandler {
         let profiles = Arc::new(MemoryProfiles::default());
+        let activity = Arc::new(MemoryActivity::default());
         let segmenter = Segmenter::new(
             profiles.clone(),
             profiles,
-            Arc::new(MemoryActivity::default()),
+            activity.clone(),
             Arc::new(MemorySegments::default()),
             Arc::new(MemoryMemberships::default()),
             Arc::new(MemoryBus::default()),
         );
-        SegmenterHandler { segmenter, queue, work_per_run: WORK_PER_RUN, metrics: Emf::discard("Segmenter") }
+        SegmenterHandler { segmenter, activity, queue, work_per_run: WORK_PER_RUN, metrics: Emf::discard("Segmenter") }
     }
 
     fn imported(users: usize) -> SqsMessage {

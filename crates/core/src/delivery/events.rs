@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    activity::ActivityEvent,
     delivery::{Channel, DeliveryStatus},
     events::{Outbox, OutboxWrite, StoredEvent, detail_type},
     notifications::Delivery,
@@ -81,6 +82,38 @@ pub fn status_changes(before: Option<&Delivery>, after: &Delivery) -> Vec<Delive
         .collect()
 }
 
+/// The statuses that are something the user did or that happened to their address, and
+/// so count as their behaviour: segments and campaign filters can ask for them.
+pub const ENGAGEMENT: [DeliveryStatus; 5] = [
+    DeliveryStatus::Opened,
+    DeliveryStatus::Clicked,
+    DeliveryStatus::Bounced,
+    DeliveryStatus::Complained,
+    DeliveryStatus::Unsubscribed,
+];
+
+/// A change of `ENGAGEMENT` to a user's delivery as a behaviour event of that user:
+/// `<channel>.<status>` (`email.opened`, `email.clicked`, …) with the delivery's
+/// `notification_id` (the notification or campaign) and `channel` as properties, so a
+/// rule such as "opened an email in the last 7 days" or "clicked campaign X" counts it.
+/// Its id is the change's (delivery and sequence): recorded twice, it counts once.
+pub fn engagement(change: &DeliveryStatusChanged) -> Option<ActivityEvent> {
+    if !ENGAGEMENT.contains(&change.status) {
+        return None;
+    }
+    let user_id = change.user_id.clone()?;
+    let mut properties = serde_json::Map::new();
+    properties.insert("notification_id".into(), change.notification_id.clone().into());
+    properties.insert("channel".into(), change.channel.as_str().into());
+    Some(ActivityEvent {
+        event_id: format!("{}#{}", change.delivery_id, change.sequence),
+        user_id,
+        name: format!("{}.{}", change.channel, change.status.as_str()),
+        timestamp: change.at,
+        properties,
+    })
+}
+
 /// An outbox's id for a delivery: its history's length, so a write that appends nothing
 /// leaves the outbox as it was.
 fn outbox_id(delivery: &Delivery) -> String {
@@ -136,6 +169,20 @@ mod tests {
         assert_eq!(created.due().len(), 1);
         assert_eq!(status_changes(None, &new)[0].previous_status, None);
         assert!(write(Some(&new), &new).due().is_empty());
+    }
+
+    #[test]
+    fn an_open_of_a_users_email_is_their_behaviour_event_and_a_send_is_not() {
+        use DeliveryStatus::*;
+        let opened = status_changes(None, &delivery("ana", &[Created, Pending, Sent, Opened]));
+        let event = engagement(&opened[3]).unwrap();
+        assert_eq!((event.user_id.as_str(), event.name.as_str()), ("ana", "email.opened"));
+        assert_eq!(event.properties["notification_id"], "n1");
+        assert_eq!(event.event_id, format!("{}#4", opened[3].delivery_id));
+        assert!(crate::activity::check_event_name(&event.name).is_ok());
+        assert!(opened[..3].iter().all(|c| engagement(c).is_none()));
+        let direct = status_changes(None, &delivery("email:bob@example.com", &[Created, Pending, Sent, Opened]));
+        assert!(engagement(&direct[3]).is_none(), "no user to count it for");
     }
 
     #[test]
