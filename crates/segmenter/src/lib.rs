@@ -89,60 +89,61 @@ pub enum MessageError {
     UnknownType(String),
 }
 
-/// The behaviour event a `delivery.status_changed` message is for its user (an open, a
-/// click, …); None for any other message, or a change that is no engagement.
-pub fn engagement_of(body: &str) -> Result<Option<ActivityEvent>, MessageError> {
-    let envelope: Envelope = Envelope::parse(body)?;
-    if envelope.detail_type != detail_type::DELIVERY_STATUS_CHANGED {
-        return Ok(None);
-    }
-    let change: DeliveryStatusChanged = serde_json::from_value(envelope.detail)?;
-    Ok(delivery::events::engagement(&change))
-}
-
 /// The work a queue message carries: one item, or one per user of an import's slice.
 pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
+    parse_message(body).map(|(work, _)| work)
+}
+
+/// A message's work and, for a `delivery.status_changed` that is engagement (an open, a
+/// click, …), the behaviour event to record for its user before that work: each body is
+/// parsed once.
+pub fn parse_message(body: &str) -> Result<(Vec<Work>, Option<ActivityEvent>), MessageError> {
     let envelope: Envelope = Envelope::parse(body)?;
-    Ok(vec![match envelope.detail_type.as_str() {
-        detail_type::PROFILE_CHANGED => {
-            let changed: ProfileChanged = serde_json::from_value(envelope.detail)?;
-            let change = Change {
-                attributes: changed.changed_attributes.into_iter().collect(),
-                fields: changed.changed_fields.into_iter().collect(),
-                events: Default::default(),
-                everything: changed.created || changed.erased,
-            };
-            Work::Change { user_id: changed.user_id, change }
-        }
-        detail_type::ACTIVITY_RECORDED => {
-            let recorded: ActivityRecorded = serde_json::from_value(envelope.detail)?;
-            Work::Change { user_id: recorded.user_id, change: Change { events: recorded.events, ..Default::default() } }
-        }
-        detail_type::PROFILES_IMPORTED => {
-            let imported: ProfilesImported = serde_json::from_value(envelope.detail)?;
-            let change = Change {
-                attributes: imported.changed_attributes.into_iter().collect(),
-                fields: imported.changed_fields.into_iter().collect(),
-                events: Default::default(),
-                everything: imported.everything,
-            };
-            let users = imported.user_ids.into_iter();
-            return Ok(users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect());
-        }
-        detail_type::DELIVERY_STATUS_CHANGED => {
-            let change: DeliveryStatusChanged = serde_json::from_value(envelope.detail)?;
-            match delivery::events::engagement(&change) {
-                Some(event) => Work::Change {
-                    user_id: event.user_id,
-                    change: Change { events: [event.name].into(), ..Default::default() },
-                },
-                None => return Ok(Vec::new()),
+    Ok((
+        vec![match envelope.detail_type.as_str() {
+            detail_type::PROFILE_CHANGED => {
+                let changed: ProfileChanged = serde_json::from_value(envelope.detail)?;
+                let change = Change {
+                    attributes: changed.changed_attributes.into_iter().collect(),
+                    fields: changed.changed_fields.into_iter().collect(),
+                    events: Default::default(),
+                    everything: changed.created || changed.erased,
+                };
+                Work::Change { user_id: changed.user_id, change }
             }
-        }
-        detail_type::SEGMENT_JOB => Work::Task(serde_json::from_value(envelope.detail)?),
-        detail_type::SEGMENT_WORK => return Ok(serde_json::from_value::<HandedOn>(envelope.detail)?.work),
-        other => return Err(MessageError::UnknownType(other.to_owned())),
-    }])
+            detail_type::ACTIVITY_RECORDED => {
+                let recorded: ActivityRecorded = serde_json::from_value(envelope.detail)?;
+                Work::Change {
+                    user_id: recorded.user_id,
+                    change: Change { events: recorded.events, ..Default::default() },
+                }
+            }
+            detail_type::PROFILES_IMPORTED => {
+                let imported: ProfilesImported = serde_json::from_value(envelope.detail)?;
+                let change = Change {
+                    attributes: imported.changed_attributes.into_iter().collect(),
+                    fields: imported.changed_fields.into_iter().collect(),
+                    events: Default::default(),
+                    everything: imported.everything,
+                };
+                let users = imported.user_ids.into_iter();
+                return Ok((users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect(), None));
+            }
+            detail_type::DELIVERY_STATUS_CHANGED => {
+                let change: DeliveryStatusChanged = serde_json::from_value(envelope.detail)?;
+                let Some(event) = delivery::events::engagement(&change) else { return Ok((Vec::new(), None)) };
+                let work = Work::Change {
+                    user_id: event.user_id.clone(),
+                    change: Change { events: [event.name.clone()].into(), ..Default::default() },
+                };
+                return Ok((vec![work], Some(event)));
+            }
+            detail_type::SEGMENT_JOB => Work::Task(serde_json::from_value(envelope.detail)?),
+            detail_type::SEGMENT_WORK => return Ok((serde_json::from_value::<HandedOn>(envelope.detail)?.work, None)),
+            other => return Err(MessageError::UnknownType(other.to_owned())),
+        }],
+        None,
+    ))
 }
 
 /// When the change a message carries happened: its bus event's `time` (a second's
@@ -202,37 +203,39 @@ impl SegmenterHandler {
 impl SqsHandler for SegmenterHandler {
     async fn handle_batch(&self, messages: &[SqsMessage], invocation: Invocation) -> Retry {
         let mut retry = Retry::default();
+        let mut parsed = Vec::with_capacity(messages.len());
+        for (position, message) in messages.iter().enumerate() {
+            match parse_message(sqs::body(message)) {
+                Ok(message_work) => parsed.push(Some(message_work)),
+                Err(e) => {
+                    tracing::error!(message_id = sqs::message_id(message), error = %e, "unreadable segmenter message");
+                    retry.insert(position);
+                    parsed.push(None);
+                }
+            }
+        }
         // Engagement is recorded first (counted once by its id however often it comes),
         // so the evaluations below see it; a message whose event was not recorded is
         // retried and evaluates nothing now.
-        let engagement: Vec<(usize, ActivityEvent)> = messages
-            .iter()
-            .enumerate()
-            .filter_map(|(position, m)| engagement_of(sqs::body(m)).ok().flatten().map(|e| (position, e)))
-            .collect();
-        if !engagement.is_empty() {
-            let events: Vec<ActivityEvent> = engagement.iter().map(|(_, e)| e.clone()).collect();
-            if let Err(e) = self.activity.record(&events).await {
-                tracing::warn!(error = %e, "engagement not recorded; SQS retries its messages");
-                engagement.iter().for_each(|(position, _)| retry.insert(*position));
+        let engagement: Vec<ActivityEvent> = parsed.iter().flatten().filter_map(|(_, event)| event.clone()).collect();
+        if !engagement.is_empty()
+            && let Err(e) = self.activity.record(&engagement).await
+        {
+            tracing::warn!(error = %e, "engagement not recorded; SQS retries its messages");
+            for (position, message_work) in parsed.iter_mut().enumerate() {
+                if message_work.as_ref().is_some_and(|(_, event)| event.is_some()) {
+                    retry.insert(position);
+                    *message_work = None;
+                }
             }
         }
         let mut work = Vec::new();
         // The position of the message each item of `work` came from.
         let mut positions = Vec::new();
-        for (position, message) in messages.iter().enumerate() {
-            if retry.contains(position) {
-                continue;
-            }
-            match parse_work(sqs::body(message)) {
-                Ok(items) => {
-                    positions.extend(std::iter::repeat_n(position, items.len()));
-                    work.extend(items);
-                }
-                Err(e) => {
-                    tracing::error!(message_id = sqs::message_id(message), error = %e, "unreadable segmenter message");
-                    retry.insert(position);
-                }
+        for (position, message_work) in parsed.into_iter().enumerate() {
+            if let Some((items, _)) = message_work {
+                positions.extend(std::iter::repeat_n(position, items.len()));
+                work.extend(items);
             }
         }
         // The position of each message's last item, and the time of its change.
