@@ -50,7 +50,7 @@ pub struct DeliveryStatusChanged {
 const DIRECT: [&str; 3] = ["email:", "phone:", "webhook_url:"];
 
 /// The user a delivery is for, if it is for one.
-pub fn user_of(delivery: &Delivery) -> Option<&str> {
+fn user_of(delivery: &Delivery) -> Option<&str> {
     let direct = DIRECT.iter().any(|prefix| delivery.recipient.starts_with(prefix));
     (!direct).then_some(delivery.recipient.as_str())
 }

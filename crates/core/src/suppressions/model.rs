@@ -1,5 +1,3 @@
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,12 +25,6 @@ impl SuppressionReason {
             SuppressionReason::SoftBounces => "soft_bounces",
             SuppressionReason::Manual => "manual",
         }
-    }
-}
-
-impl fmt::Display for SuppressionReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
