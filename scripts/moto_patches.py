@@ -25,12 +25,32 @@
   complaint@ delivered then a complaint, ooto@ delivered, suppressionlist@ a bounce for
   the account's suppression list (https://docs.aws.amazon.com/ses/latest/dg/send-an-email-from-console.html#send-email-simulator).
   Mail to any other address publishes nothing (SES would publish its delivery).
+- EventBridge to Firehose to S3: moto's rules deliver to no Firehose target, and its
+  Firehose writes a put's records to S3 as they came, under the prefix plus
+  YYYY/MM/DD/HH/. The patch delivers a rule's events to a Firehose target (each event as
+  EventBridge sends it, one record) and writes an S3 destination's objects as Firehose
+  does: the prefix's !{timestamp:...} and !{firehose:random-string} expressions evaluated
+  (https://docs.aws.amazon.com/firehose/latest/dev/s3-prefixes.html), the
+  AppendDelimiterToRecord processor's newline after each record, and GZIP compression
+  with its .gz suffix. It does not buffer: each put is its own object, where Firehose
+  gathers records for BufferingHints' interval or size.
+- SNS's SMS delivery status: moto records a Publish to a phone number and logs nothing.
+  Once the account's SMS attribute DeliveryStatusIAMRole is set (SetSMSAttributes), the
+  patch writes each such message's status record, in SNS's format
+  (https://docs.aws.amazon.com/sns/latest/dg/sms_stats_cloudwatch.html), to the log group
+  sns/<region>/<account>/DirectPublishToPhoneNumber, creating it as SNS does if missing:
+  a success, kept as DeliveryStatusSuccessSamplingRate says (0 unless set), or, for a
+  number ending 0199 (the local stack's unreachable phone), a failure ("Phone is
+  currently unreachable/unavailable") in the group's /Failure. SNS writes a record once
+  the carrier answers, seconds later; the patch writes it as Publish answers.
 """
 
 import base64
 import copy
 import datetime
+import gzip
 import json
+import re
 import threading
 import uuid
 
@@ -43,7 +63,13 @@ from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.responses import DynamoHandler
 from moto.events.exceptions import ValidationException as EventsValidationException
-from moto.events.models import events_backends
+from moto.events.models import EventTemplateParser, Rule, events_backends
+from moto.firehose.models import FirehoseBackend, firehose_backends
+from moto.logs.models import logs_backends
+from moto.logs.exceptions import ResourceAlreadyExistsException
+from moto.s3.models import s3_backends
+from moto.sns.models import SNSBackend
+from moto.utilities.arns import parse_arn
 from moto.events.responses import EventsHandler
 import moto.sesv2.urls as sesv2_urls
 from moto.sesv2.responses import SESV2Response
@@ -333,6 +359,118 @@ def sesv2_send_email(self):
     return answer
 
 
+_original_send_to_targets = Rule.send_to_targets
+
+
+def send_to_targets(self, original_event, transform_input=True):
+    firehose = [t for t in self.targets if parse_arn(t["Arn"]).service == "firehose"]
+    if not firehose:
+        return _original_send_to_targets(self, original_event, transform_input)
+    # moto raises on a target it does not know: hand it a copy without them.
+    others = copy.copy(self)
+    others.targets = [t for t in self.targets if t not in firehose]
+    _original_send_to_targets(others, original_event, transform_input)
+    if not self.event_pattern.matches_event(original_event):
+        return
+    for target in firehose:
+        transformer = target.get("InputTransformer", {}) if transform_input else {}
+        event = EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=original_event,
+        )
+        if isinstance(event, dict) and isinstance(event.get("time"), (int, float)):
+            event = dict(event)
+            event["time"] = datetime.datetime.fromtimestamp(event["time"], datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+        arn = parse_arn(target["Arn"])
+        stream = arn.resource_id.split("/", 1)[-1]
+        firehose_backends[arn.account][arn.region].put_record(stream, {"Data": data.encode()})
+
+
+# Firehose's timestamp expressions take Java's DateTimeFormatter patterns.
+_JAVA_DATE_FIELDS = {"yyyy": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M", "ss": "%S"}
+
+
+def _evaluate_prefix(prefix, now):
+    def expression(match):
+        namespace, _, argument = match.group(1).partition(":")
+        if namespace == "timestamp":
+            return now.strftime(re.sub("yyyy|MM|dd|HH|mm|ss", lambda f: _JAVA_DATE_FIELDS[f.group(0)], argument))
+        if namespace == "firehose" and argument == "random-string":
+            return uuid.uuid4().hex[:11]
+        raise ValueError(f"Firehose prefix expression {match.group(0)} is not played")
+    return re.sub(r"!\{([^}]*)\}", expression, prefix)
+
+
+def put_s3_records(self, delivery_stream_name, version_id, s3_destination, records):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    prefix = s3_destination.get("Prefix", "")
+    if "!{" in prefix:
+        # A prefix with expressions replaces Firehose's YYYY/MM/DD/HH/ time path.
+        prefix = _evaluate_prefix(prefix, now)
+    else:
+        prefix = f"{prefix}{'' if prefix.endswith('/') or prefix == '' else '/'}{now.strftime('%Y/%m/%d/%H')}/"
+    processors = s3_destination.get("ProcessingConfiguration", {})
+    delimiter = b""
+    if processors.get("Enabled", False):
+        for processor in processors.get("Processors", []):
+            if processor.get("Type") == "AppendDelimiterToRecord":
+                delimiter = b"\n"
+    body = b"".join(record["Data"] + delimiter for record in records)
+    key = f"{prefix}{delivery_stream_name}-{version_id}-{now.strftime('%Y-%m-%d-%H-%M-%S')}-{uuid.uuid4()}"
+    if s3_destination.get("CompressionFormat") == "GZIP":
+        body = gzip.compress(body)
+        key += ".gz"
+    bucket = s3_destination["BucketARN"].split(":")[-1]
+    s3_backends[self.account_id][self.partition].put_object(bucket, key, body)
+    return [{"RecordId": str(uuid.uuid4())} for _ in records]
+
+
+# --- SNS: SMS delivery status records, written to CloudWatch Logs as SNS writes them ---
+
+_UNREACHABLE_SUFFIX = "0199"
+_original_sns_publish = SNSBackend.publish
+
+
+def _sms_status_record(message_id, phone_number, success):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    delivery = {"mnc": 0, "numberOfMessageParts": 1, "destination": phone_number, "priceInUSD": 0.00645,
+                "smsType": "Transactional", "mcc": 310, "dwellTimeMs": 120,
+                "providerResponse": "Message has been accepted by phone carrier" if success
+                else "Phone is currently unreachable/unavailable"}
+    if success:
+        delivery["dwellTimeMsUntilDeviceAck"] = 800
+    record = {"notification": {"messageId": message_id, "timestamp": now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]},
+              "delivery": delivery, "status": "SUCCESS" if success else "FAILURE"}
+    return int(now.timestamp() * 1000), json.dumps(record, separators=(",", ":"))
+
+
+def sns_publish(self, message, arn, phone_number=None, *args, **kwargs):
+    message_id = _original_sns_publish(self, message, arn, phone_number, *args, **kwargs)
+    if not phone_number or not self.sms_attributes.get("DeliveryStatusIAMRole"):
+        return message_id
+    success = not phone_number.endswith(_UNREACHABLE_SUFFIX)
+    try:
+        rate = int(self.sms_attributes.get("DeliveryStatusSuccessSamplingRate", "0"))
+    except ValueError:
+        rate = 0
+    if success and uuid.uuid4().int % 100 >= rate:
+        return message_id
+    group = f"sns/{self.region_name}/{self.account_id}/DirectPublishToPhoneNumber" + ("" if success else "/Failure")
+    logs = logs_backends[self.account_id][self.region_name]
+    try:
+        logs.create_log_group(group, tags={})
+    except ResourceAlreadyExistsException:
+        pass
+    stream = str(uuid.uuid4())
+    logs.create_log_stream(group, stream)
+    timestamp, record = _sms_status_record(message_id, phone_number, success)
+    logs.put_log_events(group, stream, [{"timestamp": timestamp, "message": record}])
+    return message_id
+
+
 def apply():
     Table.__deepcopy__ = _table_deepcopy
     DynamoDBBackend.transact_write_items = transact_write_items
@@ -341,6 +479,9 @@ def apply():
     EventsHandler.put_events = put_events
     SESV2Response.create_configuration_set_event_destination = create_configuration_set_event_destination
     SESV2Response.send_email = sesv2_send_email
+    Rule.send_to_targets = send_to_targets
+    FirehoseBackend.put_s3_records = put_s3_records
+    SNSBackend.publish = sns_publish
     sesv2_urls.url_paths[
         "{0}/v2/email/configuration-sets/(?P<ConfigurationSetName>[^/]+)/event-destinations$"
     ] = SESV2Response.dispatch

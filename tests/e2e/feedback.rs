@@ -3,9 +3,11 @@
 //! template's rule takes them to the feedback queue, and the feedback function moves the
 //! delivery and fills the suppression list, which the next send honours.
 
-use std::time::Duration;
+use std::{io::Read, time::Duration};
 
-use herald_e2e::{Api, EventCapture, start_stack, wait_for_deliveries};
+use flate2::read::GzDecoder;
+use herald_aws::{Clients, local_sdk_config};
+use herald_e2e::{Api, EventCapture, aws_endpoint, start_stack, start_stack_with, wait_for_deliveries};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -149,5 +151,107 @@ async fn a_segment_of_users_who_opened_an_email_this_week_gains_a_user_when_they
         assert!(std::time::Instant::now() < deadline, "never a reader: {}", segments_of().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    stack.stop().await;
+}
+
+/// Every line of every object under `prefix` in `bucket`, each object gunzipped; the keys.
+async fn archived(clients: &Clients, bucket: &str) -> (Vec<String>, Vec<String>) {
+    let listed = clients.s3().list_objects_v2().bucket(bucket).send().await.expect("list the archive");
+    let keys: Vec<String> = listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+    let mut lines = Vec::new();
+    for key in &keys {
+        let object = clients.s3().get_object().bucket(bucket).key(key).send().await.expect("get an archived object");
+        let bytes = object.body.collect().await.expect("read an archived object").into_bytes();
+        let mut text = String::new();
+        GzDecoder::new(&bytes[..]).read_to_string(&mut text).expect("an archived object is gzip");
+        assert!(text.ends_with('\n'), "every record ends its line: {text:?}");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    (keys, lines)
+}
+
+#[tokio::test]
+async fn with_the_archive_on_every_status_change_is_a_json_line_in_s3_under_its_day() {
+    let stack = start_stack_with(|options| {
+        options.parameters.insert("EventArchive".into(), "true".into());
+    })
+    .await;
+    let api = Api::new(&stack);
+    let day_before = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let delivered = email(&api, "success@simulator.amazonses.com", |s| s == "delivered").await;
+    let bucket = stack.outputs()["EventArchiveBucketName"].clone();
+    let clients = Clients::new(&local_sdk_config(&aws_endpoint()).await);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (keys, lines) = loop {
+        let (keys, lines) = archived(&clients, &bucket).await;
+        if lines.len() >= 4 || tokio::time::Instant::now() > deadline {
+            break (keys, lines);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let day_after = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    for key in &keys {
+        let in_a_day = [&day_before, &day_after].iter().any(|day| key.starts_with(&format!("events/dt={day}/")));
+        assert!(in_a_day && key.ends_with(".gz"), "{key}");
+    }
+    let events: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).expect("a line is one event")).collect();
+    let mut changes: Vec<&Value> = events.iter().map(|e| &e["detail"]).collect();
+    changes.sort_by_key(|c| c["sequence"].as_u64());
+    let statuses: Vec<&str> = changes.iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["created", "pending", "sent", "delivered"], "{lines:?}");
+    for event in &events {
+        assert_eq!(
+            (event["source"].as_str(), event["detail-type"].as_str()),
+            (Some("herald"), Some("delivery.status_changed"))
+        );
+        assert_eq!(event["detail"]["delivery_id"], delivered["delivery_id"]);
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_archive_is_off_unless_asked_for() {
+    let stack = start_stack().await;
+    let outputs = stack.outputs();
+    assert!(outputs.contains_key("EventBusName"), "{outputs:?}");
+    assert!(!outputs.contains_key("EventArchiveBucketName"), "{outputs:?}");
+    stack.stop().await;
+}
+
+/// One SMS to `phone` with SNS's SMS delivery status on; its delivery once `done` says it
+/// has moved far enough.
+async fn sms(api: &Api, phone: &str, done: impl Fn(&str) -> bool) -> Value {
+    let id = api
+        .notify(&json!({"type": "otp", "recipients": [{"phone": phone}], "channels": ["sms"],
+            "content": {"sms": {"body": "Your code is 1234"}}}))
+        .await;
+    let answer = wait_for_deliveries(api, &id, WAIT, |d| d["status"].as_str().is_some_and(&done)).await;
+    answer["deliveries"][0].clone()
+}
+
+#[tokio::test]
+async fn with_sms_delivery_status_on_an_sms_the_carrier_accepted_ends_delivered() {
+    let stack = start_stack_with(|options| {
+        options.parameters.insert("SmsDeliveryStatus".into(), "true".into());
+    })
+    .await;
+    let api = Api::new(&stack);
+    let delivered = sms(&api, "+14155550142", |s| s == "delivered").await;
+    assert_eq!(history(&delivered), ["created", "pending", "sent", "delivered"], "{delivered}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn with_sms_delivery_status_on_an_sms_to_an_unreachable_phone_ends_failed_with_its_reason() {
+    let stack = start_stack_with(|options| {
+        options.parameters.insert("SmsDeliveryStatus".into(), "true".into());
+    })
+    .await;
+    let api = Api::new(&stack);
+    // A number ending 0199: the local stack's unreachable phone (scripts/moto_patches.py).
+    let failed = sms(&api, "+14155550199", |s| s == "failed").await;
+    assert_eq!(history(&failed), ["created", "pending", "sent", "failed"], "{failed}");
+    assert_eq!(failed["history"][3]["reason"], "PhoneUnreachable");
     stack.stop().await;
 }

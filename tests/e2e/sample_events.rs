@@ -4,7 +4,7 @@
 //! send them a notification, schedule, read and cancel a campaign to the segment, read and
 //! erase the user, put an address on the suppression list, read, list and remove it, and
 //! deliver an email job; list and read the job of a bulk import; and apply SES's
-//! feedback on three emails.
+//! feedback on three emails and SNS's delivery status of two SMS.
 
 use herald_api::App;
 use herald_core::{
@@ -172,6 +172,37 @@ async fn the_sample_feedback_event_delivers_bounces_and_complains_and_suppresses
 }
 
 #[tokio::test]
+async fn the_sample_sms_delivery_status_event_delivers_one_sms_and_fails_the_other() {
+    use herald_core::notifications::StatusChange;
+    let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
+    let event: serde_json::Value = serde_json::from_str(&read_event("feedback-sns-sms-logs.json")).unwrap();
+    let deliveries = herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table)
+        .with_receipt_lookup();
+    // The SMS the sample's records name by SNS's message id, sent.
+    let sent = [
+        ("d_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb1", "5a1f4c2e-0000-4000-8000-000000000001"),
+        ("d_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2", "5a1f4c2e-0000-4000-8000-000000000002"),
+    ];
+    for (id, message_id) in sent {
+        let mut delivery =
+            Delivery::new("n_sample", id, Channel::Sms, DeliveryStatus::Pending, None, chrono::Utc::now());
+        delivery.delivery_id = id.to_owned();
+        deliveries.create(&[delivery]).await.unwrap();
+        let change = StatusChange { status: DeliveryStatus::Sent, at: chrono::Utc::now(), reason: None };
+        deliveries.finish(id, &change, Some("sns-sms"), Some(message_id), false).await.unwrap();
+    }
+
+    let feedback = stack.feedback().expect("the stack runs the feedback function");
+    let answer = feedback.invoke(event, Default::default()).await.unwrap();
+    assert_eq!(answer, serde_json::Value::Null);
+    let [delivered, failed] = sent.map(|(id, _)| deliveries.get(id));
+    let (delivered, failed) = (delivered.await.unwrap().unwrap(), failed.await.unwrap().unwrap());
+    assert_eq!((delivered.status, failed.status), (DeliveryStatus::Delivered, DeliveryStatus::Failed));
+    assert_eq!(failed.history.last().unwrap().reason.as_deref(), Some("PhoneUnreachable"));
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_sample_segmenter_event_is_handled_without_failures() {
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
     let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&read_event("segmenter-sqs.json")).unwrap();
@@ -281,6 +312,7 @@ fn every_sample_event_is_tested() {
         "dispatcher-settle-sqs.json",
         "dispatcher-sqs.json",
         "feedback-ses-sqs.json",
+        "feedback-sns-sms-logs.json",
         // Tested with the importer (crates/importer).
         "importer-continue-sqs.json",
         "importer-s3-sqs.json",

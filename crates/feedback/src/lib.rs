@@ -1,23 +1,27 @@
 //! The feedback Lambda: SES's events about Herald's emails (delivered, bounced,
-//! complained, rejected, delayed, failed), routed from the default bus to its SQS queue.
-//! Each moves its delivery forward and, for a hard bounce, a complaint or repeated soft
-//! bounces, puts the address on the suppression list (`delivery::feedback`).
+//! complained, rejected, delayed, failed), routed from the default bus to its SQS queue,
+//! and SNS's SMS delivery status (delivered, failed), which CloudWatch Logs' subscription
+//! filters on SNS's delivery status log groups invoke it with. Each moves its delivery
+//! forward and, for a hard bounce, a complaint or repeated soft bounces, puts the address
+//! on the suppression list (`delivery::feedback`).
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use aws_lambda_events::cloudwatch_logs::{LogEntry, LogsEvent};
+use futures_util::StreamExt as _;
 use herald_aws::{
     Clients, DynamoDeliveryStore, DynamoSuppressionStore,
-    feedback::{FeedbackFormatError, ses},
+    feedback::{FeedbackFormatError, ses, sns_sms},
 };
 use herald_core::{delivery::feedback::FeedbackService, suppressions::SoftBouncePolicy};
 use herald_edge::{
     config::{ConfigError, Env},
     eventbridge::Envelope,
     metrics::Emf,
-    sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
+    sqs::{self, Invocation, Retry, SqsEvent, SqsHandler, SqsMessage},
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +59,10 @@ pub struct FeedbackHandler {
 /// Left at the end of an invocation: a message is started only with more than this to go
 /// (its two or three small writes take milliseconds; the rest come back from SQS).
 pub const MARGIN: Duration = Duration::from_secs(2);
+
+/// SMS delivery statuses applied at once: each is a query and a write or two, and one of a
+/// message sent moments ago may wait for its send to be recorded.
+pub const RECEIPTS_AT_ONCE: usize = 16;
 
 impl FeedbackHandler {
     pub fn from_aws(clients: &Clients, config: &FeedbackConfig) -> Self {
@@ -98,6 +106,67 @@ impl FeedbackHandler {
             );
         }
         Ok(())
+    }
+}
+
+impl FeedbackHandler {
+    /// Applies the SMS delivery statuses of one CloudWatch Logs delivery, `RECEIPTS_AT_ONCE`
+    /// at a time (a receipt for a message just sent may wait for its send to be recorded);
+    /// Err when Lambda is to invoke it again (its retries of an asynchronous invocation,
+    /// then the function's dead-letter queue). Applying is idempotent, so the records
+    /// applied before a failure are applied once in all.
+    pub async fn receipts(&self, event: &LogsEvent, invocation: Invocation) -> Result<(), String> {
+        let data = &event.aws_logs.data;
+        // CONTROL_MESSAGE: CloudWatch Logs checking that the destination answers.
+        if data.message_type != "DATA_MESSAGE" {
+            return Ok(());
+        }
+        // Collected first: a lazy map's closure makes the future not provably Send.
+        let each: Vec<_> = data.log_events.iter().map(|entry| self.receipt(entry, invocation)).collect();
+        let applied: Vec<_> = futures_util::stream::iter(each).buffer_unordered(RECEIPTS_AT_ONCE).collect().await;
+        applied.into_iter().collect()
+    }
+
+    async fn receipt(&self, entry: &LogEntry, invocation: Invocation) -> Result<(), String> {
+        if invocation.deadline.is_some_and(|d| Instant::now() + MARGIN > d) {
+            return Err("the deadline is near: the invocation is retried".to_owned());
+        }
+        let receipt = match sns_sms::receipt(&entry.message) {
+            Ok(receipt) => receipt,
+            // A retry cannot read it either, and would hold back the records after it.
+            Err(error) => {
+                tracing::warn!(log_event = entry.id, %error, "an SMS delivery status Herald cannot read; skipped");
+                return Ok(());
+            }
+        };
+        let applied = self.service.apply_receipt(&receipt).await.map_err(|e| format!("store: {e}"))?;
+        tracing::info!(
+            log_event = entry.id,
+            status = receipt.kind.status().as_str(),
+            moved = applied.moved,
+            "SMS delivery status applied"
+        );
+        Ok(())
+    }
+
+    /// One invocation, of either kind: an SQS batch (SES's events) answers its batch
+    /// item failures; a CloudWatch Logs delivery (SNS's SMS status) answers null.
+    pub async fn invoke(
+        &self,
+        payload: serde_json::Value,
+        invocation: Invocation,
+    ) -> Result<serde_json::Value, String> {
+        if payload.get("awslogs").is_some() {
+            // From text: `AwsLogs`' deserializer takes borrowed keys, which a Value has not.
+            let event: LogsEvent = serde_json::from_str(&payload.to_string())
+                .map_err(|_| "an unreadable CloudWatch Logs event".to_owned())?;
+            self.receipts(&event, invocation).await?;
+            return Ok(serde_json::Value::Null);
+        }
+        let event: SqsEvent =
+            serde_json::from_value(payload).map_err(|_| "neither SQS nor CloudWatch Logs".to_owned())?;
+        let response = sqs::handle_event(self, event, invocation).await;
+        Ok(serde_json::to_value(response).expect("a batch response serializes"))
     }
 }
 

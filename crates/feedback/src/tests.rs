@@ -103,6 +103,86 @@ async fn messages_are_not_started_past_the_deadline_and_come_back() {
     assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Sent));
 }
 
+/// An SMS delivery, sent, whose SNS message id is `message_id`.
+async fn sms_sent(w: &World, message_id: &str) -> String {
+    use herald_core::notifications::StatusChange;
+    let delivery = Delivery::new("n2", "u2", Channel::Sms, DeliveryStatus::Pending, None, Utc::now());
+    w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
+    let sent = StatusChange { status: DeliveryStatus::Sent, at: Utc::now(), reason: None };
+    w.deliveries.finish(&delivery.delivery_id, &sent, Some("sns-sms"), Some(message_id), false).await.unwrap();
+    delivery.delivery_id
+}
+
+fn sms_status(message_id: &str, status: &str, response: &str) -> String {
+    json!({"notification": {"messageId": message_id, "timestamp": "2026-12-02 10:00:01.250"},
+        "delivery": {"destination": "+15555550100", "providerResponse": response}, "status": status})
+    .to_string()
+}
+
+/// What CloudWatch Logs invokes the function with: the data gzipped, in base64.
+fn logs_event(message_type: &str, messages: &[String]) -> serde_json::Value {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let events: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"id": i.to_string(), "timestamp": 1_796_040_001_250_i64, "message": m}))
+        .collect();
+    let data = json!({"messageType": message_type, "owner": "123456789012",
+        "logGroup": "sns/us-east-1/123456789012/DirectPublishToPhoneNumber", "logStream": "s1",
+        "subscriptionFilters": ["SmsDeliverySubscription"], "logEvents": events});
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(data.to_string().as_bytes()).unwrap();
+    json!({"awslogs": {"data": base64::engine::general_purpose::STANDARD.encode(gzip.finish().unwrap())}})
+}
+
+#[tokio::test]
+async fn an_sms_delivery_status_from_cloudwatch_logs_moves_the_sms_its_message_id_names() {
+    let (w, _) = world().await;
+    let id = sms_sent(&w, "sns-1").await;
+    let event =
+        logs_event("DATA_MESSAGE", &[sms_status("sns-1", "SUCCESS", "Message has been accepted by phone carrier")]);
+    assert_eq!(w.handler.invoke(event, Invocation::default()).await, Ok(serde_json::Value::Null));
+    assert_eq!(w.deliveries.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Delivered);
+}
+
+#[tokio::test]
+async fn an_unreadable_sms_delivery_status_is_skipped_and_the_others_applied() {
+    let (w, _) = world().await;
+    let id = sms_sent(&w, "sns-2").await;
+    let records = ["not json".to_owned(), sms_status("sns-2", "FAILURE", "Phone has blocked SMS")];
+    assert!(w.handler.invoke(logs_event("DATA_MESSAGE", &records), Invocation::default()).await.is_ok());
+    let delivery = w.deliveries.get(&id).await.unwrap().unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("PhoneBlocked"));
+}
+
+#[tokio::test]
+async fn a_control_message_from_cloudwatch_logs_applies_nothing() {
+    let (w, _) = world().await;
+    let id = sms_sent(&w, "sns-3").await;
+    let event = logs_event("CONTROL_MESSAGE", &[sms_status("sns-3", "SUCCESS", "")]);
+    assert!(w.handler.invoke(event, Invocation::default()).await.is_ok());
+    assert_eq!(w.deliveries.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Sent);
+}
+
+#[tokio::test]
+async fn sms_delivery_statuses_past_the_deadline_fail_the_invocation_for_lambda_to_retry() {
+    let (w, _) = world().await;
+    let id = sms_sent(&w, "sns-4").await;
+    let event = logs_event("DATA_MESSAGE", &[sms_status("sns-4", "SUCCESS", "")]);
+    let invocation = Invocation { deadline: Some(Instant::now() + MARGIN / 2) };
+    assert!(w.handler.invoke(event, invocation).await.is_err());
+    assert_eq!(w.deliveries.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Sent);
+}
+
+#[tokio::test]
+async fn a_payload_neither_from_sqs_nor_from_cloudwatch_logs_is_an_error() {
+    let (w, _) = world().await;
+    assert!(w.handler.invoke(json!({"detail": {}}), Invocation::default()).await.is_err());
+    assert!(w.handler.invoke(json!({"awslogs": {"data": "not base64"}}), Invocation::default()).await.is_err());
+}
+
 #[test]
 fn the_soft_bounce_policy_comes_from_the_environment_or_its_defaults() {
     let env = |extra: &'static [(&'static str, &'static str)]| {

@@ -4,11 +4,13 @@
 //! plays Lambda's SQS event source mappings too: each worker's queue is polled and its
 //! batches handed to the same handler the deployed worker runs, and so are the segmenter's
 //! and the dispatcher's (campaign pages). Files written under a bucket's notified prefix
-//! reach the importer the same way, as real S3 events.
+//! reach the importer the same way, as real S3 events; log groups' subscription filters
+//! (SNS's SMS delivery status) reach the feedback function as CloudWatch Logs' events.
 
 pub mod billed;
 pub mod esm;
 pub mod gateway;
+pub mod logs;
 pub mod moto;
 pub mod processes;
 pub mod provision;
@@ -375,6 +377,35 @@ impl LocalStack {
             }
         }
 
+        let mut subscriptions: Vec<(logs::Subscription, Arc<dyn logs::LogsHandler>)> = Vec::new();
+        for subscription in logs::subscriptions(&deployment, retry_delay)? {
+            let binary = binary_of(&subscription.function, subscription.binary.as_deref())?;
+            let handler: Arc<dyn logs::LogsHandler> = match (processes.as_mut(), binary) {
+                (Some(processes), _) => {
+                    let environment = function_environment(&deployment, binary, &extra)?;
+                    Arc::new(logs::Process(processes.function(&deployment, binary, environment, 1)?))
+                }
+                (None, "herald-feedback") => {
+                    let handler = match &feedback {
+                        Some(handler) => handler.clone(),
+                        None => Arc::new(feedback_for(&deployment, &clients)?),
+                    };
+                    let function = deployment.template.function_by_binary(binary)?;
+                    let timeout =
+                        deployment.template.timeout(function, &deployment.physical, &deployment.stack_name)?;
+                    Arc::new(logs::InProcess { handler, timeout: timeout.mul_f64(options.timeout_scale) })
+                }
+                (None, _) => {
+                    tracing::warn!(
+                        function = %subscription.function,
+                        "the local stack has no handler for this function's binary: its log subscription is not played"
+                    );
+                    continue;
+                }
+            };
+            subscriptions.push((subscription, handler));
+        }
+
         let api: Arc<dyn gateway::HttpFunction> = match processes.as_mut() {
             Some(processes) => {
                 let environment = function_environment(&deployment, "herald-api", &extra)?;
@@ -415,6 +446,16 @@ impl LocalStack {
                 .into_iter()
                 .map(|(source, handler)| streams::spawn_poller(stream_client.clone(), source, handler, stop.clone())),
         );
+        let logs_client = aws_sdk_cloudwatchlogs::Client::new(&clients.sdk_config);
+        for subscription in subscriptions {
+            pollers.push(logs::spawn_poller(
+                logs_client.clone(),
+                clients.sqs(),
+                subscription.0,
+                subscription.1,
+                stop.clone(),
+            ));
+        }
         let schedules = schedule::schedules(&deployment)?;
         pollers.extend(schedules.iter().map(|s| schedule::spawn(clients.sqs(), s.clone(), stop.clone())));
 

@@ -49,6 +49,7 @@ use crate::{
     provision::Deployment,
     runtime_api::{Outcome, RuntimeApi},
     streams::StreamHandler,
+    template::ACCOUNT,
 };
 
 /// Where the process mode finds the binaries and puts their logs.
@@ -353,7 +354,6 @@ impl Processes {
 }
 
 const REGION: &str = "us-east-1";
-const ACCOUNT: &str = "123456789012";
 
 /// The variables Lambda sets in an execution environment (the runtime API's address and
 /// the log stream are set per process).

@@ -1,10 +1,13 @@
 //! Creates the template's resources on the AWS-compatible endpoint: tables, buses, queues
-//! (dead-letter queues first), rules and their targets, SES identities, Secrets Manager
-//! secrets (values generated as CloudFormation's GenerateSecretString would), the SNS
-//! platform applications the template takes as parameters, and buckets with their
-//! notifications to queues. Alarms, topics, queue and bucket policies, the HTTP API and
-//! functions are not created: the local stack plays API Gateway and Lambda itself, and
-//! nothing local reads the others.
+//! (dead-letter queues first), rules and their targets, SES identities and configuration
+//! sets, Secrets Manager secrets (values generated as CloudFormation's
+//! GenerateSecretString would), the SNS platform applications the template takes as
+//! parameters, buckets with their notifications to queues, Firehose delivery streams and
+//! log groups; with SNS's SMS delivery status on, the account's SMS attributes as
+//! scripts/deploy sets them. Alarms, topics, queue and bucket policies, the HTTP API,
+//! functions and roles are not created (functions and roles get their ARNs, which other
+//! resources name): the local stack plays API Gateway, Lambda and subscription filters
+//! itself, and nothing local reads the others.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,7 +27,7 @@ use serde_norway::Value;
 
 use crate::{
     LocalError,
-    template::{Physical, Resource, Template},
+    template::{ACCOUNT, Physical, Resource, Template},
 };
 
 /// What was created for one stack.
@@ -246,17 +249,102 @@ pub async fn deploy(clients: &Clients, template: &Template, stack: &str) -> Resu
             .map_err(|e| e.context(&destination.logical_id))?;
     }
     create_platform_applications(clients, &mut template, stack).await?;
-    create_queues(clients, &template, &mut physical, stack).await?;
-    for rule in template.resources_of_type("AWS::Events::Rule") {
-        create_rule(clients, &template, rule, &mut physical, stack).await.map_err(|e| e.context(&rule.logical_id))?;
+    for role in template.resources_of_type("AWS::IAM::Role") {
+        // Not created: moto does not enforce IAM (tests/e2e/least_privilege.rs reads the
+        // policies instead), but a rule's target and a delivery stream name their role.
+        let name = format!("{stack}-{}", role.logical_id);
+        physical.record_attribute(&role.logical_id, "Arn", format!("arn:aws:iam::{ACCOUNT}:role/{name}"));
+        physical.record(&role.logical_id, name);
     }
+    for function in template.resources_of_type("AWS::Serverless::Function") {
+        // Not created either (the local stack runs them), but a subscription filter names
+        // its function by ARN.
+        let name = format!("{stack}-{}", function.logical_id);
+        physical.record_attribute(
+            &function.logical_id,
+            "Arn",
+            format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"),
+        );
+        physical.record(&function.logical_id, name);
+    }
+    for group in template.resources_of_type("AWS::Logs::LogGroup") {
+        create_log_group(clients, &template, group, &mut physical, stack)
+            .await
+            .map_err(|e| e.context(&group.logical_id))?;
+    }
+    create_queues(clients, &template, &mut physical, stack).await?;
     // After the queues: a bucket's notifications name them.
     for bucket in template.resources_of_type("AWS::S3::Bucket") {
         create_bucket(clients, &template, bucket, &mut physical, stack)
             .await
             .map_err(|e| e.context(&bucket.logical_id))?;
     }
-    Ok(Deployment { stack_name: stack.to_owned(), physical, template })
+    // After the buckets they deliver to.
+    for stream in template.resources_of_type("AWS::KinesisFirehose::DeliveryStream") {
+        create_delivery_stream(clients, &template, stream, &mut physical, stack)
+            .await
+            .map_err(|e| e.context(&stream.logical_id))?;
+    }
+    // After every target: queues, delivery streams.
+    for rule in template.resources_of_type("AWS::Events::Rule") {
+        create_rule(clients, &template, rule, &mut physical, stack).await.map_err(|e| e.context(&rule.logical_id))?;
+    }
+    let deployment = Deployment { stack_name: stack.to_owned(), physical, template };
+    if let Some(role) = deployment.outputs().get(SMS_DELIVERY_STATUS_ROLE) {
+        set_sms_delivery_status(clients, role).await?;
+    }
+    Ok(deployment)
+}
+
+/// The output naming the role SNS writes SMS delivery status with, when the template has
+/// it on: scripts/deploy sets it as the account's, and so does the local stack.
+pub const SMS_DELIVERY_STATUS_ROLE: &str = "SmsDeliveryStatusRoleArn";
+
+/// The account's SMS attributes that have SNS log every message's delivery status.
+async fn set_sms_delivery_status(clients: &Clients, role: &str) -> Result<(), LocalError> {
+    clients
+        .sns()
+        .set_sms_attributes()
+        .attributes("DeliveryStatusIAMRole", role)
+        .attributes("DeliveryStatusSuccessSamplingRate", "100")
+        .send()
+        .await
+        .map_err(|e| LocalError::Aws(format!("setting SNS's SMS delivery status role: {}", describe(&e))))?;
+    Ok(())
+}
+
+/// A log group, named by its `LogGroupName` or after the stack; one that exists is kept
+/// (SNS's groups are the account's, shared by stacks on one endpoint).
+async fn create_log_group(
+    clients: &Clients,
+    template: &Template,
+    group: &Resource,
+    physical: &mut Physical,
+    stack: &str,
+) -> Result<(), LocalError> {
+    let name = match group.properties.get("LogGroupName") {
+        Some(value) => template.resolve(value, physical, stack)?,
+        None => format!("{stack}-{}", group.logical_id),
+    };
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&clients.sdk_config);
+    let failed = |e: String| LocalError::Aws(format!("creating log group {name}: {e}"));
+    match logs.create_log_group().log_group_name(&name).send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {}
+        Err(e) => return Err(failed(describe(&e))),
+    }
+    let described =
+        logs.describe_log_groups().log_group_name_prefix(&name).send().await.map_err(|e| failed(describe(&e)))?;
+    let arn = described
+        .log_groups
+        .unwrap_or_default()
+        .into_iter()
+        .find(|g| g.log_group_name.as_deref() == Some(name.as_str()))
+        .and_then(|g| g.arn)
+        .ok_or_else(|| failed("DescribeLogGroups does not list it".into()))?;
+    physical.record(&group.logical_id, &name);
+    physical.record_attribute(&group.logical_id, "Arn", arn);
+    Ok(())
 }
 
 async fn create_bus(clients: &Clients, name: &str) -> Result<String, LocalError> {
@@ -518,6 +606,7 @@ async fn create_rule(
             .set_arn(field("Arn")?)
             .set_input(field("Input")?)
             .set_input_path(field("InputPath")?)
+            .set_role_arn(field("RoleArn")?)
             .build()
             .map_err(|e| LocalError::Template(format!("a target of {name}: {e}")))?;
         targets.push(built);
@@ -538,6 +627,132 @@ async fn create_rule(
     }
     physical.record(&rule.logical_id, &name);
     physical.record_attribute(&rule.logical_id, "Arn", arn);
+    Ok(())
+}
+
+/// An `ExtendedS3DestinationConfiguration` as far as the local stack plays it; any other
+/// field is refused rather than ignored, so the local stack never claims to play it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct S3Destination {
+    #[serde(rename = "BucketARN")]
+    bucket_arn: String,
+    #[serde(rename = "RoleARN")]
+    role_arn: String,
+    prefix: Option<String>,
+    error_output_prefix: Option<String>,
+    buffering_hints: Option<BufferingHints>,
+    compression_format: Option<String>,
+    processing_configuration: Option<Processing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct BufferingHints {
+    interval_in_seconds: Option<i32>,
+    #[serde(rename = "SizeInMBs")]
+    size_in_mbs: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Processing {
+    enabled: Option<bool>,
+    #[serde(default)]
+    processors: Vec<Processor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Processor {
+    #[serde(rename = "Type")]
+    kind: String,
+}
+
+/// A Firehose delivery stream to S3 (moto's Firehose writes each put to the bucket; the
+/// moto patch plays its prefix expressions, delimiter and compression). Its CloudWatch
+/// logging options are left out: the local stack creates no log groups.
+async fn create_delivery_stream(
+    clients: &Clients,
+    template: &Template,
+    stream: &Resource,
+    physical: &mut Physical,
+    stack: &str,
+) -> Result<(), LocalError> {
+    use aws_sdk_firehose::types::{
+        BufferingHints as Hints, CompressionFormat, DeliveryStreamType, ExtendedS3DestinationConfiguration,
+        ProcessingConfiguration, Processor as FirehoseProcessor, ProcessorType,
+    };
+    let properties = &stream.properties;
+    let name = match properties.get("DeliveryStreamName") {
+        Some(value) => template.resolve(value, physical, stack)?,
+        None => format!("{stack}-{}", stream.logical_id),
+    };
+    let mut destination =
+        properties.get("ExtendedS3DestinationConfiguration").and_then(Value::as_mapping).cloned().ok_or_else(|| {
+            LocalError::Template(
+                "the local stack plays Firehose to S3 only (ExtendedS3DestinationConfiguration)".into(),
+            )
+        })?;
+    destination.remove("CloudWatchLoggingOptions");
+    let destination: S3Destination =
+        serde_json::from_value(template.resolve_json(&Value::Mapping(destination), physical, stack)?)
+            .map_err(|e| LocalError::Template(format!("ExtendedS3DestinationConfiguration: {e}")))?;
+    let processing = destination.processing_configuration.map(|p| {
+        ProcessingConfiguration::builder()
+            .set_enabled(p.enabled)
+            .set_processors(Some(
+                p.processors
+                    .iter()
+                    .map(|processor| {
+                        FirehoseProcessor::builder()
+                            .r#type(ProcessorType::from(processor.kind.as_str()))
+                            .build()
+                            .expect("the type is set")
+                    })
+                    .collect(),
+            ))
+            .build()
+    });
+    let hints = destination.buffering_hints.map(|h| {
+        Hints::builder().set_interval_in_seconds(h.interval_in_seconds).set_size_in_mbs(h.size_in_mbs).build()
+    });
+    let configuration = ExtendedS3DestinationConfiguration::builder()
+        .bucket_arn(destination.bucket_arn)
+        .role_arn(destination.role_arn)
+        .set_prefix(destination.prefix)
+        .set_error_output_prefix(destination.error_output_prefix)
+        .set_buffering_hints(hints)
+        .set_compression_format(destination.compression_format.as_deref().map(CompressionFormat::from))
+        .set_processing_configuration(processing)
+        .build()
+        .map_err(|e| LocalError::Template(format!("ExtendedS3DestinationConfiguration: {e}")))?;
+    let firehose = aws_sdk_firehose::Client::new(&clients.sdk_config);
+    let failed = |e: String| LocalError::Aws(format!("creating delivery stream {name}: {e}"));
+    let arn = match firehose
+        .create_delivery_stream()
+        .delivery_stream_name(&name)
+        .delivery_stream_type(DeliveryStreamType::DirectPut)
+        .extended_s3_destination_configuration(configuration)
+        .send()
+        .await
+    {
+        Ok(created) => created.delivery_stream_arn,
+        // Deployed before: keep it.
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
+            let described = firehose
+                .describe_delivery_stream()
+                .delivery_stream_name(&name)
+                .send()
+                .await
+                .map_err(|e| failed(describe(&e)))?;
+            described.delivery_stream_description.map(|d| d.delivery_stream_arn)
+        }
+        Err(e) => return Err(failed(describe(&e))),
+    }
+    .ok_or_else(|| failed("no DeliveryStreamARN in the answer".into()))?;
+    physical.record(&stream.logical_id, &name);
+    physical.record_attribute(&stream.logical_id, "Arn", arn);
     Ok(())
 }
 

@@ -14,6 +14,8 @@ pub struct Resource {
     pub kind: String,
     pub properties: Value,
     pub metadata: Value,
+    /// The name of the condition the resource is created under (its `Condition`), if any.
+    pub condition: Option<String>,
 }
 
 impl Resource {
@@ -34,7 +36,95 @@ pub struct Template {
     global_timeout: Option<Value>,
     /// `Globals: Function: MemorySize`, unresolved.
     global_memory_size: Option<Value>,
+    /// The `Conditions` section, parsed: a resource under a condition that does not hold
+    /// for the parameters' values is not created, as CloudFormation would not create it.
+    conditions: BTreeMap<String, Condition>,
 }
+
+/// A condition function over parameters, as the `Conditions` section writes it.
+#[derive(Clone, Debug)]
+enum Condition {
+    Equals(Operand, Operand),
+    Not(Box<Condition>),
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    /// Another condition of the section, by name.
+    Named(String),
+}
+
+#[derive(Clone, Debug)]
+enum Operand {
+    Literal(String),
+    Parameter(String),
+}
+
+/// How deep conditions may name each other: deeper is a cycle, which CloudFormation refuses.
+const CONDITION_DEPTH: usize = 16;
+
+impl Condition {
+    fn parse(value: &Value, parameters: &[String]) -> Result<Self, LocalError> {
+        let (function, argument) = intrinsic(value)
+            .ok_or_else(|| LocalError::Template(format!("a condition must be a condition function, not {value:?}")))?;
+        let arguments = |count: Option<usize>| {
+            let items = argument
+                .as_sequence()
+                .filter(|items| count.is_none_or(|n| items.len() == n))
+                .ok_or_else(|| LocalError::Template(format!("{function} takes a list of {count:?} items")))?;
+            items.iter().map(|item| Condition::parse(item, parameters)).collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match function.as_str() {
+            "Equals" => match argument.as_sequence().map(Vec::as_slice) {
+                Some([a, b]) => Condition::Equals(Operand::parse(a, parameters)?, Operand::parse(b, parameters)?),
+                _ => return Err(LocalError::Template("Equals takes two values".into())),
+            },
+            "Not" => Condition::Not(Box::new(arguments(Some(1))?.remove(0))),
+            "And" => Condition::And(arguments(None)?),
+            "Or" => Condition::Or(arguments(None)?),
+            "Condition" => Condition::Named(
+                argument.as_str().ok_or_else(|| LocalError::Template("Condition takes a name".into()))?.to_owned(),
+            ),
+            other => {
+                return Err(LocalError::Template(format!("the local stack does not evaluate the condition {other}")));
+            }
+        })
+    }
+}
+
+impl Operand {
+    fn parse(value: &Value, parameters: &[String]) -> Result<Self, LocalError> {
+        match intrinsic(value) {
+            Some((function, Value::String(name))) if function == "Ref" && parameters.contains(name) => {
+                Ok(Operand::Parameter(name.clone()))
+            }
+            Some((function, target)) if function == "Ref" => {
+                Err(LocalError::Template(format!("a condition refers to {target:?}, not a parameter")))
+            }
+            Some((function, _)) => {
+                Err(LocalError::Template(format!("the local stack does not evaluate {function} in a condition")))
+            }
+            None => scalar(value)
+                .map(Operand::Literal)
+                .ok_or_else(|| LocalError::Template(format!("cannot compare {value:?} in a condition"))),
+        }
+    }
+}
+
+/// An intrinsic function's name (without `Fn::` or `!`) and its argument, in either form.
+fn intrinsic(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => Some((tagged.tag.to_string().strip_prefix('!')?.to_owned(), &tagged.value)),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (key, argument) = m.iter().next()?;
+            let key = key.as_str()?;
+            (key == "Ref" || key == "Condition" || key.starts_with("Fn::"))
+                .then(|| (key.strip_prefix("Fn::").unwrap_or(key).to_owned(), argument))
+        }
+        _ => None,
+    }
+}
+
+/// The account the local endpoint plays (moto's default), `AWS::AccountId`.
+pub const ACCOUNT: &str = "123456789012";
 
 /// Lambda's timeout for a function whose template sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,14 +152,41 @@ impl Template {
                     .get("Type")
                     .and_then(Value::as_str)
                     .ok_or_else(|| LocalError::Template(format!("{logical_id} has no Type")))?;
+                let condition = match body.get("Condition") {
+                    Some(Value::String(name)) => Some(name.clone()),
+                    Some(other) => {
+                        return Err(LocalError::Template(format!("{logical_id}'s Condition {other:?} is not a name")));
+                    }
+                    None => None,
+                };
                 Ok(Resource {
                     logical_id: logical_id.to_owned(),
                     kind: kind.to_owned(),
                     properties: body.get("Properties").cloned().unwrap_or(Value::Null),
                     metadata: body.get("Metadata").cloned().unwrap_or(Value::Null),
+                    condition,
                 })
             })
             .collect::<Result<Vec<_>, LocalError>>()?;
+        let declared: Vec<String> = doc
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, _)| name.as_str().map(str::to_owned))
+            .collect();
+        let conditions = doc
+            .get("Conditions")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .map(|(name, body)| {
+                let name =
+                    name.as_str().ok_or_else(|| LocalError::Template("a condition's name is not a string".into()))?;
+                let condition = Condition::parse(body, &declared).map_err(|e| e.context(name))?;
+                Ok((name.to_owned(), condition))
+            })
+            .collect::<Result<BTreeMap<_, _>, LocalError>>()?;
         let parameters = doc
             .get("Parameters")
             .and_then(Value::as_mapping)
@@ -88,7 +205,53 @@ impl Template {
         let global_environment = environment_of(global_function);
         let global_timeout = global_function.and_then(|f| f.get("Timeout")).cloned();
         let global_memory_size = global_function.and_then(|f| f.get("MemorySize")).cloned();
-        Ok(Self { resources, outputs, parameters, global_environment, global_timeout, global_memory_size })
+        let template =
+            Self { resources, outputs, parameters, global_environment, global_timeout, global_memory_size, conditions };
+        for name in template.conditions.keys() {
+            template.condition_holds(name, 0).map_err(|e| e.context(name))?;
+        }
+        for resource in &template.resources {
+            if let Some(name) = &resource.condition {
+                template.condition_holds(name, 0).map_err(|e| e.context(&resource.logical_id))?;
+            }
+        }
+        Ok(template)
+    }
+
+    /// Whether the named condition holds for the parameters' values now.
+    fn condition_holds(&self, name: &str, depth: usize) -> Result<bool, LocalError> {
+        if depth > CONDITION_DEPTH {
+            return Err(LocalError::Template(format!("the condition {name} names itself")));
+        }
+        let condition =
+            self.conditions.get(name).ok_or_else(|| LocalError::Template(format!("no condition {name}")))?;
+        self.holds(condition, depth + 1)
+    }
+
+    fn holds(&self, condition: &Condition, depth: usize) -> Result<bool, LocalError> {
+        let value = |operand: &Operand| match operand {
+            Operand::Literal(text) => text.clone(),
+            // A parameter without a default or a value is an empty string here; CloudFormation
+            // would refuse the deployment, `sam deploy` would ask for it.
+            Operand::Parameter(name) => self.parameters.get(name).cloned().unwrap_or_default(),
+        };
+        Ok(match condition {
+            Condition::Equals(a, b) => value(a) == value(b),
+            Condition::Not(inner) => !self.holds(inner, depth)?,
+            Condition::And(all) => {
+                all.iter().map(|c| self.holds(c, depth)).collect::<Result<Vec<_>, _>>()?.iter().all(|h| *h)
+            }
+            Condition::Or(any) => {
+                any.iter().map(|c| self.holds(c, depth)).collect::<Result<Vec<_>, _>>()?.iter().any(|h| *h)
+            }
+            Condition::Named(name) => self.condition_holds(name, depth)?,
+        })
+    }
+
+    /// Whether the template creates `resource` for the parameters' values now. Every
+    /// condition was evaluated when the template was parsed, so this cannot fail.
+    pub fn creates(&self, resource: &Resource) -> bool {
+        resource.condition.as_deref().is_none_or(|name| self.condition_holds(name, 0).unwrap_or(false))
     }
 
     /// Sets parameter values, as `sam deploy --parameter-overrides` would.
@@ -96,8 +259,9 @@ impl Template {
         self.parameters.insert(name.to_owned(), value.into());
     }
 
+    /// The resources of a type that the template creates (their condition holds).
     pub fn resources_of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Resource> {
-        self.resources.iter().filter(move |r| r.kind == kind)
+        self.resources.iter().filter(move |r| r.kind == kind && self.creates(r))
     }
 
     /// The function built from the Cargo binary `binary` (its BuildProperties.Binary).
@@ -308,7 +472,7 @@ fn pseudo_parameter(name: &str, stack: &str) -> Option<String> {
     match name {
         "AWS::StackName" => Some(stack.to_owned()),
         "AWS::Region" => Some("us-east-1".to_owned()),
-        "AWS::AccountId" => Some("123456789012".to_owned()),
+        "AWS::AccountId" => Some(ACCOUNT.to_owned()),
         "AWS::URLSuffix" => Some("amazonaws.com".to_owned()),
         "AWS::Partition" => Some("aws".to_owned()),
         _ => None,
@@ -525,5 +689,65 @@ Resources:
             assert!(t.function_by_binary(&format!("herald-worker-{channel}")).is_ok(), "{channel}");
         }
         assert!(t.resources_of_type("AWS::SQS::Queue").count() >= 8);
+    }
+
+    const CONDITIONAL: &str = r#"
+Parameters:
+  Sink: {Type: String, Default: "off", AllowedValues: ["off", "on"]}
+  Level: {Type: String, Default: "1"}
+Conditions:
+  SinkOn: !Equals [!Ref Sink, "on"]
+  SinkOff: !Not [!Condition SinkOn]
+  Both: {"Fn::And": [{Condition: SinkOn}, {"Fn::Equals": [{Ref: Level}, "2"]}]}
+  Either: !Or [!Condition SinkOn, !Equals [!Ref Level, "2"]]
+Resources:
+  Always: {Type: AWS::SQS::Queue}
+  OnlyOn: {Type: AWS::SQS::Queue, Condition: SinkOn}
+  OnlyOff: {Type: AWS::SQS::Queue, Condition: SinkOff}
+  OnlyBoth: {Type: AWS::SQS::Queue, Condition: Both}
+  OnlyEither: {Type: AWS::SQS::Queue, Condition: Either}
+"#;
+
+    fn created_queues(t: &Template) -> Vec<&str> {
+        t.resources_of_type("AWS::SQS::Queue").map(|r| r.logical_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_resource_under_a_condition_is_created_only_while_it_holds() {
+        let mut t = Template::parse(CONDITIONAL).unwrap();
+        assert_eq!(created_queues(&t), ["Always", "OnlyOff"]);
+        t.set_parameter("Sink", "on");
+        assert_eq!(created_queues(&t), ["Always", "OnlyOn", "OnlyEither"]);
+        t.set_parameter("Level", "2");
+        assert_eq!(created_queues(&t), ["Always", "OnlyOn", "OnlyBoth", "OnlyEither"]);
+    }
+
+    #[test]
+    fn a_resource_under_an_undeclared_condition_is_an_error_naming_it() {
+        let text = "Resources: {Q: {Type: AWS::SQS::Queue, Condition: Missing}}";
+        let err = Template::parse(text).unwrap_err().to_string();
+        assert!(err.contains('Q') && err.contains("Missing"), "{err}");
+    }
+
+    #[test]
+    fn a_condition_naming_itself_is_an_error() {
+        let text = "Conditions: {Loop: !Not [!Condition Loop]}\nResources: {}";
+        let err = Template::parse(text).unwrap_err().to_string();
+        assert!(err.contains("Loop"), "{err}");
+    }
+
+    #[test]
+    fn a_condition_on_something_not_a_parameter_is_an_error() {
+        let text = "Conditions: {C: !Equals [!Ref Table, x]}\nResources: {Table: {Type: AWS::DynamoDB::Table}}";
+        let err = Template::parse(text).unwrap_err().to_string();
+        assert!(err.contains("Table") && err.contains("not a parameter"), "{err}");
+    }
+
+    #[test]
+    fn the_real_templates_conditions_evaluate() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let t = Template::load(&path).unwrap();
+        assert!(!t.conditions.is_empty());
+        assert!(t.resources_of_type("AWS::SNS::Subscription").next().is_none(), "AlarmEmail is empty by default");
     }
 }

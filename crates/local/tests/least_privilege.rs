@@ -157,6 +157,8 @@ const FEEDBACK: Calls = &[
     // FeedbackService: advance (a conditional UpdateItem), get when it did not move; the
     // warm-up.
     ("DeliveriesTable", &["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:UpdateItem"]),
+    // apply_receipt: find_by_provider_message (a Query of the receipt index).
+    ("DeliveriesTable/index/by-receipt-keys", &["dynamodb:Query"]),
     // suppress (PutItem), count_soft_bounce (UpdateItem).
     ("SuppressionsTable", &["dynamodb:PutItem", "dynamodb:UpdateItem"]),
 ];
@@ -218,11 +220,7 @@ fn table() -> BTreeMap<&'static str, Vec<Calls>> {
 type Grant = (String, String);
 
 fn needed(function: &str) -> BTreeSet<Grant> {
-    table()[function]
-        .iter()
-        .flat_map(|calls| calls.iter())
-        .flat_map(|(resource, actions)| actions.iter().map(|a| (a.to_string(), resource.to_string())))
-        .collect()
+    table()[function].iter().flat_map(|calls| grants_of(calls)).collect()
 }
 
 fn template() -> Value {
@@ -331,18 +329,7 @@ fn granted(template: &Value, function: &str) -> BTreeSet<Grant> {
     let properties = &resource(template, function)["Properties"];
     let mut grants = BTreeSet::new();
     if let Some(role) = properties.get("Role") {
-        let role_id = name(role);
-        let role = &resource(template, &role_id)["Properties"];
-        for managed in strings(role.get("ManagedPolicyArns").unwrap_or(&Value::Null)) {
-            let arn = name(managed);
-            assert!(arn.ends_with("AWSLambdaBasicExecutionRole"), "{role_id} attaches {arn}");
-        }
-        for policy in strings(&role["Policies"]) {
-            for statement in strings(&policy["PolicyDocument"]["Statement"]) {
-                statement_grants(statement, &mut grants);
-            }
-        }
-        return grants;
+        return role_grants(template, &name(role));
     }
     for policy in strings(properties.get("Policies").unwrap_or(&Value::Sequence(vec![]))) {
         match policy {
@@ -356,6 +343,22 @@ fn granted(template: &Value, function: &str) -> BTreeSet<Grant> {
                 sam_policy_template(key.as_str().unwrap(), parameters, &mut grants);
             }
             other => panic!("{function}: a managed policy or unreadable entry {other:?}"),
+        }
+    }
+    grants
+}
+
+/// What a role's inline policies grant; it attaches no managed policy beyond Lambda's logs.
+fn role_grants(template: &Value, role_id: &str) -> BTreeSet<Grant> {
+    let role = &resource(template, role_id)["Properties"];
+    for managed in role.get("ManagedPolicyArns").map(strings).unwrap_or_default() {
+        let arn = name(managed);
+        assert!(arn.ends_with("AWSLambdaBasicExecutionRole"), "{role_id} attaches {arn}");
+    }
+    let mut grants = BTreeSet::new();
+    for policy in strings(&role["Policies"]) {
+        for statement in strings(&policy["PolicyDocument"]["Statement"]) {
+            statement_grants(statement, &mut grants);
         }
     }
     grants
@@ -439,4 +442,63 @@ fn the_importer_queue_accepts_notifications_only_from_the_imports_bucket() {
         assert_eq!(name(&condition["ArnEquals"]["aws:SourceArn"]), expected, "the source is the imports bucket");
         assert_eq!(name(&condition["StringEquals"]["aws:SourceAccount"]), "AWS::AccountId", "of this account");
     }
+}
+
+fn grants_of(calls: Calls) -> BTreeSet<Grant> {
+    calls.iter().flat_map(|(resource, actions)| actions.iter().map(|a| (a.to_string(), resource.to_string()))).collect()
+}
+
+/// The one service a role may be assumed by.
+fn trusted_service(template: &Value, role_id: &str) -> String {
+    let statements = strings(&resource(template, role_id)["Properties"]["AssumeRolePolicyDocument"]["Statement"]);
+    assert_eq!(statements.len(), 1, "{role_id}: {statements:?}");
+    statements[0]["Principal"]["Service"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_event_archive_rule_may_only_put_records_on_the_archive_stream() {
+    let template = template();
+    assert_eq!(trusted_service(&template, "EventArchiveRuleRole"), "events.amazonaws.com");
+    assert_eq!(
+        show(&role_grants(&template, "EventArchiveRuleRole")),
+        show(&grants_of(&[("EventArchiveDeliveryStream", &["firehose:PutRecord", "firehose:PutRecordBatch"])]))
+    );
+}
+
+#[test]
+fn the_event_archive_stream_may_only_write_the_archive_bucket_and_its_error_log() {
+    let template = template();
+    assert_eq!(trusted_service(&template, "EventArchiveDeliveryRole"), "firehose.amazonaws.com");
+    // Firehose assumes it for this account only (AWS's confused-deputy guard for Firehose).
+    let trust = &resource(&template, "EventArchiveDeliveryRole")["Properties"]["AssumeRolePolicyDocument"];
+    assert_eq!(name(&trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"]), "AWS::AccountId");
+    let expected = grants_of(&[
+        ("EventArchiveBucket", &["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"]),
+        ("EventArchiveBucket/*", &["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]),
+        ("EventArchiveLogGroup:log-stream:*", &["logs:PutLogEvents"]),
+    ]);
+    assert_eq!(show(&role_grants(&template, "EventArchiveDeliveryRole")), show(&expected));
+}
+
+#[test]
+fn sns_may_only_write_the_sms_delivery_status_log_groups_and_only_they_invoke_the_feedback_function() {
+    let template = template();
+    assert_eq!(trusted_service(&template, "SmsDeliveryStatusRole"), "sns.amazonaws.com");
+    const LOGS: &[&str] = &[
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:PutMetricFilter",
+        "logs:PutRetentionPolicy",
+    ];
+    const EXPECTED: Calls = &[("SmsDeliveryLogGroup", LOGS), ("SmsFailureLogGroup", LOGS)];
+    let expected = EXPECTED;
+    assert_eq!(show(&role_grants(&template, "SmsDeliveryStatusRole")), show(&grants_of(expected)));
+    let permission = &resource(&template, "SmsDeliveryStatusPermission")["Properties"];
+    assert_eq!(name(&permission["Principal"]), "logs.amazonaws.com");
+    assert_eq!(name(&permission["FunctionName"]), "FeedbackFunction");
+    assert!(
+        name(&permission["SourceArn"])
+            .ends_with(":log-group:sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber*")
+    );
 }

@@ -317,11 +317,15 @@ impl WorkerHandler {
             Some(region) => Some(timed(sender(&clients.in_region(region), &elsewhere, webhook_signer)?)),
             None => None,
         };
+        let mut deliveries =
+            DynamoDeliveryStore::new(db(), &config.deliveries_table).with_rate_limits(&config.rate_limits_table);
+        // SNS's SMS delivery status names the message by SNS's id alone.
+        if config.channel == Channel::Sms {
+            deliveries = deliveries.with_receipt_lookup();
+        }
         let mut pipeline = Pipeline::new(
             config.channel,
-            Arc::new(
-                DynamoDeliveryStore::new(db(), &config.deliveries_table).with_rate_limits(&config.rate_limits_table),
-            ),
+            Arc::new(deliveries),
             Arc::new(DynamoPreferenceStore::new(db(), &config.preferences_table)),
             Arc::new(DynamoSuppressionStore::new(db(), &config.suppressions_table)),
             Arc::new(DynamoTemplateStore::new(db(), &config.templates_table)),

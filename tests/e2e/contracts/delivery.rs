@@ -42,6 +42,8 @@ contract!(delivery_store: memory_deliveries, aws_deliveries;
     advance_moves_a_delivery_forward_only,
     list_page_lists_each_delivery_once_in_pages_of_at_most_the_limit,
     list_page_tells_a_final_error_from_one_to_try_again,
+    a_sent_delivery_is_found_by_its_providers_message_id,
+    an_unknown_provider_message_id_finds_no_delivery,
 );
 
 contract!(template_store: memory_templates, aws_templates;
@@ -67,7 +69,7 @@ async fn memory_deliveries() -> Box<dyn DeliveryStore> {
 async fn aws_deliveries() -> Box<dyn DeliveryStore> {
     let (clients, tables) = super::moto_tables(&["DeliveriesTable", "RateLimitsTable"]).await;
     let store = DynamoDeliveryStore::new(clients.dynamodb(), &tables["DeliveriesTable"]);
-    Box::new(store.with_rate_limits(&tables["RateLimitsTable"]))
+    Box::new(store.with_rate_limits(&tables["RateLimitsTable"]).with_receipt_lookup())
 }
 
 async fn memory_templates() -> Box<dyn TemplateStore> {
@@ -327,6 +329,29 @@ async fn finish_records_the_outcome_of_a_claimed_delivery(store: &dyn DeliverySt
     assert_eq!(store.claim_all(&[claim(&d)], at(3)).await.unwrap(), [Claim::AlreadySettled(DeliveryStatus::Sent)]);
 }
 
+async fn a_sent_delivery_is_found_by_its_providers_message_id(store: &dyn DeliveryStore) {
+    let (d, other) = (delivery("n1", "u1"), delivery("n1", "u2"));
+    store.create(&[d.clone(), other.clone()]).await.unwrap();
+    store.claim_all(&[claim(&d), claim(&other)], at(1)).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("sns-sms"), Some("m-1"), false).await.unwrap();
+    store
+        .finish(&other.delivery_id, &change(DeliveryStatus::Sent, 2), Some("sns-sms"), Some("m-2"), false)
+        .await
+        .unwrap();
+
+    assert_eq!(store.find_by_provider_message("m-1").await.unwrap(), Some(d.delivery_id));
+    assert_eq!(store.find_by_provider_message("m-2").await.unwrap(), Some(other.delivery_id));
+}
+
+async fn an_unknown_provider_message_id_finds_no_delivery(store: &dyn DeliveryStore) {
+    let d = delivery("n1", "u1");
+    store.create(std::slice::from_ref(&d)).await.unwrap();
+    store.claim_all(&[claim(&d)], at(1)).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("sns-sms"), Some("m-1"), false).await.unwrap();
+
+    assert_eq!(store.find_by_provider_message("m-unknown").await.unwrap(), None);
+}
+
 async fn finish_of_a_delivery_not_claimed_is_a_conflict(store: &dyn DeliveryStore) {
     let d = delivery("n1", "u1");
     store.create(std::slice::from_ref(&d)).await.unwrap();
@@ -549,4 +574,19 @@ async fn list_page_tells_a_final_error_from_one_to_try_again(store: &dyn Deliver
         pages(store, "n1", 10).await.into_iter().flatten().map(|l| (l.delivery.delivery_id, l.final_error)).collect();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&(refused.delivery_id, true)) && listed.contains(&(throttled.delivery_id, false)));
+}
+
+/// The receipt index is sparse: a store not built `with_receipt_lookup` (every worker but
+/// SMS) writes nothing to it, so its sends cost no index write.
+#[tokio::test]
+async fn a_store_without_the_receipt_lookup_puts_no_delivery_in_the_receipt_index() {
+    let (clients, tables) = super::moto_tables(&["DeliveriesTable"]).await;
+    let store = DynamoDeliveryStore::new(clients.dynamodb(), &tables["DeliveriesTable"]);
+    let d = delivery("n1", "u1");
+    store.create(std::slice::from_ref(&d)).await.unwrap();
+    store.claim_all(&[claim(&d)], at(1)).await.unwrap();
+    store.finish(&d.delivery_id, &change(DeliveryStatus::Sent, 2), Some("ses"), Some("m-1"), false).await.unwrap();
+
+    assert_eq!(store.find_by_provider_message("m-1").await.unwrap(), None);
+    assert_eq!(store.get(&d.delivery_id).await.unwrap().unwrap().provider_message_id.as_deref(), Some("m-1"));
 }

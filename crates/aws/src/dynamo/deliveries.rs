@@ -33,6 +33,12 @@ use crate::{
 /// drops the old index and creates this one.)
 const BY_NOTIFICATION: &str = "by-notification-keys";
 
+/// The index of deliveries by their provider's message id, keys only and sparse: only
+/// items with `receipt_id` are in it, written by a store built `with_receipt_lookup` (the
+/// SMS worker's, whose provider reports by that id alone), so other sends pay no index write.
+const BY_RECEIPT: &str = "by-receipt-keys";
+const RECEIPT_ID: &str = "receipt_id";
+
 /// A deliveries table write as its stream reports it (old and new images): the status
 /// changes it appended, as an outbox write (`delivery::events`); None for an image of
 /// another table.
@@ -58,6 +64,8 @@ pub struct DynamoDeliveryStore {
     table: String,
     /// Where claims count their rate-limit windows (workers only).
     rate_limits_table: Option<String>,
+    /// Whether `finish` records the provider's message id for `find_by_provider_message`.
+    receipt_lookup: bool,
     backoff: Backoff,
 }
 
@@ -75,7 +83,19 @@ const FINAL_ERROR: &str = "final_error";
 
 impl DynamoDeliveryStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), rate_limits_table: None, backoff: Backoff::default() }
+        Self {
+            client,
+            table: table.into(),
+            rate_limits_table: None,
+            receipt_lookup: false,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Records each sent delivery's provider message id in the `by-receipt-keys` index,
+    /// for a provider whose reports name the message by that id alone.
+    pub fn with_receipt_lookup(self) -> Self {
+        Self { receipt_lookup: true, ..self }
     }
 
     /// Counts claims' rate limits in `table` (keyed by `window_key`, expiring by TTL).
@@ -440,6 +460,9 @@ impl DeliveryStore for DynamoDeliveryStore {
         }
         if let Some(m) = message_id {
             extra.push(("provider_message_id", AttributeValue::S(m.to_owned())));
+            if self.receipt_lookup {
+                extra.push((RECEIPT_ID, AttributeValue::S(m.to_owned())));
+            }
         }
         if self.move_status(delivery_id, &[DeliveryStatus::Pending], change, &extra, true).await? {
             Ok(())
@@ -463,5 +486,24 @@ impl DeliveryStore for DynamoDeliveryStore {
                 serde_dynamo::from_item(item).map_err(|e| StoreError::Fatal(format!("unreadable delivery: {e}")))
             })
             .transpose()
+    }
+
+    async fn find_by_provider_message(&self, provider_message_id: &str) -> Result<Option<String>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_RECEIPT)
+            .key_condition_expression("#r = :r")
+            .expression_attribute_names("#r", RECEIPT_ID)
+            .expression_attribute_values(":r", AttributeValue::S(provider_message_id.to_owned()))
+            .limit(1)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.items.unwrap_or_default().first().and_then(|key| match key.get("delivery_id") {
+            Some(AttributeValue::S(id)) => Some(id.clone()),
+            _ => None,
+        }))
     }
 }

@@ -56,6 +56,18 @@ pub struct Feedback {
     pub detail: Option<String>,
 }
 
+/// A provider's report that names its message by the provider's id alone (SNS's SMS
+/// delivery status): the delivery is looked up by that id first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub provider_message_id: String,
+    pub channel: Channel,
+    pub kind: FeedbackKind,
+    pub at: DateTime<Utc>,
+    /// The provider's classification, as `Feedback::detail`.
+    pub detail: Option<String>,
+}
+
 /// What applying a report did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -77,6 +89,10 @@ pub struct FeedbackService {
 /// The wait for a send's outcome (a provider may report a delivery before the worker has
 /// recorded its answer): at most five retries, about 1.5 s in all.
 pub const EARLY_REPORT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(800), 6);
+
+/// A send older than this is recorded (the worker writes its outcome as the provider
+/// answers): a receipt for it that finds no delivery waits for none.
+pub const RECENT_SEND: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 impl FeedbackService {
     pub fn new(
@@ -125,6 +141,34 @@ impl FeedbackService {
             }
             retry += 1;
         }
+    }
+
+    /// Applies a report that names its message by the provider's id. For a message sent
+    /// moments ago the lookup waits, as `apply` does, for a send still being recorded; a
+    /// message not found then is not Herald's (the provider reports every message of the
+    /// account) and is applied nowhere. Nothing is suppressed: the report carries no
+    /// address Herald reads.
+    pub async fn apply_receipt(&self, receipt: &Receipt) -> Result<Applied, StoreError> {
+        let recent = Utc::now().signed_duration_since(receipt.at) < RECENT_SEND;
+        let mut retry = 0;
+        let delivery_id = loop {
+            if let Some(id) = self.deliveries.find_by_provider_message(&receipt.provider_message_id).await? {
+                break id;
+            }
+            if !recent || !self.early.wait(retry).await {
+                return Ok(Applied { moved: false, suppressed: None });
+            }
+            retry += 1;
+        };
+        let feedback = Feedback {
+            delivery_id,
+            channel: receipt.channel,
+            address: None,
+            kind: receipt.kind,
+            at: receipt.at,
+            detail: receipt.detail.clone(),
+        };
+        self.apply(&feedback).await
     }
 
     async fn suppression_for(
@@ -286,5 +330,56 @@ mod tests {
         let applied = w.service.apply(&report("d_unknown", FeedbackKind::Bounced { permanent: true })).await.unwrap();
         assert_eq!(applied, Applied { moved: false, suppressed: Some(SuppressionReason::HardBounce) });
         assert!(w.deliveries.get("d_unknown").await.unwrap().is_none());
+    }
+
+    fn receipt(provider_message_id: &str, kind: FeedbackKind) -> Receipt {
+        Receipt {
+            provider_message_id: provider_message_id.to_owned(),
+            channel: Channel::Sms,
+            kind,
+            at: Utc::now(),
+            detail: None,
+        }
+    }
+
+    /// An SMS delivery, sent, with the provider's message id `message_id`.
+    async fn sms_sent(w: &World, message_id: &str) -> String {
+        let delivery = Delivery::new("n", "u1", Channel::Sms, DeliveryStatus::Pending, None, Utc::now());
+        w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
+        let sent = StatusChange { status: DeliveryStatus::Sent, at: Utc::now(), reason: None };
+        w.deliveries.finish(&delivery.delivery_id, &sent, Some("sns-sms"), Some(message_id), false).await.unwrap();
+        delivery.delivery_id
+    }
+
+    #[tokio::test]
+    async fn a_receipt_moves_the_delivery_its_message_id_names() {
+        let w = world();
+        let id = sms_sent(&w, "sns-1").await;
+        let mut failed = receipt("sns-1", FeedbackKind::Failed);
+        failed.detail = Some("UNREACHABLE".into());
+        assert_eq!(w.service.apply_receipt(&failed).await.unwrap(), Applied { moved: true, suppressed: None });
+        let delivery = w.deliveries.get(&id).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Failed);
+        assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("UNREACHABLE"));
+    }
+
+    #[tokio::test]
+    async fn a_receipt_for_an_old_message_herald_did_not_send_waits_for_nothing() {
+        let mut w = world();
+        // Waits that would fail this test if taken.
+        w.service.early = Backoff::new(Duration::from_secs(60), Duration::from_secs(60), 3);
+        let mut old = receipt("sns-other", FeedbackKind::Delivered);
+        old.at = Utc::now() - RECENT_SEND * 2;
+        let applied = tokio::time::timeout(Duration::from_secs(5), w.service.apply_receipt(&old)).await;
+        assert_eq!(applied.expect("no wait").unwrap(), Applied { moved: false, suppressed: None });
+    }
+
+    #[tokio::test]
+    async fn a_receipt_for_a_message_herald_did_not_send_is_applied_nowhere_after_its_wait() {
+        let mut w = world();
+        w.service.early = Backoff::new(Duration::from_millis(1), Duration::from_millis(1), 3);
+        sms_sent(&w, "sns-1").await;
+        let applied = w.service.apply_receipt(&receipt("sns-other", FeedbackKind::Delivered)).await.unwrap();
+        assert_eq!(applied, Applied { moved: false, suppressed: None });
     }
 }

@@ -181,6 +181,12 @@ impl DeliveryStore for MemoryDeliveries {
     async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError> {
         Ok(self.delivery(delivery_id))
     }
+
+    async fn find_by_provider_message(&self, provider_message_id: &str) -> Result<Option<String>, StoreError> {
+        let items = self.items.lock().unwrap();
+        let found = items.values().find(|(d, _)| d.provider_message_id.as_deref() == Some(provider_message_id));
+        Ok(found.map(|(d, _)| d.delivery_id.clone()))
+    }
 }
 
 #[derive(Default)]

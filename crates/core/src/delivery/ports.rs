@@ -148,6 +148,11 @@ pub trait DeliveryStore: Send + Sync {
     /// follow its status; false when it may not.
     async fn advance(&self, delivery_id: &str, change: &StatusChange) -> Result<bool, StoreError>;
     async fn get(&self, delivery_id: &str) -> Result<Option<Delivery>, StoreError>;
+    /// The delivery whose provider's message id is `provider_message_id`, for a provider
+    /// report that names nothing else (SNS's SMS delivery status). Found only among the
+    /// deliveries a store recorded for this lookup (the SMS worker's); eventually
+    /// consistent, so a delivery just sent may not be found yet.
+    async fn find_by_provider_message(&self, provider_message_id: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// How a provider refused a message.
