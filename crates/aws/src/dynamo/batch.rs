@@ -17,7 +17,7 @@ use herald_core::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{Item, s};
-use crate::unavailable;
+use crate::errors::unavailable;
 use std::collections::BTreeSet;
 
 pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &Backoff) -> Result<(), StoreError> {
@@ -37,7 +37,7 @@ pub async fn put_all(client: &Client, table: &str, items: Vec<Item>, backoff: &B
                 .request_items(table, pending)
                 .send()
                 .await
-                .map_err(|e| StoreError::Transient(crate::describe(&e)))?;
+                .map_err(|e| StoreError::Transient(crate::errors::describe(&e)))?;
             pending = output.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
             if !pending.is_empty() {
                 if !backoff.wait(retry).await {
@@ -84,7 +84,8 @@ pub(crate) async fn get_chunk(
         Some(KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(consistent).build().expect("keys"));
     let mut retry = 0;
     while let Some(keys) = pending.take() {
-        let output = client.batch_get_item().request_items(table, keys).send().await.map_err(crate::unavailable)?;
+        let output =
+            client.batch_get_item().request_items(table, keys).send().await.map_err(crate::errors::unavailable)?;
         items.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
         pending = output.unprocessed_keys.and_then(|mut u| u.remove(table)).filter(|k| !k.keys.is_empty());
         if pending.is_some() {

@@ -25,7 +25,7 @@ use herald_core::{
 
 use crate::{
     dynamo::{Item, batch},
-    unavailable,
+    errors::unavailable,
 };
 
 /// The index of a notification's deliveries, keys only. (Renamed from `by-notification`,

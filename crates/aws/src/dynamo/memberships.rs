@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     dynamo::{Item, activity::REVISION_SK, batch, n, outbox, s},
-    unavailable,
+    errors::unavailable,
 };
 
 /// The sort key of a user's record.
