@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::{
-    LocalError,
+    errors::LocalError,
     template::{ACCOUNT, Physical, Resource, Template},
 };
 
