@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod extract;
+pub mod openapi;
 pub mod problem;
 pub mod resources;
 pub mod shape;

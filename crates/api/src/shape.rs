@@ -6,16 +6,11 @@
 //! a `oneOf` it takes. Values (lengths, patterns, ranges) are left to the validation that
 //! follows, which names each fault in its own words.
 
-use std::sync::LazyLock;
-
 use axum::http::Method;
 use herald_core::validation::ValidationErrors;
 use serde_json::Value;
 
-use crate::resources::openapi::OPENAPI;
-
-static DOCUMENT: LazyLock<Value> =
-    LazyLock::new(|| serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tests parse it)"));
+use crate::openapi::DOCUMENT;
 
 /// The schema of the JSON body of `method` on the path template `path`, if the document
 /// gives one.

@@ -196,14 +196,14 @@ impl Clients {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| crate::describe(&e)),
+                    .map_err(|e| crate::errors::describe(&e)),
                 None => Ok(()),
             }
         };
         let (table_result, bus_result) =
             tokio::join!(self.dynamodb().describe_table().table_name(table).send(), bus_call);
         if let Err(e) = table_result {
-            tracing::warn!(error = %crate::describe(&e), "warm-up of DynamoDB failed");
+            tracing::warn!(error = %crate::errors::describe(&e), "warm-up of DynamoDB failed");
         }
         if let Err(e) = bus_result {
             tracing::warn!(error = %e, "warm-up of EventBridge failed");

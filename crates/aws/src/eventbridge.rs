@@ -60,7 +60,7 @@ impl EventBridgePublisher {
                 .set_entries(Some(entries.clone()))
                 .send()
                 .await
-                .map_err(|e| PublishError(crate::describe(&e)))?;
+                .map_err(|e| PublishError(crate::errors::describe(&e)))?;
             if output.failed_entry_count == 0 {
                 return Ok(());
             }

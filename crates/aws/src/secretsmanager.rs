@@ -28,7 +28,7 @@ impl KeyRingStore for SecretsManagerKeyRings {
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| KeyRingError::Unavailable(crate::unavailable(e)))?;
+            .map_err(|e| KeyRingError::Unavailable(crate::errors::unavailable(e)))?;
         // A binary secret is no ring either: rings are JSON text.
         let text =
             answer.secret_string().ok_or_else(|| KeyRingError::Malformed("the secret has no string value".into()))?;
@@ -46,7 +46,7 @@ impl KeyRingWriter for SecretsManagerKeyRings {
             .secret_string(ring.to_secret_value())
             .send()
             .await
-            .map_err(crate::unavailable)?;
+            .map_err(crate::errors::unavailable)?;
         Ok(())
     }
 }

@@ -46,7 +46,7 @@ use tokio::{
 };
 
 pub use crate::template::DEFAULT_TIMEOUT;
-use crate::{LocalError, provision::Deployment};
+use crate::{errors::LocalError, provision::Deployment};
 
 /// How long a failed message stays invisible locally, unless configured.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);

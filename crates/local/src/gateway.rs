@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use herald_core::limits::api_gateway::PAYLOAD_BYTES as GATEWAY_MAX_BODY;
 
 use crate::{
-    LocalError,
+    errors::LocalError,
     template::{Physical, Template},
 };
 

@@ -8,6 +8,7 @@
 //! (SNS's SMS delivery status) reach the feedback function as CloudWatch Logs' events.
 
 pub mod billed;
+pub mod errors;
 pub mod esm;
 pub mod gateway;
 pub mod logs;
@@ -44,29 +45,10 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::esm::{EventSourceMapping, SqsHandler};
 
+pub use errors::LocalError;
 pub use moto::MotoServer;
 pub use provision::Deployment;
 pub use template::Template;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LocalError {
-    #[error("template: {0}")]
-    Template(String),
-    #[error("moto: {0}")]
-    Moto(String),
-    #[error("AWS: {0}")]
-    Aws(String),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("{context}: {source}")]
-    Context { context: String, source: Box<LocalError> },
-}
-
-impl LocalError {
-    pub fn context(self, context: &str) -> Self {
-        LocalError::Context { context: context.to_owned(), source: Box::new(self) }
-    }
-}
 
 /// The repository the binary was built from: where the template and the venv live.
 pub fn repo_root() -> PathBuf {

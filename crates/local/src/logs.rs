@@ -29,7 +29,7 @@ use herald_edge::sqs::Invocation;
 use serde_json::{Value, json};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{LocalError, esm::StopToken, processes, provision::Deployment, template::ACCOUNT};
+use crate::{errors::LocalError, esm::StopToken, processes, provision::Deployment, template::ACCOUNT};
 
 /// CloudWatch Logs delivers a subscription's events within about a second.
 const POLL: Duration = Duration::from_millis(250);

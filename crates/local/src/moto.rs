@@ -4,7 +4,7 @@ use std::{net::TcpListener, path::PathBuf, process::Stdio, time::Duration};
 
 use tokio::process::{Child, Command};
 
-use crate::LocalError;
+use crate::errors::LocalError;
 
 pub struct MotoServer {
     child: Child,

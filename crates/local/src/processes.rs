@@ -43,7 +43,7 @@ use serde_json::Value;
 use tokio::{process::Child, sync::Semaphore};
 
 use crate::{
-    LocalError,
+    errors::LocalError,
     esm::{EventSourceMapping, RealS3Events},
     gateway::HttpFunction,
     provision::Deployment,

@@ -12,7 +12,7 @@ use herald_aws::describe;
 use serde_norway::Value;
 use tokio::task::JoinHandle;
 
-use crate::{LocalError, esm::StopToken, provision::Deployment};
+use crate::{errors::LocalError, esm::StopToken, provision::Deployment};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Every {

@@ -27,7 +27,7 @@ use herald_aws::describe;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 
-use crate::{LocalError, esm::StopToken, provision::Deployment};
+use crate::{errors::LocalError, esm::StopToken, provision::Deployment};
 
 /// How often an idle shard is read: Lambda polls a shard four times a second.
 const IDLE_POLL: Duration = Duration::from_millis(250);

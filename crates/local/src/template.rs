@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use serde_json::Value as Json;
 use serde_norway::{Mapping, Value};
 
-use crate::LocalError;
+use crate::errors::LocalError;
 
 #[derive(Clone, Debug)]
 pub struct Resource {

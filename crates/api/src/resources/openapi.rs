@@ -2,10 +2,7 @@
 
 use axum::{http::StatusCode, response::Response};
 
-use crate::{Access, Routes, extract::response};
-
-/// The OpenAPI 3.1 description of this API.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
+use crate::{Access, Routes, extract::response, openapi::OPENAPI};
 
 pub fn routes() -> Routes {
     Routes::new().get("/v1/openapi.json", Access::AnyKey, get)

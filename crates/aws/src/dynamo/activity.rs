@@ -32,7 +32,7 @@ use crate::{
         n, number_of, s,
         transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
     },
-    unavailable,
+    errors::unavailable,
 };
 
 /// The sort key of a user's activity revision.

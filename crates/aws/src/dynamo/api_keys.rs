@@ -8,7 +8,7 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::unavailable;
+use crate::errors::unavailable;
 
 #[derive(Clone, Debug)]
 pub struct DynamoApiKeyStore {

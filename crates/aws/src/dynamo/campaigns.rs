@@ -33,7 +33,7 @@ use herald_core::{
 
 use crate::{
     dynamo::{Item, jobs, n, number_of, s},
-    unavailable,
+    errors::unavailable,
 };
 
 const KIND: &str = "campaign";

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    operation::transact_write_items::TransactWriteItemsError,
+    operation::{query::builders::QueryFluentBuilder, transact_write_items::TransactWriteItemsError},
     types::{AttributeValue, TransactWriteItem, Update},
 };
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ use herald_core::{
 
 use crate::{
     dynamo::{Item, batch},
-    unavailable,
+    errors::unavailable,
 };
 
 /// The index of a notification's deliveries, keys only. (Renamed from `by-notification`,
@@ -283,6 +283,17 @@ impl DynamoDeliveryStore {
         Ok(claims.into_iter().map(|c| c.expect("every request is answered")).collect())
     }
 
+    /// The query of the `by-notification-keys` index for one notification's deliveries'
+    /// keys, in delivery id order: a whole listing and a page of it read the same index.
+    fn notification_query(&self, notification_id: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_NOTIFICATION)
+            .key_condition_expression("notification_id = :n")
+            .expression_attribute_values(":n", AttributeValue::S(notification_id.to_owned()))
+    }
+
     fn item(delivery: &Delivery) -> Result<Item, StoreError> {
         serde_dynamo::to_item(delivery).map_err(|e| StoreError::Fatal(format!("unwritable delivery: {e}")))
     }
@@ -366,12 +377,7 @@ impl DeliveryStore for DynamoDeliveryStore {
 
     async fn list(&self, notification_id: &str) -> Result<Vec<Delivery>, StoreError> {
         let keys: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_NOTIFICATION)
-            .key_condition_expression("notification_id = :n")
-            .expression_attribute_values(":n", AttributeValue::S(notification_id.to_owned()))
+            .notification_query(notification_id)
             .into_paginator()
             .items()
             .send()
@@ -400,12 +406,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             ])
         });
         let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_NOTIFICATION)
-            .key_condition_expression("notification_id = :n")
-            .expression_attribute_values(":n", AttributeValue::S(notification_id.to_owned()))
+            .notification_query(notification_id)
             .set_exclusive_start_key(start)
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
             .send()

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dynamo::{Item, jobs, n, s},
-    unavailable,
+    errors::unavailable,
 };
 
 /// The index that lists jobs by kind, newest first.

@@ -59,5 +59,5 @@ pub(crate) async fn scan_consistent(client: &aws_sdk_dynamodb::Client, table: &s
         .send()
         .collect::<Result<Vec<_>, _>>()
         .await
-        .map_err(crate::unavailable)
+        .map_err(crate::errors::unavailable)
 }

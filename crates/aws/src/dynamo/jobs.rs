@@ -7,7 +7,7 @@ use herald_core::store::StoreError;
 
 use crate::{
     dynamo::{Item, s},
-    unavailable,
+    errors::unavailable,
 };
 
 /// The index's sort key: the start time with fixed-width fractions, so that the text

@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     dynamo::{Item, activity::REVISION_SK, batch, n, outbox, s},
-    unavailable,
+    errors::unavailable,
 };
 
 /// The sort key of a user's record.
@@ -357,13 +357,7 @@ impl MembershipStore for DynamoMembershipStore {
                 HashMap::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&sk))])
             })
             .collect();
-        let chunks: Vec<Vec<Item>> =
-            items.chunks(herald_core::limits::dynamodb::BATCH_WRITE_REQUESTS).map(<[Item]>::to_vec).collect();
-        stream::iter(chunks)
-            .map(|chunk| batch::put_all(&self.client, &self.table, chunk, &self.backoff))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await
+        self.write_rows(batch::puts(items)).await
     }
 
     async fn remove_rows(&self, segment_id: &str, user_ids: &[String]) -> Result<(), StoreError> {

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     dynamo::{Item, batch, outbox},
-    unavailable,
+    errors::unavailable,
 };
 
 /// Marks a tombstone: the profile was erased, only its id and version remain.
@@ -137,7 +137,7 @@ impl ProfileStore for DynamoProfileStore {
                     .condition_expression(condition)
                     .set_expression_attribute_values(values)
                     .build()
-                    .map_err(crate::unbuildable)?;
+                    .map_err(crate::errors::unbuildable)?;
                 let item = TransactWriteItem::builder().put(put).build();
                 Ok(Action { item, key: write.profile.user_id.clone(), size })
             })

@@ -21,7 +21,7 @@ use crate::{
         Item, n, number_of, s,
         transaction::{CONDITIONAL_CHECK_FAILED, cancellation_codes, is_retryable},
     },
-    unavailable,
+    errors::unavailable,
 };
 
 /// The key of the item that holds the catalog revision (not a valid segment id).

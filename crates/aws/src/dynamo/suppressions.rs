@@ -19,7 +19,7 @@ use herald_core::{
 
 use crate::{
     dynamo::{Item, batch},
-    unavailable,
+    errors::unavailable,
 };
 
 const KEY: &str = "address_hash";

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::{
 };
 use herald_core::{backoff::Backoff, limits::dynamodb, store::StoreError};
 
-use crate::{describe, unavailable};
+use crate::errors::{describe, unavailable};
 
 /// Actions of one transaction.
 pub(crate) const MAX_ITEMS: usize = dynamodb::TRANSACT_ITEMS;

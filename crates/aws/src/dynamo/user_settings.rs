@@ -12,7 +12,7 @@ use herald_core::{
 
 use crate::dynamo::batch;
 
-use crate::unavailable;
+use crate::errors::unavailable;
 
 #[derive(Clone, Debug)]
 pub struct DynamoPreferenceStore {

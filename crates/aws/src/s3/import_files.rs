@@ -15,7 +15,7 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::{describe, unavailable};
+use crate::errors::{describe, unavailable};
 
 /// Bytes gathered before they are uploaded as one part: S3 wants at least 5 MiB in every
 /// part but the last; 8 MiB keeps the parts few and the memory bounded.
@@ -59,7 +59,9 @@ impl S3ImportFiles {
         for part in parts {
             let object = self.client.get_object().bucket(bucket).key(part).send().await.map_err(unavailable)?;
             let mut body = object.body;
-            while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Transient(crate::describe(&e)))? {
+            while let Some(chunk) =
+                body.try_next().await.map_err(|e| StoreError::Transient(crate::errors::describe(&e)))?
+            {
                 buffer.extend_from_slice(&chunk);
                 if buffer.len() >= PART_SIZE {
                     let bytes = std::mem::replace(buffer, Vec::with_capacity(PART_SIZE + chunk.len()));
@@ -134,10 +136,10 @@ impl S3ImportFiles {
         for chunk in keys.chunks(DELETE_LIMIT) {
             let objects = chunk
                 .iter()
-                .map(|key| ObjectIdentifier::builder().key(key).build().map_err(crate::unbuildable))
+                .map(|key| ObjectIdentifier::builder().key(key).build().map_err(crate::errors::unbuildable))
                 .collect::<Result<Vec<_>, _>>()?;
             let delete =
-                Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(crate::unbuildable)?;
+                Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(crate::errors::unbuildable)?;
             let output =
                 self.client.delete_objects().bucket(bucket).delete(delete).send().await.map_err(unavailable)?;
             // DeleteObjects answers 200 even when some keys could not be deleted.

@@ -24,12 +24,12 @@ where
     use aws_sdk_sesv2::error::SdkError;
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_owned();
-    let message = crate::describe(&e);
+    let message = crate::errors::describe(&e);
     let retryable = match (&e, status) {
         (SdkError::ServiceError(_), Some(status)) => {
-            status >= 500 || status == 429 || crate::TRANSIENT_CODES.contains(&code.as_str())
+            status >= 500 || status == 429 || crate::errors::TRANSIENT_CODES.contains(&code.as_str())
         }
-        (SdkError::ServiceError(_), None) => crate::TRANSIENT_CODES.contains(&code.as_str()),
+        (SdkError::ServiceError(_), None) => crate::errors::TRANSIENT_CODES.contains(&code.as_str()),
         (SdkError::ConstructionFailure(_), _) => false,
         (SdkError::DispatchFailure(failure), _) if failure.is_user() => false,
         _ => return SendError::Uncertain(message),

@@ -14,7 +14,7 @@ use herald_core::{
     store::StoreError,
 };
 
-use crate::unavailable;
+use crate::errors::unavailable;
 
 /// Message bodies packed into batches of at most `BATCH_ENTRIES`, each at most
 /// `BATCH_BYTES` in all. A body over the limit on its own is an error: SQS would refuse it.

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use herald_core::{imports::ImportQueue, store::StoreError};
 
-use crate::unavailable;
+use crate::errors::unavailable;
 
 #[derive(Clone, Debug)]
 pub struct SqsImportQueue {
