@@ -28,7 +28,6 @@ use herald_aws::{
     DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
 };
 use herald_core::{
-    activity::MAX_BATCH_BYTES,
     campaigns::CampaignService,
     delivery::{DeliveryStore, PreferenceStore, TemplateStore},
     imports::ImportJobStore,
@@ -42,6 +41,7 @@ use herald_core::{
     },
     suppressions::SuppressionService,
 };
+use herald_wire::activity::MAX_BATCH_BYTES;
 use lambda_http::RequestExt;
 use tower::{ServiceExt, util::MapRequest};
 

@@ -14,7 +14,7 @@
 //!   carries the same ids, and Herald counts each id once.
 //! - **Retries**: network errors, `408`, `409`, `425`, `429` and `5xx` are retried up to
 //!   [`ClientConfig::max_retries`] times with exponential backoff and full jitter
-//!   ([`herald_core::backoff::Backoff`]); a `429` waits at least its `Retry-After` (seconds,
+//!   ([`herald_wire::backoff::Backoff`]); a `429` waits at least its `Retry-After` (seconds,
 //!   capped by [`ClientConfig::max_retry_after`]; an HTTP date works too). Other `4xx` are not retried. Whatever is
 //!   given up reaches [`ClientConfig::on_error`] with its events or its patch.
 //! - **Bounded queue**: at most [`ClientConfig::max_queue`] messages wait (besides the batch
@@ -82,7 +82,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use herald_core::backoff::Backoff;
+use herald_wire::backoff::Backoff;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -92,7 +92,7 @@ use tokio::{
 };
 
 /// The most events `POST /v1/events` takes in one request, and the largest body, in bytes.
-pub use herald_core::{activity::MAX_BATCH_BYTES, activity::MAX_EVENTS_PER_BATCH as MAX_BATCH_EVENTS};
+pub use herald_wire::activity::{MAX_BATCH_BYTES, MAX_EVENTS_PER_BATCH as MAX_BATCH_EVENTS};
 
 /// The most requests [`ClientConfig::max_in_flight`] allows.
 pub const MAX_IN_FLIGHT: usize = 64;

@@ -9,10 +9,10 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest},
 };
 use herald_core::{
-    backoff::Backoff,
     limits::dynamodb::{BATCH_GET_KEYS, BATCH_WRITE_REQUESTS},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
