@@ -29,7 +29,6 @@ use herald_aws::{
     DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
 };
 use herald_core::{
-    activity::MAX_BATCH_BYTES,
     campaigns::CampaignService,
     delivery::{DeliveryStore, PreferenceStore, TemplateStore},
     imports::ImportJobStore,
@@ -43,6 +42,7 @@ use herald_core::{
     },
     suppressions::SuppressionService,
 };
+use herald_wire::activity::MAX_BATCH_BYTES;
 use lambda_http::RequestExt;
 use tower::{ServiceExt, util::MapRequest};
 

@@ -4,13 +4,13 @@
 use async_trait::async_trait;
 use aws_sdk_eventbridge::{Client, types::PutEventsRequestEntry};
 use herald_core::{
-    backoff::Backoff,
     events::{DomainEvent, EventPublisher, PublishError, SOURCE},
     limits::{
         self,
         eventbridge::{PUT_EVENTS_BYTES, PUT_EVENTS_ENTRIES, entry_bytes},
     },
 };
+use herald_wire::backoff::Backoff;
 
 /// Entries (by their sizes, as EventBridge counts them) packed into requests of at most
 /// `PUT_EVENTS_ENTRIES` and `PUT_EVENTS_BYTES`, in order. An entry over the limit on its

@@ -3,7 +3,6 @@
 //! in-memory doubles of those ports. No AWS types live here.
 
 pub mod activity;
-pub mod backoff;
 pub mod campaigns;
 pub mod delivery;
 pub mod events;

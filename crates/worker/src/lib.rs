@@ -14,7 +14,6 @@ use herald_aws::{
     senders::{PlatformApplications, SesEmailSender, SnsPushSender, SnsSmsSender, webhook::Destinations},
 };
 use herald_core::{
-    backoff::Backoff,
     campaigns::{CampaignCounters, CampaignState, CampaignStore},
     delivery::{
         Channel, ChannelQueues, Sender,
@@ -30,6 +29,7 @@ use herald_edge::{
     metrics::{Dimension, Emf, Metric, Metrics},
     sqs::{self, Invocation, Retry, SqsHandler, SqsMessage},
 };
+use herald_wire::backoff::Backoff;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerConfig {

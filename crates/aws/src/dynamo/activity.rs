@@ -21,9 +21,9 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
     activity::{Activity, ActivityEvent, ActivityQuery, ActivityStore, CounterKey, MAX_WINDOW_DAYS, Recorded},
-    backoff::Backoff,
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::{
     dynamo::{

@@ -13,13 +13,13 @@ use aws_sdk_dynamodb::{
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
-    backoff::Backoff,
     limits::{
         self,
         dynamodb::{BATCH_GET_BYTES, BATCH_GET_KEYS, BATCH_WRITE_BYTES, BATCH_WRITE_REQUESTS, ITEM_BYTES},
     },
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use super::{Item, item_size, s};
 use crate::errors::unavailable;

@@ -17,11 +17,11 @@ use aws_sdk_dynamodb::{
 };
 use chrono::{DateTime, Utc};
 use herald_core::{
-    backoff::Backoff,
     delivery::{Claim, ClaimRequest, DeliveryPage, DeliveryStatus, DeliveryStore, ListedDelivery, RateLimitClaim},
     notifications::{Delivery, StatusChange},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::{
     dynamo::{Item, batch},

@@ -26,11 +26,11 @@ use aws_sdk_dynamodb::{
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
-    backoff::Backoff,
     events::DomainEvent,
     segments::{MembersPage, MembershipChange, MembershipStore, MembershipWrite, USER_RECORDS, UserSegments, shard_of},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use super::{
     batch::{CONCURRENCY, get_keys, write_all},

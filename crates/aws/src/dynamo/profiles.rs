@@ -10,11 +10,11 @@ use aws_sdk_dynamodb::{
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
-    backoff::Backoff,
     events::DomainEvent,
     profiles::{Profile, ProfileStore, StoredProfile, VersionedProfile},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use std::collections::HashMap;
 

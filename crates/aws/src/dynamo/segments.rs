@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::{
 };
 use chrono::{DateTime, Utc};
 use herald_core::{
-    backoff::Backoff,
     segments::{BackfillProgress, Segment, SegmentState, SegmentStore},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::{
     dynamo::{

@@ -11,11 +11,11 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, ReturnValue},
 };
 use herald_core::{
-    backoff::Backoff,
     delivery::Channel,
     store::StoreError,
     suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
 };
+use herald_wire::backoff::Backoff;
 
 use crate::{
     dynamo::{Item, batch},

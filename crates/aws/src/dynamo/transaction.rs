@@ -7,7 +7,8 @@ use std::{collections::HashSet, time::Duration};
 use aws_sdk_dynamodb::{
     Client, error::SdkError, operation::transact_write_items::TransactWriteItemsError, types::TransactWriteItem,
 };
-use herald_core::{backoff::Backoff, limits::dynamodb, store::StoreError};
+use herald_core::{limits::dynamodb, store::StoreError};
+use herald_wire::backoff::Backoff;
 
 use crate::errors::{describe, unavailable};
 

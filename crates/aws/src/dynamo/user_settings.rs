@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use herald_core::{
-    backoff::Backoff,
     delivery::{PreferenceStore, preferences::Preferences},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::dynamo::batch;
 

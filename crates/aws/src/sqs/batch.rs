@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
 use herald_core::{
-    backoff::Backoff,
     limits::{
         self,
         sqs::{BATCH_BYTES, BATCH_ENTRIES, MAX_DELAY_SECONDS, MESSAGE_BYTES},
     },
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::errors::unavailable;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use herald_core::{
-    backoff::Backoff,
     campaigns::{DispatchPage, DispatchQueue, SettleCheck},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::sqs::batch::{delay_seconds, entries, pack, send_batch};
 

@@ -5,11 +5,11 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use herald_core::{
-    backoff::Backoff,
     limits::{self, sqs::MESSAGE_BYTES},
     segments::{HandedOn, SegmenterQueue, Work},
     store::StoreError,
 };
+use herald_wire::backoff::Backoff;
 
 use crate::sqs::batch::{entries, pack, send_batch};
 

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use herald_wire::activity::MAX_EVENTS_PER_BATCH;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,8 +15,6 @@ use crate::{validation, validation::ValidationErrors};
 
 /// How far back windowed rules may look, and how long counters are kept.
 pub const MAX_WINDOW_DAYS: u32 = 90;
-pub const MAX_EVENTS_PER_BATCH: usize = 500;
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Properties of one event; each scalar one is counted.
 pub const MAX_PROPERTIES: usize = 40;
 /// Events may arrive late (offline devices), but not from beyond the counters' memory.

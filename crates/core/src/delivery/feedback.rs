@@ -6,9 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use herald_wire::backoff::Backoff;
 
 use crate::{
-    backoff::Backoff,
     delivery::{Channel, DeliveryStatus, DeliveryStore},
     notifications::StatusChange,
     store::StoreError,

@@ -7,9 +7,9 @@ use std::{
 };
 
 use chrono::Utc;
+use herald_wire::backoff::Backoff;
 
 use crate::{
-    backoff::Backoff,
     campaigns::CampaignCounters,
     delivery::{
         Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, Outgoing, PreferenceStore,

@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use chrono::Utc;
+use herald_wire::backoff::Backoff;
 
 use super::job::*;
 use crate::{
-    backoff::Backoff,
     events::{DomainEvent, EventPublisher, ProfilesImported, PublishError},
     imports::{
         ImportFiles, ImportJobStore, ImportQueue, ObjectReader, parsing as import,

@@ -4,9 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use herald_wire::backoff::Backoff;
 
 use crate::{
-    backoff::Backoff,
     events::{DomainEvent, ProfileChanged},
     profiles::{Changes, Profile, ProfilePatch, ProfileStore, StoredProfile},
     store::StoreError,
