@@ -19,7 +19,8 @@ use axum::{body::Bytes, extract::State, http::HeaderMap, response::Response};
 use herald_aws::DynamoCampaignStore;
 use herald_core::{
     campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore, SettleCheck},
-    delivery::{Channel, DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
     notifications::{ChannelMessage, ChannelRecipient, ContentRef, Target},
     segments::MEMBER_SHARDS,
 };

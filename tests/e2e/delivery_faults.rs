@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, rendering::ChannelContent},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore, rendering::ChannelContent},
     notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, Target},
 };
 use herald_e2e::{

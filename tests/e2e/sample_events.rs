@@ -8,7 +8,8 @@
 
 use herald_api::App;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore},
     imports::{ImportJob, ImportJobStore, ImportState, Resume},
     notifications::Delivery,
 };

@@ -10,7 +10,8 @@ use std::{
 
 use chrono::Utc;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
     notifications::Delivery,
     suppressions::{SoftBouncePolicy, memory::MemorySuppressions},
 };

@@ -17,8 +17,9 @@ use aws_smithy_runtime_api::{
 use aws_smithy_types::body::SdkBody;
 use herald_aws::{RequestCounter, request_counter::DYNAMODB_WRITES, senders::SnsSmsSender};
 use herald_core::{
+    channel::Channel,
     delivery::{
-        Channel, DeliveryStatus, DeliveryStore,
+        DeliveryStatus, DeliveryStore,
         memory::*,
         pipeline::{Pipeline, Providers},
         rate_limit::RateLimit,

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod backoff;
 pub mod campaigns;
+pub mod channel;
 pub mod delivery;
 pub mod events;
 pub mod imports;

@@ -12,7 +12,7 @@ use herald_core::{
         dispatcher::{DispatchOutcome, Dispatcher},
         memory::{MemoryCampaigns, MemoryQueues},
     },
-    delivery::Channel,
+    channel::Channel,
     profiles::{Profile, ProfileStore, memory::MemoryProfiles},
     segments::{MEMBER_SHARDS, MembershipStore, memory::MemoryMemberships},
 };

@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, memory::MemoryDeliveries},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore, memory::MemoryDeliveries},
     notifications::Delivery,
     suppressions::{SuppressionReason, SuppressionStore, memory::MemorySuppressions},
 };

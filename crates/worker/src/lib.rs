@@ -16,8 +16,9 @@ use herald_aws::{
 use herald_core::{
     backoff::Backoff,
     campaigns::{CampaignCounters, CampaignState, CampaignStore},
+    channel::Channel,
     delivery::{
-        Channel, ChannelQueues, Sender,
+        ChannelQueues, Sender,
         pipeline::{Pipeline, Providers, RECORDING_MARGIN, Tracking, campaign_counts, retry_job},
         rate_limit::RateLimit,
     },

@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use herald_aws::{DynamoDeliveryStore, DynamoPreferenceStore, DynamoTemplateStore, SqsChannelQueues};
 use herald_core::{
     campaigns::memory::MemoryQueues,
+    channel::Channel,
     delivery::{
-        Channel, ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, ListedDelivery, NewDelivery,
+        ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, ListedDelivery, NewDelivery,
         PreferenceStore, RateLimitClaim, TemplateStore,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         preferences::Preferences,

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::{
 };
 use herald_core::{
     backoff::Backoff,
-    delivery::Channel,
+    channel::Channel,
     store::StoreError,
     suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
 };

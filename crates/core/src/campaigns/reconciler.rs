@@ -176,7 +176,8 @@ mod tests {
             Campaign,
             memory::{MemoryCampaigns, MemoryQueues},
         },
-        delivery::{Channel, ClaimRequest, NewDelivery, memory::MemoryDeliveries},
+        channel::Channel,
+        delivery::{ClaimRequest, NewDelivery, memory::MemoryDeliveries},
         notifications::StatusChange,
     };
 

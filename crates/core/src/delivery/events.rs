@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     activity::ActivityEvent,
-    delivery::{Channel, DeliveryStatus},
+    channel::Channel,
+    delivery::DeliveryStatus,
     events::{Outbox, OutboxWrite, StoredEvent, detail_type},
     notifications::Delivery,
 };

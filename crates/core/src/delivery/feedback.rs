@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     backoff::Backoff,
-    delivery::{Channel, DeliveryStatus, DeliveryStore},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore},
     notifications::StatusChange,
     store::StoreError,
     suppressions::{SoftBouncePolicy, Suppression, SuppressionReason, SuppressionStore},

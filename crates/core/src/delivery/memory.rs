@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    channel::Channel,
     delivery::{
-        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, TemplateStore,
-        preferences::Preferences, rendering::ChannelContent, templates::StoredTemplate,
+        Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, TemplateStore, preferences::Preferences,
+        rendering::ChannelContent, templates::StoredTemplate,
     },
     notifications::{Delivery, StatusChange},
     store::StoreError,

@@ -11,9 +11,10 @@ use chrono::Utc;
 use crate::{
     backoff::Backoff,
     campaigns::CampaignCounters,
+    channel::Channel,
     delivery::{
-        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, Outgoing, PreferenceStore,
-        RateLimitClaim, SendError, Sender, TemplateStore,
+        Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, Outgoing, PreferenceStore, RateLimitClaim,
+        SendError, Sender, TemplateStore,
         failover::{CircuitBreaker, Provider},
         rate_limit::RateLimit,
         rendering,

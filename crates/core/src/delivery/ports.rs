@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    channel::Channel,
     delivery::{
-        Channel, DeliveryStatus,
+        DeliveryStatus,
         preferences::Preferences,
         rate_limit::WindowKey,
         rendering::{ChannelContent, Rendered},

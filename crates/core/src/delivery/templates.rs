@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    delivery::{Channel, rendering::ChannelContent},
-    notifications::check_content,
-    validation::ValidationErrors,
+    channel::Channel, delivery::rendering::ChannelContent, notifications::check_content, validation::ValidationErrors,
 };
 
 /// The body of `PUT /v1/templates/{id}`.

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    delivery::{Channel, DeliveryStatus, delivery_id, rendering, rendering::ChannelContent},
+    channel::Channel,
+    delivery::{DeliveryStatus, delivery_id, rendering, rendering::ChannelContent},
     profiles::{DeviceToken, Profile},
     validation,
     validation::ValidationErrors,

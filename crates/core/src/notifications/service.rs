@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use chrono::Utc;
 
 use crate::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, TemplateStore},
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore, TemplateStore},
     events::{DomainEvent, EventPublisher, PublishError},
     notifications::{
         ChannelMessage, ChannelRecipient, ContentRef, Delivery, KeyClaim, NotificationRequest, NotificationStore,
