@@ -20,8 +20,10 @@ use herald_aws::DynamoCampaignStore;
 use herald_core::{
     campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore, SettleCheck},
     channel::Channel,
-    delivery::{DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Target},
+    delivery::{
+        ChannelMessage, ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Target, delivery_id,
+        rendering::ChannelContent,
+    },
     segments::MEMBER_SHARDS,
 };
 use herald_e2e::{Api, aws_endpoint, deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_status};

@@ -22,8 +22,7 @@ use herald_core::{
         dispatcher::{DispatchOutcome, Dispatcher},
     },
     channel::Channel,
-    delivery::ChannelQueues,
-    notifications::ChannelMessage,
+    delivery::{ChannelMessage, ChannelQueues},
     segments::MEMBER_SHARDS,
     store::StoreError,
 };

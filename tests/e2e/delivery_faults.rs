@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use herald_core::{
     channel::Channel,
-    delivery::{DeliveryStatus, DeliveryStore, rendering::ChannelContent},
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, Target},
+    delivery::{
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, Target,
+        rendering::ChannelContent,
+    },
 };
 use herald_e2e::{
     Api, aws_endpoint,

@@ -11,8 +11,7 @@ use std::{
 use chrono::Utc;
 use herald_core::{
     channel::Channel,
-    delivery::{DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
-    notifications::Delivery,
+    delivery::{Delivery, DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
     suppressions::{SoftBouncePolicy, memory::MemorySuppressions},
 };
 use herald_edge::{

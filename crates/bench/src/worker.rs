@@ -19,13 +19,13 @@ use herald_aws::{RequestCounter, request_counter::DYNAMODB_WRITES, senders::SnsS
 use herald_core::{
     channel::Channel,
     delivery::{
-        DeliveryStatus, DeliveryStore,
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, Target,
         memory::*,
         pipeline::{Pipeline, Providers},
         rate_limit::RateLimit,
         rendering::ChannelContent,
     },
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, RECIPIENTS_PER_MESSAGE, Target},
+    notifications::RECIPIENTS_PER_MESSAGE,
 };
 use serde_json::{Value, json};
 

@@ -3,8 +3,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use herald_core::{
     channel::Channel,
-    delivery::{DeliveryStatus, DeliveryStore, memory::MemoryDeliveries},
-    notifications::Delivery,
+    delivery::{Delivery, DeliveryStatus, DeliveryStore, memory::MemoryDeliveries},
     suppressions::{SuppressionReason, SuppressionStore, memory::MemorySuppressions},
 };
 use serde_json::json;
@@ -106,7 +105,7 @@ async fn messages_are_not_started_past_the_deadline_and_come_back() {
 
 /// An SMS delivery, sent, whose SNS message id is `message_id`.
 async fn sms_sent(w: &World, message_id: &str) -> String {
-    use herald_core::notifications::StatusChange;
+    use herald_core::delivery::StatusChange;
     let delivery = Delivery::new("n2", "u2", Channel::Sms, DeliveryStatus::Pending, None, Utc::now());
     w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
     let sent = StatusChange { status: DeliveryStatus::Sent, at: Utc::now(), reason: None };

@@ -12,14 +12,14 @@ use herald_core::{
     campaigns::memory::MemoryQueues,
     channel::Channel,
     delivery::{
-        ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, ListedDelivery, NewDelivery,
-        PreferenceStore, RateLimitClaim, TemplateStore,
+        ChannelMessage, ChannelQueues, ChannelRecipient, Claim, ClaimRequest, ContentRef, Delivery, DeliveryStatus,
+        DeliveryStore, ListedDelivery, NewDelivery, PreferenceStore, RateLimitClaim, StatusChange, Target,
+        TemplateStore,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         preferences::Preferences,
         rate_limit::WindowKey,
         rendering::ChannelContent,
     },
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, StatusChange, Target},
     store::StoreError,
 };
 

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use futures_util::StreamExt as _;
 use herald_core::{
-    backoff::Backoff, channel::Channel, delivery::ChannelQueues, notifications::ChannelMessage, store::StoreError,
+    backoff::Backoff,
+    channel::Channel,
+    delivery::{ChannelMessage, ChannelQueues},
+    store::StoreError,
 };
 
 use crate::sqs::batch::{delay_seconds, entries, pack, send_batch};

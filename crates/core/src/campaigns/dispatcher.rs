@@ -22,8 +22,8 @@ use crate::{
         PageState, SettleCheck, WindowTimes, reconciler::SETTLE_EVERY, time_zone_of,
     },
     channel::Channel,
-    delivery::{ChannelQueues, delivery_id},
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, target_of},
+    delivery::{ChannelMessage, ChannelQueues, ChannelRecipient, ContentRef, delivery_id},
+    notifications::target_of,
     profiles::ProfileStore,
     segments::{
         MEMBER_SHARDS, MembershipStore,

@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     backoff::Backoff,
     channel::Channel,
-    delivery::{DeliveryStatus, DeliveryStore},
-    notifications::StatusChange,
+    delivery::{DeliveryStatus, DeliveryStore, StatusChange},
     store::StoreError,
     suppressions::{SoftBouncePolicy, Suppression, SuppressionReason, SuppressionStore},
 };
@@ -195,7 +194,8 @@ impl FeedbackService {
 mod tests {
     use super::*;
     use crate::{
-        delivery::memory::MemoryDeliveries, notifications::Delivery, suppressions::memory::MemorySuppressions,
+        delivery::{Delivery, memory::MemoryDeliveries},
+        suppressions::memory::MemorySuppressions,
     };
 
     struct World {

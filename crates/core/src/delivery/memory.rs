@@ -15,10 +15,9 @@ use chrono::{DateTime, Utc};
 use crate::{
     channel::Channel,
     delivery::{
-        Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, TemplateStore, preferences::Preferences,
-        rendering::ChannelContent, templates::StoredTemplate,
+        Claim, ClaimRequest, Delivery, DeliveryStatus, DeliveryStore, PreferenceStore, StatusChange, TemplateStore,
+        preferences::Preferences, rendering::ChannelContent, templates::StoredTemplate,
     },
-    notifications::{Delivery, StatusChange},
     store::StoreError,
 };
 

@@ -10,13 +10,12 @@ use chrono::{DateTime, Utc};
 use crate::{
     channel::Channel,
     delivery::{
-        DeliveryStatus,
+        Delivery, DeliveryStatus, StatusChange, Target,
         preferences::Preferences,
         rate_limit::WindowKey,
         rendering::{ChannelContent, Rendered},
         templates::StoredTemplate,
     },
-    notifications::{Delivery, StatusChange, Target},
     store::StoreError,
 };
 
@@ -209,7 +208,7 @@ pub trait ChannelQueues: Send + Sync {
     /// of 10), delivered after `delay` (at most 15 minutes).
     async fn enqueue(
         &self,
-        jobs: &[crate::notifications::ChannelMessage],
+        jobs: &[crate::delivery::ChannelMessage],
         delay: std::time::Duration,
     ) -> Result<(), StoreError>;
 }

@@ -16,7 +16,7 @@ pub struct MemoryBus {
 }
 
 impl MemoryBus {
-    pub fn delivery_jobs(&self) -> Vec<crate::notifications::ChannelMessage> {
+    pub fn delivery_jobs(&self) -> Vec<crate::delivery::ChannelMessage> {
         let published = self.published.lock().unwrap();
         published
             .iter()

@@ -10,7 +10,7 @@ pub mod memory;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{activity::ActivityRecorded, notifications::ChannelMessage, segments::MembershipChange};
+use crate::{activity::ActivityRecorded, delivery::ChannelMessage, segments::MembershipChange};
 
 /// The `source` of every event Herald publishes.
 pub const SOURCE: &str = "herald";

@@ -7,11 +7,10 @@ use chrono::Utc;
 
 use crate::{
     channel::Channel,
-    delivery::{DeliveryStatus, DeliveryStore, TemplateStore},
+    delivery::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, TemplateStore},
     events::{DomainEvent, EventPublisher, PublishError},
     notifications::{
-        ChannelMessage, ChannelRecipient, ContentRef, Delivery, KeyClaim, NotificationRequest, NotificationStore,
-        RECIPIENTS_PER_MESSAGE, Recipient, Reservation, target_of,
+        KeyClaim, NotificationRequest, NotificationStore, RECIPIENTS_PER_MESSAGE, Recipient, Reservation, target_of,
     },
     profiles::ProfileStore,
     store::StoreError,
@@ -111,8 +110,7 @@ impl NotificationService {
             .collect();
         let mut seen = std::collections::HashSet::new();
         for (recipient, profile) in recipients.into_iter().zip(profiles) {
-            let planned: Vec<(String, Option<String>, Channel, Option<crate::notifications::Target>)> = match recipient
-            {
+            let planned: Vec<(String, Option<String>, Channel, Option<crate::delivery::Target>)> = match recipient {
                 Recipient::Direct { key, target, channel } => vec![(key, None, channel, Some(target))],
                 Recipient::User(user_id) => request
                     .channels
