@@ -28,14 +28,14 @@ use herald_aws::{
     DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
 };
 use herald_core::{
-    activity::MAX_BATCH_BYTES,
+    activity::{ActivityService, MAX_BATCH_BYTES},
     campaigns::CampaignService,
     delivery::{DeliveryStore, PreferenceStore, TemplateStore},
     imports::ImportJobStore,
     keys::ApiKeyStore,
     notifications::NotificationService,
     profiles::ProfileService,
-    segments::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
+    segments::{DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
     signing::{
         KeyRing, KeyRingStore,
         webhook::{PublicKey, WebhookSigner},

@@ -7,7 +7,7 @@ use std::{
 };
 
 use herald_core::{
-    activity::memory::MemoryActivity,
+    activity::{ActivityService, memory::MemoryActivity},
     campaigns::{
         CampaignService,
         memory::{MemoryCampaigns, MemoryQueues},
@@ -19,7 +19,7 @@ use herald_core::{
     notifications::{NotificationService, memory::MemoryNotifications},
     profiles::{ProfileService, memory::MemoryProfiles},
     segments::{
-        ActivityService, SegmentService,
+        SegmentService,
         memory::{MemoryMemberships, MemorySegments},
     },
     store::StoreError,

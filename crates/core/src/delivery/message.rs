@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{channel::Channel, delivery::rendering::ChannelContent, profiles::DeviceToken};
+use crate::{channel::Channel, delivery::rendering::ChannelContent, events::StoredEvent, profiles::DeviceToken};
 
 /// Where one delivery goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +95,14 @@ impl ChannelMessage {
     /// The EventBridge `detail-type` that routes this job to its channel's queue.
     pub fn detail_type(&self) -> String {
         format!("{}{}", crate::events::detail_type::NOTIFICATION_PREFIX, self.channel)
+    }
+
+    /// The job as the bus carries it, its `detail-type` and JSON `detail`.
+    pub fn event(&self) -> StoredEvent {
+        StoredEvent {
+            detail_type: self.detail_type(),
+            detail: serde_json::to_string(self).expect("domain events serialize"),
+        }
     }
 }
 

@@ -163,7 +163,10 @@ impl NotificationService {
                     attempt: 0,
                     transactional: request.transactional,
                 };
-                message.pack(&recipients, RECIPIENTS_PER_MESSAGE).into_iter().map(DomainEvent::ChannelMessage)
+                message
+                    .pack(&recipients, RECIPIENTS_PER_MESSAGE)
+                    .into_iter()
+                    .map(|job| DomainEvent::Stored(job.event()))
             })
             .collect();
         self.events.publish(&events).await?;
