@@ -16,6 +16,7 @@ use crate::{
         rendering::{ChannelContent, Rendered},
         templates::StoredTemplate,
     },
+    profiles::{ProfileError, ProfileService},
     store::StoreError,
 };
 
@@ -174,6 +175,18 @@ pub enum SendError {
 #[async_trait]
 pub trait DisabledDevices: Send + Sync {
     async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError>;
+}
+
+/// A gone device token leaves its user's profile.
+#[async_trait::async_trait]
+impl DisabledDevices for ProfileService {
+    async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError> {
+        match self.remove_device_token(user_id, token).await {
+            Ok(_) | Err(ProfileError::NotFound) => Ok(()),
+            Err(ProfileError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Transient(e.to_string())),
+        }
+    }
 }
 
 /// One message on its way to a provider.
