@@ -22,8 +22,7 @@ use crate::{
         PageState, SettleCheck, WindowTimes, reconciler::SETTLE_EVERY, time_zone_of,
     },
     channel::Channel,
-    delivery::{ChannelMessage, ChannelQueues, ChannelRecipient, ContentRef, delivery_id},
-    notifications::target_of,
+    delivery::{ChannelMessage, ChannelQueues, ChannelRecipient, ContentRef, delivery_id, target_of},
     profiles::ProfileStore,
     segments::{
         MEMBER_SHARDS, MembershipStore,

@@ -4,7 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{channel::Channel, delivery::rendering::ChannelContent, events::StoredEvent, profiles::DeviceToken};
+use crate::{
+    channel::Channel,
+    delivery::rendering::ChannelContent,
+    events::StoredEvent,
+    profiles::{DeviceToken, Profile},
+};
 
 /// Where one delivery goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +19,20 @@ pub enum Target {
     Phone(String),
     Devices(Vec<DeviceToken>),
     Webhooks(Vec<String>),
+}
+
+/// Where a user's profile sends `channel`, if anywhere.
+pub fn target_of(profile: &Profile, channel: Channel) -> Option<Target> {
+    match channel {
+        Channel::Email => profile.email.clone().map(Target::Email),
+        Channel::Sms => profile.phone.clone().map(Target::Phone),
+        Channel::Push => (!profile.device_tokens.is_empty()).then(|| Target::Devices(profile.device_tokens.clone())),
+        Channel::Webhook => {
+            let urls: Vec<String> =
+                profile.external_channels.iter().filter(|c| c.enabled).map(|c| c.url.clone()).collect();
+            (!urls.is_empty()).then_some(Target::Webhooks(urls))
+        }
+    }
 }
 
 /// What a delivery sends: a stored template's version, or inline content.
@@ -162,5 +181,27 @@ mod tests {
             "content": {"template": {"template_id": "t", "version": 1}}, "recipients": []});
         let message: ChannelMessage = serde_json::from_value(queued).unwrap();
         assert!(!message.transactional);
+    }
+
+    #[test]
+    fn profiles_give_each_channel_its_target() {
+        let mut p = Profile::new("u1");
+        p.email = Some("a@example.com".into());
+        p.external_channels = vec![
+            crate::profiles::ExternalChannel {
+                platform: "slack".into(),
+                url: "https://h.example/1".into(),
+                enabled: true,
+            },
+            crate::profiles::ExternalChannel {
+                platform: "slack".into(),
+                url: "https://h.example/2".into(),
+                enabled: false,
+            },
+        ];
+        assert_eq!(target_of(&p, Channel::Email), Some(Target::Email("a@example.com".into())));
+        assert_eq!(target_of(&p, Channel::Sms), None);
+        assert_eq!(target_of(&p, Channel::Push), None);
+        assert_eq!(target_of(&p, Channel::Webhook), Some(Target::Webhooks(vec!["https://h.example/1".into()])));
     }
 }

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     channel::Channel,
     delivery::{Target, rendering::ChannelContent, templates::check_content},
-    profiles::Profile,
     validation,
     validation::ValidationErrors,
 };
@@ -148,20 +147,6 @@ impl RecipientInput {
     }
 }
 
-/// Where a user's profile sends `channel`, if anywhere.
-pub fn target_of(profile: &Profile, channel: Channel) -> Option<Target> {
-    match channel {
-        Channel::Email => profile.email.clone().map(Target::Email),
-        Channel::Sms => profile.phone.clone().map(Target::Phone),
-        Channel::Push => (!profile.device_tokens.is_empty()).then(|| Target::Devices(profile.device_tokens.clone())),
-        Channel::Webhook => {
-            let urls: Vec<String> =
-                profile.external_channels.iter().filter(|c| c.enabled).map(|c| c.url.clone()).collect();
-            (!urls.is_empty()).then_some(Target::Webhooks(urls))
-        }
-    }
-}
-
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -260,27 +245,5 @@ mod tests {
         let many: Vec<_> = (0..=MAX_RECIPIENTS).map(|i| json!({"user_id": format!("u{i}")})).collect();
         assert_eq!(faults(json!({"type": "t", "recipients": many, "channels": ["sms"]})), ["recipients"]);
         assert_eq!(faults(json!({"type": "t", "recipients": [], "channels": ["sms"]})), ["recipients"]);
-    }
-
-    #[test]
-    fn profiles_give_each_channel_its_target() {
-        let mut p = Profile::new("u1");
-        p.email = Some("a@example.com".into());
-        p.external_channels = vec![
-            crate::profiles::ExternalChannel {
-                platform: "slack".into(),
-                url: "https://h.example/1".into(),
-                enabled: true,
-            },
-            crate::profiles::ExternalChannel {
-                platform: "slack".into(),
-                url: "https://h.example/2".into(),
-                enabled: false,
-            },
-        ];
-        assert_eq!(target_of(&p, Channel::Email), Some(Target::Email("a@example.com".into())));
-        assert_eq!(target_of(&p, Channel::Sms), None);
-        assert_eq!(target_of(&p, Channel::Push), None);
-        assert_eq!(target_of(&p, Channel::Webhook), Some(Target::Webhooks(vec!["https://h.example/1".into()])));
     }
 }

@@ -7,11 +7,11 @@ use chrono::Utc;
 
 use crate::{
     channel::Channel,
-    delivery::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, TemplateStore},
-    events::{DomainEvent, EventPublisher, PublishError},
-    notifications::{
-        KeyClaim, NotificationRequest, NotificationStore, RECIPIENTS_PER_MESSAGE, Recipient, Reservation, target_of,
+    delivery::{
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, TemplateStore, target_of,
     },
+    events::{DomainEvent, EventPublisher, PublishError},
+    notifications::{KeyClaim, NotificationRequest, NotificationStore, RECIPIENTS_PER_MESSAGE, Recipient, Reservation},
     profiles::ProfileStore,
     store::StoreError,
     validation::ValidationErrors,
