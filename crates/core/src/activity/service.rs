@@ -65,3 +65,16 @@ impl ActivityService {
         Ok(recorded)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_batch_or_a_fatal_store_is_not_worth_a_retry() {
+        assert!(!ActivityError::Invalid(ValidationErrors::single("events", "empty")).is_retryable());
+        assert!(!ActivityError::Store(StoreError::Fatal("gone".into())).is_retryable());
+        assert!(ActivityError::Store(StoreError::Transient("slow".into())).is_retryable());
+        assert!(ActivityError::Publish(PublishError("bus down".into())).is_retryable());
+    }
+}
