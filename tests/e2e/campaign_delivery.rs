@@ -19,8 +19,11 @@ use axum::{body::Bytes, extract::State, http::HeaderMap, response::Response};
 use herald_aws::DynamoCampaignStore;
 use herald_core::{
     campaigns::{Campaign, CampaignCounters, CampaignState, CampaignStore, SettleCheck},
-    delivery::{Channel, DeliveryStatus, DeliveryStore, delivery_id, rendering::ChannelContent},
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Target},
+    channel::Channel,
+    delivery::{
+        ChannelMessage, ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Target, delivery_id,
+        rendering::ChannelContent,
+    },
     segments::MEMBER_SHARDS,
 };
 use herald_e2e::{Api, aws_endpoint, deliveries, sent_by_moto, start_stack, start_stack_with, wait_for_status};

@@ -21,8 +21,8 @@ use herald_core::{
         Campaign, CampaignCounters, CampaignStore, DispatchMessage, DispatchPage, DispatchQueue,
         dispatcher::{DispatchOutcome, Dispatcher},
     },
-    delivery::{Channel, ChannelQueues},
-    notifications::ChannelMessage,
+    channel::Channel,
+    delivery::{ChannelMessage, ChannelQueues},
     segments::MEMBER_SHARDS,
     store::StoreError,
 };

@@ -5,8 +5,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, rendering::ChannelContent},
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, Target},
+    channel::Channel,
+    delivery::{
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, Target,
+        rendering::ChannelContent,
+    },
 };
 use herald_e2e::{
     Api, aws_endpoint,

@@ -9,10 +9,8 @@ use base64::{
 };
 use herald_aws::SecretsManagerKeyRings;
 use herald_core::{
-    delivery::{
-        Channel,
-        tracking::{Action, Token},
-    },
+    channel::Channel,
+    delivery::tracking::{Action, Token},
     keys::Scope,
     signing::{
         KeyRing, KeyRingStore,

@@ -8,9 +8,9 @@
 
 use herald_api::App;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore},
+    channel::Channel,
+    delivery::{Delivery, DeliveryStatus, DeliveryStore},
     imports::{ImportJob, ImportJobStore, ImportState, Resume},
-    notifications::Delivery,
 };
 use herald_e2e::start_stack_with_key;
 use herald_local::{esm::SqsHandler as _, repo_root};
@@ -173,7 +173,7 @@ async fn the_sample_feedback_event_delivers_bounces_and_complains_and_suppresses
 
 #[tokio::test]
 async fn the_sample_sms_delivery_status_event_delivers_one_sms_and_fails_the_other() {
-    use herald_core::notifications::StatusChange;
+    use herald_core::delivery::StatusChange;
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
     let event: serde_json::Value = serde_json::from_str(&read_event("feedback-sns-sms-logs.json")).unwrap();
     let deliveries = herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table)

@@ -49,8 +49,8 @@ async fn the_rule_is_kept_as_json_text_and_the_catalog_revision_in_an_item_of_it
 async fn a_legacy_pending_list_is_read_and_gone_after_the_next_write() {
     use herald_aws::DynamoMembershipStore;
     use herald_core::{
-        events::{DomainEvent, Outbox},
-        segments::{MembershipChange, MembershipStore, MembershipWrite},
+        events::{DomainEvent, MembershipChange, Outbox},
+        segments::{MembershipStore, MembershipWrite},
     };
 
     let clients = clients(&RequestCounter::default()).await;

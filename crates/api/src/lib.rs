@@ -29,13 +29,14 @@ use herald_aws::{
     DynamoSuppressionStore, DynamoTemplateStore, EventBridgePublisher, SecretsManagerKeyRings, SqsDispatchQueue,
 };
 use herald_core::{
+    activity::ActivityService,
     campaigns::CampaignService,
     delivery::{DeliveryStore, PreferenceStore, TemplateStore},
     imports::ImportJobStore,
     keys::ApiKeyStore,
     notifications::NotificationService,
     profiles::ProfileService,
-    segments::{ActivityService, DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
+    segments::{DEFAULT_BACKFILL_PARTS, SegmentService, SegmentStore},
     signing::{
         KeyRing, KeyRingStore,
         webhook::{PublicKey, WebhookSigner},
@@ -56,7 +57,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 // recipient's target from one profile, so a channel message of one recipient always fits
 // the queue (ChannelMessage::pack never makes a message it cannot send).
 const _: () =
-    assert!(MAX_BODY_BYTES + herald_core::profiles::MAX_PROFILE_BYTES < herald_core::notifications::MAX_MESSAGE_BYTES);
+    assert!(MAX_BODY_BYTES + herald_core::profiles::MAX_PROFILE_BYTES < herald_core::delivery::MAX_MESSAGE_BYTES);
 
 /// The largest body of `POST /v1/events`: a batch of behaviour events.
 pub const MAX_EVENTS_BODY_BYTES: usize = MAX_BATCH_BYTES;

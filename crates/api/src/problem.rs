@@ -5,6 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use herald_core::{
+    activity::ActivityError,
     campaigns::CampaignError,
     notifications::NotificationError,
     profiles::ProfileError,
@@ -207,6 +208,18 @@ impl From<SegmentError> for Problem {
             SegmentError::NotFound => Problem::not_found("No such segment"),
             SegmentError::Conflict(detail) => Problem::conflict(detail),
             SegmentError::Store(_) | SegmentError::Publish(_) => {
+                tracing::error!(error = %e, "backing service failed");
+                Problem::unavailable()
+            }
+        }
+    }
+}
+
+impl From<ActivityError> for Problem {
+    fn from(e: ActivityError) -> Self {
+        match e {
+            ActivityError::Invalid(errors) => Problem::invalid(errors.0),
+            ActivityError::Store(_) | ActivityError::Publish(_) => {
                 tracing::error!(error = %e, "backing service failed");
                 Problem::unavailable()
             }

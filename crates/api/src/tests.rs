@@ -7,7 +7,7 @@ use std::{
 };
 
 use herald_core::{
-    activity::memory::MemoryActivity,
+    activity::{ActivityService, memory::MemoryActivity},
     campaigns::{
         CampaignService,
         memory::{MemoryCampaigns, MemoryQueues},
@@ -19,7 +19,7 @@ use herald_core::{
     notifications::{NotificationService, memory::MemoryNotifications},
     profiles::{ProfileService, memory::MemoryProfiles},
     segments::{
-        ActivityService, SegmentService,
+        SegmentService,
         memory::{MemoryMemberships, MemorySegments},
     },
     store::StoreError,
@@ -468,9 +468,9 @@ async fn a_click_link_to_a_url_with_a_control_character_is_refused() {
 }
 
 fn unsubscribe_link() -> String {
-    use herald_core::delivery::{
-        Channel,
-        tracking::{Action, Token},
+    use herald_core::{
+        channel::Channel,
+        delivery::tracking::{Action, Token},
     };
     let action =
         Action::Unsubscribe { user_id: "ana".into(), notification_type: "news".into(), channel: Channel::Email };
@@ -527,9 +527,9 @@ fn forged_unsubscribe(kid: &str, sign: impl FnOnce(&str) -> Vec<u8>) -> String {
 #[tokio::test]
 async fn a_tracking_token_minted_with_anything_of_the_webhook_keys_is_refused_and_changes_nothing() {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
-    use herald_core::delivery::{
-        Channel,
-        tracking::{Action, Token},
+    use herald_core::{
+        channel::Channel,
+        delivery::tracking::{Action, Token},
     };
     use hmac::{Hmac, Mac};
     let app = app(&[]);

@@ -19,7 +19,7 @@ use herald_core::{
         dispatcher::Dispatcher,
         memory::{MemoryCampaigns, MemoryQueues},
     },
-    delivery::Channel,
+    channel::Channel,
     profiles::{Profile, ProfileStore, StoredProfile},
     segments::{MEMBER_SHARDS, MembersPage, MembershipStore, MembershipWrite, UserSegments, shard_of},
     store::StoreError,

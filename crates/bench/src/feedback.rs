@@ -10,8 +10,8 @@ use std::{
 
 use chrono::Utc;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
-    notifications::Delivery,
+    channel::Channel,
+    delivery::{Delivery, DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
     suppressions::{SoftBouncePolicy, memory::MemorySuppressions},
 };
 use herald_edge::{

@@ -17,14 +17,15 @@ use aws_smithy_runtime_api::{
 use aws_smithy_types::body::SdkBody;
 use herald_aws::{RequestCounter, request_counter::DYNAMODB_WRITES, senders::SnsSmsSender};
 use herald_core::{
+    channel::Channel,
     delivery::{
-        Channel, DeliveryStatus, DeliveryStore,
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, Target,
         memory::*,
         pipeline::{Pipeline, Providers},
         rate_limit::RateLimit,
         rendering::ChannelContent,
     },
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, RECIPIENTS_PER_MESSAGE, Target},
+    notifications::RECIPIENTS_PER_MESSAGE,
 };
 use serde_json::{Value, json};
 

@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod campaigns;
+pub mod channel;
 pub mod delivery;
 pub mod events;
 pub mod imports;

@@ -7,7 +7,7 @@
 //! document per invocation (no API calls); services that count what only they see (the
 //! importer's rows) record through [`Metrics`].
 
-use crate::delivery::Channel;
+use crate::channel::Channel;
 
 /// A metric: its name in CloudWatch and its unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -12,7 +12,7 @@ use herald_core::{
         dispatcher::{DispatchOutcome, Dispatcher},
         memory::{MemoryCampaigns, MemoryQueues},
     },
-    delivery::Channel,
+    channel::Channel,
     profiles::{Profile, ProfileStore, memory::MemoryProfiles},
     segments::{MEMBER_SHARDS, MembershipStore, memory::MemoryMemberships},
 };
@@ -116,7 +116,7 @@ async fn jobs_carry_the_campaign_its_template_version_and_up_to_50_recipients() 
     let jobs = w.queues.jobs.lock().unwrap();
     assert!(jobs.iter().all(|j| j.recipients.len() <= 50 && j.campaign_id.as_deref() == Some("c_1")));
     assert!(jobs.iter().all(|j| matches!(&j.content,
-        herald_core::notifications::ContentRef::Template { template_id, version: 3 } if template_id == "launch")));
+        herald_core::delivery::ContentRef::Template { template_id, version: 3 } if template_id == "launch")));
     assert!(jobs.iter().all(|j| j.channel == Channel::Email));
 }
 

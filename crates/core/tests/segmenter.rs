@@ -17,11 +17,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_core::{
     activity::{Activity, ActivityEvent, ActivityStore, memory::MemoryActivity},
-    events::{DomainEvent, SegmentTask, memory::MemoryBus},
+    events::{DomainEvent, MembershipChange, SegmentTask, memory::MemoryBus},
     profiles::{Profile, ProfileStore, StoredProfile, memory::MemoryProfiles},
     segments::{
-        Change, Evaluated, MAX_ROWS_PER_WRITE, MembersPage, MembershipChange, MembershipStore, MembershipWrite,
-        PageOutcome, SegmentInput, SegmentKind, SegmentService, SegmentState, Segmenter, UserSegments, Work,
+        Change, Evaluated, MAX_ROWS_PER_WRITE, MembersPage, MembershipStore, MembershipWrite, PageOutcome,
+        SegmentInput, SegmentKind, SegmentService, SegmentState, Segmenter, UserSegments, Work,
         memory::{MemoryMemberships, MemorySegments},
         rules::{Rule, Subject},
     },

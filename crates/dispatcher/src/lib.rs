@@ -15,7 +15,7 @@ use herald_core::{
         dispatcher::{DispatchOutcome, Dispatcher},
         reconciler::Reconciler,
     },
-    delivery::Channel,
+    channel::Channel,
 };
 use herald_edge::{
     config::{ConfigError, Env},

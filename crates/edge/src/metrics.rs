@@ -226,7 +226,7 @@ fn documents(
 
 #[cfg(test)]
 mod tests {
-    use herald_core::delivery::Channel;
+    use herald_core::channel::Channel;
 
     use super::*;
 

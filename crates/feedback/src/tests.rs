@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use herald_core::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, memory::MemoryDeliveries},
-    notifications::Delivery,
+    channel::Channel,
+    delivery::{Delivery, DeliveryStatus, DeliveryStore, memory::MemoryDeliveries},
     suppressions::{SuppressionReason, SuppressionStore, memory::MemorySuppressions},
 };
 use serde_json::json;
@@ -105,7 +105,7 @@ async fn messages_are_not_started_past_the_deadline_and_come_back() {
 
 /// An SMS delivery, sent, whose SNS message id is `message_id`.
 async fn sms_sent(w: &World, message_id: &str) -> String {
-    use herald_core::notifications::StatusChange;
+    use herald_core::delivery::StatusChange;
     let delivery = Delivery::new("n2", "u2", Channel::Sms, DeliveryStatus::Pending, None, Utc::now());
     w.deliveries.create(std::slice::from_ref(&delivery)).await.unwrap();
     let sent = StatusChange { status: DeliveryStatus::Sent, at: Utc::now(), reason: None };

@@ -31,7 +31,7 @@ use std::{
 use herald_api::{App, Config};
 use herald_aws::{Clients, DynamoApiKeyStore};
 use herald_core::{
-    delivery::Channel,
+    channel::Channel,
     keys,
     keys::{ApiKeyStore, Scope},
 };

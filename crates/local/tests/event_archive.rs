@@ -6,7 +6,10 @@
 use std::{collections::BTreeSet, path::Path};
 
 use chrono::Utc;
-use herald_core::delivery::{Channel, DeliveryStatus, events::DeliveryStatusChanged};
+use herald_core::{
+    channel::Channel,
+    delivery::{DeliveryStatus, events::DeliveryStatusChanged},
+};
 use serde_norway::Value;
 
 fn table() -> Value {

@@ -15,9 +15,9 @@ use herald_aws::{
     SqsSegmenterQueue,
 };
 use herald_core::{
-    activity::{ActivityEvent, ActivityRecorded, ActivityStore},
+    activity::{ActivityEvent, ActivityStore},
     delivery::{self, events::DeliveryStatusChanged},
-    events::{ProfileChanged, ProfilesImported, detail_type},
+    events::{ActivityRecorded, ProfileChanged, ProfilesImported, detail_type},
     segments::{Change, DEFAULT_BACKFILL_PARTS, HandedOn, Segmenter, SegmenterQueue, Work},
 };
 use herald_edge::{

@@ -15,12 +15,12 @@ use herald_aws::{
 };
 use herald_core::{
     campaigns::{CampaignCounters, CampaignState, CampaignStore},
+    channel::Channel,
     delivery::{
-        Channel, ChannelQueues, Sender,
+        ChannelMessage, ChannelQueues, Sender,
         pipeline::{Pipeline, Providers, RECORDING_MARGIN, Tracking, campaign_counts, retry_job},
         rate_limit::RateLimit,
     },
-    notifications::ChannelMessage,
     profiles::ProfileService,
     signing::{KeyRing, KeyRingStore, webhook::WebhookSigner},
 };

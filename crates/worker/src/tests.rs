@@ -8,11 +8,10 @@ use herald_core::{
         memory::{MemoryCampaigns, MemoryQueues},
     },
     delivery::{
-        DeliveryStatus, DeliveryStore, Outgoing, SendError, delivery_id,
+        ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Outgoing, SendError, Target, delivery_id,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         rendering::ChannelContent,
     },
-    notifications::{ChannelRecipient, ContentRef, Target},
     store::StoreError,
 };
 use herald_edge::sqs::{SqsBatchResponse, SqsEvent};
@@ -280,7 +279,7 @@ async fn recipients_of_notifications_are_queued_again_too() {
     let w = world();
     let mut job = campaign_job("n1", &["0001"]);
     job.campaign_id = None;
-    let d = herald_core::notifications::Delivery::new(
+    let d = herald_core::delivery::Delivery::new(
         "n1",
         "0001",
         Channel::Sms,

@@ -12,7 +12,7 @@ use herald_core::{
         SettleCheck, ShardCursor, ShardProgress,
         memory::{MemoryCampaigns, MemoryQueues},
     },
-    delivery::Channel,
+    channel::Channel,
     segments::MEMBER_SHARDS,
     store::StoreError,
 };

@@ -10,15 +10,16 @@ use chrono::{DateTime, Utc};
 use herald_aws::{DynamoDeliveryStore, DynamoPreferenceStore, DynamoTemplateStore, SqsChannelQueues};
 use herald_core::{
     campaigns::memory::MemoryQueues,
+    channel::Channel,
     delivery::{
-        Channel, ChannelQueues, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, ListedDelivery, NewDelivery,
-        PreferenceStore, RateLimitClaim, TemplateStore,
+        ChannelMessage, ChannelQueues, ChannelRecipient, Claim, ClaimRequest, ContentRef, Delivery, DeliveryStatus,
+        DeliveryStore, ListedDelivery, NewDelivery, PreferenceStore, RateLimitClaim, StatusChange, Target,
+        TemplateStore,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         preferences::Preferences,
         rate_limit::WindowKey,
         rendering::ChannelContent,
     },
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, Delivery, StatusChange, Target},
     store::StoreError,
 };
 

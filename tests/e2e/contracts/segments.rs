@@ -10,11 +10,11 @@ use chrono::Utc;
 use herald_aws::{DynamoActivityStore, DynamoMembershipStore, DynamoProfileStore, DynamoSegmentStore};
 use herald_core::{
     activity::{ActivityEvent, ActivityStore, memory::MemoryActivity},
-    events::memory::MemoryBus,
+    events::{MembershipChange, memory::MemoryBus},
     profiles::{Profile, ProfileStore, memory::MemoryProfiles},
     segments::{
-        Backfill, BackfillProgress, Evaluated, MEMBER_SHARDS, MembershipChange, MembershipStore, MembershipWrite,
-        Segment, SegmentKind, SegmentState, SegmentStore,
+        Backfill, BackfillProgress, Evaluated, MEMBER_SHARDS, MembershipStore, MembershipWrite, Segment, SegmentKind,
+        SegmentState, SegmentStore,
         memory::{MemoryMemberships, MemorySegments},
         shard_of,
     },

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use herald_aws::DynamoSuppressionStore;
 use herald_core::{
-    delivery::Channel,
+    channel::Channel,
     suppressions::{
         SoftBouncePolicy, Suppression, SuppressionReason, SuppressionStore, address_hash, memory::MemorySuppressions,
     },

@@ -10,7 +10,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use herald_core::{
     campaigns::{Campaign, CampaignCounters, CampaignRequest, CampaignState, LocalWindow},
-    delivery::Channel,
+    channel::Channel,
     keys::Scope,
     segments::MEMBER_SHARDS,
 };

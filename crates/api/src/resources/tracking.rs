@@ -10,11 +10,10 @@ use axum::{
 use herald_core::{
     campaigns::CampaignCounters,
     delivery::{
-        DeliveryStatus,
+        DeliveryStatus, StatusChange,
         preferences::update,
         tracking::{Action, Token, redirect_target},
     },
-    notifications::StatusChange,
     validation::ValidationErrors,
 };
 

@@ -17,8 +17,10 @@ use aws_sdk_dynamodb::{
 };
 use chrono::{DateTime, Utc};
 use herald_core::{
-    delivery::{Claim, ClaimRequest, DeliveryPage, DeliveryStatus, DeliveryStore, ListedDelivery, RateLimitClaim},
-    notifications::{Delivery, StatusChange},
+    delivery::{
+        Claim, ClaimRequest, Delivery, DeliveryPage, DeliveryStatus, DeliveryStore, ListedDelivery, RateLimitClaim,
+        StatusChange,
+    },
     store::StoreError,
 };
 use herald_wire::backoff::Backoff;

@@ -26,8 +26,8 @@ use aws_sdk_dynamodb::{
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use herald_core::{
-    events::DomainEvent,
-    segments::{MembersPage, MembershipChange, MembershipStore, MembershipWrite, USER_RECORDS, UserSegments, shard_of},
+    events::{DomainEvent, MembershipChange},
+    segments::{MembersPage, MembershipStore, MembershipWrite, USER_RECORDS, UserSegments, shard_of},
     store::StoreError,
 };
 use herald_wire::backoff::Backoff;

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, ReturnValue},
 };
 use herald_core::{
-    delivery::Channel,
+    channel::Channel,
     store::StoreError,
     suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
 };

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use chrono::Utc;
 use herald_core::{
-    delivery::{Channel, TemplateStore, rendering::ChannelContent, templates::StoredTemplate},
+    channel::Channel,
+    delivery::{TemplateStore, rendering::ChannelContent, templates::StoredTemplate},
     store::StoreError,
 };
 

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use herald_core::delivery::{
-    Channel,
-    feedback::{Feedback, FeedbackKind},
+use herald_core::{
+    channel::Channel,
+    delivery::feedback::{Feedback, FeedbackKind},
 };
 use serde::Deserialize;
 

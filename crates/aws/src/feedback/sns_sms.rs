@@ -9,9 +9,9 @@
 //! provider responses, as a word.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use herald_core::delivery::{
-    Channel,
-    feedback::{FeedbackKind, Receipt},
+use herald_core::{
+    channel::Channel,
+    delivery::feedback::{FeedbackKind, Receipt},
 };
 use serde::Deserialize;
 

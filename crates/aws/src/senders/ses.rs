@@ -2,10 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag};
-use herald_core::{
-    delivery::{Outgoing, SendError, Sender},
-    notifications::Target,
-};
+use herald_core::delivery::{Outgoing, SendError, Sender, Target};
 
 use super::{classify, provider_name};
 use crate::feedback::ses::DELIVERY_TAG;

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_core::{
-    delivery::{DisabledDevices, Outgoing, SendError, Sender},
-    notifications::Target,
+    delivery::{DisabledDevices, Outgoing, SendError, Sender, Target},
     profiles::{DeviceToken, Platform},
 };
 

@@ -1,10 +1,7 @@
 //! SMS through SNS.
 
 use async_trait::async_trait;
-use herald_core::{
-    delivery::{Outgoing, SendError, Sender},
-    notifications::Target,
-};
+use herald_core::delivery::{Outgoing, SendError, Sender, Target};
 
 use super::{classify, provider_name};
 

@@ -17,8 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    delivery::{Outgoing, SendError, Sender},
-    notifications::Target,
+    delivery::{Outgoing, SendError, Sender, Target},
     signing::webhook::{SIGNATURE_HEADER, WebhookSigner},
 };
 

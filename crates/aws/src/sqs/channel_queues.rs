@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use futures_util::StreamExt as _;
 use herald_core::{
-    delivery::{Channel, ChannelQueues},
-    notifications::ChannelMessage,
+    channel::Channel,
+    delivery::{ChannelMessage, ChannelQueues},
     store::StoreError,
 };
 use herald_wire::backoff::Backoff;

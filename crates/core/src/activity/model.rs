@@ -176,10 +176,3 @@ impl ActivityQuery {
         (0..self.days).filter_map(|ago| today.checked_sub_days(chrono::Days::new(ago.into()))).collect()
     }
 }
-
-/// Published once per user for each accepted batch: which of their events changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActivityRecorded {
-    pub user_id: String,
-    pub events: BTreeSet<String>,
-}

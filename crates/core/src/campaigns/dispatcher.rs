@@ -21,8 +21,8 @@ use crate::{
         Campaign, CampaignCounters, CampaignState, CampaignStore, DispatchPage, DispatchQueue, MAX_DEFERRED_USERS,
         PageState, SettleCheck, WindowTimes, reconciler::SETTLE_EVERY, time_zone_of,
     },
-    delivery::{Channel, ChannelQueues, delivery_id},
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, target_of},
+    channel::Channel,
+    delivery::{ChannelMessage, ChannelQueues, ChannelRecipient, ContentRef, delivery_id, target_of},
     profiles::ProfileStore,
     segments::{
         MEMBER_SHARDS, MembershipStore,

@@ -196,7 +196,7 @@ const DONE: &str = "\u{0}done";
 /// would have made for them (SendMessageBatch of 10).
 #[derive(Default)]
 pub struct MemoryQueues {
-    pub jobs: Mutex<Vec<crate::notifications::ChannelMessage>>,
+    pub jobs: Mutex<Vec<crate::delivery::ChannelMessage>>,
     pub pages: Mutex<Vec<(crate::campaigns::DispatchPage, std::time::Duration)>>,
     pub checks: Mutex<Vec<(crate::campaigns::SettleCheck, std::time::Duration)>>,
     pub requests: AtomicUsize,
@@ -208,7 +208,7 @@ pub struct MemoryQueues {
 impl crate::delivery::ChannelQueues for MemoryQueues {
     async fn enqueue(
         &self,
-        jobs: &[crate::notifications::ChannelMessage],
+        jobs: &[crate::delivery::ChannelMessage],
         _delay: std::time::Duration,
     ) -> Result<(), StoreError> {
         let mut by_channel = std::collections::BTreeMap::new();

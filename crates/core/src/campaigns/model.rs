@@ -7,7 +7,7 @@ use chrono::{DateTime, Days, LocalResult, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::{delivery::Channel, segments::rules::Rule, validation::ValidationErrors};
+use crate::{channel::Channel, segments::rules::Rule, validation::ValidationErrors};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -176,8 +176,8 @@ mod tests {
             Campaign,
             memory::{MemoryCampaigns, MemoryQueues},
         },
-        delivery::{Channel, ClaimRequest, NewDelivery, memory::MemoryDeliveries},
-        notifications::StatusChange,
+        channel::Channel,
+        delivery::{ClaimRequest, NewDelivery, StatusChange, memory::MemoryDeliveries},
     };
 
     struct World {
@@ -368,7 +368,7 @@ mod tests {
         use DeliveryStatus::*;
         let at = Utc::now();
         let listed = |history: &[DeliveryStatus], final_error: bool| {
-            let mut delivery = crate::notifications::Delivery::new("c_1", "u", Channel::Email, Created, None, at);
+            let mut delivery = crate::delivery::Delivery::new("c_1", "u", Channel::Email, Created, None, at);
             for status in history {
                 delivery.status = *status;
                 delivery.history.push(StatusChange { status: *status, at, reason: None });

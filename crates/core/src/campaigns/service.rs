@@ -201,7 +201,8 @@ mod tests {
             LocalWindow,
             memory::{MemoryCampaigns, MemoryQueues},
         },
-        delivery::{Channel, memory::MemoryTemplates, rendering::ChannelContent},
+        channel::Channel,
+        delivery::{memory::MemoryTemplates, rendering::ChannelContent},
         segments::{Segment, SegmentKind, SegmentState, memory::MemorySegments},
     };
 

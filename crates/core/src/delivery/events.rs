@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     activity::ActivityEvent,
-    delivery::{Channel, DeliveryStatus},
+    channel::Channel,
+    delivery::{Delivery, DeliveryStatus},
     events::{Outbox, OutboxWrite, StoredEvent, detail_type},
-    notifications::Delivery,
 };
 
 /// The version of the event's shape; a change that breaks a consumer gets a new one.
@@ -140,7 +140,7 @@ pub fn write(before: Option<&Delivery>, after: &Delivery) -> OutboxWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notifications::StatusChange;
+    use crate::delivery::StatusChange;
 
     fn delivery(recipient: &str, statuses: &[DeliveryStatus]) -> Delivery {
         let mut delivery = Delivery::new("n1", recipient, Channel::Email, statuses[0], None, Utc::now());

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use herald_wire::backoff::Backoff;
 
 use crate::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore},
-    notifications::StatusChange,
+    channel::Channel,
+    delivery::{DeliveryStatus, DeliveryStore, StatusChange},
     store::StoreError,
     suppressions::{SoftBouncePolicy, Suppression, SuppressionReason, SuppressionStore},
 };
@@ -194,7 +194,8 @@ impl FeedbackService {
 mod tests {
     use super::*;
     use crate::{
-        delivery::memory::MemoryDeliveries, notifications::Delivery, suppressions::memory::MemorySuppressions,
+        delivery::{Delivery, memory::MemoryDeliveries},
+        suppressions::memory::MemorySuppressions,
     };
 
     struct World {

@@ -13,11 +13,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    channel::Channel,
     delivery::{
-        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, PreferenceStore, TemplateStore,
-        preferences::Preferences, rendering::ChannelContent, templates::StoredTemplate,
+        ChannelMessage, Claim, ClaimRequest, Delivery, DeliveryStatus, DeliveryStore, PreferenceStore, StatusChange,
+        TemplateStore, preferences::Preferences, rendering::ChannelContent, templates::StoredTemplate,
     },
-    notifications::{Delivery, StatusChange},
+    events::{DomainEvent, detail_type, memory::MemoryBus},
     store::StoreError,
 };
 
@@ -301,5 +302,26 @@ impl crate::delivery::Sender for ScriptedSender {
         self.contents.lock().unwrap().push(message.content.clone());
         self.list_unsubscribe.lock().unwrap().push(message.list_unsubscribe.map(str::to_owned));
         Ok(format!("{}-{}", self.name, message.delivery_id))
+    }
+}
+
+/// The channel messages published on a bus double, in order (events/ knows them only in
+/// their wire form).
+pub trait DeliveryJobs {
+    fn delivery_jobs(&self) -> Vec<ChannelMessage>;
+}
+
+impl DeliveryJobs for MemoryBus {
+    fn delivery_jobs(&self) -> Vec<ChannelMessage> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(|e| match e {
+                DomainEvent::Stored(e) if e.detail_type.starts_with(detail_type::NOTIFICATION_PREFIX) => {
+                    Some(serde_json::from_str(&e.detail).expect("a channel message"))
+                }
+                _ => None,
+            })
+            .collect()
     }
 }

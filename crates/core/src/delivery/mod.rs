@@ -5,6 +5,7 @@
 pub mod events;
 pub mod failover;
 pub mod feedback;
+mod message;
 mod model;
 pub mod pacing;
 pub mod pipeline;
@@ -15,6 +16,7 @@ pub mod rendering;
 pub mod templates;
 pub mod tracking;
 
+pub use message::*;
 pub use model::*;
 pub use ports::*;
 #[cfg(any(test, feature = "memory"))]

@@ -2,36 +2,11 @@
 //! moves forward. The delivery id is derived from those three, so a retried or redelivered
 //! message always names the same delivery and a conditional write deduplicates it.
 
-use std::fmt;
-
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Email,
-    Sms,
-    Push,
-    Webhook,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
-            Channel::Push => "push",
-            Channel::Webhook => "webhook",
-        }
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::channel::Channel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,6 +118,75 @@ impl DeliveryStatus {
     /// The statuses that may move to `self`.
     pub fn predecessors(self) -> Vec<DeliveryStatus> {
         Self::ALL.into_iter().filter(|s| s.can_become(self)).collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: DeliveryStatus,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One delivery: a (notification, recipient, channel) and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub delivery_id: String,
+    pub notification_id: String,
+    /// The user id, or the direct address key (`email:…`).
+    pub recipient: String,
+    pub channel: Channel,
+    pub status: DeliveryStatus,
+    pub history: Vec<StatusChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+}
+
+impl Delivery {
+    pub fn new(
+        notification_id: &str,
+        recipient: &str,
+        channel: Channel,
+        status: DeliveryStatus,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            delivery_id: delivery_id(notification_id, recipient, channel),
+            notification_id: notification_id.to_owned(),
+            recipient: recipient.to_owned(),
+            channel,
+            status,
+            history: vec![StatusChange { status, at, reason }],
+            provider: None,
+            provider_message_id: None,
+        }
+    }
+
+    /// The delivery as a reader of notifications sees it: a direct webhook URL may carry
+    /// a secret in its path or query (Slack's do), so only its scheme and host are shown.
+    pub fn for_readers(mut self) -> Self {
+        if let Some(url) = self.recipient.strip_prefix(WEBHOOK_KEY) {
+            self.recipient = format!("{WEBHOOK_KEY}{}", origin_of(url));
+        }
+        self
+    }
+}
+
+/// How a direct webhook recipient's key begins (`webhook_url:https://…`).
+const WEBHOOK_KEY: &str = "webhook_url:";
+
+/// `https://host[:port]/…` of a URL, without user, path, query or fragment.
+fn origin_of(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/…", url.scheme(), url.host_str().unwrap_or_default())
+        }
+        Err(_) => "…".into(),
     }
 }
 

@@ -11,16 +11,16 @@ use herald_wire::backoff::Backoff;
 
 use crate::{
     campaigns::CampaignCounters,
+    channel::Channel,
     delivery::{
-        Channel, Claim, ClaimRequest, DeliveryStatus, DeliveryStore, NewDelivery, Outgoing, PreferenceStore,
-        RateLimitClaim, SendError, Sender, TemplateStore,
+        ChannelMessage, ChannelRecipient, Claim, ClaimRequest, ContentRef, DeliveryStatus, DeliveryStore, NewDelivery,
+        Outgoing, PreferenceStore, RateLimitClaim, SendError, Sender, StatusChange, Target, TemplateStore,
         failover::{CircuitBreaker, Provider},
         rate_limit::RateLimit,
         rendering,
         rendering::Rendered,
         tracking::EmailTracking,
     },
-    notifications::{ChannelMessage, ChannelRecipient, ContentRef, StatusChange, Target},
     store::StoreError,
     suppressions::SuppressionStore,
 };
@@ -486,8 +486,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        delivery::{TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
-        notifications::Delivery,
+        delivery::{Delivery, TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
         suppressions::{Suppression, SuppressionReason, SuppressionStore, memory::MemorySuppressions},
     };
 

@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    channel::Channel,
     delivery::{
-        Channel, DeliveryStatus,
+        Delivery, DeliveryStatus, StatusChange, Target,
         preferences::Preferences,
         rate_limit::WindowKey,
         rendering::{ChannelContent, Rendered},
         templates::StoredTemplate,
     },
-    notifications::{Delivery, StatusChange, Target},
+    profiles::{ProfileError, ProfileService},
     store::StoreError,
 };
 
@@ -176,6 +177,18 @@ pub trait DisabledDevices: Send + Sync {
     async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError>;
 }
 
+/// A gone device token leaves its user's profile.
+#[async_trait::async_trait]
+impl DisabledDevices for ProfileService {
+    async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError> {
+        match self.remove_device_token(user_id, token).await {
+            Ok(_) | Err(ProfileError::NotFound) => Ok(()),
+            Err(ProfileError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Transient(e.to_string())),
+        }
+    }
+}
+
 /// One message on its way to a provider.
 #[derive(Clone, Debug)]
 pub struct Outgoing<'a> {
@@ -208,7 +221,7 @@ pub trait ChannelQueues: Send + Sync {
     /// of 10), delivered after `delay` (at most 15 minutes).
     async fn enqueue(
         &self,
-        jobs: &[crate::notifications::ChannelMessage],
+        jobs: &[crate::delivery::ChannelMessage],
         delay: std::time::Duration,
     ) -> Result<(), StoreError>;
 }

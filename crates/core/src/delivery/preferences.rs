@@ -4,11 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    delivery::{Channel, PreferenceStore},
-    store::StoreError,
-    validation::ValidationErrors,
-};
+use crate::{channel::Channel, delivery::PreferenceStore, store::StoreError, validation::ValidationErrors};
 
 /// Attempts of one read-modify-write before a conflict is reported: concurrent writes
 /// to one user's preferences are rare, a handful of retries outlasts them.

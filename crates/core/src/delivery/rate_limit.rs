@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::Channel;
+use crate::channel::Channel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {

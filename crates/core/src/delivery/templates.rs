@@ -8,10 +8,23 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    delivery::{Channel, rendering::ChannelContent},
-    notifications::check_content,
+    channel::Channel,
+    delivery::{rendering, rendering::ChannelContent},
     validation::ValidationErrors,
 };
+
+/// Checks that content parses and has what its channel needs.
+pub fn check_content(channel: Channel, content: &ChannelContent, field: &str, errors: &mut ValidationErrors) {
+    if channel == Channel::Email && content.subject.is_none() {
+        errors.add(format!("{field}.subject"), "email needs a subject");
+    }
+    if content.body.trim().is_empty() {
+        errors.add(format!("{field}.body"), "must not be empty");
+    }
+    if let Err(e) = rendering::check(content) {
+        errors.add(format!("{field}.{}", e.part), e.message);
+    }
+}
 
 /// The body of `PUT /v1/templates/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::{
-    delivery::Channel,
+    channel::Channel,
     signing::{KeyRing, LEGACY_KEY_ID},
 };
 

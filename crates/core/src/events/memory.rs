@@ -15,16 +15,6 @@ pub struct MemoryBus {
     pub fail: bool,
 }
 
-impl MemoryBus {
-    pub fn delivery_jobs(&self) -> Vec<crate::notifications::ChannelMessage> {
-        let published = self.published.lock().unwrap();
-        published
-            .iter()
-            .filter_map(|e| if let DomainEvent::ChannelMessage(j) = e { Some(j.clone()) } else { None })
-            .collect()
-    }
-}
-
 #[async_trait]
 impl EventPublisher for MemoryBus {
     async fn publish(&self, events: &[DomainEvent]) -> Result<(), PublishError> {

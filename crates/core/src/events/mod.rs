@@ -8,9 +8,10 @@ pub use ports::*;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
-use crate::{activity::ActivityRecorded, notifications::ChannelMessage, segments::MembershipChange};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// The `source` of every event Herald publishes.
 pub const SOURCE: &str = "herald";
@@ -66,18 +67,42 @@ impl ProfilesImported {
     pub const DETAIL_TYPE: &str = detail_type::PROFILES_IMPORTED;
 }
 
+/// Published once per user for each accepted batch: which of their events changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityRecorded {
+    pub user_id: String,
+    pub events: BTreeSet<String>,
+}
+
+/// A membership change, published as `segment.entered` or `segment.exited`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub segment_id: String,
+    pub user_id: String,
+    pub entered: bool,
+    /// The user's membership revision this change produced: with the ids, a stable key
+    /// for consumers that must act once (events are delivered at least once).
+    pub revision: u64,
+    pub at: DateTime<Utc>,
+}
+
+impl MembershipChange {
+    pub fn detail_type(&self) -> &'static str {
+        if self.entered { detail_type::SEGMENT_ENTERED } else { detail_type::SEGMENT_EXITED }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DomainEvent {
     ProfileChanged(ProfileChanged),
     ProfilesImported(ProfilesImported),
-    /// Routed by its channel (`notification.email`, …) to that channel's queue.
-    ChannelMessage(ChannelMessage),
     ActivityRecorded(ActivityRecorded),
     /// `segment.entered` or `segment.exited`.
     Membership(MembershipChange),
     /// Work for the segmenter: backfills, cleanups and sweeps.
     SegmentTask(SegmentTask),
-    /// An event read back from an outbox, already in its wire form.
+    /// An event already in its wire form: read back from an outbox, or a channel message
+    /// (`delivery::ChannelMessage::event`), routed by its channel to that channel's queue.
     Stored(StoredEvent),
 }
 
@@ -113,7 +138,6 @@ impl DomainEvent {
         match self {
             DomainEvent::ProfileChanged(_) => detail_type::PROFILE_CHANGED.to_owned(),
             DomainEvent::ProfilesImported(_) => ProfilesImported::DETAIL_TYPE.to_owned(),
-            DomainEvent::ChannelMessage(job) => job.detail_type(),
             DomainEvent::ActivityRecorded(_) => detail_type::ACTIVITY_RECORDED.to_owned(),
             DomainEvent::Membership(change) => change.detail_type().to_owned(),
             DomainEvent::SegmentTask(_) => SegmentTask::DETAIL_TYPE.to_owned(),
@@ -126,7 +150,6 @@ impl DomainEvent {
             DomainEvent::Stored(e) => Ok(e.detail.clone()),
             DomainEvent::ProfileChanged(e) => serde_json::to_string(e),
             DomainEvent::ProfilesImported(e) => serde_json::to_string(e),
-            DomainEvent::ChannelMessage(job) => serde_json::to_string(job),
             DomainEvent::ActivityRecorded(e) => serde_json::to_string(e),
             DomainEvent::Membership(e) => serde_json::to_string(e),
             DomainEvent::SegmentTask(e) => serde_json::to_string(e),

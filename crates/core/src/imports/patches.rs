@@ -18,6 +18,16 @@ pub enum Combine {
     MergeEndpoints,
 }
 
+impl Format {
+    /// How rows of one user in this format fold together in [`UserPatches`].
+    pub fn combine_rule(self) -> Combine {
+        match self {
+            Format::Csv | Format::JsonLines => Combine::LastRowWins,
+            Format::PinpointExport => Combine::MergeEndpoints,
+        }
+    }
+}
+
 /// The rows read since the last flush, one per user, in the order users first appeared.
 /// Bounded by the caller, who writes and [`drain`](UserPatches::drain)s it every so many
 /// users.

@@ -6,12 +6,12 @@ use std::{collections::BTreeMap, sync::Arc};
 use chrono::Utc;
 
 use crate::{
-    delivery::{Channel, DeliveryStatus, DeliveryStore, TemplateStore},
-    events::{DomainEvent, EventPublisher, PublishError},
-    notifications::{
-        ChannelMessage, ChannelRecipient, ContentRef, Delivery, KeyClaim, NotificationRequest, NotificationStore,
-        RECIPIENTS_PER_MESSAGE, Recipient, Reservation, target_of,
+    channel::Channel,
+    delivery::{
+        ChannelMessage, ChannelRecipient, ContentRef, Delivery, DeliveryStatus, DeliveryStore, TemplateStore, target_of,
     },
+    events::{DomainEvent, EventPublisher, PublishError},
+    notifications::{KeyClaim, NotificationRequest, NotificationStore, RECIPIENTS_PER_MESSAGE, Recipient, Reservation},
     profiles::ProfileStore,
     store::StoreError,
     validation::ValidationErrors,
@@ -110,8 +110,7 @@ impl NotificationService {
             .collect();
         let mut seen = std::collections::HashSet::new();
         for (recipient, profile) in recipients.into_iter().zip(profiles) {
-            let planned: Vec<(String, Option<String>, Channel, Option<crate::notifications::Target>)> = match recipient
-            {
+            let planned: Vec<(String, Option<String>, Channel, Option<crate::delivery::Target>)> = match recipient {
                 Recipient::Direct { key, target, channel } => vec![(key, None, channel, Some(target))],
                 Recipient::User(user_id) => request
                     .channels
@@ -164,7 +163,10 @@ impl NotificationService {
                     attempt: 0,
                     transactional: request.transactional,
                 };
-                message.pack(&recipients, RECIPIENTS_PER_MESSAGE).into_iter().map(DomainEvent::ChannelMessage)
+                message
+                    .pack(&recipients, RECIPIENTS_PER_MESSAGE)
+                    .into_iter()
+                    .map(|job| DomainEvent::Stored(job.event()))
             })
             .collect();
         self.events.publish(&events).await?;

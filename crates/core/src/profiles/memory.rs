@@ -10,6 +10,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 
 use crate::{
     events::{DomainEvent, ProfileChanged},
@@ -87,6 +88,13 @@ impl MemoryProfiles {
     }
 }
 
+/// The part of a scan in `parts` that holds a user: a stable hash of the id (the members
+/// shard `segments::shard_of` gives it, of 16), then taken modulo `parts`.
+fn part_of(user_id: &str, parts: u32) -> u32 {
+    let digest = Sha256::digest(user_id.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 16 % parts.max(1)
+}
+
 /// Profiles scanned in user id order, split into parts by a stable hash.
 #[async_trait]
 impl crate::profiles::ProfileScan for MemoryProfiles {
@@ -100,7 +108,7 @@ impl crate::profiles::ProfileScan for MemoryProfiles {
         let records = self.records.lock().unwrap();
         let mut ids: Vec<&String> = records
             .keys()
-            .filter(|id| crate::segments::shard_of(id) % parts.max(1) == part)
+            .filter(|id| part_of(id, parts) == part)
             .filter(|id| cursor.is_none_or(|c| id.as_str() > c))
             .collect();
         ids.sort();

@@ -174,17 +174,6 @@ impl ProfileService {
     }
 }
 
-#[async_trait::async_trait]
-impl crate::delivery::DisabledDevices for ProfileService {
-    async fn device_disabled(&self, user_id: &str, token: &str) -> Result<(), StoreError> {
-        match self.remove_device_token(user_id, token).await {
-            Ok(_) | Err(ProfileError::NotFound) => Ok(()),
-            Err(ProfileError::Store(e)) => Err(e),
-            Err(e) => Err(StoreError::Transient(e.to_string())),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;

@@ -117,7 +117,7 @@ pub struct MemoryMemberships {
 
 impl MemoryMemberships {
     /// The `segment.entered`/`segment.exited` events the writes published, in order.
-    pub fn membership_changes(&self) -> Vec<crate::segments::MembershipChange> {
+    pub fn membership_changes(&self) -> Vec<crate::events::MembershipChange> {
         let published = self.published.lock().unwrap();
         published
             .iter()

@@ -1,5 +1,5 @@
-//! Segments: rules, the catalog of saved segments, the services that save them and record
-//! behaviour, and the segmenter that keeps every user's memberships current.
+//! Segments: rules, the catalog of saved segments, the service that saves them, and the
+//! segmenter that keeps every user's memberships current.
 
 mod model;
 mod ports;

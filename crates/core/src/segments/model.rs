@@ -1,7 +1,6 @@
 //! Segments: saved rules (dynamic) or saved lists of users (static), and the catalog that
 //! tells which segments a change can affect.
 
-use crate::events::detail_type;
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -171,24 +170,6 @@ impl SegmentInput {
             description: self.description,
             definition: definition.expect("no errors means a definition"),
         })
-    }
-}
-
-/// A membership change, published as `segment.entered` or `segment.exited`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipChange {
-    pub segment_id: String,
-    pub user_id: String,
-    pub entered: bool,
-    /// The user's membership revision this change produced: with the ids, a stable key
-    /// for consumers that must act once (events are delivered at least once).
-    pub revision: u64,
-    pub at: DateTime<Utc>,
-}
-
-impl MembershipChange {
-    pub fn detail_type(&self) -> &'static str {
-        if self.entered { detail_type::SEGMENT_ENTERED } else { detail_type::SEGMENT_EXITED }
     }
 }
 

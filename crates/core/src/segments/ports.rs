@@ -59,7 +59,7 @@ pub struct UserSegments {
     pub segments: std::collections::BTreeSet<String>,
     /// Changes a record written before memberships had an outbox still holds unpublished
     /// (its legacy `pending`): the user's next write carries them in its outbox.
-    pub legacy_pending: Vec<crate::segments::MembershipChange>,
+    pub legacy_pending: Vec<crate::events::MembershipChange>,
 }
 
 /// Conditions a backfill's write holds to: the profile and activity it evaluated are
@@ -85,7 +85,7 @@ pub struct MembershipWrite {
     pub exited: Vec<String>,
     /// The changes this write publishes, under its new revision; none: it publishes
     /// nothing.
-    pub outbox: Vec<crate::segments::MembershipChange>,
+    pub outbox: Vec<crate::events::MembershipChange>,
     pub guard: Option<Evaluated>,
 }
 

@@ -14,11 +14,11 @@ use futures_util::{StreamExt, stream};
 use super::service::*;
 use crate::{
     activity::{Activity, ActivityStore},
-    events::{DomainEvent, EventPublisher, SegmentTask},
+    events::{DomainEvent, EventPublisher, MembershipChange, SegmentTask},
     profiles::{ProfileScan, ProfileStore},
     segments::{
-        BackfillProgress, Catalog, Change, Evaluated, MAX_ROWS_PER_WRITE, MembershipChange, MembershipStore,
-        MembershipWrite, SegmentKind, SegmentStore, UserSegments,
+        BackfillProgress, Catalog, Change, Evaluated, MAX_ROWS_PER_WRITE, MembershipStore, MembershipWrite,
+        SegmentKind, SegmentStore, UserSegments,
     },
     store::StoreError,
 };

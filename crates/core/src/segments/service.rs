@@ -1,7 +1,7 @@
-//! The services behind the segment routes: recording behaviour events and saving segments.
+//! The service behind the segment routes: saving segments.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     sync::{Arc, RwLock},
 };
 
@@ -10,8 +10,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    activity,
-    activity::{ActivityEvent, ActivityRecorded, ActivityStore, Recorded},
     events::{DomainEvent, EventPublisher, SegmentTask},
     segments::{
         Backfill, BackfillProgress, Catalog, Definition, MAX_SEGMENTS, MEMBER_SHARDS, MembershipStore, Segment,
@@ -34,35 +32,6 @@ pub enum SegmentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] crate::events::PublishError),
-}
-
-/// Records behaviour events and tells the segmenter.
-pub struct ActivityService {
-    pub store: Arc<dyn ActivityStore>,
-    pub events: Arc<dyn EventPublisher>,
-}
-
-impl ActivityService {
-    /// Validates the whole batch (any bad event refuses it all), counts each new event
-    /// once, then publishes `activity.recorded` for every user of the batch, counted or
-    /// not, so that a retried batch that stopped before publishing still reaches the
-    /// segmenter.
-    pub async fn record(&self, events: &[ActivityEvent], now: DateTime<Utc>) -> Result<Recorded, SegmentError> {
-        activity::check_batch(events, now)?;
-        let recorded = self.store.record(events).await?;
-        let mut by_user: HashMap<&str, BTreeSet<String>> = HashMap::new();
-        for event in events {
-            by_user.entry(&event.user_id).or_default().insert(event.name.clone());
-        }
-        let notices: Vec<DomainEvent> = by_user
-            .into_iter()
-            .map(|(user_id, events)| {
-                DomainEvent::ActivityRecorded(ActivityRecorded { user_id: user_id.to_owned(), events })
-            })
-            .collect();
-        self.events.publish(&notices).await?;
-        Ok(recorded)
-    }
 }
 
 /// A page of a segment's members and where the next one starts.

@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 
 use crate::{
-    delivery::Channel,
+    channel::Channel,
     store::StoreError,
     suppressions::{SoftBounceWindow, Suppression, SuppressionPage},
 };

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::{
-    delivery::Channel,
+    channel::Channel,
     store::StoreError,
     suppressions::{SUPPRESSIBLE, Suppression, SuppressionPage, SuppressionReason, SuppressionStore},
     validation::{self, ValidationErrors},

@@ -1,4 +1,4 @@
-use herald_core::delivery::Channel;
+use herald_core::channel::Channel;
 use herald_worker::{WorkerConfig, WorkerHandler};
 
 #[tokio::main]

@@ -16,7 +16,6 @@ mod json_rows;
 #[cfg(test)]
 mod tests;
 
-use crate::imports::patches::Combine;
 pub use csv_rows::CsvMapping;
 use csv_rows::*;
 use json_rows::*;
@@ -43,16 +42,6 @@ pub enum Format {
     JsonLines,
     /// Newline-delimited endpoints as Amazon Pinpoint's CreateExportJob writes them.
     PinpointExport,
-}
-
-impl Format {
-    /// How rows of one user in this format fold together in [`UserPatches`].
-    pub fn combine_rule(self) -> Combine {
-        match self {
-            Format::Csv | Format::JsonLines => Combine::LastRowWins,
-            Format::PinpointExport => Combine::MergeEndpoints,
-        }
-    }
 }
 
 /// Fails a whole file (or a whole resumed slice of it); bad rows are [`RowError`]s instead.
