@@ -16,9 +16,7 @@ use herald_aws::{
 };
 use herald_core::{
     activity::{ActivityEvent, ActivityStore},
-    delivery::{self, events::DeliveryStatusChanged},
-    events::{ActivityRecorded, ProfileChanged, ProfilesImported, detail_type},
-    segments::{Change, DEFAULT_BACKFILL_PARTS, HandedOn, Segmenter, SegmenterQueue, Work},
+    segments::{DEFAULT_BACKFILL_PARTS, EventWork, Segmenter, SegmenterQueue, Work},
 };
 use herald_edge::{
     config::{ConfigError, Env},
@@ -81,85 +79,19 @@ pub const WORK_PER_RUN: usize = 200;
 /// What an invocation keeps, past its last run, for handing on the rest.
 pub const HAND_ON_MARGIN: Duration = Duration::from_secs(2);
 
-#[derive(Debug, thiserror::Error)]
-pub enum MessageError {
-    #[error("not an event of the bus: {0}")]
-    Unreadable(#[from] serde_json::Error),
-    #[error("no segmenter work for detail-type {0:?}")]
-    UnknownType(String),
-}
+/// Why a message carries no work.
+pub use herald_core::segments::EventWorkError as MessageError;
 
 /// The work a queue message carries: one item, or one per user of an import's slice.
 pub fn parse_work(body: &str) -> Result<Vec<Work>, MessageError> {
-    parse_message(body).map(|(work, _)| work)
+    parse_message(body).map(|message| message.work)
 }
 
-/// A message's work and, for a `delivery.status_changed` that is engagement (an open, a
-/// click, …), the behaviour event to record for its user before that work: each body is
-/// parsed once.
-pub fn parse_message(body: &str) -> Result<(Vec<Work>, Option<ActivityEvent>), MessageError> {
+/// A message's work, with the engagement to record before it and the time of its change:
+/// the envelope is unwrapped here, each body parsed once; what its event means is core's.
+pub fn parse_message(body: &str) -> Result<EventWork, MessageError> {
     let envelope: Envelope = Envelope::parse(body)?;
-    Ok((
-        vec![match envelope.detail_type.as_str() {
-            detail_type::PROFILE_CHANGED => {
-                let changed: ProfileChanged = serde_json::from_value(envelope.detail)?;
-                let change = Change {
-                    attributes: changed.changed_attributes.into_iter().collect(),
-                    fields: changed.changed_fields.into_iter().collect(),
-                    events: Default::default(),
-                    everything: changed.created || changed.erased,
-                };
-                Work::Change { user_id: changed.user_id, change }
-            }
-            detail_type::ACTIVITY_RECORDED => {
-                let recorded: ActivityRecorded = serde_json::from_value(envelope.detail)?;
-                Work::Change {
-                    user_id: recorded.user_id,
-                    change: Change { events: recorded.events, ..Default::default() },
-                }
-            }
-            detail_type::PROFILES_IMPORTED => {
-                let imported: ProfilesImported = serde_json::from_value(envelope.detail)?;
-                let change = Change {
-                    attributes: imported.changed_attributes.into_iter().collect(),
-                    fields: imported.changed_fields.into_iter().collect(),
-                    events: Default::default(),
-                    everything: imported.everything,
-                };
-                let users = imported.user_ids.into_iter();
-                return Ok((users.map(|user_id| Work::Change { user_id, change: change.clone() }).collect(), None));
-            }
-            detail_type::DELIVERY_STATUS_CHANGED => {
-                let change: DeliveryStatusChanged = serde_json::from_value(envelope.detail)?;
-                let Some(event) = delivery::events::engagement(&change) else { return Ok((Vec::new(), None)) };
-                let work = Work::Change {
-                    user_id: event.user_id.clone(),
-                    change: Change { events: [event.name.clone()].into(), ..Default::default() },
-                };
-                return Ok((vec![work], Some(event)));
-            }
-            detail_type::SEGMENT_JOB => Work::Task(serde_json::from_value(envelope.detail)?),
-            detail_type::SEGMENT_WORK => return Ok((serde_json::from_value::<HandedOn>(envelope.detail)?.work, None)),
-            other => return Err(MessageError::UnknownType(other.to_owned())),
-        }],
-        None,
-    ))
-}
-
-/// When the change a message carries happened: its bus event's `time` (a second's
-/// precision), for changes only (not handed-on work or jobs, whose time is not a change's).
-pub fn change_time(body: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let envelope: Envelope<serde::de::IgnoredAny> = Envelope::parse(body).ok()?;
-    let change = [
-        detail_type::PROFILE_CHANGED,
-        detail_type::ACTIVITY_RECORDED,
-        detail_type::PROFILES_IMPORTED,
-        detail_type::DELIVERY_STATUS_CHANGED,
-    ];
-    if !change.contains(&envelope.detail_type.as_str()) {
-        return None;
-    }
-    chrono::DateTime::parse_from_rfc3339(envelope.time.as_deref()?).ok().map(|t| t.to_utc())
+    EventWork::of(&envelope.detail_type, envelope.time.as_deref(), envelope.detail)
 }
 
 impl SegmenterHandler {
@@ -217,31 +149,33 @@ impl SqsHandler for SegmenterHandler {
         // Engagement is recorded first (counted once by its id however often it comes),
         // so the evaluations below see it; a message whose event was not recorded is
         // retried and evaluates nothing now.
-        let engagement: Vec<ActivityEvent> = parsed.iter().flatten().filter_map(|(_, event)| event.clone()).collect();
+        let engagement: Vec<ActivityEvent> =
+            parsed.iter().flatten().filter_map(|message_work| message_work.engagement.clone()).collect();
         if !engagement.is_empty()
             && let Err(e) = self.activity.record(&engagement).await
         {
             tracing::warn!(error = %e, "engagement not recorded; SQS retries its messages");
             for (position, message_work) in parsed.iter_mut().enumerate() {
-                if message_work.as_ref().is_some_and(|(_, event)| event.is_some()) {
+                if message_work.as_ref().is_some_and(|message_work| message_work.engagement.is_some()) {
                     retry.insert(position);
                     *message_work = None;
                 }
             }
         }
+        // The time of each message's change.
+        let changed_at: Vec<_> = parsed.iter().map(|m| m.as_ref().and_then(|m| m.changed_at)).collect();
         let mut work = Vec::new();
         // The position of the message each item of `work` came from.
         let mut positions = Vec::new();
         for (position, message_work) in parsed.into_iter().enumerate() {
-            if let Some((items, _)) = message_work {
-                positions.extend(std::iter::repeat_n(position, items.len()));
-                work.extend(items);
+            if let Some(message_work) = message_work {
+                positions.extend(std::iter::repeat_n(position, message_work.work.len()));
+                work.extend(message_work.work);
             }
         }
-        // The position of each message's last item, and the time of its change.
+        // The position of each message's last item.
         let mut last_item = vec![None; messages.len()];
         positions.iter().enumerate().for_each(|(item, position)| last_item[*position] = Some(item));
-        let changed_at: Vec<_> = messages.iter().map(|m| change_time(sqs::body(m))).collect();
         let mut done = 0;
         let mut slowest = Duration::ZERO;
         while done < work.len() {
@@ -297,7 +231,10 @@ mod tests {
         activity::memory::MemoryActivity,
         events::memory::MemoryBus,
         profiles::memory::MemoryProfiles,
-        segments::memory::{MemoryMemberships, MemorySegmenterQueue, MemorySegments},
+        segments::{
+            Change, HandedOn,
+            memory::{MemoryMemberships, MemorySegmenterQueue, MemorySegments},
+        },
     };
 
     use super::*;

@@ -1,22 +1,33 @@
 //! The worker's handler over in-memory stores and scripted providers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use herald_core::{
     campaigns::{
-        Campaign, ShardProgress,
+        Campaign, CampaignCounters, CampaignState, ShardProgress,
         memory::{MemoryCampaigns, MemoryQueues},
     },
     delivery::{
         ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Outgoing, SendError, Target, delivery_id,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
+        rate_limit::RateLimit,
         rendering::ChannelContent,
+        runner::{HAND_ON_AFTER_RECEIVES, MAX_ATTEMPTS},
     },
     store::StoreError,
 };
 use herald_edge::sqs::{SqsBatchResponse, SqsEvent};
+use herald_wire::backoff::Backoff;
 
 use super::*;
+use crate::config::parse_rate_limit;
 
 /// A provider that fails the recipients of `failing` (retryably) and sends the rest.
 #[derive(Default)]
@@ -134,7 +145,7 @@ fn world_with(queues: Arc<dyn ChannelQueues>) -> World {
 fn world() -> World {
     let mut w = world_with(Arc::new(BrokenQueues));
     let queues = w.queues.clone();
-    w.worker.queues = queues;
+    w.worker.runner.queues = queues;
     w
 }
 
@@ -191,7 +202,7 @@ async fn counters(w: &World, campaign_id: &str) -> CampaignCounters {
 async fn a_paced_worker_claims_only_what_it_can_send_before_its_deadline() {
     let mut w = world();
     // 2.8 sends a second and 10 s to go, 2 s of it kept for recording: 22 sends.
-    w.worker.pipeline.pacing = herald_core::delivery::pacing::Pacer::new(2.8);
+    w.worker.runner.pipeline.pacing = herald_core::delivery::pacing::Pacer::new(2.8);
     w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
     let users: Vec<String> = (0..40).map(|i| format!("{i:04}")).collect();
     let jobs: Vec<ChannelMessage> = users
@@ -408,21 +419,6 @@ async fn a_campaign_is_read_once_per_batch_and_cached_for_a_few_seconds() {
     assert_eq!(counters(&w, "c1").await.sent, 11);
 }
 
-#[tokio::test]
-async fn a_campaign_cancelled_meanwhile_stops_once_its_cached_state_expires() {
-    let w = world();
-    w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
-    assert!(failed(&w.worker.handle(event(&[&campaign_job("c1", &["0001"])])).await).is_empty());
-    w.campaigns.set_state("c1", CampaignState::Cancelled, &[CampaignState::Sending]).await.unwrap();
-    // Read a while ago: the cached state has expired.
-    for (read_at, _) in w.worker.campaign_states.lock().unwrap().values_mut() {
-        *read_at -= CAMPAIGN_STATE_TTL;
-    }
-    assert!(failed(&w.worker.handle(event(&[&campaign_job("c1", &["0002"])])).await).is_empty());
-    assert_eq!(w.sender.sent.lock().unwrap().len(), 1);
-    assert_eq!(counters(&w, "c1").await, CampaignCounters { sent: 1, skipped_cancelled: 1, ..Default::default() });
-}
-
 #[test]
 fn the_worker_needs_its_queue_and_the_jobs_table() {
     let base = [
@@ -530,7 +526,9 @@ fn value_where<'a>(documents: &'a [serde_json::Value], metric: &str, name: &str,
 async fn an_invocation_writes_its_deliveries_by_status_and_its_campaigns_progress() {
     let mut w = world();
     let (emf, lines) = Emf::in_memory(function_name(Channel::Sms));
-    w.worker.metrics = Arc::new(emf);
+    let emf = Arc::new(emf);
+    w.worker.metrics = emf.clone();
+    w.worker.runner.metrics = emf;
     w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
     let job = campaign_job("c1", &["0001", "0002", "0003"]);
     w.sender.failing.lock().unwrap().insert(job.recipients[1].delivery_id.clone());

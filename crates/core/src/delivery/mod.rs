@@ -1,6 +1,7 @@
 //! Delivering one message to one recipient on one channel: the delivery record and its
 //! statuses, the pipeline every channel worker shares (claim, preferences, suppression,
-//! rate limit, render, send with retries and failover, record), and the pieces it uses.
+//! rate limit, render, send with retries and failover, record), the pieces it uses, and
+//! the runner that takes a worker's batch through it (attempts, deadlines, campaigns).
 
 pub mod events;
 pub mod failover;
@@ -13,6 +14,7 @@ mod ports;
 pub mod preferences;
 pub mod rate_limit;
 pub mod rendering;
+pub mod runner;
 pub mod templates;
 pub mod tracking;
 

@@ -10,7 +10,6 @@ use chrono::Utc;
 use herald_wire::backoff::Backoff;
 
 use crate::{
-    campaigns::CampaignCounters,
     channel::Channel,
     delivery::{
         ChannelMessage, ChannelRecipient, Claim, ClaimRequest, ContentRef, DeliveryStatus, DeliveryStore, NewDelivery,
@@ -48,35 +47,6 @@ impl Outcome {
     pub fn is_retry(&self) -> bool {
         matches!(self, Outcome::Retry(_))
     }
-}
-
-/// What a job's outcomes add to its campaign's counters: only what this attempt settled
-/// (retries are counted once they settle, recipients settled before never again).
-pub fn campaign_counts<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> CampaignCounters {
-    let mut counts = CampaignCounters::default();
-    for outcome in outcomes {
-        let Outcome::Done(status) = outcome else { continue };
-        let counter = match status {
-            DeliveryStatus::Sent => &mut counts.sent,
-            DeliveryStatus::Error => &mut counts.failed,
-            DeliveryStatus::RateLimited => &mut counts.skipped_rate_limited,
-            DeliveryStatus::Suppressed => &mut counts.skipped_suppressed,
-            DeliveryStatus::Unsubscribed => &mut counts.skipped_opted_out,
-            // Not an end a send attempt settles in.
-            DeliveryStatus::Created
-            | DeliveryStatus::Pending
-            | DeliveryStatus::Opened
-            | DeliveryStatus::Clicked
-            | DeliveryStatus::Delivered
-            | DeliveryStatus::Bounced
-            | DeliveryStatus::Complained
-            | DeliveryStatus::Rejected
-            | DeliveryStatus::DeliveryDelayed
-            | DeliveryStatus::Failed => continue,
-        };
-        *counter += 1;
-    }
-    counts
 }
 
 /// The job that tries `delivery_ids` of `job` again: the same content, only those
@@ -486,6 +456,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        campaigns::{CampaignCounters, progress::campaign_counts},
         delivery::{Delivery, TemplateStore, memory::*, preferences::Preferences, rendering::ChannelContent},
         suppressions::{Suppression, SuppressionReason, SuppressionStore, memory::MemorySuppressions},
     };
@@ -665,31 +636,6 @@ mod tests {
         let retry = retry_job(&job, &[job.recipients[0].delivery_id.as_str()]);
         assert_eq!(statuses(&w.pipeline.process(&retry).await), [Outcome::Done(DeliveryStatus::Sent)]);
         assert_eq!(w.primary.sent().len(), 1);
-    }
-
-    #[test]
-    fn counts_add_only_what_an_attempt_settled() {
-        use DeliveryStatus::*;
-        let outcomes = [
-            Outcome::Done(Sent),
-            Outcome::Done(Sent),
-            Outcome::Done(Error),
-            Outcome::Done(RateLimited),
-            Outcome::Done(Suppressed),
-            Outcome::Done(Unsubscribed),
-            Outcome::AlreadySettled(Sent),
-            Outcome::Retry("throttled".into()),
-        ];
-        let counts = campaign_counts(&outcomes);
-        let expected = CampaignCounters {
-            sent: 2,
-            failed: 1,
-            skipped_rate_limited: 1,
-            skipped_suppressed: 1,
-            skipped_opted_out: 1,
-            ..Default::default()
-        };
-        assert_eq!(counts, expected);
     }
 
     #[test]
