@@ -12,6 +12,12 @@
   writes. DynamoDB records a transaction on the stream only when it commits, and the
   outbox relay publishes what the stream carries, so the patch drops the records of a
   transaction that did not commit; stream reads wait for a transaction to end.
+- An UpdateItem that creates its item leaves two stream records in moto: an INSERT of the
+  key alone (moto puts the key, then applies the update to it) and an INSERT of the whole
+  item. DynamoDB records one write, the whole item: the key-only image (a delivery with
+  no history, status or channel) is an item no Herald write leaves, and the outbox relay
+  held the deliveries stream on it. The patch drops that record (and renumbers the one
+  after it), so the stream carries one INSERT with the item as the update left it.
 - AWS's limits that moto does not enforce (or enforces at another value) for the requests
   Herald makes, refused with AWS's own error: see "AWS's limits" below. What moto already
   enforces as AWS does is left to moto: PutEvents' 10 entries, a malformed Detail (the
@@ -142,6 +148,28 @@ def transact_write_items(self, transact_items):
             raise
         finally:
             _in_transaction.active = False
+
+
+_original_update_item = DynamoDBBackend.update_item
+
+
+def update_item(self, table_name, key, *args, **kwargs):
+    with _dynamodb:
+        shard = None
+        try:
+            table = self.get_table(table_name)
+            shard = table.stream_shard
+            existed = self.get_item(table_name, key) is not None
+        except Exception:
+            existed = True  # moto's own code reports what is wrong
+        length = len(shard.items) if shard is not None else 0
+        item = _original_update_item(self, table_name, key, *args, **kwargs)
+        if shard is not None and not existed and len(shard.items) == length + 2:
+            # moto's key-only put, then the update: keep one record, numbered as the first.
+            whole = shard.items.pop(length + 1)
+            whole.record["dynamodb"]["SequenceNumber"] = shard.items[length].record["dynamodb"]["SequenceNumber"]
+            shard.items[length] = whole
+        return item
 
 
 _original_call_action = DynamoHandler.call_action
@@ -474,6 +502,7 @@ def sns_publish(self, message, arn, phone_number=None, *args, **kwargs):
 def apply():
     Table.__deepcopy__ = _table_deepcopy
     DynamoDBBackend.transact_write_items = transact_write_items
+    DynamoDBBackend.update_item = update_item
     DynamoHandler.call_action = call_action
     DynamoDBStreamsHandler.call_action = streams_call_action
     EventsHandler.put_events = put_events

@@ -8,6 +8,7 @@ mod campaigns;
 mod campaigns_api;
 mod contracts;
 mod delivery_faults;
+mod delivery_stream;
 mod feedback;
 mod import_stores;
 mod importer;

@@ -8,7 +8,10 @@
 //! publishes nothing. When publishing fails it answers
 //! the first record not published as the batch's failure: Lambda delivers the stream
 //! again from that record (`ReportBatchItemFailures`), so a change's event is delayed
-//! while the bus is down, never lost.
+//! while the bus is down. A record it cannot read is answered the same way; the
+//! mappings split a failed batch down to it (`BisectBatchOnFunctionError`), retry it 10
+//! times, then leave its position on the failure queue (alarmed) and move on, so one
+//! such record holds its shard for minutes, not the stream's day.
 
 use std::sync::Arc;
 
@@ -65,7 +68,7 @@ impl RelayHandler {
                 Ok(write) => writes.push(write),
                 Err(_) => {
                     // Only Herald writes outboxes, so this is a bug or a version skew: hold
-                    // the stream here (after the retries, the mapping's on-failure
+                    // the stream here for the mapping's retries (then its on-failure
                     // destination keeps the record's position) rather than skip an event.
                     // Not the error's text: it may quote what the item holds.
                     tracing::error!(event_id = %record.event_id, "an unreadable outbox");
@@ -294,6 +297,23 @@ mod tests {
                 "StreamViewType": "NEW_AND_OLD_IMAGES"
             }
         })
+    }
+
+    #[tokio::test]
+    async fn a_delivery_image_without_history_publishes_nothing_and_a_malformed_history_is_unreadable() {
+        let bus = Arc::new(MemoryBus::default());
+        // An image of the key alone (what moto's UpdateItem recorded before the item).
+        let mut keys_only = delivery_record("100", &[], &["created"]);
+        keys_only["dynamodb"]["NewImage"] = json!({"delivery_id": {"S": "d_1"}});
+        let created = delivery_record("200", &[], &["created"]);
+        let mut malformed = delivery_record("300", &["created"], &["created", "pending"]);
+        malformed["dynamodb"]["NewImage"]["history"] = json!({"S": "not a history"});
+        let ev = event(vec![keys_only, created, malformed]);
+        let answer = RelayHandler::new(bus.clone()).handle(ev).await;
+        let failed: Vec<_> = answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failed, [Some("300".to_owned())]);
+        let published = bus.published.lock().unwrap().clone();
+        assert_eq!(published.len(), 1, "only the created delivery's change");
     }
 
     #[tokio::test]

@@ -43,7 +43,11 @@ const RECEIPT_ID: &str = "receipt_id";
 
 /// A deliveries table write as its stream reports it (old and new images): the status
 /// changes it appended, as an outbox write (`delivery::events`); None for an image of
-/// another table.
+/// another table. An image without a `history` holds no status change (every write of
+/// this store leaves the whole item, but an image of the key alone is not refused): read
+/// as no delivery, so a new image without one publishes nothing. An image whose history
+/// or fields are not a delivery's is an error (the relay's on-failure destination keeps
+/// its record).
 pub fn stream_write(
     old_image: &serde_dynamo::Item,
     new_image: &serde_dynamo::Item,
@@ -51,10 +55,19 @@ pub fn stream_write(
     if !new_image.contains_key("delivery_id") {
         return Ok(None);
     }
-    let after: Delivery = serde_dynamo::from_item(new_image.clone())?;
-    let before: Option<Delivery> =
-        if old_image.is_empty() { None } else { Some(serde_dynamo::from_item(old_image.clone())?) };
+    let Some(after) = delivery_in(new_image)? else {
+        return Ok(Some(herald_core::events::OutboxWrite::default()));
+    };
+    let before = delivery_in(old_image)?;
     Ok(Some(herald_core::delivery::events::write(before.as_ref(), &after)))
+}
+
+/// The delivery a stream image holds, if it holds a history.
+fn delivery_in(image: &serde_dynamo::Item) -> Result<Option<Delivery>, serde_dynamo::Error> {
+    if !image.contains_key("history") {
+        return Ok(None);
+    }
+    serde_dynamo::from_item(image.clone()).map(Some)
 }
 
 /// A transaction holds at most 100 items: a claim and its rate-limit count are two.
