@@ -156,3 +156,115 @@ async fn every_delivery_write_leaves_a_whole_item_the_relay_reads() {
     }
     assert_eq!(published.len(), 5);
 }
+
+/// The relay as the local stack invokes it, counting the batches of the poisoned record alone.
+struct Counting {
+    relay: herald_relay::RelayHandler,
+    poison: String,
+    alone: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl herald_local::streams::StreamHandler for Counting {
+    async fn handle(
+        &self,
+        event: aws_lambda_events::dynamodb::Event,
+    ) -> aws_lambda_events::streams::DynamoDbEventResponse {
+        let keys = |r: &aws_lambda_events::dynamodb::EventRecord| format!("{:?}", r.change.keys);
+        if event.records.len() == 1 && keys(&event.records[0]).contains(&self.poison) {
+            self.alone.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.relay.handle(event).await
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_record_goes_to_the_on_failure_queue_after_its_retries_and_the_shard_moves_on() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let clients = herald_e2e::tables::clients(&RequestCounter::default()).await;
+    let tables = herald_e2e::tables::template_tables(&clients, &["DeliveriesTable"]).await;
+    let table = &tables["DeliveriesTable"];
+    let store = DynamoDeliveryStore::new(clients.dynamodb(), table);
+    let sqs = clients.sqs();
+    let queue = sqs.create_queue().queue_name(herald_e2e::tables::unique("relay-failure")).send().await.unwrap();
+    let queue = queue.queue_url.unwrap();
+
+    // A good write, one no Herald write leaves (its history is not a list of changes),
+    // then good writes after it on the same shard.
+    let ana = Delivery::new("n_1", "ana", Channel::Email, DeliveryStatus::Created, None, at(0));
+    let bob = Delivery::new("n_1", "bob", Channel::Email, DeliveryStatus::Created, None, at(0));
+    store.create(std::slice::from_ref(&ana)).await.unwrap();
+    let poison = "d_poison";
+    clients
+        .dynamodb()
+        .put_item()
+        .table_name(table)
+        .item("delivery_id", AttributeValue::S(poison.into()))
+        .item("notification_id", AttributeValue::S("n_1".into()))
+        .item("history", AttributeValue::S("not a history".into()))
+        .send()
+        .await
+        .unwrap();
+    store.create(std::slice::from_ref(&bob)).await.unwrap();
+    assert_eq!(store.claim_all(&[claim(&ana.delivery_id)], at(1)).await.unwrap(), [Claim::Claimed]);
+
+    let (arn, records) = stream_records(&clients, table).await;
+    assert_eq!(records.len(), 4);
+    let poison_sequence = records[1].dynamodb.as_ref().and_then(|d| d.sequence_number.clone()).unwrap();
+    let source = herald_local::streams::StreamSource {
+        function: "RelayFunction".into(),
+        binary: Some("herald-relay".into()),
+        stream_arn: arn,
+        batch_size: 100,
+        report_batch_item_failures: true,
+        retry_delay: std::time::Duration::from_millis(20),
+        timeout: std::time::Duration::from_secs(10),
+        filters: Vec::new(),
+        bisect_on_error: true,
+        maximum_retry_attempts: Some(2),
+        on_failure: Some(queue.clone()),
+    };
+    let bus = Arc::new(MemoryBus::default());
+    let handler = Arc::new(Counting {
+        relay: herald_relay::RelayHandler::new(bus.clone()),
+        poison: poison.into(),
+        alone: Default::default(),
+    });
+    let streams = aws_sdk_dynamodbstreams::Client::new(&clients.sdk_config);
+    let (stopper, stop) = herald_local::esm::stop_signal();
+    let poller = herald_local::streams::spawn_poller(streams, sqs.clone(), source, handler.clone(), stop);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while bus.published.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let message = sqs.receive_message().queue_url(&queue).wait_time_seconds(5).send().await.unwrap();
+    stopper.stop();
+    tokio::time::timeout(std::time::Duration::from_secs(10), poller).await.expect("the poller stops").unwrap();
+
+    let published: Vec<(String, String)> = bus
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let detail: Value = serde_json::from_str(&e.detail_json()).unwrap();
+            (detail["delivery_id"].as_str().unwrap().to_owned(), detail["status"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let expected = [(&ana.delivery_id, "created"), (&bob.delivery_id, "created"), (&ana.delivery_id, "pending")]
+        .map(|(id, status)| (id.clone(), status.to_owned()));
+    assert_eq!(published, expected, "the writes after the unreadable one are published");
+    assert_eq!(handler.alone.load(std::sync::atomic::Ordering::SeqCst), 3, "bisected to it alone, then retried twice");
+    let messages = message.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let body: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    let info = &body["DDBStreamBatchInfo"];
+    assert_eq!(
+        (info["startSequenceNumber"].as_str(), info["endSequenceNumber"].as_str()),
+        (Some(poison_sequence.as_str()), Some(poison_sequence.as_str()))
+    );
+    assert_eq!(info["batchSize"], 1);
+    assert_eq!(body["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(body["requestContext"]["approximateInvokeCount"], 3);
+}

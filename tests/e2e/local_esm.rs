@@ -565,5 +565,13 @@ async fn the_relay_reads_the_profiles_members_and_deliveries_streams_the_members
         })
         .collect();
     assert_eq!(relayed, [("ProfilesTable", 0), ("MembersTable", 1), ("DeliveriesTable", 0)]);
+    // An unreadable record holds its shard for 10 retries, not a day: then its position
+    // goes to the failure queue.
+    let failure_queue = stack.queue_url("RelayFailureQueue").map(str::to_owned);
+    for source in sources.iter().filter(|s| s.binary.as_deref() == Some("herald-relay")) {
+        assert!(source.bisect_on_error && source.report_batch_item_failures, "{}", source.stream_arn);
+        assert_eq!(source.maximum_retry_attempts, Some(10));
+        assert_eq!(source.on_failure, failure_queue);
+    }
     stack.stop().await;
 }

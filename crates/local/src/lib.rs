@@ -423,11 +423,9 @@ impl LocalStack {
             .map(|(mapping, handlers)| esm::spawn_poller(clients.sqs(), mapping.clone(), handlers, stop.clone()))
             .collect();
         let stream_client = aws_sdk_dynamodbstreams::Client::new(&herald_aws::local_sdk_config(&endpoint).await);
-        pollers.extend(
-            streams
-                .into_iter()
-                .map(|(source, handler)| streams::spawn_poller(stream_client.clone(), source, handler, stop.clone())),
-        );
+        pollers.extend(streams.into_iter().map(|(source, handler)| {
+            streams::spawn_poller(stream_client.clone(), clients.sqs(), source, handler, stop.clone())
+        }));
         let logs_client = aws_sdk_cloudwatchlogs::Client::new(&clients.sdk_config);
         for subscription in subscriptions {
             pollers.push(logs::spawn_poller(

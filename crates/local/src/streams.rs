@@ -9,10 +9,15 @@
 //! uses), anything else is refused when the stack starts.
 //!
 //! Each invocation is stopped at the function's template `Timeout`, its batch failed.
-//! Local deviations: a failed batch is retried after `HERALD_LOCAL_RETRY_DELAY_SECONDS`
-//! (Lambda backs off on its own schedule), retries are not bounded by
-//! `MaximumRetryAttempts` and no on-failure destination is written (locally, the stream
-//! holds the records until the handler takes them).
+//! A failed batch is retried as the mapping says: with `BisectBatchOnFunctionError`, a
+//! batch failed whole is split in two (the first half tried first; a split is not a
+//! retry), down to the one record that fails; a batch (one record, once bisected) failed
+//! more than `MaximumRetryAttempts` times is dropped, its metadata (shard, first and last
+//! sequence numbers, as Lambda writes `DDBStreamBatchInfo`) sent to the
+//! `DestinationConfig.OnFailure` queue, and the shard moves on. -1 (or no setting)
+//! retries until the handler takes it. Local deviations: a failed batch is retried after
+//! `HERALD_LOCAL_RETRY_DELAY_SECONDS` (Lambda backs off on its own schedule), and
+//! `MaximumRecordAgeInSeconds` is not played (moto keeps records for ever).
 
 use std::{sync::Arc, time::Duration};
 
@@ -61,6 +66,12 @@ pub struct StreamSource {
     /// The mapping's filter patterns: a record is delivered if one matches (all without
     /// any).
     pub filters: Vec<Value>,
+    /// `BisectBatchOnFunctionError`: a batch failed whole is split in two before its retry.
+    pub bisect_on_error: bool,
+    /// `MaximumRetryAttempts`; None (-1): retried until the handler takes the batch.
+    pub maximum_retry_attempts: Option<u32>,
+    /// The URL of the `DestinationConfig.OnFailure` queue: a dropped batch's metadata.
+    pub on_failure: Option<String>,
 }
 
 impl StreamSource {
@@ -169,7 +180,42 @@ pub fn stream_event_sources(deployment: &Deployment, retry_delay: Duration) -> R
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             };
+            let bisect_on_error =
+                properties.get("BisectBatchOnFunctionError").and_then(serde_norway::Value::as_bool) == Some(true);
+            let maximum_retry_attempts = match properties.get("MaximumRetryAttempts") {
+                None => None,
+                Some(value) => match value.as_i64() {
+                    Some(-1) => None,
+                    Some(n @ 0..=10_000) => Some(n as u32),
+                    _ => return Err(LocalError::Template(format!("{context}: MaximumRetryAttempts {value:?}"))),
+                },
+            };
+            let on_failure = match properties.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
+                None => None,
+                Some(on_failure) => {
+                    if on_failure.get("Type").and_then(serde_norway::Value::as_str) != Some("SQS") {
+                        return Err(LocalError::Template(format!(
+                            "{context}: the local stack plays an OnFailure destination of Type SQS only"
+                        )));
+                    }
+                    let arn = on_failure
+                        .get("Destination")
+                        .ok_or_else(|| LocalError::Template(format!("{context}: an OnFailure without Destination")))
+                        .and_then(|d| template.resolve(d, &deployment.physical, &deployment.stack_name))
+                        .map_err(|e| e.context(&context))?;
+                    let url = deployment.physical.by_arn(&arn).and_then(|id| deployment.queue_url(id));
+                    Some(
+                        url.ok_or_else(|| {
+                            LocalError::Template(format!("{context}: {arn} is not a queue of the template"))
+                        })?
+                        .to_owned(),
+                    )
+                }
+            };
             sources.push(StreamSource {
+                bisect_on_error,
+                maximum_retry_attempts,
+                on_failure,
                 filters,
                 timeout,
                 function: function.logical_id.clone(),
@@ -187,6 +233,7 @@ pub fn stream_event_sources(deployment: &Deployment, retry_delay: Duration) -> R
 /// Starts reading every shard of `source`'s stream for `handler` until `stop`.
 pub fn spawn_poller(
     client: Client,
+    sqs: aws_sdk_sqs::Client,
     source: StreamSource,
     handler: Arc<dyn StreamHandler>,
     stop: StopToken,
@@ -208,8 +255,9 @@ pub fn spawn_poller(
             }
         }
         let readers = shards.into_iter().map(|shard| {
-            let (client, source, handler, stop) = (client.clone(), source.clone(), handler.clone(), stop.clone());
-            tokio::spawn(async move { read_shard(&client, &source, &shard, &handler, stop).await })
+            let (client, sqs, source, handler, stop) =
+                (client.clone(), sqs.clone(), source.clone(), handler.clone(), stop.clone());
+            tokio::spawn(async move { read_shard(&client, &sqs, &source, &shard, &handler, stop).await })
         });
         for reader in readers.collect::<Vec<_>>() {
             let _ = reader.await;
@@ -229,9 +277,11 @@ async fn shard_ids(client: &Client, stream_arn: &str) -> Result<Vec<String>, Loc
 }
 
 /// Reads one shard in order: a batch is taken again, from the record the handler
-/// names, until the handler takes it whole.
+/// names, until the handler takes it whole or its retries run out (see the module's
+/// documentation).
 async fn read_shard(
     client: &Client,
+    sqs: &aws_sdk_sqs::Client,
     source: &StreamSource,
     shard: &str,
     handler: &Arc<dyn StreamHandler>,
@@ -239,6 +289,9 @@ async fn read_shard(
 ) {
     let mut iterator: Option<String> = None;
     let mut pending: Vec<Record> = Vec::new();
+    // The next batch's size (smaller once bisected) and the retries of the batch at the head.
+    let full = source.batch_size as usize;
+    let (mut window, mut retries) = (full, 0u32);
     while !stop.is_stopped() {
         if pending.is_empty() {
             match next_records(client, source, shard, iterator.take()).await {
@@ -257,13 +310,81 @@ async fn read_shard(
                 continue;
             }
         }
-        let batch = pending.len().min(source.batch_size as usize);
+        let batch = pending.len().min(window);
         let taken = invoke(source, &pending[..batch], handler).await;
         pending.drain(..taken);
-        if taken < batch {
-            stop.sleep(source.retry_delay).await;
+        if taken == batch {
+            (window, retries) = (full, 0);
+            continue;
         }
+        if taken > 0 {
+            // The checkpoint moved: the batch from the named record is a new one.
+            (window, retries) = (full, 0);
+        } else if source.bisect_on_error && batch > 1 {
+            window = batch.div_ceil(2);
+        } else {
+            retries += 1;
+            if source.maximum_retry_attempts.is_some_and(|max| retries > max) {
+                let failed: Vec<Record> = pending.drain(..batch).collect();
+                give_up(sqs, source, shard, &failed, retries).await;
+                (window, retries) = (full, 0);
+                continue;
+            }
+        }
+        stop.sleep(source.retry_delay).await;
     }
+}
+
+/// Drops a batch whose retries ran out: its metadata to the mapping's on-failure queue,
+/// in Lambda's shape (the records themselves stay in the stream for its retention).
+async fn give_up(sqs: &aws_sdk_sqs::Client, source: &StreamSource, shard: &str, failed: &[Record], invocations: u32) {
+    let body = on_failure_message(source, shard, failed, invocations);
+    tracing::error!(
+        function = %source.function,
+        shard,
+        first = body["DDBStreamBatchInfo"]["startSequenceNumber"].as_str().unwrap_or_default(),
+        records = failed.len(),
+        "stream records dropped after their retries"
+    );
+    let Some(queue) = &source.on_failure else {
+        return;
+    };
+    if let Err(e) = sqs.send_message().queue_url(queue).message_body(body.to_string()).send().await {
+        tracing::error!(function = %source.function, error = %describe(&e), "the on-failure queue refused the batch's metadata");
+    }
+}
+
+/// What Lambda sends an on-failure destination for a dropped stream batch.
+pub fn on_failure_message(source: &StreamSource, shard: &str, failed: &[Record], invocations: u32) -> Value {
+    let arrival = |record: Option<&Record>| {
+        record
+            .and_then(|r| r.dynamodb.as_ref())
+            .and_then(|d| d.approximate_creation_date_time)
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    let mut arn = source.stream_arn.split(':');
+    let (region, account) = (arn.nth(3).unwrap_or("us-east-1"), arn.next().unwrap_or("000000000000"));
+    json!({
+        "requestContext": {
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "functionArn": format!("arn:aws:lambda:{region}:{account}:function:{}", source.function),
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": invocations,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "DDBStreamBatchInfo": {
+            "shardId": shard,
+            "startSequenceNumber": failed.first().and_then(sequence),
+            "endSequenceNumber": failed.last().and_then(sequence),
+            "approximateArrivalOfFirstRecord": arrival(failed.first()),
+            "approximateArrivalOfLastRecord": arrival(failed.last()),
+            "batchSize": failed.len(),
+            "streamArn": source.stream_arn,
+        },
+    })
 }
 
 async fn next_records(
@@ -448,6 +569,9 @@ mod tests {
             retry_delay: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             filters: patterns.iter().map(|p| filter_pattern(p, "F").unwrap()).collect(),
+            bisect_on_error: false,
+            maximum_retry_attempts: None,
+            on_failure: None,
         }
     }
 
