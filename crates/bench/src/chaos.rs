@@ -3,7 +3,8 @@
 //! PutEvents refuses 20 % of its calls, and a tenth of the worker invocations get a timeout
 //! drawn at random (from 1 s to 9 s of the template's 10 s), so that the local stack
 //! stops workers at random points of their work. Prints how many recipients got no email, how many got more than one,
-//! and whether the campaign ended `done` with counters that add up.
+//! whether the campaign ended `done` with counters that add up, and the longest the relay
+//! held a stream's shard on one record.
 
 use std::{
     collections::BTreeMap,
@@ -118,6 +119,8 @@ pub async fn chaos_figures() {
     println!("chaos campaign counts consistent: {}", u8::from(consistent));
     let injected = bus.injected.load(Ordering::SeqCst) + providers.injected.load(Ordering::SeqCst);
     println!("chaos injected faults: {injected} calls");
+    // The longest the relay held a stream's shard on one record it failed on.
+    println!("chaos relay stalled seconds: {} s", herald_local::streams::longest_stall().as_secs());
     println!("chaos run time: {} s", started.elapsed().as_secs());
     if !consistent {
         eprintln!("chaos: campaign {campaign}");

@@ -19,7 +19,13 @@
 //! `HERALD_LOCAL_RETRY_DELAY_SECONDS` (Lambda backs off on its own schedule), and
 //! `MaximumRecordAgeInSeconds` is not played (moto keeps records for ever).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_lambda_events::{dynamodb::Event, streams::DynamoDbEventResponse};
@@ -36,6 +42,37 @@ use crate::{errors::LocalError, esm::StopToken, provision::Deployment};
 
 /// How often an idle shard is read: Lambda polls a shard four times a second.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The longest any shard of this process's pollers was held on one record, in
+/// milliseconds: from the first failed batch that starts at it until it is taken or
+/// dropped (an ongoing hold counts as far as it went).
+static LONGEST_STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The longest time a stream poller of this process held a shard on one record (the
+/// chaos bench's `chaos relay stalled seconds`).
+pub fn longest_stall() -> Duration {
+    Duration::from_millis(LONGEST_STALL_MS.load(Ordering::Relaxed))
+}
+
+/// The record a shard is held on, and since when.
+#[derive(Default)]
+struct Stall(Option<(String, std::time::Instant)>);
+
+impl Stall {
+    /// After an invocation: `head` is the shard's first record not taken, `failed`
+    /// whether the invocation failed on it.
+    fn update(&mut self, head: Option<&str>, failed: bool) {
+        if let Some((sequence, since)) = &self.0 {
+            LONGEST_STALL_MS.fetch_max(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            if Some(sequence.as_str()) != head || !failed {
+                self.0 = None;
+            }
+        }
+        if let (None, Some(head), true) = (&self.0, head, failed) {
+            self.0 = Some((head.to_owned(), std::time::Instant::now()));
+        }
+    }
+}
 
 /// What Lambda invokes with a batch of stream records.
 #[async_trait]
@@ -292,6 +329,7 @@ async fn read_shard(
     // The next batch's size (smaller once bisected) and the retries of the batch at the head.
     let full = source.batch_size as usize;
     let (mut window, mut retries) = (full, 0u32);
+    let mut stall = Stall::default();
     while !stop.is_stopped() {
         if pending.is_empty() {
             match next_records(client, source, shard, iterator.take()).await {
@@ -313,6 +351,7 @@ async fn read_shard(
         let batch = pending.len().min(window);
         let taken = invoke(source, &pending[..batch], handler).await;
         pending.drain(..taken);
+        stall.update(pending.first().and_then(sequence), taken < batch);
         if taken == batch {
             (window, retries) = (full, 0);
             continue;
@@ -327,6 +366,7 @@ async fn read_shard(
             if source.maximum_retry_attempts.is_some_and(|max| retries > max) {
                 let failed: Vec<Record> = pending.drain(..batch).collect();
                 give_up(sqs, source, shard, &failed, retries).await;
+                stall.update(pending.first().and_then(sequence), false);
                 (window, retries) = (full, 0);
                 continue;
             }
@@ -573,6 +613,20 @@ mod tests {
             maximum_retry_attempts: None,
             on_failure: None,
         }
+    }
+
+    #[test]
+    fn a_stall_lasts_from_the_first_failure_on_a_record_until_it_is_taken() {
+        let mut stall = Stall::default();
+        stall.update(Some("1"), true);
+        std::thread::sleep(Duration::from_millis(40));
+        stall.update(Some("1"), true);
+        std::thread::sleep(Duration::from_millis(40));
+        stall.update(Some("2"), false);
+        assert!(stall.0.is_none(), "taken: the shard moved on");
+        assert!(longest_stall() >= Duration::from_millis(80), "{:?}", longest_stall());
+        stall.update(Some("2"), true);
+        assert_eq!(stall.0.as_ref().map(|(s, _)| s.as_str()), Some("2"));
     }
 
     /// A record whose new image is `image`.
