@@ -46,8 +46,9 @@
   (https://docs.aws.amazon.com/sns/latest/dg/sms_stats_cloudwatch.html), to the log group
   sns/<region>/<account>/DirectPublishToPhoneNumber, creating it as SNS does if missing:
   a success, kept as DeliveryStatusSuccessSamplingRate says (0 unless set), or, for a
-  number ending 0199 (the local stack's unreachable phone), a failure ("Phone is
-  currently unreachable/unavailable") in the group's /Failure. SNS writes a record once
+  number ending 0199 (the local stack's unreachable phone) or 0198 (its blocked one), a
+  failure ("Phone is currently unreachable/unavailable", "Phone carrier has blocked this
+  message") in the group's /Failure. SNS writes a record once
   the carrier answers, seconds later; the patch writes it as Publish answers.
 """
 
@@ -458,16 +459,20 @@ def put_s3_records(self, delivery_stream_name, version_id, s3_destination, recor
 
 # --- SNS: SMS delivery status records, written to CloudWatch Logs as SNS writes them ---
 
-_UNREACHABLE_SUFFIX = "0199"
+# The local stack's failing phones, by the number's last four digits: SNS's provider response.
+_FAILURES = {
+    "0199": "Phone is currently unreachable/unavailable",
+    "0198": "Phone carrier has blocked this message",
+}
 _original_sns_publish = SNSBackend.publish
 
 
-def _sms_status_record(message_id, phone_number, success):
+def _sms_status_record(message_id, phone_number, failure):
     now = datetime.datetime.now(datetime.timezone.utc)
+    success = failure is None
     delivery = {"mnc": 0, "numberOfMessageParts": 1, "destination": phone_number, "priceInUSD": 0.00645,
                 "smsType": "Transactional", "mcc": 310, "dwellTimeMs": 120,
-                "providerResponse": "Message has been accepted by phone carrier" if success
-                else "Phone is currently unreachable/unavailable"}
+                "providerResponse": "Message has been accepted by phone carrier" if success else failure}
     if success:
         delivery["dwellTimeMsUntilDeviceAck"] = 800
     record = {"notification": {"messageId": message_id, "timestamp": now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]},
@@ -479,7 +484,8 @@ def sns_publish(self, message, arn, phone_number=None, *args, **kwargs):
     message_id = _original_sns_publish(self, message, arn, phone_number, *args, **kwargs)
     if not phone_number or not self.sms_attributes.get("DeliveryStatusIAMRole"):
         return message_id
-    success = not phone_number.endswith(_UNREACHABLE_SUFFIX)
+    failure = _FAILURES.get(phone_number[-4:])
+    success = failure is None
     try:
         rate = int(self.sms_attributes.get("DeliveryStatusSuccessSamplingRate", "0"))
     except ValueError:
@@ -494,7 +500,7 @@ def sns_publish(self, message, arn, phone_number=None, *args, **kwargs):
         pass
     stream = str(uuid.uuid4())
     logs.create_log_stream(group, stream)
-    timestamp, record = _sms_status_record(message_id, phone_number, success)
+    timestamp, record = _sms_status_record(message_id, phone_number, failure)
     logs.put_log_events(group, stream, [{"timestamp": timestamp, "message": record}])
     return message_id
 

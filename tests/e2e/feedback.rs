@@ -187,7 +187,8 @@ async fn with_the_archive_on_every_status_change_is_a_json_line_in_s3_under_its_
     })
     .await;
     let api = Api::new(&stack);
-    let day_before = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let day = |t: chrono::DateTime<chrono::Utc>| t.format("events/year=%Y/month=%m/day=%d/").to_string();
+    let day_before = day(chrono::Utc::now());
     let delivered = email(&api, "success@simulator.amazonses.com", |s| s == "delivered").await;
     let bucket = stack.outputs()["EventArchiveBucketName"].clone();
     let clients = Clients::new(&local_sdk_config(&aws_endpoint()).await);
@@ -200,9 +201,9 @@ async fn with_the_archive_on_every_status_change_is_a_json_line_in_s3_under_its_
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let day_after = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let day_after = day(chrono::Utc::now());
     for key in &keys {
-        let in_a_day = [&day_before, &day_after].iter().any(|day| key.starts_with(&format!("events/dt={day}/")));
+        let in_a_day = [&day_before, &day_after].iter().any(|day| key.starts_with(day.as_str()));
         assert!(in_a_day && key.ends_with(".gz"), "{key}");
     }
     let events: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).expect("a line is one event")).collect();
@@ -263,5 +264,31 @@ async fn with_sms_delivery_status_on_an_sms_to_an_unreachable_phone_ends_failed_
     let failed = sms(&api, "+14155550199", |s| s == "failed").await;
     assert_eq!(history(&failed), ["created", "pending", "sent", "failed"], "{failed}");
     assert_eq!(failed["history"][3]["reason"], "PhoneUnreachable");
+    let entry = api.get("/v1/suppressions/sms/+14155550199").await;
+    assert_eq!(entry.status, StatusCode::NOT_FOUND, "an unreachable phone may answer later");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn with_sms_delivery_status_on_an_sms_to_a_blocked_number_ends_failed_and_the_next_one_suppressed() {
+    let stack = start_stack_with(|options| {
+        options.parameters.insert("SmsDeliveryStatus".into(), "true".into());
+    })
+    .await;
+    let api = Api::new(&stack);
+    // A number ending 0198: the local stack's blocked phone (scripts/moto_patches.py).
+    let failed = sms(&api, "+14155550198", |s| s == "failed").await;
+    assert_eq!(history(&failed), ["created", "pending", "sent", "failed"], "{failed}");
+    assert_eq!(failed["history"][3]["reason"], "CarrierBlocked");
+
+    let entry = api.get("/v1/suppressions/sms/+14155550198").await;
+    assert_eq!(entry.status, StatusCode::OK);
+    assert_eq!(
+        (entry.body["reason"].as_str(), entry.body["delivery_id"].as_str()),
+        (Some("blocked"), failed["delivery_id"].as_str())
+    );
+
+    let next = sms(&api, "+14155550198", |s| !matches!(s, "created" | "pending")).await;
+    assert_eq!(next["status"], "suppressed", "{next}");
     stack.stop().await;
 }

@@ -1,18 +1,22 @@
-//! Delivery feedback and the engagement event stream: SES events applied per second on
-//! one core (the feedback handler over in-memory stores: the parsing, the status moves and
-//! the suppressions, no network), and the lag from a status change to its event on the
-//! bus on the local stack.
+//! Delivery feedback and the engagement event stream: SES events and SNS's SMS delivery
+//! statuses applied per second on one core (the feedback handler over in-memory stores:
+//! the parsing, the status moves and the suppressions, no network), and the lag from a
+//! status change to its event on the bus on the local stack.
 
 use std::{
+    io::Write as _,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use base64::Engine as _;
 use chrono::Utc;
 use herald_core::{
     channel::Channel,
-    delivery::{Delivery, DeliveryStatus, DeliveryStore, feedback::FeedbackService, memory::MemoryDeliveries},
-    suppressions::{SoftBouncePolicy, memory::MemorySuppressions},
+    delivery::{
+        Delivery, DeliveryStatus, DeliveryStore, StatusChange, feedback::FeedbackService, memory::MemoryDeliveries,
+    },
+    suppressions::{SoftBouncePolicy, SuppressionStore, memory::MemorySuppressions},
 };
 use herald_edge::{
     metrics::Emf,
@@ -85,6 +89,73 @@ pub fn feedback_events_per_second_per_core() {
         let elapsed = started.elapsed().as_secs_f64();
         assert!(rows.iter().all(|d| deliveries.status(&d.delivery_id) != Some(DeliveryStatus::Sent)), "all moved");
         report("feedback events per second per core", EVENTS as f64 / elapsed, "events/s");
+    });
+}
+
+/// SNS's SMS delivery status record for message `sns-<i>`, as SNS logs it: 80 %
+/// delivered, 10 % unreachable, 10 % blocked by the carrier (which suppresses the number).
+fn sms_status(i: usize) -> String {
+    let (status, response) = match i % 10 {
+        0..=7 => ("SUCCESS", "Message has been accepted by phone carrier"),
+        8 => ("FAILURE", "Phone is currently unreachable/unavailable"),
+        _ => ("FAILURE", "Phone carrier has blocked this message"),
+    };
+    json!({"notification": {"messageId": format!("sns-{i}"), "timestamp": "2026-12-02 10:00:01.250"},
+        "delivery": {"phoneCarrier": "Carrier", "mnc": 270, "numberOfMessageParts": 1,
+            "destination": format!("+1415{i:07}"), "priceInUSD": 0.00645, "smsType": "Transactional", "mcc": 310,
+            "providerResponse": response, "dwellTimeMs": 599}, "status": status})
+    .to_string()
+}
+
+/// What CloudWatch Logs invokes the function with for `records`: gzipped, in base64.
+fn logs_payload(first: usize, records: &[String]) -> Value {
+    let events: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(k, m)| json!({"id": (first + k).to_string(), "timestamp": 1_796_040_001_250_i64, "message": m}))
+        .collect();
+    let data = json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
+        "logGroup": "sns/us-east-1/123456789012/DirectPublishToPhoneNumber", "logStream": "s1",
+        "subscriptionFilters": ["SmsDeliverySubscription"], "logEvents": events});
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(data.to_string().as_bytes()).expect("gzip in memory");
+    json!({"awslogs": {"data": base64::engine::general_purpose::STANDARD.encode(gzip.finish().expect("gzip"))}})
+}
+
+/// `sms feedback events per second per core`: SNS's records, 50 to a CloudWatch Logs
+/// payload, each found by its SNS message id (the SMS worker's receipt index, in memory).
+pub fn sms_feedback_events_per_second_per_core() {
+    const PER_PAYLOAD: usize = 50;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let deliveries = Arc::new(MemoryDeliveries::default());
+        let rows: Vec<Delivery> = (0..EVENTS)
+            .map(|i| {
+                Delivery::new("n_bench", &format!("u{i}"), Channel::Sms, DeliveryStatus::Pending, None, Utc::now())
+            })
+            .collect();
+        deliveries.create(&rows).await.unwrap();
+        let sent = StatusChange { status: DeliveryStatus::Sent, at: Utc::now(), reason: None };
+        for (i, row) in rows.iter().enumerate() {
+            let message_id = format!("sns-{i}");
+            deliveries.finish(&row.delivery_id, &sent, Some("sns-sms"), Some(&message_id), false).await.unwrap();
+        }
+        let records: Vec<String> = (0..EVENTS).map(sms_status).collect();
+        let payloads: Vec<Value> =
+            records.chunks(PER_PAYLOAD).enumerate().map(|(n, chunk)| logs_payload(n * PER_PAYLOAD, chunk)).collect();
+        let suppressions = Arc::new(MemorySuppressions::default());
+        let service = FeedbackService::new(deliveries.clone(), suppressions.clone(), SoftBouncePolicy::default());
+        let handler = FeedbackHandler { service, metrics: Emf::discard("Feedback") };
+        let started = Instant::now();
+        for payload in payloads {
+            handler.invoke(payload, Invocation::default()).await.expect("a delivery of records applied");
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(rows.iter().all(|d| deliveries.status(&d.delivery_id) != Some(DeliveryStatus::Sent)), "all moved");
+        let blocked = format!("+1415{:07}", 9);
+        let suppressed = suppressions.get(Channel::Sms, &blocked).await.unwrap();
+        assert!(suppressed.is_some(), "a blocked number suppressed");
+        report("sms feedback events per second per core", EVENTS as f64 / elapsed, "events/s");
     });
 }
 

@@ -73,6 +73,7 @@ fn main() {
     }
     if wanted("feedback") {
         feedback::feedback_events_per_second_per_core();
+        feedback::sms_feedback_events_per_second_per_core();
         multi_threaded().block_on(feedback::engagement_event_lag());
     }
     if wanted("client") {

@@ -3,7 +3,8 @@
 //! and SNS's SMS delivery status (delivered, failed), which CloudWatch Logs' subscription
 //! filters on SNS's delivery status log groups invoke it with. Each moves its delivery
 //! forward and, for a hard bounce, a complaint or repeated soft bounces, puts the address
-//! on the suppression list (`delivery::feedback`).
+//! on the suppression list, and an SMS's number when SNS says it opted out, is blocked or
+//! is invalid (`delivery::feedback`).
 
 use std::{
     sync::Arc,
@@ -144,6 +145,7 @@ impl FeedbackHandler {
             log_event = entry.id,
             status = receipt.kind.status().as_str(),
             moved = applied.moved,
+            suppressed = applied.suppressed.map(|r| r.as_str()),
             "SMS delivery status applied"
         );
         Ok(())

@@ -147,6 +147,16 @@ async fn an_sms_delivery_status_from_cloudwatch_logs_moves_the_sms_its_message_i
 }
 
 #[tokio::test]
+async fn an_sms_status_saying_the_phone_opted_out_suppresses_its_number() {
+    let (w, _) = world().await;
+    sms_sent(&w, "sns-5").await;
+    let event = logs_event("DATA_MESSAGE", &[sms_status("sns-5", "FAILURE", "Phone has opted out")]);
+    assert!(w.handler.invoke(event, Invocation::default()).await.is_ok());
+    let entry = w.suppressions.get(Channel::Sms, "+15555550100").await.unwrap().unwrap();
+    assert_eq!(entry.reason, SuppressionReason::OptedOut);
+}
+
+#[tokio::test]
 async fn an_unreadable_sms_delivery_status_is_skipped_and_the_others_applied() {
     let (w, _) = world().await;
     let id = sms_sent(&w, "sns-2").await;

@@ -73,18 +73,36 @@ fn the_columns_are_eventbridges_envelope_with_detail_type_mapped_from_its_hyphen
 }
 
 #[test]
-fn the_day_partition_is_projected_from_the_path_firehose_writes() {
+fn the_year_month_and_day_partitions_are_projected_from_the_path_firehose_writes() {
     let template_text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml")).unwrap();
     let template: Value = serde_norway::from_str(&template_text).unwrap();
     let destination =
         &template["Resources"]["EventArchiveDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"];
-    assert_eq!(destination["Prefix"].as_str(), Some("events/dt=!{timestamp:yyyy-MM-dd}/"));
-    let parameters = &table()["Parameters"];
-    assert_eq!(parameters["projection.dt.format"].as_str(), Some("yyyy-MM-dd"));
+    let days = "year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/";
+    assert_eq!(destination["Prefix"].as_str(), Some(format!("events/{days}").as_str()));
+    assert!(destination["ErrorOutputPrefix"].as_str().unwrap().starts_with("errors/"), "errors apart from events");
+    assert!(destination["ErrorOutputPrefix"].as_str().unwrap().ends_with(days), "errors by day too");
+    let table = table();
+    let keys: Vec<(&str, &str)> = table["PartitionKeys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (k["Name"].as_str().unwrap(), k["Type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, [("year", "string"), ("month", "string"), ("day", "string")]);
+    let parameters = &table["Parameters"];
+    for key in ["year", "month", "day"] {
+        assert_eq!(parameters[format!("projection.{key}.type").as_str()].as_str(), Some("integer"), "{key}");
+    }
+    // Firehose's MM and dd: two digits, '03'.
+    assert_eq!(parameters["projection.month.digits"].as_str(), Some("2"));
+    assert_eq!(parameters["projection.month.range"].as_str(), Some("1,12"));
+    assert_eq!(parameters["projection.day.digits"].as_str(), Some("2"));
+    assert_eq!(parameters["projection.day.range"].as_str(), Some("1,31"));
     let location = match &parameters["storage.location.template"] {
         Value::Tagged(sub) => sub.value.as_str().unwrap().to_owned(),
         other => panic!("a !Sub, not {other:?}"),
     };
-    assert!(location.ends_with("/events/dt=${!dt}/"), "{location}");
+    assert!(location.ends_with("/events/year=${!year}/month=${!month}/day=${!day}/"), "{location}");
 }

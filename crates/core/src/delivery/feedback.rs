@@ -1,7 +1,8 @@
 //! What providers report after they accepted a message: delivered, bounced, complained,
 //! rejected, delayed, failed. Each report moves its delivery forward (never back: a late
 //! report is recorded nowhere) and suppresses the address when it must not be mailed
-//! again: at once for a hard bounce or a complaint, after repeated soft bounces.
+//! again: at once for a hard bounce or a complaint, after repeated soft bounces; an SMS
+//! number at once when SNS says it opted out, is blocked or is invalid.
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,14 +59,80 @@ pub struct Feedback {
 
 /// A provider's report that names its message by the provider's id alone (SNS's SMS
 /// delivery status): the delivery is looked up by that id first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub provider_message_id: String,
     pub channel: Channel,
     pub kind: FeedbackKind,
     pub at: DateTime<Utc>,
-    /// The provider's classification, as `Feedback::detail`.
-    pub detail: Option<String>,
+    /// Why the message did not arrive, recorded as the status's reason.
+    pub failure: Option<SmsFailure>,
+    /// The number the report is about, given with a failure: the key of its suppression
+    /// when the failure suppresses (hashed there), else unused. Never stored or logged.
+    pub address: Option<String>,
+}
+
+/// Without the number: a receipt's Debug may reach a log.
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt")
+            .field("provider_message_id", &self.provider_message_id)
+            .field("channel", &self.channel)
+            .field("kind", &self.kind)
+            .field("at", &self.at)
+            .field("failure", &self.failure)
+            .field("address", &self.address.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Why an SMS did not arrive, as SNS's provider response says (`sns_sms` reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmsFailure {
+    OptedOut,
+    CarrierBlocked,
+    PhoneBlocked,
+    BlockedList,
+    InvalidNumber,
+    PhoneUnreachable,
+    CarrierUnreachable,
+    MaxPriceExceeded,
+    Unknown,
+}
+
+impl SmsFailure {
+    /// The word a failed delivery records as its reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmsFailure::OptedOut => "OptedOut",
+            SmsFailure::CarrierBlocked => "CarrierBlocked",
+            SmsFailure::PhoneBlocked => "PhoneBlocked",
+            SmsFailure::BlockedList => "BlockedList",
+            SmsFailure::InvalidNumber => "InvalidNumber",
+            SmsFailure::PhoneUnreachable => "PhoneUnreachable",
+            SmsFailure::CarrierUnreachable => "CarrierUnreachable",
+            SmsFailure::MaxPriceExceeded => "MaxPriceExceeded",
+            SmsFailure::Unknown => "Unknown",
+        }
+    }
+
+    /// The failures that will fail again for every message to the number: an opt-out, a
+    /// block, a number that does not exist (a hard bounce's like). Each retry would be
+    /// billed and count against the sender with carriers. An unreachable phone or carrier,
+    /// a price cap or an unknown error is a moment's state: nothing is suppressed.
+    pub fn suppression(self) -> Option<SuppressionReason> {
+        match self {
+            SmsFailure::OptedOut => Some(SuppressionReason::OptedOut),
+            SmsFailure::CarrierBlocked | SmsFailure::PhoneBlocked | SmsFailure::BlockedList => {
+                Some(SuppressionReason::Blocked)
+            }
+            SmsFailure::InvalidNumber => Some(SuppressionReason::HardBounce),
+            SmsFailure::PhoneUnreachable
+            | SmsFailure::CarrierUnreachable
+            | SmsFailure::MaxPriceExceeded
+            | SmsFailure::Unknown => None,
+        }
+    }
 }
 
 /// What applying a report did.
@@ -146,8 +213,9 @@ impl FeedbackService {
     /// Applies a report that names its message by the provider's id. For a message sent
     /// moments ago the lookup waits, as `apply` does, for a send still being recorded; a
     /// message not found then is not Herald's (the provider reports every message of the
-    /// account) and is applied nowhere. Nothing is suppressed: the report carries no
-    /// address Herald reads.
+    /// account) and is applied nowhere, its number suppressed by no one. A failure that
+    /// will fail again (`SmsFailure::suppression`) suppresses the receipt's number first,
+    /// as `apply` suppresses before it moves.
     pub async fn apply_receipt(&self, receipt: &Receipt) -> Result<Applied, StoreError> {
         let recent = Utc::now().signed_duration_since(receipt.at) < RECENT_SEND;
         let mut retry = 0;
@@ -160,15 +228,29 @@ impl FeedbackService {
             }
             retry += 1;
         };
+        let suppressed = match (receipt.failure.and_then(SmsFailure::suppression), &receipt.address) {
+            (Some(reason), Some(address)) => {
+                let entry = Suppression {
+                    channel: receipt.channel,
+                    reason,
+                    suppressed_at: receipt.at,
+                    delivery_id: Some(delivery_id.clone()),
+                };
+                self.suppressions.suppress(address, &entry).await?;
+                Some(reason)
+            }
+            _ => None,
+        };
         let feedback = Feedback {
             delivery_id,
             channel: receipt.channel,
             address: None,
             kind: receipt.kind,
             at: receipt.at,
-            detail: receipt.detail.clone(),
+            detail: receipt.failure.map(|f| f.as_str().to_owned()),
         };
-        self.apply(&feedback).await
+        let applied = self.apply(&feedback).await?;
+        Ok(Applied { suppressed, ..applied })
     }
 
     async fn suppression_for(
@@ -339,7 +421,8 @@ mod tests {
             channel: Channel::Sms,
             kind,
             at: Utc::now(),
-            detail: None,
+            failure: None,
+            address: None,
         }
     }
 
@@ -352,16 +435,72 @@ mod tests {
         delivery.delivery_id
     }
 
+    fn sms_failure(provider_message_id: &str, failure: SmsFailure) -> Receipt {
+        Receipt {
+            failure: Some(failure),
+            address: Some("+14155550198".into()),
+            ..receipt(provider_message_id, FeedbackKind::Failed)
+        }
+    }
+
     #[tokio::test]
-    async fn a_receipt_moves_the_delivery_its_message_id_names() {
+    async fn a_receipt_moves_the_delivery_its_message_id_names_with_the_failure_as_reason() {
         let w = world();
         let id = sms_sent(&w, "sns-1").await;
-        let mut failed = receipt("sns-1", FeedbackKind::Failed);
-        failed.detail = Some("UNREACHABLE".into());
-        assert_eq!(w.service.apply_receipt(&failed).await.unwrap(), Applied { moved: true, suppressed: None });
+        w.service.apply_receipt(&sms_failure("sns-1", SmsFailure::PhoneUnreachable)).await.unwrap();
         let delivery = w.deliveries.get(&id).await.unwrap().unwrap();
         assert_eq!(delivery.status, DeliveryStatus::Failed);
-        assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("UNREACHABLE"));
+        assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("PhoneUnreachable"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_phone_suppresses_nothing() {
+        let w = world();
+        sms_sent(&w, "sns-1").await;
+        let applied = w.service.apply_receipt(&sms_failure("sns-1", SmsFailure::PhoneUnreachable)).await.unwrap();
+        assert_eq!(applied, Applied { moved: true, suppressed: None });
+        assert_eq!(w.suppressions.get(Channel::Sms, "+14155550198").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_number_is_suppressed_naming_the_delivery_and_its_delivery_fails() {
+        let w = world();
+        let id = sms_sent(&w, "sns-1").await;
+        let applied = w.service.apply_receipt(&sms_failure("sns-1", SmsFailure::CarrierBlocked)).await.unwrap();
+        assert_eq!(applied, Applied { moved: true, suppressed: Some(SuppressionReason::Blocked) });
+        let entry = w.suppressions.get(Channel::Sms, "+14155550198").await.unwrap().unwrap();
+        assert_eq!((entry.reason, entry.delivery_id.as_deref()), (SuppressionReason::Blocked, Some(id.as_str())));
+        let delivery = w.deliveries.get(&id).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Failed);
+        assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("CarrierBlocked"));
+    }
+
+    #[test]
+    fn opt_outs_blocks_and_invalid_numbers_suppress_a_moments_state_does_not() {
+        use SmsFailure::*;
+        let reasons: Vec<_> =
+            [OptedOut, CarrierBlocked, PhoneBlocked, BlockedList, InvalidNumber].map(SmsFailure::suppression).into();
+        let (opted_out, blocked, hard) =
+            (Some(SuppressionReason::OptedOut), Some(SuppressionReason::Blocked), Some(SuppressionReason::HardBounce));
+        assert_eq!(reasons, [opted_out, blocked, blocked, blocked, hard]);
+        for moment in [PhoneUnreachable, CarrierUnreachable, MaxPriceExceeded, Unknown] {
+            assert_eq!(moment.suppression(), None, "{moment:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_receipt_for_a_message_herald_did_not_send_suppresses_nothing() {
+        let mut w = world();
+        w.service.early = Backoff::new(Duration::from_millis(1), Duration::from_millis(1), 3);
+        let applied = w.service.apply_receipt(&sms_failure("sns-other", SmsFailure::PhoneBlocked)).await.unwrap();
+        assert_eq!(applied, Applied { moved: false, suppressed: None });
+        assert_eq!(w.suppressions.get(Channel::Sms, "+14155550198").await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_receipts_debug_leaves_its_number_out() {
+        let shown = format!("{:?}", sms_failure("sns-1", SmsFailure::OptedOut));
+        assert!(!shown.contains("0198"), "{shown}");
     }
 
     #[tokio::test]

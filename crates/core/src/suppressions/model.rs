@@ -15,6 +15,10 @@ pub enum SuppressionReason {
     SoftBounces,
     /// An operator put it there (`PUT /v1/suppressions/{channel}/{address}`).
     Manual,
+    /// The phone's owner opted out of SMS (SNS: "Phone has opted out").
+    OptedOut,
+    /// The carrier or the phone blocks SMS to the number, or it is on a blocked list.
+    Blocked,
 }
 
 impl SuppressionReason {
@@ -24,6 +28,8 @@ impl SuppressionReason {
             SuppressionReason::Complaint => "complaint",
             SuppressionReason::SoftBounces => "soft_bounces",
             SuppressionReason::Manual => "manual",
+            SuppressionReason::OptedOut => "opted_out",
+            SuppressionReason::Blocked => "blocked",
         }
     }
 }
