@@ -32,6 +32,9 @@ pub struct MemoryDeliveries {
     pub final_errors: Mutex<std::collections::HashSet<String>>,
     /// Rate-limit windows → sends counted.
     pub rate_counters: Mutex<HashMap<String, u64>>,
+    /// Provider message id → delivery, as the adapter's index: filled by `finish`, so a
+    /// lookup costs what DynamoDB's Query does, not a scan of every delivery.
+    by_message: Mutex<HashMap<String, String>>,
 }
 
 impl MemoryDeliveries {
@@ -165,6 +168,9 @@ impl DeliveryStore for MemoryDeliveries {
         }
         delivery.provider = provider.map(str::to_owned).or(delivery.provider.take());
         delivery.provider_message_id = message_id.map(str::to_owned).or(delivery.provider_message_id.take());
+        if let Some(message_id) = message_id {
+            self.by_message.lock().unwrap().insert(message_id.to_owned(), delivery_id.to_owned());
+        }
         Ok(())
     }
 
@@ -184,6 +190,10 @@ impl DeliveryStore for MemoryDeliveries {
     }
 
     async fn find_by_provider_message(&self, provider_message_id: &str) -> Result<Option<String>, StoreError> {
+        if let Some(id) = self.by_message.lock().unwrap().get(provider_message_id) {
+            return Ok(Some(id.clone()));
+        }
+        // A delivery a test put in `items` directly is found too.
         let items = self.items.lock().unwrap();
         let found = items.values().find(|(d, _)| d.provider_message_id.as_deref() == Some(provider_message_id));
         Ok(found.map(|(d, _)| d.delivery_id.clone()))
