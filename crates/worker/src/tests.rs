@@ -15,7 +15,8 @@ use herald_core::{
         memory::{MemoryCampaigns, MemoryQueues},
     },
     delivery::{
-        ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Outgoing, SendError, Target, delivery_id,
+        ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Outgoing, SendError, SendErrorCode, SendFailure,
+        Target, delivery_id,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         rate_limit::RateLimit,
         rendering::ChannelContent,
@@ -48,7 +49,7 @@ impl Sender for FlakySender {
         let hold = *self.hold.lock().unwrap();
         tokio::time::sleep(hold).await;
         if self.failing.lock().unwrap().contains(message.delivery_id) {
-            return Err(SendError::Retryable("throttled".into()));
+            return Err(SendError::Retryable(SendFailure::new(SendErrorCode::Throttled)));
         }
         self.sent.lock().unwrap().push(message.delivery_id.to_owned());
         Ok(format!("m-{}", message.delivery_id))

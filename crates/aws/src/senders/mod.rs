@@ -10,13 +10,16 @@ pub use ses::SesEmailSender;
 pub use sns_push::{PlatformApplications, SnsPushSender};
 pub use sns_sms::SnsSmsSender;
 
-use herald_core::delivery::SendError;
+use herald_core::delivery::{SendError, SendErrorCode, SendFailure};
 
 /// Throttling and server faults may pass on a later try; a request the provider refused
 /// (invalid address, rejected content) or that could not be built never will; a timeout,
 /// a broken connection or an unreadable answer may come after the provider took the
 /// message, so it is uncertain and never sent again (the SDK clients make one attempt per
 /// call: the pipeline's retries are the only layer).
+///
+/// What is kept is a code of Herald's and the service's error code (`code()`), never its
+/// message nor the error's Display: SES's `MessageRejected` quotes the recipient.
 pub(crate) fn classify<E>(e: aws_sdk_sesv2::error::SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>) -> SendError
 where
     E: aws_sdk_sesv2::error::ProvideErrorMetadata + std::error::Error + 'static,
@@ -24,17 +27,36 @@ where
     use aws_sdk_sesv2::error::SdkError;
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_owned();
-    let message = crate::errors::describe(&e);
-    let retryable = match (&e, status) {
-        (SdkError::ServiceError(_), Some(status)) => {
-            status >= 500 || status == 429 || crate::errors::TRANSIENT_CODES.contains(&code.as_str())
-        }
-        (SdkError::ServiceError(_), None) => crate::errors::TRANSIENT_CODES.contains(&code.as_str()),
-        (SdkError::ConstructionFailure(_), _) => false,
-        (SdkError::DispatchFailure(failure), _) if failure.is_user() => false,
-        _ => return SendError::Uncertain(message),
+    let transient = crate::errors::TRANSIENT_CODES.contains(&code.as_str());
+    let failure = |herald| match (code.as_str(), status) {
+        ("", Some(status)) => SendFailure::with_provider_code(herald, &status.to_string()),
+        ("", None) => SendFailure::new(herald),
+        (code, _) => SendFailure::with_provider_code(herald, code),
     };
-    if retryable { SendError::Retryable(message) } else { SendError::Permanent(message) }
+    match (&e, status) {
+        (SdkError::ServiceError(_), _) if status == Some(429) || (transient && !code.contains("Timeout")) => {
+            SendError::Retryable(failure(SendErrorCode::Throttled))
+        }
+        (SdkError::ServiceError(_), _) if transient => SendError::Retryable(failure(SendErrorCode::Timeout)),
+        (SdkError::ServiceError(_), Some(status)) if status >= 500 => {
+            SendError::Retryable(failure(SendErrorCode::ProviderError))
+        }
+        (SdkError::ServiceError(_), _) if code.starts_with("EndpointDisabled") => {
+            SendError::Permanent(failure(SendErrorCode::EndpointDisabled))
+        }
+        (SdkError::ServiceError(_), _) => SendError::Permanent(failure(SendErrorCode::Rejected)),
+        (SdkError::ConstructionFailure(_), _) => SendError::Permanent(failure(SendErrorCode::NotConfigured)),
+        (SdkError::DispatchFailure(failure_), _) if failure_.is_user() => {
+            SendError::Permanent(failure(SendErrorCode::NotConfigured))
+        }
+        (SdkError::DispatchFailure(failure_), _) if failure_.is_io() && !failure_.is_timeout() => {
+            SendError::Uncertain(failure(SendErrorCode::Unreachable))
+        }
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => {
+            SendError::Uncertain(failure(SendErrorCode::Timeout))
+        }
+        _ => SendError::Uncertain(failure(SendErrorCode::ProviderError)),
+    }
 }
 
 /// `service@region`, the provider name recorded on deliveries: with a secondary provider

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag};
-use herald_core::delivery::{Outgoing, SendError, Sender, Target};
+use herald_core::delivery::{Outgoing, SendError, SendErrorCode, SendFailure, Sender, Target};
 
 use super::{classify, provider_name};
 use crate::feedback::ses::DELIVERY_TAG;
@@ -55,7 +55,7 @@ impl Sender for SesEmailSender {
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         let Target::Email(address) = message.target else {
-            return Err(SendError::Permanent("the email channel needs an email address".into()));
+            return Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress)));
         };
         let mut body = Body::builder().text(content(&message.content.body));
         if let Some(html) = &message.content.html {

@@ -1,7 +1,7 @@
 //! SMS through SNS.
 
 use async_trait::async_trait;
-use herald_core::delivery::{Outgoing, SendError, Sender, Target};
+use herald_core::delivery::{Outgoing, SendError, SendErrorCode, SendFailure, Sender, Target};
 
 use super::{classify, provider_name};
 
@@ -26,7 +26,7 @@ impl Sender for SnsSmsSender {
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         let Target::Phone(number) = message.target else {
-            return Err(SendError::Permanent("the sms channel needs a phone number".into()));
+            return Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress)));
         };
         let output = self
             .client

@@ -17,7 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    delivery::{Outgoing, SendError, Sender, Target},
+    delivery::{Outgoing, SendError, SendErrorCode, SendFailure, Sender, Target},
     signing::webhook::{SIGNATURE_HEADER, WebhookSigner},
 };
 
@@ -46,10 +46,11 @@ pub enum Destinations {
     Any,
 }
 
-/// Why a destination is refused; names the kind of address, never the URL or the address
-/// (a webhook URL may carry a secret).
-const REFUSED: &str =
-    "the webhook destination is a loopback, private, link-local, unique-local or metadata address: refused";
+/// A destination refused: a loopback, private, link-local, unique-local or metadata
+/// address (recorded as the code alone, never the URL: a webhook URL may carry a secret).
+fn refused() -> SendError {
+    SendError::Permanent(SendFailure::new(SendErrorCode::ForbiddenDestination))
+}
 
 /// Whether `ip` is an address a webhook must never reach: loopback, unspecified, private,
 /// shared (carrier-grade NAT), link-local (the instance metadata service at
@@ -83,7 +84,7 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
 
 /// The resolver's answer for a name with no public address.
 #[derive(Debug, thiserror::Error)]
-#[error("{REFUSED}")]
+#[error("the webhook destination is a loopback, private, link-local, unique-local or metadata address: refused")]
 struct Refused;
 
 /// Resolves names to their public addresses only; a name with none is an error.
@@ -137,7 +138,7 @@ impl WebhookSender {
         // IPv6 hosts come in brackets.
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
         match literal {
-            Some(ip) if is_forbidden(ip) => Err(SendError::Permanent(REFUSED.into())),
+            Some(ip) if is_forbidden(ip) => Err(refused()),
             _ => Ok(()),
         }
     }
@@ -155,21 +156,30 @@ impl WebhookSender {
             .body(body.to_owned())
             .send()
             .await
-            // reqwest's errors name the URL, which may hold a secret (Slack's do).
+            // Its kind only: reqwest's errors name the URL, which may hold a secret
+            // (Slack's do).
             .map_err(|e| {
                 if is_refused(&e) {
-                    SendError::Permanent(REFUSED.into())
+                    refused()
+                } else if e.is_timeout() {
+                    SendError::Retryable(SendFailure::new(SendErrorCode::Timeout))
+                } else if e.is_connect() {
+                    SendError::Retryable(SendFailure::new(SendErrorCode::Unreachable))
                 } else {
-                    SendError::Retryable(format!("POST failed: {}", e.without_url()))
+                    SendError::Retryable(SendFailure::new(SendErrorCode::ProviderError))
                 }
             })?;
+        // The status is the provider's code; the body, the receiver's text, is never read.
         let status = response.status();
+        let failure = |code| SendFailure::with_provider_code(code, status.as_str());
         if status.is_success() {
             Ok(())
-        } else if status.as_u16() == 429 || status.is_server_error() {
-            Err(SendError::Retryable(format!("the receiver answered {status}")))
+        } else if status.as_u16() == 429 {
+            Err(SendError::Retryable(failure(SendErrorCode::Throttled)))
+        } else if status.is_server_error() {
+            Err(SendError::Retryable(failure(SendErrorCode::ProviderError)))
         } else {
-            Err(SendError::Permanent(format!("the receiver answered {status}")))
+            Err(SendError::Permanent(failure(SendErrorCode::Rejected)))
         }
     }
 }
@@ -188,7 +198,7 @@ impl Sender for WebhookSender {
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         let Target::Webhooks(urls) = message.target else {
-            return Err(SendError::Permanent("the webhook channel needs webhook URLs".into()));
+            return Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress)));
         };
         let body = serde_json::json!({
             "text": message.content.body,
@@ -202,21 +212,18 @@ impl Sender for WebhookSender {
         let accepted = self.accepted.lock().expect("not poisoned").get(message.delivery_id).cloned();
         let mut accepted = accepted.unwrap_or_default();
         let (mut retryable, mut permanent) = (None, None);
-        for (i, url) in urls.iter().enumerate() {
+        for url in urls {
             if accepted.contains(url) {
                 continue;
             }
-            // The position, never the URL: a webhook URL may carry a secret.
             match self.post(url, &body, message.delivery_id).await {
                 Ok(()) => {
                     accepted.insert(url.clone());
                 }
                 // A receiver dedups a repeat on its Idempotency-Key, so even an uncertain
                 // POST is retried.
-                Err(SendError::Retryable(reason) | SendError::Uncertain(reason)) => {
-                    retryable = Some(format!("webhook {}: {reason}", i + 1))
-                }
-                Err(SendError::Permanent(reason)) => permanent = Some(format!("webhook {}: {reason}", i + 1)),
+                Err(SendError::Retryable(failure) | SendError::Uncertain(failure)) => retryable = Some(failure),
+                Err(SendError::Permanent(failure)) => permanent = Some(failure),
             }
         }
         let mut remembered = self.accepted.lock().expect("not poisoned");
