@@ -65,6 +65,76 @@ pub(crate) fn provider_name(service: &str, region: Option<&aws_sdk_sns::config::
     format!("{service}@{}", region.map(|r| r.as_ref()).unwrap_or("default"))
 }
 
+/// An HTTP client for the SDK that answers from a list instead of the network.
+#[cfg(test)]
+pub(crate) mod canned {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_sesv2::config::http::HttpResponse;
+    use aws_smithy_runtime_api::{
+        client::{
+            http::{HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn},
+            orchestrator::HttpRequest,
+        },
+        http::StatusCode,
+    };
+    use aws_smithy_types::body::SdkBody;
+
+    /// What a provider's own error message says in these tests: an address and a number
+    /// that must never reach a delivery, an event or a log.
+    pub(crate) const EMAIL: &str = "someone@example.com";
+    pub(crate) const PHONE: &str = "+14155550123";
+
+    /// One answer: status, headers, body.
+    pub(crate) type Answer = (u16, Vec<(&'static str, &'static str)>, String);
+
+    #[derive(Clone, Debug)]
+    struct Canned(Arc<Mutex<Vec<Answer>>>);
+
+    impl HttpConnector for Canned {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let mut answers = self.0.lock().unwrap();
+            // The last answer repeats.
+            let (status, headers, body) = if answers.len() > 1 { answers.remove(0) } else { answers[0].clone() };
+            let mut response = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value);
+            }
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    /// A client that gives `answers` in order, the last one to every later request.
+    pub(crate) fn answering(answers: Vec<Answer>) -> SharedHttpClient {
+        let canned = Canned(Arc::new(Mutex::new(answers)));
+        http_client_fn(move |_, _| SharedHttpConnector::new(canned.clone()))
+    }
+
+    /// SNS's (awsQuery) error answer with `code` and `message`.
+    pub(crate) fn sns_error(code: &str, message: &str) -> Answer {
+        let body = format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>r1</RequestId></ErrorResponse>"
+        );
+        (400, vec![("content-type", "text/xml")], body)
+    }
+
+    /// An SNS client over `answers`.
+    pub(crate) fn sns(answers: Vec<Answer>) -> aws_sdk_sns::Client {
+        let config = aws_sdk_sns::Config::builder()
+            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+            .region(aws_sdk_sns::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::for_tests())
+            .http_client(answering(answers))
+            .build();
+        aws_sdk_sns::Client::from_conf(config)
+    }
+
+    /// Fails if `text` holds the address or the number.
+    pub(crate) fn assert_no_personal_data(text: &str) {
+        assert!(!text.contains(EMAIL) && !text.contains(PHONE), "personal data in: {text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aws_sdk_sesv2::{
@@ -94,8 +164,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_keeps_the_service_s_code_never_its_message() {
+        let metadata = ErrorMetadata::builder()
+            .code("MessageRejected")
+            .message(format!("identities failed the check: {}, {}", canned::EMAIL, canned::PHONE))
+            .build();
+        let error = SendEmailError::generic(metadata);
+        let refused =
+            SdkError::service_error(error, HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty()));
+        let error = classify(refused);
+        assert_eq!(error.failure().reason(), "rejected/MessageRejected");
+        canned::assert_no_personal_data(&format!("{error} {error:?}"));
+    }
+
+    #[test]
     fn a_timeout_may_have_reached_the_provider_and_is_not_sent_again() {
         let timed_out: SdkError<SendEmailError, HttpResponse> = SdkError::timeout_error("no answer in time");
-        assert!(matches!(classify(timed_out), SendError::Uncertain(_)));
+        let error = classify(timed_out);
+        assert!(matches!(error, SendError::Uncertain(_)));
+        assert_eq!(error.failure().reason(), "timeout");
     }
 }

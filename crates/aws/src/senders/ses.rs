@@ -192,4 +192,35 @@ mod tests {
         let url = format!("https://api.example/v1/t/{}", "a".repeat(MAX_HEADER_VALUE));
         assert_eq!(headers_sent(Some(&url)).await, serde_json::Value::Null);
     }
+
+    #[tokio::test]
+    async fn a_rejected_email_is_recorded_as_the_code_never_ses_s_message() {
+        use crate::senders::canned::{EMAIL, PHONE, answering, assert_no_personal_data};
+        // SES names the unverified identities in its message.
+        let message =
+            format!("Email address is not verified. The following identities failed the check: {EMAIL}, {PHONE}");
+        let answer =
+            (400, vec![("x-amzn-errortype", "MessageRejected")], serde_json::json!({"message": message}).to_string());
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::for_tests())
+            .http_client(answering(vec![answer]))
+            .build();
+        let sender = SesEmailSender::new(aws_sdk_sesv2::Client::from_conf(config), "from@example.com");
+        let content = Rendered { subject: Some("s".into()), body: "b".into(), html: None };
+        let target = Target::Email(EMAIL.into());
+        let outgoing = Outgoing {
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+            target: &target,
+            content: &content,
+            list_unsubscribe: None,
+        };
+        let error = sender.send(&outgoing).await.unwrap_err();
+        assert!(matches!(error, SendError::Permanent(_)), "{error:?}");
+        assert_eq!(error.failure().reason(), "rejected/MessageRejected");
+        assert_no_personal_data(&format!("{error} {error:?}"));
+    }
 }

@@ -158,7 +158,39 @@ impl Sender for SnsPushSender {
 
 #[cfg(test)]
 mod tests {
+    use herald_core::delivery::rendering::Rendered;
+
     use super::*;
+    use crate::senders::canned::{EMAIL, PHONE, assert_no_personal_data, sns, sns_error};
+
+    #[tokio::test]
+    async fn a_disabled_endpoint_is_recorded_as_the_code_never_sns_s_message() {
+        let created = (
+            200,
+            vec![("content-type", "text/xml")],
+            "<CreatePlatformEndpointResponse><CreatePlatformEndpointResult><EndpointArn>arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/e1</EndpointArn></CreatePlatformEndpointResult><ResponseMetadata><RequestId>r0</RequestId></ResponseMetadata></CreatePlatformEndpointResponse>".to_owned(),
+        );
+        let disabled = sns_error("EndpointDisabled", &format!("Endpoint is disabled (user {EMAIL}, {PHONE})"));
+        let applications = PlatformApplications {
+            fcm: Some("arn:aws:sns:us-east-1:123456789012:app/GCM/app".into()),
+            ..Default::default()
+        };
+        let sender = SnsPushSender::new(sns(vec![created, disabled]), applications);
+        let content = Rendered { subject: None, body: "b".into(), html: None };
+        let target = Target::Devices(vec![DeviceToken { platform: Platform::Fcm, token: "t1".into() }]);
+        let outgoing = Outgoing {
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+            target: &target,
+            content: &content,
+            list_unsubscribe: None,
+        };
+        let error = sender.send(&outgoing).await.unwrap_err();
+        assert!(matches!(error, SendError::Permanent(_)), "{error:?}");
+        assert_eq!(error.failure().reason(), "endpoint_disabled/EndpointDisabled");
+        assert_no_personal_data(&format!("{error} {error:?}"));
+    }
 
     #[test]
     fn the_existing_endpoint_is_read_from_the_sns_error() {

@@ -169,18 +169,22 @@ impl WebhookSender {
                     SendError::Retryable(SendFailure::new(SendErrorCode::ProviderError))
                 }
             })?;
-        // The status is the provider's code; the body, the receiver's text, is never read.
-        let status = response.status();
-        let failure = |code| SendFailure::with_provider_code(code, status.as_str());
-        if status.is_success() {
-            Ok(())
-        } else if status.as_u16() == 429 {
-            Err(SendError::Retryable(failure(SendErrorCode::Throttled)))
-        } else if status.is_server_error() {
-            Err(SendError::Retryable(failure(SendErrorCode::ProviderError)))
-        } else {
-            Err(SendError::Permanent(failure(SendErrorCode::Rejected)))
-        }
+        answered(response.status())
+    }
+}
+
+/// What a receiver's answer makes of a POST: its status is the provider's code; the
+/// body, the receiver's own text, is never read.
+fn answered(status: reqwest::StatusCode) -> Result<(), SendError> {
+    let failure = |code| SendFailure::with_provider_code(code, status.as_str());
+    if status.is_success() {
+        Ok(())
+    } else if status.as_u16() == 429 {
+        Err(SendError::Retryable(failure(SendErrorCode::Throttled)))
+    } else if status.is_server_error() {
+        Err(SendError::Retryable(failure(SendErrorCode::ProviderError)))
+    } else {
+        Err(SendError::Permanent(failure(SendErrorCode::Rejected)))
     }
 }
 
@@ -286,5 +290,23 @@ mod tests {
         for ip in ["93.184.216.34", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111"] {
             assert!(!forbidden(ip), "{ip}");
         }
+    }
+
+    fn reason(status: u16) -> Option<String> {
+        answered(reqwest::StatusCode::from_u16(status).unwrap()).err().map(|e| e.failure().reason())
+    }
+
+    #[test]
+    fn a_refusing_receiver_is_recorded_as_its_status() {
+        assert_eq!(reason(404).as_deref(), Some("rejected/404"));
+        assert!(matches!(answered(reqwest::StatusCode::GONE), Err(SendError::Permanent(_))));
+    }
+
+    #[test]
+    fn a_failing_or_throttling_receiver_is_retryable_and_recorded_as_its_status() {
+        assert_eq!(reason(503).as_deref(), Some("provider_error/503"));
+        assert_eq!(reason(429).as_deref(), Some("throttled/429"));
+        assert!(matches!(answered(reqwest::StatusCode::BAD_GATEWAY), Err(SendError::Retryable(_))));
+        assert_eq!(reason(204), None);
     }
 }

@@ -232,8 +232,9 @@ impl std::fmt::Display for SendErrorCode {
 }
 
 /// A provider's own error code (SES's `MessageRejected`, SNS's `EndpointDisabled`, a
-/// webhook's HTTP status): a short token of ASCII letters, digits, `_`, `.` and `-`, so
-/// no free text (and no address) can pass as one.
+/// webhook's HTTP status): a short token of ASCII letters, digits, `_`, `.` and `-`, with
+/// no run of more than four digits, so no free text, address or phone number can pass as
+/// one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProviderCode(String);
 
@@ -245,7 +246,8 @@ impl ProviderCode {
     pub fn new(code: &str) -> Option<Self> {
         let token = !code.is_empty()
             && code.len() <= Self::MAX_LEN
-            && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && code.split(|c: char| !c.is_ascii_digit()).all(|digits| digits.len() <= 4);
         token.then(|| Self(code.to_owned()))
     }
 
@@ -341,4 +343,35 @@ pub trait ChannelQueues: Send + Sync {
         jobs: &[crate::delivery::ChannelMessage],
         delay: std::time::Duration,
     ) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_code_is_a_short_token() {
+        for code in ["MessageRejected", "EndpointDisabled", "404", "Throttling.Rate-1", "a_b"] {
+            assert_eq!(ProviderCode::new(code).map(|c| c.as_str().to_owned()), Some(code.to_owned()));
+        }
+    }
+
+    #[test]
+    fn free_text_an_address_or_a_number_is_no_provider_code() {
+        let long = "A".repeat(ProviderCode::MAX_LEN + 1);
+        for text in ["", "someone@example.com", "+14155550123", "14155550123", "not verified", long.as_str()] {
+            assert_eq!(ProviderCode::new(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_failure_reads_as_its_code_then_the_provider_s() {
+        let failure = SendFailure::with_provider_code(SendErrorCode::Rejected, "MessageRejected");
+        assert_eq!(failure.reason(), "rejected/MessageRejected");
+        assert_eq!(SendFailure::new(SendErrorCode::Timeout).reason(), "timeout");
+        assert_eq!(
+            SendFailure::with_provider_code(SendErrorCode::Rejected, "someone@example.com").reason(),
+            "rejected"
+        );
+    }
 }
