@@ -416,6 +416,15 @@ impl Pipeline {
                 !matches!(result, Err(SendError::Retryable(_))),
                 Instant::now(),
             );
+            if let Err(e) = &result {
+                // The codes only (a `SendFailure` holds no provider text).
+                let kind = match e {
+                    SendError::Retryable(_) => "retryable",
+                    SendError::Permanent(_) => "permanent",
+                    SendError::Uncertain(_) => "uncertain",
+                };
+                tracing::info!(delivery_id = id, provider = sender.name(), kind, error = %e.failure(), "send failed");
+            }
             match result {
                 Ok(message_id) => {
                     return self.finish(id, DeliveryStatus::Sent, None, Some((sender.name(), Some(&message_id)))).await;
