@@ -15,7 +15,8 @@ use herald_core::{
         memory::{MemoryCampaigns, MemoryQueues},
     },
     delivery::{
-        ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Outgoing, SendError, Target, delivery_id,
+        ChannelRecipient, ContentRef, DeliveryStatus, DeliveryStore, Outgoing, SendError, SendErrorCode, SendFailure,
+        Target, delivery_id,
         memory::{MemoryDeliveries, MemoryPreferences, MemoryTemplates},
         rate_limit::RateLimit,
         rendering::ChannelContent,
@@ -48,7 +49,7 @@ impl Sender for FlakySender {
         let hold = *self.hold.lock().unwrap();
         tokio::time::sleep(hold).await;
         if self.failing.lock().unwrap().contains(message.delivery_id) {
-            return Err(SendError::Retryable("throttled".into()));
+            return Err(SendError::Retryable(SendFailure::new(SendErrorCode::Throttled)));
         }
         self.sent.lock().unwrap().push(message.delivery_id.to_owned());
         Ok(format!("m-{}", message.delivery_id))
@@ -569,4 +570,112 @@ async fn a_timed_provider_records_each_calls_latency_by_channel() {
     assert_eq!(latencies.len(), 2);
     assert!(latencies.iter().all(|ms| ms.as_f64().unwrap() >= 20.0), "{latencies:?}");
     assert_eq!(documents[0]["channel"], "sms");
+}
+
+/// A provider's error message quotes an address and a number; Herald keeps its code only.
+mod provider_text {
+    use std::io::Write;
+
+    use aws_smithy_runtime_api::{
+        client::{
+            http::{HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn},
+            orchestrator::{HttpRequest, HttpResponse},
+        },
+        http::StatusCode,
+    };
+    use aws_smithy_types::body::SdkBody;
+    use herald_aws::senders::SnsSmsSender;
+    use herald_core::delivery::events::status_changes;
+
+    use super::*;
+
+    const EMAIL: &str = "someone@example.com";
+    const PHONE: &str = "+14155550123";
+
+    /// SNS refusing every Publish, its message naming the number and an address.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl HttpConnector for Refusing {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let body = format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameter</Code><Message>Invalid parameter: PhoneNumber Reason: {PHONE} of {EMAIL} is not valid to publish to</Message></Error><RequestId>r1</RequestId></ErrorResponse>"
+            );
+            let mut response = HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::from(body));
+            response.headers_mut().insert("content-type", "text/xml");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    fn refusing_sns() -> SnsSmsSender {
+        let config = aws_sdk_sns::Config::builder()
+            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+            .region(aws_sdk_sns::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::for_tests())
+            .http_client(http_client_fn(|_, _| SharedHttpConnector::new(Refusing)))
+            .build();
+        SnsSmsSender::new(aws_sdk_sns::Client::from_conf(config))
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn assert_no_personal_data(what: &str, text: &str) {
+        assert!(!text.contains(EMAIL), "the address in {what}: {text}");
+        assert!(!text.contains(PHONE), "the number in {what}: {text}");
+    }
+
+    #[tokio::test]
+    async fn a_provider_s_message_reaches_no_delivery_event_or_log() {
+        // Herald's crates at their most verbose, the rest as a function logs them (info).
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("info,herald_core=trace,herald_aws=trace,herald_worker=trace,herald_edge=trace")
+            .with_writer(move || writer.clone())
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+
+        let w = world();
+        let mut pipeline = Pipeline::new(
+            Channel::Sms,
+            w.deliveries.clone(),
+            Arc::new(MemoryPreferences::default()),
+            Arc::new(herald_core::suppressions::memory::MemorySuppressions::default()),
+            Arc::new(MemoryTemplates::default()),
+            Providers { primary: Arc::new(refusing_sns()), secondary: None },
+            None,
+        );
+        pipeline.send_retries = Backoff::new(Duration::ZERO, Duration::ZERO, 2);
+        let worker = WorkerHandler::new(pipeline, w.queues.clone(), w.campaigns.clone());
+        w.campaigns.create(&campaign("c1", CampaignState::Sending)).await.unwrap();
+        let mut job = campaign_job("c1", &["u1"]);
+        job.recipients[0].target = Target::Phone(PHONE.into());
+
+        let retry = worker.handle_batch(&event(&[&job]).records, Invocation { deadline: None }).await;
+
+        assert!(retry.is_empty());
+        let delivery = w.deliveries.get(&job.recipients[0].delivery_id).await.unwrap().unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Error);
+        assert_eq!(delivery.history.last().unwrap().reason.as_deref(), Some("rejected/InvalidParameter"));
+        assert_no_personal_data("the deliveries", &format!("{:?}", w.deliveries.items.lock().unwrap()));
+        let events = serde_json::to_string(&status_changes(None, &delivery)).unwrap();
+        assert!(events.contains("rejected/InvalidParameter"), "{events}");
+        assert_no_personal_data("the delivery.status_changed events", &events);
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("\"error\":\"rejected/InvalidParameter\""), "the failure was logged: {logs}");
+        assert_no_personal_data("the logs", &logs);
+    }
 }

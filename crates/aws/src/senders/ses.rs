@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag};
-use herald_core::delivery::{Outgoing, SendError, Sender, Target};
+use herald_core::delivery::{Outgoing, SendError, SendErrorCode, SendFailure, Sender, Target};
 
 use super::{classify, provider_name};
 use crate::feedback::ses::DELIVERY_TAG;
@@ -55,7 +55,7 @@ impl Sender for SesEmailSender {
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         let Target::Email(address) = message.target else {
-            return Err(SendError::Permanent("the email channel needs an email address".into()));
+            return Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress)));
         };
         let mut body = Body::builder().text(content(&message.content.body));
         if let Some(html) = &message.content.html {
@@ -191,5 +191,36 @@ mod tests {
     async fn an_unsubscribe_url_too_long_for_a_header_is_left_out_and_the_email_still_goes() {
         let url = format!("https://api.example/v1/t/{}", "a".repeat(MAX_HEADER_VALUE));
         assert_eq!(headers_sent(Some(&url)).await, serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_email_is_recorded_as_the_code_never_ses_s_message() {
+        use crate::senders::canned::{EMAIL, PHONE, answering, assert_no_personal_data};
+        // SES names the unverified identities in its message.
+        let message =
+            format!("Email address is not verified. The following identities failed the check: {EMAIL}, {PHONE}");
+        let answer =
+            (400, vec![("x-amzn-errortype", "MessageRejected")], serde_json::json!({"message": message}).to_string());
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::for_tests())
+            .http_client(answering(vec![answer]))
+            .build();
+        let sender = SesEmailSender::new(aws_sdk_sesv2::Client::from_conf(config), "from@example.com");
+        let content = Rendered { subject: Some("s".into()), body: "b".into(), html: None };
+        let target = Target::Email(EMAIL.into());
+        let outgoing = Outgoing {
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+            target: &target,
+            content: &content,
+            list_unsubscribe: None,
+        };
+        let error = sender.send(&outgoing).await.unwrap_err();
+        assert!(matches!(error, SendError::Permanent(_)), "{error:?}");
+        assert_eq!(error.failure().reason(), "rejected/MessageRejected");
+        assert_no_personal_data(&format!("{error} {error:?}"));
     }
 }

@@ -4,13 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_core::{
-    delivery::{DisabledDevices, Outgoing, SendError, Sender, Target},
+    delivery::{DisabledDevices, Outgoing, SendError, SendErrorCode, SendFailure, Sender, Target},
     profiles::{DeviceToken, Platform},
 };
 
 use super::{classify, provider_name};
-
-const ENDPOINT_DISABLED: &str = "the device endpoint is disabled";
 
 /// The endpoint ARN in SNS's "Endpoint <arn> already exists with the same Token, but
 /// different attributes." error.
@@ -67,9 +65,9 @@ impl SnsPushSender {
     }
 
     async fn send_to(&self, device: &DeviceToken, payload: &str) -> Result<String, SendError> {
-        let application = self.application(device.platform).ok_or_else(|| {
-            SendError::Permanent(format!("no SNS platform application is configured for {:?}", device.platform))
-        })?;
+        let application = self
+            .application(device.platform)
+            .ok_or_else(|| SendError::Permanent(SendFailure::new(SendErrorCode::NotConfigured)))?;
         // Creating an endpoint for a known token returns the existing one: SNS keeps the
         // token → endpoint mapping, so a lookup table of our own would only duplicate it.
         // Once SNS has disabled the endpoint (the push service reported the token gone),
@@ -82,7 +80,9 @@ impl SnsPushSender {
             .send()
             .await;
         let endpoint = match created {
-            Ok(output) => output.endpoint_arn.ok_or_else(|| SendError::Retryable("SNS returned no endpoint".into()))?,
+            Ok(output) => {
+                output.endpoint_arn.ok_or(SendError::Retryable(SendFailure::new(SendErrorCode::ProviderError)))?
+            }
             Err(e) => {
                 let existing = e.as_service_error().and_then(|s| s.meta().message()).and_then(existing_endpoint);
                 let Some(existing) = existing else { return Err(classify(e)) };
@@ -96,7 +96,7 @@ impl SnsPushSender {
                     .attributes
                     .unwrap_or_default();
                 if attributes.get("Enabled").map(String::as_str) == Some("false") {
-                    return Err(SendError::Permanent(ENDPOINT_DISABLED.into()));
+                    return Err(SendError::Permanent(SendFailure::new(SendErrorCode::EndpointDisabled)));
                 }
                 existing
             }
@@ -109,12 +109,8 @@ impl SnsPushSender {
             .message(payload)
             .send()
             .await
-            .map_err(|e| match e.as_service_error() {
-                Some(s) if s.is_endpoint_disabled_exception() => {
-                    SendError::Permanent("the device endpoint is disabled".into())
-                }
-                _ => classify(e),
-            })?;
+            // SNS's EndpointDisabled: `classify` makes it `endpoint_disabled`.
+            .map_err(classify)?;
         Ok(output.message_id.unwrap_or_default())
     }
 }
@@ -128,7 +124,7 @@ impl Sender for SnsPushSender {
     /// Sends to every device of the user; succeeds if any device took the message.
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         let Target::Devices(devices) = message.target else {
-            return Err(SendError::Permanent("the push channel needs device tokens".into()));
+            return Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress)));
         };
         let payload = Self::payload(message);
         let mut ids = Vec::new();
@@ -137,9 +133,9 @@ impl Sender for SnsPushSender {
             match self.send_to(device, &payload).await {
                 Ok(id) => ids.push(id),
                 Err(e) => {
-                    if let (Some(disabled), Some(user_id), SendError::Permanent(reason)) =
+                    if let (Some(disabled), Some(user_id), SendError::Permanent(failure)) =
                         (&self.disabled, message.user_id, &e)
-                        && reason == ENDPOINT_DISABLED
+                        && failure.code == SendErrorCode::EndpointDisabled
                         && let Err(store) = disabled.device_disabled(user_id, &device.token).await
                     {
                         tracing::warn!(error = %store, "a disabled device token could not be removed");
@@ -151,21 +147,50 @@ impl Sender for SnsPushSender {
         if !ids.is_empty() {
             return Ok(ids.join(","));
         }
-        let reasons = failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        // A device that may have got it is not sent to again; else a retry may help.
-        Err(if failures.iter().any(|f| matches!(f, SendError::Uncertain(_))) {
-            SendError::Uncertain(reasons)
-        } else if failures.iter().any(|f| matches!(f, SendError::Retryable(_))) {
-            SendError::Retryable(reasons)
-        } else {
-            SendError::Permanent(reasons)
-        })
+        // A device that may have got it is not sent to again; else a retry may help. The
+        // first such device's failure stands for all.
+        let uncertain = failures.iter().find(|f| matches!(f, SendError::Uncertain(_)));
+        let retryable = failures.iter().find(|f| matches!(f, SendError::Retryable(_)));
+        let first = uncertain.or(retryable).or(failures.first()).cloned();
+        Err(first.unwrap_or(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress))))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use herald_core::delivery::rendering::Rendered;
+
     use super::*;
+    use crate::senders::canned::{EMAIL, PHONE, assert_no_personal_data, sns, sns_error};
+
+    #[tokio::test]
+    async fn a_disabled_endpoint_is_recorded_as_the_code_never_sns_s_message() {
+        let created = (
+            200,
+            vec![("content-type", "text/xml")],
+            "<CreatePlatformEndpointResponse><CreatePlatformEndpointResult><EndpointArn>arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/e1</EndpointArn></CreatePlatformEndpointResult><ResponseMetadata><RequestId>r0</RequestId></ResponseMetadata></CreatePlatformEndpointResponse>".to_owned(),
+        );
+        let disabled = sns_error("EndpointDisabled", &format!("Endpoint is disabled (user {EMAIL}, {PHONE})"));
+        let applications = PlatformApplications {
+            fcm: Some("arn:aws:sns:us-east-1:123456789012:app/GCM/app".into()),
+            ..Default::default()
+        };
+        let sender = SnsPushSender::new(sns(vec![created, disabled]), applications);
+        let content = Rendered { subject: None, body: "b".into(), html: None };
+        let target = Target::Devices(vec![DeviceToken { platform: Platform::Fcm, token: "t1".into() }]);
+        let outgoing = Outgoing {
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+            target: &target,
+            content: &content,
+            list_unsubscribe: None,
+        };
+        let error = sender.send(&outgoing).await.unwrap_err();
+        assert!(matches!(error, SendError::Permanent(_)), "{error:?}");
+        assert_eq!(error.failure().reason(), "endpoint_disabled/EndpointDisabled");
+        assert_no_personal_data(&format!("{error} {error:?}"));
+    }
 
     #[test]
     fn the_existing_endpoint_is_read_from_the_sns_error() {

@@ -17,7 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use herald_core::{
-    delivery::{Outgoing, SendError, Sender, Target},
+    delivery::{Outgoing, SendError, SendErrorCode, SendFailure, Sender, Target},
     signing::webhook::{SIGNATURE_HEADER, WebhookSigner},
 };
 
@@ -46,10 +46,11 @@ pub enum Destinations {
     Any,
 }
 
-/// Why a destination is refused; names the kind of address, never the URL or the address
-/// (a webhook URL may carry a secret).
-const REFUSED: &str =
-    "the webhook destination is a loopback, private, link-local, unique-local or metadata address: refused";
+/// A destination refused: a loopback, private, link-local, unique-local or metadata
+/// address (recorded as the code alone, never the URL: a webhook URL may carry a secret).
+fn refused() -> SendError {
+    SendError::Permanent(SendFailure::new(SendErrorCode::ForbiddenDestination))
+}
 
 /// Whether `ip` is an address a webhook must never reach: loopback, unspecified, private,
 /// shared (carrier-grade NAT), link-local (the instance metadata service at
@@ -83,7 +84,7 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
 
 /// The resolver's answer for a name with no public address.
 #[derive(Debug, thiserror::Error)]
-#[error("{REFUSED}")]
+#[error("the webhook destination is a loopback, private, link-local, unique-local or metadata address: refused")]
 struct Refused;
 
 /// Resolves names to their public addresses only; a name with none is an error.
@@ -137,7 +138,7 @@ impl WebhookSender {
         // IPv6 hosts come in brackets.
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
         match literal {
-            Some(ip) if is_forbidden(ip) => Err(SendError::Permanent(REFUSED.into())),
+            Some(ip) if is_forbidden(ip) => Err(refused()),
             _ => Ok(()),
         }
     }
@@ -155,22 +156,35 @@ impl WebhookSender {
             .body(body.to_owned())
             .send()
             .await
-            // reqwest's errors name the URL, which may hold a secret (Slack's do).
+            // Its kind only: reqwest's errors name the URL, which may hold a secret
+            // (Slack's do).
             .map_err(|e| {
                 if is_refused(&e) {
-                    SendError::Permanent(REFUSED.into())
+                    refused()
+                } else if e.is_timeout() {
+                    SendError::Retryable(SendFailure::new(SendErrorCode::Timeout))
+                } else if e.is_connect() {
+                    SendError::Retryable(SendFailure::new(SendErrorCode::Unreachable))
                 } else {
-                    SendError::Retryable(format!("POST failed: {}", e.without_url()))
+                    SendError::Retryable(SendFailure::new(SendErrorCode::ProviderError))
                 }
             })?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else if status.as_u16() == 429 || status.is_server_error() {
-            Err(SendError::Retryable(format!("the receiver answered {status}")))
-        } else {
-            Err(SendError::Permanent(format!("the receiver answered {status}")))
-        }
+        answered(response.status())
+    }
+}
+
+/// What a receiver's answer makes of a POST: its status is the provider's code; the
+/// body, the receiver's own text, is never read.
+fn answered(status: reqwest::StatusCode) -> Result<(), SendError> {
+    let failure = |code| SendFailure::with_provider_code(code, status.as_str());
+    if status.is_success() {
+        Ok(())
+    } else if status.as_u16() == 429 {
+        Err(SendError::Retryable(failure(SendErrorCode::Throttled)))
+    } else if status.is_server_error() {
+        Err(SendError::Retryable(failure(SendErrorCode::ProviderError)))
+    } else {
+        Err(SendError::Permanent(failure(SendErrorCode::Rejected)))
     }
 }
 
@@ -188,7 +202,7 @@ impl Sender for WebhookSender {
 
     async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         let Target::Webhooks(urls) = message.target else {
-            return Err(SendError::Permanent("the webhook channel needs webhook URLs".into()));
+            return Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress)));
         };
         let body = serde_json::json!({
             "text": message.content.body,
@@ -202,21 +216,18 @@ impl Sender for WebhookSender {
         let accepted = self.accepted.lock().expect("not poisoned").get(message.delivery_id).cloned();
         let mut accepted = accepted.unwrap_or_default();
         let (mut retryable, mut permanent) = (None, None);
-        for (i, url) in urls.iter().enumerate() {
+        for url in urls {
             if accepted.contains(url) {
                 continue;
             }
-            // The position, never the URL: a webhook URL may carry a secret.
             match self.post(url, &body, message.delivery_id).await {
                 Ok(()) => {
                     accepted.insert(url.clone());
                 }
                 // A receiver dedups a repeat on its Idempotency-Key, so even an uncertain
                 // POST is retried.
-                Err(SendError::Retryable(reason) | SendError::Uncertain(reason)) => {
-                    retryable = Some(format!("webhook {}: {reason}", i + 1))
-                }
-                Err(SendError::Permanent(reason)) => permanent = Some(format!("webhook {}: {reason}", i + 1)),
+                Err(SendError::Retryable(failure) | SendError::Uncertain(failure)) => retryable = Some(failure),
+                Err(SendError::Permanent(failure)) => permanent = Some(failure),
             }
         }
         let mut remembered = self.accepted.lock().expect("not poisoned");
@@ -279,5 +290,23 @@ mod tests {
         for ip in ["93.184.216.34", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111"] {
             assert!(!forbidden(ip), "{ip}");
         }
+    }
+
+    fn reason(status: u16) -> Option<String> {
+        answered(reqwest::StatusCode::from_u16(status).unwrap()).err().map(|e| e.failure().reason())
+    }
+
+    #[test]
+    fn a_refusing_receiver_is_recorded_as_its_status() {
+        assert_eq!(reason(404).as_deref(), Some("rejected/404"));
+        assert!(matches!(answered(reqwest::StatusCode::GONE), Err(SendError::Permanent(_))));
+    }
+
+    #[test]
+    fn a_failing_or_throttling_receiver_is_retryable_and_recorded_as_its_status() {
+        assert_eq!(reason(503).as_deref(), Some("provider_error/503"));
+        assert_eq!(reason(429).as_deref(), Some("throttled/429"));
+        assert!(matches!(answered(reqwest::StatusCode::BAD_GATEWAY), Err(SendError::Retryable(_))));
+        assert_eq!(reason(204), None);
     }
 }

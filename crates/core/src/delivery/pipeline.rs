@@ -13,7 +13,8 @@ use crate::{
     channel::Channel,
     delivery::{
         ChannelMessage, ChannelRecipient, Claim, ClaimRequest, ContentRef, DeliveryStatus, DeliveryStore, NewDelivery,
-        Outgoing, PreferenceStore, RateLimitClaim, SendError, Sender, StatusChange, Target, TemplateStore,
+        Outgoing, PreferenceStore, RateLimitClaim, SendError, SendErrorCode, SendFailure, Sender, StatusChange, Target,
+        TemplateStore,
         failover::{CircuitBreaker, Provider},
         rate_limit::RateLimit,
         rendering,
@@ -407,7 +408,7 @@ impl Pipeline {
                     Err(_) if self.channel == Channel::Webhook => {
                         return self.hand_back(id, "no answer before the invocation's deadline".into()).await;
                     }
-                    Err(_) => Err(SendError::Uncertain("no answer before the invocation's deadline".into())),
+                    Err(_) => Err(SendError::Uncertain(SendFailure::new(SendErrorCode::Timeout))),
                 },
             };
             self.breaker.lock().expect("breaker lock").record(
@@ -415,24 +416,36 @@ impl Pipeline {
                 !matches!(result, Err(SendError::Retryable(_))),
                 Instant::now(),
             );
+            if let Err(e) = &result {
+                // The codes only (a `SendFailure` holds no provider text).
+                let kind = match e {
+                    SendError::Retryable(_) => "retryable",
+                    SendError::Permanent(_) => "permanent",
+                    SendError::Uncertain(_) => "uncertain",
+                };
+                tracing::info!(delivery_id = id, provider = sender.name(), kind, error = %e.failure(), "send failed");
+            }
             match result {
                 Ok(message_id) => {
                     return self.finish(id, DeliveryStatus::Sent, None, Some((sender.name(), Some(&message_id)))).await;
                 }
-                Err(SendError::Permanent(reason)) => {
+                // Recorded as Herald's code and the provider's, never its message.
+                Err(SendError::Permanent(failure)) => {
+                    let reason = failure.reason();
                     return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
                 }
                 // Never sent again, nor to the secondary provider: the one retry layer
-                // resends only what surely did not leave.
-                Err(SendError::Uncertain(reason)) => {
-                    let reason = format!("the provider may have received it, not sent again: {reason}");
+                // resends only what surely did not leave (its error is final: the
+                // delivery's `final_error`).
+                Err(SendError::Uncertain(failure)) => {
+                    let reason = failure.reason();
                     return self.finish(id, DeliveryStatus::Error, Some(reason), Some((sender.name(), None))).await;
                 }
-                Err(SendError::Retryable(reason)) => {
+                Err(SendError::Retryable(failure)) => {
                     // A wait that could outlast the invocation is not started.
                     let in_time = left.is_none_or(|left| self.send_retries.ceiling(retry) < left);
                     if !in_time || retry + 1 >= self.send_retries.max_attempts {
-                        return self.hand_back(id, reason).await;
+                        return self.hand_back(id, failure.reason()).await;
                     }
                     tokio::time::sleep(self.send_retries.delay(retry)).await;
                     retry += 1;
@@ -612,7 +625,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_that_may_have_reached_the_provider_is_never_sent_again() {
-        let primary = ScriptedSender::named("ses").then(Err(SendError::Uncertain("timed out".into())));
+        let primary =
+            ScriptedSender::named("ses").then(Err(SendError::Uncertain(SendFailure::new(SendErrorCode::Timeout))));
         let w = world(primary, None);
         let job = job(&w, &["a"], "Hello");
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
@@ -620,7 +634,7 @@ mod tests {
         assert_eq!(w.secondary.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
         let delivery = w.deliveries.get(&job.recipients[0].delivery_id).await.unwrap().unwrap();
         let reason = delivery.history.last().unwrap().reason.clone().unwrap_or_default();
-        assert!(reason.contains("not sent again"), "{reason}");
+        assert_eq!(reason, "timeout");
         // A redelivered message finds the delivery settled and sends nothing.
         assert!(matches!(statuses(&w.pipeline.process(&job).await)[0], Outcome::AlreadySettled(_)));
         assert_eq!(w.primary.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -628,7 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_campaign_send_is_claimed_again_by_its_retry() {
-        let throttled = || Err(SendError::Retryable("throttled".into()));
+        let throttled = || Err(SendError::Retryable(SendFailure::new(SendErrorCode::Throttled)));
         let primary = ScriptedSender::named("ses").then(throttled()).then(throttled()).then(throttled());
         let w = world(primary, None);
         let job = campaign_job(&["a"]);
@@ -750,7 +764,8 @@ mod tests {
 
     #[tokio::test]
     async fn throttling_is_retried_inside_the_invocation() {
-        let primary = ScriptedSender::named("ses").then(Err(SendError::Retryable("throttled".into())));
+        let primary =
+            ScriptedSender::named("ses").then(Err(SendError::Retryable(SendFailure::new(SendErrorCode::Throttled))));
         let w = world(primary, None);
         let job = job(&w, &["a"], "x");
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Sent)]);
@@ -759,7 +774,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_failing_past_the_budget_hands_the_message_back_and_a_retry_sends_it() {
-        let throttled = || Err(SendError::Retryable("throttled".into()));
+        let throttled = || Err(SendError::Retryable(SendFailure::new(SendErrorCode::Throttled)));
         let primary = ScriptedSender::named("ses").then(throttled()).then(throttled()).then(throttled());
         let w = world(primary, None);
         let job = job(&w, &["a"], "x");
@@ -807,7 +822,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_wait_that_could_outlast_the_deadline_hands_the_recipient_back() {
-        let primary = ScriptedSender::named("ses").then(Err(SendError::Retryable("throttled".into())));
+        let primary =
+            ScriptedSender::named("ses").then(Err(SendError::Retryable(SendFailure::new(SendErrorCode::Throttled))));
         let mut w = world(primary, None);
         w.pipeline.send_retries = Backoff::new(Duration::from_secs(20), Duration::from_secs(20), 5);
         let job = job(&w, &["a"], "x");
@@ -841,7 +857,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_permanent_failure_is_recorded_and_not_retried() {
-        let primary = ScriptedSender::named("ses").then(Err(SendError::Permanent("invalid address".into())));
+        let primary = ScriptedSender::named("ses")
+            .then(Err(SendError::Permanent(SendFailure::new(SendErrorCode::InvalidAddress))));
         let w = world(primary, None);
         let job = job(&w, &["a"], "x");
         assert_eq!(statuses(&w.pipeline.process(&job).await), [Outcome::Done(DeliveryStatus::Error)]);
@@ -852,7 +869,7 @@ mod tests {
     async fn a_primary_that_keeps_failing_fails_over_to_the_secondary() {
         let mut primary = ScriptedSender::named("ses");
         for _ in 0..20 {
-            primary = primary.then(Err(SendError::Retryable("down".into())));
+            primary = primary.then(Err(SendError::Retryable(SendFailure::new(SendErrorCode::ProviderError))));
         }
         let w = world(primary, None);
         let users: Vec<String> = (0..4).map(|i| format!("u{i}")).collect();

@@ -156,19 +156,138 @@ pub trait DeliveryStore: Send + Sync {
     async fn find_by_provider_message(&self, provider_message_id: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// How a provider refused a message.
+/// How a provider refused a message: a word of Herald's and the provider's own error
+/// code, never the provider's message, which may quote the address (SES's
+/// `MessageRejected` names the unverified recipient). The delivery's `reason`, its
+/// `delivery.status_changed` event and the logs hold `SendFailure::reason` only.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// Throttling, timeouts, 5xx: the same message may succeed later.
     #[error("temporary failure: {0}")]
-    Retryable(String),
+    Retryable(SendFailure),
     /// Invalid address, rejected content: sending again cannot help.
     #[error("permanent failure: {0}")]
-    Permanent(String),
+    Permanent(SendFailure),
     /// The request may have reached the provider (it timed out, or the connection broke,
     /// after it was sent): sending again could deliver the message twice, so it is not.
     #[error("the provider may have received it: {0}")]
-    Uncertain(String),
+    Uncertain(SendFailure),
+}
+
+impl SendError {
+    /// What is recorded of it.
+    pub fn failure(&self) -> &SendFailure {
+        match self {
+            SendError::Retryable(f) | SendError::Permanent(f) | SendError::Uncertain(f) => f,
+        }
+    }
+}
+
+/// Why a send failed, in Herald's words: a stable snake_case word each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SendErrorCode {
+    /// The provider asked to slow down (throttling, HTTP 429).
+    Throttled,
+    /// The provider refused the message or the request (SES's `MessageRejected`, an HTTP
+    /// 4xx from a webhook receiver).
+    Rejected,
+    /// The target is not one the channel sends to (no email address on the email
+    /// channel, …).
+    InvalidAddress,
+    /// The push service reported the device token gone.
+    EndpointDisabled,
+    /// The webhook's address is loopback, private, link-local or metadata: refused.
+    ForbiddenDestination,
+    /// The provider could not be reached (connection failed).
+    Unreachable,
+    /// No answer in time.
+    Timeout,
+    /// Herald is not set up for it (no SNS platform application for the device's
+    /// platform, a client that cannot build the request).
+    NotConfigured,
+    /// Any other failure of the provider (5xx, an answer it could not read).
+    ProviderError,
+}
+
+impl SendErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendErrorCode::Throttled => "throttled",
+            SendErrorCode::Rejected => "rejected",
+            SendErrorCode::InvalidAddress => "invalid_address",
+            SendErrorCode::EndpointDisabled => "endpoint_disabled",
+            SendErrorCode::ForbiddenDestination => "forbidden_destination",
+            SendErrorCode::Unreachable => "unreachable",
+            SendErrorCode::Timeout => "timeout",
+            SendErrorCode::NotConfigured => "not_configured",
+            SendErrorCode::ProviderError => "provider_error",
+        }
+    }
+}
+
+impl std::fmt::Display for SendErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A provider's own error code (SES's `MessageRejected`, SNS's `EndpointDisabled`, a
+/// webhook's HTTP status): a short token of ASCII letters, digits, `_`, `.` and `-`, with
+/// no run of more than four digits, so no free text, address or phone number can pass as
+/// one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderCode(String);
+
+impl ProviderCode {
+    /// The longest code kept.
+    pub const MAX_LEN: usize = 64;
+
+    /// `code` if it is such a token; None otherwise (it is then not recorded).
+    pub fn new(code: &str) -> Option<Self> {
+        let token = !code.is_empty()
+            && code.len() <= Self::MAX_LEN
+            && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && code.split(|c: char| !c.is_ascii_digit()).all(|digits| digits.len() <= 4);
+        token.then(|| Self(code.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What is kept of a failed send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendFailure {
+    pub code: SendErrorCode,
+    pub provider_code: Option<ProviderCode>,
+}
+
+impl SendFailure {
+    /// A failure with no provider code (Herald's own refusal, a connection that failed).
+    pub fn new(code: SendErrorCode) -> Self {
+        Self { code, provider_code: None }
+    }
+
+    /// A failure with the provider's code, kept if it is a short token.
+    pub fn with_provider_code(code: SendErrorCode, provider_code: &str) -> Self {
+        Self { code, provider_code: ProviderCode::new(provider_code) }
+    }
+
+    /// What a delivery records as its `reason`: `<code>` or `<code>/<provider code>`, e.g.
+    /// `rejected/MessageRejected`.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.provider_code {
+            None => write!(f, "{}", self.code),
+            Some(provider) => write!(f, "{}/{}", self.code, provider.as_str()),
+        }
+    }
 }
 
 /// Told when a push service reports a device token as gone.
@@ -224,4 +343,35 @@ pub trait ChannelQueues: Send + Sync {
         jobs: &[crate::delivery::ChannelMessage],
         delay: std::time::Duration,
     ) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_code_is_a_short_token() {
+        for code in ["MessageRejected", "EndpointDisabled", "404", "Throttling.Rate-1", "a_b"] {
+            assert_eq!(ProviderCode::new(code).map(|c| c.as_str().to_owned()), Some(code.to_owned()));
+        }
+    }
+
+    #[test]
+    fn free_text_an_address_or_a_number_is_no_provider_code() {
+        let long = "A".repeat(ProviderCode::MAX_LEN + 1);
+        for text in ["", "someone@example.com", "+14155550123", "14155550123", "not verified", long.as_str()] {
+            assert_eq!(ProviderCode::new(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_failure_reads_as_its_code_then_the_provider_s() {
+        let failure = SendFailure::with_provider_code(SendErrorCode::Rejected, "MessageRejected");
+        assert_eq!(failure.reason(), "rejected/MessageRejected");
+        assert_eq!(SendFailure::new(SendErrorCode::Timeout).reason(), "timeout");
+        assert_eq!(
+            SendFailure::with_provider_code(SendErrorCode::Rejected, "someone@example.com").reason(),
+            "rejected"
+        );
+    }
 }

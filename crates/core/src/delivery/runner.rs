@@ -277,8 +277,8 @@ impl DeliveryRunner {
         }
         let outcomes = self.pipeline.process_until(job, deadline).await;
         for (delivery_id, outcome) in &outcomes {
-            // The kind and status only: a retry's reason is the provider's error text, which
-            // may quote the address.
+            // The kind and status only: the delivery's history has the reason (a send's
+            // error code), and a retry's may be a store's error text.
             let (kind, status) = match outcome {
                 Outcome::Done(status) => ("done", Some(*status)),
                 Outcome::AlreadySettled(status) => ("already_settled", Some(*status)),
