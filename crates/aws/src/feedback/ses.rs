@@ -108,8 +108,8 @@ fn detail(parts: &[&str]) -> Option<String> {
 }
 
 /// The reports in one SES event's `detail`: one per recipient it names (Herald sends each
-/// email to one). An event type Herald does not act on (`Send`, `Open`, `Click`:
-/// Herald tracks those itself) gives none.
+/// email to one). An event type Herald does not act on (`Send`, `Open`, `Click`,
+/// `Subscription`: Herald records or tracks those itself) gives none.
 pub fn feedback(event: &serde_json::Value) -> Result<Vec<Feedback>, FeedbackFormatError> {
     // serde's message may quote a value (an address): only its kind of failure is kept.
     let event = Event::deserialize(event)
@@ -260,8 +260,8 @@ mod tests {
     }
 
     #[test]
-    fn sends_opens_and_clicks_are_not_feedback() {
-        for event_type in ["Send", "Open", "Click"] {
+    fn sends_opens_clicks_and_subscriptions_are_not_feedback() {
+        for event_type in ["Send", "Open", "Click", "Subscription"] {
             assert!(feedback(&json!({"eventType": event_type, "mail": mail()})).unwrap().is_empty());
         }
     }
