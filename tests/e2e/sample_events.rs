@@ -4,7 +4,8 @@
 //! send them a notification, schedule, read and cancel a campaign to the segment, read and
 //! erase the user, put an address on the suppression list, read, list and remove it, and
 //! deliver an email job; list and read the job of a bulk import; and apply SES's
-//! feedback on three emails and SNS's delivery status of two SMS.
+//! feedback on three emails, a sample of every SES event type, and SNS's delivery status
+//! of two SMS.
 
 use herald_api::App;
 use herald_core::{
@@ -172,6 +173,62 @@ async fn the_sample_feedback_event_delivers_bounces_and_complains_and_suppresses
 }
 
 #[tokio::test]
+async fn the_sample_of_every_ses_event_type_moves_each_delivery_as_its_type_says_and_drops_the_rest() {
+    use herald_core::suppressions::SuppressionStore;
+    let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
+    let event: aws_lambda_events::sqs::SqsEvent =
+        serde_json::from_str(&read_event("feedback-ses-every-type-sqs.json")).unwrap();
+    let deliveries = herald_aws::DynamoDeliveryStore::new(stack.clients.dynamodb(), &stack.api_config.deliveries_table);
+    // Record by record: SES's event type, and the status it leaves its sent delivery in
+    // (Send, Open, Click and Subscription are not feedback: Herald tracks opens, clicks
+    // and unsubscribes itself).
+    let expected = [
+        ("Send", DeliveryStatus::Sent),
+        ("Delivery", DeliveryStatus::Delivered),
+        ("Bounce", DeliveryStatus::Bounced),
+        ("Bounce", DeliveryStatus::Bounced),
+        ("Bounce", DeliveryStatus::Bounced),
+        ("Complaint", DeliveryStatus::Complained),
+        ("Complaint", DeliveryStatus::Suppressed),
+        ("Reject", DeliveryStatus::Rejected),
+        ("DeliveryDelay", DeliveryStatus::DeliveryDelayed),
+        ("Rendering Failure", DeliveryStatus::Failed),
+        ("Open", DeliveryStatus::Sent),
+        ("Click", DeliveryStatus::Sent),
+        ("Subscription", DeliveryStatus::Sent),
+    ];
+    assert_eq!(event.records.len(), expected.len());
+    let mut ids = Vec::new();
+    for (record, (event_type, _)) in event.records.iter().zip(expected) {
+        let envelope: serde_json::Value = serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (envelope["source"].as_str(), envelope["detail"]["eventType"].as_str()),
+            (Some("aws.ses"), Some(event_type))
+        );
+        let id = envelope["detail"]["mail"]["tags"]["herald_delivery"][0].as_str().unwrap().to_owned();
+        let mut delivery =
+            Delivery::new("n_sample", &id, Channel::Email, DeliveryStatus::Sent, None, chrono::Utc::now());
+        delivery.delivery_id = id.clone();
+        deliveries.create(&[delivery]).await.unwrap();
+        ids.push(id);
+    }
+
+    let response = stack.feedback().expect("the stack runs the feedback function").handle(event).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    for (id, (event_type, status)) in ids.iter().zip(expected) {
+        let delivery = deliveries.get(id).await.unwrap().unwrap();
+        assert_eq!(delivery.status, status, "{event_type}: {id}");
+    }
+    let undetermined = deliveries.get(&ids[4]).await.unwrap().unwrap();
+    assert_eq!(undetermined.history.last().unwrap().reason.as_deref(), Some("Undetermined/Undetermined"));
+    // The hard bounce and the complaint put the one address of the sample on the list.
+    let suppressions =
+        herald_aws::DynamoSuppressionStore::new(stack.clients.dynamodb(), &stack.api_config.suppressions_table);
+    assert!(suppressions.get(Channel::Email, "ana@example.com").await.unwrap().is_some());
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_sample_sms_delivery_status_event_delivers_one_sms_and_fails_the_other() {
     use herald_core::delivery::StatusChange;
     let stack = start_stack_with_key(Some(SAMPLE_KEY.into())).await;
@@ -311,6 +368,7 @@ fn every_sample_event_is_tested() {
         // Tested with the dispatcher (crates/dispatcher), the settle check here too.
         "dispatcher-settle-sqs.json",
         "dispatcher-sqs.json",
+        "feedback-ses-every-type-sqs.json",
         "feedback-ses-sqs.json",
         "feedback-sns-sms-logs.json",
         // Tested with the importer (crates/importer).

@@ -1,6 +1,6 @@
 //! `SuppressionStore`: a list per channel of normalised addresses, each with its reason;
 //! entries read, replaced, removed and listed by page; soft bounces counted once per
-//! delivery in their window.
+//! delivery in a window sliding back from each bounce, and forgotten with the entry.
 
 use chrono::Utc;
 use herald_aws::DynamoSuppressionStore;
@@ -19,6 +19,9 @@ contract!(suppression_store: memory_suppressions, aws_suppressions;
     a_removed_address_is_no_longer_suppressed,
     the_list_pages_through_every_entry_once_and_filters_by_channel,
     a_soft_bounce_counts_once_per_delivery_in_its_window,
+    soft_bounces_either_side_of_a_fixed_windows_edge_add_up,
+    a_soft_bounce_older_than_the_window_no_longer_counts,
+    a_removed_address_counts_its_soft_bounces_afresh,
 );
 
 async fn memory_suppressions() -> Box<dyn SuppressionStore> {
@@ -128,4 +131,45 @@ async fn a_soft_bounce_counts_once_per_delivery_in_its_window(store: &dyn Suppre
     let other = SoftBouncePolicy::default().window_for(Channel::Email, "b@example.com", Utc::now());
     assert_eq!(store.count_soft_bounce(&other, "d_3").await.unwrap(), 1);
     assert!(store.suppressed_among(Channel::Email, &["a@example.com".to_owned()]).await.unwrap().is_empty());
+}
+
+fn at(seconds: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(seconds, 0).unwrap()
+}
+
+const WEEK: i64 = 7 * 86_400;
+
+async fn soft_bounces_either_side_of_a_fixed_windows_edge_add_up(store: &dyn SuppressionStore) {
+    let policy = SoftBouncePolicy { bounces: 3, window_days: 7 };
+    // Where a fixed window of a week would have started afresh.
+    let edge = Utc::now().timestamp() / WEEK * WEEK;
+    let before = policy.window_for(Channel::Email, "a@example.com", at(edge - 60));
+    let after = policy.window_for(Channel::Email, "a@example.com", at(edge + 60));
+    assert_eq!(store.count_soft_bounce(&before, "d_1").await.unwrap(), 1);
+    assert_eq!(store.count_soft_bounce(&after, "d_2").await.unwrap(), 2);
+}
+
+async fn a_soft_bounce_older_than_the_window_no_longer_counts(store: &dyn SuppressionStore) {
+    let policy = SoftBouncePolicy { bounces: 3, window_days: 7 };
+    let now = Utc::now().timestamp();
+    let first = policy.window_for(Channel::Email, "a@example.com", at(now - WEEK - 60));
+    let second = policy.window_for(Channel::Email, "a@example.com", at(now - WEEK + 60));
+    let third = policy.window_for(Channel::Email, "a@example.com", at(now));
+    assert_eq!(store.count_soft_bounce(&first, "d_1").await.unwrap(), 1);
+    assert_eq!(store.count_soft_bounce(&second, "d_2").await.unwrap(), 2);
+    assert_eq!(store.count_soft_bounce(&third, "d_3").await.unwrap(), 2, "d_1 is out of the week before d_3");
+    assert_eq!(store.count_soft_bounce(&third, "d_3").await.unwrap(), 2, "the same bounce again");
+}
+
+async fn a_removed_address_counts_its_soft_bounces_afresh(store: &dyn SuppressionStore) {
+    let window = SoftBouncePolicy::default().window_for(Channel::Email, "a@example.com", Utc::now());
+    store.count_soft_bounce(&window, "d_1").await.unwrap();
+    store.count_soft_bounce(&window, "d_2").await.unwrap();
+    store.suppress("a@example.com", &entry(Channel::Email, SuppressionReason::SoftBounces)).await.unwrap();
+    let other = SoftBouncePolicy::default().window_for(Channel::Email, "b@example.com", Utc::now());
+    store.count_soft_bounce(&other, "d_9").await.unwrap();
+
+    assert!(store.remove(Channel::Email, "A@example.com").await.unwrap());
+    assert_eq!(store.count_soft_bounce(&window, "d_3").await.unwrap(), 1);
+    assert_eq!(store.count_soft_bounce(&other, "d_10").await.unwrap(), 2, "another address keeps its bounces");
 }

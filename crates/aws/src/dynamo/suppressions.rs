@@ -1,7 +1,8 @@
 //! The suppressions table: one item per suppressed address, keyed by `address_hash`
 //! (`<channel>#<SHA-256 of the normalised address>`, so the table holds no address in
-//! clear), and one per address and soft-bounce window (`soft#…`, the set of deliveries
-//! that bounced soft in it, expired by TTL).
+//! clear), and one per address's soft bounces (`soft#<address hash>`: a string set of
+//! `<delivery id>#<bounce time>`, each write adding one and dropping those out of the
+//! window, so the window slides; expired by TTL once the newest is out of it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +14,10 @@ use aws_sdk_dynamodb::{
 use herald_core::{
     channel::Channel,
     store::StoreError,
-    suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
+    suppressions::{
+        ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash,
+        soft_bounce_key,
+    },
 };
 use herald_wire::backoff::Backoff;
 
@@ -79,7 +83,16 @@ impl SuppressionStore for DynamoSuppressionStore {
         Ok(())
     }
 
+    /// The soft bounces first: a failure after them leaves the entry, so a retry of the
+    /// removal finds it and ends what it started.
     async fn remove(&self, channel: Channel, address: &str) -> Result<bool, StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(soft_bounce_key(channel, address)))
+            .send()
+            .await
+            .map_err(unavailable)?;
         let output = self
             .client
             .delete_item()
@@ -120,23 +133,56 @@ impl SuppressionStore for DynamoSuppressionStore {
         Ok(SuppressionPage { suppressions, next })
     }
 
-    /// ADD to a string set: a delivery already in it is not counted again.
+    /// ADD to a string set: a bounce already in it is not counted again. Then, only when
+    /// there is something to drop or the expiry to push back, an UpdateItem that DELETEs
+    /// the stale entries (exact values, so a bounce added meanwhile is kept) and raises
+    /// `expires_at`, on the condition that it does not lower it (a concurrent later
+    /// bounce's expiry is kept; a clean-up so skipped is done by the next bounce).
     async fn count_soft_bounce(&self, window: &SoftBounceWindow, delivery_id: &str) -> Result<u32, StoreError> {
         let output = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(KEY, AttributeValue::S(window.key.clone()))
-            .update_expression("ADD bounced :delivery SET expires_at = :expires")
-            .expression_attribute_values(":delivery", AttributeValue::Ss(vec![delivery_id.to_owned()]))
+            .update_expression("ADD bounced :bounce SET expires_at = if_not_exists(expires_at, :expires)")
+            .expression_attribute_values(":bounce", AttributeValue::Ss(vec![window.entry(delivery_id)]))
             .expression_attribute_values(":expires", AttributeValue::N(window.expires_at.to_string()))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(unavailable)?;
-        match output.attributes.as_ref().and_then(|a| a.get("bounced")) {
-            Some(AttributeValue::Ss(set)) => Ok(set.len() as u32),
-            _ => Err(StoreError::Fatal("a soft-bounce counter without its set".into())),
+        let attributes = output.attributes.unwrap_or_default();
+        let Some(AttributeValue::Ss(entries)) = attributes.get("bounced") else {
+            return Err(StoreError::Fatal("a soft-bounce record without its set".into()));
+        };
+        let stored_expiry = match attributes.get("expires_at") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        let count = window.count(entries.iter().map(String::as_str));
+        let stale: Vec<String> = entries.iter().filter(|e| window.is_stale(e)).cloned().collect();
+        let expiry = window.expiry_of(entries.iter().map(String::as_str));
+        if stale.is_empty() && expiry <= stored_expiry {
+            return Ok(count);
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(window.key.clone()))
+            .condition_expression("expires_at <= :expires")
+            .expression_attribute_values(":expires", AttributeValue::N(expiry.max(stored_expiry).to_string()));
+        update = if stale.is_empty() {
+            update.update_expression("SET expires_at = :expires")
+        } else {
+            update
+                .update_expression("DELETE bounced :stale SET expires_at = :expires")
+                .expression_attribute_values(":stale", AttributeValue::Ss(stale))
+        };
+        match update.send().await {
+            Ok(_) => Ok(count),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(count),
+            Err(e) => Err(unavailable(e)),
         }
     }
 }

@@ -19,6 +19,10 @@ use super::FeedbackFormatError;
 /// The message tag holding the delivery id.
 pub const DELIVERY_TAG: &str = "herald_delivery";
 
+/// The `complaintSubType` of a message SES did not send: its address is on the
+/// account-level suppression list.
+const ON_ACCOUNT_SUPPRESSION_LIST: &str = "OnAccountSuppressionList";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Event {
@@ -64,6 +68,7 @@ struct Complaint {
     complained_recipients: Vec<Recipient>,
     timestamp: Option<DateTime<Utc>>,
     complaint_feedback_type: Option<String>,
+    complaint_sub_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,8 +108,8 @@ fn detail(parts: &[&str]) -> Option<String> {
 }
 
 /// The reports in one SES event's `detail`: one per recipient it names (Herald sends each
-/// email to one). An event type Herald does not act on (`Send`, `Open`, `Click`:
-/// Herald tracks those itself) gives none.
+/// email to one). An event type Herald does not act on (`Send`, `Open`, `Click`,
+/// `Subscription`: Herald records or tracks those itself) gives none.
 pub fn feedback(event: &serde_json::Value) -> Result<Vec<Feedback>, FeedbackFormatError> {
     // serde's message may quote a value (an address): only its kind of failure is kept.
     let event = Event::deserialize(event)
@@ -132,9 +137,16 @@ pub fn feedback(event: &serde_json::Value) -> Result<Vec<Feedback>, FeedbackForm
         }
         "Complaint" => {
             let complaint = event.complaint.ok_or_else(|| missing("complaint"))?;
-            let feedback_type = complaint.complaint_feedback_type.unwrap_or_default();
             let recipients = complaint.complained_recipients.into_iter().map(|r| r.email_address).collect();
-            (FeedbackKind::Complained, recipients, complaint.timestamp, detail(&[&feedback_type]))
+            // SES reports a message it did not send, the address being on the account's
+            // suppression list, as a complaint of this subtype: no one complained.
+            if complaint.complaint_sub_type.as_deref() == Some(ON_ACCOUNT_SUPPRESSION_LIST) {
+                let reason = Some(ON_ACCOUNT_SUPPRESSION_LIST.to_owned());
+                (FeedbackKind::ProviderSuppressed, recipients, complaint.timestamp, reason)
+            } else {
+                let feedback_type = complaint.complaint_feedback_type.unwrap_or_default();
+                (FeedbackKind::Complained, recipients, complaint.timestamp, detail(&[&feedback_type]))
+            }
         }
         "DeliveryDelay" => {
             let delay = event.delivery_delay.ok_or_else(|| missing("deliveryDelay"))?;
@@ -199,11 +211,13 @@ mod tests {
     }
 
     #[test]
-    fn transient_and_undetermined_bounces_are_soft() {
+    fn transient_and_undetermined_bounces_are_soft_and_keep_ses_classification_as_reason() {
         for bounce_type in ["Transient", "Undetermined"] {
             let event = json!({"eventType": "Bounce", "mail": mail(), "bounce": {"bounceType": bounce_type,
                 "bounceSubType": "MailboxFull", "bouncedRecipients": [{"emailAddress": "bob@example.com"}]}});
-            assert_eq!(feedback(&event).unwrap()[0].kind, FeedbackKind::Bounced { permanent: false }, "{bounce_type}");
+            let report = &feedback(&event).unwrap()[0];
+            assert_eq!(report.kind, FeedbackKind::Bounced { permanent: false }, "{bounce_type}");
+            assert_eq!(report.detail, Some(format!("{bounce_type}/MailboxFull")));
         }
     }
 
@@ -213,6 +227,18 @@ mod tests {
             "complainedRecipients": [{"emailAddress": "bob@example.com"}], "timestamp": "2026-12-02T11:00:00Z"}});
         let report = &feedback(&event).unwrap()[0];
         assert_eq!((report.kind, report.detail.as_deref()), (FeedbackKind::Complained, Some("abuse")));
+    }
+
+    #[test]
+    fn a_complaint_of_a_message_on_the_account_suppression_list_is_its_suppression_not_a_complaint() {
+        let event = json!({"eventType": "Complaint", "mail": mail(), "complaint": {"complaintSubType":
+            "OnAccountSuppressionList", "complainedRecipients": [{"emailAddress": "bob@example.com"}],
+            "timestamp": "2026-12-02T11:00:00Z", "feedbackId": "f"}});
+        let report = &feedback(&event).unwrap()[0];
+        assert_eq!(
+            (report.kind, report.detail.as_deref(), report.address.as_deref()),
+            (FeedbackKind::ProviderSuppressed, Some("OnAccountSuppressionList"), Some("bob@example.com"))
+        );
     }
 
     #[test]
@@ -234,8 +260,8 @@ mod tests {
     }
 
     #[test]
-    fn sends_opens_and_clicks_are_not_feedback() {
-        for event_type in ["Send", "Open", "Click"] {
+    fn sends_opens_clicks_and_subscriptions_are_not_feedback() {
+        for event_type in ["Send", "Open", "Click", "Subscription"] {
             assert!(feedback(&json!({"eventType": event_type, "mail": mail()})).unwrap().is_empty());
         }
     }

@@ -25,6 +25,10 @@ pub enum FeedbackKind {
         permanent: bool,
     },
     Complained,
+    /// The provider did not send the message: the address is on the provider's own
+    /// suppression list (SES's account-level list). Neither a complaint nor a bounce of
+    /// this message, so it puts nothing on Herald's list.
+    ProviderSuppressed,
     Rejected,
     DeliveryDelayed,
     Failed,
@@ -36,6 +40,7 @@ impl FeedbackKind {
             FeedbackKind::Delivered => DeliveryStatus::Delivered,
             FeedbackKind::Bounced { .. } => DeliveryStatus::Bounced,
             FeedbackKind::Complained => DeliveryStatus::Complained,
+            FeedbackKind::ProviderSuppressed => DeliveryStatus::Suppressed,
             FeedbackKind::Rejected => DeliveryStatus::Rejected,
             FeedbackKind::DeliveryDelayed => DeliveryStatus::DeliveryDelayed,
             FeedbackKind::Failed => DeliveryStatus::Failed,
@@ -352,6 +357,18 @@ mod tests {
         let applied = w.service.apply(&report(&id, FeedbackKind::Complained)).await.unwrap();
         assert_eq!(applied, Applied { moved: true, suppressed: Some(SuppressionReason::Complaint) });
         assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Complained));
+    }
+
+    #[tokio::test]
+    async fn a_message_the_providers_own_list_stopped_ends_suppressed_and_adds_nothing_to_the_list() {
+        let w = world();
+        let id = sent(&w, "u1").await;
+        let mut stopped = report(&id, FeedbackKind::ProviderSuppressed);
+        stopped.detail = Some("OnAccountSuppressionList".into());
+        let applied = w.service.apply(&stopped).await.unwrap();
+        assert_eq!(applied, Applied { moved: true, suppressed: None });
+        assert_eq!(w.deliveries.status(&id), Some(DeliveryStatus::Suppressed));
+        assert_eq!(is_suppressed(&w).await, None);
     }
 
     #[tokio::test]

@@ -70,6 +70,9 @@ impl DeliveryStatus {
             // bounce may come after the delivery (an asynchronous bounce).
             (Sent, Delivered | Bounced | Complained | Rejected | DeliveryDelayed | Failed) => true,
             (DeliveryDelayed, Delivered | Bounced | Failed) => true,
+            // The provider accepted the message, then its own suppression list stopped it
+            // (SES's account-level list): never sent to the recipient.
+            (Sent, Suppressed) => true,
             (Delivered, Bounced) => true,
             // Engagement: a click implies an open; the open pixel may never load; an open
             // implies a delivery, whose feedback may come later (and is then not recorded).
@@ -247,9 +250,13 @@ mod tests {
             assert!(!status.can_become(Sent) && !status.can_become(Pending), "{status:?}");
             assert!(!DeliveryStatus::CLAIMABLE.contains(&status), "{status:?}");
         }
-        for (from, to) in
-            [(DeliveryDelayed, Delivered), (Delivered, Bounced), (Delivered, Opened), (Opened, Complained)]
-        {
+        for (from, to) in [
+            (DeliveryDelayed, Delivered),
+            (Delivered, Bounced),
+            (Delivered, Opened),
+            (Opened, Complained),
+            (Sent, Suppressed),
+        ] {
             assert!(from.can_become(to), "{from:?} -> {to:?}");
         }
     }
@@ -264,6 +271,8 @@ mod tests {
             (Delivered, DeliveryDelayed),
             (Suppressed, Bounced),
             (Pending, Delivered),
+            (Delivered, Suppressed),
+            (Opened, Suppressed),
         ] {
             assert!(!from.can_become(to), "{from:?} -> {to:?}");
         }

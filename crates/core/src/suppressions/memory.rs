@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use crate::{
     channel::Channel,
     store::StoreError,
-    suppressions::{ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash},
+    suppressions::{
+        ListedSuppression, SoftBounceWindow, Suppression, SuppressionPage, SuppressionStore, address_hash,
+        soft_bounce_key,
+    },
 };
 
 #[derive(Default)]
@@ -36,6 +39,7 @@ impl SuppressionStore for MemorySuppressions {
     }
 
     async fn remove(&self, channel: Channel, address: &str) -> Result<bool, StoreError> {
+        self.soft_bounces.lock().unwrap().remove(&soft_bounce_key(channel, address));
         Ok(self.entries.lock().unwrap().remove(&address_hash(channel, address)).is_some())
     }
 
@@ -64,8 +68,9 @@ impl SuppressionStore for MemorySuppressions {
 
     async fn count_soft_bounce(&self, window: &SoftBounceWindow, delivery_id: &str) -> Result<u32, StoreError> {
         let mut bounces = self.soft_bounces.lock().unwrap();
-        let seen = bounces.entry(window.key.clone()).or_default();
-        seen.insert(delivery_id.to_owned());
-        Ok(seen.len() as u32)
+        let entries = bounces.entry(window.key.clone()).or_default();
+        entries.insert(window.entry(delivery_id));
+        entries.retain(|e| !window.is_stale(e));
+        Ok(window.count(entries.iter().map(String::as_str)))
     }
 }

@@ -78,21 +78,24 @@ pub fn address_hash(channel: Channel, address: &str) -> String {
     format!("{channel}#{}", hex::encode(Sha256::digest(normalised(address).as_bytes())))
 }
 
-/// Whether `key` is one the suppressions table is keyed by (an entry's, or a soft-bounce
-/// counter's): what a listing's cursor must be.
+/// Whether `key` is one the suppressions table is keyed by (an entry's, or an address's
+/// soft bounces', `soft#<entry key>`): what a listing's cursor must be. The soft-bounce
+/// counters of fixed windows, `soft#<entry key>#<window start>`, are keys too until their
+/// TTL removes them.
 pub fn is_key(key: &str) -> bool {
     let hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
     let entry = |k: &str| {
         k.split_once('#').is_some_and(|(channel, h)| SUPPRESSIBLE.iter().any(|c| c.as_str() == channel) && hash(h))
     };
-    match key.strip_prefix("soft#").and_then(|rest| rest.rsplit_once('#')) {
-        Some((entry_key, start)) => entry(entry_key) && !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit()),
-        None => entry(key),
-    }
+    let Some(rest) = key.strip_prefix("soft#") else { return entry(key) };
+    entry(rest)
+        || rest.rsplit_once('#').is_some_and(|(entry_key, start)| {
+            entry(entry_key) && !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// When soft bounces suppress an address: `bounces` distinct deliveries bounced soft
-/// within one fixed window of `window_days` days.
+/// within `window_days` days (a sliding window: the days before each bounce).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SoftBouncePolicy {
     pub bounces: u32,
@@ -107,20 +110,63 @@ impl Default for SoftBouncePolicy {
     }
 }
 
-/// The counter of one address's soft bounces in one window.
+/// The key of an address's soft bounces: `soft#<address hash>`.
+pub fn soft_bounce_key(channel: Channel, address: &str) -> String {
+    format!("soft#{}", address_hash(channel, address))
+}
+
+/// One soft bounce of an address, and the window it counts in: the `window_days` before it.
+/// The store keeps an address's bounces as entries `<delivery id>#<bounce time>`, so a
+/// repeated report is the same entry, and bounces either side of any day add up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SoftBounceWindow {
-    /// `soft#<address hash>#<window start, unix seconds>`.
+    /// `soft_bounce_key` of the address.
     pub key: String,
-    /// Unix seconds after which the counter is useless (the store may expire it then).
+    /// The bounce's time, unix seconds.
+    pub at: i64,
+    /// Unix seconds after which the address's bounces are useless, if no other comes (the
+    /// store may expire them then).
     pub expires_at: i64,
+    length: i64,
+}
+
+impl SoftBounceWindow {
+    /// The entry recording this bounce of `delivery_id`.
+    pub fn entry(&self, delivery_id: &str) -> String {
+        format!("{delivery_id}#{}", self.at)
+    }
+
+    /// Whether an entry is too old to count in this window (or any later one).
+    pub fn is_stale(&self, entry: &str) -> bool {
+        entry_time(entry).is_none_or(|t| t <= self.at - self.length)
+    }
+
+    /// How many distinct deliveries the entries name within the window (entries of bounces
+    /// reported late, after this one, count too).
+    pub fn count<'a>(&self, entries: impl IntoIterator<Item = &'a str>) -> u32 {
+        let deliveries: std::collections::HashSet<&str> = entries
+            .into_iter()
+            .filter(|e| !self.is_stale(e))
+            .filter_map(|e| e.rsplit_once('#').map(|(delivery, _)| delivery))
+            .collect();
+        deliveries.len() as u32
+    }
+
+    /// When the entries' newest bounce leaves the window.
+    pub fn expiry_of<'a>(&self, entries: impl IntoIterator<Item = &'a str>) -> i64 {
+        entries.into_iter().filter_map(entry_time).max().unwrap_or(self.at).max(self.at) + self.length
+    }
+}
+
+fn entry_time(entry: &str) -> Option<i64> {
+    entry.rsplit_once('#').and_then(|(_, t)| t.parse().ok())
 }
 
 impl SoftBouncePolicy {
     pub fn window_for(&self, channel: Channel, address: &str, at: DateTime<Utc>) -> SoftBounceWindow {
         let length = i64::from(self.window_days.max(1)) * 86_400;
-        let start = at.timestamp() - at.timestamp().rem_euclid(length);
-        SoftBounceWindow { key: format!("soft#{}#{start}", address_hash(channel, address)), expires_at: start + length }
+        let at = at.timestamp();
+        SoftBounceWindow { key: soft_bounce_key(channel, address), at, expires_at: at + length, length }
     }
 }
 
@@ -148,22 +194,33 @@ mod tests {
     fn only_the_tables_keys_are_cursors() {
         let entry = address_hash(Channel::Sms, "+33612345678");
         let soft = SoftBouncePolicy::default().window_for(Channel::Email, "a@example.com", Utc::now()).key;
-        assert!(is_key(&entry) && is_key(&soft), "{entry} {soft}");
-        for bad in
-            ["", "email#", "push#00", "email#xyz", "soft#email#00#1", &format!("{entry}#"), &format!("soft#{entry}#")]
-        {
+        let fixed_window = format!("{soft}#1764547200");
+        assert!(is_key(&entry) && is_key(&soft) && is_key(&fixed_window), "{entry} {soft}");
+        for bad in [
+            "",
+            "email#",
+            "push#00",
+            "email#xyz",
+            "soft#email#00#1",
+            "soft#",
+            &format!("{entry}#"),
+            &format!("soft#{entry}#"),
+        ] {
             assert!(!is_key(bad), "{bad}");
         }
     }
 
     #[test]
-    fn bounces_in_one_window_share_a_counter_and_the_next_window_starts_afresh() {
+    fn a_window_counts_distinct_deliveries_of_the_days_before_its_bounce() {
         let policy = SoftBouncePolicy { bounces: 3, window_days: 7 };
         let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
         let week = 7 * 86_400;
-        let first = policy.window_for(Channel::Email, "a@example.com", at(week));
-        assert_eq!(first, policy.window_for(Channel::Email, "A@example.com", at(2 * week - 1)));
-        assert_eq!(first.expires_at, 2 * week);
-        assert_ne!(first, policy.window_for(Channel::Email, "a@example.com", at(2 * week)));
+        let window = policy.window_for(Channel::Email, "a@example.com", at(2 * week));
+        assert_eq!(window.key, policy.window_for(Channel::Email, "A@example.com", at(week)).key);
+        let entries = [format!("d_1#{}", week), format!("d_2#{}", week + 1), format!("d_2#{}", week + 2)];
+        let entries = entries.iter().map(String::as_str);
+        assert_eq!(window.count(entries.clone()), 1, "d_1 is a week old, d_2 counts once");
+        assert!(window.is_stale(&format!("d_1#{week}")));
+        assert_eq!(window.expiry_of(entries), 3 * week);
     }
 }

@@ -17,7 +17,8 @@ pub trait SuppressionStore: Send + Sync {
     async fn get(&self, channel: Channel, address: &str) -> Result<Option<Suppression>, StoreError>;
     /// Puts the address on its channel's list, replacing any entry it had.
     async fn suppress(&self, address: &str, suppression: &Suppression) -> Result<(), StoreError>;
-    /// Takes the address off the list; false if it was not on it.
+    /// Takes the address off the list, and forgets its soft bounces (so the next one
+    /// does not suppress it again at once); false if it was not on the list.
     async fn remove(&self, channel: Channel, address: &str) -> Result<bool, StoreError>;
     /// One page of the list (of one channel, or all), at most `limit` entries from after
     /// the key `after`, in the store's order. Eventually consistent.
@@ -27,8 +28,8 @@ pub trait SuppressionStore: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> Result<SuppressionPage, StoreError>;
-    /// Counts a soft bounce of `delivery_id` in its window and returns how many distinct
-    /// deliveries bounced soft in it: the same delivery counted again (a repeated event)
-    /// counts once.
+    /// Records a soft bounce of `delivery_id` (`window.entry`) and returns how many
+    /// distinct deliveries bounced soft in its window (`window.count`): the same report
+    /// again counts once, and bounces older than the window are dropped.
     async fn count_soft_bounce(&self, window: &SoftBounceWindow, delivery_id: &str) -> Result<u32, StoreError>;
 }
