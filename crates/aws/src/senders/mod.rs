@@ -129,6 +129,21 @@ pub(crate) mod canned {
         aws_sdk_sns::Client::from_conf(config)
     }
 
+    /// A message of `content` to `target`, as the pipeline hands one to a sender.
+    pub(crate) fn outgoing<'a>(
+        target: &'a herald_core::delivery::Target,
+        content: &'a herald_core::delivery::rendering::Rendered,
+    ) -> herald_core::delivery::Outgoing<'a> {
+        herald_core::delivery::Outgoing {
+            delivery_id: "d_1",
+            user_id: Some("u1"),
+            notification_type: "news",
+            target,
+            content,
+            list_unsubscribe: None,
+        }
+    }
+
     /// Fails if `text` holds the address or the number.
     pub(crate) fn assert_no_personal_data(text: &str) {
         assert!(!text.contains(EMAIL) && !text.contains(PHONE), "personal data in: {text}");

@@ -210,14 +210,7 @@ mod tests {
         let sender = SesEmailSender::new(aws_sdk_sesv2::Client::from_conf(config), "from@example.com");
         let content = Rendered { subject: Some("s".into()), body: "b".into(), html: None };
         let target = Target::Email(EMAIL.into());
-        let outgoing = Outgoing {
-            delivery_id: "d_1",
-            user_id: Some("u1"),
-            notification_type: "news",
-            target: &target,
-            content: &content,
-            list_unsubscribe: None,
-        };
+        let outgoing = crate::senders::canned::outgoing(&target, &content);
         let error = sender.send(&outgoing).await.unwrap_err();
         assert!(matches!(error, SendError::Permanent(_)), "{error:?}");
         assert_eq!(error.failure().reason(), "rejected/MessageRejected");

@@ -178,14 +178,7 @@ mod tests {
         let sender = SnsPushSender::new(sns(vec![created, disabled]), applications);
         let content = Rendered { subject: None, body: "b".into(), html: None };
         let target = Target::Devices(vec![DeviceToken { platform: Platform::Fcm, token: "t1".into() }]);
-        let outgoing = Outgoing {
-            delivery_id: "d_1",
-            user_id: Some("u1"),
-            notification_type: "news",
-            target: &target,
-            content: &content,
-            list_unsubscribe: None,
-        };
+        let outgoing = crate::senders::canned::outgoing(&target, &content);
         let error = sender.send(&outgoing).await.unwrap_err();
         assert!(matches!(error, SendError::Permanent(_)), "{error:?}");
         assert_eq!(error.failure().reason(), "endpoint_disabled/EndpointDisabled");

@@ -59,14 +59,7 @@ mod tests {
         let sender = SnsSmsSender::new(sns(vec![sns_error(code, message)]));
         let content = Rendered { subject: None, body: "b".into(), html: None };
         let target = Target::Phone(PHONE.into());
-        let outgoing = Outgoing {
-            delivery_id: "d_1",
-            user_id: Some("u1"),
-            notification_type: "news",
-            target: &target,
-            content: &content,
-            list_unsubscribe: None,
-        };
+        let outgoing = crate::senders::canned::outgoing(&target, &content);
         sender.send(&outgoing).await.unwrap_err()
     }
 
