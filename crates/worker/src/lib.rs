@@ -189,8 +189,12 @@ impl SqsHandler for WorkerHandler {
             .map(|message| {
                 let message_id = sqs::message_id(message);
                 let job = parse_job(sqs::body(message))
-                    // Only the id and the parse error: the body may hold addresses.
-                    .inspect_err(|e| tracing::error!(message_id, error = %e, "unreadable delivery job"))
+                    // Only the id and where parsing stopped: serde's message quotes the
+                    // value it refused, which may be an address.
+                    .inspect_err(|e| {
+                        let (category, line, column) = (e.classify(), e.line(), e.column());
+                        tracing::error!(message_id, ?category, line, column, "unreadable delivery job")
+                    })
                     .ok();
                 Job { message_id, receive_count: receive_count(message), message: job }
             })
