@@ -27,7 +27,8 @@ pub struct EventWork {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventWorkError {
-    #[error("not an event of the bus: {0}")]
+    /// Where parsing stopped, never serde's message, which quotes the value it refused.
+    #[error("not an event of the bus (line {}, column {})", .0.line(), .0.column())]
     Unreadable(#[from] serde_json::Error),
     #[error("no segmenter work for detail-type {0:?}")]
     UnknownType(String),
@@ -93,5 +94,18 @@ impl EventWork {
             other => return Err(EventWorkError::UnknownType(other.to_owned())),
         };
         Ok(Self { work, engagement, changed_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_event_is_told_by_where_parsing_stopped_never_by_the_value_refused() {
+        let detail = serde_json::json!({"user_id": "ana@example.com", "version": "ana@example.com"});
+        let error = EventWork::of(detail_type::PROFILE_CHANGED, None, detail).unwrap_err();
+        assert!(matches!(error, EventWorkError::Unreadable(_)));
+        assert!(!error.to_string().contains("ana@"), "{error}");
     }
 }
